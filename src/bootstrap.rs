@@ -1,0 +1,1 @@
+//! Bootstrapping a Debian tree with debootstrap or mmdebstrap.

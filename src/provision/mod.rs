@@ -1,0 +1,1 @@
+//! Roles: `provisioners/<role>/tasks.yml`, run task by task in the chroot.
