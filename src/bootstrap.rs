@@ -91,3 +91,105 @@ mod tests {
         assert!(err.to_string().contains("mirror:"));
     }
 }
+
+/// What to bootstrap, from the build's config.
+#[derive(Debug, Clone)]
+pub struct Bootstrap<'a> {
+    pub cfg: &'a crate::config::Config,
+    /// The shared .deb cache directory.
+    pub cache: &'a Path,
+}
+
+/// The program `bootstrapper: auto` picks: mmdebstrap when installed.
+pub fn pick(choice: crate::config::Bootstrapper) -> anyhow::Result<&'static str> {
+    use crate::config::Bootstrapper::*;
+    let program = match choice {
+        Mmdebstrap => "mmdebstrap",
+        Debootstrap => "debootstrap",
+        Auto if crate::exec::have("mmdebstrap") => "mmdebstrap",
+        Auto => "debootstrap",
+    };
+    if !crate::exec::have(program) {
+        return Err(crate::UsageError(format!("`{program}` is not installed: apt-get install -y {program}")).into());
+    }
+    Ok(program)
+}
+
+/// Bootstrap a Debian tree into `target` (an empty directory) with the
+/// configured bootstrapper, through the apt proxy, keeping the downloaded
+/// .debs in the shared cache so the next build does not fetch them again.
+pub fn run(b: &Bootstrap, target: &Path, progress: &crate::progress::Progress) -> anyhow::Result<()> {
+    let cfg = b.cfg;
+    let program = pick(cfg.bootstrapper)?;
+    if program == "mmdebstrap" && !cfg.exclude.is_empty() {
+        return Err(crate::UsageError(format!(
+            "{}: `exclude:` is a debootstrap option (mmdebstrap has none); set `bootstrapper: debootstrap` or remove packages in a role",
+            cfg.file.display()
+        ))
+        .into());
+    }
+    if program == "debootstrap" {
+        if let Some(pin) = cfg.packages.iter().find(|p| p.contains('=')) {
+            return Err(crate::UsageError(format!(
+                "{}: package pin `{pin}` in `packages:` needs mmdebstrap (debootstrap cannot pin); install it or pin in a role's apt task",
+                cfg.file.display()
+            ))
+            .into());
+        }
+    }
+    fs::create_dir_all(b.cache).with_context(|| format!("cannot create package cache {}", b.cache.display()))?;
+    let cache = b.cache.canonicalize()?;
+    progress.step(format!("bootstrap {} ({program}, {}, {})", cfg.suite, cfg.variant, cfg.arch));
+    let started = std::time::Instant::now();
+    let cmd = match program {
+        "mmdebstrap" => mmdebstrap(cfg, &cache, target),
+        _ => debootstrap(cfg, &cache, target),
+    };
+    cmd.run_with(|line| progress.output(line)).with_context(|| format!("bootstrapping {} with {program} failed", cfg.suite))?;
+    progress.done(format!("bootstrapped in {:.1}s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+fn mmdebstrap(cfg: &crate::config::Config, cache: &Path, target: &Path) -> crate::exec::Cmd {
+    let q = |p: &Path| crate::exec::shell_quote(&p.to_string_lossy());
+    let archives = "\"$1\"/var/cache/apt/archives";
+    let mut cmd = crate::exec::Cmd::new("mmdebstrap")
+        .arg("--mode=root")
+        .arg(format!("--variant={}", cfg.variant))
+        .arg(format!("--architectures={}", cfg.arch))
+        .arg(format!("--components={}", cfg.components.join(",")))
+        // The shared cache is bind-mounted over the tree's archive dir for the
+        // whole run and unmounted before mmdebstrap finishes, so the .debs
+        // stay in the cache and never in the tree.
+        .arg("--skip=essential/unlink")
+        .arg("--skip=download/empty")
+        .arg("--skip=cleanup/apt/cache")
+        .arg(format!("--setup-hook=mkdir -p {archives} && mount --bind {} {archives}", q(cache)))
+        .arg(format!("--customize-hook=umount {archives}"))
+        .arg("--aptopt=APT::Keep-Downloaded-Packages \"true\"");
+    if let Some(proxy) = &cfg.apt_proxy {
+        cmd = cmd.arg(format!("--aptopt=Acquire::http::Proxy \"{proxy}\""));
+    }
+    if !cfg.packages.is_empty() {
+        cmd = cmd.arg(format!("--include={}", cfg.packages.join(",")));
+    }
+    cmd.arg(&cfg.suite).arg(target).arg(&cfg.mirror)
+}
+
+fn debootstrap(cfg: &crate::config::Config, cache: &Path, target: &Path) -> crate::exec::Cmd {
+    let mut cmd = crate::exec::Cmd::new("debootstrap")
+        .arg(format!("--variant={}", cfg.variant))
+        .arg(format!("--arch={}", cfg.arch))
+        .arg(format!("--components={}", cfg.components.join(",")))
+        .arg(format!("--cache-dir={}", cache.display()));
+    if !cfg.packages.is_empty() {
+        cmd = cmd.arg(format!("--include={}", cfg.packages.join(",")));
+    }
+    if !cfg.exclude.is_empty() {
+        cmd = cmd.arg(format!("--exclude={}", cfg.exclude.join(",")));
+    }
+    if let Some(proxy) = &cfg.apt_proxy {
+        cmd = cmd.env("http_proxy", proxy);
+    }
+    cmd.arg(&cfg.suite).arg(target).arg(&cfg.mirror)
+}

@@ -33,3 +33,83 @@ pub fn format_error(err: &anyhow::Error) -> String {
     }
     parts.join(": ")
 }
+
+/// Progress of a long build, one step at a time: a spinner with the step and
+/// the latest output line on a terminal, plain `==>` lines otherwise.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    step: std::sync::Mutex<String>,
+    quiet: bool,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress { bar, step: std::sync::Mutex::new(String::new()), quiet: false }
+    }
+
+    /// A progress that shows nothing (for checks).
+    pub fn quiet() -> Self {
+        Progress { bar: None, step: std::sync::Mutex::new(String::new()), quiet: true }
+    }
+
+    /// Start a named step.
+    pub fn step(&self, text: impl Into<String>) {
+        let text = text.into();
+        match &self.bar {
+            Some(bar) => {
+                bar.println(format!("==> {text}"));
+                bar.set_message(text.clone());
+            }
+            None if !self.quiet => tracing::info!("==> {text}"),
+            None => {}
+        }
+        if let Ok(mut s) = self.step.lock() {
+            *s = text;
+        }
+    }
+
+    /// A line of output from the running step (shown after the step name).
+    pub fn output(&self, line: &str) {
+        if let Some(bar) = &self.bar {
+            let step = self.step.lock().map(|s| s.clone()).unwrap_or_default();
+            let short: String = line.chars().take(80).collect();
+            bar.set_message(format!("{step}: {short}"));
+        }
+    }
+
+    /// A finished result worth a line of its own.
+    pub fn done(&self, text: impl Into<String>) {
+        let text = text.into();
+        match &self.bar {
+            Some(bar) => bar.println(format!("    {text}")),
+            None if !self.quiet => tracing::info!("    {text}"),
+            None => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

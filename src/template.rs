@@ -1,2 +1,140 @@
 //! minijinja templating with strict undefined: a missing variable is an
-//! error, never an empty string.
+//! error, never an empty string. Used for vars strings, role templates,
+//! `when` expressions and `loop` lists.
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// A template that failed to render or evaluate.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct TemplateError {
+    pub detail: String,
+}
+
+impl From<minijinja::Error> for TemplateError {
+    fn from(err: minijinja::Error) -> Self {
+        // minijinja's Display carries the kind and the detail; add the
+        // offending line when it knows it.
+        let mut detail = match err.detail() {
+            Some(d) => format!("{}: {d}", kind_text(&err)),
+            None => err.to_string(),
+        };
+        if let Some(line) = err.line() {
+            detail.push_str(&format!(" (template line {line})"));
+        }
+        TemplateError { detail }
+    }
+}
+
+fn kind_text(err: &minijinja::Error) -> &'static str {
+    match err.kind() {
+        minijinja::ErrorKind::UndefinedError => "undefined variable",
+        minijinja::ErrorKind::SyntaxError => "template syntax error",
+        minijinja::ErrorKind::UnknownFilter => "unknown filter",
+        minijinja::ErrorKind::UnknownFunction => "unknown function",
+        _ => "template error",
+    }
+}
+
+/// The templating environment: strict undefined, no auto-escaping, and
+/// trailing newlines kept (role templates are config files).
+pub struct Templater {
+    env: Environment<'static>,
+}
+
+impl Default for Templater {
+    fn default() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        Templater { env }
+    }
+}
+
+impl Templater {
+    /// Render a template string against a context.
+    pub fn render(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
+        if !source.contains("{{") && !source.contains("{%") {
+            return Ok(source.to_string());
+        }
+        self.env.render_str(source, ctx).map_err(|e| self.explain(e, source, ctx))
+    }
+
+    /// Name the missing variables of an undefined-value error.
+    fn explain(&self, err: minijinja::Error, source: &str, ctx: &Value) -> TemplateError {
+        if err.kind() == minijinja::ErrorKind::UndefinedError {
+            if let Ok(tmpl) = self.env.template_from_str(source) {
+                let mut missing: Vec<String> = tmpl
+                    .undeclared_variables(false)
+                    .into_iter()
+                    .filter(|name| ctx.get_attr(name).map_or(true, |v| v.is_undefined()))
+                    .collect();
+                missing.sort();
+                if !missing.is_empty() {
+                    let names = missing.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+                    return TemplateError { detail: format!("undefined variable {names} (define it under `vars:` or pass --var)") };
+                }
+            }
+            return TemplateError { detail: "undefined variable or attribute".into() };
+        }
+        err.into()
+    }
+
+    /// Evaluate an expression (`when:`), accepting `{{ expr }}` too.
+    pub fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
+        let inner = strip_braces(expr);
+        let compiled = self.env.compile_expression(inner)?;
+        let value = compiled.eval(ctx)?;
+        if value.is_undefined() {
+            return Err(TemplateError { detail: format!("undefined variable in `{inner}`") });
+        }
+        Ok(value)
+    }
+
+    /// Evaluate a condition: the expression's truthiness.
+    pub fn eval_bool(&self, expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
+        Ok(self.eval(expr, ctx)?.is_true())
+    }
+}
+
+/// `{{ x }}` → `x`; anything else unchanged.
+pub fn strip_braces(expr: &str) -> &str {
+    let t = expr.trim();
+    match t.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")) {
+        Some(inner) if !inner.contains("{{") => inner.trim(),
+        _ => t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    #[test]
+    fn renders_and_rejects_undefined() {
+        let t = Templater::default();
+        let ctx = context! { suite => "bookworm" };
+        assert_eq!(t.render("{{ suite }}-x", &ctx).unwrap(), "bookworm-x");
+        let err = t.render("{{ sutie }}", &ctx).unwrap_err();
+        assert!(err.detail.contains("undefined"), "{}", err.detail);
+        let err = t.render("{{ a.b }}", &context! { a => context!{} }).unwrap_err();
+        assert!(err.detail.contains("undefined"), "{}", err.detail);
+    }
+
+    #[test]
+    fn conditions() {
+        let t = Templater::default();
+        let ctx = context! { n => 3, on => true };
+        assert!(t.eval_bool("n > 2", &ctx).unwrap());
+        assert!(t.eval_bool("{{ on }}", &ctx).unwrap());
+        assert!(t.eval_bool("missing", &ctx).is_err());
+    }
+
+    #[test]
+    fn no_html_escaping() {
+        let t = Templater::default();
+        assert_eq!(t.render("{{ s }}", &context! { s => "<a&b>" }).unwrap(), "<a&b>");
+    }
+}

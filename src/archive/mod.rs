@@ -3,3 +3,4 @@
 //! ownership as in the tree, mtimes clamped to SOURCE_DATE_EPOCH.
 
 pub mod cpio;
+pub mod squashfs;

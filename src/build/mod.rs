@@ -1,6 +1,16 @@
 //! The builds: basefs, overlay, initrd, and playbooks that chain them.
+//! Each reads as named steps: load config → enter sandbox → bootstrap or
+//! mount inputs → run roles → clean → pack → publish.
 
-use std::path::PathBuf;
+pub mod basefs;
+pub mod cleanup;
+pub mod playbook;
+pub mod tree;
+pub mod workdir;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
 
 /// Which image a build makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -8,6 +18,16 @@ pub enum Kind {
     Basefs,
     Overlay,
     Initrd,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Basefs => "basefs",
+            Kind::Overlay => "overlay",
+            Kind::Initrd => "initrd",
+        }
+    }
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.
@@ -40,10 +60,62 @@ pub struct PlayArgs {
     pub keep_build_dir: bool,
 }
 
-pub fn run(kind: Kind, _args: &BuildArgs) -> anyhow::Result<()> {
-    Err(crate::UsageError(format!("`mkimage {kind:?}` is not yet implemented").to_lowercase()).into())
+/// Everything a build step needs.
+pub struct Job<'a> {
+    pub cfg: &'a Config,
+    pub out: &'a Path,
+    pub keep_build_dir: bool,
+    pub progress: &'a crate::progress::Progress,
 }
 
-pub fn play(_args: &PlayArgs) -> anyhow::Result<()> {
-    Err(crate::UsageError("`mkimage play` is not yet implemented".into()).into())
+impl Job<'_> {
+    /// The shared .deb cache: `cache_dir:` or OUT/.cache/debs.
+    pub fn package_cache(&self) -> PathBuf {
+        self.cfg.cache_dir.clone().unwrap_or_else(|| self.out.join(".cache/debs"))
+    }
+}
+
+/// `mkimage basefs|overlay|initrd --vars FILE`.
+pub fn run(kind: Kind, args: &BuildArgs) -> anyhow::Result<()> {
+    // Config errors are reported before anything needs root.
+    let cfg = crate::config::check::check_vars(&args.vars, &args.vars_override)?;
+    crate::sandbox::enter()?;
+    let progress = crate::progress::Progress::new();
+    let job = Job { cfg: &cfg, out: &args.out, keep_build_dir: args.keep_build_dir, progress: &progress };
+    build(kind, &job)
+}
+
+/// Run one build inside the sandbox.
+pub fn build(kind: Kind, job: &Job) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let published = match kind {
+        Kind::Basefs => basefs::build(job)?,
+        Kind::Overlay | Kind::Initrd => {
+            return Err(crate::UsageError(format!("`mkimage {}` is not yet implemented", kind.name())).into())
+        }
+    };
+    job.progress.finish();
+    for entry in &published {
+        println!("{}  {}  {} bytes", entry.sha256, job.out.join(&entry.file).display(), entry.size);
+    }
+    tracing::info!("{} `{}` built in {:.1}s", kind.name(), job.cfg.name, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `mkimage play PLAYBOOK`: every build in order, stopping at the first failure.
+pub fn play(args: &PlayArgs) -> anyhow::Result<()> {
+    let book = playbook::load(&args.playbook)?;
+    let mut configs = Vec::new();
+    for b in &book.builds {
+        let cfg = crate::config::check::check_vars(&b.vars, &[b.overrides.clone(), args.vars_override.clone()].concat())?;
+        configs.push((b.kind, cfg));
+    }
+    crate::sandbox::enter()?;
+    let progress = crate::progress::Progress::new();
+    for (i, (kind, cfg)) in configs.iter().enumerate() {
+        progress.step(format!("play {}/{}: {} `{}`", i + 1, configs.len(), kind.name(), cfg.name));
+        let job = Job { cfg, out: &args.out, keep_build_dir: args.keep_build_dir, progress: &progress };
+        build(*kind, &job).map_err(|e| e.context(format!("{}: build {} ({} `{}`) failed", args.playbook.display(), i + 1, kind.name(), cfg.name)))?;
+    }
+    Ok(())
 }

@@ -1,1 +1,269 @@
-//! Roles: `provisioners/<role>/tasks.yml`, run task by task in the chroot.
+//! Roles: `provisioners/<role>/tasks.yml` (plus `files/`, `templates/` and
+//! optional `defaults.yml`), run task by task in the build chroot.
+//!
+//! A task is rendered with the build's variables (and `item` in a loop)
+//! right before it runs, so `when:` and `loop:` see the same variables the
+//! module does. A failing task names the role, the task, the command, its
+//! exit status and the last lines of its output.
+
+pub mod chroot;
+mod files;
+pub mod paths;
+mod system;
+pub mod task;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value as Yaml;
+
+use crate::config::{yaml, ConfigError};
+use crate::progress::Progress;
+use crate::template::Templater;
+pub use chroot::{Chroot, ChrootOptions};
+use task::Task;
+
+/// A task failed while building.
+#[derive(Debug, thiserror::Error)]
+#[error("role `{role}`, task `{task}`: {detail}")]
+pub struct TaskError {
+    pub role: String,
+    pub task: String,
+    pub detail: String,
+}
+
+/// A role as loaded from disk.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub dir: PathBuf,
+    tasks_file: PathBuf,
+    text: String,
+    /// Each task as written (for rendering) and as parsed (for checks).
+    tasks: Vec<(Yaml, Task)>,
+    /// `defaults.yml`: variables with the lowest precedence.
+    defaults: BTreeMap<String, Yaml>,
+}
+
+/// Load `dir/<name>/tasks.yml`, rejecting unknown keys and modules.
+pub fn load_role(dir: &Path, name: &str) -> Result<Role, ConfigError> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(ConfigError(format!("provisioner `{name}`: a role name is a directory name under {}", dir.display())));
+    }
+    let role_dir = dir.join(name);
+    let tasks_file = role_dir.join("tasks.yml");
+    if !tasks_file.is_file() {
+        let known = list_roles(dir).join(", ");
+        return Err(ConfigError(format!(
+            "provisioner `{name}`: no role at {} (roles in {}: {})",
+            tasks_file.display(),
+            dir.display(),
+            if known.is_empty() { "none".into() } else { known }
+        )));
+    }
+    let text = std::fs::read_to_string(&tasks_file)
+        .map_err(|e| ConfigError(format!("{}: cannot read: {e}", tasks_file.display())))?;
+    let raw: Vec<Yaml> = if text.trim().is_empty() { Vec::new() } else { yaml::parse(&tasks_file, &text)? };
+    let parsed: Vec<Task> = if text.trim().is_empty() { Vec::new() } else { yaml::parse(&tasks_file, &text)? };
+    let tasks: Vec<(Yaml, Task)> = raw.into_iter().zip(parsed).collect();
+    for (i, (_, task)) in tasks.iter().enumerate() {
+        let modules = task::module_names(task);
+        if modules.len() != 1 {
+            let (line, col) = yaml::locate(&text, &[i.to_string()]);
+            let what = if modules.is_empty() {
+                format!("no module (use one of: {})", task::MODULES.join(", "))
+            } else {
+                format!("more than one module ({})", modules.join(", "))
+            };
+            return Err(ConfigError(format!("{}:{line}:{col}: task {}: {what}", tasks_file.display(), i + 1)));
+        }
+    }
+    let defaults_file = role_dir.join("defaults.yml");
+    let defaults = if defaults_file.is_file() { yaml::load(&defaults_file)? } else { BTreeMap::new() };
+    Ok(Role { name: name.to_string(), dir: role_dir, tasks_file, text, tasks, defaults })
+}
+
+fn list_roles(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("tasks.yml").is_file())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// What a task runs with: the tree, the variables, the progress display.
+pub struct Context<'a> {
+    pub root: &'a Path,
+    pub vars: &'a minijinja::Value,
+    pub progress: &'a Progress,
+    pub source_date_epoch: u64,
+    pub templater: Templater,
+}
+
+/// One execution of a task (one loop item).
+pub(crate) struct Run<'a> {
+    pub root: &'a Path,
+    pub role: &'a Role,
+    pub ctx: minijinja::Value,
+    pub env: Vec<(String, String)>,
+    pub progress: &'a Progress,
+    pub templater: &'a Templater,
+    /// Check only: validate sources and templates, change nothing.
+    pub dry: bool,
+}
+
+impl Role {
+    fn label(&self, index: usize, task: &Task) -> String {
+        task.name.clone().unwrap_or_else(|| format!("#{} {}", index + 1, task::module_names(task).join("")))
+    }
+
+    fn place(&self, index: usize, sub: &[&str]) -> String {
+        let path: Vec<String> = std::iter::once(index.to_string()).chain(sub.iter().map(|s| s.to_string())).collect();
+        let (line, col) = yaml::locate(&self.text, &path);
+        format!("{}:{line}:{col}", self.tasks_file.display())
+    }
+
+    /// The variables a task sees: role defaults, then the build's.
+    fn vars(&self, build: &minijinja::Value) -> minijinja::Value {
+        if self.defaults.is_empty() {
+            return build.clone();
+        }
+        let defaults = minijinja::Value::from_serialize(&self.defaults);
+        minijinja::context! { ..build.clone(), ..defaults }
+    }
+
+    /// Run every task in order in the chroot at `ctx.root`.
+    pub fn run(&self, ctx: &Context) -> Result<(), TaskError> {
+        self.walk(ctx.root, ctx.vars, ctx.progress, &ctx.templater, false)
+    }
+
+    /// Validate without building: `when`/`loop` evaluate, module arguments
+    /// render and parse, `copy`/`template` sources exist, templates render.
+    pub fn check(&self, vars: &minijinja::Value) -> Result<(), TaskError> {
+        let progress = Progress::quiet();
+        self.walk(Path::new("/nonexistent"), vars, &progress, &Templater::default(), true)
+    }
+
+    fn walk(&self, root: &Path, build_vars: &minijinja::Value, progress: &Progress, t: &Templater, dry: bool) -> Result<(), TaskError> {
+        let vars = self.vars(build_vars);
+        for (index, (raw, task)) in self.tasks.iter().enumerate() {
+            let label = self.label(index, task);
+            let fail = |detail: String| TaskError { role: self.name.clone(), task: label.clone(), detail };
+            let items = match &task.loop_items {
+                None => vec![None],
+                Some(spec) => loop_items(t, spec, &vars)
+                    .map_err(|e| fail(format!("{}: loop: {e}", self.place(index, &["loop"]))))?
+                    .into_iter()
+                    .map(Some)
+                    .collect(),
+            };
+            for item in items {
+                let ctx = match &item {
+                    Some(item) => minijinja::context! { item => item.clone(), ..vars.clone() },
+                    None => vars.clone(),
+                };
+                if let Some(cond) = &task.when {
+                    let go = t.eval_bool(cond, &ctx).map_err(|e| fail(format!("{}: when: {}", self.place(index, &["when"]), e.detail)))?;
+                    if !go {
+                        continue;
+                    }
+                }
+                let rendered = render_task(t, raw, &ctx).map_err(|(key, e)| fail(format!("{}: {e}", self.place(index, &[&key]))))?;
+                let shown = match &item {
+                    Some(i) => format!("{label} ({i})"),
+                    None => label.clone(),
+                };
+                if !dry {
+                    progress.step(format!("{} | {shown}", self.name));
+                }
+                let run = Run {
+                    root,
+                    role: self,
+                    ctx: ctx.clone(),
+                    env: rendered.environment.clone().unwrap_or_default().into_iter().collect(),
+                    progress,
+                    templater: t,
+                    dry,
+                };
+                dispatch(&run, &rendered).map_err(|e| fail(crate::progress::format_error(&e)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Evaluate `loop:`: a YAML list (items rendered) or a template that
+/// evaluates to a list.
+fn loop_items(t: &Templater, spec: &Yaml, vars: &minijinja::Value) -> Result<Vec<minijinja::Value>, String> {
+    match spec {
+        Yaml::Sequence(items) => items
+            .iter()
+            .map(|v| match v {
+                Yaml::String(s) => t.render(s, vars).map(minijinja::Value::from).map_err(|e| e.detail),
+                other => Ok(minijinja::Value::from_serialize(other)),
+            })
+            .collect(),
+        Yaml::String(expr) => {
+            let value = t.eval(expr, vars).map_err(|e| e.detail)?;
+            let iter = value.try_iter().map_err(|_| format!("`{expr}` is not a list"))?;
+            Ok(iter.collect())
+        }
+        _ => Err("expected a list or a template that gives one".into()),
+    }
+}
+
+/// Render every string of a task except `when`/`loop`, then parse it.
+fn render_task(t: &Templater, raw: &Yaml, ctx: &minijinja::Value) -> Result<Task, (String, String)> {
+    let Yaml::Mapping(map) = raw else { return Err((String::new(), "a task must be a mapping".into())) };
+    let mut out = serde_yaml_ng::Mapping::new();
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default().to_string();
+        let value = if key == "when" || key == "loop" {
+            v.clone()
+        } else {
+            let no_place = |_: &[String]| String::new();
+            crate::config::render_yaml(t, v, ctx, &no_place).map_err(|e| (key.clone(), e.0.trim_start_matches(": ").to_string()))?
+        };
+        out.insert(k.clone(), value);
+    }
+    serde_yaml_ng::from_value(Yaml::Mapping(out)).map_err(|e| (String::new(), e.to_string()))
+}
+
+fn dispatch(run: &Run, task: &Task) -> anyhow::Result<()> {
+    if let Some(a) = &task.apt {
+        return system::apt(run, a);
+    }
+    if let Some(c) = &task.copy {
+        return files::copy(run, c);
+    }
+    if let Some(c) = &task.template {
+        return files::template(run, c);
+    }
+    if let Some(f) = &task.file {
+        return files::file(run, f);
+    }
+    if let Some(l) = &task.lineinfile {
+        return files::lineinfile(run, l);
+    }
+    if let Some(s) = &task.shell {
+        return system::shell(run, s);
+    }
+    if let Some(c) = &task.command {
+        return system::command(run, c);
+    }
+    if let Some(u) = &task.user {
+        return system::user(run, u);
+    }
+    if let Some(s) = &task.service {
+        return system::service(run, s);
+    }
+    if let Some(d) = &task.debconf {
+        return system::debconf(run, d);
+    }
+    anyhow::bail!("no module")
+}

@@ -1,0 +1,156 @@
+//! Cleaning a tree before it is packed: on-imagebuilder's clean_fs list
+//! (apt lists and caches, docs, man pages, locales, logs) plus everything
+//! that would give every netbooted machine the same identity or leak the
+//! build host (SSH host keys, machine-id, resolv.conf, proxy config, seeds).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Removed from every image (globs relative to the tree's root).
+pub const CLEAN_FS: &[&str] = &[
+    "var/lib/apt/lists/*",
+    "var/cache/apt/*.bin",
+    "var/cache/apt/archives/*.deb",
+    "var/cache/apt/archives/partial/*",
+    "var/cache/apt/archives/lock",
+    "var/cache/debconf/*-old",
+    "var/lib/dpkg/*-old",
+    "var/cache/man/*",
+    "var/cache/ldconfig/aux-cache",
+    "usr/share/doc/*",
+    "usr/share/man/*",
+    "usr/share/info/*",
+    "usr/share/lintian/*",
+    "usr/share/locale/*",
+    "tmp/*",
+    "var/tmp/*",
+    "root/.bash_history",
+    "root/.cache",
+    "etc/ssh/ssh_host_*",
+    "var/lib/systemd/random-seed",
+    "var/lib/dbus/machine-id",
+    "etc/resolv.conf",
+    "etc/apt/apt.conf.d/*proxy*",
+    "etc/apt/apt.conf.d/00mkimage-build",
+    "usr/sbin/policy-rc.d",
+    "etc/hostname.mkimage-build",
+];
+
+/// Files of these dirs are removed (the directories stay, packages expect them).
+const EMPTY_FILES_UNDER: &[&str] = &["var/log"];
+
+/// Clean `root`: the fixed list, then `extra` globs from the config.
+pub fn clean(root: &Path, extra: &[String]) -> anyhow::Result<usize> {
+    let mut removed = 0;
+    for pattern in CLEAN_FS.iter().map(|s| s.to_string()).chain(extra.iter().cloned()) {
+        for path in glob(root, pattern.trim_start_matches('/')) {
+            remove(&path)?;
+            removed += 1;
+        }
+    }
+    for dir in EMPTY_FILES_UNDER {
+        removed += remove_files_under(&root.join(dir))?;
+    }
+    // An empty machine-id makes systemd generate one per boot.
+    let machine_id = root.join("etc/machine-id");
+    if fs::symlink_metadata(&machine_id).is_ok() {
+        fs::write(&machine_id, b"")?;
+    }
+    Ok(removed)
+}
+
+fn remove(path: &Path) -> anyhow::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => crate::sandbox::remove_tree(path),
+        Ok(_) => Ok(fs::remove_file(path)?),
+        Err(_) => Ok(()),
+    }
+}
+
+fn remove_files_under(dir: &Path) -> anyhow::Result<usize> {
+    let mut n = 0;
+    let Ok(entries) = fs::read_dir(dir) else { return Ok(0) };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            n += remove_files_under(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Paths under `root` matching a relative glob (`*` and `?` within one
+/// component). Symlinks are not followed while matching.
+pub fn glob(root: &Path, pattern: &str) -> Vec<PathBuf> {
+    let mut current = vec![root.to_path_buf()];
+    for part in pattern.split('/').filter(|p| !p.is_empty()) {
+        let mut next = Vec::new();
+        for dir in &current {
+            if part.contains(['*', '?']) {
+                let Ok(entries) = fs::read_dir(dir) else { continue };
+                let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+                names.sort();
+                next.extend(names.into_iter().filter(|n| wildcard(part, n)).map(|n| dir.join(n)));
+            } else {
+                let p = dir.join(part);
+                if fs::symlink_metadata(&p).is_ok() {
+                    next.push(p);
+                }
+            }
+        }
+        current = next;
+    }
+    current.retain(|p| p != root);
+    current
+}
+
+/// `*` and `?` matching of one path component.
+pub fn wildcard(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    go(&p, &n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("ssh_host_*", "ssh_host_rsa_key"));
+        assert!(wildcard("*proxy*", "01proxy"));
+        assert!(!wildcard("*.deb", "a.deb.x"));
+        assert!(wildcard("a?c", "abc"));
+    }
+
+    #[test]
+    fn cleans_identity_and_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for f in ["etc/ssh/ssh_host_rsa_key", "var/lib/apt/lists/x_Packages", "var/log/apt/term.log", "etc/keep", "etc/apt/apt.conf.d/01proxy"] {
+            fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            fs::write(r.join(f), b"x").unwrap();
+        }
+        fs::write(r.join("etc/machine-id"), b"abc\n").unwrap();
+        clean(r, &["etc/keep-not".into()]).unwrap();
+        assert!(!r.join("etc/ssh/ssh_host_rsa_key").exists());
+        assert!(!r.join("var/lib/apt/lists/x_Packages").exists());
+        assert!(r.join("var/lib/apt/lists").is_dir());
+        assert!(!r.join("var/log/apt/term.log").exists() && r.join("var/log/apt").is_dir());
+        assert!(!r.join("etc/apt/apt.conf.d/01proxy").exists());
+        assert!(r.join("etc/keep").exists());
+        assert_eq!(fs::read(r.join("etc/machine-id")).unwrap(), b"");
+    }
+}

@@ -1,0 +1,133 @@
+//! The chroot a role runs in: API filesystems, a private /tmp, the host's
+//! resolv.conf, a policy-rc.d that keeps daemons from starting, the apt
+//! proxy and the shared package cache — all only while building. `leave()`
+//! takes every one of them away again before the tree is packed.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use nix::mount::MsFlags;
+
+use crate::sandbox;
+
+/// Files mkimage puts into the tree only for the build.
+const POLICY_RC_D: &str = "usr/sbin/policy-rc.d";
+const APT_BUILD_CONF: &str = "etc/apt/apt.conf.d/00mkimage-build";
+const RESOLV_CONF: &str = "etc/resolv.conf";
+
+/// What the chroot gets while building.
+#[derive(Debug, Clone, Default)]
+pub struct ChrootOptions {
+    pub apt_proxy: Option<String>,
+    /// Shared .deb cache, bind-mounted on /var/cache/apt/archives.
+    pub package_cache: Option<PathBuf>,
+}
+
+/// A prepared chroot; call `leave` to restore the tree.
+pub struct Chroot {
+    root: PathBuf,
+    saved: Vec<(PathBuf, Saved)>,
+}
+
+enum Saved {
+    Absent,
+    File(Vec<u8>, u32),
+    Symlink(PathBuf),
+}
+
+impl Chroot {
+    pub fn enter(root: &Path, opts: &ChrootOptions) -> anyhow::Result<Chroot> {
+        let mut chroot = Chroot { root: root.to_path_buf(), saved: Vec::new() };
+        chroot.mount_api()?;
+        if let Some(cache) = &opts.package_cache {
+            fs::create_dir_all(cache.join("partial")).with_context(|| format!("cannot create {}", cache.display()))?;
+            sandbox::bind(cache, &root.join("var/cache/apt/archives"), false)?;
+        }
+        let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+        chroot.put(RESOLV_CONF, &host_resolv, 0o644)?;
+        chroot.put(POLICY_RC_D, b"#!/bin/sh\n# mkimage: no daemons start while building\nexit 101\n", 0o755)?;
+        let mut apt_conf = String::from(
+            "APT::Keep-Downloaded-Packages \"true\";\nBinary::apt::APT::Keep-Downloaded-Packages \"true\";\nAPT::Install-Recommends \"false\";\nDpkg::Use-Pty \"false\";\n",
+        );
+        if let Some(proxy) = &opts.apt_proxy {
+            apt_conf.push_str(&format!("Acquire::http::Proxy \"{proxy}\";\n"));
+        }
+        chroot.put(APT_BUILD_CONF, apt_conf.as_bytes(), 0o644)?;
+        Ok(chroot)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn mount_api(&self) -> anyhow::Result<()> {
+        let r = &self.root;
+        let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        sandbox::mount_fs("proc", "proc", &r.join("proc"), nosuid, None)?;
+        sandbox::bind(Path::new("/sys"), &r.join("sys"), true)?;
+        sandbox::mount_fs("tmpfs", "tmpfs", &r.join("dev"), MsFlags::MS_NOSUID, Some("mode=0755,size=16m"))?;
+        for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+            sandbox::bind(&Path::new("/dev").join(dev), &r.join("dev").join(dev), false)?;
+        }
+        sandbox::mount_fs("devpts", "devpts", &r.join("dev/pts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+        std::os::unix::fs::symlink("pts/ptmx", r.join("dev/ptmx")).context("cannot create /dev/ptmx")?;
+        sandbox::mount_fs("tmpfs", "tmpfs", &r.join("dev/shm"), nosuid, Some("mode=1777"))?;
+        sandbox::mount_fs("tmpfs", "tmpfs", &r.join("tmp"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+        sandbox::mount_fs("tmpfs", "tmpfs", &r.join("run"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+        Ok(())
+    }
+
+    /// Put a build-only file into the tree, remembering what was there.
+    fn put(&mut self, rel: &str, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+        let path = self.root.join(rel);
+        let saved = match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => Saved::Symlink(fs::read_link(&path)?),
+            Ok(m) => Saved::File(fs::read(&path)?, m.permissions().mode() & 0o7777),
+            Err(_) => Saved::Absent,
+        };
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let _ = fs::remove_file(&path);
+        fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        self.saved.push((path, saved));
+        Ok(())
+    }
+
+    /// Undo everything `enter` did: unmount, restore the build-only files.
+    pub fn leave(mut self) -> anyhow::Result<()> {
+        self.restore()
+    }
+
+    fn restore(&mut self) -> anyhow::Result<()> {
+        sandbox::unmount_all(&self.root.join("proc"))?;
+        for sub in ["var/cache/apt/archives", "run", "tmp", "dev", "sys"] {
+            sandbox::unmount_all(&self.root.join(sub))?;
+        }
+        for (path, saved) in self.saved.drain(..).rev() {
+            let _ = fs::remove_file(&path);
+            match saved {
+                Saved::Absent => {}
+                Saved::File(bytes, mode) => {
+                    fs::write(&path, bytes)?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+                }
+                Saved::Symlink(target) => std::os::unix::fs::symlink(target, &path)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        if !self.saved.is_empty() {
+            if let Err(e) = self.restore() {
+                tracing::warn!("cleaning up the chroot failed: {e:#}");
+            }
+        }
+    }
+}

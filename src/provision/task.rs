@@ -1,0 +1,295 @@
+//! The task schema of `tasks.yml`: common keys plus exactly one module.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value as Yaml;
+
+/// One task as written in `tasks.yml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Task {
+    pub name: Option<String>,
+    /// A minijinja expression; the task runs only when it is true.
+    pub when: Option<String>,
+    /// A list (or a template evaluating to one); the task runs once per
+    /// item, with the item as `{{ item }}`.
+    #[serde(rename = "loop")]
+    pub loop_items: Option<Yaml>,
+    /// Extra environment for commands this task runs.
+    pub environment: Option<BTreeMap<String, String>>,
+    pub apt: Option<Apt>,
+    pub copy: Option<Copy>,
+    pub template: Option<Copy>,
+    pub file: Option<File>,
+    pub shell: Option<Shell>,
+    pub command: Option<Command>,
+    pub user: Option<User>,
+    pub lineinfile: Option<LineInFile>,
+    pub service: Option<Service>,
+    pub debconf: Option<Debconf>,
+}
+
+/// The module a task uses, by name (for messages) — exactly one.
+pub fn module_names(task: &Task) -> Vec<&'static str> {
+    [
+        ("apt", task.apt.is_some()),
+        ("copy", task.copy.is_some()),
+        ("template", task.template.is_some()),
+        ("file", task.file.is_some()),
+        ("shell", task.shell.is_some()),
+        ("command", task.command.is_some()),
+        ("user", task.user.is_some()),
+        ("lineinfile", task.lineinfile.is_some()),
+        ("service", task.service.is_some()),
+        ("debconf", task.debconf.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, set)| set.then_some(n))
+    .collect()
+}
+
+/// Every module name, for "unknown module" hints.
+pub const MODULES: &[&str] =
+    &["apt", "copy", "template", "file", "shell", "command", "user", "lineinfile", "service", "debconf"];
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Strings {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Strings {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Strings::One(s) => s.split_whitespace().map(str::to_string).collect(),
+            Strings::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PkgState {
+    #[default]
+    Present,
+    Absent,
+    Latest,
+}
+
+/// `apt:` install or remove packages (`name` or `name=version`), refresh lists.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Apt {
+    #[serde(alias = "name")]
+    pub pkg: Option<Strings>,
+    #[serde(default)]
+    pub state: PkgState,
+    /// Run `apt-get update` first.
+    #[serde(default)]
+    pub update: bool,
+    /// With state absent: purge config files too.
+    #[serde(default)]
+    pub purge: bool,
+}
+
+/// `copy:` (from the role's `files/`) and `template:` (from `templates/`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Copy {
+    pub src: String,
+    pub dest: String,
+    pub mode: Option<Mode>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+/// A file mode: `0644`, `"0644"` or `420`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Mode {
+    Num(u32),
+    Text(String),
+}
+
+impl Mode {
+    /// YAML reads `0644` as decimal 644; both `0644` and `"0644"` mean octal.
+    pub fn bits(&self) -> Result<u32, String> {
+        let text = match self {
+            Mode::Num(n) => n.to_string(),
+            Mode::Text(s) => s.trim().trim_start_matches("0o").to_string(),
+        };
+        u32::from_str_radix(&text, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| format!("mode `{text}` is not an octal file mode such as \"0644\""))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    /// Change mode/owner of an existing path.
+    #[default]
+    File,
+    Directory,
+    Touch,
+    Link,
+    Absent,
+}
+
+/// `file:` directory, symlink, mode, owner, absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(alias = "dest", alias = "name")]
+    pub path: String,
+    #[serde(default)]
+    pub state: FileState,
+    /// For `state: link`: the link target.
+    pub src: Option<String>,
+    pub mode: Option<Mode>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+/// `shell:` a script for `/bin/sh -c`, or `{cmd, chdir, creates}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Shell {
+    Script(String),
+    Full(ShellFull),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellFull {
+    pub cmd: String,
+    pub chdir: Option<String>,
+    /// Skip when this path exists in the tree.
+    pub creates: Option<String>,
+}
+
+/// `command:` an argv list or a line split on white space (no shell).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Command {
+    Line(String),
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    #[default]
+    Present,
+    Absent,
+}
+
+/// `user:` add a user (and its groups), password hash, shell, sudo.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub uid: Option<u32>,
+    /// Primary group (created if missing; default: a group named like the user).
+    pub group: Option<String>,
+    /// Supplementary groups (created if missing).
+    pub groups: Option<Vec<String>>,
+    pub shell: Option<String>,
+    pub home: Option<String>,
+    /// A crypt(3) hash, as in /etc/shadow.
+    pub password: Option<String>,
+    #[serde(default)]
+    pub system: bool,
+    /// Passwordless sudo via /etc/sudoers.d/NAME.
+    #[serde(default)]
+    pub sudo: bool,
+    #[serde(default)]
+    pub state: Presence,
+}
+
+/// `lineinfile:` ensure a line is (or is not) in a file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineInFile {
+    #[serde(alias = "dest")]
+    pub path: String,
+    pub line: Option<String>,
+    /// Replace the last line matching this regular expression (whole-line
+    /// substring match with `^`/`$` anchors supported).
+    pub regexp: Option<String>,
+    #[serde(default)]
+    pub state: Presence,
+    /// Create the file when missing (default true).
+    pub create: Option<bool>,
+    pub mode: Option<Mode>,
+}
+
+/// `service:` enable/disable/mask systemd units, offline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: Strings2,
+    pub enabled: Option<bool>,
+    pub masked: Option<bool>,
+}
+
+/// A unit name or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Strings2 {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for Strings2 {
+    fn default() -> Self {
+        Strings2::Many(Vec::new())
+    }
+}
+
+impl Strings2 {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Strings2::One(s) => vec![s.clone()],
+            Strings2::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `debconf:` preseed one answer before apt.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Debconf {
+    /// The package owning the question.
+    pub name: String,
+    pub question: String,
+    pub vtype: String,
+    pub value: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(Mode::Num(644).bits().unwrap(), 0o644);
+        assert_eq!(Mode::Text("0755".into()).bits().unwrap(), 0o755);
+        assert!(Mode::Num(999).bits().is_err());
+    }
+
+    #[test]
+    fn parses_tasks() {
+        let tasks: Vec<Task> = serde_yaml_ng::from_str(
+            "- name: a\n  apt: {pkg: [curl, 'jq=1.6']}\n- shell: echo hi\n- command: [ls, -l]\n- file: {path: /opt/x, state: directory, mode: '0755'}\n",
+        )
+        .unwrap();
+        assert_eq!(tasks.len(), 4);
+        assert_eq!(module_names(&tasks[0]), ["apt"]);
+        assert!(serde_yaml_ng::from_str::<Vec<Task>>("- aptt: {pkg: x}\n").is_err());
+    }
+}
