@@ -115,6 +115,54 @@ pub fn pick(choice: crate::config::Bootstrapper) -> anyhow::Result<&'static str>
     Ok(program)
 }
 
+/// Fill `target` with a bootstrapped tree: a copy of the cached tree with
+/// the same inputs when there is one (the cached tree itself is never
+/// touched), else a fresh bootstrap, which is then cached.
+pub fn prepare(b: &Bootstrap, cache_root: &Path, target: &Path, progress: &crate::progress::Progress) -> anyhow::Result<()> {
+    let cfg = b.cfg;
+    let program = pick(cfg.bootstrapper)?;
+    let key = cache_key(cfg, program);
+    let cached = cache_root.join("bootstrap").join(&key);
+    if cfg.bootstrap_cache && cached.is_dir() {
+        progress.step(format!("bootstrap {}: reuse cached tree {}", cfg.suite, &key[..12]));
+        return copy_tree(&cached, target);
+    }
+    run(b, target, progress)?;
+    if cfg.bootstrap_cache {
+        let dir = cache_root.join("bootstrap");
+        fs::create_dir_all(&dir)?;
+        let staging = tempfile::Builder::new().prefix(".new.").tempdir_in(&dir)?;
+        copy_tree(target, staging.path())?;
+        let staged = staging.keep();
+        if fs::rename(&staged, &cached).is_err() {
+            // Another build cached the same inputs first.
+            let _ = fs::remove_dir_all(&staged);
+        }
+    }
+    Ok(())
+}
+
+/// What identifies a bootstrapped tree (the proxy is not part of it).
+pub fn cache_key(cfg: &crate::config::Config, program: &str) -> String {
+    let text = format!(
+        "{program}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        cfg.suite, cfg.variant, cfg.arch, cfg.components.join(","), cfg.mirror, cfg.packages.join(","), cfg.exclude.join(",")
+    );
+    crate::artifact::sha256_bytes(text.as_bytes())
+}
+
+/// `cp -a` (with reflinks where the filesystem has them) of a tree's contents.
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(to)?;
+    crate::exec::Cmd::new("cp")
+        .args(["-a", "--reflink=auto", "--"])
+        .arg(from.join("."))
+        .arg(to)
+        .run()
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
 /// Bootstrap a Debian tree into `target` (an empty directory) with the
 /// configured bootstrapper, through the apt proxy, keeping the downloaded
 /// .debs in the shared cache so the next build does not fetch them again.

@@ -19,7 +19,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     std::fs::create_dir_all(&root)?;
 
     let cache = job.package_cache();
-    crate::bootstrap::run(&crate::bootstrap::Bootstrap { cfg, cache: &cache }, &root, job.progress)?;
+    crate::bootstrap::prepare(&crate::bootstrap::Bootstrap { cfg, cache: &cache }, &job.cache_root(), &root, job.progress)?;
     run_roles(job, &root)?;
 
     job.progress.step("clean the tree");

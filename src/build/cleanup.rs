@@ -32,6 +32,8 @@ pub const CLEAN_FS: &[&str] = &[
     "etc/resolv.conf",
     "etc/apt/apt.conf.d/*proxy*",
     "etc/apt/apt.conf.d/00mkimage-build",
+    // mmdebstrap keeps every --aptopt (our cache and proxy settings) here.
+    "etc/apt/apt.conf.d/99mmdebstrap",
     "usr/sbin/policy-rc.d",
     "etc/hostname.mkimage-build",
 ];

@@ -4,6 +4,7 @@
 
 pub mod basefs;
 pub mod cleanup;
+pub mod overlay;
 pub mod playbook;
 pub mod tree;
 pub mod workdir;
@@ -69,9 +70,14 @@ pub struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// The shared .deb cache: `cache_dir:` or OUT/.cache/debs.
+    /// Caches shared by every build: `cache_dir:` or OUT/.cache.
+    pub fn cache_root(&self) -> PathBuf {
+        self.cfg.cache_dir.clone().unwrap_or_else(|| self.out.join(".cache"))
+    }
+
+    /// The shared .deb cache.
     pub fn package_cache(&self) -> PathBuf {
-        self.cfg.cache_dir.clone().unwrap_or_else(|| self.out.join(".cache/debs"))
+        self.cache_root().join("debs")
     }
 }
 
@@ -90,7 +96,8 @@ pub fn build(kind: Kind, job: &Job) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let published = match kind {
         Kind::Basefs => basefs::build(job)?,
-        Kind::Overlay | Kind::Initrd => {
+        Kind::Overlay => overlay::build(job)?,
+        Kind::Initrd => {
             return Err(crate::UsageError(format!("`mkimage {}` is not yet implemented", kind.name())).into())
         }
     };

@@ -68,8 +68,10 @@ pub struct RawVars {
     pub compression: Option<Yaml>,
     /// Output naming (reserved): `{file: NAME}`.
     pub output: Option<Yaml>,
-    /// The shared package cache (default: OUT/.cache).
+    /// Caches shared by builds: .debs and bootstrapped trees (default: OUT/.cache).
     pub cache_dir: Option<PathBuf>,
+    /// Reuse a bootstrapped tree with the same inputs (default true).
+    pub bootstrap_cache: Option<bool>,
     /// Clamp for every mtime in the images (SOURCE_DATE_EPOCH wins).
     pub source_date_epoch: Option<u64>,
     /// Extra paths (globs) removed from the tree before packing.
@@ -120,6 +122,7 @@ pub struct Config {
     pub firmware: bool,
     pub compression: Option<Yaml>,
     pub cache_dir: Option<PathBuf>,
+    pub bootstrap_cache: bool,
     pub source_date_epoch: u64,
     pub cleanup: Vec<String>,
     /// Role variables, rendered.
@@ -315,6 +318,7 @@ impl Merged {
             firmware: raw.firmware.unwrap_or(true),
             compression: rendered.get("compression").cloned(),
             cache_dir: raw.cache_dir.clone(),
+            bootstrap_cache: raw.bootstrap_cache.unwrap_or(true),
             source_date_epoch: crate::artifact::source_date_epoch(raw.source_date_epoch.unwrap_or(0)),
             cleanup: get_list("cleanup"),
             vars,
@@ -349,7 +353,7 @@ impl Merged {
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "name", "include", "suite", "variant", "arch", "components", "mirror", "apt_proxy", "bootstrapper",
     "packages", "exclude", "provisioners", "provisioners_dir", "base", "parents", "squashfs", "kernel",
-    "modules", "firmware", "compression", "output", "cache_dir", "source_date_epoch", "cleanup", "vars",
+    "modules", "firmware", "compression", "output", "cache_dir", "bootstrap_cache", "source_date_epoch", "cleanup", "vars",
 ];
 
 /// Render every string inside a YAML value; `place` turns a sub key path

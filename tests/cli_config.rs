@@ -1,0 +1,93 @@
+//! Bad config and role inputs: each exits 2 with a message naming the
+//! place, before anything is built (no root needed, nothing written).
+
+mod common;
+use common::*;
+
+fn check(p: &Project, vars: &str) -> std::process::Output {
+    p.run(&["check", "--vars", vars])
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let o = mkimage().arg("--help").output().unwrap();
+    let text = stdout(&o);
+    for cmd in ["basefs", "overlay", "initrd", "play", "serve", "check", "inspect", "boot-test"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
+    }
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let p = Project::new();
+    p.write("vars/x.yml", "name: x\npackages: [a, b\n");
+    let o = p.run(&["basefs", "--vars", "vars/x.yml"]);
+    assert_clean_failure(&p, &o, 2, &["vars/x.yml:", "mkimage: "]);
+    assert!(!stderr(&o).contains("vars/x.yml:0:0"));
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let p = Project::new();
+    p.write("vars/x.yml", "name: x\npackges: [curl]\n");
+    let o = p.run(&["basefs", "--vars", "vars/x.yml"]);
+    assert_clean_failure(&p, &o, 2, &["vars/x.yml:2:1: unknown field `packges`"]);
+}
+
+#[test]
+fn undefined_template_variable() {
+    let p = Project::new();
+    p.write("vars/x.yml", "name: x\nvars:\n  motd: \"{{ sutie }}\"\n");
+    let o = p.run(&["basefs", "--vars", "vars/x.yml"]);
+    assert_clean_failure(&p, &o, 2, &["vars/x.yml:3:3", "undefined variable `sutie`"]);
+}
+
+#[test]
+fn missing_role() {
+    let p = Project::new();
+    p.write("provisioners/real/tasks.yml", "- shell: \"true\"\n");
+    p.write("vars/x.yml", "name: x\nprovisioners: [real, nosuchrole]\n");
+    let o = p.run(&["basefs", "--vars", "vars/x.yml"]);
+    assert_clean_failure(&p, &o, 2, &["provisioner `nosuchrole`", "roles in", "real"]);
+}
+
+#[test]
+fn missing_copy_source() {
+    let p = Project::new();
+    p.write("provisioners/r/tasks.yml", "- name: put motd\n  copy: {src: motd, dest: /etc/motd}\n");
+    p.write("vars/x.yml", "name: x\nprovisioners: [r]\n");
+    let o = p.run(&["basefs", "--vars", "vars/x.yml"]);
+    assert_clean_failure(&p, &o, 2, &["role `r`, task `put motd`", "src `motd`", "files/"]);
+}
+
+#[test]
+fn unknown_module_and_two_modules() {
+    let p = Project::new();
+    p.write("provisioners/r/tasks.yml", "- name: a\n  shell: \"true\"\n- name: b\n  aptt: {pkg: x}\n");
+    p.write("vars/x.yml", "name: x\nprovisioners: [r]\n");
+    let o = check(&p, "vars/x.yml");
+    assert_clean_failure(&p, &o, 2, &["tasks.yml:4:3", "unknown field `aptt`"]);
+    p.write("provisioners/r/tasks.yml", "- name: a\n  shell: \"true\"\n  command: ls\n");
+    let o = check(&p, "vars/x.yml");
+    assert_clean_failure(&p, &o, 2, &["tasks.yml:1:", "more than one module (shell, command)"]);
+}
+
+#[test]
+fn template_in_role_with_undefined_variable() {
+    let p = Project::new();
+    p.write("provisioners/r/templates/motd.j2", "hello {{ who }}\n");
+    p.write("provisioners/r/tasks.yml", "- name: motd\n  template: {src: motd.j2, dest: /etc/motd}\n");
+    p.write("vars/x.yml", "name: x\nprovisioners: [r]\n");
+    let o = check(&p, "vars/x.yml");
+    assert_clean_failure(&p, &o, 2, &["role `r`, task `motd`", "motd.j2", "undefined variable `who`"]);
+    let o = p.run(&["check", "--vars", "vars/x.yml", "--var", "who=world"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn check_accepts_the_shipped_configs() {
+    for vars in ["vars/basefs.yml"] {
+        let o = mkimage().current_dir(repo()).args(["check", "--vars", vars]).output().unwrap();
+        assert!(o.status.success(), "{vars}: {}", stderr(&o));
+    }
+}

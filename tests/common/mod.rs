@@ -1,0 +1,132 @@
+//! One harness for every CLI test: a fresh temp project per test and a
+//! handle on the real `mkimage` binary.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (for the real vars/ and provisioners/).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn mkimage() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mkimage"));
+    c.env_remove("RUST_LOG").stdin(std::process::Stdio::null());
+    c
+}
+
+/// A temp project: `vars/`, `provisioners/`, and an output dir `builds/`.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Project {
+        let dir = tempfile::Builder::new().prefix("mkimage-test.").tempdir_in(scratch()).expect("temp dir");
+        fs::create_dir_all(dir.path().join("vars")).unwrap();
+        fs::create_dir_all(dir.path().join("provisioners")).unwrap();
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.path().join("builds")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Run `mkimage ARGS` in the project dir.
+    pub fn run(&self, args: &[&str]) -> Output {
+        mkimage().current_dir(self.path()).args(args).output().expect("run mkimage")
+    }
+
+    /// Files in the output dir (not the hidden work and cache dirs).
+    pub fn artifacts(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.out())
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        names.retain(|n| !n.starts_with(".work") && !n.starts_with(".cache") && n != ".manifest.lock");
+        names.sort();
+        names
+    }
+}
+
+/// Where test projects live: on disk (not tmpfs), shared package cache beside.
+pub fn scratch() -> PathBuf {
+    let p = PathBuf::from("/var/tmp/mkimage-tests");
+    fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// A package cache shared by every test build, so only the first downloads.
+pub fn shared_cache() -> PathBuf {
+    scratch().join("cache")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Fail (never skip) when a program the test needs is missing.
+pub fn require(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(found, "this test needs `{program}`: apt-get install -y {package} (or run scripts/install-deps)");
+}
+
+pub fn require_root() {
+    assert!(nix_is_root(), "this test needs root (mounts, chroot, namespaces): run the suite as root");
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Mount points under `dir` in this process's mount namespace.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect()
+}
+
+/// Assert a failed run: exit code, message fragments, no panic, no mount,
+/// no artifact.
+pub fn assert_clean_failure(p: &Project, o: &Output, code: i32, fragments: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "exit code; stderr:\n{err}");
+    for f in fragments {
+        assert!(err.contains(f), "stderr lacks `{f}`:\n{err}");
+    }
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic:\n{err}");
+    assert!(mounts_under(p.path()).is_empty(), "mounts left: {:?}", mounts_under(p.path()));
+    let arts: Vec<_> = p.artifacts().into_iter().filter(|a| a.ends_with(".squashfs") || a.ends_with(".gz") || a.ends_with(".tmp") || a.ends_with(".initrd")).collect();
+    assert!(arts.is_empty(), "artifacts left: {arts:?}");
+}
+
+/// A vars file for a small, fast build: minbase plus the given roles.
+pub fn small_vars(name: &str, roles: &[&str]) -> String {
+    format!(
+        "name: {name}\nsuite: bookworm\nvariant: minbase\ncache_dir: {}\nsource_date_epoch: 1700000000\nprovisioners: [{}]\n",
+        shared_cache().display(),
+        roles.join(", ")
+    )
+}
