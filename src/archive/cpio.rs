@@ -17,6 +17,7 @@ pub enum EntryKind {
     CharDev { major: u32, minor: u32 },
     BlockDev { major: u32, minor: u32 },
     Fifo,
+    Socket,
 }
 
 /// One entry: a path relative to the archive root, without leading `/`.
@@ -44,6 +45,7 @@ impl Entry {
             EntryKind::CharDev { .. } => libc::S_IFCHR,
             EntryKind::BlockDev { .. } => libc::S_IFBLK,
             EntryKind::Fifo => libc::S_IFIFO,
+            EntryKind::Socket => libc::S_IFSOCK,
         }
     }
 }
@@ -99,11 +101,14 @@ pub fn write_newc<W: Write>(entries: impl IntoIterator<Item = Entry>, mut out: W
     cpio::newc::trailer(out)
 }
 
-/// Write entries as a gzipped newc archive at the given level (0–9).
-/// The gzip header carries no name and no time, so output is deterministic.
+/// Write entries as a gzipped newc archive at the given level (0–9),
+/// compressed on all cores (see `archive::gzip`). The gzip header carries no
+/// name and no time, so output is deterministic.
 pub fn write_newc_gz<W: Write>(entries: impl IntoIterator<Item = Entry>, out: W, level: u32) -> io::Result<W> {
-    let gz = flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::new(level.min(9)));
-    write_newc(entries, gz)?.finish()
+    let gz = super::gzip::ParGzWriter::new(out, level)?;
+    // The cpio crate writes headers in small pieces: batch them.
+    let buffered = io::BufWriter::with_capacity(256 * 1024, gz);
+    write_newc(entries, buffered)?.into_inner().map_err(|e| e.into_error())?.finish()
 }
 
 /// One entry read back from an archive (for `inspect` and tests).

@@ -1,0 +1,312 @@
+//! A directory tree as sorted archive entries: the deterministic walk that
+//! both writers use, and the tree → cpio entry list for overlays and the
+//! initrd, including overlayfs upper-dir semantics (whiteouts kept, opaque
+//! directories expanded into explicit whiteouts, build-only files excluded).
+
+use std::collections::BTreeSet;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::cpio::{Entry, EntryKind};
+use super::{path_pattern_matches, xattr, ArchiveError, XATTR_REPORT_LIMIT};
+
+/// One item of a tree walk.
+#[derive(Debug)]
+pub struct WalkItem {
+    /// Path relative to the root, `/`-separated, empty for the root itself.
+    pub rel: PathBuf,
+    pub abs: PathBuf,
+    pub meta: Metadata,
+}
+
+impl WalkItem {
+    /// `rel`, with the root shown as `.`.
+    pub fn rel_path(&self) -> PathBuf {
+        if self.rel.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            self.rel.clone()
+        }
+    }
+}
+
+/// Every entry under `root` (root first), depth-first with the names of each
+/// directory sorted bytewise; symlinks are not followed.
+pub fn walk(root: &Path) -> io::Result<Vec<WalkItem>> {
+    walk_filtered(root, &|_| false)
+}
+
+/// Like [`walk`], leaving out (and not descending into) paths for which
+/// `skip(rel)` is true.
+pub fn walk_filtered(root: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<Vec<WalkItem>> {
+    let meta = fs::symlink_metadata(root).map_err(|e| with_path(root, e))?;
+    let mut out = Vec::new();
+    let is_dir = meta.is_dir();
+    out.push(WalkItem { rel: PathBuf::new(), abs: root.to_path_buf(), meta });
+    if is_dir {
+        walk_dir(root, Path::new(""), skip, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk_dir(abs: &Path, rel: &Path, skip: &dyn Fn(&Path) -> bool, out: &mut Vec<WalkItem>) -> io::Result<()> {
+    let mut names: Vec<_> = fs::read_dir(abs)
+        .map_err(|e| with_path(abs, e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| with_path(abs, e))?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for name in names {
+        let child_rel = rel.join(&name);
+        if skip(&child_rel) {
+            continue;
+        }
+        let child_abs = abs.join(&name);
+        let meta = fs::symlink_metadata(&child_abs).map_err(|e| with_path(&child_abs, e))?;
+        let is_dir = meta.is_dir();
+        out.push(WalkItem { rel: child_rel.clone(), abs: child_abs.clone(), meta });
+        if is_dir {
+            walk_dir(&child_abs, &child_rel, skip, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// How a tree is turned into cpio entries.
+#[derive(Debug, Clone, Default)]
+pub struct TreeOptions {
+    /// mtimes later than this are clamped to it.
+    pub source_date_epoch: u64,
+    /// Paths (relative, `/`-separated, each component a glob) left out with
+    /// everything under them: `var/lib/apt/lists`, `var/log/*`…
+    pub exclude: Vec<String>,
+    /// `Some(lowers)`: the tree is an overlayfs upper dir over these lower
+    /// dirs (top-most first). Whiteouts are kept; an opaque directory is
+    /// written as a plain directory plus a whiteout for every name the lower
+    /// dirs have there, so unpacking onto a tmpfs upper reproduces the view.
+    pub overlay_lowers: Option<Vec<PathBuf>>,
+}
+
+/// Overlay xattrs that only carry overlayfs's own bookkeeping; safe to drop.
+const OVERLAY_BOOKKEEPING: &[&str] = &["origin", "impure", "nlink", "uuid"];
+
+/// The cpio entries for `root` (not including the root itself), sorted so
+/// every directory precedes its contents, ownership and modes as in the
+/// tree, mtimes clamped.
+pub fn tree_entries(root: &Path, opts: &TreeOptions) -> Result<Vec<Entry>, ArchiveError> {
+    let excluded = |rel: &Path| opts.exclude.iter().any(|p| path_pattern_matches(p, &rel.to_string_lossy()));
+    let items = walk_filtered(root, &excluded).map_err(ArchiveError::io(root))?;
+    let clamp = |m: i64| (m.max(0) as u64).min(opts.source_date_epoch);
+    let mut entries = Vec::with_capacity(items.len());
+    let mut refused: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    let mut refused_count = 0;
+    let mut overlay_unsupported = false;
+    for item in items.iter().skip(1) {
+        let rel = item.rel.to_str().ok_or_else(|| ArchiveError::Io {
+            path: item.abs.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8; cpio entries here must be"),
+        })?;
+        let mut opaque = false;
+        let mut bad = Vec::new();
+        for name in xattr::list(&item.abs).map_err(ArchiveError::io(&item.abs))? {
+            let overlay_key = name.strip_prefix("trusted.overlay.").or_else(|| name.strip_prefix("user.overlay."));
+            match (overlay_key, &opts.overlay_lowers) {
+                (Some("opaque"), Some(_)) if item.meta.is_dir() => {
+                    match xattr::get(&item.abs, &name).map_err(ArchiveError::io(&item.abs))?.as_deref() {
+                        Some(b"y") => opaque = true,
+                        _ => {
+                            overlay_unsupported = true;
+                            bad.push(name);
+                        }
+                    }
+                }
+                (Some(key), Some(_)) if OVERLAY_BOOKKEEPING.contains(&key) => {}
+                (Some(_), Some(_)) => {
+                    overlay_unsupported = true;
+                    bad.push(name);
+                }
+                _ => bad.push(name),
+            }
+        }
+        if !bad.is_empty() {
+            refused_count += 1;
+            if refused.len() < XATTR_REPORT_LIMIT {
+                refused.push((item.rel.clone(), bad));
+            }
+        }
+        let kind = entry_kind(item)?;
+        let meta = &item.meta;
+        entries.push(Entry { path: rel.to_string(), kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), mtime: clamp(meta.mtime()) });
+        if opaque {
+            if let Some(lowers) = &opts.overlay_lowers {
+                for name in hidden_names(&item.abs, &item.rel, lowers)? {
+                    let path = format!("{rel}/{name}");
+                    if !excluded(Path::new(&path)) {
+                        let mut w = Entry::new(path, EntryKind::CharDev { major: 0, minor: 0 }, 0);
+                        w.mtime = clamp(meta.mtime());
+                        entries.push(w);
+                    }
+                }
+            }
+        }
+    }
+    if refused_count > 0 {
+        let fix = if overlay_unsupported {
+            "overlayfs redirect/metacopy/xwhiteout attributes cannot be unpacked onto a plain upper dir: mount the build overlay with redirect_dir=off,metacopy=off; remove other attributes in the role (e.g. `setcap -r FILE`, and `chmod u+s` instead of a capability)".to_string()
+        } else {
+            "remove them in the role that sets them (e.g. `setcap -r FILE`, and `chmod u+s` instead of a capability), or ship the files in the squashfs basefs with `squashfs.writer: mksquashfs`".to_string()
+        };
+        return Err(ArchiveError::Xattrs { root: root.to_path_buf(), format: "a cpio archive", count: refused_count, files: refused, fix });
+    }
+    entries.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
+    Ok(entries)
+}
+
+fn entry_kind(item: &WalkItem) -> Result<EntryKind, ArchiveError> {
+    let ft = item.meta.file_type();
+    let rdev = item.meta.rdev();
+    let dev = || (libc::major(rdev), libc::minor(rdev));
+    Ok(if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File(item.abs.clone())
+    } else if ft.is_symlink() {
+        let target = fs::read_link(&item.abs).map_err(ArchiveError::io(&item.abs))?;
+        let target = target.to_str().ok_or_else(|| ArchiveError::Io {
+            path: item.abs.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "symlink target is not UTF-8"),
+        })?;
+        EntryKind::Symlink(target.to_string())
+    } else if ft.is_char_device() {
+        let (major, minor) = dev();
+        EntryKind::CharDev { major, minor }
+    } else if ft.is_block_device() {
+        let (major, minor) = dev();
+        EntryKind::BlockDev { major, minor }
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else {
+        EntryKind::Socket
+    })
+}
+
+/// Names that the lower dirs have at `rel` and the upper dir `abs` does not:
+/// what an opaque `abs` hides. Paths through a lower's symlink are not
+/// followed (they would leave the lower tree).
+fn hidden_names(abs: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<BTreeSet<String>, ArchiveError> {
+    let upper: BTreeSet<_> = fs::read_dir(abs)
+        .map_err(ArchiveError::io(abs))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    let mut hidden = BTreeSet::new();
+    for lower in lowers {
+        let Some(dir) = real_dir_in(lower, rel) else { continue };
+        for entry in fs::read_dir(&dir).map_err(ArchiveError::io(&dir))? {
+            let name = entry.map_err(ArchiveError::io(&dir))?.file_name();
+            if upper.contains(&name) {
+                continue;
+            }
+            let name = name.to_str().ok_or_else(|| ArchiveError::Io {
+                path: dir.join(&name),
+                source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8; cpio entries here must be"),
+            })?;
+            hidden.insert(name.to_string());
+        }
+    }
+    Ok(hidden)
+}
+
+/// `lower/rel` if every component of it is a real directory (no symlinks).
+fn real_dir_in(lower: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut dir = lower.to_path_buf();
+    if !fs::symlink_metadata(&dir).ok()?.is_dir() {
+        return None;
+    }
+    for comp in rel.components() {
+        dir.push(comp);
+        if !fs::symlink_metadata(&dir).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(entries: &[Entry]) -> Vec<&str> {
+        entries.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    fn whiteout(path: &Path) {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).expect("making a whiteout (0/0 char device) needs root: run the tests as root");
+    }
+
+    #[test]
+    fn sorted_clamped_and_excluded() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in ["var/log/apt", "var/lib/apt/lists", "etc/apt/apt.conf.d", "tmp", "usr/bin"] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        for f in ["var/log/apt/history.log", "var/lib/apt/lists/x", "etc/apt/apt.conf.d/01proxy", "etc/apt/apt.conf.d/70debconf", "etc/resolv.conf", "tmp/junk", "usr/bin/b", "usr/bin/a", "usr/bin/B"] {
+            fs::write(r.join(f), f).unwrap();
+        }
+        let opts = TreeOptions {
+            source_date_epoch: 1000,
+            exclude: ["var/lib/apt/lists", "etc/apt/apt.conf.d/*proxy*", "etc/resolv.conf", "tmp", "var/log/*"].map(String::from).to_vec(),
+            overlay_lowers: None,
+        };
+        let entries = tree_entries(r, &opts).unwrap();
+        assert_eq!(
+            paths(&entries),
+            ["etc", "etc/apt", "etc/apt/apt.conf.d", "etc/apt/apt.conf.d/70debconf", "usr", "usr/bin", "usr/bin/B", "usr/bin/a", "usr/bin/b", "var", "var/lib", "var/lib/apt", "var/log"]
+        );
+        assert!(entries.iter().all(|e| e.mtime == 1000));
+    }
+
+    #[test]
+    fn opaque_dir_becomes_whiteouts_for_lower_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lower, upper) = (dir.path().join("lower"), dir.path().join("upper"));
+        for f in ["etc/app/old1", "etc/app/old2", "etc/app/keep", "etc/app/sub/deep", "etc/other"] {
+            fs::create_dir_all(lower.join(f).parent().unwrap()).unwrap();
+            fs::write(lower.join(f), b"lower").unwrap();
+        }
+        fs::create_dir_all(upper.join("etc/app")).unwrap();
+        fs::write(upper.join("etc/app/keep"), b"upper").unwrap();
+        fs::write(upper.join("etc/app/new"), b"upper").unwrap();
+        xattr::set(&upper.join("etc/app"), "user.overlay.opaque", b"y").expect("user xattrs needed on the temp dir's filesystem");
+        whiteout(&upper.join("etc/other"));
+        let opts = TreeOptions { source_date_epoch: 1, exclude: vec![], overlay_lowers: Some(vec![lower.clone()]) };
+        let entries = tree_entries(&upper, &opts).unwrap();
+        assert_eq!(paths(&entries), ["etc", "etc/app", "etc/app/keep", "etc/app/new", "etc/app/old1", "etc/app/old2", "etc/app/sub", "etc/other"]);
+        let wo = |p: &str| entries.iter().find(|e| e.path == p).map(|e| e.kind.clone());
+        for p in ["etc/app/old1", "etc/app/old2", "etc/app/sub", "etc/other"] {
+            assert_eq!(wo(p), Some(EntryKind::CharDev { major: 0, minor: 0 }), "{p}");
+        }
+        assert!(matches!(wo("etc/app/keep"), Some(EntryKind::File(_))));
+        // Without overlay mode the same xattr is refused, by name.
+        let err = tree_entries(&upper, &TreeOptions { overlay_lowers: None, ..opts }).unwrap_err().to_string();
+        assert!(err.contains("etc/app") && err.contains("user.overlay.opaque"), "{err}");
+    }
+
+    #[test]
+    fn other_xattrs_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), b"x").unwrap();
+        xattr::set(&dir.path().join("f"), "user.test", b"1").expect("user xattrs needed on the temp dir's filesystem");
+        let opts = TreeOptions { overlay_lowers: Some(vec![]), ..Default::default() };
+        let err = tree_entries(dir.path(), &opts).unwrap_err().to_string();
+        assert!(err.contains("f (user.test)") && err.contains("setcap -r"), "{err}");
+    }
+}
