@@ -142,6 +142,19 @@ pub fn prepare(b: &Bootstrap, cache_root: &Path, target: &Path, progress: &crate
     Ok(())
 }
 
+/// Take the package cache's lock (blocking): builds share the cache, and
+/// apt and the bootstrappers must not download into it at the same time.
+pub fn lock_cache(dir: &Path) -> anyhow::Result<Option<nix::fcntl::Flock<fs::File>>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let file = fs::File::create(dir.join(".mkimage-lock")).with_context(|| format!("cannot create a lock in {}", dir.display()))?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("cannot lock {}", dir.display()))?;
+    Ok(Some(lock))
+}
+
 /// What identifies a bootstrapped tree (the proxy is not part of it).
 pub fn cache_key(cfg: &crate::config::Config, program: &str) -> String {
     let text = format!(
@@ -189,6 +202,7 @@ pub fn run(b: &Bootstrap, target: &Path, progress: &crate::progress::Progress) -
     let cache = b.cache.canonicalize()?;
     progress.step(format!("bootstrap {} ({program}, {}, {})", cfg.suite, cfg.variant, cfg.arch));
     let started = std::time::Instant::now();
+    let _lock = lock_cache(&cache)?;
     let cmd = match program {
         "mmdebstrap" => mmdebstrap(cfg, &cache, target),
         _ => debootstrap(cfg, &cache, target),

@@ -201,3 +201,33 @@ fn sigkill_mid_role_leaves_no_mount_and_next_build_succeeds() {
     let leftovers: Vec<_> = std::fs::read_dir(&work).unwrap().filter_map(|e| e.ok()).collect();
     assert!(leftovers.is_empty(), "build dirs left: {leftovers:?}");
 }
+
+#[test]
+fn discovery_overlay_holds_its_tools_and_nothing_else() {
+    let (p, _) = shipped_basefs();
+    let o = mkimage()
+        .current_dir(repo())
+        .args(["overlay", "--vars", "vars/discovery.yml", "--out"])
+        .arg(p.out())
+        .arg("--var")
+        .arg(format!("cache_dir={}", shared_cache().display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "discovery overlay failed:\n{}", stderr(&o));
+    let listing = mkimage().arg("inspect").arg(p.out().join("discovery.cpio.gz")).output().unwrap();
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    let text = stdout(&listing);
+    for want in ["usr/sbin/dmidecode", "usr/bin/lshw", "usr/bin/lsscsi", "usr/sbin/ethtool", "usr/sbin/smartctl", "usr/sbin/lldpd", "sbin/hdparm", "usr/local/sbin/mkimage-discovery", "etc/systemd/system/mkimage-discovery.service", "var/lib/dpkg/status"] {
+        assert!(text.lines().any(|l| l.ends_with(want) || l.contains(&format!("{want} "))), "overlay lacks {want}:\n{text}");
+    }
+    for unchanged in ["usr/bin/bash", "usr/lib/systemd/systemd", "etc/hostname"] {
+        assert!(!text.lines().any(|l| l.ends_with(unchanged)), "overlay carries the basefs's {unchanged}");
+    }
+    for build_only in ["var/lib/apt/lists/", "etc/resolv.conf", "policy-rc.d", "00mkimage-build", "var/log/apt", "var/cache/apt/archives/"] {
+        assert!(!text.contains(build_only), "overlay carries build-only {build_only}:\n{text}");
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
+    let entry = &manifest["artifacts"]["discovery.cpio.gz"];
+    assert!(entry["packages"]["lshw"].is_string(), "{entry}");
+    assert_eq!(entry["base"]["file"], "basefs.squashfs");
+}

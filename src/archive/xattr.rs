@@ -84,6 +84,19 @@ pub fn set(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Remove an xattr (not following a symlink); absent is fine.
+pub fn remove(path: &Path, name: &str) -> io::Result<()> {
+    let c = cpath(path)?;
+    let cname = CString::new(OsStr::new(name).as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    // SAFETY: both strings are NUL-terminated.
+    let rc = unsafe { libc::lremovexattr(c.as_ptr(), cname.as_ptr()) };
+    let err = io::Error::last_os_error();
+    match (rc, err.raw_os_error()) {
+        (0, _) | (_, Some(libc::ENODATA)) => Ok(()),
+        _ => Err(io::Error::new(err.kind(), format!("{}: removing xattr {name}: {err}", path.display()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

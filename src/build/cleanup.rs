@@ -53,6 +53,17 @@ pub fn clean(root: &Path, extra: &[String]) -> anyhow::Result<usize> {
     for dir in EMPTY_FILES_UNDER {
         removed += remove_files_under(&root.join(dir))?;
     }
+    // systemd-tmpfiles puts ACLs on the journal dir; they are re-applied at
+    // every boot (tmpfiles.d/systemd.conf `a+` lines), so they need not ship
+    // (and the squashfs writer refuses xattrs rather than dropping them).
+    for dir in ["var/log/journal"] {
+        let path = root.join(dir);
+        if path.is_dir() {
+            for acl in ["system.posix_acl_access", "system.posix_acl_default"] {
+                crate::archive::xattr::remove(&path, acl)?;
+            }
+        }
+    }
     // An empty machine-id makes systemd generate one per boot.
     let machine_id = root.join("etc/machine-id");
     if fs::symlink_metadata(&machine_id).is_ok() {

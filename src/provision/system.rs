@@ -52,6 +52,8 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
     if pkgs.is_empty() {
         return Ok(());
     }
+    // Builds share the package cache (bind-mounted here): one apt at a time.
+    let _lock = crate::bootstrap::lock_cache(&run.root.join("var/cache/apt/archives"))?;
     let dpkg_opts = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
     let cmd = match a.state {
         PkgState::Present => in_chroot(run, "apt-get").args(["-q", "-y", "--no-install-recommends"]).args(dpkg_opts).arg("install"),
