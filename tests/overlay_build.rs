@@ -24,7 +24,7 @@ fn base_project() -> &'static Project {
             "- name: add\n  copy: {src: added, dest: /etc/added, mode: \"0600\"}\n- name: delete\n  file: {path: /etc/delete-me, state: absent}\n- name: replace dir\n  shell: rm -rf /srv/data && mkdir /srv/data && echo new > /srv/data/only\n- name: a build-only file\n  shell: echo junk > /var/log/build.log && echo junk > /tmp/scratch\n",
         );
         p.write("provisioners/change/files/added", "from the overlay\n");
-        p.write("provisioners/fails/tasks.yml", "- name: explode\n  command: [false]\n");
+        p.write("provisioners/fails/tasks.yml", "- name: explode\n  command: [/bin/false]\n");
         p.write("vars/base.yml", &small_vars("base", &["seed"]));
         p.write("vars/ov.yml", &format!("{}base: base\n", small_vars("ov", &["change"])));
         let o = p.run(&["basefs", "--vars", "vars/base.yml"]);
@@ -33,22 +33,26 @@ fn base_project() -> &'static Project {
     })
 }
 
-/// Unpack `overlays` (in order) with busybox cpio onto a tmpfs upper, mount
-/// overlayfs over the squashfs, and run `script` in the merged root.
+/// As the initrd does: unpack each overlay with busybox cpio into its own
+/// dir on a tmpfs, mount overlayfs with them (last one top-most) over the
+/// squashfs and an empty tmpfs upper, and run `script` in the merged root.
 fn union_view(base: &std::path::Path, overlays: &[std::path::PathBuf], script: &str) -> String {
     let dir = tempfile::tempdir_in(scratch()).unwrap();
     let mut unpack = String::new();
-    for o in overlays {
-        unpack.push_str(&format!("(cd \"$D/rw/upper\" && gzip -dc '{}' | busybox cpio -i -d -m 2>/dev/null)\n", o.display()));
+    let mut lowers = vec!["$D/lower".to_string()];
+    for (i, o) in overlays.iter().enumerate() {
+        unpack.push_str(&format!("mkdir $D/rw/ov{i} && (cd $D/rw/ov{i} && gzip -dc '{}' | busybox cpio -i -d -m 2>/dev/null)\n", o.display()));
+        lowers.insert(0, format!("$D/rw/ov{i}"));
     }
     let full = format!(
         "D=\"$1\"; mkdir -p $D/lower $D/rw $D/root\n\
          mount -t squashfs -o loop,ro '{}' $D/lower\n\
          mount -t tmpfs tmpfs $D/rw && mkdir $D/rw/upper $D/rw/work\n\
          {unpack}\
-         mount -t overlay overlay -o lowerdir=$D/lower,upperdir=$D/rw/upper,workdir=$D/rw/work $D/root\n\
+         mount -t overlay overlay -o lowerdir={},upperdir=$D/rw/upper,workdir=$D/rw/work $D/root\n\
          cd $D/root\n{script}",
-        base.display()
+        base.display(),
+        lowers.join(":")
     );
     let o = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-ec", &full, "sh"]).arg(dir.path()).output().unwrap();
     assert!(o.status.success(), "union view failed: {}\n{}", stderr(&o), stdout(&o));
@@ -114,11 +118,11 @@ fn bad_overlay_inputs_fail_cleanly() {
     // Parent overlay missing.
     p.write("vars/orphan.yml", &format!("{}base: base\nparents: [nosuch]\n", small_vars("orphan", &["change"])));
     let o = p.run(&["overlay", "--vars", "vars/orphan.yml"]);
-    assert_clean_failure(p, &o, 2, &["overlay `nosuch` not found", "build it first"]);
+    assert_failure_of(p, &o, 2, &["overlay `nosuch` not found", "build it first"], Some("orphan"));
     // A role that fails.
     p.write("vars/failing.yml", &format!("{}base: base\n", small_vars("failing", &["fails"])));
     let o = p.run(&["overlay", "--vars", "vars/failing.yml"]);
-    assert_clean_failure(p, &o, 1, &["role `fails`, task `explode`", "exit status 1"]);
+    assert_failure_of(p, &o, 1, &["role `fails`, task `explode`", "exit status 1"], Some("failing"));
 
     // basefs missing: a fresh output dir.
     let empty = Project::new();

@@ -19,8 +19,11 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
         let inner = err.into_inner();
         let (line, col) = inner.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         let mut message = strip_location(&inner.to_string());
-        if let Some(rest) = message.strip_prefix(&format!("{key}: ")) {
-            message = rest.to_string();
+        // serde_yaml_ng starts some messages with its own path (`.[0]: …`).
+        if message.starts_with(['.', '[']) {
+            if let Some((_, rest)) = message.split_once(": ") {
+                message = rest.to_string();
+            }
         }
         let at_key = if key.is_empty() || key == "." { String::new() } else { format!(" (at key `{key}`)") };
         ConfigError(format!("{}:{line}:{col}: {message}{at_key}", path.display()))

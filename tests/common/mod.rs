@@ -111,6 +111,12 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
 /// Assert a failed run: exit code, message fragments, no panic, no mount,
 /// no artifact.
 pub fn assert_clean_failure(p: &Project, o: &Output, code: i32, fragments: &[&str]) {
+    assert_failure_of(p, o, code, fragments, None);
+}
+
+/// Like `assert_clean_failure`, for an output dir other builds also use:
+/// only artifacts of the build named `name` count.
+pub fn assert_failure_of(p: &Project, o: &Output, code: i32, fragments: &[&str], name: Option<&str>) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(code), "exit code; stderr:\n{err}");
     for f in fragments {
@@ -118,7 +124,7 @@ pub fn assert_clean_failure(p: &Project, o: &Output, code: i32, fragments: &[&st
     }
     assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic:\n{err}");
     assert!(mounts_under(p.path()).is_empty(), "mounts left: {:?}", mounts_under(p.path()));
-    let arts: Vec<_> = p.artifacts().into_iter().filter(|a| a.ends_with(".squashfs") || a.ends_with(".gz") || a.ends_with(".tmp") || a.ends_with(".initrd")).collect();
+    let arts: Vec<_> = p.artifacts().into_iter().filter(|a| name.is_none_or(|n| a.trim_start_matches('.').starts_with(&format!("{n}.")))).filter(|a| a.ends_with(".squashfs") || a.ends_with(".gz") || a.ends_with(".tmp") || a.ends_with(".initrd")).collect();
     assert!(arts.is_empty(), "artifacts left: {arts:?}");
 }
 
