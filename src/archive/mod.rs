@@ -9,6 +9,7 @@
 pub mod cpio;
 pub mod gzip;
 pub mod squashfs;
+mod squashfs_par;
 pub mod squashfs_read;
 pub mod tree;
 pub mod xattr;
