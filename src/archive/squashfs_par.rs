@@ -254,14 +254,7 @@ fn plan(files: Vec<PathBuf>, block: usize, shared: &Shared) {
     for path in files {
         let Ok(mut file) = File::open(&path) else { continue };
         let mut first = true;
-        loop {
-            let n = match read_full(&mut file, &mut buf) {
-                Ok(n) => n,
-                Err(_) => break,
-            };
-            if n == 0 {
-                break;
-            }
+        while let Ok(n @ 1..) = read_full(&mut file, &mut buf) {
             let chunk = &buf[..n];
             if first && n < block {
                 // A file smaller than a block goes into the fragment block.
