@@ -250,23 +250,27 @@ fn work(shared: &Shared, fc: FilesystemCompressor, block_size: u32) {
 /// A file that cannot be read is skipped here: backhand reports it.
 fn plan(files: Vec<PathBuf>, block: usize, shared: &Shared) {
     let mut fragment: Vec<u8> = Vec::with_capacity(block);
-    let mut buf = vec![0u8; block];
     for path in files {
         let Ok(mut file) = File::open(&path) else { continue };
         let mut first = true;
-        while let Ok(n @ 1..) = read_full(&mut file, &mut buf) {
-            let chunk = &buf[..n];
-            if first && n < block {
+        loop {
+            // Read straight into the block that is queued: no copy.
+            let mut chunk = Vec::with_capacity(block);
+            match (&mut file).take(block as u64).read_to_end(&mut chunk) {
+                Ok(1..) => {}
+                _ => break,
+            }
+            if first && chunk.len() < block {
                 // A file smaller than a block goes into the fragment block.
-                if fragment.len() + n > block && !queue(shared, std::mem::take(&mut fragment)) {
+                if fragment.len() + chunk.len() > block && !queue(shared, std::mem::replace(&mut fragment, Vec::with_capacity(block))) {
                     return;
                 }
-                fragment.extend_from_slice(chunk);
+                fragment.extend_from_slice(&chunk);
                 break;
             }
             first = false;
             // An all-zero block is stored as a hole, not compressed.
-            if chunk.iter().any(|&b| b != 0) && !queue(shared, chunk.to_vec()) {
+            if chunk.iter().any(|&b| b != 0) && !queue(shared, chunk) {
                 return;
             }
         }
@@ -297,17 +301,4 @@ fn queue(shared: &Shared, input: Vec<u8>) -> bool {
     state.queue.push_back((k, input));
     shared.changed.notify_all();
     true
-}
-
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
