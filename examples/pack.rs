@@ -5,11 +5,10 @@
 //!     cargo run --release --example pack -- cpio DIR OUT [GZIP_LEVEL]
 
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use mkimage::archive::{cpio, squashfs, tree};
+use mkimage::archive::{squashfs, tree};
 
 fn main() -> anyhow::Result<()> {
     mkimage::progress::init_logging(0); // RUST_LOG=mkimage=debug shows the writers' statistics
@@ -30,9 +29,8 @@ fn main() -> anyhow::Result<()> {
         ["cpio", dir, out, rest @ ..] => {
             let level = rest.first().map(|l| l.parse()).transpose().context("GZIP_LEVEL must be a number")?.unwrap_or(6);
             let opts = tree::TreeOptions { source_date_epoch: epoch, ..Default::default() };
-            let entries = tree::tree_entries(Path::new(dir), &opts)?;
-            let file = File::create(out).with_context(|| format!("cannot create {out}"))?;
-            cpio::write_newc_gz(entries, BufWriter::new(file), level)?;
+            let mut file = File::create(out).with_context(|| format!("cannot create {out}"))?;
+            tree::write_tree_gz(Path::new(dir), &opts, &mut file, level)?;
         }
         _ => bail!("usage: pack squashfs DIR OUT [COMPRESSOR] [LEVEL] | pack cpio DIR OUT [GZIP_LEVEL]"),
     }
