@@ -10,8 +10,18 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use mkimage::archive::{squashfs, tree};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     mkimage::progress::init_logging(0); // RUST_LOG=mkimage=debug shows the writers' statistics
+    match pack() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pack: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn pack() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let epoch = mkimage::artifact::source_date_epoch(mkimage::artifact::now());
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
