@@ -9,6 +9,7 @@
 pub mod cpio;
 pub mod gzip;
 pub mod squashfs;
+mod squashfs_par;
 pub mod squashfs_read;
 pub mod tree;
 pub mod xattr;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 
 pub use squashfs::{write_tree, Compressor, SquashfsOptions, SquashfsWriter};
 pub use squashfs_read::{extract, read_entries, read_file};
-pub use tree::{tree_entries, TreeOptions};
+pub use tree::{tree_entries, write_tree_gz, TreeOptions};
 pub use xattr::scan_xattrs;
 
 /// Files carrying xattrs that an archive cannot hold (at most this many are

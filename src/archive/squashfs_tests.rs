@@ -108,6 +108,36 @@ fn same_tree_gives_same_bytes() {
 }
 
 #[test]
+fn parallel_write_gives_the_single_threaded_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    make_tree(&root, false);
+    // Many small files (several fragment blocks), duplicates, zero blocks, odd tails.
+    for i in 0..400u32 {
+        let text: String = (0..(i * 37 % 3000)).map(|j| char::from(b'a' + ((i + j) % 26) as u8)).collect();
+        fs::write(root.join(format!("etc/f{i:03}")), text).unwrap();
+    }
+    let mut big = vec![0u8; 5 * 65536 + 123];
+    big[200_000..].iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7 % 253) as u8);
+    fs::write(root.join("boot/big1"), &big).unwrap();
+    fs::write(root.join("boot/big2"), &big).unwrap();
+    for (compressor, level) in [(Compressor::Zstd, None), (Compressor::Gzip, Some(6)), (Compressor::Lz4, None)] {
+        let o = SquashfsOptions { compressor, level, block_size: 65536, ..opts() };
+        let run = |parallel| {
+            let mut f = tempfile::tempfile().unwrap();
+            let stats = write_backhand(&root, &mut f, &o, parallel).unwrap();
+            f.seek(SeekFrom::Start(0)).unwrap();
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+            (v, stats)
+        };
+        let (parallel, (hits, unused)) = run(true);
+        assert!(hits >= 10 && unused == 0, "{compressor:?}: {hits} blocks compressed ahead, {unused} planned in vain");
+        assert!(parallel == run(false).0, "{compressor:?}: parallel output differs");
+    }
+}
+
+#[test]
 fn every_compressor_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");

@@ -169,6 +169,17 @@ pub fn tree_entries(root: &Path, opts: &TreeOptions) -> Result<Vec<Entry>, Archi
     Ok(entries)
 }
 
+/// [`tree_entries`] written as a gzipped newc archive at `level` (0–9) into
+/// `out` (from its current position): an overlay or an initrd from a tree.
+pub fn write_tree_gz(root: &Path, opts: &TreeOptions, out: &mut std::fs::File, level: u32) -> Result<(), ArchiveError> {
+    let entries = tree_entries(root, opts)?;
+    let writer = io::BufWriter::with_capacity(1 << 20, out);
+    super::cpio::write_newc_gz(entries, writer, level)
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .map_err(ArchiveError::io(root))?;
+    Ok(())
+}
+
 fn entry_kind(item: &WalkItem) -> Result<EntryKind, ArchiveError> {
     let ft = item.meta.file_type();
     let rdev = item.meta.rdev();
@@ -298,6 +309,24 @@ mod tests {
         // Without overlay mode the same xattr is refused, by name.
         let err = tree_entries(&upper, &TreeOptions { overlay_lowers: None, ..opts }).unwrap_err().to_string();
         assert!(err.contains("etc/app") && err.contains("user.overlay.opaque"), "{err}");
+    }
+
+    #[test]
+    fn write_tree_gz_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path().join("t");
+        fs::create_dir_all(r.join("etc")).unwrap();
+        fs::write(r.join("etc/motd"), b"hi\n").unwrap();
+        std::os::unix::fs::symlink("../etc/motd", r.join("etc/link")).unwrap();
+        let mut out = tempfile::tempfile().unwrap();
+        write_tree_gz(&r, &TreeOptions { source_date_epoch: 5, ..Default::default() }, &mut out, 9).unwrap();
+        use std::io::{Read, Seek};
+        out.rewind().unwrap();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(out).read_to_end(&mut raw).unwrap();
+        let back = crate::archive::cpio::read_newc(&raw[..]).unwrap();
+        let got: Vec<_> = back.iter().map(|e| (e.path.as_str(), e.data.as_slice(), e.mtime)).collect();
+        assert_eq!(got, [("etc", &b""[..], 5), ("etc/link", &b"../etc/motd"[..], 5), ("etc/motd", &b"hi\n"[..], 5)]);
     }
 
     #[test]
