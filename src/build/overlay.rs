@@ -191,7 +191,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     Ok(vec![entry])
 }
 
-/// gzip level from `compression: {level: N}` (default 6).
+/// gzip level from `compression: {level: N}` (default: cpio::DEFAULT_GZIP_LEVEL).
 fn gzip_level(cfg: &crate::config::Config) -> anyhow::Result<u32> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -202,8 +202,8 @@ fn gzip_level(cfg: &crate::config::Config) -> anyhow::Result<u32> {
         Some(v) => serde_yaml_ng::from_value::<Gz>(v.clone())
             .map_err(|e| crate::config::ConfigError(format!("{}: compression: {e} (overlays take `compression: {{level: 0-9}}`)", cfg.file.display())))?
             .level
-            .unwrap_or(6),
-        None => 6,
+            .unwrap_or(crate::archive::cpio::DEFAULT_GZIP_LEVEL),
+        None => crate::archive::cpio::DEFAULT_GZIP_LEVEL,
     };
     if level > 9 {
         return Err(crate::config::ConfigError(format!("{}: compression level {level}: gzip takes 0 to 9", cfg.file.display())).into());
