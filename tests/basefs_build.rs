@@ -25,6 +25,18 @@ fn in_image(image: &std::path::Path, script: &str) -> String {
     stdout(&o)
 }
 
+/// Build one of the repository's own vars files into `p`'s output dir.
+fn build_shipped(kind: &str, vars: &str, p: &Project) -> std::process::Output {
+    mkimage()
+        .current_dir(repo())
+        .args([kind, "--vars", vars, "--out"])
+        .arg(p.out())
+        .arg("--var")
+        .arg(format!("cache_dir={}", shared_cache().display()))
+        .output()
+        .unwrap()
+}
+
 /// The shipped vars/basefs.yml, built once for every test in this file.
 fn shipped_basefs() -> &'static (Project, String) {
     static BUILT: OnceLock<(Project, String)> = OnceLock::new();
@@ -32,14 +44,7 @@ fn shipped_basefs() -> &'static (Project, String) {
         require_root();
         require("mmdebstrap", "mmdebstrap");
         let p = Project::new();
-        let o = mkimage()
-            .current_dir(repo())
-            .args(["basefs", "--vars", "vars/basefs.yml", "--out"])
-            .arg(p.out())
-            .arg("--var")
-            .arg(format!("cache_dir={}", shared_cache().display()))
-            .output()
-            .unwrap();
+        let o = build_shipped("basefs", "vars/basefs.yml", &p);
         assert!(o.status.success(), "basefs build failed:\n{}", stderr(&o));
         let sha = std::fs::read_to_string(p.out().join("basefs.squashfs.sha256")).unwrap();
         (p, sha.split_whitespace().next().unwrap().to_string())
@@ -104,14 +109,7 @@ fn shipped_basefs_has_the_base_role_and_no_build_leftovers() {
 fn same_inputs_give_the_same_squashfs() {
     let (_, first) = shipped_basefs();
     let p = Project::new();
-    let o = mkimage()
-        .current_dir(repo())
-        .args(["basefs", "--vars", "vars/basefs.yml", "--out"])
-        .arg(p.out())
-        .arg("--var")
-        .arg(format!("cache_dir={}", shared_cache().display()))
-        .output()
-        .unwrap();
+    let o = build_shipped("basefs", "vars/basefs.yml", &p);
     assert!(o.status.success(), "{}", stderr(&o));
     let second = std::fs::read_to_string(p.out().join("basefs.squashfs.sha256")).unwrap();
     assert_eq!(second.split_whitespace().next().unwrap(), first, "two builds of the same inputs differ");
@@ -205,14 +203,7 @@ fn sigkill_mid_role_leaves_no_mount_and_next_build_succeeds() {
 #[test]
 fn discovery_overlay_holds_its_tools_and_nothing_else() {
     let (p, _) = shipped_basefs();
-    let o = mkimage()
-        .current_dir(repo())
-        .args(["overlay", "--vars", "vars/discovery.yml", "--out"])
-        .arg(p.out())
-        .arg("--var")
-        .arg(format!("cache_dir={}", shared_cache().display()))
-        .output()
-        .unwrap();
+    let o = build_shipped("overlay", "vars/discovery.yml", p);
     assert!(o.status.success(), "discovery overlay failed:\n{}", stderr(&o));
     let listing = mkimage().arg("inspect").arg(p.out().join("discovery.cpio.gz")).output().unwrap();
     assert!(listing.status.success(), "{}", stderr(&listing));

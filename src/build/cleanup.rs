@@ -6,6 +6,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::archive::glob_match;
+
 /// Removed from every image (globs relative to the tree's root).
 pub const CLEAN_FS: &[&str] = &[
     "var/lib/apt/lists/*",
@@ -95,8 +97,8 @@ fn remove_files_under(dir: &Path) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// Paths under `root` matching a relative glob (`*` and `?` within one
-/// component). Symlinks are not followed while matching.
+/// Paths under `root` matching a relative glob (each component a
+/// `glob_match` pattern). Symlinks are not followed while matching.
 pub fn glob(root: &Path, pattern: &str) -> Vec<PathBuf> {
     let mut current = vec![root.to_path_buf()];
     for part in pattern.split('/').filter(|p| !p.is_empty()) {
@@ -106,7 +108,7 @@ pub fn glob(root: &Path, pattern: &str) -> Vec<PathBuf> {
                 let Ok(entries) = fs::read_dir(dir) else { continue };
                 let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
                 names.sort();
-                next.extend(names.into_iter().filter(|n| wildcard(part, n)).map(|n| dir.join(n)));
+                next.extend(names.into_iter().filter(|n| glob_match(part, n)).map(|n| dir.join(n)));
             } else {
                 let p = dir.join(part);
                 if fs::symlink_metadata(&p).is_ok() {
@@ -120,33 +122,9 @@ pub fn glob(root: &Path, pattern: &str) -> Vec<PathBuf> {
     current
 }
 
-/// `*` and `?` matching of one path component.
-pub fn wildcard(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard("ssh_host_*", "ssh_host_rsa_key"));
-        assert!(wildcard("*proxy*", "01proxy"));
-        assert!(!wildcard("*.deb", "a.deb.x"));
-        assert!(wildcard("a?c", "abc"));
-    }
 
     #[test]
     fn cleans_identity_and_caches() {

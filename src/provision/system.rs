@@ -35,7 +35,8 @@ fn go(run: &Run, cmd: Cmd) -> anyhow::Result<()> {
 }
 
 pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
-    let pkgs = a.pkg.as_ref().map(|p| p.to_vec()).unwrap_or_default();
+    // `pkg: "a b"` is two packages, as apt-get reads it.
+    let pkgs: Vec<String> = a.pkg.as_ref().map(|p| p.to_vec()).unwrap_or_default().iter().flat_map(|p| p.split_whitespace().map(str::to_string)).collect();
     if pkgs.iter().any(|p| p.starts_with('-')) {
         bail!("package names cannot start with `-`");
     }

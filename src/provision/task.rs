@@ -53,22 +53,7 @@ pub fn module_names(task: &Task) -> Vec<&'static str> {
 pub const MODULES: &[&str] =
     &["apt", "copy", "template", "file", "shell", "command", "user", "lineinfile", "service", "debconf"];
 
-/// A string or a list of strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Strings {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Strings {
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            Strings::One(s) => s.split_whitespace().map(str::to_string).collect(),
-            Strings::Many(v) => v.clone(),
-        }
-    }
-}
+pub use crate::config::OneOrMany as Strings;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -229,35 +214,12 @@ pub struct LineInFile {
 }
 
 /// `service:` enable/disable/mask systemd units, offline.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
-    pub name: Strings2,
+    pub name: Strings,
     pub enabled: Option<bool>,
     pub masked: Option<bool>,
-}
-
-/// A unit name or a list of them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Strings2 {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Default for Strings2 {
-    fn default() -> Self {
-        Strings2::Many(Vec::new())
-    }
-}
-
-impl Strings2 {
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            Strings2::One(s) => vec![s.clone()],
-            Strings2::Many(v) => v.clone(),
-        }
-    }
 }
 
 /// `debconf:` preseed one answer before apt.
