@@ -1,5 +1,7 @@
 //! The builds: basefs, overlay, initrd, and playbooks that chain them.
 
+pub mod initrd;
+
 use std::path::PathBuf;
 
 /// Which image a build makes.

@@ -1,0 +1,193 @@
+//! Where the initrd's kernel comes from — a Debian kernel package fetched
+//! through the configured mirror, or the basefs itself (an extracted tree or
+//! its squashfs) — and the rule that the kernel must match the basefs's
+//! `/lib/modules/VERSION`, since the booted system loads its modules from there.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::debs::Fetcher;
+use crate::exec::Cmd;
+
+/// Where the kernel (and its modules) come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KernelSource {
+    /// The basefs: an extracted root tree, or its squashfs image.
+    Basefs(PathBuf),
+    /// A Debian package, e.g. `linux-image-amd64` (resolved to the real,
+    /// versioned package).
+    Package { name: String },
+}
+
+/// Errors locating the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{root}: no kernel modules (no lib/modules/VERSION); install a kernel package (linux-image-amd64) in the basefs, or set `kernel:` to a package")]
+    NoModules { root: String },
+    #[error("{root}: several kernels ({versions}); keep one kernel package in the basefs")]
+    Several { root: String, versions: String },
+    #[error("{root}: no boot/vmlinuz-{version} for the modules in lib/modules/{version}")]
+    NoVmlinuz { root: String, version: String },
+    #[error("kernel version mismatch: the initrd's kernel ({package}) is {kernel}, but the basefs {basefs} has /lib/modules/{base}; the booted system could not load its modules. Use the basefs's kernel (`kernel: basefs`), pin the package (`kernel: linux-image-{base}`), or rebuild the basefs")]
+    Mismatch { package: String, kernel: String, basefs: String, base: String },
+}
+
+/// A kernel ready to pack: its image, its modules dir and where firmware is.
+#[derive(Debug)]
+pub struct Kernel {
+    pub version: String,
+    pub vmlinuz: PathBuf,
+    /// `lib/modules/VERSION`.
+    pub modules_dir: PathBuf,
+    /// Candidate firmware dirs (`lib/firmware`), existing or not.
+    pub firmware_dirs: Vec<PathBuf>,
+    /// The kernel package (name, version) when it came from one.
+    pub package: Option<(String, String)>,
+    /// Holds an extraction alive while the build runs.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+/// Find the kernel per `source`. `basefs` (if known) is checked for a
+/// matching `/lib/modules/VERSION`; `scratch` is where squashfs contents are
+/// extracted.
+pub fn locate(source: &KernelSource, basefs: Option<&Path>, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>, scratch: &Path) -> anyhow::Result<Kernel> {
+    let kernel = match source {
+        KernelSource::Basefs(path) if path.is_dir() => from_tree(path, None, None)?,
+        KernelSource::Basefs(image) => {
+            let tmp = tempfile::Builder::new().prefix(".initrd-kernel.").tempdir_in(scratch).context("cannot create a scratch dir")?;
+            extract_squashfs(image, &["boot", "usr/lib/modules", "usr/lib/firmware", "lib/modules", "lib/firmware"], tmp.path())?;
+            let root = tmp.path().to_path_buf();
+            from_tree(&root, Some(tmp), None).with_context(|| format!("in basefs image {}", image.display()))?
+        }
+        KernelSource::Package { name } => {
+            let f = fetcher()?;
+            let pkg = f.resolve(name)?;
+            let tree = f.unpacked(&pkg)?;
+            from_tree(&tree, None, Some((pkg.name, pkg.version)))?
+        }
+    };
+    if let (Some(base), KernelSource::Package { name }) = (basefs, source) {
+        let versions = basefs_kernel_versions(base)?;
+        if !versions.is_empty() && !versions.contains(&kernel.version) {
+            return Err(KernelError::Mismatch {
+                package: kernel.package.as_ref().map(|p| format!("{} {}", p.0, p.1)).unwrap_or_else(|| name.clone()),
+                kernel: kernel.version.clone(),
+                basefs: base.display().to_string(),
+                base: versions.join(", "),
+            }
+            .into());
+        }
+    }
+    Ok(kernel)
+}
+
+/// Extract `prefixes` (those present) of a squashfs image into `dest`.
+/// The one place that knows how; swap for `archive::squashfs::extract`.
+pub fn extract_squashfs(image: &Path, prefixes: &[&str], dest: &Path) -> anyhow::Result<()> {
+    if !image.is_file() {
+        return Err(crate::UsageError(format!("basefs {} does not exist (build it first: mkimage basefs)", image.display())).into());
+    }
+    Cmd::new("unsquashfs")
+        .args(["-no-progress", "-no-xattrs", "-quiet", "-f", "-d"])
+        .arg(dest)
+        .arg(image)
+        .args(prefixes)
+        .run()
+        .with_context(|| format!("cannot extract the kernel from {}", image.display()))?;
+    Ok(())
+}
+
+/// The kernel versions under a basefs's `lib/modules` (tree or squashfs).
+pub fn basefs_kernel_versions(basefs: &Path) -> anyhow::Result<Vec<String>> {
+    if basefs.is_dir() {
+        return Ok(versions_in(basefs));
+    }
+    let out = Cmd::new("unsquashfs")
+        .args(["-no-xattrs", "-l", "-d", ""])
+        .arg(basefs)
+        .args(["usr/lib/modules", "lib/modules"])
+        .run()
+        .with_context(|| format!("cannot list {}", basefs.display()))?;
+    let mut versions: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().trim_start_matches('/');
+            let rest = rest.strip_prefix("usr/").unwrap_or(rest).strip_prefix("lib/modules/")?;
+            (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
+        })
+        .collect();
+    versions.sort();
+    versions.dedup();
+    Ok(versions)
+}
+
+fn versions_in(root: &Path) -> Vec<String> {
+    let mut versions: Vec<String> = ["usr/lib/modules", "lib/modules"]
+        .iter()
+        .filter_map(|d| fs::read_dir(root.join(d)).ok())
+        .flat_map(|rd| rd.filter_map(|e| e.ok()))
+        .filter(|e| e.path().join("kernel").is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    versions.sort();
+    versions.dedup();
+    versions
+}
+
+fn from_tree(root: &Path, scratch: Option<tempfile::TempDir>, package: Option<(String, String)>) -> anyhow::Result<Kernel> {
+    let shown = root.display().to_string();
+    let versions = versions_in(root);
+    let version = match versions.as_slice() {
+        [] => return Err(KernelError::NoModules { root: shown }.into()),
+        [one] => one.clone(),
+        many => return Err(KernelError::Several { root: shown, versions: many.join(", ") }.into()),
+    };
+    let vmlinuz = root.join("boot").join(format!("vmlinuz-{version}"));
+    if !vmlinuz.is_file() {
+        return Err(KernelError::NoVmlinuz { root: shown, version }.into());
+    }
+    let modules_dir = ["usr/lib/modules", "lib/modules"]
+        .iter()
+        .map(|d| root.join(d).join(&version))
+        .find(|p| p.join("kernel").is_dir())
+        .unwrap_or_else(|| root.join("lib/modules").join(&version));
+    let firmware_dirs = vec![root.join("usr/lib/firmware"), root.join("lib/firmware")];
+    Ok(Kernel { version, vmlinuz, modules_dir, firmware_dirs, package, _scratch: scratch })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_root(version: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(format!("usr/lib/modules/{version}/kernel"))).unwrap();
+        fs::create_dir_all(dir.path().join("boot")).unwrap();
+        fs::write(dir.path().join(format!("boot/vmlinuz-{version}")), b"kernel").unwrap();
+        dir
+    }
+
+    #[test]
+    fn finds_kernel_in_tree() {
+        let root = fake_root("6.1.0-9-amd64");
+        let k = locate(&KernelSource::Basefs(root.path().into()), None, &|| anyhow::bail!("no fetch"), root.path()).unwrap();
+        assert_eq!(k.version, "6.1.0-9-amd64");
+        assert!(k.modules_dir.ends_with("usr/lib/modules/6.1.0-9-amd64"));
+    }
+
+    #[test]
+    fn empty_tree_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = locate(&KernelSource::Basefs(dir.path().into()), None, &|| anyhow::bail!("no fetch"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("linux-image-amd64"), "{err}");
+    }
+
+    #[test]
+    fn versions_of_a_tree() {
+        let root = fake_root("6.1.0-9-amd64");
+        assert_eq!(basefs_kernel_versions(root.path()).unwrap(), ["6.1.0-9-amd64"]);
+    }
+}
