@@ -90,6 +90,7 @@ impl Fetcher {
         for dir in ["etc/apt.conf.d", "etc/preferences.d", "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "debs"] {
             fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
+        let _lock = lock_dir(&root)?;
         let line = format!(
             "deb [signed-by={}] {} {} {}\n",
             src.keyring.display(),
@@ -108,40 +109,39 @@ impl Fetcher {
         if !status.exists() {
             fs::write(&status, b"")?;
         }
-        Ok(Fetcher { src: src.clone(), mirror, root, updated: std::cell::Cell::new(false) })
+        let fetcher = Fetcher { src: src.clone(), mirror, root, updated: std::cell::Cell::new(false) };
+        let conf = fetcher.root.join("apt.conf");
+        let text = fetcher.config();
+        if fs::read_to_string(&conf).ok().as_deref() != Some(text.as_str()) {
+            crate::artifact::write_atomic(&fetcher.root, "apt.conf", |f| std::io::Write::write_all(f, text.as_bytes()))?;
+        }
+        Ok(fetcher)
     }
 
-    fn options(&self) -> Vec<String> {
+    /// The private apt.conf: read through APT_CONFIG before anything
+    /// else, so the host's apt.conf.d, sources and state are never used.
+    fn config(&self) -> String {
         let r = self.root.display();
-        let mut opts = vec![
-            format!("Dir::Etc={r}/etc"),
-            "Dir::Etc::SourceList=sources.list".into(),
-            "Dir::Etc::SourceParts=-".into(),
-            "Dir::Etc::Parts=apt.conf.d".into(),
-            "Dir::Etc::Preferences=preferences".into(),
-            "Dir::Etc::PreferencesParts=preferences.d".into(),
-            "Dir::Etc::TrustedParts=trusted.gpg.d".into(),
-            format!("Dir::State={r}/state"),
-            format!("Dir::State::status={r}/state/status"),
-            format!("Dir::Cache={r}/cache"),
-            "Debug::NoLocking=1".into(),
-            "APT::Architecture=amd64".into(),
-            "APT::Architectures=amd64".into(),
-            "Acquire::Languages=none".into(),
-            "Acquire::Retries=3".into(),
-        ];
+        let mut conf = format!(
+            "Dir::Etc \"{r}/etc\";\nDir::Etc::SourceList \"sources.list\";\nDir::Etc::SourceParts \"-\";\n\
+             Dir::Etc::Parts \"apt.conf.d\";\nDir::Etc::Preferences \"preferences\";\nDir::Etc::PreferencesParts \"preferences.d\";\n\
+             Dir::Etc::TrustedParts \"trusted.gpg.d\";\nDir::State \"{r}/state\";\nDir::State::status \"{r}/state/status\";\n\
+             Dir::Cache \"{r}/cache\";\nDebug::NoLocking \"1\";\nAPT::Architecture \"amd64\";\nAPT::Architectures {{ \"amd64\"; }};\n\
+             Acquire::Languages {{ \"none\"; }};\nAcquire::Retries \"3\";\n"
+        );
         if let Some(proxy) = &self.src.apt_proxy {
-            opts.push(format!("Acquire::http::Proxy={proxy}"));
+            conf.push_str(&format!("Acquire::http::Proxy \"{proxy}\";\n"));
         }
-        opts
+        conf
     }
 
     fn apt(&self, program: &str) -> Cmd {
-        let mut cmd = Cmd::new(program);
-        for o in self.options() {
-            cmd = cmd.arg("-o").arg(o);
-        }
-        cmd
+        Cmd::new(program).env("APT_CONFIG", self.root.join("apt.conf"))
+    }
+
+    /// Hold the cache's lock (concurrent builds share one cache).
+    fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+        lock_dir(&self.root)
     }
 
     fn lists_present(&self) -> bool {
@@ -162,6 +162,7 @@ impl Fetcher {
     /// `linux-image-*` metapackage (e.g. `linux-image-amd64`) to the real
     /// versioned kernel package it depends on.
     pub fn resolve(&self, name: &str) -> anyhow::Result<Package> {
+        let _lock = self.lock()?;
         if !self.lists_present() {
             self.update()?;
         }
@@ -207,6 +208,11 @@ impl Fetcher {
     /// Make sure the package's `.deb` is in the cache (verified by sha256),
     /// downloading it only if it is not.
     pub fn fetch(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
+        let _lock = self.lock()?;
+        self.fetch_locked(pkg)
+    }
+
+    fn fetch_locked(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
         if pkg.deb.is_file() && crate::artifact::sha256_file(&pkg.deb)?.1 == pkg.sha256 {
             tracing::debug!(deb = %pkg.deb.display(), "cached");
             return Ok(pkg.deb.clone());
@@ -235,11 +241,12 @@ impl Fetcher {
     /// The package's content, unpacked once into `cache/unpacked/NAME_VERSION`
     /// and reused by later builds (unpacked to a temp dir, then renamed).
     pub fn unpacked(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
+        let _lock = self.lock()?;
         let dest = self.root.join("unpacked").join(format!("{}_{}", pkg.name, pkg.version.replace(':', "%3a")));
         if dest.is_dir() {
             return Ok(dest);
         }
-        let deb = self.fetch(pkg)?;
+        let deb = self.fetch_locked(pkg)?;
         let parent = self.root.join("unpacked");
         fs::create_dir_all(&parent)?;
         let tmp = tempfile::tempdir_in(&parent).context("cannot create an unpack dir")?;
@@ -253,6 +260,11 @@ impl Fetcher {
         }
         Ok(dest)
     }
+}
+
+fn lock_dir(root: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    let file = fs::File::create(root.join("lock")).context("cannot create the apt cache lock")?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).context("cannot lock the apt cache")
 }
 
 /// `dpkg-deb -x DEB DEST`.

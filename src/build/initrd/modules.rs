@@ -125,6 +125,7 @@ impl KernelModules {
             return Ok(());
         }
         let Some(module) = self.module(name)? else {
+            tracing::info!(module = %name, "built into the kernel; nothing to load");
             done.insert(name.to_string(), ());
             return Ok(());
         };

@@ -37,6 +37,7 @@ pub struct Firmware {
 pub fn find_firmware(modules: &[Module], dirs: &[PathBuf]) -> Vec<Firmware> {
     let mut found = BTreeMap::new();
     for m in modules {
+        let mut missing = Vec::new();
         for fw in &m.firmware {
             if fw.contains("..") || fw.starts_with('/') {
                 continue;
@@ -48,8 +49,16 @@ pub fn find_firmware(modules: &[Module], dirs: &[PathBuf]) -> Vec<Firmware> {
                     let rel = Path::new(fw).with_file_name(name).to_string_lossy().to_string();
                     found.insert(rel.clone(), Firmware { name: rel, source });
                 }
-                None => tracing::warn!(module = %m.name, firmware = %fw, "firmware not found in the kernel tree; left out"),
+                None => missing.push(fw.as_str()),
             }
+        }
+        if !missing.is_empty() {
+            tracing::warn!(
+                module = %m.name,
+                "{} firmware file(s) it may need are not in the kernel tree (e.g. {}); left out — install the firmware package in the basefs to include them",
+                missing.len(),
+                missing[0]
+            );
         }
     }
     found.into_values().collect()
