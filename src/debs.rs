@@ -150,6 +150,24 @@ impl Fetcher {
             .unwrap_or(false)
     }
 
+    /// A digest of the package lists' names, sizes and mtimes (and `name`).
+    fn lists_key(&self, name: &str) -> String {
+        let mut parts = vec![name.to_string(), self.config()];
+        if let Ok(rd) = fs::read_dir(self.root.join("state/lists")) {
+            let mut files: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+                    Some(format!("{} {} {mtime}", e.file_name().to_string_lossy(), m.len()))
+                })
+                .collect();
+            files.sort();
+            parts.extend(files);
+        }
+        crate::artifact::sha256_bytes(parts.join("\n").as_bytes())
+    }
+
     /// `apt-get update` against the private sources (once per fetcher).
     pub fn update(&self) -> anyhow::Result<()> {
         tracing::info!(mirror = %self.mirror, suite = %self.src.suite, "apt-get update (private lists)");
@@ -183,12 +201,23 @@ impl Fetcher {
         Ok(pkg)
     }
 
+    /// `apt-cache show` of the candidate, remembered per state of the lists
+    /// (the answer only changes when the lists do; saves apt's start-up).
     fn show(&self, name: &str) -> anyhow::Result<Package> {
-        let out = self.apt("apt-cache").args(["show", "--no-all-versions", name]).run();
-        let text = match out {
-            Ok(o) => o.stdout,
-            Err(_) => {
-                return Err(DebError::NotFound { name: name.into(), suite: self.src.suite.clone(), mirror: self.mirror.clone() }.into())
+        let key = self.lists_key(name);
+        let memo = self.root.join("show").join(format!("{}.txt", name.replace('/', "_")));
+        let text = match fs::read_to_string(&memo).ok().and_then(|t| t.strip_prefix(&format!("{key}\n")).map(str::to_string)) {
+            Some(text) => text,
+            None => {
+                let out = self.apt("apt-cache").args(["show", "--no-all-versions", name]).run();
+                let Ok(out) = out else {
+                    return Err(DebError::NotFound { name: name.into(), suite: self.src.suite.clone(), mirror: self.mirror.clone() }.into());
+                };
+                let dir = self.root.join("show");
+                fs::create_dir_all(&dir)?;
+                let body = format!("{key}\n{}", out.stdout);
+                crate::artifact::write_atomic(&dir, &format!("{}.txt", name.replace('/', "_")), |f| std::io::Write::write_all(f, body.as_bytes()))?;
+                out.stdout
             }
         };
         let field = |key: &'static str| -> Result<String, DebError> {

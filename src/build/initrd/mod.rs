@@ -76,7 +76,7 @@ impl InitrdOptions {
             basefs: None,
             modules: modules::DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
             firmware: true,
-            compression: Compression::Gzip { level: 9 },
+            compression: Compression::Gzip { level: 6 },
             apt,
             source_date_epoch: artifact::source_date_epoch(0),
             init_template: PathBuf::from("initrd/init.j2"),
