@@ -139,11 +139,15 @@ fn unreachable_server_retries_with_backoff_then_fails() {
     let b = boot();
     let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let port = initrd_support::free_port();
-    // Nothing listens on port 1 in the namespace: connection refused.
-    let mut vm = start(b, port, "basefs=http://10.0.2.2:1/basefs.squashfs", "unreachable");
+    // Nothing listens on port 1 in the namespace: connection refused. The
+    // NIC is picked by BOOTIF (QEMU's default MAC) and set up statically.
+    let args = "basefs=http://10.0.2.2:1/basefs.squashfs BOOTIF=01-52-54-00-12-34-56 ip=10.0.2.15::10.0.2.2:255.255.255.0:lab::off";
+    let mut vm = start(b, port, args, "unreachable");
     let exited = vm.wait_exit(Duration::from_secs(240));
     let log = vm.log();
     assert!(exited, "VM did not reboot (exit) after the failure; tail:\n{}", vm.tail());
+    assert!(log.contains("using interface eth0 (52:54:00:12:34:56)"), "BOOTIF not honoured:\n{}", vm.tail());
+    assert!(log.contains("step: configure eth0 statically (10.0.2.15)"), "static ip= not used:\n{}", vm.tail());
     assert!(log.contains("retrying in 1s") && log.contains("(try 2 of 2)"), "no retry with backoff:\n{}", vm.tail());
     assert!(
         log.contains("FAILED at step 'download basefs' (url: http://10.0.2.2:1/basefs.squashfs): download failed"),

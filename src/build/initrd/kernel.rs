@@ -49,15 +49,29 @@ pub struct Kernel {
     _scratch: Option<tempfile::TempDir>,
 }
 
-/// Find the kernel per `source`. `basefs` (if known) is checked for a
-/// matching `/lib/modules/VERSION`; `scratch` is where squashfs contents are
-/// extracted.
-pub fn locate(source: &KernelSource, basefs: Option<&Path>, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>, scratch: &Path) -> anyhow::Result<Kernel> {
+/// Where to look and what to take.
+pub struct Locate<'a> {
+    pub source: &'a KernelSource,
+    /// The basefs (if known), checked for a matching `/lib/modules/VERSION`.
+    pub basefs: Option<&'a Path>,
+    /// Also extract `lib/firmware` from a squashfs.
+    pub firmware: bool,
+    /// Where squashfs contents are extracted.
+    pub scratch: &'a Path,
+}
+
+/// Find the kernel per `source`.
+pub fn locate(at: &Locate, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>) -> anyhow::Result<Kernel> {
+    let (source, basefs, scratch) = (at.source, at.basefs, at.scratch);
     let kernel = match source {
         KernelSource::Basefs(path) if path.is_dir() => from_tree(path, None, None)?,
         KernelSource::Basefs(image) => {
             let tmp = tempfile::Builder::new().prefix(".initrd-kernel.").tempdir_in(scratch).context("cannot create a scratch dir")?;
-            extract_squashfs(image, &["boot", "usr/lib/modules", "usr/lib/firmware", "lib/modules", "lib/firmware"], tmp.path())?;
+            let mut wanted = vec!["boot", "usr/lib/modules", "lib/modules"];
+            if at.firmware {
+                wanted.extend(["usr/lib/firmware", "lib/firmware"]);
+            }
+            extract_squashfs(image, &wanted, tmp.path())?;
             let root = tmp.path().to_path_buf();
             from_tree(&root, Some(tmp), None).with_context(|| format!("in basefs image {}", image.display()))?
         }
@@ -68,11 +82,17 @@ pub fn locate(source: &KernelSource, basefs: Option<&Path>, fetcher: &dyn Fn() -
             from_tree(&tree, None, Some((pkg.name, pkg.version)))?
         }
     };
-    if let (Some(base), KernelSource::Package { name }) = (basefs, source) {
+    if let Some(base) = basefs {
         let versions = basefs_kernel_versions(base)?;
-        if !versions.is_empty() && !versions.contains(&kernel.version) {
+        if versions.is_empty() {
+            tracing::warn!(basefs = %base.display(), "the basefs has no /lib/modules: the booted system will not load any module");
+        } else if !versions.contains(&kernel.version) {
+            let from = match source {
+                KernelSource::Package { name } => name.clone(),
+                KernelSource::Basefs(p) => p.display().to_string(),
+            };
             return Err(KernelError::Mismatch {
-                package: kernel.package.as_ref().map(|p| format!("{} {}", p.0, p.1)).unwrap_or_else(|| name.clone()),
+                package: kernel.package.as_ref().map(|p| format!("{} {}", p.0, p.1)).unwrap_or(from),
                 kernel: kernel.version.clone(),
                 basefs: base.display().to_string(),
                 base: versions.join(", "),
@@ -173,7 +193,7 @@ mod tests {
     #[test]
     fn finds_kernel_in_tree() {
         let root = fake_root("6.1.0-9-amd64");
-        let k = locate(&KernelSource::Basefs(root.path().into()), None, &|| anyhow::bail!("no fetch"), root.path()).unwrap();
+        let k = locate(&Locate { source: &KernelSource::Basefs(root.path().into()), basefs: None, firmware: true, scratch: root.path() }, &|| anyhow::bail!("no fetch")).unwrap();
         assert_eq!(k.version, "6.1.0-9-amd64");
         assert!(k.modules_dir.ends_with("usr/lib/modules/6.1.0-9-amd64"));
     }
@@ -181,8 +201,19 @@ mod tests {
     #[test]
     fn empty_tree_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = locate(&KernelSource::Basefs(dir.path().into()), None, &|| anyhow::bail!("no fetch"), dir.path()).unwrap_err();
+        let err = locate(&Locate { source: &KernelSource::Basefs(dir.path().into()), basefs: None, firmware: true, scratch: dir.path() }, &|| anyhow::bail!("no fetch")).unwrap_err();
         assert!(err.to_string().contains("linux-image-amd64"), "{err}");
+    }
+
+    #[test]
+    fn kernel_must_match_the_basefs() {
+        let kernel_root = fake_root("6.1.0-9-amd64");
+        let base = fake_root("6.1.0-8-amd64");
+        let at = Locate { source: &KernelSource::Basefs(kernel_root.path().into()), basefs: Some(base.path()), firmware: false, scratch: base.path() };
+        let err = locate(&at, &|| anyhow::bail!("no fetch")).unwrap_err().to_string();
+        assert!(err.contains("6.1.0-9-amd64") && err.contains("/lib/modules/6.1.0-8-amd64") && err.contains("kernel: linux-image-6.1.0-8-amd64"), "{err}");
+        let same = Locate { basefs: Some(kernel_root.path()), ..at };
+        assert!(locate(&same, &|| anyhow::bail!("no fetch")).is_ok());
     }
 
     #[test]

@@ -95,7 +95,8 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     }
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
     tracing::info!(source = ?opts.kernel, "step: locate kernel");
-    let kernel = kernel::locate(&opts.kernel, opts.basefs.as_deref(), &|| Fetcher::new(&opts.apt), &opts.out_dir)?;
+    let at = kernel::Locate { source: &opts.kernel, basefs: opts.basefs.as_deref(), firmware: opts.firmware, scratch: &opts.out_dir };
+    let kernel = kernel::locate(&at, &|| Fetcher::new(&opts.apt))?;
 
     tracing::info!(version = %kernel.version, "step: resolve modules");
     let mods = modules::KernelModules::open(&kernel.modules_dir, &kernel.version)?;
