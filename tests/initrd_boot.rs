@@ -81,7 +81,8 @@ fn overlay_entries() -> Vec<Entry> {
 
 fn start(b: &Boot, port: u16, args: &str, name: &str) -> Vm {
     let serial = b.serve.parent().unwrap().join(format!("{name}.serial.log"));
-    let append = format!("console=ttyS0 panic=-1 mkimage.onfail=reboot mkimage.retries=2 mkimage.backoff=1 rootsize=256m {args}");
+    let onfail = if args.contains("mkimage.onfail=") { "" } else { "mkimage.onfail=reboot" };
+    let append = format!("console=ttyS0 panic=-1 {onfail} mkimage.retries=2 mkimage.backoff=1 rootsize=256m {args}");
     Vm::start(&b.serve, port, &b.kernel, &b.initrd, &append, &serial)
 }
 
@@ -91,8 +92,9 @@ fn boots_basefs_plus_overlay_until_systemd() {
     let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let port = initrd_support::free_port();
     let url = format!("http://10.0.2.2:{port}");
+    // Nothing receives syslog in the namespace; forwarding must not hinder the boot.
     let args = format!(
-        "BASEFS={url}/basefs.squashfs basefs.sha256={} overlayfs={url}/overlay.cpio.gz overlayfs.sha256={}",
+        "BASEFS={url}/basefs.squashfs basefs.sha256={} overlayfs={url}/overlay.cpio.gz overlayfs.sha256={} SYSLOGSERVER=10.0.2.2:5514",
         b.basefs_sha, b.overlay_sha
     );
     let mut vm = start(b, port, &args, "good");
@@ -101,6 +103,7 @@ fn boots_basefs_plus_overlay_until_systemd() {
     assert!(ok, "the overlay's unit never printed its marker; serial log tail:\n{}", vm.tail());
     for want in [
         "mkimage-init: step: load kernel modules",
+        "mkimage-init: step: forward log to syslog server 10.0.2.2:5514",
         "mkimage-init: sha256 ok: ",
         "mkimage-init: overlay 1 applied",
         "mkimage-init: root: overlay /newroot overlay",
@@ -110,7 +113,7 @@ fn boots_basefs_plus_overlay_until_systemd() {
         assert!(log.contains(want), "serial log lacks `{want}`; tail:\n{}", vm.tail());
     }
     assert!(log.contains("systemd[1]") || log.contains("Welcome to"), "systemd did not start; tail:\n{}", vm.tail());
-    assert!(!log.contains("FAILED at step"), "{}", vm.tail());
+    assert!(!log.contains("FAILED at step") && !log.contains("mkimage-init: warning:"), "{}", vm.tail());
 }
 
 #[test]
@@ -155,4 +158,20 @@ fn unreachable_server_retries_with_backoff_then_fails() {
         vm.tail()
     );
     assert!(log.contains("mkimage.onfail=reboot: rebooting"), "{}", vm.tail());
+}
+
+#[test]
+fn onfail_shell_leaves_a_rescue_shell_on_the_console() {
+    let b = boot();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let port = initrd_support::free_port();
+    let url = format!("http://10.0.2.2:{port}/no-such.squashfs");
+    let mut vm = start(b, port, &format!("basefs={url} mkimage.onfail=shell"), "shell");
+    let started = vm.wait_for("starting a rescue shell", Duration::from_secs(240));
+    assert!(started, "no rescue shell; tail:\n{}", vm.tail());
+    assert!(vm.log().contains(&format!("FAILED at step 'download basefs' (url: {url}): download failed")), "{}", vm.tail());
+    // busybox sh's prompt for root on the console.
+    let prompt = vm.wait_for("/ # ", Duration::from_secs(30));
+    assert!(prompt, "no shell prompt on the console; tail:\n{}", vm.tail());
+    assert!(!vm.wait_exit(Duration::from_secs(3)), "the VM should stay in the shell, not reboot");
 }
