@@ -88,7 +88,7 @@ fn initrd_holds_init_busybox_and_module_closure_in_order() {
 
 #[test]
 fn same_inputs_give_the_same_initrd() {
-    let (_tree, image) = initrd_support::basefs_fixture();
+    let (tree, image) = initrd_support::basefs_fixture();
     let a = tempfile::tempdir_in("/var/tmp").unwrap();
     let b = tempfile::tempdir_in("/var/tmp").unwrap();
     let first = initrd::build(&initrd_support::options(&image, a.path())).expect("first build");
@@ -97,6 +97,14 @@ fn same_inputs_give_the_same_initrd() {
     assert_eq!(first[0].sha256, second[0].sha256);
     let on_disk = std::fs::read_to_string(a.path().join("initrd.initrd.sha256")).unwrap();
     assert!(on_disk.starts_with(&first[1].sha256));
+    // The squashfs is read on demand; the extracted tree gives the same bytes.
+    let c = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut opts = initrd_support::options(&tree, c.path());
+    opts.basefs = Some(tree.clone());
+    let from_tree = initrd::build(&opts).expect("build from the tree");
+    assert_eq!(from_tree[1].sha256, first[1].sha256, "tree and squashfs sources differ");
+    let leftovers: Vec<_> = std::fs::read_dir(a.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with(".initrd-kernel")).collect();
+    assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
 }
 
 #[test]

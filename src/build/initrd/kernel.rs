@@ -3,6 +3,7 @@
 //! its squashfs) — and the rule that the kernel must match the basefs's
 //! `/lib/modules/VERSION`, since the booted system loads its modules from there.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,8 @@ pub struct Kernel {
     pub firmware_dirs: Vec<PathBuf>,
     /// The kernel package (name, version) when it came from one.
     pub package: Option<(String, String)>,
+    /// Set when files come from a squashfs on demand.
+    pub lazy: Option<Lazy>,
     /// Holds an extraction alive while the build runs.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -65,16 +68,7 @@ pub fn locate(at: &Locate, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>) -> any
     let (source, basefs, scratch) = (at.source, at.basefs, at.scratch);
     let kernel = match source {
         KernelSource::Basefs(path) if path.is_dir() => from_tree(path, None, None)?,
-        KernelSource::Basefs(image) => {
-            let tmp = tempfile::Builder::new().prefix(".initrd-kernel.").tempdir_in(scratch).context("cannot create a scratch dir")?;
-            let mut wanted = vec!["boot", "usr/lib/modules", "lib/modules"];
-            if at.firmware {
-                wanted.extend(["usr/lib/firmware", "lib/firmware"]);
-            }
-            extract_squashfs(image, &wanted, tmp.path())?;
-            let root = tmp.path().to_path_buf();
-            from_tree(&root, Some(tmp), None).with_context(|| format!("in basefs image {}", image.display()))?
-        }
+        KernelSource::Basefs(image) => from_squashfs(image, at.firmware, scratch)?,
         KernelSource::Package { name } => {
             let f = fetcher()?;
             let pkg = f.resolve(name)?;
@@ -103,6 +97,88 @@ pub fn locate(at: &Locate, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>) -> any
     Ok(kernel)
 }
 
+/// Files of a squashfs basefs, extracted only when the build needs them
+/// (the modules dir alone is ~400 MB; an initrd needs ~30 modules of it).
+#[derive(Debug)]
+pub struct Lazy {
+    image: PathBuf,
+    root: PathBuf,
+    /// Root-relative paths in the image under the directories listed.
+    listing: BTreeSet<String>,
+}
+
+impl Lazy {
+    /// Extract these root-relative paths (those in the image and not yet
+    /// extracted) in one go.
+    pub fn materialize(&self, paths: &[String]) -> anyhow::Result<()> {
+        let mut todo: Vec<&str> = paths
+            .iter()
+            .map(String::as_str)
+            .filter(|p| self.listing.contains(*p) && fs::symlink_metadata(self.root.join(p)).is_err())
+            .collect();
+        todo.sort();
+        todo.dedup();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        extract_squashfs(&self.image, &todo, &self.root)
+    }
+
+    /// The listed paths under a root-relative directory, relative to it.
+    pub fn files_under(&self, dir: &str) -> Vec<PathBuf> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        self.listing.iter().filter_map(|p| p.strip_prefix(&prefix)).map(PathBuf::from).collect()
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// A kernel from a basefs squashfs: list what is there, extract the kernel
+/// image and `modules.builtin` now, modules and firmware on demand.
+fn from_squashfs(image: &Path, firmware: bool, scratch: &Path) -> anyhow::Result<Kernel> {
+    let mut dirs = vec!["boot", "usr/lib/modules", "lib/modules"];
+    if firmware {
+        dirs.extend(["usr/lib/firmware", "lib/firmware"]);
+    }
+    let listing = list_squashfs(image, &dirs)?;
+    let tmp = tempfile::Builder::new().prefix(".initrd-kernel.").tempdir_in(scratch).context("cannot create a scratch dir")?;
+    let lazy = Lazy { image: image.to_path_buf(), root: tmp.path().to_path_buf(), listing };
+    let mut first = Vec::new();
+    for p in &lazy.listing {
+        let Some((moddir, version)) = module_dir_of(p) else { continue };
+        fs::create_dir_all(lazy.root.join(&moddir).join("kernel"))?;
+        first.push(format!("boot/vmlinuz-{version}"));
+        first.push(format!("{moddir}/modules.builtin"));
+    }
+    lazy.materialize(&first)?;
+    let mut kernel = from_tree(&lazy.root.clone(), Some(tmp), None).with_context(|| format!("in basefs image {}", image.display()))?;
+    kernel.lazy = Some(lazy);
+    Ok(kernel)
+}
+
+/// `usr/lib/modules/V/kernel` → (`usr/lib/modules/V`, `V`).
+fn module_dir_of(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_suffix("/kernel")?;
+    let (parent, version) = rest.rsplit_once('/')?;
+    (parent == "usr/lib/modules" || parent == "lib/modules").then(|| (rest.to_string(), version.to_string()))
+}
+
+/// Root-relative paths of everything under `dirs` in a squashfs image.
+pub fn list_squashfs(image: &Path, dirs: &[&str]) -> anyhow::Result<BTreeSet<String>> {
+    if !image.is_file() {
+        return Err(crate::UsageError(format!("basefs {} does not exist (build it first: mkimage basefs)", image.display())).into());
+    }
+    let out = Cmd::new("unsquashfs")
+        .args(["-no-xattrs", "-l", "-d", ""])
+        .arg(image)
+        .args(dirs)
+        .run()
+        .with_context(|| format!("cannot list {}", image.display()))?;
+    Ok(out.stdout.lines().map(|l| l.trim().trim_start_matches('/').to_string()).filter(|l| !l.is_empty()).collect())
+}
+
 /// Extract `prefixes` (those present) of a squashfs image into `dest`.
 /// The one place that knows how; swap for `archive::squashfs::extract`.
 pub fn extract_squashfs(image: &Path, prefixes: &[&str], dest: &Path) -> anyhow::Result<()> {
@@ -124,21 +200,8 @@ pub fn basefs_kernel_versions(basefs: &Path) -> anyhow::Result<Vec<String>> {
     if basefs.is_dir() {
         return Ok(versions_in(basefs));
     }
-    let out = Cmd::new("unsquashfs")
-        .args(["-no-xattrs", "-l", "-d", ""])
-        .arg(basefs)
-        .args(["usr/lib/modules", "lib/modules"])
-        .run()
-        .with_context(|| format!("cannot list {}", basefs.display()))?;
-    let mut versions: Vec<String> = out
-        .stdout
-        .lines()
-        .filter_map(|l| {
-            let rest = l.trim().trim_start_matches('/');
-            let rest = rest.strip_prefix("usr/").unwrap_or(rest).strip_prefix("lib/modules/")?;
-            (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
-        })
-        .collect();
+    let listing = list_squashfs(basefs, &["usr/lib/modules", "lib/modules"])?;
+    let mut versions: Vec<String> = listing.iter().filter_map(|p| module_dir_of(p)).map(|(_, v)| v).collect();
     versions.sort();
     versions.dedup();
     Ok(versions)
@@ -175,7 +238,7 @@ fn from_tree(root: &Path, scratch: Option<tempfile::TempDir>, package: Option<(S
         .find(|p| p.join("kernel").is_dir())
         .unwrap_or_else(|| root.join("lib/modules").join(&version));
     let firmware_dirs = vec![root.join("usr/lib/firmware"), root.join("lib/firmware")];
-    Ok(Kernel { version, vmlinuz, modules_dir, firmware_dirs, package, _scratch: scratch })
+    Ok(Kernel { version, vmlinuz, modules_dir, firmware_dirs, package, lazy: None, _scratch: scratch })
 }
 
 #[cfg(test)]
@@ -214,6 +277,13 @@ mod tests {
         assert!(err.contains("6.1.0-9-amd64") && err.contains("/lib/modules/6.1.0-8-amd64") && err.contains("kernel: linux-image-6.1.0-8-amd64"), "{err}");
         let same = Locate { basefs: Some(kernel_root.path()), ..at };
         assert!(locate(&same, &|| anyhow::bail!("no fetch")).is_ok());
+    }
+
+    #[test]
+    fn module_dirs_in_a_listing() {
+        assert_eq!(module_dir_of("usr/lib/modules/6.1.0-9-amd64/kernel"), Some(("usr/lib/modules/6.1.0-9-amd64".into(), "6.1.0-9-amd64".into())));
+        assert_eq!(module_dir_of("usr/lib/modules/6.1.0-9-amd64/kernel/fs/kernel"), None);
+        assert_eq!(module_dir_of("usr/lib/modules/6.1.0-9-amd64"), None);
     }
 
     #[test]

@@ -99,11 +99,32 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     let kernel = kernel::locate(&at, &|| Fetcher::new(&opts.apt))?;
 
     tracing::info!(version = %kernel.version, "step: resolve modules");
-    let mods = modules::KernelModules::open(&kernel.modules_dir, &kernel.version)?;
-    let order = mods.closure(&opts.modules)?;
+    let order = match &kernel.lazy {
+        None => modules::KernelModules::open(&kernel.modules_dir, &kernel.version)?.closure(&opts.modules)?,
+        Some(lazy) => {
+            let moddir = kernel.modules_dir.strip_prefix(lazy.root()).unwrap_or(&kernel.modules_dir).to_string_lossy().to_string();
+            let listing = lazy.files_under(&moddir);
+            let fetch = |rels: &[PathBuf]| lazy.materialize(&rels.iter().map(|r| format!("{moddir}/{}", r.display())).collect::<Vec<_>>());
+            let mods = modules::KernelModules::listed(&kernel.modules_dir, &kernel.version, &listing, Box::new(fetch));
+            mods.closure(&opts.modules)?
+        }
+    };
 
     tracing::info!("step: collect firmware");
-    let firmware = if opts.firmware { pack::find_firmware(&order, &kernel.firmware_dirs) } else { Vec::new() };
+    let firmware = if opts.firmware {
+        if let Some(lazy) = &kernel.lazy {
+            let wanted: Vec<String> = order
+                .iter()
+                .flat_map(|m| m.firmware.iter())
+                .flat_map(|fw| ["usr/lib/firmware", "lib/firmware"].map(|d| format!("{d}/{fw}")))
+                .flat_map(|p| ["", ".xz", ".zst"].map(|ext| format!("{p}{ext}")))
+                .collect();
+            lazy.materialize(&wanted)?;
+        }
+        pack::find_firmware(&order, &kernel.firmware_dirs)
+    } else {
+        Vec::new()
+    };
 
     tracing::info!("step: fetch busybox");
     let busybox = busybox::fetch(&Fetcher::new(&opts.apt)?)?;

@@ -44,25 +44,70 @@ pub struct Module {
     pub firmware: Vec<String>,
 }
 
+/// Brings module files (paths relative to the modules dir) into place
+/// before they are read, for trees that are extracted on demand.
+pub type Fetch<'a> = Box<dyn Fn(&[PathBuf]) -> anyhow::Result<()> + 'a>;
+
 /// The modules of one kernel, indexed by canonical name.
-pub struct KernelModules {
+pub struct KernelModules<'a> {
     pub version: String,
     pub dir: PathBuf,
     files: BTreeMap<String, PathBuf>,
     builtin: BTreeSet<String>,
+    fetch: Option<Fetch<'a>>,
 }
 
-impl KernelModules {
+impl<'a> KernelModules<'a> {
     /// Index `lib/modules/VERSION` (file names only; modinfo is read on demand).
-    pub fn open(dir: &Path, version: &str) -> anyhow::Result<KernelModules> {
+    pub fn open(dir: &Path, version: &str) -> anyhow::Result<KernelModules<'a>> {
         let mut files = BTreeMap::new();
         walk(dir, dir, &mut files).with_context(|| format!("cannot read {}", dir.display()))?;
+        Ok(Self::index(dir, version, files, None))
+    }
+
+    /// Index modules known by a listing (paths relative to `dir`) whose
+    /// files `fetch` extracts into `dir` when they are needed.
+    pub fn listed(dir: &Path, version: &str, listing: &[PathBuf], fetch: Fetch<'a>) -> KernelModules<'a> {
+        let mut files = BTreeMap::new();
+        for rel in listing {
+            if let Some(name) = module_name(rel) {
+                files.entry(name).or_insert_with(|| rel.clone());
+            }
+        }
+        Self::index(dir, version, files, Some(fetch))
+    }
+
+    fn index(dir: &Path, version: &str, files: BTreeMap<String, PathBuf>, fetch: Option<Fetch<'a>>) -> KernelModules<'a> {
         let builtin = fs::read_to_string(dir.join("modules.builtin"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| module_name(Path::new(l.trim())))
             .collect();
-        Ok(KernelModules { version: version.to_string(), dir: dir.to_path_buf(), files, builtin })
+        KernelModules { version: version.to_string(), dir: dir.to_path_buf(), files, builtin, fetch }
+    }
+
+    /// With an on-demand tree: extract the closure's files, a level of
+    /// dependencies per extraction.
+    fn prefetch(&self, wanted: &[String]) -> anyhow::Result<()> {
+        let Some(fetch) = &self.fetch else { return Ok(()) };
+        let mut seen = BTreeSet::new();
+        let mut frontier: Vec<String> = wanted.iter().map(|n| canonical(n)).collect();
+        while !frontier.is_empty() {
+            let names: Vec<String> =
+                std::mem::take(&mut frontier).into_iter().filter(|n| self.files.contains_key(n) && seen.insert(n.clone())).collect();
+            let rels: Vec<PathBuf> = names.iter().filter_map(|n| self.files.get(n).cloned()).collect();
+            if rels.is_empty() {
+                break;
+            }
+            fetch(&rels)?;
+            for n in &names {
+                if let Some(m) = self.module(n)? {
+                    frontier.extend(m.depends);
+                    frontier.extend(m.softdep_pre);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn is_builtin(&self, name: &str) -> bool {
@@ -96,6 +141,7 @@ impl KernelModules {
     /// first; otherwise in the order asked, then by name). Built-in modules
     /// are left out; a soft dependency that is not a module here is ignored.
     pub fn closure(&self, wanted: &[String]) -> anyhow::Result<Vec<Module>> {
+        self.prefetch(wanted)?;
         let mut order = Vec::new();
         let mut done: BTreeMap<String, ()> = BTreeMap::new();
         let mut visiting = Vec::new();
