@@ -337,6 +337,26 @@ mod tests {
     }
 
     #[test]
+    fn private_config_carries_mirror_and_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = dir.path().join("k.gpg");
+        fs::write(&keyring, b"").unwrap();
+        let mut src = AptSource::new("bookworm", &dir.path().join("cache"));
+        src.mirror = Some("http://mirror.invalid/debian/".into());
+        src.apt_proxy = Some("http://127.0.0.1:3142".into());
+        src.keyring = keyring.clone();
+        let f = Fetcher::new(&src).unwrap();
+        let conf = fs::read_to_string(dir.path().join("cache/apt/apt.conf")).unwrap();
+        assert!(conf.contains("Acquire::http::Proxy \"http://127.0.0.1:3142\";"), "{conf}");
+        assert!(conf.contains("Dir::Etc::Parts \"apt.conf.d\";"), "host apt.conf.d must not be read: {conf}");
+        let list = fs::read_to_string(dir.path().join("cache/apt/etc/sources.list")).unwrap();
+        assert_eq!(list, format!("deb [signed-by={}] http://mirror.invalid/debian bookworm main\n", keyring.display()));
+        assert_eq!(f.apt("apt-get").display(), "apt-get");
+        src.keyring = dir.path().join("missing.gpg");
+        assert!(Fetcher::new(&src).err().unwrap().to_string().contains("debian-archive-keyring"));
+    }
+
+    #[test]
     fn reads_first_stanza_fields() {
         let text = "Package: busybox-static\nVersion: 1:1.35.0-4+b3\nFilename: pool/main/b/busybox/busybox-static_1.35.0-4+b3_amd64.deb\n\nPackage: other\n";
         assert_eq!(control_field(text, "Version").as_deref(), Some("1:1.35.0-4+b3"));

@@ -149,3 +149,37 @@ fn packaged_kernel_must_match_the_basefs() {
     let err = format!("{:#}", initrd::build(&opts).unwrap_err());
     assert!(err.contains("mismatch") && err.contains("5.10.0-99-amd64") && err.contains("linux-image-6."), "{err}");
 }
+
+#[test]
+fn packaged_kernel_builds_and_a_rebuild_downloads_nothing() {
+    initrd_support::require_root();
+    let (_tree, image) = initrd_support::basefs_fixture();
+    let out = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut opts = initrd_support::options(&image, out.path());
+    opts.kernel = KernelSource::Package { name: "linux-image-amd64".into() };
+    opts.basefs = None;
+    opts.modules = vec!["virtio_net".into(), "squashfs".into()];
+    let first = initrd::build(&opts).expect("initrd from the kernel package");
+    let kernel_pkg = first[1].packages.keys().find(|k| k.starts_with("linux-image-6.")).expect("versioned kernel package recorded");
+    assert!(kernel_pkg.ends_with(first[1].kernel_version.as_deref().unwrap()), "{kernel_pkg} vs {:?}", first[1].kernel_version);
+    assert!(first[1].modules.contains(&"virtio_ring".to_string()), "{:?}", first[1].modules);
+
+    // The cache now holds everything: a rebuild touches no list and no .deb.
+    let cache = initrd_support::fixtures_root().join("apt-cache/apt");
+    let snapshot = || -> Vec<(String, std::time::SystemTime)> {
+        let mut v: Vec<_> = ["debs", "state/lists"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(cache.join(d)).unwrap())
+            .filter_map(|e| e.ok())
+            .map(|e| (e.path().display().to_string(), e.metadata().unwrap().modified().unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot();
+    let again = tempfile::tempdir_in("/var/tmp").unwrap();
+    opts.out_dir = again.path().to_path_buf();
+    let second = initrd::build(&opts).expect("rebuild");
+    assert_eq!(snapshot(), before, "the rebuild changed the download cache");
+    assert_eq!(second[1].sha256, first[1].sha256);
+}
