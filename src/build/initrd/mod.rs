@@ -99,38 +99,17 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     let kernel = kernel::locate(&at, &|| Fetcher::new(&opts.apt))?;
 
     tracing::info!(version = %kernel.version, "step: resolve modules");
-    let order = match &kernel.lazy {
-        None => modules::KernelModules::open(&kernel.modules_dir, &kernel.version)?.closure(&opts.modules)?,
-        Some(lazy) => {
-            let moddir = kernel.modules_dir.strip_prefix(lazy.root()).unwrap_or(&kernel.modules_dir).to_string_lossy().to_string();
-            let listing = lazy.files_under(&moddir);
-            let fetch = |rels: &[PathBuf]| lazy.materialize(&rels.iter().map(|r| format!("{moddir}/{}", r.display())).collect::<Vec<_>>());
-            let mods = modules::KernelModules::listed(&kernel.modules_dir, &kernel.version, &listing, Box::new(fetch));
-            mods.closure(&opts.modules)?
-        }
-    };
+    let order = resolve_modules(&kernel, &opts.modules)?;
 
     tracing::info!("step: collect firmware");
-    let firmware = if opts.firmware {
-        if let Some(lazy) = &kernel.lazy {
-            let wanted: Vec<String> = order
-                .iter()
-                .flat_map(|m| m.firmware.iter())
-                .flat_map(|fw| ["usr/lib/firmware", "lib/firmware"].map(|d| format!("{d}/{fw}")))
-                .flat_map(|p| ["", ".xz", ".zst"].map(|ext| format!("{p}{ext}")))
-                .collect();
-            lazy.materialize(&wanted)?;
-        }
-        pack::find_firmware(&order, &kernel.firmware_dirs)
-    } else {
-        Vec::new()
-    };
+    let firmware = if opts.firmware { collect_firmware(&kernel, &order)? } else { Vec::new() };
 
     tracing::info!("step: fetch busybox");
     let busybox = busybox::fetch(&Fetcher::new(&opts.apt)?)?;
 
     tracing::info!("step: render init");
     let init = pack::render_init(&opts.init_template, &opts.name, &kernel.version, &opts.defaults)?;
+    let init_sha = artifact::sha256_bytes(init.as_bytes());
     let udhcpc = opts.init_template.with_file_name("udhcpc.script");
     let udhcpc = std::fs::read(&udhcpc).with_context(|| format!("cannot read {}", udhcpc.display()))?;
 
@@ -161,7 +140,8 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     let (ksize, ksha) = artifact::publish(&opts.out_dir, &vmlinuz_file, &keep(staged_kernel)?)?;
     let (isize, isha) = artifact::publish(&opts.out_dir, &initrd_file, &keep(staged)?)?;
     let inputs_hash = artifact::sha256_bytes(
-        format!("{ksha}\n{}\n{}\n{:?}\n{}\n", kernel.version, module_names.join(","), opts.compression, busybox.version).as_bytes(),
+        format!("{ksha}\n{}\n{}\n{:?}\n{}\n{init_sha}\n", kernel.version, module_names.join(","), opts.compression, busybox.version)
+            .as_bytes(),
     );
     let common = Entry {
         name: opts.name.clone(),
@@ -176,6 +156,33 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
         Entry { kind: "kernel".into(), file: vmlinuz_file, size: ksize, sha256: ksha, ..common.clone() },
         Entry { kind: "initrd".into(), file: initrd_file, size: isize, sha256: isha, modules: module_names, ..common },
     ])
+}
+
+/// The modules' dependency closure in load order (from a squashfs basefs,
+/// only the files needed are extracted).
+fn resolve_modules(kernel: &kernel::Kernel, wanted: &[String]) -> anyhow::Result<Vec<modules::Module>> {
+    let Some(lazy) = &kernel.lazy else {
+        return modules::KernelModules::open(&kernel.modules_dir, &kernel.version)?.closure(wanted);
+    };
+    let moddir = kernel.modules_dir.strip_prefix(lazy.root()).unwrap_or(&kernel.modules_dir).to_string_lossy().to_string();
+    let listing = lazy.files_under(&moddir);
+    let fetch = |rels: &[PathBuf]| lazy.materialize(&rels.iter().map(|r| format!("{moddir}/{}", r.display())).collect::<Vec<_>>());
+    let mods = modules::KernelModules::listed(&kernel.modules_dir, &kernel.version, &listing, Box::new(fetch));
+    mods.closure(wanted)
+}
+
+/// The firmware files the modules declare that the kernel tree has.
+fn collect_firmware(kernel: &kernel::Kernel, order: &[modules::Module]) -> anyhow::Result<Vec<pack::Firmware>> {
+    if let Some(lazy) = &kernel.lazy {
+        let wanted: Vec<String> = order
+            .iter()
+            .flat_map(|m| m.firmware.iter())
+            .flat_map(|fw| ["usr/lib/firmware", "lib/firmware"].map(|d| format!("{d}/{fw}")))
+            .flat_map(|p| ["", ".xz", ".zst"].map(|ext| format!("{p}{ext}")))
+            .collect();
+        lazy.materialize(&wanted)?;
+    }
+    Ok(pack::find_firmware(order, &kernel.firmware_dirs))
 }
 
 fn keep(staged: tempfile::NamedTempFile) -> anyhow::Result<PathBuf> {
