@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod bootstrap;
 pub mod build;
 pub mod config;
+pub mod debs;
 pub mod exec;
 pub mod inspect;
 pub mod progress;

@@ -4,6 +4,7 @@
 
 pub mod basefs;
 pub mod cleanup;
+pub mod initrd;
 pub mod overlay;
 pub mod playbook;
 pub mod tree;

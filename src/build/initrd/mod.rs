@@ -1,0 +1,191 @@
+//! The initrd build: a kernel (`NAME.vmlinuz`) and a small newc initramfs
+//! (`NAME.initrd`) assembled by mkimage itself — busybox-static, the kernel
+//! modules for network/loop/squashfs/overlay with their dependency closure
+//! and firmware, and the `init` rendered from `initrd/init.j2` — no
+//! initramfs-tools, no dracut, nothing from the build host.
+//!
+//! The build reads top to bottom as named steps: locate kernel, resolve
+//! modules, collect firmware, fetch busybox, render init, pack, publish.
+
+pub mod busybox;
+pub mod kernel;
+pub mod modules;
+pub mod pack;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+pub use kernel::KernelSource;
+pub use pack::Compression;
+
+use crate::artifact::{self, Entry};
+use crate::debs::{AptSource, Fetcher};
+
+/// Everything an initrd build needs (the config loader fills it from vars).
+#[derive(Debug, Clone)]
+pub struct InitrdOptions {
+    /// Artifact name: `NAME.vmlinuz`, `NAME.initrd`.
+    pub name: String,
+    pub kernel: KernelSource,
+    /// The basefs this initrd will boot (tree or squashfs): its
+    /// `/lib/modules/VERSION` must match a packaged kernel.
+    pub basefs: Option<PathBuf>,
+    /// Module names to include (with their dependencies); see
+    /// `modules::DEFAULT_MODULES`.
+    pub modules: Vec<String>,
+    /// Include the firmware files the modules declare, when present.
+    pub firmware: bool,
+    pub compression: Compression,
+    /// Mirror, suite, proxy and `.deb` cache for the kernel and busybox packages.
+    pub apt: AptSource,
+    pub source_date_epoch: u64,
+    /// The init template (default `initrd/init.j2`); the other files the
+    /// init needs (`udhcpc.script`) are read from the same directory.
+    pub init_template: PathBuf,
+    /// Values the init falls back to when the cmdline does not say.
+    pub defaults: InitDefaults,
+    pub out_dir: PathBuf,
+}
+
+/// The init's defaults for what the kernel command line can override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitDefaults {
+    /// `mkimage.onfail=`: `shell` or `reboot`.
+    pub onfail: String,
+    /// `mkimage.retries=`: download attempts per file.
+    pub retries: u32,
+    /// `mkimage.backoff=`: seconds before the first retry (doubling).
+    pub backoff: u32,
+    /// `rootsize=`: tmpfs size for the writable layer.
+    pub rootsize: String,
+}
+
+impl Default for InitDefaults {
+    fn default() -> Self {
+        InitDefaults { onfail: "shell".into(), retries: 5, backoff: 2, rootsize: "50%".into() }
+    }
+}
+
+impl InitrdOptions {
+    /// Defaults for everything but the name, kernel source, apt source and output dir.
+    pub fn new(name: &str, kernel: KernelSource, apt: AptSource, out_dir: &Path) -> Self {
+        InitrdOptions {
+            name: name.to_string(),
+            kernel,
+            basefs: None,
+            modules: modules::DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
+            firmware: true,
+            compression: Compression::Gzip { level: 6 },
+            apt,
+            source_date_epoch: artifact::source_date_epoch(0),
+            init_template: PathBuf::from("initrd/init.j2"),
+            defaults: InitDefaults::default(),
+            out_dir: out_dir.to_path_buf(),
+        }
+    }
+}
+
+/// Build and publish `NAME.vmlinuz` and `NAME.initrd` (each with its
+/// `.sha256`) into `out_dir`; returns their manifest entries for the caller
+/// to `artifact::record`.
+pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
+    if opts.defaults.onfail != "shell" && opts.defaults.onfail != "reboot" {
+        return Err(crate::UsageError(format!("onfail: `{}` is not `shell` or `reboot`", opts.defaults.onfail)).into());
+    }
+    std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
+    tracing::info!(source = ?opts.kernel, "step: locate kernel");
+    let at = kernel::Locate { source: &opts.kernel, basefs: opts.basefs.as_deref(), firmware: opts.firmware, scratch: &opts.out_dir };
+    let kernel = kernel::locate(&at, &|| Fetcher::new(&opts.apt))?;
+
+    tracing::info!(version = %kernel.version, "step: resolve modules");
+    let order = resolve_modules(&kernel, &opts.modules)?;
+
+    tracing::info!("step: collect firmware");
+    let firmware = if opts.firmware { collect_firmware(&kernel, &order)? } else { Vec::new() };
+
+    tracing::info!("step: fetch busybox");
+    let busybox = busybox::fetch(&Fetcher::new(&opts.apt)?)?;
+
+    tracing::info!("step: render init");
+    let init = pack::render_init(&opts.init_template, &opts.name, &kernel.version, &opts.defaults)?;
+    let init_sha = artifact::sha256_bytes(init.as_bytes());
+    let udhcpc = opts.init_template.with_file_name("udhcpc.script");
+    let udhcpc = std::fs::read(&udhcpc).with_context(|| format!("cannot read {}", udhcpc.display()))?;
+
+    tracing::info!("step: pack initrd");
+    let entries = pack::entries(&pack::Contents {
+        kernel: &kernel,
+        modules: &order,
+        firmware: &firmware,
+        busybox: &busybox,
+        init: init.into_bytes(),
+        udhcpc,
+        mtime: opts.source_date_epoch,
+    })?;
+    let initrd_file = format!("{}.initrd", opts.name);
+    let staged = artifact::staging_file(&opts.out_dir, &initrd_file)?;
+    pack::write(entries, staged.as_file(), &opts.compression).with_context(|| format!("cannot write {initrd_file}"))?;
+    let vmlinuz_file = format!("{}.vmlinuz", opts.name);
+    let staged_kernel = artifact::staging_file(&opts.out_dir, &vmlinuz_file)?;
+    std::fs::copy(&kernel.vmlinuz, staged_kernel.path()).with_context(|| format!("cannot copy {}", kernel.vmlinuz.display()))?;
+
+    tracing::info!("step: publish");
+    let module_names: Vec<String> = order.iter().map(|m| m.name.clone()).collect();
+    let mut packages = std::collections::BTreeMap::new();
+    if let Some((name, version)) = &kernel.package {
+        packages.insert(name.clone(), version.clone());
+    }
+    packages.insert(busybox::PACKAGE.to_string(), busybox.version.clone());
+    let (ksize, ksha) = artifact::publish(&opts.out_dir, &vmlinuz_file, &keep(staged_kernel)?)?;
+    let (isize, isha) = artifact::publish(&opts.out_dir, &initrd_file, &keep(staged)?)?;
+    let inputs_hash = artifact::sha256_bytes(
+        format!("{ksha}\n{}\n{}\n{:?}\n{}\n{init_sha}\n", kernel.version, module_names.join(","), opts.compression, busybox.version)
+            .as_bytes(),
+    );
+    let common = Entry {
+        name: opts.name.clone(),
+        kernel_version: Some(kernel.version.clone()),
+        inputs_hash,
+        packages,
+        build_time: artifact::now(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Default::default()
+    };
+    Ok(vec![
+        Entry { kind: "kernel".into(), file: vmlinuz_file, size: ksize, sha256: ksha, ..common.clone() },
+        Entry { kind: "initrd".into(), file: initrd_file, size: isize, sha256: isha, modules: module_names, ..common },
+    ])
+}
+
+/// The modules' dependency closure in load order (from a squashfs basefs,
+/// only the files needed are extracted).
+fn resolve_modules(kernel: &kernel::Kernel, wanted: &[String]) -> anyhow::Result<Vec<modules::Module>> {
+    let Some(lazy) = &kernel.lazy else {
+        return modules::KernelModules::open(&kernel.modules_dir, &kernel.version)?.closure(wanted);
+    };
+    let moddir = kernel.modules_dir.strip_prefix(lazy.root()).unwrap_or(&kernel.modules_dir).to_string_lossy().to_string();
+    let listing = lazy.files_under(&moddir);
+    let fetch = |rels: &[PathBuf]| lazy.materialize(&rels.iter().map(|r| format!("{moddir}/{}", r.display())).collect::<Vec<_>>());
+    let mods = modules::KernelModules::listed(&kernel.modules_dir, &kernel.version, &listing, Box::new(fetch));
+    mods.closure(wanted)
+}
+
+/// The firmware files the modules declare that the kernel tree has.
+fn collect_firmware(kernel: &kernel::Kernel, order: &[modules::Module]) -> anyhow::Result<Vec<pack::Firmware>> {
+    if let Some(lazy) = &kernel.lazy {
+        let wanted: Vec<String> = order
+            .iter()
+            .flat_map(|m| m.firmware.iter())
+            .flat_map(|fw| ["usr/lib/firmware", "lib/firmware"].map(|d| format!("{d}/{fw}")))
+            .flat_map(|p| ["", ".xz", ".zst"].map(|ext| format!("{p}{ext}")))
+            .collect();
+        lazy.materialize(&wanted)?;
+    }
+    Ok(pack::find_firmware(order, &kernel.firmware_dirs))
+}
+
+fn keep(staged: tempfile::NamedTempFile) -> anyhow::Result<PathBuf> {
+    let (_file, path) = staged.keep().context("cannot keep the staged file")?;
+    Ok(path)
+}

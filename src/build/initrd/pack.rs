@@ -1,0 +1,197 @@
+//! Packing the initrd: the init rendered from its template, the file list
+//! (busybox and applet links, modules in load order, firmware, device
+//! nodes, the udhcpc script) as sorted cpio entries with fixed mtimes, and
+//! the compressed newc archive.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::busybox::{self, Busybox};
+use super::kernel::Kernel;
+use super::modules::{read_module, Module};
+use super::InitDefaults;
+use crate::archive::cpio::{self, Entry, EntryKind};
+
+/// How the initrd's cpio is compressed (the kernel unpacks both).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Compression {
+    Gzip { level: u32 },
+    Zstd { level: i32 },
+}
+
+/// The file in the initrd that lists module paths in load order.
+pub const MODULES_ORDER: &str = "etc/modules.order";
+
+/// One firmware file to include: its path under `lib/firmware` and source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firmware {
+    pub name: String,
+    pub source: PathBuf,
+}
+
+/// The firmware the modules declare, where the kernel tree has it; the rest
+/// is a warning (the driver may work without it, or not have hardware here).
+pub fn find_firmware(modules: &[Module], dirs: &[PathBuf]) -> Vec<Firmware> {
+    let mut found = BTreeMap::new();
+    for m in modules {
+        let mut missing = Vec::new();
+        for fw in &m.firmware {
+            if fw.contains("..") || fw.starts_with('/') {
+                continue;
+            }
+            let hit = dirs.iter().flat_map(|d| ["", ".xz", ".zst"].map(|ext| d.join(format!("{fw}{ext}")))).find(|p| p.is_file());
+            match hit {
+                Some(source) => {
+                    let name = source.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                    let rel = Path::new(fw).with_file_name(name).to_string_lossy().to_string();
+                    found.insert(rel.clone(), Firmware { name: rel, source });
+                }
+                None => missing.push(fw.as_str()),
+            }
+        }
+        if !missing.is_empty() {
+            tracing::warn!(
+                module = %m.name,
+                "{} firmware file(s) it may need are not in the kernel tree (e.g. {}); left out — install the firmware package in the basefs to include them",
+                missing.len(),
+                missing[0]
+            );
+        }
+    }
+    found.into_values().collect()
+}
+
+/// Render the init template (strict: an undefined variable is an error).
+pub fn render_init(template: &Path, name: &str, kernel_version: &str, defaults: &InitDefaults) -> anyhow::Result<String> {
+    let source = std::fs::read_to_string(template).with_context(|| format!("cannot read init template {}", template.display()))?;
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    let shown = template.display().to_string();
+    env.add_template_owned(shown.clone(), source).with_context(|| format!("{shown}: template syntax error"))?;
+    let ctx = minijinja::context! {
+        name => name,
+        kernel_version => kernel_version,
+        modules_order => format!("/{MODULES_ORDER}"),
+        default_onfail => defaults.onfail,
+        default_retries => defaults.retries,
+        default_backoff => defaults.backoff,
+        default_rootsize => defaults.rootsize,
+    };
+    let tmpl = env.get_template(&shown)?;
+    tmpl.render(ctx).with_context(|| format!("cannot render {shown}"))
+}
+
+/// What goes into the initrd.
+pub struct Contents<'a> {
+    pub kernel: &'a Kernel,
+    pub modules: &'a [Module],
+    pub firmware: &'a [Firmware],
+    pub busybox: &'a Busybox,
+    pub init: Vec<u8>,
+    pub udhcpc: Vec<u8>,
+    pub mtime: u64,
+}
+
+/// The archive's entries, sorted by path, parents before children, every
+/// mtime = `mtime`.
+pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
+    let mut files: BTreeMap<String, (EntryKind, u32)> = BTreeMap::new();
+    for dir in ["bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "run", "tmp", "newroot", "root", "etc", "mnt"] {
+        files.insert(dir.into(), (EntryKind::Dir, 0o755));
+    }
+    files.insert("tmp".into(), (EntryKind::Dir, 0o1777));
+    files.insert("dev/console".into(), (EntryKind::CharDev { major: 5, minor: 1 }, 0o600));
+    files.insert("dev/null".into(), (EntryKind::CharDev { major: 1, minor: 3 }, 0o666));
+    files.insert("init".into(), (EntryKind::Data(c.init.clone()), 0o755));
+    files.insert("usr/share/udhcpc/default.script".into(), (EntryKind::Data(c.udhcpc.clone()), 0o755));
+    files.insert("etc/nsswitch.conf".into(), (EntryKind::Data(b"hosts: files dns\n".to_vec()), 0o644));
+    files.insert("etc/hosts".into(), (EntryKind::Data(b"127.0.0.1 localhost\n".to_vec()), 0o644));
+    files.insert("bin/busybox".into(), (EntryKind::File(c.busybox.binary.clone()), 0o755));
+    for applet in &c.busybox.applets {
+        files.entry(applet.clone()).or_insert((EntryKind::Symlink(busybox::link_target(applet)), 0o777));
+    }
+    let kdir = format!("lib/modules/{}", c.kernel.version);
+    let mut order = String::new();
+    for m in c.modules {
+        let rel = m.rel.to_string_lossy();
+        let rel = rel.trim_end_matches(".xz").trim_end_matches(".zst");
+        let path = format!("{kdir}/{rel}");
+        let bytes = read_module(&c.kernel.modules_dir.join(&m.rel))?;
+        files.insert(path.clone(), (EntryKind::Data(bytes), 0o644));
+        order.push_str(&format!("/{path}\n"));
+    }
+    files.insert(MODULES_ORDER.into(), (EntryKind::Data(order.into_bytes()), 0o644));
+    for fw in c.firmware {
+        files.insert(format!("lib/firmware/{}", fw.name), (EntryKind::File(fw.source.clone()), 0o644));
+    }
+    // Every parent directory exists as an entry of its own.
+    let parents: Vec<String> = files
+        .keys()
+        .flat_map(|p| {
+            let parts: Vec<&str> = p.split('/').collect();
+            (1..parts.len()).map(move |i| parts[..i].join("/")).collect::<Vec<_>>()
+        })
+        .collect();
+    for p in parents {
+        files.entry(p).or_insert((EntryKind::Dir, 0o755));
+    }
+    Ok(files
+        .into_iter()
+        .map(|(path, (kind, mode))| Entry { path, kind, mode, uid: 0, gid: 0, mtime: c.mtime })
+        .collect())
+}
+
+/// Write the entries as a compressed newc archive.
+pub fn write(entries: Vec<Entry>, out: &std::fs::File, compression: &Compression) -> anyhow::Result<()> {
+    let buffered = std::io::BufWriter::new(out);
+    let mut buffered = match compression {
+        Compression::Gzip { level } => cpio::write_newc_gz(entries, buffered, *level)?,
+        Compression::Zstd { level } => {
+            let enc = zstd::stream::write::Encoder::new(buffered, *level)?;
+            cpio::write_newc(entries, enc)?.finish()?
+        }
+    };
+    buffered.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_template_renders_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("init.j2");
+        std::fs::write(&t, "K={{ kernel_version }} F={{ default_onfail }}\n").unwrap();
+        let out = render_init(&t, "x", "6.1.0-1-amd64", &InitDefaults::default()).unwrap();
+        assert_eq!(out, "K=6.1.0-1-amd64 F=shell\n");
+        std::fs::write(&t, "{{ no_such_var }}").unwrap();
+        assert!(render_init(&t, "x", "v", &InitDefaults::default()).is_err());
+    }
+
+    #[test]
+    fn shipped_init_renders() {
+        let t = Path::new(env!("CARGO_MANIFEST_DIR")).join("initrd/init.j2");
+        let out = render_init(&t, "initrd", "6.1.0-1-amd64", &InitDefaults::default()).unwrap();
+        assert!(out.starts_with("#!/bin/sh\n"));
+        assert!(out.contains("ONFAIL=shell") && out.contains("exec switch_root /newroot /sbin/init"));
+        crate::exec::Cmd::new("sh").arg("-n").stdin_bytes(out.clone()).run().unwrap();
+        crate::exec::Cmd::new("busybox").args(["sh", "-n"]).stdin_bytes(out).run().unwrap();
+    }
+
+    #[test]
+    fn missing_firmware_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("intel")).unwrap();
+        std::fs::write(dir.path().join("intel/a.bin"), b"fw").unwrap();
+        let m = Module { name: "x".into(), rel: "x.ko".into(), depends: vec![], softdep_pre: vec![], firmware: vec!["intel/a.bin".into(), "intel/missing.bin".into()] };
+        let fw = find_firmware(&[m], &[dir.path().to_path_buf()]);
+        assert_eq!(fw.len(), 1);
+        assert_eq!(fw[0].name, "intel/a.bin");
+    }
+}

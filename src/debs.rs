@@ -1,0 +1,365 @@
+//! Fetching single Debian packages (`.deb`) through the configured mirror,
+//! apt proxy and a shared download cache — without touching the host's apt
+//! state — and unpacking them with `dpkg-deb -x`.
+//!
+//! The initrd needs a kernel package and `busybox-static` from the same
+//! mirror the basefs came from, never from the build host. apt runs with a
+//! private configuration rooted in the cache dir (its own sources.list,
+//! lists, status file and archives), so a second build finds every `.deb`
+//! already there (checked by sha256) and downloads nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::exec::Cmd;
+
+/// Where packages come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AptSource {
+    /// Debian mirror URL; `None` means the build host's (`bootstrap::host_mirror`).
+    pub mirror: Option<String>,
+    pub suite: String,
+    pub components: Vec<String>,
+    /// e.g. an apt-cacher-ng at `http://127.0.0.1:3142`.
+    pub apt_proxy: Option<String>,
+    /// Shared cache: apt lists and downloaded `.deb`s live here across builds.
+    pub cache_dir: PathBuf,
+    /// Keyring that signs the mirror's Release file.
+    pub keyring: PathBuf,
+}
+
+impl AptSource {
+    /// bookworm/main from the host's mirror, cached in `cache_dir`.
+    pub fn new(suite: &str, cache_dir: &Path) -> Self {
+        AptSource {
+            mirror: None,
+            suite: suite.to_string(),
+            components: vec!["main".into()],
+            apt_proxy: None,
+            cache_dir: cache_dir.to_path_buf(),
+            keyring: PathBuf::from("/usr/share/keyrings/debian-archive-keyring.gpg"),
+        }
+    }
+}
+
+/// Errors of the package fetcher.
+#[derive(Debug, thiserror::Error)]
+pub enum DebError {
+    #[error("package `{name}` is not in {suite} ({mirror}); check the name, or the suite/components in your vars file")]
+    NotFound { name: String, suite: String, mirror: String },
+    #[error("apt-cache gave no {field} for `{name}`")]
+    MissingField { name: String, field: &'static str },
+    #[error("keyring {0} is missing (install it: apt-get install -y debian-archive-keyring)")]
+    NoKeyring(PathBuf),
+    #[error("downloaded {file} has sha256 {got}, the archive says {want}")]
+    Checksum { file: String, got: String, want: String },
+}
+
+/// One resolved package version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    /// Path of the `.deb` in the cache (after `fetch`).
+    pub deb: PathBuf,
+    pub depends: String,
+    sha256: String,
+}
+
+/// A private apt rooted in the cache dir.
+pub struct Fetcher {
+    src: AptSource,
+    mirror: String,
+    root: PathBuf,
+    updated: std::cell::Cell<bool>,
+}
+
+impl Fetcher {
+    /// Set up the private apt configuration (lists are fetched on first need).
+    pub fn new(src: &AptSource) -> anyhow::Result<Fetcher> {
+        let mirror = match &src.mirror {
+            Some(m) => m.trim_end_matches('/').to_string(),
+            None => crate::bootstrap::host_mirror()?,
+        };
+        if !src.keyring.is_file() {
+            return Err(DebError::NoKeyring(src.keyring.clone()).into());
+        }
+        let root = src.cache_dir.join("apt");
+        for dir in ["etc/apt.conf.d", "etc/preferences.d", "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "debs"] {
+            fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
+        }
+        let _lock = lock_dir(&root)?;
+        let line = format!(
+            "deb [signed-by={}] {} {} {}\n",
+            src.keyring.display(),
+            mirror,
+            src.suite,
+            src.components.join(" ")
+        );
+        let list = root.join("etc/sources.list");
+        // A changed source invalidates the lists fetched for the old one.
+        if fs::read_to_string(&list).ok().as_deref() != Some(line.as_str()) {
+            let _ = fs::remove_dir_all(root.join("state/lists"));
+            fs::create_dir_all(root.join("state/lists/partial"))?;
+            fs::write(&list, &line).with_context(|| format!("cannot write {}", list.display()))?;
+        }
+        let status = root.join("state/status");
+        if !status.exists() {
+            fs::write(&status, b"")?;
+        }
+        let fetcher = Fetcher { src: src.clone(), mirror, root, updated: std::cell::Cell::new(false) };
+        let conf = fetcher.root.join("apt.conf");
+        let text = fetcher.config();
+        if fs::read_to_string(&conf).ok().as_deref() != Some(text.as_str()) {
+            crate::artifact::write_atomic(&fetcher.root, "apt.conf", |f| std::io::Write::write_all(f, text.as_bytes()))?;
+        }
+        Ok(fetcher)
+    }
+
+    /// The private apt.conf: read through APT_CONFIG before anything
+    /// else, so the host's apt.conf.d, sources and state are never used.
+    fn config(&self) -> String {
+        let r = self.root.display();
+        let mut conf = format!(
+            "Dir::Etc \"{r}/etc\";\nDir::Etc::SourceList \"sources.list\";\nDir::Etc::SourceParts \"-\";\n\
+             Dir::Etc::Parts \"apt.conf.d\";\nDir::Etc::Preferences \"preferences\";\nDir::Etc::PreferencesParts \"preferences.d\";\n\
+             Dir::Etc::TrustedParts \"trusted.gpg.d\";\nDir::State \"{r}/state\";\nDir::State::status \"{r}/state/status\";\n\
+             Dir::Cache \"{r}/cache\";\nDebug::NoLocking \"1\";\nAPT::Architecture \"amd64\";\nAPT::Architectures {{ \"amd64\"; }};\n\
+             Acquire::Languages {{ \"none\"; }};\nAcquire::Retries \"3\";\n"
+        );
+        if let Some(proxy) = &self.src.apt_proxy {
+            conf.push_str(&format!("Acquire::http::Proxy \"{proxy}\";\n"));
+        }
+        conf
+    }
+
+    fn apt(&self, program: &str) -> Cmd {
+        Cmd::new(program).env("APT_CONFIG", self.root.join("apt.conf"))
+    }
+
+    /// Hold the cache's lock (concurrent builds share one cache).
+    fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+        lock_dir(&self.root)
+    }
+
+    fn lists_present(&self) -> bool {
+        fs::read_dir(self.root.join("state/lists"))
+            .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().ends_with("_Packages")))
+            .unwrap_or(false)
+    }
+
+    /// A digest of the package lists' names, sizes and mtimes (and `name`).
+    fn lists_key(&self, name: &str) -> String {
+        let mut parts = vec![name.to_string(), self.config()];
+        if let Ok(rd) = fs::read_dir(self.root.join("state/lists")) {
+            let mut files: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+                    Some(format!("{} {} {mtime}", e.file_name().to_string_lossy(), m.len()))
+                })
+                .collect();
+            files.sort();
+            parts.extend(files);
+        }
+        crate::artifact::sha256_bytes(parts.join("\n").as_bytes())
+    }
+
+    /// `apt-get update` against the private sources (once per fetcher).
+    pub fn update(&self) -> anyhow::Result<()> {
+        tracing::info!(mirror = %self.mirror, suite = %self.src.suite, "apt-get update (private lists)");
+        self.apt("apt-get").arg("update").run().context("cannot fetch the package lists")?;
+        self.updated.set(true);
+        Ok(())
+    }
+
+    /// Resolve a package name to its candidate version, following a
+    /// `linux-image-*` metapackage (e.g. `linux-image-amd64`) to the real
+    /// versioned kernel package it depends on.
+    pub fn resolve(&self, name: &str) -> anyhow::Result<Package> {
+        let _lock = self.lock()?;
+        if !self.lists_present() {
+            self.update()?;
+        }
+        let mut pkg = match self.show(name) {
+            Ok(p) => p,
+            Err(_) if !self.updated.get() => {
+                self.update()?;
+                self.show(name)?
+            }
+            Err(e) => return Err(e),
+        };
+        for _ in 0..4 {
+            match kernel_dependency(&pkg.name, &pkg.depends) {
+                Some(real) => pkg = self.show(&real)?,
+                None => break,
+            }
+        }
+        Ok(pkg)
+    }
+
+    /// `apt-cache show` of the candidate, remembered per state of the lists
+    /// (the answer only changes when the lists do; saves apt's start-up).
+    fn show(&self, name: &str) -> anyhow::Result<Package> {
+        let key = self.lists_key(name);
+        let memo = self.root.join("show").join(format!("{}.txt", name.replace('/', "_")));
+        let text = match fs::read_to_string(&memo).ok().and_then(|t| t.strip_prefix(&format!("{key}\n")).map(str::to_string)) {
+            Some(text) => text,
+            None => {
+                let out = self.apt("apt-cache").args(["show", "--no-all-versions", name]).run();
+                let Ok(out) = out else {
+                    return Err(DebError::NotFound { name: name.into(), suite: self.src.suite.clone(), mirror: self.mirror.clone() }.into());
+                };
+                let dir = self.root.join("show");
+                fs::create_dir_all(&dir)?;
+                let body = format!("{key}\n{}", out.stdout);
+                crate::artifact::write_atomic(&dir, &format!("{}.txt", name.replace('/', "_")), |f| std::io::Write::write_all(f, body.as_bytes()))?;
+                out.stdout
+            }
+        };
+        let field = |key: &'static str| -> Result<String, DebError> {
+            control_field(&text, key).ok_or(DebError::MissingField { name: name.into(), field: key })
+        };
+        let filename = field("Filename")?;
+        let base = filename.rsplit('/').next().unwrap_or(&filename).to_string();
+        Ok(Package {
+            name: field("Package")?,
+            version: field("Version")?,
+            deb: self.root.join("debs").join(base),
+            depends: control_field(&text, "Depends").unwrap_or_default(),
+            sha256: field("SHA256")?,
+        })
+    }
+
+    /// Make sure the package's `.deb` is in the cache (verified by sha256),
+    /// downloading it only if it is not.
+    pub fn fetch(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
+        let _lock = self.lock()?;
+        self.fetch_locked(pkg)
+    }
+
+    fn fetch_locked(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
+        if pkg.deb.is_file() && crate::artifact::sha256_file(&pkg.deb)?.1 == pkg.sha256 {
+            tracing::debug!(deb = %pkg.deb.display(), "cached");
+            return Ok(pkg.deb.clone());
+        }
+        tracing::info!(package = %pkg.name, version = %pkg.version, "downloading");
+        let dir = pkg.deb.parent().unwrap_or(&self.root);
+        let tmp = tempfile::tempdir_in(dir).context("cannot create a download dir")?;
+        self.apt("apt-get")
+            .args(["download", &format!("{}={}", pkg.name, pkg.version)])
+            .cwd(tmp.path())
+            .run()
+            .with_context(|| format!("cannot download {} {}", pkg.name, pkg.version))?;
+        let got = fs::read_dir(tmp.path())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .ok_or_else(|| anyhow::anyhow!("apt-get download left no .deb for {}", pkg.name))?;
+        let sha = crate::artifact::sha256_file(&got)?.1;
+        if sha != pkg.sha256 {
+            return Err(DebError::Checksum { file: got.display().to_string(), got: sha, want: pkg.sha256.clone() }.into());
+        }
+        fs::rename(&got, &pkg.deb).with_context(|| format!("cannot move the download to {}", pkg.deb.display()))?;
+        Ok(pkg.deb.clone())
+    }
+
+    /// The package's content, unpacked once into `cache/unpacked/NAME_VERSION`
+    /// and reused by later builds (unpacked to a temp dir, then renamed).
+    pub fn unpacked(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
+        let _lock = self.lock()?;
+        let dest = self.root.join("unpacked").join(format!("{}_{}", pkg.name, pkg.version.replace(':', "%3a")));
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let deb = self.fetch_locked(pkg)?;
+        let parent = self.root.join("unpacked");
+        fs::create_dir_all(&parent)?;
+        let tmp = tempfile::tempdir_in(&parent).context("cannot create an unpack dir")?;
+        extract(&deb, tmp.path())?;
+        let tmp = tmp.keep();
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_dir_all(&tmp);
+            if !dest.is_dir() {
+                return Err(e).with_context(|| format!("cannot move unpacked {} into place", pkg.name));
+            }
+        }
+        Ok(dest)
+    }
+}
+
+fn lock_dir(root: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    let file = fs::File::create(root.join("lock")).context("cannot create the apt cache lock")?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).context("cannot lock the apt cache")
+}
+
+/// `dpkg-deb -x DEB DEST`.
+pub fn extract(deb: &Path, dest: &Path) -> anyhow::Result<()> {
+    Cmd::new("dpkg-deb").arg("-x").arg(deb).arg(dest).run().with_context(|| format!("cannot unpack {}", deb.display()))?;
+    Ok(())
+}
+
+/// A field of the first stanza of apt-cache/dpkg control text.
+fn control_field(text: &str, key: &str) -> Option<String> {
+    let stanza = text.split("\n\n").next()?;
+    stanza.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == key).then(|| v.trim().to_string())
+    })
+}
+
+/// For a `linux-image-*` metapackage, the versioned `linux-image-*` package
+/// it depends on (first alternative).
+fn kernel_dependency(name: &str, depends: &str) -> Option<String> {
+    if !name.starts_with("linux-image-") {
+        return None;
+    }
+    depends
+        .split(',')
+        .filter_map(|d| d.split('|').next())
+        .map(|d| d.split_whitespace().next().unwrap_or("").to_string())
+        .find(|d| d.starts_with("linux-image-") && d != name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_kernel_metapackage() {
+        let deps = "linux-image-6.1.0-28-amd64 (= 6.1.119-1)";
+        assert_eq!(kernel_dependency("linux-image-amd64", deps).as_deref(), Some("linux-image-6.1.0-28-amd64"));
+        assert_eq!(kernel_dependency("linux-image-6.1.0-28-amd64", "kmod, linux-base (>= 4.3~), initramfs-tools | linux-initramfs-tool"), None);
+        assert_eq!(kernel_dependency("busybox-static", deps), None);
+    }
+
+    #[test]
+    fn private_config_carries_mirror_and_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = dir.path().join("k.gpg");
+        fs::write(&keyring, b"").unwrap();
+        let mut src = AptSource::new("bookworm", &dir.path().join("cache"));
+        src.mirror = Some("http://mirror.invalid/debian/".into());
+        src.apt_proxy = Some("http://127.0.0.1:3142".into());
+        src.keyring = keyring.clone();
+        let f = Fetcher::new(&src).unwrap();
+        let conf = fs::read_to_string(dir.path().join("cache/apt/apt.conf")).unwrap();
+        assert!(conf.contains("Acquire::http::Proxy \"http://127.0.0.1:3142\";"), "{conf}");
+        assert!(conf.contains("Dir::Etc::Parts \"apt.conf.d\";"), "host apt.conf.d must not be read: {conf}");
+        let list = fs::read_to_string(dir.path().join("cache/apt/etc/sources.list")).unwrap();
+        assert_eq!(list, format!("deb [signed-by={}] http://mirror.invalid/debian bookworm main\n", keyring.display()));
+        assert_eq!(f.apt("apt-get").display(), "apt-get");
+        src.keyring = dir.path().join("missing.gpg");
+        assert!(Fetcher::new(&src).err().unwrap().to_string().contains("debian-archive-keyring"));
+    }
+
+    #[test]
+    fn reads_first_stanza_fields() {
+        let text = "Package: busybox-static\nVersion: 1:1.35.0-4+b3\nFilename: pool/main/b/busybox/busybox-static_1.35.0-4+b3_amd64.deb\n\nPackage: other\n";
+        assert_eq!(control_field(text, "Version").as_deref(), Some("1:1.35.0-4+b3"));
+        assert_eq!(control_field(text, "Depends"), None);
+    }
+}

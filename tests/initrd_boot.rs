@@ -1,0 +1,177 @@
+//! The initrd boots for real: QEMU (TCG) with the fixture basefs's own
+//! kernel and our initrd, user-mode networking to a busybox httpd on
+//! loopback, all inside a private network namespace. Checks the good path
+//! (union root, overlay applied, systemd runs the overlay's unit) and the
+//! failure paths (wrong sha256, unreachable server) end in the fail action.
+
+mod initrd_support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use mkimage::archive::cpio::{write_newc_gz, Entry, EntryKind};
+use mkimage::build::initrd;
+use initrd_support::Vm;
+
+/// One VM at a time: the machine has two shared cores.
+static VM_LOCK: Mutex<()> = Mutex::new(());
+
+const MARKER: &str = "overlay-marker-7c1e: the overlay is in the root";
+
+/// Built once per test binary: the served dir (basefs, overlay) and the
+/// kernel + initrd, with their digests.
+struct Boot {
+    serve: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    basefs_sha: String,
+    overlay_sha: String,
+}
+
+fn boot() -> &'static Boot {
+    static BOOT: OnceLock<Boot> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        let (_tree, image) = initrd_support::basefs_fixture();
+        // A fixed scratch dir, emptied per run (a static is never dropped, so
+        // a TempDir here would leak one dir per run).
+        let dir = initrd_support::fixtures_root().join("initrd-boot");
+        let _ = fs::remove_dir_all(&dir);
+        let serve = dir.join("serve");
+        let out = dir.join("out");
+        fs::create_dir_all(&serve).unwrap();
+        // The image the kernel came from is the one the VM boots.
+        let basefs = serve.join("basefs.squashfs");
+        if fs::hard_link(&image, &basefs).is_err() {
+            fs::copy(&image, &basefs).expect("copy basefs");
+        }
+        let overlay = serve.join("overlay.cpio.gz");
+        write_newc_gz(overlay_entries(), fs::File::create(&overlay).unwrap(), 6).expect("write overlay");
+        let entries = initrd::build(&initrd_support::options(&image, &out)).expect("initrd build");
+        let sha = |p: &Path| mkimage::artifact::sha256_file(p).unwrap().1;
+        Boot {
+            basefs_sha: sha(&basefs),
+            overlay_sha: sha(&overlay),
+            kernel: out.join(&entries[0].file),
+            initrd: out.join(&entries[1].file),
+            serve,
+        }
+    })
+}
+
+/// An overlay with a marker file and a unit that prints it at boot.
+fn overlay_entries() -> Vec<Entry> {
+    let unit = "[Unit]\nDescription=mkimage test overlay marker\n\n[Service]\nType=oneshot\nExecStart=/bin/cat /etc/overlay-marker\nStandardOutput=journal+console\n\n[Install]\nWantedBy=multi-user.target\n";
+    let dir = |p: &str| Entry::new(p, EntryKind::Dir, 0o755);
+    vec![
+        dir("etc"),
+        Entry::new("etc/overlay-marker", EntryKind::Data(format!("{MARKER}\n").into_bytes()), 0o644),
+        dir("etc/systemd"),
+        dir("etc/systemd/system"),
+        dir("etc/systemd/system/multi-user.target.wants"),
+        Entry::new(
+            "etc/systemd/system/multi-user.target.wants/overlay-marker.service",
+            EntryKind::Symlink("/etc/systemd/system/overlay-marker.service".into()),
+            0o777,
+        ),
+        Entry::new("etc/systemd/system/overlay-marker.service", EntryKind::Data(unit.as_bytes().to_vec()), 0o644),
+    ]
+}
+
+fn start(b: &Boot, port: u16, args: &str, name: &str) -> Vm {
+    let serial = b.serve.parent().unwrap().join(format!("{name}.serial.log"));
+    let onfail = if args.contains("mkimage.onfail=") { "" } else { "mkimage.onfail=reboot" };
+    let append = format!("console=ttyS0 panic=-1 {onfail} mkimage.retries=2 mkimage.backoff=1 rootsize=256m {args}");
+    Vm::start(&b.serve, port, &b.kernel, &b.initrd, &append, &serial)
+}
+
+#[test]
+fn boots_basefs_plus_overlay_until_systemd() {
+    let b = boot();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let port = initrd_support::free_port();
+    let url = format!("http://10.0.2.2:{port}");
+    // Nothing receives syslog in the namespace; forwarding must not hinder the boot.
+    let args = format!(
+        "BASEFS={url}/basefs.squashfs basefs.sha256={} overlayfs={url}/overlay.cpio.gz overlayfs.sha256={} SYSLOGSERVER=10.0.2.2:5514",
+        b.basefs_sha, b.overlay_sha
+    );
+    let mut vm = start(b, port, &args, "good");
+    let ok = vm.wait_for(MARKER, Duration::from_secs(480));
+    let log = vm.log();
+    assert!(ok, "the overlay's unit never printed its marker; serial log tail:\n{}", vm.tail());
+    for want in [
+        "mkimage-init: step: load kernel modules",
+        "mkimage-init: step: forward log to syslog server 10.0.2.2:5514",
+        "mkimage-init: sha256 ok: ",
+        "mkimage-init: overlay 1 applied",
+        "mkimage-init: root: overlay /newroot overlay",
+        "lowerdir=/run/mkimage/base",
+        "mkimage-init: exec /sbin/init",
+    ] {
+        assert!(log.contains(want), "serial log lacks `{want}`; tail:\n{}", vm.tail());
+    }
+    assert!(log.contains("systemd[1]") || log.contains("Welcome to"), "systemd did not start; tail:\n{}", vm.tail());
+    assert!(!log.contains("FAILED at step") && !log.contains("mkimage-init: warning:"), "{}", vm.tail());
+}
+
+#[test]
+fn wrong_sha256_is_retried_then_fails_loudly() {
+    let b = boot();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let port = initrd_support::free_port();
+    let bad = "0".repeat(64);
+    let mut vm = start(b, port, &format!("basefs=http://10.0.2.2:{port}/basefs.squashfs basefs.sha256={bad}"), "badsha");
+    let exited = vm.wait_exit(Duration::from_secs(300));
+    let log = vm.log();
+    assert!(exited, "VM did not reboot (exit) after the failure; tail:\n{}", vm.tail());
+    assert!(log.contains(&format!("sha256 mismatch: expected {bad}, got {}", b.basefs_sha)), "{}", vm.tail());
+    assert!(log.contains("download http://10.0.2.2:") && log.contains("(try 2 of 2)"), "mismatch not retried:\n{}", vm.tail());
+    assert!(
+        log.contains(&format!("FAILED at step 'download basefs' (url: http://10.0.2.2:{port}/basefs.squashfs): sha256 mismatch")),
+        "{}",
+        vm.tail()
+    );
+    assert!(log.contains("mkimage.onfail=reboot: rebooting"), "{}", vm.tail());
+    assert!(!log.contains("step: switch root"), "{}", vm.tail());
+}
+
+#[test]
+fn unreachable_server_retries_with_backoff_then_fails() {
+    let b = boot();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let port = initrd_support::free_port();
+    // Nothing listens on port 1 in the namespace: connection refused. The
+    // NIC is picked by BOOTIF (QEMU's default MAC) and set up statically.
+    let args = "basefs=http://10.0.2.2:1/basefs.squashfs BOOTIF=01-52-54-00-12-34-56 ip=10.0.2.15::10.0.2.2:255.255.255.0:lab::off";
+    let mut vm = start(b, port, args, "unreachable");
+    let exited = vm.wait_exit(Duration::from_secs(240));
+    let log = vm.log();
+    assert!(exited, "VM did not reboot (exit) after the failure; tail:\n{}", vm.tail());
+    assert!(log.contains("using interface eth0 (52:54:00:12:34:56)"), "BOOTIF not honoured:\n{}", vm.tail());
+    assert!(log.contains("step: configure eth0 statically (10.0.2.15)"), "static ip= not used:\n{}", vm.tail());
+    assert!(log.contains("retrying in 1s") && log.contains("(try 2 of 2)"), "no retry with backoff:\n{}", vm.tail());
+    assert!(
+        log.contains("FAILED at step 'download basefs' (url: http://10.0.2.2:1/basefs.squashfs): download failed"),
+        "{}",
+        vm.tail()
+    );
+    assert!(log.contains("mkimage.onfail=reboot: rebooting"), "{}", vm.tail());
+}
+
+#[test]
+fn onfail_shell_leaves_a_rescue_shell_on_the_console() {
+    let b = boot();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let port = initrd_support::free_port();
+    let url = format!("http://10.0.2.2:{port}/no-such.squashfs");
+    let mut vm = start(b, port, &format!("basefs={url} mkimage.onfail=shell"), "shell");
+    let started = vm.wait_for("starting a rescue shell", Duration::from_secs(240));
+    assert!(started, "no rescue shell; tail:\n{}", vm.tail());
+    assert!(vm.log().contains(&format!("FAILED at step 'download basefs' (url: {url}): download failed")), "{}", vm.tail());
+    // busybox sh's prompt for root on the console.
+    let prompt = vm.wait_for("/ # ", Duration::from_secs(30));
+    assert!(prompt, "no shell prompt on the console; tail:\n{}", vm.tail());
+    assert!(!vm.wait_exit(Duration::from_secs(3)), "the VM should stay in the shell, not reboot");
+}

@@ -1,0 +1,187 @@
+//! Shared by the initrd tests: the basefs fixture (mmdebstrap minbase +
+//! systemd-sysv + linux-image-amd64, packed with mksquashfs, cached under
+//! /var/tmp keyed by its inputs), the shared `.deb` cache, prerequisite
+//! checks that fail with what to install, and a QEMU run in a private
+//! network namespace that is stopped by its pid when dropped.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use mkimage::build::initrd::{InitrdOptions, KernelSource};
+use mkimage::debs::AptSource;
+use mkimage::exec::Cmd;
+
+/// Bump when the fixture recipe changes.
+const FIXTURE_VERSION: &str = "1";
+pub const SUITE: &str = "bookworm";
+
+pub fn fixtures_root() -> PathBuf {
+    PathBuf::from("/var/tmp/mkimage-test-fixtures")
+}
+
+/// Fail (never skip) when a program is missing, naming the package.
+pub fn require(program: &str, package: &str) {
+    assert!(mkimage::exec::have(program), "`{program}` is missing: apt-get install -y {package}");
+}
+
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (CI runs `cargo test --release` as root)");
+}
+
+/// The basefs fixture: (extracted tree, squashfs image). Built once per
+/// input key and reused; concurrent tests wait on a lock file.
+pub fn basefs_fixture() -> (PathBuf, PathBuf) {
+    require_root();
+    require("mmdebstrap", "mmdebstrap");
+    require("mksquashfs", "squashfs-tools");
+    let mirror = mkimage::bootstrap::host_mirror().expect("a Debian mirror in the host's apt sources");
+    let recipe = format!("v{FIXTURE_VERSION} mmdebstrap --variant=minbase --include=systemd-sysv,linux-image-amd64 {SUITE} {mirror}");
+    let key = &mkimage::artifact::sha256_bytes(recipe.as_bytes())[..16];
+    let dir = fixtures_root().join(format!("basefs-{key}"));
+    fs::create_dir_all(&dir).expect("create fixture dir");
+    let lock = fs::File::create(dir.with_extension("lock")).expect("create fixture lock");
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).expect("lock fixture");
+    let tree = dir.join("tree");
+    let image = dir.join("basefs.squashfs");
+    if !tree.join(".complete").exists() {
+        let tmp = dir.join("tree.tmp");
+        let _ = fs::remove_dir_all(&tmp);
+        eprintln!("building basefs fixture in {} (a few minutes, once)", tree.display());
+        Cmd::new("mmdebstrap")
+            .args(["--variant=minbase", "--mode=root", "--include=systemd-sysv,linux-image-amd64", SUITE])
+            .arg(&tmp)
+            .arg(&mirror)
+            .run()
+            .expect("mmdebstrap the basefs fixture");
+        let _ = fs::remove_dir_all(&tree);
+        fs::rename(&tmp, &tree).expect("move fixture tree into place");
+        fs::write(tree.join(".complete"), recipe.as_bytes()).expect("mark fixture complete");
+    }
+    if !image.exists() {
+        let tmp = dir.join("basefs.squashfs.tmp");
+        let _ = fs::remove_file(&tmp);
+        Cmd::new("mksquashfs")
+            .arg(&tree)
+            .arg(&tmp)
+            .args(["-comp", "zstd", "-noappend", "-no-progress", "-quiet", "-wildcards", "-e", ".complete", "boot/initrd.img*"])
+            .run()
+            .expect("mksquashfs the basefs fixture");
+        fs::rename(&tmp, &image).expect("move fixture image into place");
+    }
+    (tree, image)
+}
+
+/// The `.deb` cache shared by all test builds (so reruns download nothing).
+pub fn apt_source() -> AptSource {
+    AptSource::new(SUITE, &fixtures_root().join("apt-cache"))
+}
+
+/// Options for an initrd built from the fixture's squashfs, into `out`.
+pub fn options(image: &Path, out: &Path) -> InitrdOptions {
+    let mut opts = InitrdOptions::new("initrd", KernelSource::Basefs(image.to_path_buf()), apt_source(), out);
+    opts.init_template = Path::new(env!("CARGO_MANIFEST_DIR")).join("initrd/init.j2");
+    opts.source_date_epoch = 1_700_000_000;
+    opts.basefs = Some(image.to_path_buf());
+    opts
+}
+
+/// QEMU (TCG) booting a kernel + initrd with user-mode networking, beside a
+/// busybox httpd serving `serve_dir` on 127.0.0.1:`port`, both inside a
+/// private network namespace. Killed (with the server) on drop.
+pub struct Vm {
+    child: Child,
+    pub serial: PathBuf,
+}
+
+impl Vm {
+    pub fn start(serve_dir: &Path, port: u16, kernel: &Path, initrd: &Path, append: &str, serial: &Path) -> Vm {
+        require("unshare", "util-linux");
+        require("ip", "iproute2");
+        require("busybox", "busybox-static");
+        require("qemu-system-x86_64", "qemu-system-x86");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/initrd_support/netns-qemu.sh");
+        let stderr = fs::File::create(serial.with_extension("stderr")).expect("qemu stderr file");
+        let child = Cmd::new("unshare")
+            .args(["-n", "--", "sh"])
+            .arg(script)
+            .arg(serve_dir)
+            .arg(port.to_string())
+            .args(["qemu-system-x86_64", "-accel", "tcg", "-m", "1536", "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot"])
+            .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", append])
+            .spawn(Stdio::null(), Stdio::from(stderr))
+            .expect("start qemu in a network namespace");
+        Vm { child, serial: serial.to_path_buf() }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read(&self.serial).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    /// Wait until the serial log contains `needle` (true) or the VM exits /
+    /// `timeout` passes (false).
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return self.log().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
+    }
+
+    /// Wait for the VM to exit by itself; true if it did within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
+    }
+
+    /// The last lines of the serial log, for assertion messages.
+    pub fn tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            for _ in 0..20 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (in the test's namespace nothing else runs,
+/// so any port works there; this just avoids a fixed number).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(8080)
+}
