@@ -140,7 +140,32 @@ pub fn read_file(path: &Path, inner: &str) -> Result<Vec<u8>, ArchiveError> {
 /// followed inside the image; symlinks inside an extracted subtree are
 /// recreated as symlinks. Returns the matched paths; none is an error.
 pub fn extract(image: &Path, pattern: &str, dest: &Path) -> Result<Vec<String>, ArchiveError> {
+    extract_from(&Image::open(image)?, pattern, dest)
+}
+
+/// `extract` for several patterns, reading the image's tables once. A
+/// pattern that matches nothing is skipped; the matches are returned.
+pub fn extract_many(image: &Path, patterns: &[&str], dest: &Path) -> Result<Vec<String>, ArchiveError> {
     let img = Image::open(image)?;
+    let mut found = Vec::new();
+    for pattern in patterns {
+        match extract_from(&img, pattern, dest) {
+            Ok(m) => found.extend(m),
+            Err(ArchiveError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found)
+}
+
+/// The paths (relative, without a leading `/`) of every entry of a squashfs image.
+pub fn list_paths(image: &Path) -> Result<Vec<String>, ArchiveError> {
+    let img = Image::open(image)?;
+    Ok(img.fs.files().map(rel_of).filter(|p| !p.is_empty() && p != ".").collect())
+}
+
+fn extract_from(img: &Image, pattern: &str, dest: &Path) -> Result<Vec<String>, ArchiveError> {
+    let image = &img.path;
     let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     // (path as asked, real path in the image)
     let mut current = vec![(String::new(), String::new())];

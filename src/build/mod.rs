@@ -98,9 +98,7 @@ pub fn build(kind: Kind, job: &Job) -> anyhow::Result<()> {
     let published = match kind {
         Kind::Basefs => basefs::build(job)?,
         Kind::Overlay => overlay::build(job)?,
-        Kind::Initrd => {
-            return Err(crate::UsageError(format!("`mkimage {}` is not yet implemented", kind.name())).into())
-        }
+        Kind::Initrd => initrd::job::build(job)?,
     };
     job.progress.finish();
     for entry in &published {

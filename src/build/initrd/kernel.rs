@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::debs::Fetcher;
-use crate::exec::Cmd;
 
 /// Where the kernel (and its modules) come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,13 +169,8 @@ pub fn list_squashfs(image: &Path, dirs: &[&str]) -> anyhow::Result<BTreeSet<Str
     if !image.is_file() {
         return Err(crate::UsageError(format!("basefs {} does not exist (build it first: mkimage basefs)", image.display())).into());
     }
-    let out = Cmd::new("unsquashfs")
-        .args(["-no-xattrs", "-l", "-d", ""])
-        .arg(image)
-        .args(dirs)
-        .run()
-        .with_context(|| format!("cannot list {}", image.display()))?;
-    Ok(out.stdout.lines().map(|l| l.trim().trim_start_matches('/').to_string()).filter(|l| !l.is_empty()).collect())
+    let all = crate::archive::squashfs_read::list_paths(image).with_context(|| format!("cannot list {}", image.display()))?;
+    Ok(all.into_iter().filter(|p| dirs.iter().any(|d| p == d || p.starts_with(&format!("{d}/")))).collect())
 }
 
 /// Extract `prefixes` (those present) of a squashfs image into `dest`.
@@ -185,12 +179,9 @@ pub fn extract_squashfs(image: &Path, prefixes: &[&str], dest: &Path) -> anyhow:
     if !image.is_file() {
         return Err(crate::UsageError(format!("basefs {} does not exist (build it first: mkimage basefs)", image.display())).into());
     }
-    Cmd::new("unsquashfs")
-        .args(["-no-progress", "-no-xattrs", "-quiet", "-f", "-d"])
-        .arg(dest)
-        .arg(image)
-        .args(prefixes)
-        .run()
+    let patterns: Vec<String> = prefixes.iter().map(|p| format!("/{}", p.trim_start_matches('/'))).collect();
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    crate::archive::squashfs_read::extract_many(image, &patterns, dest)
         .with_context(|| format!("cannot extract the kernel from {}", image.display()))?;
     Ok(())
 }

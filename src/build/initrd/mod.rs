@@ -8,6 +8,7 @@
 //! modules, collect firmware, fetch busybox, render init, pack, publish.
 
 pub mod busybox;
+pub mod job;
 pub mod kernel;
 pub mod modules;
 pub mod pack;
