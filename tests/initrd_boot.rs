@@ -107,7 +107,7 @@ fn boots_basefs_plus_overlay_until_systemd() {
         "mkimage-init: sha256 ok: ",
         "mkimage-init: overlay 1 applied",
         "mkimage-init: root: overlay /newroot overlay",
-        "lowerdir=/run/mkimage/base",
+        "lowerdir=/run/mkimage/rw/layer1:/run/mkimage/base",
         "mkimage-init: exec /sbin/init",
     ] {
         assert!(log.contains(want), "serial log lacks `{want}`; tail:\n{}", vm.tail());

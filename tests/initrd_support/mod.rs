@@ -1,6 +1,6 @@
-//! Shared by the initrd tests: the basefs fixture (mmdebstrap minbase +
-//! systemd-sysv + linux-image-amd64, packed with mksquashfs, cached under
-//! /var/tmp keyed by its inputs), the shared `.deb` cache, prerequisite
+//! Shared by the initrd tests: the basefs fixture (minbase + systemd-sysv +
+//! linux-image-amd64, built by `mkimage basefs`, cached under /var/tmp keyed
+//! by its inputs), the shared `.deb` cache, prerequisite
 //! checks that fail with what to install, and a QEMU run in a private
 //! network namespace that is stopped by its pid when dropped.
 #![allow(dead_code)]
@@ -15,7 +15,7 @@ use mkimage::debs::AptSource;
 use mkimage::exec::Cmd;
 
 /// Bump when the fixture recipe changes.
-const FIXTURE_VERSION: &str = "1";
+const FIXTURE_VERSION: &str = "2";
 pub const SUITE: &str = "bookworm";
 
 pub fn fixtures_root() -> PathBuf {
@@ -31,14 +31,16 @@ pub fn require_root() {
     assert!(nix::unistd::geteuid().is_root(), "this test needs root (CI runs `cargo test --release` as root)");
 }
 
-/// The basefs fixture: (extracted tree, squashfs image). Built once per
+/// The basefs fixture: (extracted tree, squashfs image), built by
+/// `mkimage basefs` from `tests/initrd_support/provisioners/kernel` with the
+/// package and bootstrap caches every test build shares. Built once per
 /// input key and reused; concurrent tests wait on a lock file.
 pub fn basefs_fixture() -> (PathBuf, PathBuf) {
     require_root();
     require("mmdebstrap", "mmdebstrap");
-    require("mksquashfs", "squashfs-tools");
-    let mirror = mkimage::bootstrap::host_mirror().expect("a Debian mirror in the host's apt sources");
-    let recipe = format!("v{FIXTURE_VERSION} mmdebstrap --variant=minbase --include=systemd-sysv,linux-image-amd64 {SUITE} {mirror}");
+    let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/initrd_support");
+    let tasks = fs::read(support.join("provisioners/kernel/tasks.yml")).expect("fixture role");
+    let recipe = format!("v{FIXTURE_VERSION} {} {}", env!("CARGO_PKG_VERSION"), mkimage::artifact::sha256_bytes(&tasks));
     let key = &mkimage::artifact::sha256_bytes(recipe.as_bytes())[..16];
     let dir = fixtures_root().join(format!("basefs-{key}"));
     fs::create_dir_all(&dir).expect("create fixture dir");
@@ -46,30 +48,37 @@ pub fn basefs_fixture() -> (PathBuf, PathBuf) {
     let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).expect("lock fixture");
     let tree = dir.join("tree");
     let image = dir.join("basefs.squashfs");
+    if !image.exists() {
+        let vars = dir.join("fixture.yml");
+        let cache = PathBuf::from("/var/tmp/mkimage-tests/cache");
+        fs::write(
+            &vars,
+            format!(
+                "name: basefs\nsuite: {SUITE}\nvariant: minbase\nsource_date_epoch: 1700000000\ncache_dir: {}\nprovisioners_dir: {}\nprovisioners: [kernel]\n",
+                cache.display(),
+                support.join("provisioners").display()
+            ),
+        )
+        .expect("write fixture vars");
+        eprintln!("building the basefs fixture in {} (once)", dir.display());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mkimage"))
+            .args(["basefs", "--vars"])
+            .arg(&vars)
+            .arg("--out")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mkimage basefs");
+        assert!(out.status.success(), "building the basefs fixture failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
     if !tree.join(".complete").exists() {
         let tmp = dir.join("tree.tmp");
         let _ = fs::remove_dir_all(&tmp);
-        eprintln!("building basefs fixture in {} (a few minutes, once)", tree.display());
-        Cmd::new("mmdebstrap")
-            .args(["--variant=minbase", "--mode=root", "--include=systemd-sysv,linux-image-amd64", SUITE])
-            .arg(&tmp)
-            .arg(&mirror)
-            .run()
-            .expect("mmdebstrap the basefs fixture");
+        require("unsquashfs", "squashfs-tools");
+        Cmd::new("unsquashfs").args(["-no-progress", "-quiet", "-d"]).arg(&tmp).arg(&image).run().expect("unpack the fixture tree");
         let _ = fs::remove_dir_all(&tree);
         fs::rename(&tmp, &tree).expect("move fixture tree into place");
         fs::write(tree.join(".complete"), recipe.as_bytes()).expect("mark fixture complete");
-    }
-    if !image.exists() {
-        let tmp = dir.join("basefs.squashfs.tmp");
-        let _ = fs::remove_file(&tmp);
-        Cmd::new("mksquashfs")
-            .arg(&tree)
-            .arg(&tmp)
-            .args(["-comp", "zstd", "-noappend", "-no-progress", "-quiet", "-wildcards", "-e", ".complete", "boot/initrd.img*"])
-            .run()
-            .expect("mksquashfs the basefs fixture");
-        fs::rename(&tmp, &image).expect("move fixture image into place");
     }
     (tree, image)
 }
