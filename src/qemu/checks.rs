@@ -193,7 +193,7 @@ mod tests {
             Expect::Command { command: "echo 'it''s B.02.19'".into(), matches: Some(r"B\.0".into()) },
             Expect::Command { command: "exit 3".into(), matches: None },
             Expect::FileExists { file_exists: "/nonexistent x".into() },
-            Expect::Console { console: "^booted".into() },
+            Expect::Console { console: r"\] booted".into() },
         ];
         let out = crate::exec::Cmd::new("sh").args(["-c", &script(&e)]).run().unwrap().stdout;
         let log = format!("[  1.0] booted ok\n{out}");
