@@ -1,0 +1,183 @@
+//! The whole chain, the way a lab uses it: `mkimage play playbooks/all.yml`,
+//! then `mkimage boot-test` (QEMU netboot through `mkimage serve` in a
+//! private network namespace), then rebuilds through a real apt-cacher-ng.
+
+mod common;
+use common::*;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The shipped playbook, built once into a fresh output dir.
+fn played() -> &'static Project {
+    static BUILT: std::sync::OnceLock<Project> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        require_root();
+        require("mmdebstrap", "mmdebstrap");
+        let p = Project::new();
+        let o = mkimage()
+            .current_dir(repo())
+            .args(["play", "playbooks/all.yml", "--out"])
+            .arg(p.out())
+            .arg("--var")
+            .arg(format!("cache_dir={}", shared_cache().display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "play failed:\n{}", stderr(&o));
+        for f in ["basefs.squashfs", "discovery.cpio.gz", "initrd.initrd", "initrd.vmlinuz", "manifest.json"] {
+            assert!(p.out().join(f).is_file(), "play did not produce {f}");
+        }
+        p
+    })
+}
+
+fn boot_test(p: &Project, extra: &[&str]) -> std::process::Output {
+    require("qemu-system-x86_64", "qemu-system-x86");
+    mkimage()
+        .current_dir(repo())
+        .args(["boot-test", "--dir"])
+        .arg(p.out())
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn playbook_then_netboot_passes_the_boot_config_assertions() {
+    let p = played();
+    let serial = p.path().join("serial.log");
+    let o = boot_test(p, &["--serial-log", serial.to_str().unwrap()]);
+    let console = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert!(o.status.success(), "boot-test failed:\n{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("PASS console matches /mkimage-discovery: "), "{out}");
+    assert!(out.contains("PASS `lshw -version`"), "{out}");
+    assert!(out.contains("assertions passed"), "{out}");
+    // The discovery line is JSON with this VM's NIC.
+    let line = console.lines().find_map(|l| l.split_once("mkimage-discovery: ").map(|(_, j)| j.trim().to_string())).expect("discovery line");
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert!(json["nics"].as_array().is_some_and(|n| n.iter().any(|n| n["mac"] == "52:54:00:12:34:56")), "{json}");
+}
+
+#[test]
+fn broken_image_fails_the_boot_test_with_the_reason() {
+    let p = played();
+    // A copy of the builds whose overlay's bytes no longer match its sha256.
+    let broken = Project::new();
+    let copy = Command::new("cp").arg("-a").arg(p.out()).arg(broken.out()).status().unwrap();
+    assert!(copy.success());
+    let overlay = broken.out().join("discovery.cpio.gz");
+    let mut bytes = std::fs::read(&overlay).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0xff;
+    std::fs::write(&overlay, bytes).unwrap();
+    let o = boot_test(&broken, &["--timeout", "400"]);
+    assert!(!o.status.success(), "boot-test passed with a corrupt overlay:\n{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("the boot failed") && err.contains("sha256"), "{err}");
+}
+
+/// apt-cacher-ng with a minimal config of its own on 127.0.0.1, stopped by pid.
+struct Acng {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Acng {
+    fn start() -> Acng {
+        require("apt-cacher-ng", "apt-cacher-ng");
+        let dir = tempfile::tempdir_in(scratch()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        for d in ["conf", "cache", "log"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("conf/acng.conf"),
+            format!(
+                "CacheDir: {}\nLogDir: {}\nPort: {port}\nBindAddress: 127.0.0.1\nForeGround: 1\nVerboseLog: 1\n",
+                dir.path().join("cache").display(),
+                dir.path().join("log").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("apt-cacher-ng")
+            .arg("-c")
+            .arg(dir.path().join("conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "apt-cacher-ng did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Acng { child, port, dir }
+    }
+
+    /// Lines of its transfer log (`time|I|…` fetched upstream, `time|O|…` sent to a client).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log/apt-cacher.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Acng {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn debs_in(log: &str, kind: &str) -> usize {
+    log.lines().filter(|l| l.split('|').nth(1) == Some(kind) && l.contains(".deb")).count()
+}
+
+#[test]
+fn rebuild_through_apt_cacher_ng_comes_from_its_cache_and_leaves_no_proxy() {
+    require_root();
+    let acng = Acng::start();
+    let proxy = format!("http://127.0.0.1:{}", acng.port);
+    let p = Project::new();
+    p.write("provisioners/tools/tasks.yml", "- apt: {pkg: [jq]}\n");
+    // Cold caches of our own each time: every package must come through the proxy.
+    let vars = |name: &str, cache: &str| {
+        format!(
+            "name: {name}\nsuite: bookworm\nvariant: minbase\napt_proxy: {proxy}\nbootstrap_cache: false\ncache_dir: {}\nprovisioners: [tools]\n",
+            p.path().join(cache).display()
+        )
+    };
+    p.write("vars/first.yml", &vars("first", "cache1"));
+    p.write("vars/second.yml", &vars("second", "cache2"));
+    let o = p.run(&["basefs", "--vars", "vars/first.yml"]);
+    assert!(o.status.success(), "first build: {}", stderr(&o));
+    let after_first = acng.log();
+    let fetched = debs_in(&after_first, "I");
+    assert!(fetched > 50, "the first build did not go through apt-cacher-ng:\n{after_first}");
+
+    let o = p.run(&["basefs", "--vars", "vars/second.yml"]);
+    assert!(o.status.success(), "second build: {}", stderr(&o));
+    let log = acng.log();
+    let second: String = log.strip_prefix(after_first.as_str()).unwrap_or(&log).to_string();
+    let (upstream, served) = (debs_in(&second, "I"), debs_in(&second, "O"));
+    assert!(served > 50, "the second build took few packages from apt-cacher-ng:\n{second}");
+    assert!(upstream * 10 <= served, "the second build fetched {upstream} of {served} .debs upstream again");
+
+    // No proxy setting in either image.
+    for image in ["first.squashfs", "second.squashfs"] {
+        let o = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "m=$(mktemp -d) && mount -t squashfs -o loop,ro '{}' $m && ! grep -rIl -e '127.0.0.1:{}' -e 'Acquire::http::Proxy' $m/etc",
+                p.out().join(image).display(),
+                acng.port
+            ))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{image} carries proxy settings: {}", stdout(&o));
+    }
+}
