@@ -8,7 +8,9 @@
 //! one) fails its write.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+
+use anyhow::Context;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -54,8 +56,10 @@ impl Outcome {
     }
 }
 
-/// Start the dispatcher and the worker pools; they run until `state.stop`.
-pub fn start(server: Arc<tiny_http::Server>, state: Arc<State>, bulk_workers: usize) -> Vec<JoinHandle<()>> {
+/// Start tiny_http on `listener`, the dispatcher and the worker pools; they
+/// run until `state.stop`.
+pub fn start(listener: TcpListener, state: Arc<State>, bulk_workers: usize) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut server = new_server(&listener)?;
     let (bulk_tx, bulk_rx) = mpsc::channel::<Request>();
     let (light_tx, light_rx) = mpsc::channel::<Request>();
     let mut handles = Vec::new();
@@ -68,24 +72,45 @@ pub fn start(server: Arc<tiny_http::Server>, state: Arc<State>, bulk_workers: us
             }
         }
     }
+    // tiny_http's accept thread ends on any accept error (EMFILE, say); its
+    // error arrives here, and a new server takes over the same listening
+    // socket while the old one's open connections are still drained.
     let dispatcher = thread::Builder::new().name("http-dispatch".into()).spawn(move || {
+        let mut retired: Vec<tiny_http::Server> = Vec::new();
         while !state.stop.load(Relaxed) {
+            let mut got = Vec::new();
+            for old in &retired {
+                while let Ok(Some(request)) = old.try_recv() {
+                    got.push(request);
+                }
+            }
             match server.recv_timeout(Duration::from_millis(200)) {
-                Ok(Some(request)) => {
-                    let tx = if is_download(&request) { &bulk_tx } else { &light_tx };
-                    if tx.send(request).is_err() {
-                        break;
+                Ok(Some(request)) => got.push(request),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!("http: accepting connections failed ({e}); restarting the listener");
+                    thread::sleep(Duration::from_millis(100));
+                    match new_server(&listener) {
+                        Ok(fresh) => retired.push(std::mem::replace(&mut server, fresh)),
+                        Err(e) => tracing::error!("http: {e:#}"),
                     }
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!("http: {e}"),
+            }
+            for request in got {
+                let tx = if is_download(&request) { &bulk_tx } else { &light_tx };
+                if tx.send(request).is_err() {
+                    return;
+                }
             }
         }
-    });
-    if let Ok(h) = dispatcher {
-        handles.push(h);
-    }
-    handles
+    })?;
+    handles.push(dispatcher);
+    Ok(handles)
+}
+
+fn new_server(listener: &TcpListener) -> anyhow::Result<tiny_http::Server> {
+    let clone = listener.try_clone().context("cannot share the HTTP listening socket")?;
+    tiny_http::Server::from_listener(clone, None).map_err(|e| anyhow::anyhow!("cannot start the HTTP server: {e}"))
 }
 
 /// A GET of something that is not one of the server's own pages.
@@ -109,7 +134,7 @@ fn worker(rx: &Mutex<Receiver<Request>>, state: &State) {
         state.metrics.request(outcome.status, outcome.bytes);
         tracing::info!(
             client = %client,
-            mac = outcome.mac.as_deref().unwrap_or("-"),
+            mac = %outcome.mac.as_deref().unwrap_or("-"),
             method = %method,
             path = %url,
             status = outcome.status,

@@ -84,13 +84,15 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).and_then(|(_, v)| files::percent_decode(v).ok())
 }
 
-/// Bind a TCP listener whose accepted sockets inherit send and receive
-/// timeouts (Linux copies them from the listening socket on accept).
+/// Bind a TCP listener whose accepted sockets inherit a send timeout (Linux
+/// copies it from the listening socket on accept), so a write to a client
+/// that stopped reading fails instead of holding a worker forever. (A
+/// receive timeout would also make `accept` time out, so there is none.)
 fn bind_http(addr: &str, timeout: Duration) -> anyhow::Result<TcpListener> {
     let addrs: Vec<_> = addr.to_socket_addrs().map_err(|e| UsageError(format!("--http {addr}: {e}")))?.collect();
     let listener = TcpListener::bind(&addrs[..]).with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
     let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: 0 };
-    for opt in [libc::SO_SNDTIMEO, libc::SO_RCVTIMEO] {
+    for opt in [libc::SO_SNDTIMEO] {
         // SAFETY: setsockopt on a socket we own with a correctly sized timeval.
         let rc = unsafe {
             libc::setsockopt(
@@ -106,6 +108,14 @@ fn bind_http(addr: &str, timeout: Duration) -> anyhow::Result<TcpListener> {
         }
     }
     Ok(listener)
+}
+
+/// Many clients mean many sockets: use the hard limit on open files.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 fn boot_config_path(args: &ServeArgs) -> anyhow::Result<Option<PathBuf>> {
@@ -137,7 +147,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
     let listener = bind_http(&args.http, timeout)?;
     let local_addr = listener.local_addr()?;
-    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow::anyhow!("cannot start HTTP server: {e}"))?;
+    raise_fd_limit();
     let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(http::State {
         root: root.clone(),
@@ -163,7 +173,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         joins.push(handle);
         Some(addr)
     };
-    let handles = http::start(Arc::new(server), state, args.workers);
+    let handles = http::start(listener, state, args.workers)?;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening http {local_addr}");
     if let Some(addr) = tftp_addr {

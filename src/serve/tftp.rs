@@ -145,10 +145,10 @@ fn transfer(local: SocketAddr, peer: SocketAddr, name: &str, mode: &str, options
     let result = run_transfer(&socket, name, mode, options, sources, metrics);
     let ms = started.elapsed().as_millis() as u64;
     match result {
-        Ok((bytes, blksize)) => tracing::info!(client = %peer, path = %name, status = "ok", bytes, blksize, ms, "tftp"),
+        Ok((bytes, blksize)) => tracing::info!(client = %peer, path = %name, status = %"ok", bytes, blksize, ms, "tftp"),
         Err(e) => {
             metrics.tftp_errors.fetch_add(1, Relaxed);
-            tracing::info!(client = %peer, path = %name, status = "error", ms, "tftp: {e}");
+            tracing::info!(client = %peer, path = %name, status = %"error", ms, "tftp: {e}");
         }
     }
 }
