@@ -185,12 +185,17 @@ impl ShaCache {
     }
 }
 
-/// A sha256 recorded beside the file (sidecar, then manifest) and no older
-/// than it, so a stale record for a previous version is never trusted.
+/// A sha256 recorded beside the file (sidecar, then manifest) after the file
+/// was put in place, so a stale record for a previous version is never
+/// trusted.
 fn recorded_sha(root: &Root, opened: &Opened) -> Option<String> {
     let path = root.dir().join(&opened.rel);
     let name = path.file_name()?.to_string_lossy().into_owned();
-    let newer = |p: &Path| fs::metadata(p).ok().and_then(|m| m.modified().ok()) >= opened.meta.modified().ok();
+    // The file's ctime is when it was renamed into place; a record written
+    // before that belongs to an older version.
+    let placed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(opened.meta.ctime().max(0) as u64, opened.meta.ctime_nsec().clamp(0, 999_999_999) as u32);
+    let newer = |p: &Path| fs::metadata(p).ok().and_then(|m| m.modified().ok()).is_some_and(|t| t >= placed);
     let sidecar = path.with_file_name(format!("{name}.sha256"));
     if newer(&sidecar) {
         if let Ok(text) = fs::read_to_string(&sidecar) {
