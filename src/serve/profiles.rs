@@ -265,3 +265,14 @@ mod tests {
         assert!(resolve(&bad, &m).unwrap_err().to_string().contains("no overlay `nope`"));
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    #[test]
+    fn the_example_boot_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vars/boot.yml");
+        let config = super::BootConfig::load(&path).unwrap();
+        assert_eq!(config.select(Some("52:54:00:00:10:01")).unwrap().name, "lab-rescue");
+        assert_eq!(config.select(None).unwrap().name, "discovery");
+    }
+}
