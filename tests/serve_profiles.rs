@@ -29,7 +29,7 @@ fn build(dir: &Path, kind: &str, name: &str, file: &str, data: &[u8], parents: &
         build_time: 1_700_000_000,
         ..Default::default()
     };
-    artifact::record(dir, &[entry.clone()]).unwrap();
+    artifact::record(dir, std::slice::from_ref(&entry)).unwrap();
     entry
 }
 

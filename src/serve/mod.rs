@@ -92,20 +92,18 @@ fn bind_http(addr: &str, timeout: Duration) -> anyhow::Result<TcpListener> {
     let addrs: Vec<_> = addr.to_socket_addrs().map_err(|e| UsageError(format!("--http {addr}: {e}")))?.collect();
     let listener = TcpListener::bind(&addrs[..]).with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
     let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: 0 };
-    for opt in [libc::SO_SNDTIMEO] {
-        // SAFETY: setsockopt on a socket we own with a correctly sized timeval.
-        let rc = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot set socket timeouts");
-        }
+    // SAFETY: setsockopt on a socket we own with a correctly sized timeval.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot set the socket send timeout");
     }
     Ok(listener)
 }
