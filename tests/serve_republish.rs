@@ -113,4 +113,7 @@ fn downloads_survive_a_rebuild() {
         assert_eq!(len, versions[which.unwrap()].len() as u64);
     }
     assert_eq!(download(a, "/base.squashfs").2, shas[3]);
+    let metrics = common::get(a, "/metrics").text();
+    let zero_copy = metrics.lines().find_map(|l| l.strip_prefix("mkimage_http_zero_copy_responses_total ")).unwrap();
+    assert!(zero_copy.parse::<u64>().unwrap() >= 15, "large bodies went out with sendfile:\n{metrics}");
 }

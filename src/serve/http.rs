@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 
 use anyhow::Context;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -25,11 +26,15 @@ use super::files::{Root, ShaCache};
 use super::ipxe::Scripts;
 use super::metrics::Metrics;
 use super::range::{self, ByteRange};
+use super::sendfile;
 use super::{pages, script};
 
 /// Bytes per read/write of a file body: large, so a 100 MB file is a few
 /// hundred syscalls rather than tens of thousands.
 const CHUNK: usize = 512 * 1024;
+
+/// Bodies at least this large are sent with sendfile (see `sendfile`).
+const ZERO_COPY_MIN: u64 = 256 * 1024;
 
 /// Everything a request handler needs.
 pub struct State {
@@ -246,7 +251,15 @@ fn serve_file(request: Request, state: &State, path: &str, query: &str) -> Outco
     };
     let body = (*request.method() == Method::Get).then_some((&opened.file, start, len));
     let _active = Metrics::active(&state.metrics.active_downloads);
-    let outcome = write_response(request, status, &headers, len, body);
+    // Large bodies go out with sendfile on the connection's own socket.
+    let socket = match (body, request.remote_addr()) {
+        (Some(_), Some(peer)) if len >= ZERO_COPY_MIN => sendfile::find_socket(*peer, state.local_addr.port()),
+        _ => None,
+    };
+    if socket.is_some() {
+        state.metrics.zero_copy.fetch_add(1, Relaxed);
+    }
+    let outcome = write_response(request, status, &headers, len, body, socket);
     if outcome.status == 0 {
         state.metrics.http_errors.fetch_add(1, Relaxed);
         return Outcome::new(status, outcome.bytes);
@@ -255,7 +268,7 @@ fn serve_file(request: Request, state: &State, path: &str, query: &str) -> Outco
 }
 
 fn write_head(request: Request, status: u16, headers: &[(&str, String)], len: Option<u64>) -> Outcome {
-    let mut outcome = write_response(request, status, headers, len.unwrap_or(0), None);
+    let mut outcome = write_response(request, status, headers, len.unwrap_or(0), None, None);
     outcome.status = status;
     outcome
 }
@@ -263,7 +276,14 @@ fn write_head(request: Request, status: u16, headers: &[(&str, String)], len: Op
 /// Write status line, headers and (for GET) `len` bytes of `file` from
 /// `start` straight to the connection. Status 0 in the outcome means the
 /// connection failed part way.
-fn write_response(request: Request, status: u16, headers: &[(&str, String)], len: u64, body: Option<(&std::fs::File, u64, u64)>) -> Outcome {
+fn write_response(
+    request: Request,
+    status: u16,
+    headers: &[(&str, String)],
+    len: u64,
+    body: Option<(&std::fs::File, u64, u64)>,
+    socket: Option<OwnedFd>,
+) -> Outcome {
     let close = closes(&request);
     let mut head = format!("HTTP/1.1 {status} {}\r\nServer: mkimage\r\nContent-Length: {len}\r\n", reason(status));
     for (name, value) in headers {
@@ -277,6 +297,10 @@ fn write_response(request: Request, status: u16, headers: &[(&str, String)], len
     let mut sent = 0u64;
     let result = (|| -> io::Result<()> {
         writer.write_all(head.as_bytes())?;
+        if let (Some((file, start, len)), Some(socket)) = (body, &socket) {
+            writer.flush()?;
+            return sendfile::send(socket, file, start, len, &mut sent);
+        }
         if let Some((file, start, len)) = body {
             let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
             while sent < len {

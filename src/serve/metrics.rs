@@ -26,6 +26,7 @@ pub struct Metrics {
     pub http_bytes: AtomicU64,
     pub http_errors: AtomicU64,
     pub active_downloads: AtomicI64,
+    pub zero_copy: AtomicU64,
     pub tftp_transfers: AtomicU64,
     pub tftp_bytes: AtomicU64,
     pub tftp_errors: AtomicU64,
@@ -90,6 +91,7 @@ impl Metrics {
         metric("mkimage_http_sent_bytes_total", "counter", "HTTP body bytes sent.", one(self.http_bytes.load(Relaxed).to_string()));
         metric("mkimage_http_errors_total", "counter", "HTTP responses cut short by an I/O error.", one(self.http_errors.load(Relaxed).to_string()));
         metric("mkimage_http_active_downloads", "gauge", "File downloads in progress over HTTP.", one(self.active_downloads.load(Relaxed).to_string()));
+        metric("mkimage_http_zero_copy_responses_total", "counter", "File bodies sent with sendfile.", one(self.zero_copy.load(Relaxed).to_string()));
         metric("mkimage_ipxe_scripts_total", "counter", "iPXE boot scripts served.", one(self.scripts.load(Relaxed).to_string()));
         metric("mkimage_tftp_transfers_total", "counter", "TFTP read requests answered.", one(self.tftp_transfers.load(Relaxed).to_string()));
         metric("mkimage_tftp_sent_bytes_total", "counter", "TFTP data bytes sent.", one(self.tftp_bytes.load(Relaxed).to_string()));

@@ -13,6 +13,7 @@ mod pages;
 pub mod profiles;
 pub mod range;
 mod script;
+mod sendfile;
 pub mod tftp;
 
 use std::io::Write;
