@@ -1,0 +1,132 @@
+//! iPXE boot scripts: a resolved profile rendered through the script
+//! template (`ipxe/boot.ipxe.j2`, built in; `--ipxe-template` overrides) with
+//! URLs on the address the client used to reach the server.
+
+use std::path::Path;
+
+use minijinja::{context, Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use super::profiles::{Art, Resolved};
+
+/// The built-in script template (the file in the repository).
+pub const DEFAULT_TEMPLATE: &str = include_str!("../../ipxe/boot.ipxe.j2");
+
+/// Console arguments when the boot config names none.
+pub const DEFAULT_CONSOLE: &str = "console=ttyS0,115200 console=tty0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("cannot read iPXE template {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("iPXE template: {0:#}")]
+    Template(#[from] minijinja::Error),
+}
+
+/// A compiled script template.
+pub struct Scripts {
+    env: Environment<'static>,
+}
+
+#[derive(Serialize)]
+struct Link<'a> {
+    file: &'a str,
+    sha256: &'a str,
+    url: String,
+}
+
+impl Scripts {
+    /// Compile the template (the built-in one when `path` is None).
+    pub fn new(path: Option<&Path>) -> Result<Scripts, ScriptError> {
+        let source = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ScriptError::Read { path: p.display().to_string(), source })?,
+            None => DEFAULT_TEMPLATE.to_string(),
+        };
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.add_template_owned("boot.ipxe", source)?;
+        Ok(Scripts { env })
+    }
+
+    /// Render the script for `resolved`; `base_url` has no trailing slash.
+    pub fn render(&self, resolved: &Resolved, base_url: &str, mac: Option<&str>, console: &str) -> Result<String, ScriptError> {
+        fn link<'a>(a: &'a Art, base_url: &str) -> Link<'a> {
+            Link { file: &a.file, sha256: &a.sha256, url: format!("{base_url}/{}", encode_path(&a.file)) }
+        }
+        let link = |a| link(a, base_url);
+        let overlays: Vec<Link> = resolved.overlays.iter().map(link).collect();
+        let bootif = match mac {
+            Some(m) => format!("BOOTIF=01-{}", m.replace(':', "-")),
+            None => "BOOTIF=01-${netX/mac:hexhyp}".to_string(),
+        };
+        let self_url = match mac {
+            Some(m) => format!("{base_url}/boot.ipxe?mac={m}"),
+            None => format!("{base_url}/boot.ipxe"),
+        };
+        let template = self.env.get_template("boot.ipxe")?;
+        Ok(template.render(context! {
+            profile => resolved.profile,
+            mac => mac,
+            base_url => base_url,
+            self_url => self_url,
+            bootif => bootif,
+            console => console,
+            args => resolved.args,
+            kernel => link(&resolved.kernel),
+            initrd => link(&resolved.initrd),
+            basefs => link(&resolved.basefs),
+            overlays => overlays,
+        })?)
+    }
+}
+
+/// Percent-encode a file name for a URL path (unreserved characters stay).
+pub fn encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/+".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn art(f: &str) -> Art {
+        Art { file: f.into(), sha256: format!("{f}sha") }
+    }
+
+    #[test]
+    fn renders_the_boot_contract() {
+        let r = Resolved {
+            profile: "raid".into(),
+            kernel: art("vmlinuz"),
+            initrd: art("initrd.img"),
+            basefs: art("base.squashfs"),
+            overlays: vec![art("a.cpio.gz"), art("b c.cpio.gz")],
+            args: "rootsize=2G".into(),
+        };
+        let s = Scripts::new(None).unwrap().render(&r, "http://10.0.2.2:8080", Some("52:54:00:12:34:56"), DEFAULT_CONSOLE).unwrap();
+        assert!(s.starts_with("#!ipxe\n"), "{s}");
+        let kernel = s.lines().find(|l| l.starts_with("kernel ")).unwrap();
+        for want in [
+            "kernel http://10.0.2.2:8080/vmlinuz?sha256=vmlinuzsha ",
+            " BOOTIF=01-52-54-00-12-34-56 ",
+            " basefs=http://10.0.2.2:8080/base.squashfs basefs.sha256=base.squashfssha ",
+            " overlayfs=http://10.0.2.2:8080/a.cpio.gz,http://10.0.2.2:8080/b%20c.cpio.gz overlayfs.sha256=a.cpio.gzsha,b c.cpio.gzsha ",
+            " console=ttyS0,115200 console=tty0 rootsize=2G || goto failed",
+        ] {
+            assert!(kernel.contains(want), "{want} not in {kernel}");
+        }
+        assert!(s.contains("\ninitrd --name initrd http://10.0.2.2:8080/initrd.img?sha256=initrd.imgsha || goto failed\n"), "{s}");
+        let none = Scripts::new(None).unwrap().render(&Resolved { overlays: vec![], ..r }, "http://h", None, "").unwrap();
+        assert!(!none.contains("overlayfs="), "{none}");
+        assert!(none.contains("BOOTIF=01-${netX/mac:hexhyp}"), "{none}");
+    }
+}

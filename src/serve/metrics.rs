@@ -1,0 +1,128 @@
+//! Counters for `/metrics` (Prometheus text format) and the recent-boots
+//! list for the status page: what an operator needs to see that the server
+//! is serving and who booted.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// How many script fetches the status page remembers.
+const RECENT_BOOTS: usize = 50;
+
+/// One iPXE script fetch.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    /// Seconds since the epoch.
+    pub time: u64,
+    pub client: String,
+    pub mac: Option<String>,
+    pub profile: String,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    http_by_status: Mutex<BTreeMap<u16, u64>>,
+    pub http_bytes: AtomicU64,
+    pub http_errors: AtomicU64,
+    pub active_downloads: AtomicI64,
+    pub zero_copy: AtomicU64,
+    pub tftp_transfers: AtomicU64,
+    pub tftp_bytes: AtomicU64,
+    pub tftp_errors: AtomicU64,
+    pub active_tftp: AtomicI64,
+    pub scripts: AtomicU64,
+    boots: Mutex<VecDeque<Boot>>,
+}
+
+/// Counts an active download while alive.
+pub struct ActiveGuard<'a>(&'a AtomicI64);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, status: u16, bytes: u64) {
+        if let Ok(mut map) = self.http_by_status.lock() {
+            *map.entry(status).or_default() += 1;
+        }
+        self.http_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn active(gauge: &AtomicI64) -> ActiveGuard<'_> {
+        gauge.fetch_add(1, Relaxed);
+        ActiveGuard(gauge)
+    }
+
+    pub fn boot(&self, boot: Boot) {
+        self.scripts.fetch_add(1, Relaxed);
+        if let Ok(mut boots) = self.boots.lock() {
+            if boots.len() == RECENT_BOOTS {
+                boots.pop_front();
+            }
+            boots.push_back(boot);
+        }
+    }
+
+    /// Recent script fetches, newest first.
+    pub fn recent_boots(&self) -> Vec<Boot> {
+        self.boots.lock().map(|b| b.iter().rev().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in lines {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let by_status = self.http_by_status.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut lines: Vec<_> = by_status.iter().map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.to_string())).collect();
+        if lines.is_empty() {
+            lines.push(("{status=\"200\"}".into(), "0".into()));
+        }
+        metric("mkimage_http_requests_total", "counter", "HTTP requests answered, by status.", lines);
+        let one = |v: String| vec![(String::new(), v)];
+        metric("mkimage_http_sent_bytes_total", "counter", "HTTP body bytes sent.", one(self.http_bytes.load(Relaxed).to_string()));
+        metric("mkimage_http_errors_total", "counter", "HTTP responses cut short by an I/O error.", one(self.http_errors.load(Relaxed).to_string()));
+        metric("mkimage_http_active_downloads", "gauge", "File downloads in progress over HTTP.", one(self.active_downloads.load(Relaxed).to_string()));
+        metric("mkimage_http_zero_copy_responses_total", "counter", "File bodies sent with sendfile.", one(self.zero_copy.load(Relaxed).to_string()));
+        metric("mkimage_ipxe_scripts_total", "counter", "iPXE boot scripts served.", one(self.scripts.load(Relaxed).to_string()));
+        metric("mkimage_tftp_transfers_total", "counter", "TFTP read requests answered.", one(self.tftp_transfers.load(Relaxed).to_string()));
+        metric("mkimage_tftp_sent_bytes_total", "counter", "TFTP data bytes sent.", one(self.tftp_bytes.load(Relaxed).to_string()));
+        metric("mkimage_tftp_errors_total", "counter", "TFTP transfers that failed or were refused.", one(self.tftp_errors.load(Relaxed).to_string()));
+        metric("mkimage_tftp_active_transfers", "gauge", "TFTP transfers in progress.", one(self.active_tftp.load(Relaxed).to_string()));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_keeps_recent_boots_bounded() {
+        let m = Metrics::default();
+        m.request(200, 10);
+        m.request(404, 0);
+        {
+            let _g = Metrics::active(&m.active_downloads);
+            assert!(m.render().contains("mkimage_http_active_downloads 1\n"));
+        }
+        let text = m.render();
+        assert!(text.contains("mkimage_http_requests_total{status=\"404\"} 1\n"), "{text}");
+        assert!(text.contains("mkimage_http_sent_bytes_total 10\n"));
+        assert!(text.contains("mkimage_http_active_downloads 0\n"));
+        for i in 0..(RECENT_BOOTS + 5) {
+            m.boot(Boot { time: i as u64, client: "c".into(), mac: None, profile: "p".into() });
+        }
+        let boots = m.recent_boots();
+        assert_eq!(boots.len(), RECENT_BOOTS);
+        assert_eq!(boots[0].time, (RECENT_BOOTS + 4) as u64);
+    }
+}

@@ -1,0 +1,278 @@
+//! Boot profiles: which kernel, initrd, basefs and overlays a machine boots,
+//! chosen by MAC or by tag from the boot config (`vars/boot.yml`), and
+//! resolved against `manifest.json` into file names and sha256s.
+//!
+//! An artifact reference is either a file name in the manifest
+//! (`discovery.cpio.gz`) or a build name of the kind the slot expects
+//! (`discovery` in `overlays:` means the overlay built with `name: discovery`).
+//! Without a boot config the default profile is derived from the manifest
+//! (see [`derive_default`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::artifact::{Entry, Manifest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot read boot config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("boot config {path}: {source}")]
+    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    #[error("boot config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("profile `{profile}`: {message}")]
+    Resolve { profile: String, message: String },
+}
+
+/// `vars/boot.yml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// The profile for machines no selector matches (default: the first).
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Console arguments put on every kernel command line.
+    #[serde(default)]
+    pub console: Option<String>,
+    #[serde(default)]
+    pub profiles: Vec<Profile>,
+    /// MAC → tags, for profiles selected by tag.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    #[serde(default)]
+    pub kernel: Option<String>,
+    #[serde(default)]
+    pub initrd: Option<String>,
+    #[serde(default)]
+    pub basefs: Option<String>,
+    /// Applied in this order.
+    #[serde(default)]
+    pub overlays: Vec<String>,
+    /// Extra kernel arguments.
+    #[serde(default)]
+    pub args: String,
+    #[serde(default)]
+    pub macs: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// An artifact picked for a boot: file name in the served dir and sha256.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Art {
+    pub file: String,
+    pub sha256: String,
+}
+
+/// A profile resolved against one manifest snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub profile: String,
+    pub kernel: Art,
+    pub initrd: Art,
+    pub basefs: Art,
+    pub overlays: Vec<Art>,
+    pub args: String,
+}
+
+/// `aa:bb:cc:dd:ee:ff` from any common spelling (colons, hyphens, none).
+pub fn normalize_mac(s: &str) -> Option<String> {
+    let hex: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
+    if hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let hex = hex.to_ascii_lowercase();
+    Some((0..6).map(|i| &hex[2 * i..2 * i + 2]).collect::<Vec<_>>().join(":"))
+}
+
+impl BootConfig {
+    /// Read and validate a boot config file.
+    pub fn load(path: &Path) -> Result<BootConfig, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.into(), source })?;
+        let mut config: BootConfig =
+            serde_yaml_ng::from_str(&text).map_err(|source| ProfileError::Parse { path: path.into(), source })?;
+        let invalid = |message: String| ProfileError::Invalid { path: path.into(), message };
+        let mut names = BTreeSet::new();
+        for profile in &mut config.profiles {
+            if !names.insert(profile.name.clone()) {
+                return Err(invalid(format!("profile `{}` is defined twice", profile.name)));
+            }
+            for mac in &mut profile.macs {
+                *mac = normalize_mac(mac).ok_or_else(|| invalid(format!("profile `{}`: `{mac}` is not a MAC address", profile.name)))?;
+            }
+        }
+        let mut hosts = BTreeMap::new();
+        for (mac, tags) in std::mem::take(&mut config.hosts) {
+            let norm = normalize_mac(&mac).ok_or_else(|| invalid(format!("hosts: `{mac}` is not a MAC address")))?;
+            hosts.insert(norm, tags);
+        }
+        config.hosts = hosts;
+        if let Some(default) = &config.default {
+            if !names.contains(default) {
+                return Err(invalid(format!("default profile `{default}` is not among the profiles")));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The profile for a machine: one listing its MAC, else the first whose
+    /// tags meet the MAC's tags in `hosts`, else `default`, else the first.
+    pub fn select(&self, mac: Option<&str>) -> Option<&Profile> {
+        if let Some(mac) = mac {
+            if let Some(p) = self.profiles.iter().find(|p| p.macs.iter().any(|m| m == mac)) {
+                return Some(p);
+            }
+            if let Some(tags) = self.hosts.get(mac) {
+                if let Some(p) = self.profiles.iter().find(|p| p.tags.iter().any(|t| tags.contains(t))) {
+                    return Some(p);
+                }
+            }
+        }
+        match &self.default {
+            Some(name) => self.profiles.iter().find(|p| &p.name == name),
+            None => self.profiles.first(),
+        }
+    }
+}
+
+fn art(e: &Entry) -> Art {
+    Art { file: e.file.clone(), sha256: e.sha256.clone() }
+}
+
+/// The newest entry of a kind (by build time, then file name).
+fn newest<'a>(manifest: &'a Manifest, kind: &str) -> Option<&'a Entry> {
+    manifest.artifacts.values().filter(|e| e.kind == kind).max_by(|a, b| (a.build_time, &a.file).cmp(&(b.build_time, &b.file)))
+}
+
+/// Find what a reference names: a file name in the manifest, else the newest
+/// build of that name and kind; `None` means the newest of the kind.
+fn lookup(manifest: &Manifest, kind: &str, reference: Option<&str>, profile: &str) -> Result<Art, ProfileError> {
+    let err = |message: String| ProfileError::Resolve { profile: profile.into(), message };
+    let found = match reference {
+        Some(r) => manifest.artifacts.get(r).or_else(|| {
+            manifest.artifacts.values().filter(|e| e.kind == kind && e.name == r).max_by_key(|e| (e.build_time, e.file.clone()))
+        }),
+        None => newest(manifest, kind),
+    };
+    match (found, reference) {
+        (Some(e), _) => Ok(art(e)),
+        (None, Some(r)) => Err(err(format!("no {kind} `{r}` in manifest.json (neither a file name nor a {kind} build name)"))),
+        (None, None) => Err(err(format!("manifest.json has no {kind}; build one first"))),
+    }
+}
+
+/// Resolve a configured profile against the manifest.
+pub fn resolve(profile: &Profile, manifest: &Manifest) -> Result<Resolved, ProfileError> {
+    let name = profile.name.as_str();
+    Ok(Resolved {
+        profile: name.to_string(),
+        kernel: lookup(manifest, "kernel", profile.kernel.as_deref(), name)?,
+        initrd: lookup(manifest, "initrd", profile.initrd.as_deref(), name)?,
+        basefs: lookup(manifest, "basefs", profile.basefs.as_deref(), name)?,
+        overlays: profile.overlays.iter().map(|o| lookup(manifest, "overlay", Some(o), name)).collect::<Result<_, _>>()?,
+        args: profile.args.clone(),
+    })
+}
+
+/// The profile used when there is no boot config: the newest kernel, initrd
+/// and basefs, and every overlay built on that basefs (or recording no
+/// base), parents before children, otherwise by file name.
+pub fn derive_default(manifest: &Manifest) -> Result<Resolved, ProfileError> {
+    let profile = Profile { name: "default".into(), ..Default::default() };
+    let mut resolved = resolve(&profile, manifest)?;
+    let base_sha = resolved.basefs.sha256.clone();
+    let mut pending: Vec<&Entry> = manifest
+        .artifacts
+        .values()
+        .filter(|e| e.kind == "overlay" && e.base.as_ref().is_none_or(|b| b.sha256 == base_sha))
+        .collect();
+    let mut done: Vec<&Entry> = Vec::new();
+    while !pending.is_empty() {
+        let ready = pending
+            .iter()
+            .position(|e| e.parents.iter().all(|p| done.iter().any(|d| d.file == p.file) || !pending.iter().any(|q| q.file == p.file)))
+            .unwrap_or(0);
+        done.push(pending.remove(ready));
+    }
+    resolved.overlays = done.into_iter().map(art).collect();
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::Ref;
+
+    fn entry(kind: &str, name: &str, file: &str, time: u64) -> Entry {
+        Entry { kind: kind.into(), name: name.into(), file: file.into(), sha256: format!("{file}-sha"), build_time: time, ..Default::default() }
+    }
+
+    fn manifest(entries: Vec<Entry>) -> Manifest {
+        Manifest { artifacts: entries.into_iter().map(|e| (e.file.clone(), e)).collect() }
+    }
+
+    #[test]
+    fn selects_by_mac_then_tag_then_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boot.yml");
+        std::fs::write(
+            &path,
+            "default: plain\nprofiles:\n  - name: raid\n    overlays: [raid]\n    macs: ['52-54-00-00-00-01']\n    tags: [storage]\n  - name: plain\nhosts:\n  '52:54:00:00:00:02': [storage]\n",
+        )
+        .unwrap();
+        let config = BootConfig::load(&path).unwrap();
+        assert_eq!(config.select(Some("52:54:00:00:00:01")).unwrap().name, "raid");
+        assert_eq!(config.select(Some("52:54:00:00:00:02")).unwrap().name, "raid");
+        assert_eq!(config.select(Some("52:54:00:00:00:03")).unwrap().name, "plain");
+        assert_eq!(config.select(None).unwrap().name, "plain");
+        std::fs::write(&path, "profiles:\n  - name: a\n    typo: 1\n").unwrap();
+        let err = BootConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert_eq!(normalize_mac("AABBCCDDEEFF").as_deref(), Some("aa:bb:cc:dd:ee:ff"));
+        assert_eq!(normalize_mac("aa:bb"), None);
+    }
+
+    #[test]
+    fn resolves_names_and_derives_default() {
+        let mut child = entry("overlay", "raid", "raid.cpio.gz", 3);
+        child.parents = vec![Ref { file: "disc.cpio.gz".into(), sha256: "x".into() }];
+        let mut foreign = entry("overlay", "old", "old.cpio.gz", 1);
+        foreign.base = Some(Ref { file: "x".into(), sha256: "other".into() });
+        let m = manifest(vec![
+            entry("kernel", "k", "vmlinuz", 1),
+            entry("initrd", "k", "initrd.img", 1),
+            entry("basefs", "base", "base.squashfs", 2),
+            child,
+            entry("overlay", "disc", "disc.cpio.gz", 2),
+            foreign,
+        ]);
+        let r = derive_default(&m).unwrap();
+        assert_eq!(r.basefs.file, "base.squashfs");
+        assert_eq!(r.overlays.iter().map(|a| a.file.as_str()).collect::<Vec<_>>(), ["disc.cpio.gz", "raid.cpio.gz"]);
+        let p = Profile { name: "p".into(), overlays: vec!["raid".into(), "disc.cpio.gz".into()], ..Default::default() };
+        let r = resolve(&p, &m).unwrap();
+        assert_eq!(r.overlays[0].sha256, "raid.cpio.gz-sha");
+        let bad = Profile { name: "p".into(), overlays: vec!["nope".into()], ..Default::default() };
+        assert!(resolve(&bad, &m).unwrap_err().to_string().contains("no overlay `nope`"));
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    #[test]
+    fn the_example_boot_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vars/boot.yml");
+        let config = super::BootConfig::load(&path).unwrap();
+        assert_eq!(config.select(Some("52:54:00:00:10:01")).unwrap().name, "lab-rescue");
+        assert_eq!(config.select(None).unwrap().name, "discovery");
+    }
+}

@@ -1,0 +1,191 @@
+//! Test harness for `mkimage serve`: start the real binary on loopback with
+//! port 0, read the bound addresses it prints, stop it by pid on drop; plus
+//! a raw HTTP/1.1 client so requests go out exactly as written.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+pub struct Server {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub tftp: Option<SocketAddr>,
+}
+
+impl Server {
+    /// `mkimage serve --dir DIR --http 127.0.0.1:0 --tftp 127.0.0.1:0 EXTRA…`,
+    /// run in `cwd` (so no vars/boot.yml is picked up unless the test puts one there).
+    pub fn start(cwd: &Path, dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mkimage"))
+            .current_dir(cwd)
+            .args(["serve", "--dir"])
+            .arg(dir)
+            .args(["--http", "127.0.0.1:0"])
+            .args(if extra.contains(&"--tftp") { &[][..] } else { &["--tftp", "127.0.0.1:0"][..] })
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mkimage serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut http, mut tftp) = (None, None);
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(a) = line.strip_prefix("listening http ") {
+                http = Some(a.parse().expect("http addr"));
+            }
+            if let Some(a) = line.strip_prefix("listening tftp ") {
+                tftp = Some(a.parse().expect("tftp addr"));
+            }
+            if http.is_some() && (tftp.is_some() || extra.windows(2).any(|w| w == ["--tftp", "off"])) {
+                break;
+            }
+        }
+        let http = match http {
+            Some(h) => h,
+            None => {
+                let _ = child.kill();
+                panic!("mkimage serve did not print its address: {:?}", child.wait());
+            }
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, http, tftp }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// Send SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One request on a fresh connection, the target sent verbatim.
+pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    parse(&raw, method == "HEAD")
+}
+
+pub fn get(addr: SocketAddr, target: &str) -> Reply {
+    request(addr, "GET", target, &[])
+}
+
+fn parse(raw: &[u8], head: bool) -> Reply {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
+    let text = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let body = raw[end + 4..].to_vec();
+    let reply = Reply { status, headers, body };
+    if !head {
+        if let Some(len) = reply.header("Content-Length") {
+            assert_eq!(len.parse::<usize>().unwrap(), reply.body.len(), "Content-Length matches the body");
+        }
+    }
+    reply
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `len` deterministic pseudo-random bytes (xorshift), different per seed.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Fail (never skip) when a tool the test needs is missing.
+pub fn require(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(found, "`{program}` is missing: apt-get install -y {package}");
+}
+
+/// GET `target` streaming the body into sha256: (status, body length, sha).
+pub fn download(addr: SocketAddr, target: &str) -> (u16, u64, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut head = Vec::new();
+    let (status, mut hasher, mut len) = loop {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "connection closed before the headers");
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&head[..end]).into_owned();
+            let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+            let mut hasher = Sha256::new();
+            hasher.update(&head[end + 4..]);
+            break (status, hasher, (head.len() - end - 4) as u64);
+        }
+    };
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                len += n as u64;
+            }
+            Err(e) => panic!("read after {len} bytes: {e}"),
+        }
+    }
+    (status, len, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
