@@ -92,7 +92,7 @@ fn profiles_by_mac_tag_and_default() {
     let s1 = get(a, &format!("/boot.ipxe?mac={M1}")).text();
     assert_eq!(overlay_files(&s1), ["discovery.cpio.gz", "raid.cpio.gz"], "{s1}");
     assert_eq!(arg(&s1, "BOOTIF").as_deref(), Some("01-52-54-00-00-00-01"));
-    assert!(s1.contains(" raid.level=10 ") && s1.contains(" console=ttyS0,115200 console=tty0 "), "{s1}");
+    assert!(s1.contains(" raid.level=10 ") && s1.contains(" console=tty0 console=ttyS0,115200 "), "{s1}");
     assert!(s1.contains(&format!("http://{a}/base.squashfs")), "URLs on the address the client used: {s1}");
     assert_consistent(&s1);
 

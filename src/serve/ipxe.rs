@@ -13,7 +13,7 @@ use super::profiles::{Art, Resolved};
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../ipxe/boot.ipxe.j2");
 
 /// Console arguments when the boot config names none.
-pub const DEFAULT_CONSOLE: &str = "console=ttyS0,115200 console=tty0";
+pub const DEFAULT_CONSOLE: &str = "console=tty0 console=ttyS0,115200";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
@@ -120,7 +120,7 @@ mod tests {
             " BOOTIF=01-52-54-00-12-34-56 ",
             " basefs=http://10.0.2.2:8080/base.squashfs basefs.sha256=base.squashfssha ",
             " overlayfs=http://10.0.2.2:8080/a.cpio.gz,http://10.0.2.2:8080/b%20c.cpio.gz overlayfs.sha256=a.cpio.gzsha,b c.cpio.gzsha ",
-            " console=ttyS0,115200 console=tty0 rootsize=2G || goto failed",
+            " console=tty0 console=ttyS0,115200 rootsize=2G || goto failed",
         ] {
             assert!(kernel.contains(want), "{want} not in {kernel}");
         }

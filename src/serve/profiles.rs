@@ -42,6 +42,9 @@ pub struct BootConfig {
     /// MAC → tags, for profiles selected by tag.
     #[serde(default)]
     pub hosts: BTreeMap<String, Vec<String>>,
+    /// What `mkimage boot-test` boots and asserts (ignored by the server).
+    #[serde(default)]
+    pub boot_test: Option<crate::qemu::BootTestConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
