@@ -48,6 +48,9 @@ pub struct BootTestArgs {
     /// Boot with UEFI firmware (OVMF) instead of the BIOS.
     #[arg(long)]
     pub uefi: bool,
+    /// Extra kernel arguments for this boot (e.g. `mkimage.bench=transfer`).
+    #[arg(long, default_value = "")]
+    pub append: String,
     /// Keep the serial console log here.
     #[arg(long)]
     pub serial_log: Option<PathBuf>,
@@ -99,7 +102,8 @@ pub fn run(args: &BootTestArgs) -> anyhow::Result<()> {
     let check_url = format!("http://10.0.2.2:{check_port}/checks.sh");
     let profile = args.profile.clone().or(test.profile.clone());
     let boot_yml = work.path().join("boot.yml");
-    std::fs::write(&boot_yml, serde_yaml_ng::to_string(&for_test(config, profile.as_deref(), &check_url)?)?)?;
+    let extra = format!("{} mkimage.check={check_url}", args.append).trim().to_string();
+    std::fs::write(&boot_yml, serde_yaml_ng::to_string(&for_test(config, profile.as_deref(), &extra)?)?)?;
 
     let port = free_port()?;
     let server_log = work.path().join("serve.log");
@@ -172,16 +176,16 @@ fn load_boot_config(path: &Path) -> anyhow::Result<(Yaml, BootTestConfig)> {
 }
 
 /// The boot config the test serves: every profile's kernel arguments gain
-/// `mkimage.check=URL`, the serial console comes last (so /dev/console is
-/// ttyS0, which the test reads), and the chosen profile is the default.
-fn for_test(mut config: Yaml, profile: Option<&str>, check_url: &str) -> anyhow::Result<Yaml> {
+/// `extra` (`mkimage.check=URL` and --append), the serial console comes last
+/// (so /dev/console is ttyS0, which the test reads), and the chosen profile
+/// is the default.
+fn for_test(mut config: Yaml, profile: Option<&str>, extra: &str) -> anyhow::Result<Yaml> {
     let Yaml::Mapping(map) = &mut config else { bail!("the boot config must be a mapping") };
     map.remove("boot_test");
     map.insert("console".into(), "console=tty0 console=ttyS0,115200".into());
     if let Some(p) = profile {
         map.insert("default".into(), p.into());
     }
-    let extra = format!("mkimage.check={check_url}");
     match map.get_mut("profiles") {
         Some(Yaml::Sequence(profiles)) => {
             for p in profiles {
