@@ -53,8 +53,9 @@ pub struct ServeArgs {
     /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
     #[arg(long)]
     pub ipxe_template: Option<PathBuf>,
-    /// HTTP download workers: how many file downloads are streamed at once.
-    #[arg(long, default_value_t = 64)]
+    /// HTTP download workers: how many file downloads are streamed at once
+    /// (more wait in a queue; a stalled client holds one until --timeout).
+    #[arg(long, default_value_t = 16)]
     pub workers: usize,
     /// Seconds a connection may stall (no byte read or written) before it is dropped.
     #[arg(long, default_value_t = 30)]
