@@ -13,7 +13,7 @@ mod pages;
 pub mod profiles;
 pub mod range;
 mod script;
-mod sendfile;
+pub mod sendfile;
 pub mod tftp;
 
 use std::io::Write;
@@ -158,6 +158,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url.clone(),
         local_addr,
         stop: stop.clone(),
+        watchdog: sendfile::Watchdog::start(timeout),
     });
     let mut joins = Vec::new();
     let tftp_addr = if args.tftp == "off" {
