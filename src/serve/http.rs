@@ -46,6 +46,7 @@ pub struct State {
     pub public_url: Option<String>,
     pub local_addr: SocketAddr,
     pub stop: Arc<AtomicBool>,
+    pub watchdog: Arc<sendfile::Watchdog>,
 }
 
 /// What a handler did, for the log line and the metrics.
@@ -253,7 +254,9 @@ fn serve_file(request: Request, state: &State, path: &str, query: &str) -> Outco
     let _active = Metrics::active(&state.metrics.active_downloads);
     // Large bodies go out with sendfile on the connection's own socket.
     let socket = match (body, request.remote_addr()) {
-        (Some(_), Some(peer)) if len >= ZERO_COPY_MIN => sendfile::find_socket(*peer, state.local_addr.port()),
+        (Some(_), Some(peer)) if len >= ZERO_COPY_MIN => {
+            sendfile::find_socket(*peer, state.local_addr.port()).map(|s| (s, &*state.watchdog))
+        }
         _ => None,
     };
     if socket.is_some() {
@@ -282,7 +285,7 @@ fn write_response(
     headers: &[(&str, String)],
     len: u64,
     body: Option<(&std::fs::File, u64, u64)>,
-    socket: Option<OwnedFd>,
+    socket: Option<(OwnedFd, &sendfile::Watchdog)>,
 ) -> Outcome {
     let close = closes(&request);
     let mut head = format!("HTTP/1.1 {status} {}\r\nServer: mkimage\r\nContent-Length: {len}\r\n", reason(status));
@@ -297,9 +300,9 @@ fn write_response(
     let mut sent = 0u64;
     let result = (|| -> io::Result<()> {
         writer.write_all(head.as_bytes())?;
-        if let (Some((file, start, len)), Some(socket)) = (body, &socket) {
+        if let (Some((file, start, len)), Some((socket, dog))) = (body, socket) {
             writer.flush()?;
-            return sendfile::send(socket, file, start, len, &mut sent);
+            return sendfile::send(dog, socket, file, start, len, &mut sent);
         }
         if let Some((file, start, len)) = body {
             let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];

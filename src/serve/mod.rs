@@ -13,7 +13,7 @@ mod pages;
 pub mod profiles;
 pub mod range;
 mod script;
-mod sendfile;
+pub mod sendfile;
 pub mod tftp;
 
 use std::io::Write;
@@ -53,8 +53,9 @@ pub struct ServeArgs {
     /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
     #[arg(long)]
     pub ipxe_template: Option<PathBuf>,
-    /// HTTP download workers: how many file downloads are streamed at once.
-    #[arg(long, default_value_t = 64)]
+    /// HTTP download workers: how many file downloads are streamed at once
+    /// (more wait in a queue; a stalled client holds one until --timeout).
+    #[arg(long, default_value_t = 16)]
     pub workers: usize,
     /// Seconds a connection may stall (no byte read or written) before it is dropped.
     #[arg(long, default_value_t = 30)]
@@ -157,6 +158,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url.clone(),
         local_addr,
         stop: stop.clone(),
+        watchdog: sendfile::Watchdog::start(timeout),
     });
     let mut joins = Vec::new();
     let tftp_addr = if args.tftp == "off" {

@@ -168,7 +168,7 @@ fn lookup(manifest: &Manifest, kind: &str, reference: Option<&str>, profile: &st
     };
     match (found, reference) {
         (Some(e), _) => Ok(art(e)),
-        (None, Some(r)) => Err(err(format!("no {kind} `{r}` in manifest.json (neither a file name nor a {kind} build name)"))),
+        (None, Some(r)) => Err(err(format!("no {kind} `{r}` in manifest.json (not a file name, nor the name of a {kind} build)"))),
         (None, None) => Err(err(format!("manifest.json has no {kind}; build one first"))),
     }
 }
