@@ -5,11 +5,11 @@
 //! so no image build is needed; it echoes its command line back, which
 //! shows that BOOTIF was filled in.
 
-mod common;
+mod serve_support;
 
 use std::process::Command;
 
-use common::{pseudo_random, require, sha256_hex};
+use serve_support::{pseudo_random, require, sha256_hex};
 
 #[test]
 fn real_ipxe_runs_the_boot_script() {
