@@ -54,7 +54,7 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     assert!(out.contains("PASS `lshw -quiet -short -class network`"), "{out}");
     assert!(out.contains("assertions passed"), "{out}");
     // The discovery line is JSON with this VM's NIC.
-    let line = console.lines().find_map(|l| l.split_once("mkimage-discovery: ").map(|(_, j)| j.trim().to_string())).expect("discovery line");
+    let line = console.lines().find_map(|l| l.split_once("mkimage-discovery: {").map(|(_, j)| format!("{{{}", j.trim()))).expect("discovery line");
     let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert!(json["nics"].as_array().is_some_and(|n| n.iter().any(|n| n["mac"] == "52:54:00:12:34:56")), "{json}");
 }

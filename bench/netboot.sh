@@ -1,0 +1,36 @@
+#!/bin/bash
+# Netboot benchmark (issue: play, rebuild, boot):
+#  1. `mkimage play playbooks/all.yml` into a fresh output dir with a warm
+#     package cache but no bootstrap-tree cache ("cold play"),
+#  2. the same play again with nothing changed (every cache warm),
+#  3. one QEMU netboot (boot-test) with mkimage.bench=transfer: the initrd
+#     first fetches the same bytes to /dev/null, then does the real
+#     download + sha256 + mount; prints both times and their ratio.
+#
+#   bench/netboot.sh      (as root, from the repository root)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
+mk=${MKIMAGE:-target/release/mkimage}
+[ -x "$mk" ] || cargo build --release -q
+work=$(mktemp -d /var/tmp/mkimage-bench-netboot.XXXX)
+trap 'rm -rf "$work"' EXIT
+cache=${CACHE:-/var/tmp/mkimage-bench-cache}
+
+secs() { local s e; s=$(date +%s.%N); "$@" >"$work/last.log" 2>&1 || { tail -30 "$work/last.log" >&2; return 1; }; e=$(date +%s.%N); echo "$e - $s" | bc -l | xargs printf '%.1f'; }
+
+echo "warming the package cache ($cache)…" >&2
+"$mk" play playbooks/all.yml --out "$work/warm" --var "cache_dir=$cache" >/dev/null 2>&1
+cold=$(secs "$mk" play playbooks/all.yml --out "$work/cold" --var "cache_dir=$cache" --var bootstrap_cache=false)
+again=$(secs "$mk" play playbooks/all.yml --out "$work/cold" --var "cache_dir=$cache")
+"$mk" boot-test --dir "$work/cold" --append mkimage.bench=transfer --serial-log "$work/serial.log" >/dev/null 2>&1 || { tail -40 "$work/serial.log" >&2; exit 1; }
+transfer=$(sed -n 's/.*bench: transfer only took \([0-9.]*\) s.*/\1/p' "$work/serial.log" | tail -n1)
+real=$(sed -n 's/.*download, verify and mount took \([0-9.]*\) s.*/\1/p' "$work/serial.log" | tail -n1)
+bytes=$(du -cb "$work/cold"/basefs.squashfs "$work/cold"/discovery.cpio.gz | tail -n1 | cut -f1)
+
+printf '%-52s %10s\n' "cold play (warm package cache)" "${cold} s   (target <= 90 s)"
+printf '%-52s %10s\n' "no-change rebuild (all caches warm)" "${again} s"
+printf '%-52s %10s\n' "boot: transfer only ($((bytes / 1000000)) MB, in the VM)" "${transfer} s"
+printf '%-52s %10s\n' "boot: download + sha256 + mount to switch_root" "${real} s"
+printf '%-52s %10s\n' "overhead ratio (target <= 1.2)" "$(echo "$real / $transfer" | bc -l | xargs printf '%.2f')"
