@@ -189,3 +189,25 @@ fn rebuild_through_apt_cacher_ng_comes_from_its_cache_and_leaves_no_proxy() {
         assert!(o.status.success(), "{image} carries proxy settings: {}", stdout(&o));
     }
 }
+
+#[test]
+fn inspect_lists_the_initrd_init_busybox_and_module_closure() {
+    let p = played();
+    let o = mkimage().arg("inspect").arg(p.out().join("initrd.initrd")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listing = stdout(&o);
+    let has = |suffix: &str| listing.lines().any(|l| l.trim_end().ends_with(suffix) || l.contains(&format!("{suffix} ->")));
+    assert!(has(" init"), "no init:\n{listing}");
+    assert!(has("bin/busybox"), "no busybox:\n{listing}");
+    // Requested modules and the dependencies the closure must add.
+    for module in ["virtio_net.ko", "net_failover.ko", "failover.ko", "e1000e.ko", "squashfs.ko", "overlay.ko", "loop.ko", "mlx5_core.ko", "ixgbe.ko", "mdio.ko"] {
+        assert!(listing.contains(&format!("/{module}")), "initrd lacks {module}:\n{listing}");
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
+    let entry = &manifest["artifacts"]["initrd.initrd"];
+    let basefs_kernel = &manifest["artifacts"]["basefs.squashfs"]["kernel_version"];
+    assert_eq!(&entry["kernel_version"], basefs_kernel);
+    let order: Vec<&str> = entry["modules"].as_array().unwrap().iter().filter_map(|m| m.as_str()).collect();
+    let pos = |m: &str| order.iter().position(|x| *x == m).unwrap_or_else(|| panic!("{m} not in {order:?}"));
+    assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"), "load order {order:?}");
+}
