@@ -147,42 +147,8 @@ pub fn cpio_segments(bytes: &[u8]) -> Result<Vec<Segment>, String> {
 /// Parse one newc archive up to and including its trailer: the entries and
 /// the number of bytes used.
 pub fn parse_newc(buf: &[u8]) -> Result<(Vec<ListEntry>, usize), String> {
-    let mut entries = Vec::new();
-    let mut pos = 0;
-    let field = |at: usize, i: usize| -> Result<u32, String> {
-        let s = buf.get(at + 6 + 8 * i..at + 14 + 8 * i).ok_or("cut short in a header")?;
-        let s = std::str::from_utf8(s).map_err(|_| format!("bad header at byte {at}"))?;
-        u32::from_str_radix(s, 16).map_err(|_| format!("bad header at byte {at}"))
-    };
-    let align = |n: usize| (n + 3) & !3;
-    loop {
-        let magic = buf.get(pos..pos + 6).ok_or("cut short: no trailer")?;
-        if magic != b"070701" && magic != b"070702" {
-            return Err(format!("no cpio header at byte {pos}"));
-        }
-        let (mode, uid, gid, mtime, size) = (field(pos, 1)?, field(pos, 2)?, field(pos, 3)?, field(pos, 5)?, field(pos, 6)?);
-        let (rmaj, rmin, namesize) = (field(pos, 9)?, field(pos, 10)?, field(pos, 11)? as usize);
-        let name_at = pos + 110;
-        let name = buf.get(name_at..name_at + namesize.saturating_sub(1)).ok_or("cut short in a name")?;
-        let name = String::from_utf8_lossy(name).into_owned();
-        let data_at = align(name_at + namesize);
-        let data = buf.get(data_at..data_at + size as usize).ok_or_else(|| format!("{name}: cut short in its data"))?;
-        pos = align(data_at + size as usize);
-        if name == "TRAILER!!!" {
-            return Ok((entries, pos.min(buf.len())));
-        }
-        let is_link = mode & libc::S_IFMT == libc::S_IFLNK;
-        entries.push(ListEntry {
-            path: name,
-            mode,
-            uid,
-            gid,
-            mtime: u64::from(mtime),
-            size: u64::from(size),
-            target: is_link.then(|| String::from_utf8_lossy(data).into_owned()),
-            rdev: (rmaj, rmin),
-        });
-    }
+    let (entries, used) = crate::archive::cpio::read_newc_prefix(buf).map_err(|e| e.to_string())?;
+    Ok((entries.iter().map(|e| e.listing()).collect(), used))
 }
 
 #[cfg(test)]

@@ -155,6 +155,34 @@ pub fn read_newc(mut input: impl Read) -> io::Result<Vec<ReadEntry>> {
     Ok(entries)
 }
 
+/// Read one newc archive at the start of `buf`, up to and including its
+/// trailer: the entries and the number of bytes used (an initrd may hold
+/// several archives back to back).
+pub fn read_newc_prefix(buf: &[u8]) -> io::Result<(Vec<ReadEntry>, usize)> {
+    let mut rest = buf;
+    let entries = read_newc(&mut rest)?;
+    let used = buf.len() - rest.len();
+    // The trailer's name is padded to 4 bytes like every other entry's.
+    Ok((entries, ((used + 3) & !3).min(buf.len())))
+}
+
+impl ReadEntry {
+    /// The entry as `inspect` lists it.
+    pub fn listing(&self) -> super::ListEntry {
+        let is_link = self.mode & libc::S_IFMT == libc::S_IFLNK;
+        super::ListEntry {
+            path: self.path.clone(),
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+            size: self.size,
+            target: is_link.then(|| String::from_utf8_lossy(&self.data).into_owned()),
+            rdev: self.rdev,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
