@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod build;
 pub mod config;
 pub mod debs;
+pub mod error;
 pub mod exec;
 pub mod inspect;
 pub mod progress;
@@ -17,21 +18,6 @@ pub mod qemu;
 pub mod sandbox;
 pub mod serve;
 pub mod template;
+pub mod yaml;
 
-/// An error that is the user's to fix (bad flags, bad config, a missing
-/// input): the CLI exits with code 2 instead of 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// Exit code for an error chain: 2 for usage and config errors, 1 otherwise.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
-    let usage = err.chain().any(|e| {
-        e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<config::ConfigError>().is_some()
-    });
-    if usage {
-        2
-    } else {
-        1
-    }
-}
+pub use error::{exit_code, ConfigError, UsageError};

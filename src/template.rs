@@ -1,8 +1,11 @@
 //! minijinja templating with strict undefined: a missing variable is an
-//! error, never an empty string. Used for vars strings, role templates,
-//! `when` expressions and `loop` lists.
+//! error, never an empty string. One environment factory for every template
+//! mkimage renders — vars strings, role templates, `when` expressions and
+//! `loop` lists, the initrd's `init`, iPXE boot scripts — with a `shquote`
+//! filter for values that land in a shell script (`X={{ v | shquote }}`).
 
 use minijinja::{Environment, UndefinedBehavior, Value};
+use serde_yaml_ng::Value as Yaml;
 
 /// A template that failed to render or evaluate.
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +45,20 @@ pub struct Templater {
     env: Environment<'static>,
 }
 
+/// The environment every mkimage template renders in: strict undefined,
+/// trailing newlines kept, no auto-escaping, and the `shquote` filter.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.add_filter("shquote", |v: Value| crate::exec::shell_quote(&v.to_string()));
+    env
+}
+
 impl Default for Templater {
     fn default() -> Self {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_keep_trailing_newline(true);
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        Templater { env }
+        Templater { env: environment() }
     }
 }
 
@@ -107,6 +117,38 @@ pub fn strip_braces(expr: &str) -> &str {
     }
 }
 
+/// Render every string inside a YAML value; `place` turns a sub key path
+/// into `FILE:LINE:COL` for errors.
+pub fn render_yaml(
+    t: &Templater,
+    value: &Yaml,
+    ctx: &minijinja::Value,
+    place: &dyn Fn(&[String]) -> String,
+) -> Result<Yaml, crate::ConfigError> {
+    Ok(match value {
+        Yaml::String(s) => {
+            let out = t.render(s, ctx).map_err(|e| crate::ConfigError(format!("{}: {}: in `{s}`", place(&[]), e.detail)))?;
+            Yaml::String(out)
+        }
+        Yaml::Sequence(items) => Yaml::Sequence(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| render_yaml(t, v, ctx, &|sub: &[String]| place(&[vec![i.to_string()], sub.to_vec()].concat())))
+                .collect::<Result<_, _>>()?,
+        ),
+        Yaml::Mapping(map) => {
+            let mut out = serde_yaml_ng::Mapping::new();
+            for (k, v) in map {
+                let key = crate::yaml::yaml_key(k);
+                out.insert(k.clone(), render_yaml(t, v, ctx, &|sub: &[String]| place(&[vec![key.clone()], sub.to_vec()].concat()))?);
+            }
+            Yaml::Mapping(out)
+        }
+        other => other.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +172,15 @@ mod tests {
         assert!(t.eval_bool("n > 2", &ctx).unwrap());
         assert!(t.eval_bool("{{ on }}", &ctx).unwrap());
         assert!(t.eval_bool("missing", &ctx).is_err());
+    }
+
+    #[test]
+    fn shquote_filter_quotes_for_the_shell() {
+        let t = Templater::default();
+        let out = t.render("X={{ v | shquote }} Y={{ w | shquote }}", &context! { v => "it's $(rm -rf /)", w => "50%" }).unwrap();
+        assert_eq!(out, r"X='it'\''s $(rm -rf /)' Y=50%");
+        let sh = crate::exec::Cmd::new("sh").args(["-c", &format!("{out}; printf %s \"$X\"")]).run().unwrap();
+        assert_eq!(sh.stdout.trim_end(), "it's $(rm -rf /)");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! unknown keys rejected); `Config` is the merged, templated, validated
 //! result the builders use.
 
-pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,12 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 
-use crate::template::Templater;
+use crate::template::{render_yaml, Templater};
+use crate::yaml::{self, yaml_key, OneOrMany};
 
-/// A config error: always the user's to fix (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub use crate::ConfigError;
 
 /// Which program bootstraps the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -78,23 +75,6 @@ pub struct RawVars {
     pub cleanup: Option<Vec<String>>,
     /// Free-form role variables.
     pub vars: Option<BTreeMap<String, Yaml>>,
-}
-
-/// A string or a list of strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s.clone()],
-            OneOrMany::Many(v) => v.clone(),
-        }
-    }
 }
 
 /// The merged, rendered, validated configuration of one build.
@@ -355,45 +335,6 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "packages", "exclude", "provisioners", "provisioners_dir", "base", "parents", "squashfs", "kernel",
     "modules", "firmware", "compression", "output", "cache_dir", "bootstrap_cache", "source_date_epoch", "cleanup", "vars",
 ];
-
-/// Render every string inside a YAML value; `place` turns a sub key path
-/// into `FILE:LINE:COL` for errors.
-pub fn render_yaml(
-    t: &Templater,
-    value: &Yaml,
-    ctx: &minijinja::Value,
-    place: &dyn Fn(&[String]) -> String,
-) -> Result<Yaml, ConfigError> {
-    Ok(match value {
-        Yaml::String(s) => {
-            let out = t.render(s, ctx).map_err(|e| ConfigError(format!("{}: {}: in `{s}`", place(&[]), e.detail)))?;
-            Yaml::String(out)
-        }
-        Yaml::Sequence(items) => Yaml::Sequence(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| render_yaml(t, v, ctx, &|sub: &[String]| place(&[vec![i.to_string()], sub.to_vec()].concat())))
-                .collect::<Result<_, _>>()?,
-        ),
-        Yaml::Mapping(map) => {
-            let mut out = serde_yaml_ng::Mapping::new();
-            for (k, v) in map {
-                let key = yaml_key(k);
-                out.insert(k.clone(), render_yaml(t, v, ctx, &|sub: &[String]| place(&[vec![key.clone()], sub.to_vec()].concat()))?);
-            }
-            Yaml::Mapping(out)
-        }
-        other => other.clone(),
-    })
-}
-
-fn yaml_key(k: &Yaml) -> String {
-    match k {
-        Yaml::String(s) => s.clone(),
-        other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_string(),
-    }
-}
 
 fn chain(stack: &[PathBuf], last: &Path) -> String {
     stack.iter().map(|p| p.display().to_string()).chain([last.display().to_string()]).collect::<Vec<_>>().join(" -> ")

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value as Yaml;
 
-use crate::config::{yaml, ConfigError};
+use crate::{yaml, ConfigError};
 use crate::progress::Progress;
 use crate::template::Templater;
 pub use chroot::{Chroot, ChrootOptions};
@@ -227,7 +227,7 @@ fn render_task(t: &Templater, raw: &Yaml, ctx: &minijinja::Value) -> Result<Task
             v.clone()
         } else {
             let no_place = |_: &[String]| String::new();
-            crate::config::render_yaml(t, v, ctx, &no_place).map_err(|e| (key.clone(), e.0.trim_start_matches(": ").to_string()))?
+            crate::template::render_yaml(t, v, ctx, &no_place).map_err(|e| (key.clone(), e.0.trim_start_matches(": ").to_string()))?
         };
         out.insert(k.clone(), value);
     }

@@ -53,7 +53,7 @@ pub fn module_names(task: &Task) -> Vec<&'static str> {
 pub const MODULES: &[&str] =
     &["apt", "copy", "template", "file", "shell", "command", "user", "lineinfile", "service", "debconf"];
 
-pub use crate::config::OneOrMany as Strings;
+pub use crate::yaml::OneOrMany as Strings;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -162,7 +162,7 @@ pub fn run(args: &BootTestArgs) -> anyhow::Result<()> {
 /// `boot_test:` section.
 fn load_boot_config(path: &Path) -> anyhow::Result<(Yaml, BootTestConfig)> {
     let value: Yaml = if path.is_file() {
-        crate::config::yaml::load(path)?
+        crate::yaml::load(path)?
     } else if path == Path::new("vars/boot.yml") {
         Yaml::Mapping(Default::default())
     } else {

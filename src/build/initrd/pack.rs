@@ -67,9 +67,7 @@ pub fn find_firmware(modules: &[Module], dirs: &[PathBuf]) -> Vec<Firmware> {
 /// Render the init template (strict: an undefined variable is an error).
 pub fn render_init(template: &Path, name: &str, kernel_version: &str, defaults: &InitDefaults) -> anyhow::Result<String> {
     let source = std::fs::read_to_string(template).with_context(|| format!("cannot read init template {}", template.display()))?;
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
+    let mut env = crate::template::environment();
     let shown = template.display().to_string();
     env.add_template_owned(shown.clone(), source).with_context(|| format!("{shown}: template syntax error"))?;
     let ctx = minijinja::context! {

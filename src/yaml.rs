@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use super::ConfigError;
+use serde::Deserialize;
+use serde_yaml_ng::Value as Yaml;
+
+use crate::ConfigError;
 
 /// Parse `text` (the contents of `path`) as a `T`.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
@@ -93,6 +96,31 @@ pub fn locate(text: &str, path: &[String]) -> (usize, usize) {
         }
     }
     found
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A mapping key as text (non-string keys in their YAML spelling).
+pub fn yaml_key(k: &Yaml) -> String {
+    match k {
+        Yaml::String(s) => s.clone(),
+        other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_string(),
+    }
 }
 
 #[cfg(test)]
