@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use mkimage::build::initrd::{self, InitrdOptions, KernelSource};
-use mkimage::debs::AptSource;
+use mkimage::apt::AptSource;
 
 fn main() -> anyhow::Result<()> {
     mkimage::progress::init_logging(0);

@@ -3,12 +3,12 @@
 //! The binary (`src/main.rs`) only parses the command line and prints errors;
 //! everything it does lives in these modules, one job each.
 
+pub mod apt;
 pub mod archive;
 pub mod artifact;
 pub mod bootstrap;
 pub mod build;
 pub mod config;
-pub mod debs;
 pub mod error;
 pub mod exec;
 pub mod inspect;

@@ -9,16 +9,11 @@ use sha2::{Digest, Sha256};
 /// Installed packages (name → version) from the tree's dpkg status.
 pub fn packages(root: &Path) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for stanza in text.split("\n\n") {
-        let field = |name: &str| stanza.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
-        if let (Some(pkg), Some(ver), Some(status)) = (field("Package:"), field("Version:"), field("Status:")) {
-            if status.ends_with(" installed") {
-                out.insert(pkg, ver);
-            }
-        }
-    }
-    out
+    crate::apt::deb822::parse(&text)
+        .iter()
+        .filter(|p| p.get("Status").is_some_and(|s| s.ends_with(" installed")))
+        .filter_map(|p| Some((p.get("Package")?.to_string(), p.get("Version")?.to_string())))
+        .collect()
 }
 
 /// Kernel versions with modules in the tree (`/lib/modules/<ver>`), sorted.

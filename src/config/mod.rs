@@ -217,7 +217,7 @@ impl Merged {
             ctx_map.entry(key.into()).or_insert_with(|| Yaml::String(default.into()));
         }
         if !ctx_map.get("mirror").is_some_and(|m| m.as_str().is_some_and(|s| !s.is_empty())) {
-            let mirror = crate::bootstrap::host_mirror().map_err(|e| ConfigError(e.to_string()))?;
+            let mirror = crate::apt::host_mirror().map_err(|e| ConfigError(e.to_string()))?;
             ctx_map.insert("mirror".into(), Yaml::String(mirror));
         }
         let templater = Templater::default();

@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use mkimage::build::initrd::{InitrdOptions, KernelSource};
-use mkimage::debs::AptSource;
+use mkimage::apt::AptSource;
 use mkimage::exec::Cmd;
 
 /// Bump when the fixture recipe changes.

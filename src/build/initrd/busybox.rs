@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::debs::Fetcher;
+use crate::apt::Fetcher;
 use crate::exec::Cmd;
 
 /// The Debian package that provides a static busybox.

@@ -12,7 +12,7 @@ use super::{Compression, InitDefaults, InitrdOptions, KernelSource};
 use crate::artifact::{Entry, Manifest};
 use crate::build::{overlay, Job};
 use crate::config::{Config, ConfigError};
-use crate::debs::AptSource;
+use crate::apt::AptSource;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::debs::Fetcher;
+use crate::apt::Fetcher;
 
 /// Where the kernel (and its modules) come from.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,7 +21,7 @@ pub use kernel::KernelSource;
 pub use pack::Compression;
 
 use crate::artifact::{self, Entry};
-use crate::debs::{AptSource, Fetcher};
+use crate::apt::{AptSource, Fetcher};
 
 /// Everything an initrd build needs (the config loader fills it from vars).
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! Fetching single Debian packages (`.deb`) through the configured mirror,
+//! A private apt: single Debian packages (`.deb`) fetched through the configured mirror,
 //! apt proxy and a shared download cache — without touching the host's apt
 //! state — and unpacking them with `dpkg-deb -x`.
 //!
@@ -18,7 +18,7 @@ use crate::exec::Cmd;
 /// Where packages come from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AptSource {
-    /// Debian mirror URL; `None` means the build host's (`bootstrap::host_mirror`).
+    /// Debian mirror URL; `None` means the build host's (`mirror::host_mirror`).
     pub mirror: Option<String>,
     pub suite: String,
     pub components: Vec<String>,
@@ -81,7 +81,7 @@ impl Fetcher {
     pub fn new(src: &AptSource) -> anyhow::Result<Fetcher> {
         let mirror = match &src.mirror {
             Some(m) => m.trim_end_matches('/').to_string(),
-            None => crate::bootstrap::host_mirror()?,
+            None => super::host_mirror()?,
         };
         if !src.keyring.is_file() {
             return Err(DebError::NoKeyring(src.keyring.clone()).into());
@@ -90,7 +90,7 @@ impl Fetcher {
         for dir in ["etc/apt.conf.d", "etc/preferences.d", "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "debs"] {
             fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
-        let _lock = lock_dir(&root)?;
+        let _lock = super::lock::exclusive(&root, "lock")?;
         let line = format!(
             "deb [signed-by={}] {} {} {}\n",
             src.keyring.display(),
@@ -141,7 +141,7 @@ impl Fetcher {
 
     /// Hold the cache's lock (concurrent builds share one cache).
     fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
-        lock_dir(&self.root)
+        super::lock::exclusive(&self.root, "lock")
     }
 
     fn lists_present(&self) -> bool {
@@ -221,7 +221,7 @@ impl Fetcher {
             }
         };
         let field = |key: &'static str| -> Result<String, DebError> {
-            control_field(&text, key).ok_or(DebError::MissingField { name: name.into(), field: key })
+            super::deb822::first_field(&text, key).ok_or(DebError::MissingField { name: name.into(), field: key })
         };
         let filename = field("Filename")?;
         let base = filename.rsplit('/').next().unwrap_or(&filename).to_string();
@@ -229,7 +229,7 @@ impl Fetcher {
             name: field("Package")?,
             version: field("Version")?,
             deb: self.root.join("debs").join(base),
-            depends: control_field(&text, "Depends").unwrap_or_default(),
+            depends: super::deb822::first_field(&text, "Depends").unwrap_or_default(),
             sha256: field("SHA256")?,
         })
     }
@@ -291,10 +291,6 @@ impl Fetcher {
     }
 }
 
-fn lock_dir(root: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
-    let file = fs::File::create(root.join("lock")).context("cannot create the apt cache lock")?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).context("cannot lock the apt cache")
-}
 
 /// `dpkg-deb -x DEB DEST`.
 pub fn extract(deb: &Path, dest: &Path) -> anyhow::Result<()> {
@@ -302,14 +298,6 @@ pub fn extract(deb: &Path, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A field of the first stanza of apt-cache/dpkg control text.
-fn control_field(text: &str, key: &str) -> Option<String> {
-    let stanza = text.split("\n\n").next()?;
-    stanza.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k == key).then(|| v.trim().to_string())
-    })
-}
 
 /// For a `linux-image-*` metapackage, the versioned `linux-image-*` package
 /// it depends on (first alternative).
@@ -356,10 +344,4 @@ mod tests {
         assert!(Fetcher::new(&src).err().unwrap().to_string().contains("debian-archive-keyring"));
     }
 
-    #[test]
-    fn reads_first_stanza_fields() {
-        let text = "Package: busybox-static\nVersion: 1:1.35.0-4+b3\nFilename: pool/main/b/busybox/busybox-static_1.35.0-4+b3_amd64.deb\n\nPackage: other\n";
-        assert_eq!(control_field(text, "Version").as_deref(), Some("1:1.35.0-4+b3"));
-        assert_eq!(control_field(text, "Depends"), None);
-    }
 }
