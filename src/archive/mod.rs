@@ -2,9 +2,9 @@
 //! for overlays and the initrd. All output is deterministic: sorted entries,
 //! ownership as in the tree, mtimes clamped to SOURCE_DATE_EPOCH.
 //!
-//! This file holds what the formats share: the error type, the entry listing
-//! that `inspect` prints, and the small glob matcher used for exclude lists
-//! and extraction patterns.
+//! This file holds what the formats share: the error type and the entry
+//! listing that `inspect` prints; `walk` has the one tree walker and glob
+//! matcher that exclude lists, cleanup and extraction patterns use.
 
 pub mod cpio;
 pub mod gzip;
@@ -12,6 +12,7 @@ pub mod squashfs;
 mod squashfs_par;
 pub mod squashfs_read;
 pub mod tree;
+pub mod walk;
 pub mod xattr;
 
 use std::io;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 pub use squashfs::{write_tree, Compressor, SquashfsOptions, SquashfsWriter};
 pub use squashfs_read::{extract, read_entries, read_file};
 pub use tree::{tree_entries, write_tree_gz, TreeOptions};
+pub use walk::{glob_match, path_pattern_matches, walk, WalkItem};
 pub use xattr::scan_xattrs;
 
 /// Files carrying xattrs that an archive cannot hold (at most this many are
@@ -133,118 +135,9 @@ pub fn mode_string(mode: u32) -> String {
     s
 }
 
-/// Shell-style match of one path component: `*` (any run), `?` (one
-/// character), `[abc]`/`[a-z]`/`[!a]` (a class); everything else literal.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    // Iterative matcher with backtracking to the last `*`.
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() {
-            match p[pi] {
-                '*' => {
-                    star = Some((pi, ni));
-                    pi += 1;
-                    continue;
-                }
-                '?' => {
-                    pi += 1;
-                    ni += 1;
-                    continue;
-                }
-                '[' => {
-                    if let Some((matched, next)) = class_match(&p, pi, n[ni]) {
-                        if matched {
-                            pi = next;
-                            ni += 1;
-                            continue;
-                        }
-                    } else if n[ni] == '[' {
-                        pi += 1;
-                        ni += 1;
-                        continue;
-                    }
-                }
-                c if c == n[ni] => {
-                    pi += 1;
-                    ni += 1;
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        match star {
-            Some((sp, sn)) => {
-                pi = sp + 1;
-                ni = sn + 1;
-                star = Some((sp, sn + 1));
-            }
-            None => return false,
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
-/// Match `c` against the class starting at `p[start] == '['`: Some((matched,
-/// index after `]`)), or None if the class is not closed (then `[` is literal).
-fn class_match(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
-    let mut i = start + 1;
-    let negate = i < p.len() && (p[i] == '!' || p[i] == '^');
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    while i < p.len() && (p[i] != ']' || first) {
-        first = false;
-        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-            matched |= p[i] <= c && c <= p[i + 2];
-            i += 3;
-        } else {
-            matched |= p[i] == c;
-            i += 1;
-        }
-    }
-    (i < p.len()).then_some((matched != negate, i + 1))
-}
-
-/// Does a `/`-separated pattern (each component a glob) match `path` or one
-/// of its ancestors? `var/log/*` matches `var/log/apt/x` but not `var/log`.
-pub fn path_pattern_matches(pattern: &str, path: &str) -> bool {
-    let pat: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    !pat.is_empty() && comps.len() >= pat.len() && pat.iter().zip(&comps).all(|(p, c)| glob_match(p, c))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("*proxy*", "01proxy"));
-        assert!(glob_match("vmlinuz-*", "vmlinuz-6.1.0-18-amd64"));
-        assert!(!glob_match("vmlinuz-*", "initrd.img"));
-        assert!(glob_match("a?c", "abc"));
-        assert!(glob_match("[a-c]x", "bx"));
-        assert!(!glob_match("[!a-c]x", "bx"));
-        assert!(glob_match("*", ""));
-        assert!(!glob_match("a", "ab"));
-        assert!(glob_match("a*b*c", "aXbYbZc"));
-        assert!(glob_match("[x", "[x"));
-    }
-
-    #[test]
-    fn path_patterns() {
-        assert!(path_pattern_matches("var/log/*", "var/log/apt/history.log"));
-        assert!(!path_pattern_matches("var/log/*", "var/log"));
-        assert!(path_pattern_matches("tmp", "tmp/x"));
-        assert!(path_pattern_matches("/etc/resolv.conf", "etc/resolv.conf"));
-        assert!(!path_pattern_matches("etc/resolv.conf", "etc/resolv.conf.d"));
-        assert!(path_pattern_matches("etc/apt/apt.conf.d/*proxy*", "etc/apt/apt.conf.d/01proxy"));
-    }
 
     #[test]
     fn modes() {

@@ -20,7 +20,7 @@ use backhand::{CompressionExtra, ExtraXz, FilesystemCompressor, FilesystemWriter
 use serde::{Deserialize, Serialize};
 
 use super::squashfs_par::Ahead;
-use super::tree::walk;
+use super::walk::walk;
 use super::{bh_text, xattr, ArchiveError, XATTR_REPORT_LIMIT};
 use crate::exec::Cmd;
 

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use backhand::{FilesystemReader, InnerNode, Node, SquashfsFileReader};
 
-use super::{glob_match, ArchiveError, ListEntry};
+use super::walk::glob_match;
+use super::{ArchiveError, ListEntry};
 
 /// Maximum symlinks followed while resolving one path (as Linux's 40).
 const MAX_HOPS: usize = 40;

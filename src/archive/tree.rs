@@ -1,83 +1,16 @@
-//! A directory tree as sorted archive entries: the deterministic walk that
-//! both writers use, and the tree → cpio entry list for overlays and the
-//! initrd, including overlayfs upper-dir semantics (whiteouts kept, opaque
+//! A directory tree as sorted archive entries: the tree → cpio entry list
+//! for overlays and the initrd, including overlayfs upper-dir semantics (whiteouts kept, opaque
 //! directories expanded into explicit whiteouts, build-only files excluded).
 
 use std::collections::BTreeSet;
-use std::fs::{self, Metadata};
+use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::cpio::{Entry, EntryKind};
-use super::{path_pattern_matches, xattr, ArchiveError, XATTR_REPORT_LIMIT};
-
-/// One item of a tree walk.
-#[derive(Debug)]
-pub struct WalkItem {
-    /// Path relative to the root, `/`-separated, empty for the root itself.
-    pub rel: PathBuf,
-    pub abs: PathBuf,
-    pub meta: Metadata,
-}
-
-impl WalkItem {
-    /// `rel`, with the root shown as `.`.
-    pub fn rel_path(&self) -> PathBuf {
-        if self.rel.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            self.rel.clone()
-        }
-    }
-}
-
-/// Every entry under `root` (root first), depth-first with the names of each
-/// directory sorted bytewise; symlinks are not followed.
-pub fn walk(root: &Path) -> io::Result<Vec<WalkItem>> {
-    walk_filtered(root, &|_| false)
-}
-
-/// Like [`walk`], leaving out (and not descending into) paths for which
-/// `skip(rel)` is true.
-pub fn walk_filtered(root: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<Vec<WalkItem>> {
-    let meta = fs::symlink_metadata(root).map_err(|e| with_path(root, e))?;
-    let mut out = Vec::new();
-    let is_dir = meta.is_dir();
-    out.push(WalkItem { rel: PathBuf::new(), abs: root.to_path_buf(), meta });
-    if is_dir {
-        walk_dir(root, Path::new(""), skip, &mut out)?;
-    }
-    Ok(out)
-}
-
-fn walk_dir(abs: &Path, rel: &Path, skip: &dyn Fn(&Path) -> bool, out: &mut Vec<WalkItem>) -> io::Result<()> {
-    let mut names: Vec<_> = fs::read_dir(abs)
-        .map_err(|e| with_path(abs, e))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| with_path(abs, e))?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in names {
-        let child_rel = rel.join(&name);
-        if skip(&child_rel) {
-            continue;
-        }
-        let child_abs = abs.join(&name);
-        let meta = fs::symlink_metadata(&child_abs).map_err(|e| with_path(&child_abs, e))?;
-        let is_dir = meta.is_dir();
-        out.push(WalkItem { rel: child_rel.clone(), abs: child_abs.clone(), meta });
-        if is_dir {
-            walk_dir(&child_abs, &child_rel, skip, out)?;
-        }
-    }
-    Ok(())
-}
-
-fn with_path(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-}
+use super::walk::{path_pattern_matches, walk_filtered, WalkItem};
+use super::{xattr, ArchiveError, XATTR_REPORT_LIMIT};
 
 /// How a tree is turned into cpio entries.
 #[derive(Debug, Clone, Default)]

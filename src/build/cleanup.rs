@@ -4,9 +4,8 @@
 //! build host (SSH host keys, machine-id, resolv.conf, proxy config, seeds).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::archive::glob_match;
 
 /// Removed from every image (globs relative to the tree's root).
 pub const CLEAN_FS: &[&str] = &[
@@ -47,7 +46,7 @@ const EMPTY_FILES_UNDER: &[&str] = &["var/log"];
 pub fn clean(root: &Path, extra: &[String]) -> anyhow::Result<usize> {
     let mut removed = 0;
     for pattern in CLEAN_FS.iter().map(|s| s.to_string()).chain(extra.iter().cloned()) {
-        for path in glob(root, pattern.trim_start_matches('/')) {
+        for path in crate::archive::walk::expand(root, pattern.trim_start_matches('/')) {
             remove(&path)?;
             removed += 1;
         }
@@ -95,31 +94,6 @@ fn remove_files_under(dir: &Path) -> anyhow::Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// Paths under `root` matching a relative glob (each component a
-/// `glob_match` pattern). Symlinks are not followed while matching.
-pub fn glob(root: &Path, pattern: &str) -> Vec<PathBuf> {
-    let mut current = vec![root.to_path_buf()];
-    for part in pattern.split('/').filter(|p| !p.is_empty()) {
-        let mut next = Vec::new();
-        for dir in &current {
-            if part.contains(['*', '?']) {
-                let Ok(entries) = fs::read_dir(dir) else { continue };
-                let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
-                names.sort();
-                next.extend(names.into_iter().filter(|n| glob_match(part, n)).map(|n| dir.join(n)));
-            } else {
-                let p = dir.join(part);
-                if fs::symlink_metadata(&p).is_ok() {
-                    next.push(p);
-                }
-            }
-        }
-        current = next;
-    }
-    current.retain(|p| p != root);
-    current
 }
 
 #[cfg(test)]
