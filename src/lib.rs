@@ -15,8 +15,8 @@ pub mod inspect;
 pub mod progress;
 pub mod provision;
 pub mod qemu;
-pub mod sandbox;
 pub mod serve;
+pub mod sys;
 pub mod template;
 pub mod yaml;
 

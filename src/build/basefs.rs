@@ -14,7 +14,7 @@ pub fn file_name(name: &str) -> String {
 
 pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let cfg = job.cfg;
-    let mut work = WorkDir::create(job.out, &cfg.name, job.keep_build_dir)?;
+    let mut work = WorkDir::create(job.sys, job.out, &cfg.name, job.keep_build_dir)?;
     let root = work.path.join("root");
     std::fs::create_dir_all(&root)?;
 
@@ -23,7 +23,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     run_roles(job, &root)?;
 
     job.progress.step("clean the tree");
-    let removed = cleanup::clean(&root, &cfg.cleanup)?;
+    let removed = cleanup::clean(job.sys, &root, &cfg.cleanup)?;
     job.progress.done(format!("removed {removed} build-only and per-machine files"));
 
     let packages = tree::packages(&root);
@@ -49,11 +49,12 @@ pub fn run_roles(job: &Job, root: &std::path::Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let opts = ChrootOptions { apt_proxy: cfg.apt_proxy.clone(), package_cache: Some(job.package_cache()) };
-    let chroot = Chroot::enter(root, &opts)?;
+    let chroot = Chroot::enter(job.sys, root, &opts)?;
     let ctx = provision::Context {
         root,
         vars: &cfg.context,
         progress: job.progress,
+        sys: job.sys,
         source_date_epoch: cfg.source_date_epoch,
         templater: Default::default(),
     };

@@ -43,11 +43,11 @@ pub const CLEAN_FS: &[&str] = &[
 const EMPTY_FILES_UNDER: &[&str] = &["var/log"];
 
 /// Clean `root`: the fixed list, then `extra` globs from the config.
-pub fn clean(root: &Path, extra: &[String]) -> anyhow::Result<usize> {
+pub fn clean(sys: &dyn crate::sys::Sys, root: &Path, extra: &[String]) -> anyhow::Result<usize> {
     let mut removed = 0;
     for pattern in CLEAN_FS.iter().map(|s| s.to_string()).chain(extra.iter().cloned()) {
         for path in crate::archive::walk::expand(root, pattern.trim_start_matches('/')) {
-            remove(&path)?;
+            remove(sys, &path)?;
             removed += 1;
         }
     }
@@ -73,9 +73,9 @@ pub fn clean(root: &Path, extra: &[String]) -> anyhow::Result<usize> {
     Ok(removed)
 }
 
-fn remove(path: &Path) -> anyhow::Result<()> {
+fn remove(sys: &dyn crate::sys::Sys, path: &Path) -> anyhow::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => crate::sandbox::remove_tree(path),
+        Ok(m) if m.is_dir() => crate::sys::remove_tree(sys, path),
         Ok(_) => Ok(fs::remove_file(path)?),
         Err(_) => Ok(()),
     }
@@ -109,7 +109,7 @@ mod tests {
             fs::write(r.join(f), b"x").unwrap();
         }
         fs::write(r.join("etc/machine-id"), b"abc\n").unwrap();
-        clean(r, &["etc/keep-not".into()]).unwrap();
+        clean(&crate::sys::REAL, r, &["etc/keep-not".into()]).unwrap();
         assert!(!r.join("etc/ssh/ssh_host_rsa_key").exists());
         assert!(!r.join("var/lib/apt/lists/x_Packages").exists());
         assert!(r.join("var/lib/apt/lists").is_dir());

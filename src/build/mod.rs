@@ -68,6 +68,8 @@ pub struct Job<'a> {
     pub out: &'a Path,
     pub keep_build_dir: bool,
     pub progress: &'a crate::progress::Progress,
+    /// Where mounts go (the kernel, or a recorder in tests).
+    pub sys: &'a dyn crate::sys::Sys,
 }
 
 impl Job<'_> {
@@ -86,9 +88,9 @@ impl Job<'_> {
 pub fn run(kind: Kind, args: &BuildArgs) -> anyhow::Result<()> {
     // Config errors are reported before anything needs root.
     let cfg = crate::config::check::check_vars(&args.vars, &args.vars_override)?;
-    crate::sandbox::enter()?;
+    crate::sys::sandbox::enter()?;
     let progress = crate::progress::Progress::new();
-    let job = Job { cfg: &cfg, out: &args.out, keep_build_dir: args.keep_build_dir, progress: &progress };
+    let job = Job { cfg: &cfg, out: &args.out, keep_build_dir: args.keep_build_dir, progress: &progress, sys: &crate::sys::REAL };
     build(kind, &job)
 }
 
@@ -116,11 +118,11 @@ pub fn play(args: &PlayArgs) -> anyhow::Result<()> {
         let cfg = crate::config::check::check_vars(&b.vars, &[b.overrides.clone(), args.vars_override.clone()].concat())?;
         configs.push((b.kind, cfg));
     }
-    crate::sandbox::enter()?;
+    crate::sys::sandbox::enter()?;
     let progress = crate::progress::Progress::new();
     for (i, (kind, cfg)) in configs.iter().enumerate() {
         progress.step(format!("play {}/{}: {} `{}`", i + 1, configs.len(), kind.name(), cfg.name));
-        let job = Job { cfg, out: &args.out, keep_build_dir: args.keep_build_dir, progress: &progress };
+        let job = Job { cfg, out: &args.out, keep_build_dir: args.keep_build_dir, progress: &progress, sys: &crate::sys::REAL };
         build(*kind, &job).map_err(|e| e.context(format!("{}: build {} ({} `{}`) failed", args.playbook.display(), i + 1, kind.name(), cfg.name)))?;
     }
     Ok(())

@@ -12,7 +12,7 @@ use nix::mount::MsFlags;
 use super::{basefs::run_roles, tree, workdir::WorkDir, Job};
 use crate::archive::tree::{tree_entries, TreeOptions};
 use crate::artifact::{self, Entry, Manifest, Ref};
-use crate::{sandbox, UsageError};
+use crate::{sys, UsageError};
 
 /// Left out of every overlay: files only the build needed, per-machine
 /// identity, and logs the build wrote.
@@ -129,10 +129,10 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         .collect::<anyhow::Result<_>>()
         .with_context(|| format!("{}: parents", cfg.file.display()))?;
 
-    let mut work = WorkDir::create(job.out, &cfg.name, job.keep_build_dir)?;
+    let mut work = WorkDir::create(job.sys, job.out, &cfg.name, job.keep_build_dir)?;
     job.progress.step(format!("mount {} and {} parent overlay(s)", base.path.display(), parents.len()));
     let base_dir = work.path.join("base");
-    sandbox::mount_squashfs(&base.path, &base_dir)?;
+    sys::mounts::mount_image(job.sys, &base.path, "squashfs", &base_dir)?;
     // Lower layers, top-most first: the last parent, …, the first, the base.
     let mut lowers = Vec::new();
     for (i, parent) in parents.iter().enumerate().rev() {
@@ -152,10 +152,10 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         upper.display(),
         overlay_work.display()
     );
-    sandbox::mount_fs("overlay", "overlay", &merged, MsFlags::empty(), Some(&options))?;
+    sys::mount_fs(job.sys, "overlay", "overlay", &merged, MsFlags::empty(), Some(&options))?;
 
     run_roles(job, &merged)?;
-    sandbox::unmount_all(&merged)?;
+    sys::unmount_all(job.sys, &merged)?;
 
     let added = added_packages(&upper, &merged, base.entry.as_ref());
     job.progress.step(format!("pack {}", file_name(&cfg.name)));

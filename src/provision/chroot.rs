@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use nix::mount::MsFlags;
 
-use crate::sandbox;
+use crate::sys::{self, Sys};
 
 /// Files mkimage puts into the tree only for the build.
 const POLICY_RC_D: &str = "usr/sbin/policy-rc.d";
@@ -26,7 +26,8 @@ pub struct ChrootOptions {
 }
 
 /// A prepared chroot; call `leave` to restore the tree.
-pub struct Chroot {
+pub struct Chroot<'a> {
+    sys: &'a dyn Sys,
     root: PathBuf,
     saved: Vec<(PathBuf, Saved)>,
 }
@@ -37,13 +38,13 @@ enum Saved {
     Symlink(PathBuf),
 }
 
-impl Chroot {
-    pub fn enter(root: &Path, opts: &ChrootOptions) -> anyhow::Result<Chroot> {
-        let mut chroot = Chroot { root: root.to_path_buf(), saved: Vec::new() };
+impl<'a> Chroot<'a> {
+    pub fn enter(sys: &'a dyn Sys, root: &Path, opts: &ChrootOptions) -> anyhow::Result<Chroot<'a>> {
+        let mut chroot = Chroot { sys, root: root.to_path_buf(), saved: Vec::new() };
         chroot.mount_api()?;
         if let Some(cache) = &opts.package_cache {
             fs::create_dir_all(cache.join("partial")).with_context(|| format!("cannot create {}", cache.display()))?;
-            sandbox::bind(cache, &root.join("var/cache/apt/archives"), false)?;
+            sys::bind(sys, cache, &root.join("var/cache/apt/archives"), false)?;
         }
         let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
         chroot.put(RESOLV_CONF, &host_resolv, 0o644)?;
@@ -63,19 +64,19 @@ impl Chroot {
     }
 
     fn mount_api(&self) -> anyhow::Result<()> {
-        let r = &self.root;
+        let (sys, r) = (self.sys, &self.root);
         let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        sandbox::mount_fs("proc", "proc", &r.join("proc"), nosuid, None)?;
-        sandbox::bind(Path::new("/sys"), &r.join("sys"), true)?;
-        sandbox::mount_fs("tmpfs", "tmpfs", &r.join("dev"), MsFlags::MS_NOSUID, Some("mode=0755,size=16m"))?;
+        sys::mount_fs(sys, "proc", "proc", &r.join("proc"), nosuid, None)?;
+        sys::bind(sys, Path::new("/sys"), &r.join("sys"), true)?;
+        sys::mount_fs(sys, "tmpfs", "tmpfs", &r.join("dev"), MsFlags::MS_NOSUID, Some("mode=0755,size=16m"))?;
         for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
-            sandbox::bind(&Path::new("/dev").join(dev), &r.join("dev").join(dev), false)?;
+            sys::bind(sys, &Path::new("/dev").join(dev), &r.join("dev").join(dev), false)?;
         }
-        sandbox::mount_fs("devpts", "devpts", &r.join("dev/pts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+        sys::mount_fs(sys, "devpts", "devpts", &r.join("dev/pts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
         std::os::unix::fs::symlink("pts/ptmx", r.join("dev/ptmx")).context("cannot create /dev/ptmx")?;
-        sandbox::mount_fs("tmpfs", "tmpfs", &r.join("dev/shm"), nosuid, Some("mode=1777"))?;
-        sandbox::mount_fs("tmpfs", "tmpfs", &r.join("tmp"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
-        sandbox::mount_fs("tmpfs", "tmpfs", &r.join("run"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+        sys::mount_fs(sys, "tmpfs", "tmpfs", &r.join("dev/shm"), nosuid, Some("mode=1777"))?;
+        sys::mount_fs(sys, "tmpfs", "tmpfs", &r.join("tmp"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+        sys::mount_fs(sys, "tmpfs", "tmpfs", &r.join("run"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
         Ok(())
     }
 
@@ -103,9 +104,9 @@ impl Chroot {
     }
 
     fn restore(&mut self) -> anyhow::Result<()> {
-        sandbox::unmount_all(&self.root.join("proc"))?;
+        sys::unmount_all(self.sys, &self.root.join("proc"))?;
         for sub in ["var/cache/apt/archives", "run", "tmp", "dev", "sys"] {
-            sandbox::unmount_all(&self.root.join(sub))?;
+            sys::unmount_all(self.sys, &self.root.join(sub))?;
         }
         for (path, saved) in self.saved.drain(..).rev() {
             let _ = fs::remove_file(&path);
@@ -122,12 +123,58 @@ impl Chroot {
     }
 }
 
-impl Drop for Chroot {
+impl Drop for Chroot<'_> {
     fn drop(&mut self) {
         if !self.saved.is_empty() {
             if let Err(e) = self.restore() {
                 tracing::warn!("cleaning up the chroot failed: {e:#}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::record::Recorder;
+
+    #[test]
+    fn mount_plan_and_cleanup() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/resolv.conf"), b"nameserver 192.0.2.1\n").unwrap();
+        let cache = dir.path().join("debs");
+        let sys = Recorder::default();
+        let opts = ChrootOptions { apt_proxy: Some("http://127.0.0.1:3142".into()), package_cache: Some(cache.clone()) };
+        let chroot = Chroot::enter(&sys, &root, &opts).unwrap();
+        let conf = fs::read_to_string(root.join(APT_BUILD_CONF)).unwrap();
+        assert!(conf.contains("Acquire::http::Proxy \"http://127.0.0.1:3142\";"), "{conf}");
+        assert!(root.join(POLICY_RC_D).is_file());
+        chroot.leave().unwrap();
+        let plan = sys.plan(dir.path());
+        let r = |p: &str| format!("/root{p}");
+        let mut want = vec![
+            format!("mount proc {}", r("/proc")),
+            format!("bind /sys {}", r("/sys")),
+            format!("remount-ro {}", r("/sys")),
+            format!("mount tmpfs {} mode=0755,size=16m", r("/dev")),
+        ];
+        want.extend(["null", "zero", "full", "random", "urandom", "tty"].map(|d| format!("bind /dev/{d} {}", r(&format!("/dev/{d}")))));
+        want.extend([
+            format!("mount devpts {} newinstance,ptmxmode=0666,mode=0620", r("/dev/pts")),
+            format!("mount tmpfs {} mode=1777", r("/dev/shm")),
+            format!("mount tmpfs {} mode=1777", r("/tmp")),
+            format!("mount tmpfs {} mode=0755", r("/run")),
+            format!("bind /debs {}", r("/var/cache/apt/archives")),
+            format!("umount {}", r("/proc")),
+            format!("umount {}", r("/var/cache/apt/archives")),
+            format!("umount {}", r("/run")),
+            format!("umount {}", r("/tmp")),
+        ]);
+        assert_eq!(plan[..want.len()], want[..], "{plan:#?}");
+        assert!(sys.mounts_under(dir.path()).is_empty(), "everything unmounted: {:?}", sys.mounts_under(dir.path()));
+        assert_eq!(fs::read_to_string(root.join("etc/resolv.conf")).unwrap(), "nameserver 192.0.2.1\n", "the tree's own file is back");
+        assert!(!root.join(POLICY_RC_D).exists() && !root.join(APT_BUILD_CONF).exists());
     }
 }

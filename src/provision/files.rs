@@ -120,7 +120,7 @@ pub fn file(run: &Run, f: &File) -> anyhow::Result<()> {
         }
         FileState::Absent => {
             match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => crate::sandbox::remove_tree(&path)?,
+                Ok(m) if m.is_dir() => crate::sys::remove_tree(run.sys, &path)?,
                 Ok(_) => fs::remove_file(&path)?,
                 Err(_) => {}
             }

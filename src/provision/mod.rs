@@ -99,6 +99,8 @@ fn list_roles(dir: &Path) -> Vec<String> {
 /// What a task runs with: the tree, the variables, the progress display.
 pub struct Context<'a> {
     pub root: &'a Path,
+    /// Mounts (and the refusal to delete through one) go through it.
+    pub sys: &'a dyn crate::sys::Sys,
     pub vars: &'a minijinja::Value,
     pub progress: &'a Progress,
     pub source_date_epoch: u64,
@@ -108,6 +110,7 @@ pub struct Context<'a> {
 /// One execution of a task (one loop item).
 pub(crate) struct Run<'a> {
     pub root: &'a Path,
+    pub sys: &'a dyn crate::sys::Sys,
     pub role: &'a Role,
     pub ctx: minijinja::Value,
     pub env: Vec<(String, String)>,
@@ -139,17 +142,17 @@ impl Role {
 
     /// Run every task in order in the chroot at `ctx.root`.
     pub fn run(&self, ctx: &Context) -> Result<(), TaskError> {
-        self.walk(ctx.root, ctx.vars, ctx.progress, &ctx.templater, false)
+        self.walk(ctx.root, ctx.sys, ctx.vars, ctx.progress, &ctx.templater, false)
     }
 
     /// Validate without building: `when`/`loop` evaluate, module arguments
     /// render and parse, `copy`/`template` sources exist, templates render.
     pub fn check(&self, vars: &minijinja::Value) -> Result<(), TaskError> {
         let progress = Progress::quiet();
-        self.walk(Path::new("/nonexistent"), vars, &progress, &Templater::default(), true)
+        self.walk(Path::new("/nonexistent"), &crate::sys::REAL, vars, &progress, &Templater::default(), true)
     }
 
-    fn walk(&self, root: &Path, build_vars: &minijinja::Value, progress: &Progress, t: &Templater, dry: bool) -> Result<(), TaskError> {
+    fn walk(&self, root: &Path, sys: &dyn crate::sys::Sys, build_vars: &minijinja::Value, progress: &Progress, t: &Templater, dry: bool) -> Result<(), TaskError> {
         let vars = self.vars(build_vars);
         for (index, (raw, task)) in self.tasks.iter().enumerate() {
             let label = self.label(index, task);
@@ -183,6 +186,7 @@ impl Role {
                 }
                 let run = Run {
                     root,
+                    sys,
                     role: self,
                     ctx: ctx.clone(),
                     env: rendered.environment.clone().unwrap_or_default().into_iter().collect(),
