@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use mkimage::build::initrd::{self, InitrdOptions, KernelSource};
+use mkimage::initramfs::{self as initrd, InitrdOptions, KernelSource};
 use mkimage::apt::AptSource;
 
 fn main() -> anyhow::Result<()> {

@@ -108,6 +108,32 @@ impl Templater {
     }
 }
 
+/// The variables a template reads (top-level names: `item.src` reads `item`).
+pub fn reads(source: &str) -> Vec<String> {
+    if !source.contains("{{") && !source.contains("{%") {
+        return Vec::new();
+    }
+    match environment().template_from_str(source) {
+        Ok(t) => t.undeclared_variables(false).into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The variables an expression (`when:`, `loop:`) reads.
+pub fn expression_reads(expr: &str) -> Vec<String> {
+    reads(&format!("{{{{ {} }}}}", strip_braces(expr)))
+}
+
+/// The variables every string inside a YAML value reads.
+pub fn yaml_reads(value: &Yaml) -> Vec<String> {
+    match value {
+        Yaml::String(s) => reads(s),
+        Yaml::Sequence(items) => items.iter().flat_map(yaml_reads).collect(),
+        Yaml::Mapping(map) => map.values().flat_map(yaml_reads).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// `{{ x }}` → `x`; anything else unchanged.
 pub fn strip_braces(expr: &str) -> &str {
     let t = expr.trim();
@@ -181,6 +207,15 @@ mod tests {
         assert_eq!(out, r"X='it'\''s $(rm -rf /)' Y=50%");
         let sh = crate::exec::Cmd::new("sh").args(["-c", &format!("{out}; printf %s \"$X\"")]).run().unwrap();
         assert_eq!(sh.stdout.trim_end(), "it's $(rm -rf /)");
+    }
+
+    #[test]
+    fn what_templates_read() {
+        let mut r = reads("{{ item.src }} {% if on %}{{ name | upper }}{% endif %}");
+        r.sort();
+        assert_eq!(r, ["item", "name", "on"]);
+        assert_eq!(expression_reads("extra_packages | length > 0"), ["extra_packages"]);
+        assert!(reads("plain").is_empty());
     }
 
     #[test]

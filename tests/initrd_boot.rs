@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use mkimage::archive::cpio::{write_newc_gz, Entry, EntryKind};
-use mkimage::build::initrd;
+use mkimage::initramfs as initrd;
 use initrd_support::Vm;
 
 /// One VM at a time: the machine has two shared cores.

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 use mkimage::archive::cpio::{read_newc, ReadEntry};
-use mkimage::build::initrd::{self, modules::DEFAULT_MODULES, KernelSource};
+use mkimage::initramfs::{self as initrd, modules::DEFAULT_MODULES, KernelSource};
 
 fn read_initrd(path: &Path) -> Vec<ReadEntry> {
     let file = std::fs::File::open(path).expect("open initrd");

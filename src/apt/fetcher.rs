@@ -90,7 +90,15 @@ impl Fetcher {
         for dir in ["etc/apt.conf.d", "etc/preferences.d", "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "debs"] {
             fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
-        let _lock = super::lock::exclusive(&root, "lock")?;
+        let _lock = crate::lock::exclusive(&root, "lock")?;
+        // Downloads and unpacks happen under this lock, so any temp dir
+        // still here was left by a build that was killed.
+        for dir in ["debs", "unpacked"] {
+            for tmp in crate::lock::stale(&root.join(dir), |n| n.starts_with(".tmp")) {
+                tracing::info!("removing {} left by an interrupted build", tmp.display());
+                let _ = fs::remove_dir_all(&tmp);
+            }
+        }
         let line = format!(
             "deb [signed-by={}] {} {} {}\n",
             src.keyring.display(),
@@ -141,7 +149,7 @@ impl Fetcher {
 
     /// Hold the cache's lock (concurrent builds share one cache).
     fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
-        super::lock::exclusive(&self.root, "lock")
+        crate::lock::exclusive(&self.root, "lock")
     }
 
     fn lists_present(&self) -> bool {

@@ -1,11 +1,9 @@
 //! Debian's package archive as mkimage sees it: the mirror the build host's
 //! own apt uses, the deb822 text format apt and dpkg speak, a private apt
-//! that fetches single packages (kernel, busybox) into the shared cache, and
-//! the lock that keeps concurrent builds from downloading into it at once.
+//! that fetches single packages (kernel, busybox) into the shared cache.
 
 pub mod deb822;
 pub mod fetcher;
-pub mod lock;
 pub mod mirror;
 
 pub use fetcher::{AptSource, Fetcher, Package};

@@ -183,6 +183,44 @@ impl ReadEntry {
     }
 }
 
+/// Unpack a cpio.gz (as mkimage writes them) into `dest`, keeping modes,
+/// ownership, symlinks and whiteout devices.
+pub fn extract_gz(archive: &std::path::Path, dest: &std::path::Path) -> anyhow::Result<()> {
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::path::Path;
+    let file = fs::File::open(archive)?;
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(file), &mut raw)?;
+    fs::create_dir_all(dest)?;
+    for e in read_newc(&raw[..])? {
+        let rel = Path::new(&e.path);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            anyhow::bail!("{}: unsafe path `{}` in archive", archive.display(), e.path);
+        }
+        let path = dest.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let perm = e.mode & 0o7777;
+        match e.mode & libc::S_IFMT {
+            libc::S_IFDIR => fs::create_dir_all(&path)?,
+            libc::S_IFREG => fs::write(&path, &e.data)?,
+            libc::S_IFLNK => symlink(String::from_utf8_lossy(&e.data).to_string(), &path)?,
+            libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => {
+                let kind = nix::sys::stat::SFlag::from_bits_truncate(e.mode & libc::S_IFMT);
+                nix::sys::stat::mknod(&path, kind, nix::sys::stat::Mode::from_bits_truncate(perm), nix::sys::stat::makedev(e.rdev.0 as u64, e.rdev.1 as u64))?;
+            }
+            _ => continue,
+        }
+        std::os::unix::fs::lchown(&path, Some(e.uid), Some(e.gid))?;
+        if e.mode & libc::S_IFMT != libc::S_IFLNK {
+            fs::set_permissions(&path, fs::Permissions::from_mode(perm))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

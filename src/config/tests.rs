@@ -2,6 +2,11 @@ use std::fs;
 
 use super::*;
 
+/// A basefs plan for `path` (output dir /var/tmp/out).
+fn load(path: &Path, overrides: &[String]) -> Result<Plan, ConfigError> {
+    super::load(path, overrides, Kind::Basefs, Path::new("/var/tmp/out"))
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -81,4 +86,59 @@ fn var_override_parses_yaml_values() {
     let cfg = load(&main, &["packages=[a, b]".into(), "vars.n=3".into()]).unwrap();
     assert_eq!(cfg.packages, ["a", "b"]);
     assert_eq!(cfg.vars["n"], Yaml::Number(3.into()));
+}
+
+#[test]
+fn every_option_is_checked_before_building() {
+    let d = tempfile::tempdir().unwrap();
+    let main = write(d.path(), "vars/x.yml", &format!("{MIRROR}name: x\nsquashfs: {{compressor: lzo}}\n"));
+    let err = load(&main, &[]).unwrap_err().0;
+    assert!(err.contains("x.yml:3:") && err.contains("lzo") && err.contains("zstd"), "{err}");
+    let main = write(d.path(), "vars/y.yml", &format!("{MIRROR}name: y\nsquashfs:\n  block_size: 3000\n"));
+    let err = load(&main, &[]).unwrap_err().0;
+    assert!(err.contains("y.yml:3:") && err.contains("block_size 3000"), "{err}");
+    for (bad, want) in [
+        ("variant: minbsae", "not a bootstrap variant"),
+        ("packages: [curl, 'Bad Name']", "packages.1"),
+        ("components: [main, 'no/slash']", "components.1"),
+        ("cleanup: ['../etc']", "no `..`"),
+        ("source_date_epoch: soon", "source_date_epoch"),
+    ] {
+        let main = write(d.path(), "vars/z.yml", &format!("{MIRROR}name: z\n{bad}\n"));
+        let err = load(&main, &[]).unwrap_err().0;
+        assert!(err.contains("z.yml:3:") && err.contains(want), "{bad}: {err}");
+    }
+    let main = write(d.path(), "vars/i.yml", &format!("{MIRROR}name: i\ncompression: {{format: lz4}}\nvars:\n  rootsize: lots\n"));
+    let err = super::load(&main, &[], Kind::Initrd, Path::new("/var/tmp/out")).unwrap_err().0;
+    assert!(err.contains("i.yml:3:") && err.contains("lz4"), "{err}");
+}
+
+#[test]
+fn paths_are_absolute_and_relative_to_their_file() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("provisioners")).unwrap();
+    std::fs::create_dir_all(d.path().join("initrd")).unwrap();
+    std::fs::write(d.path().join("initrd/init.j2"), "#!/bin/sh\n").unwrap();
+    write(d.path(), "vars/common.yml", &format!("{MIRROR}cache_dir: ../cache\n"));
+    let main = write(d.path(), "vars/x.yml", "name: x\ninclude: common.yml\n");
+    let plan = super::load(&main, &[], Kind::Initrd, Path::new("relative/out")).unwrap();
+    assert!(plan.out.is_absolute() && plan.out.ends_with("relative/out"), "{}", plan.out.display());
+    assert_eq!(plan.cache_dir, d.path().join("vars/../cache"));
+    assert_eq!(plan.provisioners_dir, d.path().join("provisioners"));
+    assert_eq!(plan.initrd.init_template, d.path().join("initrd/init.j2"));
+    assert!(plan.file.is_absolute());
+    // The init template is found from the config, not from provisioners_dir.
+    let plan = super::load(&main, &["provisioners_dir=/elsewhere/provisioners".into()], Kind::Initrd, Path::new("o")).unwrap();
+    assert_eq!(plan.provisioners_dir, Path::new("/elsewhere/provisioners"));
+    assert_eq!(plan.initrd.init_template, d.path().join("initrd/init.j2"));
+    let err = super::load(&main, &["init_template=/nonexistent/init.j2".into()], Kind::Initrd, Path::new("o")).unwrap_err().0;
+    assert!(err.contains("--var init_template") && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let d = tempfile::tempdir().unwrap();
+    let main = write(d.path(), "x.yml", &format!("{MIRROR}name: x\nprovisioner: [base]\n"));
+    let err = load(&main, &[]).unwrap_err().0;
+    assert!(err.contains("x.yml:3:1: unknown field `provisioner`, did you mean `provisioners`?"), "{err}");
 }

@@ -121,6 +121,30 @@ pub(crate) struct Run<'a> {
 }
 
 impl Role {
+    /// The variables this role reads: in its tasks (strings, `when`,
+    /// `loop`), its templates and its defaults.
+    pub fn reads(&self) -> std::collections::BTreeSet<String> {
+        use crate::template::{expression_reads, reads, yaml_reads};
+        let mut out = std::collections::BTreeSet::new();
+        for (raw, _) in &self.tasks {
+            let Yaml::Mapping(map) = raw else { continue };
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    (Some("when" | "loop"), Yaml::String(expr)) => out.extend(expression_reads(expr)),
+                    _ => out.extend(yaml_reads(v)),
+                }
+            }
+        }
+        out.extend(self.defaults.values().flat_map(yaml_reads));
+        let templates = self.dir.join("templates");
+        if let Ok(items) = crate::archive::walk(&templates) {
+            for item in items.iter().filter(|i| i.meta.is_file()) {
+                out.extend(std::fs::read_to_string(&item.abs).map(|t| reads(&t)).unwrap_or_default());
+            }
+        }
+        out
+    }
+
     fn label(&self, index: usize, task: &Task) -> String {
         task.name.clone().unwrap_or_else(|| format!("#{} {}", index + 1, task::module_names(task).join("")))
     }

@@ -54,7 +54,7 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
         return Ok(());
     }
     // Builds share the package cache (bind-mounted here): one apt at a time.
-    let _lock = crate::apt::lock::package_cache(&run.root.join("var/cache/apt/archives"))?;
+    let _lock = crate::lock::package_cache(&run.root.join("var/cache/apt/archives"))?;
     let dpkg_opts = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
     let cmd = match a.state {
         PkgState::Present => in_chroot(run, "apt-get").args(["-q", "-y", "--no-install-recommends"]).args(dpkg_opts).arg("install"),

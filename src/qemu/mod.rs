@@ -83,8 +83,8 @@ pub fn run(args: &BootTestArgs) -> anyhow::Result<()> {
         return Err(UsageError(format!("{}: boot_test.expect: {bad}", args.boot_config.display())).into());
     }
     if let Some(playbook) = &args.playbook {
-        let play = crate::build::PlayArgs { playbook: playbook.clone(), vars_override: args.vars_override.clone(), out: args.dir.clone(), keep_build_dir: false };
-        crate::build::play(&play)?;
+        let play = crate::image::PlayRequest { playbook: playbook.clone(), overrides: args.vars_override.clone(), out: args.dir.clone(), keep_build_dir: false };
+        crate::image::play(&play)?;
     }
     let manifest = crate::artifact::Manifest::load(&args.dir)?;
     for kind in ["basefs", "kernel", "initrd"] {

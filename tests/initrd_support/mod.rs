@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use mkimage::build::initrd::{InitrdOptions, KernelSource};
+use mkimage::initramfs::{InitrdOptions, KernelSource};
 use mkimage::apt::AptSource;
 use mkimage::exec::Cmd;
 

@@ -1,51 +1,16 @@
-//! Cleaning a tree before it is packed: on-imagebuilder's clean_fs list
-//! (apt lists and caches, docs, man pages, locales, logs) plus everything
-//! that would give every netbooted machine the same identity or leak the
-//! build host (SSH host keys, machine-id, resolv.conf, proxy config, seeds).
+//! Cleaning a tree before it is packed, by the one table in `never_ship`:
+//! the basefs's tree, and an overlay's upper dir (where removing a path
+//! leaves the basefs's version, which was cleaned the same way).
 
 use std::fs;
 use std::path::Path;
 
+use super::never_ship::{EMPTIED, EMPTY_FILES_UNDER, NEVER_SHIP};
 
-/// Removed from every image (globs relative to the tree's root).
-pub const CLEAN_FS: &[&str] = &[
-    "var/lib/apt/lists/*",
-    "var/cache/apt/*.bin",
-    "var/cache/apt/archives/*.deb",
-    "var/cache/apt/archives/partial/*",
-    "var/cache/apt/archives/lock",
-    "var/cache/debconf/*-old",
-    "var/lib/dpkg/*-old",
-    "var/cache/man/*",
-    "var/cache/ldconfig/aux-cache",
-    "usr/share/doc/*",
-    "usr/share/man/*",
-    "usr/share/info/*",
-    "usr/share/lintian/*",
-    "usr/share/locale/*",
-    "tmp/*",
-    "var/tmp/*",
-    "root/.bash_history",
-    "root/.cache",
-    "etc/ssh/ssh_host_*",
-    "var/lib/systemd/random-seed",
-    "var/lib/dbus/machine-id",
-    "etc/resolv.conf",
-    "etc/apt/apt.conf.d/*proxy*",
-    "etc/apt/apt.conf.d/00mkimage-build",
-    // mmdebstrap keeps every --aptopt (our cache and proxy settings) here.
-    "etc/apt/apt.conf.d/99mmdebstrap",
-    "usr/sbin/policy-rc.d",
-    "etc/hostname.mkimage-build",
-];
-
-/// Files of these dirs are removed (the directories stay, packages expect them).
-const EMPTY_FILES_UNDER: &[&str] = &["var/log"];
-
-/// Clean `root`: the fixed list, then `extra` globs from the config.
+/// Clean `root`: the never-ship table, then `extra` globs from the config.
 pub fn clean(sys: &dyn crate::sys::Sys, root: &Path, extra: &[String]) -> anyhow::Result<usize> {
     let mut removed = 0;
-    for pattern in CLEAN_FS.iter().map(|s| s.to_string()).chain(extra.iter().cloned()) {
+    for pattern in NEVER_SHIP.iter().map(|s| s.to_string()).chain(extra.iter().cloned()) {
         for path in crate::archive::walk::expand(root, pattern.trim_start_matches('/')) {
             remove(sys, &path)?;
             removed += 1;
@@ -65,10 +30,11 @@ pub fn clean(sys: &dyn crate::sys::Sys, root: &Path, extra: &[String]) -> anyhow
             }
         }
     }
-    // An empty machine-id makes systemd generate one per boot.
-    let machine_id = root.join("etc/machine-id");
-    if fs::symlink_metadata(&machine_id).is_ok() {
-        fs::write(&machine_id, b"")?;
+    for rel in EMPTIED {
+        let path = root.join(rel);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            fs::write(&path, b"")?;
+        }
     }
     Ok(removed)
 }

@@ -8,7 +8,6 @@
 //! modules, collect firmware, fetch busybox, render init, pack, publish.
 
 pub mod busybox;
-pub mod job;
 pub mod kernel;
 pub mod modules;
 pub mod pack;
@@ -47,6 +46,9 @@ pub struct InitrdOptions {
     /// Values the init falls back to when the cmdline does not say.
     pub defaults: InitDefaults,
     pub out_dir: PathBuf,
+    /// Where files read out of a squashfs basefs are put while building
+    /// (default: a temp dir in `out_dir`).
+    pub scratch: Option<PathBuf>,
 }
 
 /// The init's defaults for what the kernel command line can override.
@@ -83,6 +85,7 @@ impl InitrdOptions {
             init_template: PathBuf::from("initrd/init.j2"),
             defaults: InitDefaults::default(),
             out_dir: out_dir.to_path_buf(),
+            scratch: None,
         }
     }
 }
@@ -96,7 +99,7 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     }
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
     tracing::info!(source = ?opts.kernel, "step: locate kernel");
-    let at = kernel::Locate { source: &opts.kernel, basefs: opts.basefs.as_deref(), firmware: opts.firmware, scratch: &opts.out_dir };
+    let at = kernel::Locate { source: &opts.kernel, basefs: opts.basefs.as_deref(), firmware: opts.firmware, scratch: opts.scratch.as_deref().unwrap_or(&opts.out_dir) };
     let kernel = kernel::locate(&at, &|| Fetcher::new(&opts.apt))?;
 
     tracing::info!(version = %kernel.version, "step: resolve modules");

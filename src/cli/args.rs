@@ -1,0 +1,88 @@
+//! The arguments of every command, as clap parses them (raw: paths as
+//! given, resolved by the caller).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mkimage", version, about = "Build, serve and boot-test RAM-resident Debian netboot images")]
+pub struct Cli {
+    /// More output (-v: debug, -vv: trace). RUST_LOG works too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build the squashfs base filesystem (bootstrap + roles + cleanup).
+    Basefs(BuildArgs),
+    /// Build a gzipped-cpio overlay: what roles change on top of the basefs.
+    Overlay(BuildArgs),
+    /// Build the initrd and kernel that netboot base + overlays.
+    Initrd(BuildArgs),
+    /// Run a playbook: an ordered list of builds.
+    Play(PlayArgs),
+    /// Serve the built artifacts over HTTP (with iPXE scripts) and TFTP.
+    Serve(mkimage::serve::ServeArgs),
+    /// Validate a vars file or playbook, its roles and --var names; build nothing.
+    Check(CheckArgs),
+    /// List the entries of a squashfs, cpio.gz overlay or initrd.
+    Inspect {
+        /// The image to list.
+        file: PathBuf,
+    },
+    /// Netboot the built artifacts in QEMU and assert they came up.
+    BootTest(mkimage::qemu::BootTestArgs),
+}
+
+/// Flags shared by `basefs`, `overlay` and `initrd`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BuildArgs {
+    /// The vars file describing the build.
+    #[arg(long)]
+    pub vars: PathBuf,
+    /// Override a variable: key=value (repeatable; wins over every file).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars_override: Vec<String>,
+    /// Where artifacts go (and where inputs such as the basefs are found).
+    #[arg(long, default_value = "builds")]
+    pub out: PathBuf,
+    /// Keep the build directory when the build fails (for debugging).
+    #[arg(long)]
+    pub keep_build_dir: bool,
+}
+
+/// `mkimage play`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlayArgs {
+    /// The playbook: an ordered list of builds.
+    pub playbook: PathBuf,
+    /// Override a variable for every build: key=value (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars_override: Vec<String>,
+    /// Where artifacts go.
+    #[arg(long, default_value = "builds")]
+    pub out: PathBuf,
+    /// Keep the build directory when a build fails (for debugging).
+    #[arg(long)]
+    pub keep_build_dir: bool,
+}
+
+/// `mkimage check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// A vars file to validate (its kind — basefs, overlay, initrd — is read off its keys).
+    #[arg(long)]
+    pub vars: Option<PathBuf>,
+    /// A playbook to validate (every build it lists).
+    pub playbook: Option<PathBuf>,
+    /// Override a variable: key=value (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars_override: Vec<String>,
+    /// The output dir the builds would use (for `cache_dir`'s default).
+    #[arg(long, default_value = "builds")]
+    pub out: PathBuf,
+}

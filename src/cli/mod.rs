@@ -1,0 +1,61 @@
+//! The command line: clap's argument types live here and nowhere else. Each
+//! command is parsed raw, resolved into the library's request (every path
+//! made absolute once, against the directory mkimage was started in), and
+//! run; the error is printed once as `mkimage: …` with exit code 2 for a
+//! usage or config mistake and 1 for a failed build.
+
+mod args;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+use mkimage::config::check::Target;
+use mkimage::image::{BuildRequest, Kind, PlayRequest};
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    mkimage::progress::init_logging(cli.verbose);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mkimage: {}", mkimage::progress::format_error(&err));
+            ExitCode::from(mkimage::exit_code(&err) as u8)
+        }
+    }
+}
+
+/// A path from the command line, made absolute against the current directory.
+pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(mkimage::config::absolute(path)?)
+}
+
+fn build(kind: Kind, a: args::BuildArgs) -> anyhow::Result<()> {
+    let req = BuildRequest { kind, vars: absolute(&a.vars)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir };
+    mkimage::image::run(&req)
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Basefs(a) => build(Kind::Basefs, a),
+        Command::Overlay(a) => build(Kind::Overlay, a),
+        Command::Initrd(a) => build(Kind::Initrd, a),
+        Command::Play(a) => {
+            let req = PlayRequest { playbook: absolute(&a.playbook)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir };
+            mkimage::image::play(&req)
+        }
+        Command::Check(a) => {
+            let target = match (a.vars, a.playbook) {
+                (Some(v), None) => Target::Vars(absolute(&v)?),
+                (None, Some(p)) => Target::Playbook(absolute(&p)?),
+                _ => return Err(mkimage::UsageError("give either --vars FILE or a PLAYBOOK".into()).into()),
+            };
+            mkimage::image::check(&target, &a.vars_override, &absolute(&a.out)?)
+        }
+        Command::Serve(a) => mkimage::serve::run(&a),
+        Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
+        Command::BootTest(a) => mkimage::qemu::run(&a),
+    }
+}

@@ -1,0 +1,83 @@
+//! The basefs: bootstrap → roles → cleanup → squashfs, published atomically
+//! with `NAME.sha256` and a manifest entry.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{cleanup, facts, workdir::WorkDir, Job};
+use crate::artifact::{self, Entry};
+use crate::provision::{self, Chroot, ChrootOptions};
+
+/// The artifact file of a basefs build.
+pub fn file_name(name: &str) -> String {
+    format!("{name}.squashfs")
+}
+
+pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
+    let plan = job.plan;
+    let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
+    let root = work.path.join("root");
+    std::fs::create_dir_all(&root)?;
+
+    crate::bootstrap::prepare(plan, &root, job.progress)?;
+    run_roles(job, &root)?;
+
+    job.progress.step("clean the tree");
+    let removed = cleanup::clean(job.sys, &root, &plan.cleanup)?;
+    job.progress.done(format!("removed {removed} build-only and per-machine files"));
+
+    let entry = pack(job, &root, Entry {
+        kind: "basefs".into(),
+        name: plan.name.clone(),
+        file: file_name(&plan.name),
+        inputs_hash: artifact::inputs::hash(&plan.context, &plan.provisioners_dir, &plan.provisioners),
+        packages: facts::packages(&root),
+        kernel_version: facts::kernel_versions(&root).pop(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    })?;
+    work.succeeded();
+    Ok(vec![entry])
+}
+
+/// Run the plan's roles in a chroot prepared on `root`.
+pub fn run_roles(job: &Job, root: &Path) -> anyhow::Result<()> {
+    let plan = job.plan;
+    if plan.provisioners.is_empty() {
+        return Ok(());
+    }
+    let opts = ChrootOptions { apt_proxy: plan.apt_proxy.clone(), package_cache: Some(plan.package_cache()) };
+    let chroot = Chroot::enter(job.sys, root, &opts)?;
+    let ctx = provision::Context {
+        root,
+        sys: job.sys,
+        vars: &plan.context,
+        progress: job.progress,
+        source_date_epoch: plan.source_date_epoch,
+        templater: Default::default(),
+    };
+    for name in &plan.provisioners {
+        let role = provision::load_role(&plan.provisioners_dir, name)?;
+        role.run(&ctx)?;
+    }
+    chroot.leave()
+}
+
+/// Pack `root` as squashfs into the output dir and record it.
+fn pack(job: &Job, root: &Path, mut entry: Entry) -> anyhow::Result<Entry> {
+    let out = &job.plan.out;
+    job.progress.step(format!("pack {}", entry.file));
+    let started = std::time::Instant::now();
+    let staged = artifact::staging_file(out, &entry.file)?;
+    crate::archive::squashfs::write_tree(root, &mut staged.as_file().try_clone()?, &job.plan.squashfs)
+        .with_context(|| format!("cannot write {}", entry.file))?;
+    let (size, sha256) = artifact::publish(out, &entry.file, staged.path())?;
+    let _ = staged.keep();
+    job.progress.done(format!("{} ({:.1} MB) in {:.1}s", entry.file, size as f64 / 1e6, started.elapsed().as_secs_f64()));
+    entry.size = size;
+    entry.sha256 = sha256;
+    entry.build_time = artifact::now();
+    artifact::record(out, std::slice::from_ref(&entry))?;
+    Ok(entry)
+}

@@ -1,0 +1,30 @@
+//! Reading facts off a built tree: installed packages and kernel versions,
+//! for the manifest.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+
+/// Installed packages (name → version) from the tree's dpkg status.
+pub fn packages(root: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
+    crate::apt::deb822::parse(&text)
+        .iter()
+        .filter(|p| p.get("Status").is_some_and(|s| s.ends_with(" installed")))
+        .filter_map(|p| Some((p.get("Package")?.to_string(), p.get("Version")?.to_string())))
+        .collect()
+}
+
+/// Kernel versions with modules in the tree (`/lib/modules/<ver>`), sorted.
+pub fn kernel_versions(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in ["usr/lib/modules", "lib/modules"] {
+        if let Ok(rd) = std::fs::read_dir(root.join(dir)) {
+            found.extend(rd.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().to_string()));
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
