@@ -53,7 +53,7 @@ vm_boot() {
     unshare -n -- sh tests/initrd_support/netns-qemu.sh "$dir" 18080 \
         qemu-system-x86_64 -accel tcg -smp 2 -m 1536 -nodefaults -display none -no-reboot \
         -netdev user,id=n0 -device virtio-net-pci,netdev=n0 -serial "file:$log" \
-        -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 panic=-1 mkimage.onfail=reboot $append" \
+        -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 panic=-1 no_timer_check mkimage.onfail=reboot $append" \
         </dev/null >/dev/null 2>&1 &
     pid=$!
     for ((i = 0; i < timeout * 2; i++)); do

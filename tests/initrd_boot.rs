@@ -101,7 +101,9 @@ fn overlay_entries() -> Vec<Entry> {
 fn start(b: &Boot, port: u16, args: &str, name: &str) -> Vm {
     let serial = b.serve.parent().unwrap().join(format!("{name}.serial.log"));
     let onfail = if args.contains("mkimage.onfail=") { "" } else { "mkimage.onfail=reboot" };
-    let append = format!("console=ttyS0 panic=-1 {onfail} mkimage.retries=2 mkimage.backoff=1 rootsize=256m {args}");
+    // no_timer_check: under a loaded host, TCG can fail the kernel's early
+    // IO-APIC timer check and panic before anything of ours runs.
+    let append = format!("console=ttyS0 panic=-1 no_timer_check {onfail} mkimage.retries=2 mkimage.backoff=1 rootsize=256m {args}");
     Vm::start_with_dns(&b.serve, port, &b.kernel, &b.initrd, &append, &serial, &format!("{DNS_NAME}={DNS_ADDR}"))
 }
 
