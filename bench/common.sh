@@ -41,3 +41,30 @@ timeit() {
 }
 
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.3f'; }
+
+# vm_boot DIR KERNEL INITRD APPEND LOG PATTERN TIMEOUT: netboot KERNEL +
+# INITRD in QEMU (TCG, 2 vCPUs, as boot-test runs it) with DIR served by
+# busybox httpd at http://10.0.2.2:18080/ inside a private network
+# namespace; wait until the serial LOG matches PATTERN (an event, not a
+# sleep), then stop QEMU and the server by pid. Fails on timeout.
+vm_boot() {
+    local dir=$1 kernel=$2 initrd=$3 append=$4 log=$5 pattern=$6 timeout=$7 pid i
+    rm -f "$log"
+    unshare -n -- sh tests/initrd_support/netns-qemu.sh "$dir" 18080 \
+        qemu-system-x86_64 -accel tcg -smp 2 -m 1536 -nodefaults -display none -no-reboot \
+        -netdev user,id=n0 -device virtio-net-pci,netdev=n0 -serial "file:$log" \
+        -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 panic=-1 no_timer_check mkimage.onfail=reboot $append" \
+        </dev/null >/dev/null 2>&1 &
+    pid=$!
+    for ((i = 0; i < timeout * 2; i++)); do
+        if grep -q -E "$pattern" "$log" 2>/dev/null; then break; fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    grep -q -E "$pattern" "$log" || { echo "VM never printed /$pattern/; tail of $log:" >&2; tail -20 "$log" >&2; return 1; }
+}
+
+# bench_line LOG TEXT: the seconds of the last `bench: TEXT … took X s` line.
+bench_line() { sed -n "s/.*$2.* took \([0-9.]*\) s.*/\1/p" "$1" | tail -n1; }

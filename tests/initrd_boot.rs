@@ -1,8 +1,11 @@
 //! The initrd boots for real: QEMU (TCG) with the fixture basefs's own
 //! kernel and our initrd, user-mode networking to a busybox httpd on
 //! loopback, all inside a private network namespace. Checks the good path
-//! (union root, overlay applied, systemd runs the overlay's unit) and the
-//! failure paths (wrong sha256, unreachable server) end in the fail action.
+//! (dm-verity basefs, union root, overlay applied, systemd runs the
+//! overlay's units, names resolve after switch_root through the DNS server
+//! from DHCP or `ip=`) and the failure paths (wrong sha256, wrong verity
+//! root hash, malformed `basefs.verity=`, unreachable server) end in the
+//! fail action with the reason.
 
 mod initrd_support;
 
@@ -19,6 +22,9 @@ use initrd_support::Vm;
 static VM_LOCK: Mutex<()> = Mutex::new(());
 
 const MARKER: &str = "overlay-marker-7c1e: the overlay is in the root";
+/// The name dnsmasq answers inside the test's namespace, and its address.
+const DNS_NAME: &str = "boot-dns.test";
+const DNS_ADDR: &str = "10.0.2.77";
 
 /// Built once per test binary: the served dir (basefs, overlay) and the
 /// kernel + initrd, with their digests.
@@ -27,6 +33,8 @@ struct Boot {
     kernel: PathBuf,
     initrd: PathBuf,
     basefs_sha: String,
+    /// `ROOT_HASH:HASH_OFFSET` of the basefs's dm-verity tree.
+    verity: String,
     overlay_sha: String,
 }
 
@@ -52,6 +60,7 @@ fn boot() -> &'static Boot {
         let sha = |p: &Path| mkimage::artifact::sha256_file(p).unwrap().1;
         Boot {
             basefs_sha: sha(&basefs),
+            verity: initrd_support::fixture_verity(&image),
             overlay_sha: sha(&overlay),
             kernel: out.join(&entries[0].file),
             initrd: out.join(&entries[1].file),
@@ -60,10 +69,14 @@ fn boot() -> &'static Boot {
     })
 }
 
-/// An overlay with a marker file and a unit that prints it at boot.
+/// An overlay with a marker file and a unit that prints it at boot, and a
+/// unit that prints what DNS_NAME resolves to in the booted system.
 fn overlay_entries() -> Vec<Entry> {
     let unit = "[Unit]\nDescription=mkimage test overlay marker\n\n[Service]\nType=oneshot\nExecStart=/bin/cat /etc/overlay-marker\nStandardOutput=journal+console\n\n[Install]\nWantedBy=multi-user.target\n";
+    let dns_unit = "[Unit]\nDescription=mkimage test name resolution\n\n[Service]\nType=oneshot\nExecStart=/usr/local/bin/dns-check\nStandardOutput=journal+console\n";
+    let dns_check = format!("#!/bin/sh\necho \"dns-check: $(getent hosts {DNS_NAME} || echo unresolved)\"\n");
     let dir = |p: &str| Entry::new(p, EntryKind::Dir, 0o755);
+    let wants = "etc/systemd/system/multi-user.target.wants";
     vec![
         dir("etc"),
         Entry::new("etc/overlay-marker", EntryKind::Data(format!("{MARKER}\n").into_bytes()), 0o644),
@@ -76,44 +89,119 @@ fn overlay_entries() -> Vec<Entry> {
             0o777,
         ),
         Entry::new("etc/systemd/system/overlay-marker.service", EntryKind::Data(unit.as_bytes().to_vec()), 0o644),
+        Entry::new(&format!("{wants}/dns-check.service"), EntryKind::Symlink("/etc/systemd/system/dns-check.service".into()), 0o777),
+        Entry::new("etc/systemd/system/dns-check.service", EntryKind::Data(dns_unit.as_bytes().to_vec()), 0o644),
+        dir("usr"),
+        dir("usr/local"),
+        dir("usr/local/bin"),
+        Entry::new("usr/local/bin/dns-check", EntryKind::Data(dns_check.into_bytes()), 0o755),
     ]
 }
 
 fn start(b: &Boot, port: u16, args: &str, name: &str) -> Vm {
     let serial = b.serve.parent().unwrap().join(format!("{name}.serial.log"));
     let onfail = if args.contains("mkimage.onfail=") { "" } else { "mkimage.onfail=reboot" };
-    let append = format!("console=ttyS0 panic=-1 {onfail} mkimage.retries=2 mkimage.backoff=1 rootsize=256m {args}");
-    Vm::start(&b.serve, port, &b.kernel, &b.initrd, &append, &serial)
+    // no_timer_check: under a loaded host, TCG can fail the kernel's early
+    // IO-APIC timer check and panic before anything of ours runs.
+    let append = format!("console=ttyS0 panic=-1 no_timer_check {onfail} mkimage.retries=2 mkimage.backoff=1 rootsize=256m {args}");
+    Vm::start_with_dns(&b.serve, port, &b.kernel, &b.initrd, &append, &serial, &format!("{DNS_NAME}={DNS_ADDR}"))
+}
+
+/// Boot until the overlay's units ran; check the log has every `want`,
+/// systemd started, nothing failed, and DNS_NAME resolved in the booted system.
+fn boot_to_systemd(vm: &mut Vm, wants: &[&str]) {
+    let ok = vm.wait_for(MARKER, Duration::from_secs(480));
+    assert!(ok, "the overlay's unit never printed its marker; serial log tail:\n{}", vm.tail());
+    let resolved = vm.wait_for("dns-check: ", Duration::from_secs(120));
+    let log = vm.log();
+    assert!(resolved, "the name-resolution unit never ran; tail:\n{}", vm.tail());
+    for want in wants {
+        assert!(log.contains(want), "serial log lacks `{want}`; tail:\n{}", vm.tail());
+    }
+    let answer = format!("dns-check: {DNS_ADDR}");
+    assert!(log.contains(&answer) && log.contains(DNS_NAME), "{DNS_NAME} did not resolve to {DNS_ADDR} after switch_root:\n{}", vm.tail());
+    assert!(log.contains("systemd[1]") || log.contains("Welcome to"), "systemd did not start; tail:\n{}", vm.tail());
+    assert!(!log.contains("FAILED at step") && !log.contains("mkimage-init: warning:"), "{}", vm.tail());
 }
 
 #[test]
-fn boots_basefs_plus_overlay_until_systemd() {
+fn boots_verity_basefs_plus_overlay_until_systemd_with_dns_from_dhcp() {
     let b = boot();
     let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let port = initrd_support::free_port();
     let url = format!("http://10.0.2.2:{port}");
     // Nothing receives syslog in the namespace; forwarding must not hinder the boot.
     let args = format!(
-        "BASEFS={url}/basefs.squashfs basefs.sha256={} overlayfs={url}/overlay.cpio.gz overlayfs.sha256={} SYSLOGSERVER=10.0.2.2:5514",
-        b.basefs_sha, b.overlay_sha
+        "BASEFS={url}/basefs.squashfs basefs.sha256={} basefs.verity={} overlayfs={url}/overlay.cpio.gz overlayfs.sha256={} SYSLOGSERVER=10.0.2.2:5514",
+        b.basefs_sha, b.verity, b.overlay_sha
     );
     let mut vm = start(b, port, &args, "good");
-    let ok = vm.wait_for(MARKER, Duration::from_secs(480));
-    let log = vm.log();
-    assert!(ok, "the overlay's unit never printed its marker; serial log tail:\n{}", vm.tail());
-    for want in [
+    let root = b.verity.split(':').next().unwrap_or_default();
+    boot_to_systemd(&mut vm, &[
         "mkimage-init: step: load kernel modules",
         "mkimage-init: step: forward log to syslog server 10.0.2.2:5514",
-        "mkimage-init: sha256 ok: ",
+        &format!("mkimage-init: dm-verity ok: {url}/basefs.squashfs (root hash {root}"),
+        &format!("mkimage-init: sha256 ok: {url}/overlay.cpio.gz"),
         "mkimage-init: overlay 1 applied",
         "mkimage-init: root: overlay /newroot overlay",
         "lowerdir=/run/mkimage/rw/layer1:/run/mkimage/base",
+        "mkimage-init: resolv.conf: nameserver 10.0.2.3",
         "mkimage-init: exec /sbin/init",
-    ] {
-        assert!(log.contains(want), "serial log lacks `{want}`; tail:\n{}", vm.tail());
-    }
-    assert!(log.contains("systemd[1]") || log.contains("Welcome to"), "systemd did not start; tail:\n{}", vm.tail());
-    assert!(!log.contains("FAILED at step") && !log.contains("mkimage-init: warning:"), "{}", vm.tail());
+    ]);
+    // With verity the whole-file sha256 is not computed (that is the point).
+    assert!(!vm.log().contains(&format!("sha256 ok: {url}/basefs.squashfs")), "{}", vm.tail());
+}
+
+#[test]
+fn boots_plain_sha256_basefs_with_static_ip_and_its_dns() {
+    let b = boot();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let port = initrd_support::free_port();
+    let url = format!("http://10.0.2.2:{port}");
+    // on-imagebuilder's contract: no basefs.verity=, the sha256 is checked.
+    let args = format!(
+        "basefs={url}/basefs.squashfs basefs.sha256={} overlayfs={url}/overlay.cpio.gz overlayfs.sha256={} BOOTIF=01-52-54-00-12-34-56 ip=10.0.2.15::10.0.2.2:255.255.255.0:lab::off:10.0.2.3",
+        b.basefs_sha, b.overlay_sha
+    );
+    let mut vm = start(b, port, &args, "static");
+    boot_to_systemd(&mut vm, &[
+        "step: configure eth0 statically (10.0.2.15)",
+        &format!("mkimage-init: sha256 ok: {url}/basefs.squashfs"),
+        "mkimage-init: overlay 1 applied",
+        "mkimage-init: resolv.conf: nameserver 10.0.2.3",
+    ]);
+    assert!(!vm.log().contains("dm-verity ok"), "{}", vm.tail());
+}
+
+#[test]
+fn wrong_verity_root_hash_is_retried_then_fails_loudly() {
+    let b = boot();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let port = initrd_support::free_port();
+    let offset = b.verity.split(':').nth(1).unwrap_or_default();
+    let bad = "0".repeat(64);
+    let url = format!("http://10.0.2.2:{port}/basefs.squashfs");
+    let mut vm = start(b, port, &format!("basefs={url} basefs.verity={bad}:{offset}"), "badverity");
+    let exited = vm.wait_exit(Duration::from_secs(300));
+    let log = vm.log();
+    assert!(exited, "VM did not reboot (exit) after the failure; tail:\n{}", vm.tail());
+    let why = format!("dm-verity: the basefs does not match the root hash {bad} of basefs.verity");
+    assert!(log.contains("(try 2 of 2)"), "mismatch not retried:\n{}", vm.tail());
+    assert!(log.contains(&format!("FAILED at step 'download basefs' (url: {url}): {why}")), "{}", vm.tail());
+    assert!(log.contains("mkimage.onfail=reboot: rebooting") && !log.contains("step: switch root"), "{}", vm.tail());
+}
+
+#[test]
+fn malformed_verity_parameter_is_refused_with_the_fix() {
+    let b = boot();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let port = initrd_support::free_port();
+    let mut vm = start(b, port, &format!("basefs=http://10.0.2.2:{port}/basefs.squashfs basefs.verity=xyz:12"), "malformed");
+    let exited = vm.wait_exit(Duration::from_secs(240));
+    let log = vm.log();
+    assert!(exited, "VM did not reboot (exit) after the failure; tail:\n{}", vm.tail());
+    assert!(log.contains("basefs.verity=xyz:12: expected ROOT_HASH:HASH_OFFSET"), "{}", vm.tail());
+    assert!(!log.contains("step: download basefs"), "a malformed parameter must stop the boot before any download:\n{}", vm.tail());
 }
 
 #[test]

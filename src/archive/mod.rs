@@ -12,6 +12,7 @@ pub mod squashfs;
 mod squashfs_par;
 pub mod squashfs_read;
 pub mod tree;
+pub mod verity;
 pub mod walk;
 pub mod xattr;
 

@@ -49,6 +49,9 @@ pub struct Entry {
     /// For overlays: parent overlays, in the order they are applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parents: Vec<Ref>,
+    /// For a basefs: the dm-verity hash tree appended to the squashfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verity: Option<crate::archive::verity::Verity>,
     /// For initrds: the kernel modules included, in load order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<String>,

@@ -72,11 +72,14 @@ fn pack(job: &Job, root: &Path, mut entry: Entry) -> anyhow::Result<Entry> {
     let staged = artifact::staging_file(out, &entry.file)?;
     crate::archive::squashfs::write_tree(root, &mut staged.as_file().try_clone()?, &job.plan.squashfs)
         .with_context(|| format!("cannot write {}", entry.file))?;
+    let verity = crate::archive::verity::append_tree(&mut staged.as_file().try_clone()?)
+        .with_context(|| format!("cannot append the dm-verity hash tree to {}", entry.file))?;
     let (size, sha256) = artifact::publish(out, &entry.file, staged.path())?;
     let _ = staged.keep();
     job.progress.done(format!("{} ({:.1} MB) in {:.1}s", entry.file, size as f64 / 1e6, started.elapsed().as_secs_f64()));
     entry.size = size;
     entry.sha256 = sha256;
+    entry.verity = Some(verity);
     entry.build_time = artifact::now();
     artifact::record(out, std::slice::from_ref(&entry))?;
     Ok(entry)

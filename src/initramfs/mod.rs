@@ -8,6 +8,7 @@
 //! modules, collect firmware, fetch busybox, render init, pack, publish.
 
 pub mod busybox;
+pub mod dmsetup;
 pub mod kernel;
 pub mod modules;
 pub mod pack;
@@ -111,11 +112,20 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     tracing::info!("step: fetch busybox");
     let busybox = busybox::fetch(&Fetcher::new(&opts.apt)?)?;
 
+    tracing::info!("step: fetch dmsetup");
+    let dmsetup = dmsetup::fetch(&Fetcher::new(&opts.apt)?)?;
+
     tracing::info!("step: render init");
     let init = pack::render_init(&opts.init_template, &opts.name, &kernel.version, &opts.defaults)?;
     let init_sha = artifact::sha256_bytes(init.as_bytes());
     let udhcpc = opts.init_template.with_file_name("udhcpc.script");
     let udhcpc = std::fs::read(&udhcpc).with_context(|| format!("cannot read {}", udhcpc.display()))?;
+    let scripts = pack::read_scripts(&opts.init_template)?;
+    let init_sha = artifact::sha256_bytes(&scripts.iter().fold(init_sha.into_bytes(), |mut all, (name, bytes)| {
+        all.extend_from_slice(name.as_bytes());
+        all.extend_from_slice(bytes);
+        all
+    }));
 
     tracing::info!("step: pack initrd");
     let entries = pack::entries(&pack::Contents {
@@ -123,8 +133,10 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
         modules: &order,
         firmware: &firmware,
         busybox: &busybox,
+        dmsetup: &dmsetup,
         init: init.into_bytes(),
         udhcpc,
+        scripts: &scripts,
         mtime: opts.source_date_epoch,
     })?;
     let initrd_file = format!("{}.initrd", opts.name);
@@ -141,10 +153,11 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
         packages.insert(name.clone(), version.clone());
     }
     packages.insert(busybox::PACKAGE.to_string(), busybox.version.clone());
+    packages.extend(dmsetup.versions.clone());
     let (ksize, ksha) = artifact::publish(&opts.out_dir, &vmlinuz_file, &keep(staged_kernel)?)?;
     let (isize, isha) = artifact::publish(&opts.out_dir, &initrd_file, &keep(staged)?)?;
     let inputs_hash = artifact::sha256_bytes(
-        format!("{ksha}\n{}\n{}\n{:?}\n{}\n{init_sha}\n", kernel.version, module_names.join(","), opts.compression, busybox.version)
+        format!("{ksha}\n{}\n{}\n{:?}\n{}\n{init_sha}\n{:?}\n", kernel.version, module_names.join(","), opts.compression, busybox.version, dmsetup.versions)
             .as_bytes(),
     );
     let common = Entry {

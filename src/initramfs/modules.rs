@@ -25,7 +25,7 @@ pub enum ModuleError {
 /// The NICs of real lab machines and the boot path (loop, squashfs, overlay).
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_net", "virtio_pci", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "tg3", "bnx2", "r8169",
-    "mlx4_en", "mlx5_core", "vmxnet3", "loop", "squashfs", "overlay", "af_packet",
+    "mlx4_en", "mlx5_core", "vmxnet3", "loop", "squashfs", "overlay", "dm_verity", "af_packet",
 ];
 
 /// Canonical module name: `-` and `_` are the same to the kernel.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::busybox::{self, Busybox};
+use super::dmsetup::DmSetup;
 use super::kernel::Kernel;
 use super::modules::{read_module, Module};
 use super::InitDefaults;
@@ -24,6 +25,26 @@ pub enum Compression {
 
 /// The file in the initrd that lists module paths in load order.
 pub const MODULES_ORDER: &str = "etc/modules.order";
+
+/// Where the init's shell libraries go in the initrd.
+pub const SCRIPTS_DIR: &str = "lib/mkimage";
+
+/// The shell libraries beside the init template (`*.sh`), sorted by name.
+pub fn read_scripts(template: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let dir = template.parent().unwrap_or(Path::new("."));
+    let listing = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let mut scripts = Vec::new();
+    for entry in listing {
+        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if name.ends_with(".sh") && path.is_file() {
+            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            scripts.push((name, bytes));
+        }
+    }
+    scripts.sort();
+    Ok(scripts)
+}
 
 /// One firmware file to include: its path under `lib/firmware` and source.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,8 +110,11 @@ pub struct Contents<'a> {
     pub modules: &'a [Module],
     pub firmware: &'a [Firmware],
     pub busybox: &'a Busybox,
+    pub dmsetup: &'a DmSetup,
     pub init: Vec<u8>,
     pub udhcpc: Vec<u8>,
+    /// Shell libraries the init sources (`initrd/*.sh` → `/lib/mkimage/`).
+    pub scripts: &'a [(String, Vec<u8>)],
     pub mtime: u64,
 }
 
@@ -106,11 +130,17 @@ pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
     files.insert("dev/null".into(), (EntryKind::CharDev { major: 1, minor: 3 }, 0o666));
     files.insert("init".into(), (EntryKind::Data(c.init.clone()), 0o755));
     files.insert("usr/share/udhcpc/default.script".into(), (EntryKind::Data(c.udhcpc.clone()), 0o755));
+    for (name, bytes) in c.scripts {
+        files.insert(format!("{SCRIPTS_DIR}/{name}"), (EntryKind::Data(bytes.clone()), 0o644));
+    }
     files.insert("etc/nsswitch.conf".into(), (EntryKind::Data(b"hosts: files dns\n".to_vec()), 0o644));
     files.insert("etc/hosts".into(), (EntryKind::Data(b"127.0.0.1 localhost\n".to_vec()), 0o644));
     files.insert("bin/busybox".into(), (EntryKind::File(c.busybox.binary.clone()), 0o755));
     for applet in &c.busybox.applets {
         files.entry(applet.clone()).or_insert((EntryKind::Symlink(busybox::link_target(applet)), 0o777));
+    }
+    for (path, source) in &c.dmsetup.files {
+        files.insert(path.clone(), (EntryKind::File(source.clone()), 0o755));
     }
     let kdir = format!("lib/modules/{}", c.kernel.version);
     let mut order = String::new();
@@ -179,7 +209,14 @@ mod tests {
         assert!(out.starts_with("#!/bin/sh\n"));
         assert!(out.contains("ONFAIL=shell") && out.contains("exec switch_root /newroot /sbin/init"));
         crate::exec::Cmd::new("sh").arg("-n").stdin_bytes(out.clone()).run().unwrap();
-        crate::exec::Cmd::new("busybox").args(["sh", "-n"]).stdin_bytes(out).run().unwrap();
+        crate::exec::Cmd::new("busybox").args(["sh", "-n"]).stdin_bytes(out.clone()).run().unwrap();
+        let scripts = read_scripts(&t).unwrap();
+        let names: Vec<&str> = scripts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["bench.sh", "fetch.sh"]);
+        for (name, bytes) in scripts {
+            assert!(out.contains(&format!(". /{SCRIPTS_DIR}/{name}")), "the init does not source {name}");
+            crate::exec::Cmd::new("busybox").args(["sh", "-n"]).stdin_bytes(bytes).run().unwrap();
+        }
     }
 
     #[test]

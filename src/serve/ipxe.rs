@@ -32,6 +32,7 @@ pub struct Scripts {
 struct Link<'a> {
     file: &'a str,
     sha256: &'a str,
+    verity: Option<&'a str>,
     url: String,
 }
 
@@ -52,7 +53,7 @@ impl Scripts {
     /// Render the script for `resolved`; `base_url` has no trailing slash.
     pub fn render(&self, resolved: &Resolved, base_url: &str, mac: Option<&str>, console: &str) -> Result<String, ScriptError> {
         fn link<'a>(a: &'a Art, base_url: &str) -> Link<'a> {
-            Link { file: &a.file, sha256: &a.sha256, url: format!("{base_url}/{}", encode_path(&a.file)) }
+            Link { file: &a.file, sha256: &a.sha256, verity: a.verity.as_deref(), url: format!("{base_url}/{}", encode_path(&a.file)) }
         }
         let link = |a| link(a, base_url);
         let overlays: Vec<Link> = resolved.overlays.iter().map(link).collect();
@@ -99,7 +100,7 @@ mod tests {
     use super::*;
 
     fn art(f: &str) -> Art {
-        Art { file: f.into(), sha256: format!("{f}sha") }
+        Art { file: f.into(), sha256: format!("{f}sha"), verity: None }
     }
 
     #[test]
@@ -125,7 +126,10 @@ mod tests {
             assert!(kernel.contains(want), "{want} not in {kernel}");
         }
         assert!(s.contains("\ninitrd --name initrd http://10.0.2.2:8080/initrd.img?sha256=initrd.imgsha || goto failed\n"), "{s}");
-        let none = Scripts::new(None).unwrap().render(&Resolved { overlays: vec![], ..r }, "http://h", None, "").unwrap();
+        assert!(!kernel.contains("basefs.verity="), "{kernel}");
+        let verity = Art { verity: Some("abc:4096".into()), ..art("base.squashfs") };
+        let none = Scripts::new(None).unwrap().render(&Resolved { overlays: vec![], basefs: verity, ..r }, "http://h", None, "").unwrap();
+        assert!(none.contains(" basefs.sha256=base.squashfssha basefs.verity=abc:4096"), "{none}");
         assert!(!none.contains("overlayfs="), "{none}");
         assert!(none.contains("BOOTIF=01-${netX/mac:hexhyp}"), "{none}");
     }

@@ -74,6 +74,9 @@ pub struct Profile {
 pub struct Art {
     pub file: String,
     pub sha256: String,
+    /// A basefs's dm-verity `ROOT_HASH:HASH_OFFSET`, when it has a hash tree.
+    #[serde(default)]
+    pub verity: Option<String>,
 }
 
 /// A profile resolved against one manifest snapshot.
@@ -148,7 +151,7 @@ impl BootConfig {
 }
 
 fn art(e: &Entry) -> Art {
-    Art { file: e.file.clone(), sha256: e.sha256.clone() }
+    Art { file: e.file.clone(), sha256: e.sha256.clone(), verity: e.verity.as_ref().map(|v| v.cmdline()) }
 }
 
 /// The newest entry of a kind (by build time, then file name).

@@ -15,7 +15,7 @@ use mkimage::apt::AptSource;
 use mkimage::exec::Cmd;
 
 /// Bump when the fixture recipe changes.
-const FIXTURE_VERSION: &str = "2";
+const FIXTURE_VERSION: &str = "3";
 pub const SUITE: &str = "bookworm";
 
 pub fn fixtures_root() -> PathBuf {
@@ -83,6 +83,15 @@ pub fn basefs_fixture() -> (PathBuf, PathBuf) {
     (tree, image)
 }
 
+/// The fixture basefs's dm-verity `ROOT_HASH:HASH_OFFSET`, from the
+/// manifest `mkimage basefs` wrote beside it.
+pub fn fixture_verity(image: &Path) -> String {
+    let dir = image.parent().expect("fixture dir");
+    let manifest = mkimage::artifact::Manifest::load(dir).expect("fixture manifest");
+    let entry = manifest.find("basefs", "basefs").expect("fixture basefs in its manifest");
+    entry.verity.as_ref().expect("the fixture basefs has a dm-verity tree").cmdline()
+}
+
 /// The `.deb` cache shared by all test builds (so reruns download nothing).
 pub fn apt_source() -> AptSource {
     AptSource::new(SUITE, &fixtures_root().join("apt-cache"))
@@ -107,6 +116,15 @@ pub struct Vm {
 
 impl Vm {
     pub fn start(serve_dir: &Path, port: u16, kernel: &Path, initrd: &Path, append: &str, serial: &Path) -> Vm {
+        Vm::start_with_dns(serve_dir, port, kernel, initrd, append, serial, "-")
+    }
+
+    /// As `start`, with dnsmasq in the namespace answering `dns`
+    /// (`NAME=ADDR`) — what the guest's DNS server 10.0.2.3 forwards to.
+    pub fn start_with_dns(serve_dir: &Path, port: u16, kernel: &Path, initrd: &Path, append: &str, serial: &Path, dns: &str) -> Vm {
+        if dns != "-" {
+            require("dnsmasq", "dnsmasq-base");
+        }
         require("unshare", "util-linux");
         require("ip", "iproute2");
         require("busybox", "busybox-static");
@@ -114,10 +132,11 @@ impl Vm {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/initrd_support/netns-qemu.sh");
         let stderr = fs::File::create(serial.with_extension("stderr")).expect("qemu stderr file");
         let child = Cmd::new("unshare")
-            .args(["-n", "--", "sh"])
+            .args(["-n", "-m", "--", "sh"])
             .arg(script)
             .arg(serve_dir)
             .arg(port.to_string())
+            .arg(dns)
             .args(["qemu-system-x86_64", "-accel", "tcg", "-m", "1536", "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot"])
             .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
             .arg("-serial")

@@ -1,0 +1,185 @@
+# Downloads for the mkimage init (sourced by /init; installed as
+# /lib/mkimage/fetch.sh): every image is fetched by a job of its own, all
+# at once, each verified as it completes — the basefs by dm-verity (only
+# block 0 is read now; the kernel checks every other block when it is
+# read) or by sha256, each overlay by sha256 and then unpacked while the
+# basefs is still arriving. A job never runs the fail action itself: it
+# records its step, URL and reason, and /init reports the first failure.
+
+# fetch URL DEST [CHECK ARGS...]: download with retries and exponential
+# backoff, then run CHECK DEST ARGS (sets WHY and returns 1 when the file
+# is not the one wanted); a failed check counts as a failed try.
+fetch() {
+	URL="$1"
+	dest="$2"
+	shift 2
+	try=1
+	delay="$BACKOFF"
+	while :; do
+		say "download $URL (try $try of $RETRIES)"
+		rm -f "$dest"
+		WHY=
+		if wget -q -O "$dest" "$URL" 2>"$dest.err"; then
+			[ $# -eq 0 ] || run_check "$dest" "$@" || :
+		else
+			WHY="download failed: $(cat "$dest.err")"
+		fi
+		rm -f "$dest.err"
+		[ -z "$WHY" ] && return 0
+		say "$WHY"
+		if [ "$try" -ge "$RETRIES" ]; then
+			WHY="$WHY (after $try tries)"
+			return 1
+		fi
+		say "retrying in ${delay}s"
+		sleep "$delay"
+		try=$((try + 1))
+		delay=$((delay * 2))
+	done
+}
+
+run_check() {
+	file=$1
+	check=$2
+	shift 2
+	"$check" "$file" "$@" && return 0
+	[ -n "$WHY" ] || WHY="$check failed"
+	return 1
+}
+
+# sha256_is FILE HEX: the digest matches, else WHY says what came instead.
+sha256_is() {
+	got=$(sha256sum "$1" | cut -d' ' -f1)
+	[ "$got" = "$2" ] && return 0
+	WHY="sha256 mismatch: expected $2, got $got"
+	return 1
+}
+
+# --- the basefs ------------------------------------------------------------
+# verity_parse ROOT_HASH:HASH_OFFSET (basefs.verity=): sets VERITY_ROOT and
+# VERITY_OFFSET, or fails naming the parameter.
+VERITY_ROOT=
+VERITY_OFFSET=
+verity_parse() {
+	[ -n "$1" ] || return 0
+	VERITY_ROOT=${1%%:*}
+	VERITY_OFFSET=${1#*:}
+	ok=
+	case "$VERITY_OFFSET" in
+	"" | *[!0-9]* | 0*) ;;
+	*) [ ${#VERITY_OFFSET} -le 15 ] && [ $((VERITY_OFFSET % 4096)) -eq 0 ] && ok=1 ;;
+	esac
+	case "$VERITY_ROOT" in *[!0-9a-f]*) ok= ;; esac
+	[ ${#VERITY_ROOT} -eq 64 ] || ok=
+	[ -n "$ok" ] && return 0
+	fail "basefs.verity=$1: expected ROOT_HASH:HASH_OFFSET (64 lower-case hex digits, then a byte offset that is a positive multiple of 4096); fix the boot script or drop the parameter"
+}
+
+# check_basefs FILE: with basefs.verity=, a dm-verity device over the file
+# (block 0 read through it, so a wrong root hash fails here); else the
+# sha256 when basefs.sha256= names one.
+check_basefs() {
+	if [ -n "$VERITY_ROOT" ]; then
+		verity_open "$1" && return 0
+		verity_close
+		return 1
+	fi
+	[ -z "$BASEFS_SHA" ] && return 0
+	sha256_is "$1" "$BASEFS_SHA" && say "sha256 ok: $URL"
+}
+
+BASEFS_DEV=
+verity_open() {
+	size=$(stat -c %s "$1")
+	if [ "$size" -le "$VERITY_OFFSET" ]; then
+		WHY="the basefs is $size bytes, but basefs.verity puts its hash tree at byte $VERITY_OFFSET: not the image the boot script names"
+		return 1
+	fi
+	LOOP=$(losetup -f) && losetup -r "$LOOP" "$1" 2>/tmp/losetup.err || {
+		WHY="cannot attach the basefs to a loop device: $(cat /tmp/losetup.err)"
+		return 1
+	}
+	blocks=$((VERITY_OFFSET / 4096))
+	table="0 $((blocks * 8)) verity 1 $LOOP $LOOP 4096 4096 $blocks $blocks sha256 $VERITY_ROOT -"
+	dmsetup create mkimage-basefs --readonly --table "$table" 2>/tmp/dmsetup.err || {
+		WHY="cannot create the dm-verity device (dm_verity module missing from the initrd's modules?): $(cat /tmp/dmsetup.err)"
+		return 1
+	}
+	BASEFS_DEV=$(verity_device)
+	if ! dd if="$BASEFS_DEV" of=/dev/null bs=4096 count=1 2>/dev/null; then
+		WHY="dm-verity: the basefs does not match the root hash $VERITY_ROOT of basefs.verity (block 0 fails verification: a wrong or corrupt image)"
+		return 1
+	fi
+	say "dm-verity ok: $URL (root hash $VERITY_ROOT; every block is checked when read)"
+}
+
+# verity_device: the block device of the verity mapping (libdevmapper makes
+# /dev/mapper/NAME itself when no udev runs; devtmpfs always has dm-N).
+verity_device() {
+	if [ -b /dev/mapper/mkimage-basefs ]; then
+		echo /dev/mapper/mkimage-basefs
+		return 0
+	fi
+	for d in /sys/block/dm-*; do
+		[ "$(cat "$d/dm/name" 2>/dev/null)" = mkimage-basefs ] && echo "/dev/${d##*/}" && return 0
+	done
+	return 1
+}
+
+verity_close() {
+	[ -n "$BASEFS_DEV" ] && dmsetup remove mkimage-basefs 2>/dev/null
+	[ -n "$LOOP" ] && losetup -d "$LOOP" 2>/dev/null
+	BASEFS_DEV=
+	LOOP=
+}
+
+# --- overlays --------------------------------------------------------------
+# check_overlay FILE N SHA: verify, then unpack into its own layer dir.
+check_overlay() {
+	if [ -n "$3" ]; then
+		sha256_is "$1" "$3" || return 1
+		say "sha256 ok: $URL"
+	fi
+	layer=/run/mkimage/rw/layer$2
+	rm -rf "$layer"
+	mkdir -p "$layer"
+	(cd "$layer" && gunzip -c "$1" | cpio -idm 2>"$1.cpio.err") || {
+		WHY="cannot extract overlay: $(cat "$1.cpio.err")"
+		return 1
+	}
+	rm -f "$1" "$1.cpio.err"
+	say "overlay $2 applied: $URL"
+}
+
+# --- jobs ------------------------------------------------------------------
+JOBS=
+# job NAME STEP FUNCTION ARGS...: run FUNCTION in the background; when it
+# fails, its step, URL and reason go to /run/mkimage/NAME.failed.
+job() {
+	name=$1
+	label=$2
+	shift 2
+	(
+		step "$label"
+		"$@" || printf '%s\n%s\n%s\n' "$STEP" "$URL" "$WHY" > "/run/mkimage/$name.failed"
+	) &
+	JOBS="$JOBS $!:$name"
+}
+
+# wait_jobs: wait for every job, then fail with the first one (in start
+# order) that failed.
+wait_jobs() {
+	for j in $JOBS; do wait "${j%%:*}"; done
+	for j in $JOBS; do
+		f=/run/mkimage/${j#*:}.failed
+		if [ -s "$f" ]; then
+			STEP=$(sed -n 1p "$f")
+			URL=$(sed -n 2p "$f")
+			fail "$(sed -n 3p "$f")"
+		fi
+	done
+	JOBS=
+}
+
+basefs_job() { fetch "$BASEFS" /run/mkimage/basefs.squashfs check_basefs; }
+overlay_job() { fetch "$2" "/run/mkimage/overlay$1.cpio.gz" check_overlay "$1" "$3"; }
