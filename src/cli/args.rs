@@ -35,7 +35,7 @@ pub enum Command {
         file: PathBuf,
     },
     /// Netboot the built artifacts in QEMU and assert they came up.
-    BootTest(mkimage::qemu::BootTestArgs),
+    BootTest(BootTestArgs),
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.
@@ -85,4 +85,44 @@ pub struct CheckArgs {
     /// The output dir the builds would use (for `cache_dir`'s default).
     #[arg(long, default_value = "builds")]
     pub out: PathBuf,
+}
+
+/// `mkimage boot-test`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BootTestArgs {
+    /// Build this playbook first (into --dir), then boot its output.
+    pub playbook: Option<PathBuf>,
+    /// The directory holding the artifacts (what `mkimage serve` serves).
+    #[arg(long, default_value = "builds")]
+    pub dir: PathBuf,
+    /// Boot config with profiles and `boot_test:` assertions.
+    #[arg(long, default_value = "vars/boot.yml")]
+    pub boot_config: PathBuf,
+    /// Profile to boot (default: boot_test.profile, else the default profile).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// The guest NIC's MAC (profiles may select by it).
+    #[arg(long, default_value = "52:54:00:12:34:56")]
+    pub mac: String,
+    /// The guest NIC: virtio or e1000.
+    #[arg(long, default_value = "virtio", value_parser = ["virtio", "e1000"])]
+    pub nic: String,
+    /// Guest memory in MiB (default: boot_test.memory, else 1536).
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Seconds to wait for the boot and the checks (default: boot_test.timeout, else 600).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Boot with UEFI firmware (OVMF) instead of the BIOS.
+    #[arg(long)]
+    pub uefi: bool,
+    /// Extra kernel arguments for this boot (e.g. `mkimage.bench=transfer`).
+    #[arg(long, default_value = "")]
+    pub append: String,
+    /// Keep the serial console log here.
+    #[arg(long)]
+    pub serial_log: Option<PathBuf>,
+    /// Overrides for the playbook's builds.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars_override: Vec<String>,
 }

@@ -56,6 +56,26 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Serve(a) => mkimage::serve::run(&a),
         Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
-        Command::BootTest(a) => mkimage::qemu::run(&a),
+        Command::BootTest(a) => boot_test(a),
     }
+}
+
+fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
+    let nic = mkimage::boottest::Nic::parse(&a.nic).ok_or_else(|| mkimage::UsageError(format!("--nic {}: use virtio or e1000", a.nic)))?;
+    let req = mkimage::boottest::Request {
+        playbook: a.playbook.as_deref().map(absolute).transpose()?,
+        overrides: a.vars_override,
+        dir: absolute(&a.dir)?,
+        boot_config_is_default: a.boot_config == Path::new("vars/boot.yml"),
+        boot_config: absolute(&a.boot_config)?,
+        profile: a.profile,
+        mac: a.mac,
+        nic,
+        memory: a.memory,
+        timeout: a.timeout,
+        uefi: a.uefi,
+        append: a.append,
+        serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
+    };
+    mkimage::boottest::run(&req)
 }

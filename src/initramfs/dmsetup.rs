@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use object::read::elf::{Dyn, FileHeader, ProgramHeader, SectionHeader};
 
-use crate::debs::Fetcher;
+use crate::apt::Fetcher;
 
 /// The packages that hold dmsetup and its libraries (bookworm and trixie).
 pub const PACKAGES: &[&str] = &["dmsetup", "libdevmapper1.02.1", "libc6", "libselinux1", "libudev1", "libpcre2-8-0"];

@@ -44,7 +44,7 @@ pub struct BootConfig {
     pub hosts: BTreeMap<String, Vec<String>>,
     /// What `mkimage boot-test` boots and asserts (ignored by the server).
     #[serde(default)]
-    pub boot_test: Option<crate::qemu::BootTestConfig>,
+    pub boot_test: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

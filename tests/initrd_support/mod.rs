@@ -7,8 +7,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use mkimage::initramfs::{InitrdOptions, KernelSource};
 use mkimage::apt::AptSource;
@@ -108,10 +108,11 @@ pub fn options(image: &Path, out: &Path) -> InitrdOptions {
 
 /// QEMU (TCG) booting a kernel + initrd with user-mode networking, beside a
 /// busybox httpd serving `serve_dir` on 127.0.0.1:`port`, both inside a
-/// private network namespace. Killed (with the server) on drop.
+/// private network namespace: the library's one VM runner
+/// (`mkimage::boottest::vm`), wrapped by `netns-qemu.sh`. Stopped (with the
+/// servers) by its pid on drop.
 pub struct Vm {
-    child: Child,
-    pub serial: PathBuf,
+    vm: mkimage::boottest::vm::Vm,
 }
 
 impl Vm {
@@ -122,6 +123,7 @@ impl Vm {
     /// As `start`, with dnsmasq in the namespace answering `dns`
     /// (`NAME=ADDR`) — what the guest's DNS server 10.0.2.3 forwards to.
     pub fn start_with_dns(serve_dir: &Path, port: u16, kernel: &Path, initrd: &Path, append: &str, serial: &Path, dns: &str) -> Vm {
+        use mkimage::boottest::vm::{Boot, Net, VmSpec};
         if dns != "-" {
             require("dnsmasq", "dnsmasq-base");
         }
@@ -130,81 +132,36 @@ impl Vm {
         require("busybox", "busybox-static");
         require("qemu-system-x86_64", "qemu-system-x86");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/initrd_support/netns-qemu.sh");
-        let stderr = fs::File::create(serial.with_extension("stderr")).expect("qemu stderr file");
-        let child = Cmd::new("unshare")
-            .args(["-n", "-m", "--", "sh"])
-            .arg(script)
-            .arg(serve_dir)
-            .arg(port.to_string())
-            .arg(dns)
-            .args(["qemu-system-x86_64", "-accel", "tcg", "-m", "1536", "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot"])
-            .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .arg("-kernel")
-            .arg(kernel)
-            .arg("-initrd")
-            .arg(initrd)
-            .args(["-append", append])
-            .spawn(Stdio::null(), Stdio::from(stderr))
-            .expect("start qemu in a network namespace");
-        Vm { child, serial: serial.to_path_buf() }
+        let mut spec = VmSpec::netboot(serial, "");
+        spec.cpus = 1;
+        spec.net = Net::User { bootfile: None };
+        spec.boot = Boot::Kernel { kernel: kernel.to_path_buf(), initrd: initrd.to_path_buf(), append: append.to_string() };
+        spec.wrapper = ["unshare", "-n", "-m", "--", "sh"]
+            .iter()
+            .map(std::ffi::OsString::from)
+            .chain([script.into_os_string(), serve_dir.as_os_str().to_owned(), port.to_string().into(), dns.into()])
+            .collect();
+        Vm { vm: mkimage::boottest::vm::Vm::start(&spec).expect("start qemu in a network namespace") }
     }
 
     pub fn log(&self) -> String {
-        fs::read(&self.serial).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        self.vm.log()
     }
 
     /// Wait until the serial log contains `needle` (true) or the VM exits /
     /// `timeout` passes (false).
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.log().contains(needle) {
-                return true;
-            }
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return self.log().contains(needle);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        false
+        self.vm.wait_for(needle, timeout)
     }
 
     /// Wait for the VM to exit by itself; true if it did within `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        false
+        self.vm.wait_exit(timeout)
     }
 
     /// The last lines of the serial log, for assertion messages.
     pub fn tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            for _ in 0..20 {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.vm.tail(60)
     }
 }
 

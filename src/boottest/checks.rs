@@ -1,27 +1,13 @@
 //! Boot-test assertions: declared in the boot config (`boot_test.expect`),
-//! turned into a shell script the booted machine runs (fetched by the base
-//! role's `mkimage-boot-check` unit), and judged from what that script and
-//! the machine print on the serial console.
+//! turned into a shell script the booted machine runs (brought by the
+//! checker overlay, see `checker`), and judged from what that script and the
+//! machine print on the serial console.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use crate::exec::shell_quote;
-
-/// The `boot_test:` section of a boot config.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootTestConfig {
-    /// Profile to boot (default: the config's default profile).
-    pub profile: Option<String>,
-    /// Seconds to wait for the checks (default 600).
-    pub timeout: Option<u64>,
-    /// Guest memory in MiB (default 1536).
-    pub memory: Option<u32>,
-    #[serde(default)]
-    pub expect: Vec<Expect>,
-}
 
 /// One assertion.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

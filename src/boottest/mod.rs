@@ -1,0 +1,199 @@
+//! `mkimage boot-test`: netboot the artifacts in QEMU exactly as a lab
+//! machine would — iPXE ROM → DHCP (QEMU user networking) → `/boot.ipxe`
+//! from `mkimage serve` → kernel + initrd → basefs + overlays → systemd —
+//! inside a private network namespace, and assert on the serial console
+//! that it came up. The assertions run in the guest from a checker overlay
+//! that only the VM under test is given (`checker`); a DNS server in the
+//! namespace proves the booted system resolves names (`dns`).
+
+pub mod checker;
+pub mod checks;
+pub mod config;
+pub mod dns;
+pub mod vm;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sched::CloneFlags;
+
+use crate::exec::Cmd;
+use crate::sys::Sys;
+use crate::UsageError;
+pub use checks::Expect;
+pub use config::BootTestConfig;
+pub use vm::Nic;
+
+/// `mkimage boot-test`, resolved by the CLI (paths absolute).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Build this playbook first (into `dir`), then boot its output.
+    pub playbook: Option<PathBuf>,
+    pub overrides: Vec<String>,
+    /// The directory holding the artifacts (what `mkimage serve` serves).
+    pub dir: PathBuf,
+    /// Boot config with profiles and `boot_test:` assertions.
+    pub boot_config: PathBuf,
+    /// True when `boot_config` is the default path (it may be missing).
+    pub boot_config_is_default: bool,
+    pub profile: Option<String>,
+    pub mac: String,
+    pub nic: Nic,
+    pub memory: Option<u32>,
+    pub timeout: Option<u64>,
+    pub uefi: bool,
+    /// Extra kernel arguments for this boot.
+    pub append: String,
+    pub serial_log: Option<PathBuf>,
+}
+
+/// Assertions used when the boot config declares none.
+fn default_expect() -> Vec<Expect> {
+    vec![
+        Expect::Console { console: "mkimage-init: exec /sbin/init".into() },
+        Expect::Command { command: "findmnt -n -o FSTYPE /".into(), matches: Some("^overlay$".into()) },
+        Expect::UnitActive { unit_active: "multi-user.target".into() },
+    ]
+}
+
+/// What boot-test always asserts on top: the booted system resolves a name
+/// through the DNS server the test runs.
+fn builtin_expect() -> Vec<Expect> {
+    vec![Expect::Command { command: format!("getent hosts {}", dns::NAME), matches: Some(format!(r"^{}\s", dns::ADDR.replace('.', r"\."))) }]
+}
+
+pub fn run(req: &Request) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(UsageError("boot-test needs root (a private network namespace): run it as root".into()).into());
+    }
+    for (program, package) in [("qemu-system-x86_64", "qemu-system-x86"), ("ip", "iproute2")] {
+        if !crate::exec::have(program) {
+            return Err(UsageError(format!("boot-test needs `{program}`: apt-get install -y {package}")).into());
+        }
+    }
+    let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
+    let mut expect = if test.expect.is_empty() { default_expect() } else { test.expect.clone() };
+    expect.extend(builtin_expect());
+    if let Some(bad) = expect.iter().find_map(|e| e.validate().err()) {
+        return Err(UsageError(format!("{}: boot_test.expect: {bad}", req.boot_config.display())).into());
+    }
+    if let Some(playbook) = &req.playbook {
+        let play = crate::image::PlayRequest { playbook: playbook.clone(), overrides: req.overrides.clone(), out: req.dir.clone(), keep_build_dir: false };
+        crate::image::play(&play)?;
+    }
+    let manifest = crate::artifact::Manifest::load(&req.dir)?;
+    for kind in ["basefs", "kernel", "initrd"] {
+        if !manifest.artifacts.values().any(|e| e.kind == kind) {
+            return Err(UsageError(format!("no {kind} in {}: build first (mkimage play playbooks/all.yml --out {})", req.dir.display(), req.dir.display())).into());
+        }
+    }
+
+    // Everything from here on talks only inside a network namespace of our own.
+    let sys = &crate::sys::REAL;
+    sys.unshare(CloneFlags::CLONE_NEWNET)?;
+    Cmd::new("ip").args(["link", "set", "lo", "up"]).run()?;
+    let work = tempfile::Builder::new().prefix("mkimage-boot-test.").tempdir()?;
+    let _dns = dns::start(sys, work.path())?;
+
+    let (_, checker_sha) = checker::write(work.path(), &expect)?;
+    let checker_server = checker::Server::start(work.path())?;
+    let checker = config::ExtraOverlay { url: format!("http://10.0.2.2:{}/checker.cpio.gz", checker_server.port), sha256: checker_sha };
+    let profile = req.profile.clone().or(test.profile.clone());
+    // no_timer_check: a loaded host can make TCG fail the kernel's IO-APIC timer check.
+    let args = format!("no_timer_check {}", req.append).trim().to_string();
+    let boot_yml = work.path().join("boot.yml");
+    std::fs::write(&boot_yml, serde_yaml_ng::to_string(&config::for_test(boot_config, profile.as_deref(), &args, &checker)?)?)?;
+
+    let port = free_port()?;
+    let server_log = work.path().join("serve.log");
+    let exe = std::env::current_exe().context("cannot find the mkimage binary")?;
+    let mut server = Cmd::new(&exe)
+        .args(["serve", "--tftp", "off", "--http", &format!("127.0.0.1:{port}")])
+        .arg("--dir")
+        .arg(&req.dir)
+        .arg("--boot-config")
+        .arg(&boot_yml)
+        .inherit_env()
+        .spawn(std::process::Stdio::null(), std::process::Stdio::from(std::fs::File::create(&server_log)?))?;
+    let _server_guard = Guard(&mut server);
+    wait_for_port(port, "mkimage serve").with_context(|| vm::tail(&std::fs::read_to_string(&server_log).unwrap_or_default(), 20))?;
+
+    let serial = req.serial_log.clone().unwrap_or_else(|| work.path().join("serial.log"));
+    let mac = req.mac.to_lowercase();
+    let mut spec = vm::VmSpec::netboot(&serial, &format!("http://10.0.2.2:{port}/boot.ipxe?mac={mac}"));
+    spec.memory_mib = req.memory.or(test.memory).unwrap_or(1536);
+    spec.nic = req.nic;
+    spec.mac = mac;
+    spec.uefi = req.uefi;
+    let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
+    tracing::info!("booting {} ({:?}{}, {} MiB) from mkimage serve; console: {}", spec.mac, spec.nic, if spec.uefi { ", UEFI" } else { "" }, spec.memory_mib, serial.display());
+    let started = Instant::now();
+    let mut guest = vm::Vm::start(&spec)?;
+    let stop = guest.watch(timeout, |log| log.contains("mkimage-check: done") || log.contains("mkimage-init: FAILED") || log.contains("Kernel panic"));
+    let log = vm::strip_escapes(&guest.log());
+    drop(guest);
+    judge(&expect, &log, stop, timeout, started.elapsed().as_secs_f64())
+}
+
+/// The verdict from the console: the boot's own failure first, then each assertion.
+fn judge(expect: &[Expect], log: &str, stop: vm::Stop, timeout: Duration, elapsed: f64) -> anyhow::Result<()> {
+    let tail = || vm::tail(log, 40);
+    if let Some(line) = log.lines().find(|l| l.contains("mkimage-init: FAILED") || l.contains("Kernel panic")) {
+        bail!("boot-test: the boot failed after {elapsed:.0}s: {}\nconsole tail:\n{}", line.trim(), tail());
+    }
+    match stop {
+        vm::Stop::Done => {}
+        vm::Stop::Timeout => bail!("boot-test: no result within {}s (the checks never finished)\nconsole tail:\n{}", timeout.as_secs(), tail()),
+        vm::Stop::Exited(how) => bail!("boot-test: QEMU exited ({how}) before the checks finished\nconsole tail:\n{}", tail()),
+    }
+    let verdicts = checks::judge(expect, log);
+    for (what, v) in &verdicts {
+        println!("{} {what}", if v.is_ok() { "PASS" } else { "FAIL" });
+    }
+    let failed: Vec<String> = verdicts.iter().filter_map(|(what, v)| v.as_ref().err().map(|why| format!("{what}: {why}"))).collect();
+    if !failed.is_empty() {
+        bail!("boot-test: {} of {} assertions failed: {}\nconsole tail:\n{}", failed.len(), verdicts.len(), failed.join("; "), tail());
+    }
+    println!("boot-test: {} assertions passed in {elapsed:.0}s", verdicts.len());
+    Ok(())
+}
+
+/// A free TCP port on 127.0.0.1 (in the private namespace nothing else runs).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Wait until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not start on port {port}")
+}
+
+/// Wait until the test's DNS server answers its name.
+fn wait_for_udp_dns() -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if Cmd::new("getent").args(["hosts", dns::NAME]).run().is_ok_and(|o| o.stdout.starts_with(dns::ADDR)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("dnsmasq did not answer {} on 127.0.0.1:53", dns::NAME)
+}
+
+/// Stops the server child by pid when the test ends, however it ends.
+struct Guard<'a>(&'a mut std::process::Child);
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        vm::stop_child(self.0);
+    }
+}
