@@ -35,6 +35,8 @@ pub fn prepare(plan: &Plan, target: &Path, progress: &crate::progress::Progress)
     let cached = trees.join(&key);
     if plan.bootstrap_cache && cached.is_dir() {
         progress.step(format!("bootstrap {}: reuse cached tree {}", plan.suite, &key[..12]));
+        // Held while copying, so `mkimage cache` does not prune it meanwhile.
+        let _reading = crate::lock::shared(&trees, &format!("{key}.lock"))?;
         touch(&trees.join(format!("{key}{USED}")));
         return copy_tree(&cached, target);
     }

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod artifact;
 pub mod bootstrap;
 pub mod boottest;
+pub mod cache;
 pub mod image;
 pub mod config;
 pub mod error;

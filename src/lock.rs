@@ -18,6 +18,14 @@ pub fn exclusive(dir: &Path, name: &str) -> anyhow::Result<Flock<File>> {
     Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e).with_context(|| format!("cannot lock {}", path.display()))
 }
 
+/// Block until this process holds `dir/NAME` shared (readers of a cached
+/// tree; pruning takes it exclusively and skips what is in use).
+pub fn shared(dir: &Path, name: &str) -> anyhow::Result<Flock<File>> {
+    let path = dir.join(name);
+    let file = File::create(&path).with_context(|| format!("cannot create the lock {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| e).with_context(|| format!("cannot lock {}", path.display()))
+}
+
 /// The `.deb` cache's lock, if the cache exists yet: builds share the cache,
 /// and apt and the bootstrappers must not download into it at once.
 pub fn package_cache(dir: &Path) -> anyhow::Result<Option<Flock<File>>> {

@@ -11,7 +11,7 @@ pub mod inputs;
 pub mod lookup;
 pub mod publish;
 
-pub use publish::{hex, now, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch, staging_file, write_atomic};
+pub use publish::{hex, now, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch, staging_file, utc, write_atomic};
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -36,6 +36,8 @@ pub enum Command {
     },
     /// Netboot the built artifacts in QEMU and assert they came up.
     BootTest(BootTestArgs),
+    /// Show what the build caches hold, and prune them by age or size.
+    Cache(CacheArgs),
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.
@@ -125,4 +127,24 @@ pub struct BootTestArgs {
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,
+}
+
+/// `mkimage cache`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// The output dir whose cache (DIR/.cache) to show.
+    #[arg(long, default_value = "builds")]
+    pub dir: PathBuf,
+    /// The cache dir itself (a build's `cache_dir:`), instead of DIR/.cache.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Remove what no build used for this long: 30d, 12h, 90m, 45s.
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// Then remove the least recently used until the cache is at most this big: 500M, 10G.
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -57,6 +57,19 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(a) => mkimage::serve::run(&a),
         Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
         Command::BootTest(a) => boot_test(a),
+        Command::Cache(a) => {
+            let usage = |e: String| mkimage::UsageError(e);
+            let req = mkimage::cache::Request {
+                cache_dir: match &a.cache_dir {
+                    Some(d) => absolute(d)?,
+                    None => absolute(&a.dir)?.join(".cache"),
+                },
+                older_than: a.older_than.as_deref().map(mkimage::cache::parse_age).transpose().map_err(|e| usage(format!("--older-than {e}")))?,
+                max_size: a.max_size.as_deref().map(mkimage::cache::parse_size).transpose().map_err(|e| usage(format!("--max-size {e}")))?,
+                dry_run: a.dry_run,
+            };
+            mkimage::cache::run(&req)
+        }
     }
 }
 

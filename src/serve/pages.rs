@@ -79,30 +79,12 @@ fn human_size(n: u64) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` for seconds since the epoch (UTC).
-pub fn utc(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
+pub use crate::artifact::utc;
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn formats() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc(1_700_000_000), "2023-11-14 22:13:20");
-        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00");
         assert_eq!(super::human_size(1536), "1.5 KiB");
         assert_eq!(super::esc("<a&\">"), "&lt;a&amp;&quot;&gt;");
     }
