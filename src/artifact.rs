@@ -14,6 +14,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod objects;
+
 /// The index file in the output dir.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -121,11 +123,13 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// Publish a finished file (already written somewhere in `dir`'s filesystem,
-/// e.g. a temp file in `dir`) as `dir/name`, with `dir/name.sha256`.
+/// e.g. a temp file in `dir`) as `dir/name`, with `dir/name.sha256`, and
+/// keep it in the content store (`objects`) under its sha256.
 /// Returns (size, sha256).
 pub fn publish(dir: &Path, name: &str, staged: &Path) -> anyhow::Result<(u64, String)> {
     let (size, sha) = sha256_file(staged)?;
     File::open(staged)?.sync_all()?;
+    objects::add(dir, staged, &sha)?;
     let dest = dir.join(name);
     set_mode(staged, 0o644)?;
     fs::rename(staged, &dest).with_context(|| format!("cannot rename {} to {}", staged.display(), dest.display()))?;
@@ -199,6 +203,7 @@ mod tests {
         assert_eq!(size, 3);
         assert_eq!(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(fs::read_to_string(dir.path().join("x.img.sha256")).unwrap(), format!("{sha}  x.img\n"));
+        assert!(objects::open(dir.path(), &sha).unwrap().is_some(), "kept in the content store");
         let entry = Entry { kind: "basefs".into(), name: "x".into(), file: "x.img".into(), size, sha256: sha, ..Default::default() };
         record(dir.path(), &[entry.clone()]).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap().find("basefs", "x"), Some(&entry));
