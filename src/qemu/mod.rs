@@ -207,19 +207,9 @@ fn for_test(mut config: Yaml, profile: Option<&str>, extra: &str) -> anyhow::Res
 
 /// Serve the check script on 127.0.0.1 (inside the namespace) from a thread.
 fn serve_checks(script: String) -> anyhow::Result<u16> {
-    let server = tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("cannot start the check server: {e}"))?;
-    let port = server.server_addr().to_ip().map(|a| a.port()).context("check server address")?;
-    std::thread::spawn(move || {
-        for request in server.incoming_requests() {
-            let response = if request.url() == "/checks.sh" {
-                tiny_http::Response::from_string(script.clone())
-            } else {
-                tiny_http::Response::from_string("not found").with_status_code(404)
-            };
-            let _ = request.respond(response);
-        }
-    });
-    Ok(port)
+    let files = [("/checks.sh".to_string(), bytes::Bytes::from(script))].into();
+    let addr = crate::serve::adhoc::spawn(([127, 0, 0, 1], 0).into(), files).context("cannot start the check server")?;
+    Ok(addr.port())
 }
 
 fn free_port() -> anyhow::Result<u16> {
