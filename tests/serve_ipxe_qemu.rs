@@ -47,7 +47,8 @@ wait $qemu || true
         t = tmp.path().display()
     );
     let mut netns = Command::new("unshare").args(["-n", "bash", "-c", &script]).spawn().unwrap();
-    let console = || String::from_utf8_lossy(&std::fs::read(tmp.path().join("console.log")).unwrap_or_default()).into_owned();
+    // iPXE wraps its console at 80 columns: read it with the wraps undone.
+    let console = || String::from_utf8_lossy(&std::fs::read(tmp.path().join("console.log")).unwrap_or_default()).replace("\r\n", "");
     // Nothing is built: the machine is told why and asks again.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !console().contains("mkimage: cannot boot this machine yet") {
