@@ -1,6 +1,8 @@
-//! The generated boot script run by real iPXE: QEMU's iPXE ROM netboots
-//! from `mkimage serve` (user-mode networking, all inside a private network
-//! namespace), runs /boot.ipxe, fetches kernel and initrd by their versioned
+//! The generated scripts run by real iPXE: QEMU's iPXE ROM netboots from
+//! `mkimage serve` (user-mode networking, all inside a private network
+//! namespace) before anything is built, so it gets the retry script, prints
+//! why on its console and asks again; once the artifacts are published it
+//! gets the boot script, fetches kernel and initrd by their content-addressed
 //! URLs and boots the kernel. The "kernel" is Debian's ipxe.lkrn (a bzImage),
 //! so no image build is needed; it echoes its command line back, which
 //! shows that BOOTIF was filled in.
@@ -8,11 +10,13 @@
 mod serve_support;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use serve_support::{pseudo_random, require, sha256_hex};
+use serve_support::{build, pseudo_random, require};
 
 #[test]
-fn real_ipxe_runs_the_boot_script() {
+fn real_ipxe_retries_until_built_then_runs_the_boot_script() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (a private network namespace): run the suite as root");
     require("qemu-system-x86_64", "qemu-system-x86");
     require("unshare", "util-linux");
     require("ip", "iproute2");
@@ -21,34 +25,20 @@ fn real_ipxe_runs_the_boot_script() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("builds");
     std::fs::create_dir(&dir).unwrap();
-    let mut artifacts = serde_json::Map::new();
-    for (file, kind, data) in [
-        ("vmlinuz", "kernel", std::fs::read(lkrn).unwrap()),
-        ("initrd.img", "initrd", pseudo_random(100_000, 1)),
-        ("base.squashfs", "basefs", pseudo_random(300_000, 2)),
-        ("discovery.cpio.gz", "overlay", pseudo_random(1000, 3)),
-    ] {
-        std::fs::write(dir.join(file), &data).unwrap();
-        artifacts.insert(
-            file.into(),
-            serde_json::json!({"kind": kind, "name": kind, "file": file, "size": data.len(), "sha256": sha256_hex(&data), "build_time": 0, "tool_version": "test"}),
-        );
-    }
-    std::fs::write(dir.join("manifest.json"), serde_json::json!({ "artifacts": artifacts }).to_string()).unwrap();
 
     let script = format!(
         r#"set -e
 ip link set lo up
 cd "{t}"   # no vars/boot.yml here: the default profile comes from the manifest
-"{bin}" serve --dir "{dir}" --http 127.0.0.1:0 --tftp off > "{t}/srv.out" 2> "{t}/srv.err" &
+"{bin}" serve --dir "{dir}" --http 127.0.0.1:0 --tftp off --retry-delay 3 > "{t}/srv.out" 2> "{t}/srv.err" &
 server=$!
 trap 'kill $server' EXIT
 for _ in $(seq 50); do grep -q 'listening http' "{t}/srv.out" && break; sleep 0.1; done
 port=$(sed -n 's/^listening http 127.0.0.1://p' "{t}/srv.out")
-timeout 90 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot \
+timeout 150 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot \
   -netdev user,id=n0,bootfile=http://10.0.2.2:$port/boot.ipxe -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56 -boot n < /dev/null > "{t}/console.log" 2>&1 &
 qemu=$!
-for _ in $(seq 180); do grep -qa 'BOOTIF=' "{t}/console.log" 2>/dev/null && break; sleep 0.5; done
+for _ in $(seq 300); do grep -qa 'BOOTIF=' "{t}/console.log" 2>/dev/null && break; sleep 0.5; done
 kill $qemu || true
 wait $qemu || true
 "#,
@@ -56,17 +46,38 @@ wait $qemu || true
         dir = dir.display(),
         t = tmp.path().display()
     );
-    let status = Command::new("unshare").args(["-n", "bash", "-c", &script]).status().unwrap();
+    let mut netns = Command::new("unshare").args(["-n", "bash", "-c", &script]).spawn().unwrap();
+    // iPXE wraps its console at 80 columns: read it with the wraps undone.
+    let console = || String::from_utf8_lossy(&std::fs::read(tmp.path().join("console.log")).unwrap_or_default()).replace("\r\n", "");
+    // Nothing is built: the machine is told why and asks again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !console().contains("mkimage: cannot boot this machine yet") {
+        assert!(Instant::now() < deadline && netns.try_wait().unwrap().is_none(), "iPXE never showed the retry script:\n{}", console());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(console().contains("manifest.json has no kernel; build one first"), "{}", console());
+    // The build finishes while the machine waits.
+    let mut shas = std::collections::HashMap::new();
+    for (file, kind, data) in [
+        ("vmlinuz", "kernel", std::fs::read(lkrn).unwrap()),
+        ("initrd.img", "initrd", pseudo_random(100_000, 1)),
+        ("base.squashfs", "basefs", pseudo_random(300_000, 2)),
+        ("discovery.cpio.gz", "overlay", pseudo_random(1000, 3)),
+    ] {
+        shas.insert(file, build(&dir, kind, kind, file, &data, &[]).sha256);
+    }
+    let status = netns.wait().unwrap();
     assert!(status.success(), "the netns script failed: {status:?}");
     let log = std::fs::read_to_string(tmp.path().join("srv.err")).unwrap();
-    let console = String::from_utf8_lossy(&std::fs::read(tmp.path().join("console.log")).unwrap_or_default()).into_owned();
-    let fetched = |path: &str| log.lines().any(|l| l.contains(&format!("path={path}")) && l.contains("status=200"));
-    assert!(fetched("/boot.ipxe"), "iPXE fetched the script:\n{log}\n{console}");
+    let console = console();
+    let fetched = |path: &str| log.lines().filter(|l| l.contains(&format!("path={path} ")) && l.contains("status=200")).count();
+    assert!(fetched("/boot.ipxe") >= 2, "iPXE fetched the retry script, then the boot script:\n{log}\n{console}");
+    assert!(log.contains("no boot script yet, the machine will retry"), "{log}");
     assert!(console.contains("mkimage: booting profile default"), "the script ran:\n{console}");
     for file in ["vmlinuz", "initrd.img"] {
-        let sha = artifacts[file]["sha256"].as_str().unwrap();
-        assert!(fetched(&format!("/{file}?sha256={sha}")), "iPXE fetched {file} by its versioned URL:\n{log}");
+        assert!(fetched(&format!("/sha256/{}/{file}", shas[file])) >= 1, "iPXE fetched {file} by its content address:\n{log}");
     }
+    assert!(!console.contains("discovery.cpio.gz"), "no overlay without a boot config:\n{console}");
     // The booted "kernel" (iPXE) runs its command line: BOOTIF was expanded.
     assert!(console.contains("BOOTIF=01-52-54-00-12-34-56"), "kernel command line:\n{console}");
 }

@@ -1,50 +1,22 @@
 //! Boot scripts: profiles by MAC and by tag, the default for unknown
-//! machines, the default derived from the manifest when there is no boot
-//! config, and scripts whose sha256s match what their URLs serve.
+//! machines, the basefs alone when there is no boot config, overlays from
+//! another server, the retry script when no script can be made, and
+//! scripts whose content-addressed URLs serve what their sha256s say.
 
 mod serve_support;
 
-use std::path::Path;
 use std::process::Command;
 
-use serve_support::{get, request, sha256_hex, Server};
-use mkimage::artifact::{self, Entry, Ref};
+use serve_support::{build, build_bootable, get, kernel_arg as arg, request, sha256_hex, url_path, Server};
 
 const M1: &str = "52:54:00:00:00:01";
 const M2: &str = "52-54-00-00-00-02";
 
-/// Publish `name` with `data` and record it in the manifest.
-fn build(dir: &Path, kind: &str, name: &str, file: &str, data: &[u8], parents: &[&Entry]) -> Entry {
-    let staged = artifact::staging_file(dir, file).unwrap();
-    std::fs::write(staged.path(), data).unwrap();
-    let (_f, path) = staged.keep().unwrap();
-    let (size, sha256) = artifact::publish(dir, file, &path).unwrap();
-    let entry = Entry {
-        kind: kind.into(),
-        name: name.into(),
-        file: file.into(),
-        size,
-        sha256,
-        parents: parents.iter().map(|p| Ref { file: p.file.clone(), sha256: p.sha256.clone() }).collect(),
-        build_time: 1_700_000_000,
-        ..Default::default()
-    };
-    artifact::record(dir, std::slice::from_ref(&entry)).unwrap();
-    entry
-}
-
-/// The value of `key=` on the script's kernel line.
-fn arg(script: &str, key: &str) -> Option<String> {
-    let kernel = script.lines().find(|l| l.starts_with("kernel "))?;
-    kernel.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
-}
-
 /// Every URL in the script serves bytes with the sha256 the script names.
 fn assert_consistent(script: &str) {
     let check = |url: &str, sha: &str| {
-        let path = url.split_once("://").and_then(|(_, r)| r.find('/').map(|i| &r[i..])).unwrap();
         let addr = url.split_once("://").unwrap().1.split('/').next().unwrap().parse().unwrap();
-        let r = get(addr, path);
+        let r = get(addr, url_path(url));
         assert_eq!(r.status, 200, "{url}");
         assert_eq!(sha256_hex(&r.body), sha, "{url}");
     };
@@ -58,8 +30,27 @@ fn assert_consistent(script: &str) {
         }
     }
     let kernel = script.lines().find(|l| l.starts_with("kernel ")).unwrap().split_whitespace().nth(1).unwrap();
-    let (url, sha) = kernel.split_once("?sha256=").unwrap();
-    check(url, sha);
+    check(kernel, content_hash(kernel));
+    let initrd = script.lines().find(|l| l.starts_with("initrd ")).unwrap().split_whitespace().nth(3).unwrap();
+    check(initrd, content_hash(initrd));
+    for url in [arg(script, "basefs").unwrap()].into_iter().chain(arg(script, "overlayfs").unwrap_or_default().split(',').map(str::to_string)) {
+        if url.contains(&format!("{}/", script_host(script))) {
+            assert!(url.contains("/sha256/"), "{url} in the boot script is not content-addressed");
+        }
+    }
+}
+
+/// The HEX of a `/sha256/HEX/NAME` URL.
+fn content_hash(url: &str) -> &str {
+    let hex = url.split("/sha256/").nth(1).and_then(|r| r.split('/').next()).unwrap_or_else(|| panic!("{url} is not content-addressed"));
+    assert_eq!(hex.len(), 64, "{url}");
+    hex
+}
+
+/// `http://HOST:PORT` the script's kernel comes from.
+fn script_host(script: &str) -> String {
+    let kernel = script.lines().find(|l| l.starts_with("kernel ")).unwrap().split_whitespace().nth(1).unwrap();
+    kernel.split("/sha256/").next().unwrap().to_string()
 }
 
 fn overlay_files(script: &str) -> Vec<String> {
@@ -71,9 +62,7 @@ fn profiles_by_mac_tag_and_default() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("builds");
     std::fs::create_dir(&dir).unwrap();
-    build(&dir, "kernel", "kernel", "vmlinuz", b"kernel", &[]);
-    build(&dir, "initrd", "initrd", "initrd.img", b"initrd", &[]);
-    build(&dir, "basefs", "base", "base.squashfs", b"base", &[]);
+    build_bootable(&dir, b"base");
     let disc = build(&dir, "overlay", "discovery", "discovery.cpio.gz", b"disc", &[]);
     build(&dir, "overlay", "raid", "raid.cpio.gz", b"raid", &[&disc]);
     build(&dir, "overlay", "burnin", "burnin.cpio.gz", b"burn", &[&disc]);
@@ -93,7 +82,7 @@ fn profiles_by_mac_tag_and_default() {
     assert_eq!(overlay_files(&s1), ["discovery.cpio.gz", "raid.cpio.gz"], "{s1}");
     assert_eq!(arg(&s1, "BOOTIF").as_deref(), Some("01-52-54-00-00-00-01"));
     assert!(s1.contains(" raid.level=10 ") && s1.contains(" console=tty0 console=ttyS0,115200 "), "{s1}");
-    assert!(s1.contains(&format!("http://{a}/base.squashfs")), "URLs on the address the client used: {s1}");
+    assert!(s1.contains(&format!("basefs=http://{a}/sha256/")), "URLs on the address the client used: {s1}");
     assert_consistent(&s1);
 
     let s2 = get(a, &format!("/boot.ipxe?mac={M2}")).text();
@@ -118,24 +107,57 @@ fn profiles_by_mac_tag_and_default() {
     // --public-url wins over the Host header.
     let server = Server::start(tmp.path(), &dir, &["--tftp", "off", "--public-url", "http://boot.example:8080/"]);
     let s = request(server.http, "GET", "/boot.ipxe", &[]).text();
-    assert!(s.contains("basefs=http://boot.example:8080/base.squashfs "), "{s}");
+    assert!(s.contains("basefs=http://boot.example:8080/sha256/") && s.contains("/base.squashfs "), "{s}");
     drop(server);
 
-    // No boot config: the default comes from the manifest, parents first.
+    // No boot config: the newest basefs alone — no overlay reaches a
+    // machine that no profile names it for — and the status page says how
+    // to give machines overlays.
     std::fs::remove_file(tmp.path().join("vars/boot.yml")).unwrap();
     let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
     let s = get(server.http, "/boot.ipxe").text();
-    assert_eq!(overlay_files(&s), ["discovery.cpio.gz", "burnin.cpio.gz", "raid.cpio.gz"], "{s}");
+    assert_eq!(overlay_files(&s), Vec::<String>::new(), "{s}");
+    assert!(!s.contains("overlayfs=") && !s.contains("cpio.gz"), "{s}");
     assert_consistent(&s);
+    let page = get(server.http, "/").text();
+    assert!(page.contains("with no overlay") && page.contains("--boot-config"), "{page}");
     drop(server);
 
-    // A profile naming an artifact that is not built: 500 with the reason.
+    // Overlays from another server: named by URL and sha256, in order.
+    let remote_sha = "ab".repeat(32);
+    let remote = tmp.path().join("remote.yml");
+    std::fs::write(&remote, format!("profiles:\n  - name: t\n    overlays: [discovery, {{url: 'http://10.0.2.2:9/check.cpio.gz', sha256: {remote_sha}}}]\n")).unwrap();
+    let server = Server::start(tmp.path(), &dir, &["--tftp", "off", "--boot-config", remote.to_str().unwrap()]);
+    let s = get(server.http, "/boot.ipxe").text();
+    let urls = arg(&s, "overlayfs").unwrap();
+    assert!(urls.starts_with(&format!("http://{}/sha256/{}/discovery.cpio.gz,", server.http, disc.sha256)), "{s}");
+    assert!(urls.ends_with(",http://10.0.2.2:9/check.cpio.gz"), "{s}");
+    assert_eq!(arg(&s, "overlayfs.sha256").unwrap(), format!("{},{remote_sha}", disc.sha256));
+    drop(server);
+
+    // A profile naming an artifact that is not built: the machine gets a
+    // 200 script that prints why and asks again (iPXE shows an HTTP error
+    // as a bare code), counted in /metrics.
     let bad = tmp.path().join("bad.yml");
     std::fs::write(&bad, "profiles:\n  - name: x\n    overlays: [nope]\n").unwrap();
-    let server = Server::start(tmp.path(), &dir, &["--tftp", "off", "--boot-config", bad.to_str().unwrap()]);
+    let server = Server::start(tmp.path(), &dir, &["--tftp", "off", "--boot-config", bad.to_str().unwrap(), "--retry-delay", "7"]);
+    let r = get(server.http, &format!("/boot.ipxe?mac={M1}"));
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.starts_with("#!ipxe\n") && text.contains("no overlay `nope`"), "{text}");
+    assert!(text.contains("\nsleep 7\n") && text.contains(&format!("chain --replace http://{}/boot.ipxe?mac={M1} ", server.http)), "{text}");
+    assert!(!text.contains("\nkernel "), "{text}");
+    let metrics = get(server.http, "/metrics").text();
+    assert!(metrics.contains("mkimage_ipxe_retry_scripts_total 1\n") && metrics.contains("mkimage_ipxe_scripts_total 0\n"), "{metrics}");
+    drop(server);
+
+    // Nothing built yet: the same, with the reason.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let server = Server::start(tmp.path(), &empty, &["--tftp", "off"]);
     let r = get(server.http, "/boot.ipxe");
-    assert_eq!(r.status, 500);
-    assert!(r.text().contains("no overlay `nope`"), "{}", r.text());
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("\necho mkimage: cannot boot this machine yet: ") && r.text().contains("manifest.json has no kernel; build one first\n"), "{}", r.text());
     drop(server);
 
     // An invalid boot config is a usage error at startup (exit 2, file and line).

@@ -12,12 +12,9 @@ use std::time::Duration;
 use serve_support::{download, pseudo_random, request, sha256_hex, Server};
 use sha2::{Digest, Sha256};
 
-/// Publish `data` as `dir/name` the way the builders do.
+/// Publish `data` as `dir/name` the way the builders do; its sha256.
 fn publish(dir: &Path, name: &str, data: &[u8]) -> String {
-    let staged = mkimage::artifact::staging_file(dir, name).unwrap();
-    std::fs::write(staged.path(), data).unwrap();
-    let (_f, path) = staged.keep().unwrap();
-    mkimage::artifact::publish(dir, name, &path).unwrap().1
+    serve_support::publish(dir, name, data).1
 }
 
 /// A download that pauses after the headers and `first` body bytes.

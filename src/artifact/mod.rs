@@ -9,6 +9,7 @@
 
 pub mod inputs;
 pub mod lookup;
+pub mod objects;
 pub mod publish;
 
 pub use publish::{hex, now, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch, staging_file, utc, write_atomic};
@@ -121,6 +122,7 @@ mod tests {
         assert_eq!(size, 3);
         assert_eq!(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(fs::read_to_string(dir.path().join("x.img.sha256")).unwrap(), format!("{sha}  x.img\n"));
+        assert!(objects::open(dir.path(), &sha).unwrap().is_some(), "kept in the content store");
         let entry = Entry { kind: "basefs".into(), name: "x".into(), file: "x.img".into(), size, sha256: sha, ..Default::default() };
         record(dir.path(), &[entry.clone()]).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap().find("basefs", "x"), Some(&entry));

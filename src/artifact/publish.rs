@@ -33,11 +33,13 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// Publish a finished file (already written somewhere in `dir`'s filesystem,
-/// e.g. a temp file in `dir`) as `dir/name`, with `dir/name.sha256`.
+/// e.g. a temp file in `dir`) as `dir/name`, with `dir/name.sha256`, and
+/// keep it in the content store (`objects`) under its sha256.
 /// Returns (size, sha256).
 pub fn publish(dir: &Path, name: &str, staged: &Path) -> anyhow::Result<(u64, String)> {
     let (size, sha) = sha256_file(staged)?;
     File::open(staged)?.sync_all()?;
+    super::objects::add(dir, staged, &sha)?;
     let dest = dir.join(name);
     set_mode(staged, 0o644)?;
     fs::rename(staged, &dest).with_context(|| format!("cannot rename {} to {}", staged.display(), dest.display()))?;

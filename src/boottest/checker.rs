@@ -1,18 +1,14 @@
 //! The checker overlay: a cpio.gz holding a systemd unit and the script of
 //! the boot config's assertions, which boot-test adds to the profile it
-//! boots and serves (with busybox httpd, inside its private network
+//! boots and serves (from its own small server, inside its private network
 //! namespace) only to the VM under test. A production image carries no
 //! test hook and runs nothing it downloads; boot-test works on any
 //! systemd image, with or without the base role.
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 
 use anyhow::Context;
 
 use super::checks::{self, Expect};
 use crate::archive::cpio::{self, Entry, EntryKind};
-use crate::exec::Cmd;
 
 /// The unit, from the repository's `boottest/` data dir.
 const UNIT: &str = include_str!("../../boottest/mkimage-boot-check.service");
@@ -38,43 +34,19 @@ pub fn overlay(expect: &[Expect]) -> anyhow::Result<Vec<u8>> {
     Ok(cpio::write_newc_gz(entries, Vec::new(), 6)?)
 }
 
-/// busybox httpd serving one directory on 127.0.0.1, stopped by its pid.
-pub struct Server {
-    child: Child,
-    pub port: u16,
-}
-
-impl Server {
-    /// Serve `dir` (the caller is inside its private network namespace).
-    pub fn start(dir: &Path) -> anyhow::Result<Server> {
-        if !crate::exec::have("busybox") {
-            return Err(crate::UsageError("boot-test serves its checker with busybox httpd: apt-get install -y busybox-static".into()).into());
-        }
-        let port = super::free_port()?;
-        let child = Cmd::new("busybox")
-            .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
-            .arg(dir)
-            .spawn(Stdio::null(), Stdio::null())
-            .context("cannot start busybox httpd for the checker overlay")?;
-        let server = Server { child, port };
-        super::wait_for_port(port, "busybox httpd (the checker overlay)")?;
-        Ok(server)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        super::vm::stop_child(&mut self.child);
-    }
-}
-
-/// Write the overlay into `dir` and return its file.
-pub fn write(dir: &Path, expect: &[Expect]) -> anyhow::Result<(PathBuf, String)> {
+/// Serve the overlay on 127.0.0.1 (inside boot-test's private network
+/// namespace) from a thread, on the boot server's own HTTP stack; returns
+/// its URL as the guest sees it (10.0.2.2 is the host side) and its sha256.
+pub fn serve(expect: &[Expect]) -> anyhow::Result<(String, String)> {
     let bytes = overlay(expect)?;
-    let path = dir.join("checker.cpio.gz");
-    std::fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok((path, crate::artifact::sha256_bytes(&bytes)))
+    let sha256 = crate::artifact::sha256_bytes(&bytes);
+    let files = std::collections::HashMap::from([(format!("/{FILE}"), bytes::Bytes::from(bytes))]);
+    let addr = crate::serve::adhoc::spawn(([127, 0, 0, 1], 0).into(), files).context("cannot start the checker overlay's server")?;
+    Ok((format!("http://10.0.2.2:{}/{FILE}", addr.port()), sha256))
 }
+
+/// The overlay's name in its URL.
+const FILE: &str = "checker.cpio.gz";
 
 #[cfg(test)]
 mod tests {

@@ -97,9 +97,8 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     let work = tempfile::Builder::new().prefix("mkimage-boot-test.").tempdir()?;
     let _dns = dns::start(sys, work.path())?;
 
-    let (_, checker_sha) = checker::write(work.path(), &expect)?;
-    let checker_server = checker::Server::start(work.path())?;
-    let checker = config::ExtraOverlay { url: format!("http://10.0.2.2:{}/checker.cpio.gz", checker_server.port), sha256: checker_sha };
+    let (url, sha256) = checker::serve(&expect)?;
+    let checker = config::ExtraOverlay { url, sha256 };
     let profile = req.profile.clone().or(test.profile.clone());
     // no_timer_check: a loaded host can make TCG fail the kernel's IO-APIC timer check.
     let args = format!("no_timer_check {}", req.append).trim().to_string();

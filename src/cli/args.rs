@@ -26,7 +26,7 @@ pub enum Command {
     /// Run a playbook: an ordered list of builds.
     Play(PlayArgs),
     /// Serve the built artifacts over HTTP (with iPXE scripts) and TFTP.
-    Serve(mkimage::serve::ServeArgs),
+    Serve(ServeArgs),
     /// Validate a vars file or playbook, its roles and --var names; build nothing.
     Check(CheckArgs),
     /// List the entries of a squashfs, cpio.gz overlay or initrd.
@@ -148,3 +148,47 @@ pub struct CacheArgs {
     #[arg(long)]
     pub dry_run: bool,
 }
+
+/// `mkimage serve` (turned into `mkimage::serve::ServeOptions`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The directory to serve (the build output dir).
+    #[arg(long, default_value = "builds")]
+    pub dir: PathBuf,
+    /// HTTP listen address (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http: String,
+    /// TFTP listen address ("off" to disable).
+    #[arg(long, default_value = "0.0.0.0:69")]
+    pub tftp: String,
+    /// Boot profiles (default: vars/boot.yml if it exists; without one every
+    /// machine boots the basefs alone, no overlay).
+    #[arg(long)]
+    pub boot_config: Option<PathBuf>,
+    /// Base URL put into boot scripts (default: http:// + the Host the client used).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Directory with the iPXE binaries served over TFTP (Debian's `ipxe` package).
+    #[arg(long, default_value = "/usr/lib/ipxe")]
+    pub ipxe_dir: PathBuf,
+    /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
+    #[arg(long)]
+    pub ipxe_template: Option<PathBuf>,
+    /// Threads running HTTP, TFTP and the pruner (default: one per CPU).
+    /// Connections are tasks, not threads: any number share these.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Seconds a client may take to send its request head, or stall (take
+    /// no response data) before it is dropped.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Seconds a superseded artifact stays servable at its content-addressed
+    /// URL (/sha256/HEX/NAME) after a rebuild replaced it.
+    #[arg(long, default_value_t = 3600)]
+    pub grace: u64,
+    /// Seconds a machine that asked before anything bootable existed waits
+    /// before asking again.
+    #[arg(long, default_value_t = 20)]
+    pub retry_delay: u64,
+}
+

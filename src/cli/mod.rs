@@ -8,6 +8,7 @@ mod args;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -54,7 +55,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             mkimage::image::check(&target, &a.vars_override, &absolute(&a.out)?)
         }
-        Command::Serve(a) => mkimage::serve::run(&a),
+        Command::Serve(a) => serve(&a),
         Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
         Command::BootTest(a) => boot_test(a),
         Command::Cache(a) => {
@@ -91,4 +92,20 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
     };
     mkimage::boottest::run(&req)
+}
+
+/// `mkimage serve`: the flags as the server's options, paths absolute.
+fn serve(a: &args::ServeArgs) -> anyhow::Result<()> {
+    let mut o = mkimage::serve::ServeOptions::new(&absolute(&a.dir)?);
+    o.http = a.http.clone();
+    o.tftp = (a.tftp != "off").then(|| a.tftp.clone());
+    o.boot_config = a.boot_config.as_deref().map(absolute).transpose()?;
+    o.public_url = a.public_url.clone();
+    o.ipxe_dir = absolute(&a.ipxe_dir)?;
+    o.ipxe_template = a.ipxe_template.as_deref().map(absolute).transpose()?;
+    o.workers = a.workers.unwrap_or(o.workers);
+    o.timeout = Duration::from_secs(a.timeout.max(1));
+    o.grace = Duration::from_secs(a.grace);
+    o.retry_delay = Duration::from_secs(a.retry_delay.max(1));
+    mkimage::serve::run(&o)
 }

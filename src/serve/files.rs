@@ -16,6 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::artifact::objects::is_sha256;
 use crate::artifact::{self, Manifest};
 
 /// Why a path cannot be served.
@@ -213,10 +214,6 @@ fn recorded_sha(root: &Root, opened: &Opened) -> Option<String> {
         }
     }
     None
-}
-
-pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

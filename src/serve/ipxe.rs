@@ -1,6 +1,8 @@
 //! iPXE boot scripts: a resolved profile rendered through the script
 //! template (`ipxe/boot.ipxe.j2`, built in; `--ipxe-template` overrides) with
-//! URLs on the address the client used to reach the server.
+//! content-addressed URLs (`/sha256/HEX/NAME`) on the address the client
+//! used to reach the server; and the retry script (`ipxe/retry.ipxe.j2`)
+//! for a machine that asks before a boot script can be made.
 
 use std::path::Path;
 
@@ -11,6 +13,9 @@ use super::profiles::{Art, Resolved};
 
 /// The built-in script template (the file in the repository).
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../ipxe/boot.ipxe.j2");
+
+/// The retry script template.
+pub const RETRY_TEMPLATE: &str = include_str!("../../ipxe/retry.ipxe.j2");
 
 /// Console arguments when the boot config names none.
 pub const DEFAULT_CONSOLE: &str = "console=tty0 console=ttyS0,115200";
@@ -47,13 +52,30 @@ impl Scripts {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.add_template_owned("boot.ipxe", source)?;
+        env.add_template("retry.ipxe", RETRY_TEMPLATE)?;
         Ok(Scripts { env })
+    }
+
+    /// The script for a machine no boot script can be made for yet: prints
+    /// `reason` on its console and fetches its script again after `delay_secs`.
+    pub fn retry(&self, reason: &str, base_url: &str, mac: Option<&str>, delay_secs: u64) -> Result<String, ScriptError> {
+        let template = self.env.get_template("retry.ipxe")?;
+        Ok(template.render(context! {
+            reason => console_text(reason),
+            mac => mac,
+            self_url => self_url(base_url, mac),
+            delay => delay_secs.max(1),
+        })?)
     }
 
     /// Render the script for `resolved`; `base_url` has no trailing slash.
     pub fn render(&self, resolved: &Resolved, base_url: &str, mac: Option<&str>, console: &str) -> Result<String, ScriptError> {
         fn link<'a>(a: &'a Art, base_url: &str) -> Link<'a> {
-            Link { file: &a.file, sha256: &a.sha256, verity: a.verity.as_deref(), url: format!("{base_url}/{}", encode_path(&a.file)) }
+            let url = match &a.remote {
+                Some(url) => url.clone(),
+                None => format!("{base_url}/sha256/{}/{}", a.sha256, encode_path(&a.file)),
+            };
+            Link { file: &a.file, sha256: &a.sha256, verity: a.verity.as_deref(), url }
         }
         let link = |a| link(a, base_url);
         let overlays: Vec<Link> = resolved.overlays.iter().map(link).collect();
@@ -61,10 +83,7 @@ impl Scripts {
             Some(m) => format!("BOOTIF=01-{}", m.replace(':', "-")),
             None => "BOOTIF=01-${netX/mac:hexhyp}".to_string(),
         };
-        let self_url = match mac {
-            Some(m) => format!("{base_url}/boot.ipxe?mac={m}"),
-            None => format!("{base_url}/boot.ipxe"),
-        };
+        let self_url = self_url(base_url, mac);
         let template = self.env.get_template("boot.ipxe")?;
         Ok(template.render(context! {
             profile => resolved.profile,
@@ -80,6 +99,21 @@ impl Scripts {
             overlays => overlays,
         })?)
     }
+}
+
+/// Where the machine fetches its script again.
+fn self_url(base_url: &str, mac: Option<&str>) -> String {
+    match mac {
+        Some(m) => format!("{base_url}/boot.ipxe?mac={m}"),
+        None => format!("{base_url}/boot.ipxe"),
+    }
+}
+
+/// Text that an iPXE `echo` prints as it is: one line, no setting
+/// expansion (`${…}`), no `||`/`&&` operators; at most 400 characters.
+fn console_text(s: &str) -> String {
+    let keep = |c: char| c.is_ascii_alphanumeric() || " .,:;/_-+=@()[]<>`'*#%!?".contains(c);
+    s.chars().map(|c| if keep(c) { c } else { '_' }).take(400).collect()
 }
 
 /// Percent-encode a file name for a URL path (unreserved characters stay).
@@ -100,7 +134,7 @@ mod tests {
     use super::*;
 
     fn art(f: &str) -> Art {
-        Art { file: f.into(), sha256: format!("{f}sha"), verity: None }
+        Art { file: f.into(), sha256: format!("{f}sha"), verity: None, remote: None }
     }
 
     #[test]
@@ -110,27 +144,36 @@ mod tests {
             kernel: art("vmlinuz"),
             initrd: art("initrd.img"),
             basefs: art("base.squashfs"),
-            overlays: vec![art("a.cpio.gz"), art("b c.cpio.gz")],
+            overlays: vec![art("a.cpio.gz"), art("b c.cpio.gz"), Art { remote: Some("http://10.0.2.2:9/c.cpio.gz".into()), ..art("c.cpio.gz") }],
             args: "rootsize=2G".into(),
         };
         let s = Scripts::new(None).unwrap().render(&r, "http://10.0.2.2:8080", Some("52:54:00:12:34:56"), DEFAULT_CONSOLE).unwrap();
         assert!(s.starts_with("#!ipxe\n"), "{s}");
         let kernel = s.lines().find(|l| l.starts_with("kernel ")).unwrap();
         for want in [
-            "kernel http://10.0.2.2:8080/vmlinuz?sha256=vmlinuzsha ",
+            "kernel http://10.0.2.2:8080/sha256/vmlinuzsha/vmlinuz ",
             " BOOTIF=01-52-54-00-12-34-56 ",
-            " basefs=http://10.0.2.2:8080/base.squashfs basefs.sha256=base.squashfssha ",
-            " overlayfs=http://10.0.2.2:8080/a.cpio.gz,http://10.0.2.2:8080/b%20c.cpio.gz overlayfs.sha256=a.cpio.gzsha,b c.cpio.gzsha ",
+            " basefs=http://10.0.2.2:8080/sha256/base.squashfssha/base.squashfs basefs.sha256=base.squashfssha ",
+            " overlayfs=http://10.0.2.2:8080/sha256/a.cpio.gzsha/a.cpio.gz,http://10.0.2.2:8080/sha256/b c.cpio.gzsha/b%20c.cpio.gz,http://10.0.2.2:9/c.cpio.gz overlayfs.sha256=a.cpio.gzsha,b c.cpio.gzsha,c.cpio.gzsha ",
             " console=tty0 console=ttyS0,115200 rootsize=2G || goto failed",
         ] {
             assert!(kernel.contains(want), "{want} not in {kernel}");
         }
-        assert!(s.contains("\ninitrd --name initrd http://10.0.2.2:8080/initrd.img?sha256=initrd.imgsha || goto failed\n"), "{s}");
+        assert!(s.contains("\ninitrd --name initrd http://10.0.2.2:8080/sha256/initrd.imgsha/initrd.img || goto failed\n"), "{s}");
         assert!(!kernel.contains("basefs.verity="), "{kernel}");
         let verity = Art { verity: Some("abc:4096".into()), ..art("base.squashfs") };
         let none = Scripts::new(None).unwrap().render(&Resolved { overlays: vec![], basefs: verity, ..r }, "http://h", None, "").unwrap();
         assert!(none.contains(" basefs.sha256=base.squashfssha basefs.verity=abc:4096"), "{none}");
         assert!(!none.contains("overlayfs="), "{none}");
         assert!(none.contains("BOOTIF=01-${netX/mac:hexhyp}"), "{none}");
+    }
+
+    #[test]
+    fn retry_script_prints_the_reason_safely_and_asks_again() {
+        let scripts = Scripts::new(None).unwrap();
+        let s = scripts.retry("manifest.json has no basefs; build one first\n${evil} || shell", "http://h:1", Some("52:54:00:12:34:56"), 7).unwrap();
+        assert!(s.starts_with("#!ipxe\n"), "{s}");
+        assert!(s.contains("echo mkimage: cannot boot 52:54:00:12:34:56 yet: manifest.json has no basefs; build one first___evil_ __ shell\n"), "{s}");
+        assert!(s.contains("\nsleep 7\n") && s.contains("\nchain --replace http://h:1/boot.ipxe?mac=52:54:00:12:34:56 || goto retry\n"), "{s}");
     }
 }

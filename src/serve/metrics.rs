@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How many script fetches the status page remembers.
 const RECENT_BOOTS: usize = 50;
@@ -27,6 +27,8 @@ pub struct Metrics {
     pub http_errors: AtomicU64,
     pub active_downloads: AtomicI64,
     pub zero_copy: AtomicU64,
+    pub retry_scripts: AtomicU64,
+    pub objects_dropped: AtomicU64,
     pub tftp_transfers: AtomicU64,
     pub tftp_bytes: AtomicU64,
     pub tftp_errors: AtomicU64,
@@ -35,12 +37,22 @@ pub struct Metrics {
     boots: Mutex<VecDeque<Boot>>,
 }
 
-/// Counts an active download while alive.
-pub struct ActiveGuard<'a>(&'a AtomicI64);
+/// Which in-progress gauge an [`Active`] counts in.
+#[derive(Debug, Clone, Copy)]
+pub enum Gauge {
+    Downloads,
+    Tftp,
+}
 
-impl Drop for ActiveGuard<'_> {
+/// Counts one transfer in progress while alive (it may move between tasks).
+pub struct Active {
+    metrics: Arc<Metrics>,
+    gauge: Gauge,
+}
+
+impl Drop for Active {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.metrics.gauge(self.gauge).fetch_sub(1, Relaxed);
     }
 }
 
@@ -52,9 +64,17 @@ impl Metrics {
         self.http_bytes.fetch_add(bytes, Relaxed);
     }
 
-    pub fn active(gauge: &AtomicI64) -> ActiveGuard<'_> {
-        gauge.fetch_add(1, Relaxed);
-        ActiveGuard(gauge)
+    fn gauge(&self, gauge: Gauge) -> &AtomicI64 {
+        match gauge {
+            Gauge::Downloads => &self.active_downloads,
+            Gauge::Tftp => &self.active_tftp,
+        }
+    }
+
+    /// Count a transfer in progress until the returned value is dropped.
+    pub fn active(self: &Arc<Self>, gauge: Gauge) -> Active {
+        self.gauge(gauge).fetch_add(1, Relaxed);
+        Active { metrics: self.clone(), gauge }
     }
 
     pub fn boot(&self, boot: Boot) {
@@ -93,6 +113,10 @@ impl Metrics {
         metric("mkimage_http_active_downloads", "gauge", "File downloads in progress over HTTP.", one(self.active_downloads.load(Relaxed).to_string()));
         metric("mkimage_http_zero_copy_responses_total", "counter", "File bodies sent with sendfile.", one(self.zero_copy.load(Relaxed).to_string()));
         metric("mkimage_ipxe_scripts_total", "counter", "iPXE boot scripts served.", one(self.scripts.load(Relaxed).to_string()));
+        let retries = self.retry_scripts.load(Relaxed).to_string();
+        metric("mkimage_ipxe_retry_scripts_total", "counter", "Retry scripts served because no boot script could be made (nothing built yet, a profile naming a missing artifact).", one(retries));
+        let dropped = self.objects_dropped.load(Relaxed).to_string();
+        metric("mkimage_objects_dropped_total", "counter", "Superseded content-addressed objects dropped after the grace period.", one(dropped));
         metric("mkimage_tftp_transfers_total", "counter", "TFTP read requests answered.", one(self.tftp_transfers.load(Relaxed).to_string()));
         metric("mkimage_tftp_sent_bytes_total", "counter", "TFTP data bytes sent.", one(self.tftp_bytes.load(Relaxed).to_string()));
         metric("mkimage_tftp_errors_total", "counter", "TFTP transfers that failed or were refused.", one(self.tftp_errors.load(Relaxed).to_string()));
@@ -107,11 +131,11 @@ mod tests {
 
     #[test]
     fn renders_counters_and_keeps_recent_boots_bounded() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         m.request(200, 10);
         m.request(404, 0);
         {
-            let _g = Metrics::active(&m.active_downloads);
+            let _g = m.active(Gauge::Downloads);
             assert!(m.render().contains("mkimage_http_active_downloads 1\n"));
         }
         let text = m.render();

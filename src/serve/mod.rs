@@ -1,113 +1,149 @@
-//! The boot server: HTTP (files, iPXE scripts, status, metrics) and TFTP,
-//! over the build output dir, read-only, until SIGINT or SIGTERM.
+//! The boot server: HTTP (files, content-addressed artifacts, iPXE scripts,
+//! status, metrics) and TFTP over the build output dir, read-only, until
+//! SIGINT or SIGTERM.
 //!
-//! `run` binds both listeners, prints the bound addresses on stdout
-//! (`listening http ADDR`, `listening tftp ADDR`, so callers can use port 0),
-//! starts the workers and waits for a signal.
+//! Everything runs on one tokio runtime with a fixed number of threads
+//! (`workers` plus a small blocking pool for file reads and hashing), so
+//! the thread count does not grow with the number of clients. `run` binds
+//! every listener first, prints the bound addresses on stdout (`listening
+//! http ADDR`, `listening tftp ADDR`, so callers can use port 0), then
+//! spawns one task per listener — HTTP, TFTP, the content store's pruner —
+//! and waits for a signal. A new listener (the proxyDHCP on UDP 67/4011)
+//! is one more socket bound in `serve` and one more task spawned beside
+//! these, sharing `State`, the metrics and the stop signal.
 
+pub mod adhoc;
+mod download;
 pub mod files;
-pub mod http;
+mod http;
 pub mod ipxe;
 pub mod metrics;
+mod options;
 mod pages;
 pub mod profiles;
+mod prune;
 pub mod range;
+mod reply;
+mod router;
 mod script;
-pub mod sendfile;
+mod state;
 pub mod tftp;
 
+pub use options::{ServeOptions, DEFAULT_BOOT_CONFIG};
+
 use std::io::Write;
-use std::net::{TcpListener, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
 use crate::UsageError;
 
-/// `mkimage serve`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// The directory to serve (the build output dir).
-    #[arg(long, default_value = "builds")]
-    pub dir: PathBuf,
-    /// HTTP listen address (port 0 picks a free port; the bound address is printed).
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub http: String,
-    /// TFTP listen address ("off" to disable).
-    #[arg(long, default_value = "0.0.0.0:69")]
-    pub tftp: String,
-    /// Boot profiles (default: vars/boot.yml if it exists, else a profile
-    /// derived from manifest.json).
-    #[arg(long)]
-    pub boot_config: Option<PathBuf>,
-    /// Base URL put into boot scripts (default: http:// + the Host the client used).
-    #[arg(long)]
-    pub public_url: Option<String>,
-    /// Directory with the iPXE binaries served over TFTP (Debian's `ipxe` package).
-    #[arg(long, default_value = "/usr/lib/ipxe")]
-    pub ipxe_dir: PathBuf,
-    /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
-    #[arg(long)]
-    pub ipxe_template: Option<PathBuf>,
-    /// HTTP download workers: how many file downloads are streamed at once
-    /// (more wait in a queue; a stalled client holds one until --timeout).
-    #[arg(long, default_value_t = 16)]
-    pub workers: usize,
-    /// Seconds a connection may stall (no byte read or written) before it is dropped.
-    #[arg(long, default_value_t = 30)]
-    pub timeout: u64,
-}
+/// Threads for blocking work (file reads, hashing, script rendering).
+const BLOCKING_THREADS: usize = 16;
 
-/// The default boot config path, used only if it exists.
-pub const DEFAULT_BOOT_CONFIG: &str = "vars/boot.yml";
+/// Connections the kernel queues before `accept` (capped by net.core.somaxconn).
+const BACKLOG: u32 = 4096;
 
-static SIGNALLED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    SIGNALLED.store(true, Relaxed);
-}
-
-fn install_signal_handlers() -> anyhow::Result<()> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(sig, &action) }.with_context(|| format!("cannot install a {sig} handler"))?;
+pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
+    let root = files::Root::new(&opts.dir)
+        .map_err(|e| UsageError(format!("--dir {}: {e} (build something first, or pass --dir)", opts.dir.display())))?;
+    if !root.dir().is_dir() {
+        return Err(UsageError(format!("--dir {} is not a directory", opts.dir.display())).into());
     }
+    let boot_config = boot_config_path(opts)?;
+    let scripts = ipxe::Scripts::new(opts.ipxe_template.as_deref()).map_err(|e| UsageError(e.to_string()))?;
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.workers.max(1))
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_name("mkimage-serve")
+        .enable_all()
+        .build()
+        .context("cannot start the server runtime")?;
+    let result = runtime.block_on(serve(opts, root, boot_config, scripts));
+    // Downloads still in progress are cut here.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+async fn serve(opts: &ServeOptions, root: files::Root, boot_config: Option<PathBuf>, scripts: ipxe::Scripts) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let listener = bind_http(&opts.http)?;
+    let local_addr = listener.local_addr()?;
+    let tftp = match &opts.tftp {
+        Some(addr) => {
+            let socket = UdpSocket::bind(addr).await.with_context(|| format!("cannot listen on {addr} (TFTP; --tftp off disables it)"))?;
+            Some(socket)
+        }
+        None => None,
+    };
+    let metrics = Arc::new(metrics::Metrics::default());
+    let state = Arc::new(state::State {
+        root: root.clone(),
+        sha: files::ShaCache::default(),
+        metrics: metrics.clone(),
+        scripts,
+        boot_config: boot_config.clone(),
+        public_url: opts.public_url.clone(),
+        local_addr,
+        retry_delay: opts.retry_delay,
+    });
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let router_state = state.clone();
+    let router: Arc<http::Handler> = Arc::new(move |req, client| router::route(&router_state, req, client));
+    tasks.spawn(http::serve(listener, router, metrics.clone(), opts.timeout, stopped.clone()));
+    tasks.spawn(prune::run(root.dir().to_path_buf(), opts.grace, metrics.clone(), stopped.clone()));
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening http {local_addr}");
+    if let Some(socket) = tftp {
+        let addr = socket.local_addr()?;
+        let _ = writeln!(out, "listening tftp {addr}");
+        tasks.spawn(tftp::serve(socket, Arc::new(tftp_sources(&root, &opts.ipxe_dir)), metrics.clone(), stopped.clone()));
+    }
+    let _ = out.flush();
+    tracing::info!(
+        dir = %root.dir().display(),
+        boot_config = %boot_config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (every machine boots the basefs alone)".into()),
+        "serving http on {local_addr}{}",
+        opts.tftp.as_deref().map(|a| format!(", tftp on {a}")).unwrap_or_default()
+    );
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("signal received, stopping");
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
     Ok(())
 }
 
-/// A query parameter's percent-decoded value.
-pub fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).and_then(|(_, v)| files::percent_decode(v).ok())
+/// TFTP looks in the served dir first, then the iPXE dir.
+fn tftp_sources(root: &files::Root, ipxe_dir: &Path) -> tftp::Sources {
+    let mut roots = vec![root.clone()];
+    match files::Root::new(ipxe_dir) {
+        Ok(r) => roots.push(r),
+        Err(e) => tracing::warn!("--ipxe-dir {}: {e}; TFTP serves only {}", ipxe_dir.display(), root.dir().display()),
+    }
+    tftp::Sources { roots }
 }
 
-/// Bind a TCP listener whose accepted sockets inherit a send timeout (Linux
-/// copies it from the listening socket on accept), so a write to a client
-/// that stopped reading fails instead of holding a worker forever. (A
-/// receive timeout would also make `accept` time out, so there is none.)
-fn bind_http(addr: &str, timeout: Duration) -> anyhow::Result<TcpListener> {
-    let addrs: Vec<_> = addr.to_socket_addrs().map_err(|e| UsageError(format!("--http {addr}: {e}")))?.collect();
-    let listener = TcpListener::bind(&addrs[..]).with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
-    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: 0 };
-    // SAFETY: setsockopt on a socket we own with a correctly sized timeval.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot set the socket send timeout");
-    }
-    Ok(listener)
+/// The HTTP listening socket, with a backlog deep enough for a boot storm.
+fn bind_http(addr: &str) -> anyhow::Result<TcpListener> {
+    let resolved: Option<SocketAddr> =
+        addr.to_socket_addrs().map_err(|e| UsageError(format!("--http {addr}: {e} (use HOST:PORT, e.g. 0.0.0.0:8080)")))?.next();
+    let resolved = resolved.ok_or_else(|| UsageError(format!("--http {addr}: resolves to no address")))?;
+    let socket = if resolved.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(resolved).with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
+    socket.listen(BACKLOG).with_context(|| format!("cannot listen on {addr} (HTTP)"))
 }
 
 /// Many clients mean many sockets: use the hard limit on open files.
@@ -118,84 +154,12 @@ fn raise_fd_limit() {
     }
 }
 
-fn boot_config_path(args: &ServeArgs) -> anyhow::Result<Option<PathBuf>> {
-    match &args.boot_config {
-        Some(p) => {
-            profiles::BootConfig::load(p).map_err(|e| UsageError(e.to_string()))?;
-            Ok(Some(p.clone()))
-        }
-        None if Path::new(DEFAULT_BOOT_CONFIG).exists() => {
-            let p = PathBuf::from(DEFAULT_BOOT_CONFIG);
-            profiles::BootConfig::load(&p).map_err(|e| UsageError(e.to_string()))?;
-            Ok(Some(p))
-        }
-        None => Ok(None),
-    }
-}
-
-pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let root = files::Root::new(&args.dir)
-        .map_err(|e| UsageError(format!("--dir {}: {e} (build something first, or pass --dir)", args.dir.display())))?;
-    if !root.dir().is_dir() {
-        return Err(UsageError(format!("--dir {} is not a directory", args.dir.display())).into());
-    }
-    let boot_config = boot_config_path(args)?;
-    let scripts = ipxe::Scripts::new(args.ipxe_template.as_deref()).map_err(|e| UsageError(e.to_string()))?;
-    let timeout = Duration::from_secs(args.timeout.max(1));
-    let stop = Arc::new(AtomicBool::new(false));
-    install_signal_handlers()?;
-
-    let listener = bind_http(&args.http, timeout)?;
-    let local_addr = listener.local_addr()?;
-    raise_fd_limit();
-    let metrics = Arc::new(metrics::Metrics::default());
-    let state = Arc::new(http::State {
-        root: root.clone(),
-        sha: files::ShaCache::default(),
-        metrics: metrics.clone(),
-        scripts,
-        boot_config: boot_config.clone(),
-        public_url: args.public_url.clone(),
-        local_addr,
-        stop: stop.clone(),
-        watchdog: sendfile::Watchdog::start(timeout),
-    });
-    let mut joins = Vec::new();
-    let tftp_addr = if args.tftp == "off" {
-        None
-    } else {
-        let mut roots = vec![root.clone()];
-        match files::Root::new(&args.ipxe_dir) {
-            Ok(r) => roots.push(r),
-            Err(e) => tracing::warn!("--ipxe-dir {}: {e}; TFTP serves only {}", args.ipxe_dir.display(), root.dir().display()),
-        }
-        let (addr, handle) = tftp::start(&args.tftp, Arc::new(tftp::Sources { roots }), metrics, stop.clone())
-            .with_context(|| format!("cannot listen on {} (TFTP; --tftp off disables it)", args.tftp))?;
-        joins.push(handle);
-        Some(addr)
+fn boot_config_path(opts: &ServeOptions) -> anyhow::Result<Option<PathBuf>> {
+    let path = match &opts.boot_config {
+        Some(p) => p.clone(),
+        None if Path::new(DEFAULT_BOOT_CONFIG).exists() => PathBuf::from(DEFAULT_BOOT_CONFIG),
+        None => return Ok(None),
     };
-    let handles = http::start(listener, state, args.workers)?;
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "listening http {local_addr}");
-    if let Some(addr) = tftp_addr {
-        let _ = writeln!(out, "listening tftp {addr}");
-    }
-    let _ = out.flush();
-    tracing::info!(
-        dir = %root.dir().display(),
-        boot_config = %boot_config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (default profile from manifest)".into()),
-        "serving http on {local_addr}{}",
-        tftp_addr.map(|a| format!(", tftp on {a}")).unwrap_or_default()
-    );
-    while !SIGNALLED.load(Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    tracing::info!("signal received, stopping");
-    stop.store(true, Relaxed);
-    // The dispatcher and the TFTP listener notice within 200 ms; downloads in
-    // progress are cut when the process exits.
-    for h in joins.into_iter().chain(handles.into_iter().filter(|h| h.thread().name() == Some("http-dispatch"))) {
-        let _ = h.join();
-    }
-    Ok(())
+    profiles::BootConfig::load(&path).map_err(|e| UsageError(e.to_string()))?;
+    Ok(Some(path))
 }

@@ -1,33 +1,35 @@
-//! The status page at `/`: what is published (from manifest.json) and who
-//! fetched a boot script recently. Plain HTML, no scripts, escaped.
+//! The status page at `/`: what is published (from manifest.json), which
+//! boot config decides who gets which overlays (and how to write one), and
+//! who fetched a boot script recently. Plain HTML, no scripts, escaped.
 
 use std::fmt::Write as _;
 
-use tiny_http::Request;
-
-use super::http::{respond, Outcome, State};
+use super::reply::Reply;
+use super::state::State;
 use crate::artifact::Manifest;
 
-pub fn status(request: Request, state: &State) -> Outcome {
+pub fn status(state: &State) -> Reply {
     let mut html = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>mkimage serve</title>\n\
          <style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}code{font-size:90%}</style></head><body>\n",
     );
     let _ = writeln!(html, "<h1>mkimage serve</h1>\n<p>Serving <code>{}</code>. Boot script: <a href=\"/boot.ipxe\">/boot.ipxe</a> (per machine: <code>/boot.ipxe?mac=${{net0/mac}}</code>). <a href=\"/metrics\">Metrics</a>.</p>", esc(&state.root.dir().display().to_string()));
+    html.push_str(&profiles_section(state));
     html.push_str("<h2>Artifacts</h2>\n");
     match Manifest::load(state.root.dir()) {
         Ok(m) if m.artifacts.is_empty() => html.push_str("<p>manifest.json lists no artifacts yet.</p>\n"),
         Ok(m) => {
-            html.push_str("<table><tr><th>file</th><th>kind</th><th>name</th><th>size</th><th>sha256</th><th>built (UTC)</th></tr>\n");
+            html.push_str("<table><tr><th>file</th><th>kind</th><th>name</th><th>size</th><th>sha256 (immutable URL)</th><th>built (UTC)</th></tr>\n");
             for e in m.artifacts.values() {
+                let file = esc(&super::ipxe::encode_path(&e.file));
                 let _ = writeln!(
                     html,
-                    "<tr><td><a href=\"/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-                    esc(&super::ipxe::encode_path(&e.file)),
+                    "<tr><td><a href=\"/{file}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/sha256/{}/{file}\"><code>{}</code></a></td><td>{}</td></tr>",
                     esc(&e.file),
                     esc(&e.kind),
                     esc(&e.name),
                     human_size(e.size),
+                    esc(&e.sha256),
                     esc(&e.sha256),
                     utc(e.build_time)
                 );
@@ -57,7 +59,41 @@ pub fn status(request: Request, state: &State) -> Outcome {
         html.push_str("</table>\n");
     }
     html.push_str("</body></html>\n");
-    respond(request, 200, "text/html; charset=utf-8", html.into_bytes())
+    Reply::bytes(200, "text/html; charset=utf-8", html)
+}
+
+/// Who gets which overlays, and how to change it.
+fn profiles_section(state: &State) -> String {
+    let mut html = String::from("<h2>Profiles</h2>\n");
+    match &state.boot_config {
+        None => html.push_str(
+            "<p><b>No boot config:</b> every machine boots the newest kernel, initrd and basefs, <b>with no overlay</b>. \
+             To give machines overlays, write a boot config — profiles that list <code>overlays:</code>, selected by \
+             <code>macs:</code> or by <code>tags:</code> (with <code>hosts:</code> mapping MACs to tags), see \
+             <code>vars/boot.yml</code> in the mkimage repository — and start the server with \
+             <code>mkimage serve --boot-config FILE</code> (or from a directory holding <code>vars/boot.yml</code>).</p>\n",
+        ),
+        Some(path) => {
+            let _ = write!(html, "<p>Boot config <code>{}</code> (re-read on every boot script request)", esc(&path.display().to_string()));
+            match super::profiles::BootConfig::load(path) {
+                Ok(c) => {
+                    let _ = writeln!(html, ", default profile <code>{}</code>:</p>\n<ul>", esc(c.select(None).map(|p| p.name.as_str()).unwrap_or("-")));
+                    for p in &c.profiles {
+                        let overlays: Vec<String> = p.overlays.iter().map(|o| match o {
+                            super::profiles::OverlayRef::Artifact(name) => name.clone(),
+                            super::profiles::OverlayRef::Remote { url, .. } => url.clone(),
+                        }).collect();
+                        let _ = writeln!(html, "<li><code>{}</code>: overlays [{}], {} MAC(s), tags [{}]</li>", esc(&p.name), esc(&overlays.join(", ")), p.macs.len(), esc(&p.tags.join(", ")));
+                    }
+                    html.push_str("</ul>\n");
+                }
+                Err(e) => {
+                    let _ = writeln!(html, ": <b>invalid</b>, machines get a retry script until it is fixed: {}</p>", esc(&e.to_string()));
+                }
+            }
+        }
+    }
+    html
 }
 
 fn esc(s: &str) -> String {

@@ -4,9 +4,10 @@
 //!
 //! An artifact reference is either a file name in the manifest
 //! (`discovery.cpio.gz`) or a build name of the kind the slot expects
-//! (`discovery` in `overlays:` means the overlay built with `name: discovery`).
-//! Without a boot config the default profile is derived from the manifest
-//! (see [`derive_default`]).
+//! (`discovery` in `overlays:` means the overlay built with `name: discovery`);
+//! an overlay may also live on another server (`{url: URL, sha256: HEX}`).
+//! Without a boot config the default profile is the basefs alone (see
+//! [`derive_default`]): no overlay reaches a machine no profile names it for.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,9 +43,9 @@ pub struct BootConfig {
     /// MAC → tags, for profiles selected by tag.
     #[serde(default)]
     pub hosts: BTreeMap<String, Vec<String>>,
-    /// What `mkimage boot-test` boots and asserts (ignored by the server).
+    /// What `mkimage boot-test` boots and asserts: its business, skipped here.
     #[serde(default)]
-    pub boot_test: Option<serde_yaml_ng::Value>,
+    pub boot_test: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -59,7 +60,7 @@ pub struct Profile {
     pub basefs: Option<String>,
     /// Applied in this order.
     #[serde(default)]
-    pub overlays: Vec<String>,
+    pub overlays: Vec<OverlayRef>,
     /// Extra kernel arguments.
     #[serde(default)]
     pub args: String,
@@ -69,7 +70,69 @@ pub struct Profile {
     pub tags: Vec<String>,
 }
 
-/// An artifact picked for a boot: file name in the served dir and sha256.
+/// An entry of a profile's `overlays:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "serde_yaml_ng::Value")]
+pub enum OverlayRef {
+    /// A build name or file name in the served dir's manifest.
+    Artifact(String),
+    /// An overlay another server serves, checked by the init against sha256.
+    Remote { url: String, sha256: String },
+}
+
+impl From<&str> for OverlayRef {
+    fn from(s: &str) -> OverlayRef {
+        OverlayRef::Artifact(s.to_string())
+    }
+}
+
+const OVERLAY_FORMS: &str = "an overlay is a build name, a file name, or {url: http://HOST/PATH, sha256: HEX}";
+
+impl TryFrom<serde_yaml_ng::Value> for OverlayRef {
+    type Error = String;
+
+    fn try_from(value: serde_yaml_ng::Value) -> Result<OverlayRef, String> {
+        use serde_yaml_ng::Value;
+        let map = match value {
+            Value::String(s) => return Ok(OverlayRef::Artifact(s)),
+            Value::Mapping(m) => m,
+            _ => return Err(OVERLAY_FORMS.into()),
+        };
+        let (mut url, mut sha256) = (None, None);
+        for (k, v) in map {
+            match (k.as_str(), v) {
+                (Some("url"), Value::String(v)) => url = Some(v),
+                (Some("sha256"), Value::String(v)) => sha256 = Some(v),
+                (Some(k @ ("url" | "sha256")), _) => return Err(format!("overlay `{k}:` must be a string")),
+                (k, _) => return Err(format!("unknown overlay key `{}`: {OVERLAY_FORMS}", k.unwrap_or("?"))),
+            }
+        }
+        let (Some(url), Some(sha256)) = (url, sha256) else {
+            return Err(format!("a remote overlay needs both `url:` and `sha256:` ({OVERLAY_FORMS})"));
+        };
+        let sha256 = sha256.to_ascii_lowercase();
+        if !crate::artifact::objects::is_sha256(&sha256) {
+            return Err(format!("overlay sha256 `{sha256}` is not 64 hex digits"));
+        }
+        check_remote_url(&url)?;
+        Ok(OverlayRef::Remote { url, sha256 })
+    }
+}
+
+/// A URL that goes onto the kernel command line as one word of a
+/// comma-separated list, and through iPXE's script parser unchanged.
+fn check_remote_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    let bad = url.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | '$' | '"' | '\'' | '\\' | '|'));
+    match (rest, bad) {
+        (None, _) | (Some(""), _) => Err(format!("overlay url `{url}` must start with http:// or https:// and name a host")),
+        (_, Some(c)) => Err(format!("overlay url `{url}` contains {c:?}: percent-encode it (%XX)")),
+        _ => Ok(()),
+    }
+}
+
+/// An artifact picked for a boot: file name and sha256, and for an overlay
+/// from another server its URL.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Art {
     pub file: String,
@@ -77,6 +140,8 @@ pub struct Art {
     /// A basefs's dm-verity `ROOT_HASH:HASH_OFFSET`, when it has a hash tree.
     #[serde(default)]
     pub verity: Option<String>,
+    /// Served elsewhere (`None`: in the served dir).
+    pub remote: Option<String>,
 }
 
 /// A profile resolved against one manifest snapshot.
@@ -151,7 +216,17 @@ impl BootConfig {
 }
 
 fn art(e: &Entry) -> Art {
-    Art { file: e.file.clone(), sha256: e.sha256.clone(), verity: e.verity.as_ref().map(|v| v.cmdline()) }
+    Art { file: e.file.clone(), sha256: e.sha256.clone(), verity: e.verity.as_ref().map(|v| v.cmdline()), remote: None }
+}
+
+fn overlay(manifest: &Manifest, reference: &OverlayRef, profile: &str) -> Result<Art, ProfileError> {
+    match reference {
+        OverlayRef::Artifact(name) => lookup(manifest, "overlay", Some(name), profile),
+        OverlayRef::Remote { url, sha256 } => {
+            let file = url.rsplit('/').next().filter(|f| !f.is_empty()).unwrap_or("overlay.cpio.gz");
+            Ok(Art { file: file.to_string(), sha256: sha256.clone(), verity: None, remote: Some(url.clone()) })
+        }
+    }
 }
 
 /// The newest entry of a kind (by build time, then file name).
@@ -184,33 +259,16 @@ pub fn resolve(profile: &Profile, manifest: &Manifest) -> Result<Resolved, Profi
         kernel: lookup(manifest, "kernel", profile.kernel.as_deref(), name)?,
         initrd: lookup(manifest, "initrd", profile.initrd.as_deref(), name)?,
         basefs: lookup(manifest, "basefs", profile.basefs.as_deref(), name)?,
-        overlays: profile.overlays.iter().map(|o| lookup(manifest, "overlay", Some(o), name)).collect::<Result<_, _>>()?,
+        overlays: profile.overlays.iter().map(|o| overlay(manifest, o, name)).collect::<Result<_, _>>()?,
         args: profile.args.clone(),
     })
 }
 
 /// The profile used when there is no boot config: the newest kernel, initrd
-/// and basefs, and every overlay built on that basefs (or recording no
-/// base), parents before children, otherwise by file name.
+/// and basefs, and no overlay — an overlay (secure erase, firmware flash…)
+/// reaches only machines a boot config names it for.
 pub fn derive_default(manifest: &Manifest) -> Result<Resolved, ProfileError> {
-    let profile = Profile { name: "default".into(), ..Default::default() };
-    let mut resolved = resolve(&profile, manifest)?;
-    let base_sha = resolved.basefs.sha256.clone();
-    let mut pending: Vec<&Entry> = manifest
-        .artifacts
-        .values()
-        .filter(|e| e.kind == "overlay" && e.base.as_ref().is_none_or(|b| b.sha256 == base_sha))
-        .collect();
-    let mut done: Vec<&Entry> = Vec::new();
-    while !pending.is_empty() {
-        let ready = pending
-            .iter()
-            .position(|e| e.parents.iter().all(|p| done.iter().any(|d| d.file == p.file) || !pending.iter().any(|q| q.file == p.file)))
-            .unwrap_or(0);
-        done.push(pending.remove(ready));
-    }
-    resolved.overlays = done.into_iter().map(art).collect();
-    Ok(resolved)
+    resolve(&Profile { name: "default".into(), ..Default::default() }, manifest)
 }
 
 #[cfg(test)]
@@ -248,6 +306,28 @@ mod tests {
     }
 
     #[test]
+    fn remote_overlays_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boot.yml");
+        let sha = "ab".repeat(32);
+        std::fs::write(&path, format!("profiles:\n  - name: t\n    overlays: [disc, {{url: 'http://10.0.2.2:9/check.cpio.gz', sha256: {sha}}}]\n")).unwrap();
+        let config = BootConfig::load(&path).unwrap();
+        let want = OverlayRef::Remote { url: "http://10.0.2.2:9/check.cpio.gz".into(), sha256: sha.clone() };
+        assert_eq!(config.profiles[0].overlays, vec![OverlayRef::from("disc"), want]);
+        for (bad, why) in [
+            (format!("{{url: 'ftp://x/o', sha256: {sha}}}"), "must start with http"),
+            (format!("{{url: 'http://x/a,b', sha256: {sha}}}"), "percent-encode"),
+            ("{url: 'http://x/o', sha256: abc}".to_string(), "64 hex"),
+            ("{url: 'http://x/o'}".to_string(), "needs both"),
+            (format!("{{url: 'http://x/o', sha256: {sha}, size: 1}}"), "unknown overlay key `size`"),
+        ] {
+            std::fs::write(&path, format!("profiles:\n  - name: t\n    overlays:\n      - {bad}\n")).unwrap();
+            let err = BootConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains("line 4"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn resolves_names_and_derives_default() {
         let mut child = entry("overlay", "raid", "raid.cpio.gz", 3);
         child.parents = vec![Ref { file: "disc.cpio.gz".into(), sha256: "x".into() }];
@@ -263,7 +343,7 @@ mod tests {
         ]);
         let r = derive_default(&m).unwrap();
         assert_eq!(r.basefs.file, "base.squashfs");
-        assert_eq!(r.overlays.iter().map(|a| a.file.as_str()).collect::<Vec<_>>(), ["disc.cpio.gz", "raid.cpio.gz"]);
+        assert!(r.overlays.is_empty(), "no overlay without a profile naming it: {:?}", r.overlays);
         let p = Profile { name: "p".into(), overlays: vec!["raid".into(), "disc.cpio.gz".into()], ..Default::default() };
         let r = resolve(&p, &m).unwrap();
         assert_eq!(r.overlays[0].sha256, "raid.cpio.gz-sha");

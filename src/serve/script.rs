@@ -1,65 +1,84 @@
 //! `/boot.ipxe[?mac=…]`: pick the machine's profile, resolve it against one
-//! manifest snapshot and render the script, so every URL and sha256 in one
-//! script belongs to the same set of artifacts.
+//! manifest snapshot, make sure the content store has every artifact the
+//! script names, and render the script — so every URL and sha256 in one
+//! script belongs to the same set of artifacts and stays servable.
+//!
+//! When no script can be made (nothing built yet, a profile naming an
+//! artifact that is not there) the machine still gets a 200 and a script:
+//! the retry script, which prints the reason on its console and asks again
+//! after a delay. iPXE shows an HTTP error as a bare code and stops.
 
-use tiny_http::Request;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 
-use super::http::{respond, respond_text, Outcome, State};
+use http::request::Parts;
+
+use super::download;
 use super::ipxe::DEFAULT_CONSOLE;
 use super::metrics::Boot;
 use super::profiles::{self, normalize_mac, BootConfig, Resolved};
+use super::reply::{header, query_param, Reply};
+use super::state::State;
 use crate::artifact::{self, Manifest};
 
-pub fn boot(request: Request, state: &State, query: &str, client: &str) -> Outcome {
-    let mac = match super::query_param(query, "mac") {
+const SCRIPT: &str = "text/plain; charset=utf-8";
+
+pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Reply {
+    let mac = match query_param(query, "mac") {
         Some(raw) => match normalize_mac(&raw) {
             Some(m) => Some(m),
-            None => return respond_text(request, 400, &format!("mac={raw} is not a MAC address\n")),
+            None => return Reply::text(400, format!("mac={raw} is not a MAC address\n")),
         },
         None => None,
     };
-    let base_url = base_url(&request, state);
-    let rendered = render(state, mac.as_deref(), &base_url);
-    let mut outcome = match rendered {
+    let base_url = base_url(req, state);
+    let mut reply = match render(state, mac.as_deref(), &base_url) {
         Ok((script, profile)) => {
-            state.metrics.boot(Boot { time: artifact::now(), client: client.to_string(), mac: mac.clone(), profile });
-            respond(request, 200, "text/plain; charset=utf-8", script.into_bytes())
+            state.metrics.boot(Boot { time: artifact::now(), client: client.ip().to_string(), mac: mac.clone(), profile });
+            Reply::bytes(200, SCRIPT, script)
         }
-        Err(e) => {
-            tracing::error!(mac = mac.as_deref().unwrap_or("-"), "boot script: {e:#}");
-            respond_text(request, 500, &format!("#!ipxe\necho mkimage serve cannot make a boot script: {e:#}\nshell\n"))
+        Err(reason) => {
+            tracing::warn!(mac = mac.as_deref().unwrap_or("-"), "no boot script yet, the machine will retry: {reason}");
+            state.metrics.retry_scripts.fetch_add(1, Relaxed);
+            match state.scripts.retry(&reason, &base_url, mac.as_deref(), state.retry_delay.as_secs()) {
+                Ok(script) => Reply::bytes(200, SCRIPT, script),
+                Err(e) => Reply::text(500, format!("#!ipxe\necho mkimage serve: the retry script template failed: {e}\nshell\n")),
+            }
         }
     };
-    outcome.mac = mac;
-    outcome
+    reply.mac = mac;
+    reply
 }
 
-/// The script and the name of the profile it boots.
-fn render(state: &State, mac: Option<&str>, base_url: &str) -> anyhow::Result<(String, String)> {
-    let manifest = Manifest::load(state.root.dir())?;
+/// The script and the name of the profile it boots, or why there is none.
+fn render(state: &State, mac: Option<&str>, base_url: &str) -> Result<(String, String), String> {
+    let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
-        Some(path) => Some(BootConfig::load(path)?),
+        Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    let selected = config.as_ref().and_then(|c| c.select(mac));
-    let resolved: Resolved = match selected {
-        Some(profile) => profiles::resolve(profile, &manifest)?,
-        None => profiles::derive_default(&manifest)?,
-    };
+    let resolved: Resolved = match config.as_ref().and_then(|c| c.select(mac)) {
+        Some(profile) => profiles::resolve(profile, &manifest),
+        None => profiles::derive_default(&manifest),
+    }
+    .map_err(|e| e.to_string())?;
+    let local = [&resolved.kernel, &resolved.initrd, &resolved.basefs].into_iter().chain(&resolved.overlays);
+    for art in local.filter(|a| a.remote.is_none()) {
+        download::ensure(state, &art.file, &art.sha256)?;
+    }
     let console = config.as_ref().and_then(|c| c.console.clone()).unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
-    let script = state.scripts.render(&resolved, base_url, mac, &console)?;
+    let script = state.scripts.render(&resolved, base_url, mac, &console).map_err(|e| e.to_string())?;
     Ok((script, resolved.profile))
 }
 
 /// `--public-url`, else `http://` + the Host the client asked for (if it is
 /// a plain host[:port]), else the address the server is bound to.
-fn base_url(request: &Request, state: &State) -> String {
+fn base_url(req: &Parts, state: &State) -> String {
     if let Some(url) = &state.public_url {
         return url.trim_end_matches('/').to_string();
     }
-    let host = request.headers().iter().find(|h| h.field.equiv("Host")).map(|h| h.value.as_str().trim().to_string());
-    match host {
-        Some(h) if valid_host(&h) => format!("http://{h}"),
+    match header(&req.headers, "host").map(str::trim) {
+        Some(h) if valid_host(h) => format!("http://{h}"),
         _ => format!("http://{}", state.local_addr),
     }
 }

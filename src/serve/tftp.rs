@@ -1,32 +1,39 @@
 //! Read-only TFTP (RFC 1350 with the blksize, tsize and timeout options of
-//! RFC 2347/2348/2349) for chain-loading iPXE from plain PXE firmware.
+//! RFC 2347/2348/2349) for chain-loading iPXE from plain PXE firmware, as
+//! tasks on the server's tokio runtime.
 //!
-//! One socket listens for requests; each read request gets a thread and a
+//! One socket listens for requests; each read request gets a task and a
 //! socket of its own (its transfer ID), sends one block at a time and
 //! retransmits on timeout. Duplicate ACKs are ignored (no Sorcerer's
 //! Apprentice), malformed packets are dropped, write requests refused.
+//! File data is read on the blocking pool, 256 KiB at a time.
 
 pub mod packet;
 
 use std::fs::File;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use packet::{Packet, ERR_ACCESS, ERR_ILLEGAL, ERR_NOT_FOUND, ERR_OPTION, ERR_UNDEFINED};
 
 use super::files::{PathError, Root};
-use super::metrics::Metrics;
+use super::metrics::{Gauge, Metrics};
 
 const DEFAULT_BLKSIZE: usize = 512;
 const MAX_BLKSIZE: usize = 65464;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRIES: u32 = 5;
 const MAX_TRANSFERS: i64 = 256;
+/// File bytes read per blocking read.
+const READ_AHEAD: usize = 256 * 1024;
 
 /// Where TFTP looks for files: the served dir first, then the iPXE dir.
 pub struct Sources {
@@ -48,50 +55,46 @@ impl Sources {
     }
 }
 
-/// Bind `addr` and serve until `stop`. Returns the bound address.
-pub fn start(addr: &str, sources: Arc<Sources>, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) -> io::Result<(SocketAddr, JoinHandle<()>)> {
-    let socket = UdpSocket::bind(addr)?;
-    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let local = socket.local_addr()?;
-    let handle = thread::Builder::new().name("tftp".into()).spawn(move || {
-        let mut buf = vec![0u8; 2048];
-        while !stop.load(Relaxed) {
-            let (n, peer) = match socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
-                Err(e) => {
-                    tracing::warn!("tftp: {e}");
+/// Answer requests on `socket` until `stop` turns true.
+pub async fn serve(socket: UdpSocket, sources: Arc<Sources>, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(e) => return tracing::error!("tftp: {e}"),
+    };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = stop.changed() => return,
+        };
+        let (n, peer) = match received {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("tftp: {e}");
+                continue;
+            }
+        };
+        match packet::parse(&buf[..n]) {
+            Ok(Packet::Request { write: false, file, mode, options }) => {
+                if metrics.active_tftp.load(Relaxed) >= MAX_TRANSFERS {
+                    send_error(&socket, peer, ERR_UNDEFINED, "server busy, try again").await;
                     continue;
                 }
-            };
-            match packet::parse(&buf[..n]) {
-                Ok(Packet::Request { write: false, file, mode, options }) => {
-                    if metrics.active_tftp.load(Relaxed) >= MAX_TRANSFERS {
-                        send_error(&socket, peer, ERR_UNDEFINED, "server busy, try again");
-                        continue;
-                    }
-                    let (sources, metrics) = (sources.clone(), metrics.clone());
-                    let spawned = thread::Builder::new().name("tftp-transfer".into()).spawn(move || {
-                        transfer(local, peer, &file, &mode, &options, &sources, &metrics);
-                    });
-                    if let Err(e) = spawned {
-                        tracing::warn!("tftp: cannot start a transfer thread: {e}");
-                    }
-                }
-                Ok(Packet::Request { write: true, file, .. }) => {
-                    tracing::info!(client = %peer, path = %file, "tftp: write request refused");
-                    send_error(&socket, peer, ERR_ACCESS, "read-only server");
-                }
-                Ok(other) => tracing::debug!(client = %peer, "tftp: ignoring {other:?} on the request port"),
-                Err(e) => tracing::debug!(client = %peer, "tftp: {e}"),
+                let (sources, metrics) = (sources.clone(), metrics.clone());
+                tokio::spawn(async move { transfer(local, peer, &file, &mode, &options, &sources, &metrics).await });
             }
+            Ok(Packet::Request { write: true, file, .. }) => {
+                tracing::info!(client = %peer, path = %file, "tftp: write request refused");
+                send_error(&socket, peer, ERR_ACCESS, "read-only server").await;
+            }
+            Ok(other) => tracing::debug!(client = %peer, "tftp: ignoring {other:?} on the request port"),
+            Err(e) => tracing::debug!(client = %peer, "tftp: {e}"),
         }
-    })?;
-    Ok((local, handle))
+    }
 }
 
-fn send_error(socket: &UdpSocket, peer: SocketAddr, code: u16, message: &str) {
-    let _ = socket.send_to(&packet::encode(&Packet::Error { code, message: message.into() }), peer);
+async fn send_error(socket: &UdpSocket, peer: SocketAddr, code: u16, message: &str) {
+    let _ = socket.send_to(&packet::encode(&Packet::Error { code, message: message.into() }), peer).await;
 }
 
 /// Options the server agrees to, and their effect.
@@ -130,11 +133,11 @@ fn negotiate(options: &[(String, String)], size: u64) -> Negotiated {
     n
 }
 
-fn transfer(local: SocketAddr, peer: SocketAddr, name: &str, mode: &str, options: &[(String, String)], sources: &Sources, metrics: &Metrics) {
-    let _active = Metrics::active(&metrics.active_tftp);
+async fn transfer(local: SocketAddr, peer: SocketAddr, name: &str, mode: &str, options: &[(String, String)], sources: &Arc<Sources>, metrics: &Arc<Metrics>) {
+    let _active = metrics.active(Gauge::Tftp);
     let started = Instant::now();
     metrics.tftp_transfers.fetch_add(1, Relaxed);
-    let socket = match UdpSocket::bind(SocketAddr::new(local.ip(), 0)).and_then(|s| s.connect(peer).map(|_| s)) {
+    let socket = match UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(client = %peer, "tftp: cannot open a transfer socket: {e}");
@@ -142,7 +145,10 @@ fn transfer(local: SocketAddr, peer: SocketAddr, name: &str, mode: &str, options
             return;
         }
     };
-    let result = run_transfer(&socket, name, mode, options, sources, metrics);
+    let result = match socket.connect(peer).await {
+        Ok(()) => run_transfer(&socket, name, mode, options, sources, metrics).await,
+        Err(e) => Err(e),
+    };
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok((bytes, blksize)) => tracing::info!(client = %peer, path = %name, status = %"ok", bytes, blksize, ms, "tftp"),
@@ -153,37 +159,40 @@ fn transfer(local: SocketAddr, peer: SocketAddr, name: &str, mode: &str, options
     }
 }
 
-fn fail(socket: &UdpSocket, code: u16, message: &str) -> io::Error {
-    let _ = socket.send(&packet::encode(&Packet::Error { code, message: message.into() }));
+async fn fail(socket: &UdpSocket, code: u16, message: &str) -> io::Error {
+    let _ = socket.send(&packet::encode(&Packet::Error { code, message: message.into() })).await;
     io::Error::other(message.to_string())
 }
 
 /// Send the file; returns bytes sent and the block size used.
-fn run_transfer(socket: &UdpSocket, name: &str, mode: &str, options: &[(String, String)], sources: &Sources, metrics: &Metrics) -> io::Result<(u64, usize)> {
+async fn run_transfer(socket: &UdpSocket, name: &str, mode: &str, options: &[(String, String)], sources: &Arc<Sources>, metrics: &Metrics) -> io::Result<(u64, usize)> {
     if mode != "octet" && mode != "netascii" {
-        return Err(fail(socket, ERR_ILLEGAL, "only octet (and netascii, sent as is) mode"));
+        return Err(fail(socket, ERR_ILLEGAL, "only octet (and netascii, sent as is) mode").await);
     }
-    let (file, size) = match sources.open(name) {
+    let (srcs, owned) = (sources.clone(), name.to_string());
+    let opened = tokio::task::spawn_blocking(move || srcs.open(&owned)).await.map_err(io::Error::other)?;
+    let (file, size) = match opened {
         Ok(x) => x,
-        Err(PathError::NotFound) => return Err(fail(socket, ERR_NOT_FOUND, "file not found")),
-        Err(_) => return Err(fail(socket, ERR_ACCESS, "access violation")),
+        Err(PathError::NotFound) => return Err(fail(socket, ERR_NOT_FOUND, "file not found").await),
+        Err(_) => return Err(fail(socket, ERR_ACCESS, "access violation").await),
     };
     let n = negotiate(options, size);
     let mut buf = vec![0u8; 4 + MAX_BLKSIZE.max(n.blksize) + 4];
     if !n.oack.is_empty() {
         let oack = packet::encode(&Packet::Oack { options: n.oack.clone() });
-        exchange(socket, &oack, 0, n.timeout, &mut buf)?;
+        exchange(socket, &oack, 0, n.timeout, &mut buf).await?;
     }
-    let mut data = vec![0u8; n.blksize];
+    let mut reader = Reader { file: Arc::new(file), data: Vec::new(), at: 0 };
     let mut offset = 0u64;
     let mut block: u16 = 1;
     loop {
-        let len = read_full(&file, &mut data, offset)?;
+        let data = reader.block(offset, n.blksize).await?;
+        let len = data.len();
         let mut pkt = Vec::with_capacity(4 + len);
         pkt.extend_from_slice(&packet::DATA.to_be_bytes());
         pkt.extend_from_slice(&block.to_be_bytes());
-        pkt.extend_from_slice(&data[..len]);
-        exchange(socket, &pkt, block, n.timeout, &mut buf)?;
+        pkt.extend_from_slice(&data);
+        exchange(socket, &pkt, block, n.timeout, &mut buf).await?;
         offset += len as u64;
         metrics.tftp_bytes.fetch_add(len as u64, Relaxed);
         if len < n.blksize {
@@ -193,34 +202,55 @@ fn run_transfer(socket: &UdpSocket, name: &str, mode: &str, options: &[(String, 
     }
 }
 
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = file.read_at(&mut buf[got..], offset + got as u64)?;
-        if n == 0 {
-            break;
+/// File data for the blocks, read ahead on the blocking pool.
+struct Reader {
+    file: Arc<File>,
+    /// `data` holds the file's bytes from offset `at`.
+    data: Vec<u8>,
+    at: u64,
+}
+
+impl Reader {
+    /// Up to `len` bytes at `offset` (fewer only at the end of the file).
+    async fn block(&mut self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let end = self.at + self.data.len() as u64;
+        if offset < self.at || offset + len as u64 > end {
+            let file = self.file.clone();
+            let want = READ_AHEAD.max(len);
+            self.data = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+                let mut buf = vec![0u8; want];
+                let mut got = 0;
+                while got < want {
+                    let n = file.read_at(&mut buf[got..], offset + got as u64)?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+                buf.truncate(got);
+                Ok(buf)
+            })
+            .await
+            .map_err(io::Error::other)??;
+            self.at = offset;
         }
-        got += n;
+        let from = (offset - self.at) as usize;
+        let to = (from + len).min(self.data.len());
+        Ok(self.data[from.min(to)..to].to_vec())
     }
-    Ok(got)
 }
 
 /// Send `pkt` and wait for the ACK of `block`, retransmitting on timeout.
-fn exchange(socket: &UdpSocket, pkt: &[u8], block: u16, timeout: Duration, buf: &mut [u8]) -> io::Result<()> {
+async fn exchange(socket: &UdpSocket, pkt: &[u8], block: u16, timeout: Duration, buf: &mut [u8]) -> io::Result<()> {
     for _ in 0..=RETRIES {
-        socket.send(pkt)?;
+        socket.send(pkt).await?;
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            socket.set_read_timeout(Some(left))?;
-            let n = match socket.recv(buf) {
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+            let n = match tokio::time::timeout_at(deadline, socket.recv(buf)).await {
+                Err(_) => break,
+                Ok(Ok(n)) => n,
                 // ICMP port unreachable: the client went away.
-                Err(e) => return Err(e),
+                Ok(Err(e)) => return Err(e),
             };
             match packet::parse(&buf[..n]) {
                 Ok(Packet::Ack { block: b }) if b == block => return Ok(()),
@@ -262,9 +292,12 @@ mod tests {
         let content: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(dir.path().join("f"), &content).unwrap();
         let sources = Arc::new(Sources { roots: vec![Root::new(dir.path()).unwrap()] });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (addr, handle) = start("127.0.0.1:0", sources, Arc::new(Metrics::default()), stop.clone()).unwrap();
-        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let socket = rt.block_on(UdpSocket::bind("127.0.0.1:0")).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let server = rt.spawn(serve(socket, sources, Arc::new(Metrics::default()), stopped));
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         client.send_to(b"garbage", addr).unwrap();
         let rrq = Packet::Request { write: false, file: "f".into(), mode: "octet".into(), options: opts(&[("blksize", "1000")]) };
@@ -288,7 +321,7 @@ mod tests {
         client.send_to(&packet::encode(&missing), addr).unwrap();
         let (n, _) = client.recv_from(&mut buf).unwrap();
         assert!(matches!(packet::parse(&buf[..n]).unwrap(), Packet::Error { code: ERR_ACCESS, .. }));
-        stop.store(true, Relaxed);
-        handle.join().unwrap();
+        stop.send(true).unwrap();
+        rt.block_on(server).unwrap();
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use mkimage::artifact::{self, Entry, Ref};
 use sha2::{Digest, Sha256};
 
 pub struct Server {
@@ -188,4 +189,50 @@ pub fn download(addr: SocketAddr, target: &str) -> (u16, u64, String) {
         }
     }
     (status, len, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Publish `data` as `dir/file` the way the builders do (staged, renamed
+/// into place, `.sha256`, content store); returns (size, sha256).
+pub fn publish(dir: &Path, file: &str, data: &[u8]) -> (u64, String) {
+    let staged = artifact::staging_file(dir, file).unwrap();
+    std::fs::write(staged.path(), data).unwrap();
+    let (_f, path) = staged.keep().unwrap();
+    artifact::publish(dir, file, &path).unwrap()
+}
+
+/// Publish an artifact and record it in `manifest.json`, as a build does.
+pub fn build(dir: &Path, kind: &str, name: &str, file: &str, data: &[u8], parents: &[&Entry]) -> Entry {
+    let (size, sha256) = publish(dir, file, data);
+    let entry = Entry {
+        kind: kind.into(),
+        name: name.into(),
+        file: file.into(),
+        size,
+        sha256,
+        parents: parents.iter().map(|p| Ref { file: p.file.clone(), sha256: p.sha256.clone() }).collect(),
+        build_time: 1_700_000_000,
+        ..Default::default()
+    };
+    artifact::record(dir, std::slice::from_ref(&entry)).unwrap();
+    entry
+}
+
+/// A bootable set: kernel `vmlinuz`, initrd `initrd.img` and the basefs
+/// `base.squashfs` with `basefs` as its bytes; returns the basefs entry.
+pub fn build_bootable(dir: &Path, basefs: &[u8]) -> Entry {
+    build(dir, "kernel", "kernel", "vmlinuz", b"kernel", &[]);
+    build(dir, "initrd", "initrd", "initrd.img", b"initrd", &[]);
+    build(dir, "basefs", "base", "base.squashfs", basefs, &[])
+}
+
+/// The value of `key=` on a boot script's kernel line.
+pub fn kernel_arg(script: &str, key: &str) -> Option<String> {
+    let kernel = script.lines().find(|l| l.starts_with("kernel "))?;
+    kernel.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+/// The path (and query) of an `http://HOST:PORT/PATH` URL.
+pub fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.find('/').map(|i| &rest[i..]).unwrap_or("/")
 }

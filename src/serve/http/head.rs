@@ -1,0 +1,117 @@
+//! Reading and parsing one request head (httparse): the request line and
+//! headers become `http::request::Parts`, plus what the connection loop
+//! needs to know — keep the connection open, and whether a body follows
+//! (a read-only server takes none).
+
+use std::io;
+
+use http::request::Parts;
+use http::{Request, Version};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// The largest request head accepted (request line and headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// The most header lines accepted.
+const MAX_HEADERS: usize = 64;
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct Head {
+    pub parts: Parts,
+    /// The connection stays open after the response.
+    pub keep_alive: bool,
+    /// The client announced a body (Content-Length > 0 or Transfer-Encoding).
+    pub has_body: bool,
+}
+
+/// Why a head was refused: the status to answer before closing.
+#[derive(Debug, PartialEq)]
+pub enum Refused {
+    /// 400: not HTTP/1.x, or a request line or header httparse rejects.
+    Malformed(String),
+    /// 431: larger than [`MAX_HEAD`] or more than 64 headers.
+    TooLarge,
+}
+
+/// Read from `stream` into `buf` until `buf` starts with a complete head;
+/// returns it and its length in `buf` (`Ok(None)`: the client closed the
+/// connection between requests). Bytes after the head stay in `buf`
+/// (pipelined requests).
+pub async fn read(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Result<(Head, usize), Refused>>> {
+    loop {
+        if !buf.is_empty() {
+            match parse(buf) {
+                Ok(Some(done)) => return Ok(Some(Ok(done))),
+                Ok(None) if buf.len() > MAX_HEAD => return Ok(Some(Err(Refused::TooLarge))),
+                Ok(None) => {}
+                Err(refused) => return Ok(Some(Err(refused))),
+            }
+        }
+        let mut chunk = [0u8; 2048];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return match buf.is_empty() {
+                true => Ok(None),
+                false => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in a request head")),
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Parse a head at the start of `bytes`: `Ok(None)` while it is incomplete.
+pub fn parse(bytes: &[u8]) -> Result<Option<(Head, usize)>, Refused> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Refused::TooLarge),
+        Err(e) => return Err(Refused::Malformed(format!("bad request head: {e}"))),
+    };
+    let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let mut builder = Request::builder().method(req.method.unwrap_or("GET")).uri(req.path.unwrap_or("/")).version(version);
+    let (mut close, mut keep) = (false, false);
+    let mut has_body = false;
+    for h in req.headers.iter() {
+        let value = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+        if h.name.eq_ignore_ascii_case("connection") {
+            close |= value.split(',').any(|t| t.trim() == "close");
+            keep |= value.split(',').any(|t| t.trim() == "keep-alive");
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            has_body = true;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            has_body |= value.trim() != "0";
+        }
+        builder = builder.header(h.name, h.value);
+    }
+    let request = builder.body(()).map_err(|e| Refused::Malformed(format!("bad request: {e}")))?;
+    let keep_alive = !close && (version == Version::HTTP_11 || keep);
+    Ok(Some((Head { parts: request.into_parts().0, keep_alive, has_body }, len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_parse_with_keep_alive_rules_and_limits() {
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none(), "incomplete");
+        let (head, len) = parse(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\nGET /next").unwrap().unwrap();
+        assert_eq!((head.parts.uri.path(), head.parts.uri.query(), head.keep_alive, head.has_body, len), ("/a", Some("b=c"), true, false, 32));
+        let (head, _) = parse(b"HEAD /x HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!((head.parts.method.as_str(), head.keep_alive), ("HEAD", false));
+        assert!(parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap().0.keep_alive);
+        assert!(!parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap().0.keep_alive);
+        assert!(parse(b"GET / HTTP/1.1\nHost: x\n\n").unwrap().is_some(), "bare LF line ends");
+        assert!(parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap().0.has_body);
+        assert!(parse(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap().0.has_body);
+        let (head, _) = parse(b"GET http://evil/../x HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.parts.uri.path(), "/../x");
+        assert!(matches!(parse(b"GET ../x HTTP/1.1\r\n\r\n"), Err(Refused::Malformed(_))));
+        assert!(matches!(parse(b"\x00\x01garbage\r\n\r\n"), Err(Refused::Malformed(_))));
+        let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).err(), Some(Refused::TooLarge));
+    }
+}

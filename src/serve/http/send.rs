@@ -1,0 +1,119 @@
+//! Writing a [`Reply`] on the connection's own socket: the head, then the
+//! body — bytes with one write, a file range with `sendfile(2)` straight
+//! from the descriptor the handler opened (zero-copy; a rebuild that
+//! renames a new file over the name does not change a download in
+//! progress). Every write must make progress within the timeout, or the
+//! client is dropped: one that stops reading holds nothing but its socket.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use http::header::{CONNECTION, CONTENT_LENGTH, SERVER};
+use http::{HeaderValue, StatusCode};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+
+use crate::serve::reply::{Body, Reply};
+
+/// Bytes per `sendfile` call: a slow client shows progress well within any
+/// timeout, and a task yields to the others between calls, so a boot script
+/// request is answered in milliseconds beside 64 streaming downloads.
+const STEP: usize = 256 * 1024;
+
+/// What went out.
+pub struct Sent {
+    /// Body bytes written.
+    pub bytes: u64,
+    /// The whole response was written.
+    pub complete: bool,
+    /// The body went out with sendfile.
+    pub zero_copy: bool,
+}
+
+/// Write `reply`; `head_only` for HEAD (the head says how long the body
+/// would be). `Connection: close` when the connection ends after it.
+pub async fn reply(stream: &mut TcpStream, reply: Reply, head_only: bool, keep_alive: bool, timeout: Duration) -> Sent {
+    let length = reply.body.len();
+    let head = head(reply.status, reply.headers, length, keep_alive);
+    let mut sent = Sent { bytes: 0, complete: false, zero_copy: false };
+    if let Err(e) = within(timeout, stream.write_all(&head)).await {
+        tracing::debug!("http: writing a response head failed: {e}");
+        return sent;
+    }
+    let written = match reply.body {
+        _ if head_only => Ok(()),
+        Body::Empty => Ok(()),
+        Body::Bytes(b) => within(timeout, stream.write_all(&b)).await.map(|()| sent.bytes = b.len() as u64),
+        Body::File { file, start, len } => {
+            sent.zero_copy = true;
+            send_file(stream, &file, start, len, timeout, &mut sent.bytes).await
+        }
+    };
+    match written {
+        Ok(()) => sent.complete = true,
+        Err(e) => tracing::debug!("http: response cut after {} body bytes: {e}", sent.bytes),
+    }
+    sent
+}
+
+/// A complete response for a request that could not be parsed.
+pub async fn refuse(stream: &mut TcpStream, status: u16, why: &str, timeout: Duration) {
+    let _ = reply(stream, Reply::text(status, format!("{why}\n")), false, false, timeout).await;
+}
+
+fn head(status: StatusCode, mut headers: http::HeaderMap, length: u64, keep_alive: bool) -> Vec<u8> {
+    headers.insert(SERVER, HeaderValue::from_static("mkimage"));
+    if status != StatusCode::NOT_MODIFIED {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if !keep_alive {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    let mut out = format!("HTTP/1.1 {} {}\r\n", status.as_str(), status.canonical_reason().unwrap_or("")).into_bytes();
+    for (name, value) in &headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// `len` bytes of `file` from `start`, by sendfile; `sent` counts them.
+async fn send_file(stream: &TcpStream, file: &File, start: u64, len: u64, timeout: Duration, sent: &mut u64) -> io::Result<()> {
+    let mut offset = start as libc::off64_t;
+    while *sent < len {
+        let want = ((len - *sent) as usize).min(STEP);
+        let n = within(timeout, async {
+            loop {
+                stream.writable().await?;
+                let step = stream.try_io(Interest::WRITABLE, || {
+                    nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut offset), want).map_err(io::Error::from)
+                });
+                match step {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while serving it"));
+        }
+        *sent += n as u64;
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}
+
+/// `io` if it finishes within `timeout`, else a TimedOut error.
+async fn within<T>(timeout: Duration, io: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    match tokio::time::timeout(timeout, io).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("client took no data for {timeout:?}"))),
+    }
+}

@@ -1,0 +1,59 @@
+//! What `mkimage serve` is asked to do, as plain data: the CLI layer (or a
+//! test, or `mkimage boot-test`) fills it in; nothing here knows about flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The default boot config path, used only if it exists.
+pub const DEFAULT_BOOT_CONFIG: &str = "vars/boot.yml";
+
+/// Everything `serve::run` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The directory served (the build output dir).
+    pub dir: PathBuf,
+    /// HTTP listen address (`host:port`; port 0 picks a free one).
+    pub http: String,
+    /// TFTP listen address; `None` disables TFTP.
+    pub tftp: Option<String>,
+    /// Boot profiles; `None` uses [`DEFAULT_BOOT_CONFIG`] if it exists.
+    pub boot_config: Option<PathBuf>,
+    /// Base URL written into boot scripts (default: from the request's Host).
+    pub public_url: Option<String>,
+    /// iPXE binaries offered over TFTP.
+    pub ipxe_dir: PathBuf,
+    /// Boot script template (default: the built-in `ipxe/boot.ipxe.j2`).
+    pub ipxe_template: Option<PathBuf>,
+    /// Threads of the async runtime that runs HTTP, TFTP and the pruner
+    /// (file reads and hashing run on a small blocking pool beside them).
+    pub workers: usize,
+    /// Whole request head within this, and a client that takes no response
+    /// data (HTTP) or sends no ACK (TFTP, retransmits aside) for this long
+    /// is dropped.
+    pub timeout: Duration,
+    /// How long a superseded artifact stays servable at its
+    /// content-addressed URL.
+    pub grace: Duration,
+    /// How long a machine that asked before anything bootable existed waits
+    /// before it asks again.
+    pub retry_delay: Duration,
+}
+
+impl ServeOptions {
+    /// The defaults for serving `dir`, as the CLI documents them.
+    pub fn new(dir: impl Into<PathBuf>) -> ServeOptions {
+        ServeOptions {
+            dir: dir.into(),
+            http: "0.0.0.0:8080".into(),
+            tftp: Some("0.0.0.0:69".into()),
+            boot_config: None,
+            public_url: None,
+            ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
+            ipxe_template: None,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(3600),
+            retry_delay: Duration::from_secs(20),
+        }
+    }
+}

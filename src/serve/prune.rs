@@ -1,0 +1,46 @@
+//! The content store's pruner, a task on the server's runtime: every
+//! quarter of the grace period (between 0.25 s and 60 s) it drops the
+//! objects that `manifest.json` no longer lists and that have been
+//! superseded for the grace period (`--grace`), so a machine that fetched
+//! its boot script just before a republish can still finish its boot.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::metrics::Metrics;
+use crate::artifact::objects::Pruner;
+use crate::artifact::Manifest;
+
+pub async fn run(dir: PathBuf, grace: Duration, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let every = (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+    let pruner = Arc::new(Mutex::new(Pruner::default()));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let (dir, pruner) = (dir.clone(), pruner.clone());
+        let swept = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+            // An unreadable manifest says nothing about what is live: keep all.
+            let live: HashSet<String> = Manifest::load(&dir)?.artifacts.into_values().map(|e| e.sha256).collect();
+            let mut pruner = pruner.lock().map_err(|_| anyhow::anyhow!("pruner state poisoned"))?;
+            Ok(pruner.prune(&dir, &live, grace)?)
+        })
+        .await;
+        match swept {
+            Ok(Ok(dropped)) => {
+                for sha in &dropped {
+                    tracing::info!("content store: dropped {sha}, superseded for more than {grace:?}");
+                }
+                metrics.objects_dropped.fetch_add(dropped.len() as u64, Relaxed);
+            }
+            Ok(Err(e)) => tracing::warn!("content store: not pruned: {e:#}"),
+            Err(e) => tracing::warn!("content store: pruner failed: {e}"),
+        }
+    }
+}

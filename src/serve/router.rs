@@ -1,0 +1,33 @@
+//! Which handler answers a request: the server's own pages (`/`,
+//! `/metrics`, `/boot.ipxe`), content-addressed artifacts (`/sha256/…`) and
+//! files in the served dir. Read-only: GET and HEAD only. Runs on the
+//! blocking pool (handlers open, read and sometimes hash files).
+
+use std::net::SocketAddr;
+
+use http::request::Parts;
+use http::Method;
+
+use super::reply::Reply;
+use super::state::State;
+use super::{download, pages, script};
+
+pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
+    let path = req.uri.path();
+    let query = req.uri.query().unwrap_or("");
+    if !path.starts_with('/') {
+        return Reply::text(400, "request target must be a path\n");
+    }
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return Reply::text(405, "read-only server: GET and HEAD only\n").with(http::header::ALLOW, "GET, HEAD");
+    }
+    match path {
+        "/" => pages::status(state),
+        "/metrics" => Reply::bytes(200, "text/plain; version=0.0.4", state.metrics.render()),
+        "/boot.ipxe" => script::boot(state, req, query, client),
+        _ => match path.strip_prefix("/sha256/") {
+            Some(rest) => download::object(state, req, rest),
+            None => download::file(state, req, path, query),
+        },
+    }
+}

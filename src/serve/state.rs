@@ -1,0 +1,25 @@
+//! What every request handler shares: the served dir, the sha256 cache, the
+//! counters, the compiled script templates and the boot settings. Handlers
+//! read it; only the counters and caches inside change.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::files::{Root, ShaCache};
+use super::ipxe::Scripts;
+use super::metrics::Metrics;
+
+pub struct State {
+    pub root: Root,
+    pub sha: ShaCache,
+    pub metrics: Arc<Metrics>,
+    pub scripts: Scripts,
+    /// The boot config, re-read on every script request (`None`: none).
+    pub boot_config: Option<PathBuf>,
+    pub public_url: Option<String>,
+    /// The HTTP listener's address (the base URL of last resort).
+    pub local_addr: SocketAddr,
+    pub retry_delay: Duration,
+}
