@@ -143,6 +143,24 @@ impl Fetcher {
         conf
     }
 
+    /// The mirror URL (without a trailing `/`).
+    pub fn mirror(&self) -> &str {
+        &self.mirror
+    }
+
+    /// Download one file from the mirror (apt's downloader, through the
+    /// proxy) to a fresh temp name in `dir`; the caller renames it.
+    pub fn download(&self, url: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+        let dest = dir.join(format!(".download.{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&dest);
+        let got = self.apt("/usr/lib/apt/apt-helper").args(["-q", "download-file", url]).arg(&dest).run();
+        if let Err(e) = got {
+            let _ = fs::remove_file(&dest);
+            return Err(e).with_context(|| format!("cannot download {url}"));
+        }
+        Ok(dest)
+    }
+
     fn apt(&self, program: &str) -> Cmd {
         Cmd::new(program).env("APT_CONFIG", self.root.join("apt.conf"))
     }

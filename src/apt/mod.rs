@@ -4,6 +4,7 @@
 
 pub mod deb822;
 pub mod fetcher;
+pub mod index;
 pub mod mirror;
 
 pub use fetcher::{AptSource, Fetcher, Package};

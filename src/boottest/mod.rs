@@ -80,7 +80,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         return Err(UsageError(format!("{}: boot_test.expect: {bad}", req.boot_config.display())).into());
     }
     if let Some(playbook) = &req.playbook {
-        let play = crate::image::PlayRequest { playbook: playbook.clone(), overrides: req.overrides.clone(), out: req.dir.clone(), keep_build_dir: false };
+        let play = crate::image::PlayRequest { playbook: playbook.clone(), overrides: req.overrides.clone(), out: req.dir.clone(), keep_build_dir: false, options: Default::default() };
         crate::image::play(&play)?;
     }
     let manifest = crate::artifact::Manifest::load(&req.dir)?;

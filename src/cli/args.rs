@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Build the squashfs base filesystem (bootstrap + roles + cleanup).
-    Basefs(BuildArgs),
+    Basefs(BasefsArgs),
     /// Build a gzipped-cpio overlay: what roles change on top of the basefs.
     Overlay(BuildArgs),
     /// Build the initrd and kernel that netboot base + overlays.
@@ -55,6 +55,34 @@ pub struct BuildArgs {
     /// Keep the build directory when the build fails (for debugging).
     #[arg(long)]
     pub keep_build_dir: bool,
+    #[command(flatten)]
+    pub cache: CacheFlags,
+}
+
+/// How much of a build may come from earlier builds (build commands and play).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheFlags {
+    /// Build even when the artifact is up to date (task layers are still reused).
+    #[arg(long)]
+    pub force: bool,
+    /// Run every task afresh: no cached task layer or bootstrapped tree is
+    /// used or stored (implies --force).
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// `mkimage basefs`: the build flags plus stage archives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BasefsArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Keep the provisioned tree (after the roles, before cleanup and
+    /// packing) as a stage archive: FILE.tar, .tar.gz or .tar.zst.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Start from a stage archive written by --save instead of bootstrapping.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
 }
 
 /// `mkimage play`.
@@ -71,6 +99,8 @@ pub struct PlayArgs {
     /// Keep the build directory when a build fails (for debugging).
     #[arg(long)]
     pub keep_build_dir: bool,
+    #[command(flatten)]
+    pub cache: CacheFlags,
 }
 
 /// `mkimage check`.

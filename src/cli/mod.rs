@@ -14,7 +14,7 @@ use clap::Parser;
 
 use args::{Cli, Command};
 use mkimage::config::check::Target;
-use mkimage::image::{BuildRequest, Kind, PlayRequest};
+use mkimage::image::{BuildOptions, BuildRequest, Kind, PlayRequest};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,18 +33,26 @@ pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(mkimage::config::absolute(path)?)
 }
 
-fn build(kind: Kind, a: args::BuildArgs) -> anyhow::Result<()> {
-    let req = BuildRequest { kind, vars: absolute(&a.vars)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir };
+fn build(kind: Kind, a: args::BuildArgs, stages: (Option<PathBuf>, Option<PathBuf>)) -> anyhow::Result<()> {
+    let mut options = build_options(&a.cache);
+    options.save = stages.0.as_deref().map(absolute).transpose()?;
+    options.from = stages.1.as_deref().map(absolute).transpose()?;
+    let req = BuildRequest { kind, vars: absolute(&a.vars)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir, options };
     mkimage::image::run(&req)
+}
+
+fn build_options(f: &args::CacheFlags) -> BuildOptions {
+    BuildOptions { force: f.force || f.no_cache, no_cache: f.no_cache, ..Default::default() }
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Basefs(a) => build(Kind::Basefs, a),
-        Command::Overlay(a) => build(Kind::Overlay, a),
-        Command::Initrd(a) => build(Kind::Initrd, a),
+        Command::Basefs(a) => build(Kind::Basefs, a.build, (a.save, a.from)),
+        Command::Overlay(a) => build(Kind::Overlay, a, (None, None)),
+        Command::Initrd(a) => build(Kind::Initrd, a, (None, None)),
         Command::Play(a) => {
-            let req = PlayRequest { playbook: absolute(&a.playbook)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir };
+            let options = build_options(&a.cache);
+            let req = PlayRequest { playbook: absolute(&a.playbook)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir, options };
             mkimage::image::play(&req)
         }
         Command::Check(a) => {

@@ -5,14 +5,19 @@
 pub mod basefs;
 pub mod cleanup;
 pub mod facts;
+pub mod flatten;
 pub mod initrd;
+pub mod inputs;
 pub mod never_ship;
 pub mod overlay;
+pub mod uptodate;
 pub mod workdir;
 
 use std::path::PathBuf;
 
 pub use crate::config::Kind;
+use crate::artifact::inputs::Inputs;
+use crate::artifact::{Entry, Manifest};
 use crate::config::Plan;
 use crate::progress::Progress;
 use crate::sys::Sys;
@@ -28,6 +33,7 @@ pub struct BuildRequest {
     pub out: PathBuf,
     /// Keep the build directory when the build fails (for debugging).
     pub keep_build_dir: bool,
+    pub options: BuildOptions,
 }
 
 /// `mkimage play PLAYBOOK`, resolved by the CLI.
@@ -37,6 +43,21 @@ pub struct PlayRequest {
     pub overrides: Vec<String>,
     pub out: PathBuf,
     pub keep_build_dir: bool,
+    pub options: BuildOptions,
+}
+
+/// How much of a build may come from what earlier builds left.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// `--force`: build even when the artifact is up to date.
+    pub force: bool,
+    /// `--no-cache`: run every task afresh (implies `force`); nothing
+    /// cached is read, and nothing is stored.
+    pub no_cache: bool,
+    /// `--save FILE` (basefs): keep the provisioned tree as a stage archive.
+    pub save: Option<PathBuf>,
+    /// `--from FILE` (basefs): start from a stage archive, not a bootstrap.
+    pub from: Option<PathBuf>,
 }
 
 /// Everything a build step needs.
@@ -46,6 +67,7 @@ pub struct Job<'a> {
     pub progress: &'a Progress,
     /// Where mounts go (the kernel, or a recorder in tests).
     pub sys: &'a dyn Sys,
+    pub options: &'a BuildOptions,
 }
 
 /// `mkimage check`: every option, role and `--var` of the builds named,
@@ -75,7 +97,7 @@ pub fn run(req: &BuildRequest) -> anyhow::Result<()> {
     preflight(std::slice::from_ref(&plan))?;
     crate::sys::sandbox::enter()?;
     let progress = Progress::new();
-    let job = Job { plan: &plan, keep_build_dir: req.keep_build_dir, progress: &progress, sys: &crate::sys::REAL };
+    let job = Job { plan: &plan, keep_build_dir: req.keep_build_dir, progress: &progress, sys: &crate::sys::REAL, options: &req.options };
     build(&job)
 }
 
@@ -92,8 +114,63 @@ pub fn build(job: &Job) -> anyhow::Result<()> {
     for entry in &published {
         println!("{}  {}  {} bytes", entry.sha256, plan.out.join(&entry.file).display(), entry.size);
     }
-    tracing::info!("{} `{}` built in {:.1}s", plan.kind.name(), plan.name, started.elapsed().as_secs_f64());
+    tracing::info!("{} `{}` done in {:.1}s", plan.kind.name(), plan.name, started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The entries of a build's artifacts `files` when the build is up to date
+/// (logged as such), else `None`, with the reason logged: the inputs that
+/// changed, a missing artifact, `--force`.
+fn up_to_date(job: &Job, files: &[String], inputs: &Inputs) -> anyhow::Result<Option<Vec<Entry>>> {
+    let plan = job.plan;
+    let what = format!("{} `{}`", plan.kind.name(), plan.name);
+    let forced = [(job.options.no_cache, "--no-cache"), (job.options.force, "--force"), (job.options.save.is_some(), "--save")];
+    if let Some((_, flag)) = forced.iter().find(|(set, _)| *set) {
+        job.progress.step(format!("{what}: building ({flag})"));
+        return Ok(None);
+    }
+    let manifest = Manifest::load(&plan.out)?;
+    match uptodate::check(&plan.out, &manifest, files, inputs) {
+        uptodate::Verdict::UpToDate(entries) => {
+            job.progress.step(format!("{what} is up to date ({}), skipped", files.join(", ")));
+            Ok(Some(entries))
+        }
+        uptodate::Verdict::Stale(why) => {
+            job.progress.step(format!("{what}: {why}; building"));
+            Ok(None)
+        }
+    }
+}
+
+/// Run the plan's roles, task by task, on `stack`; `packages` is the
+/// package index (or lock file) digest that keys apt tasks.
+fn run_roles(job: &Job, stack: &mut crate::provision::stack::Stack, packages: &str) -> anyhow::Result<()> {
+    let plan = job.plan;
+    let roles = plan.provisioners.iter().map(|name| crate::provision::load_role(&plan.provisioners_dir, name)).collect::<Result<Vec<_>, _>>()?;
+    let env = crate::provision::stack::Env {
+        vars: &plan.context,
+        progress: job.progress,
+        packages,
+        source_date_epoch: plan.source_date_epoch,
+        chroot: crate::provision::ChrootOptions { apt_proxy: plan.apt_proxy.clone(), package_cache: Some(plan.package_cache()) },
+    };
+    stack.run(&roles, &env)
+}
+
+/// The key of the tree a build's task layers start from: the tool, the
+/// build's kind, what names the tree (`below`) and the build's
+/// SOURCE_DATE_EPOCH (every task sees it).
+fn layers_key(plan: &Plan, below: &[&str]) -> String {
+    let text = format!("mkimage {} {}\n{}\n{}", env!("CARGO_PKG_VERSION"), plan.kind.name(), below.join("\n"), plan.source_date_epoch);
+    crate::artifact::sha256_bytes(text.as_bytes())
+}
+
+/// Record the inputs in the entries of a build.
+fn stamp(entries: &mut [Entry], inputs: &Inputs) {
+    for e in entries {
+        e.inputs_hash = inputs.hash();
+        e.inputs = inputs.parts().clone();
+    }
 }
 
 /// `mkimage play PLAYBOOK`: every build in order, stopping at the first failure.
@@ -104,7 +181,7 @@ pub fn play(req: &PlayRequest) -> anyhow::Result<()> {
     let progress = Progress::new();
     for (i, plan) in plans.iter().enumerate() {
         progress.step(format!("play {}/{}: {} `{}`", i + 1, plans.len(), plan.kind.name(), plan.name));
-        let job = Job { plan, keep_build_dir: req.keep_build_dir, progress: &progress, sys: &crate::sys::REAL };
+        let job = Job { plan, keep_build_dir: req.keep_build_dir, progress: &progress, sys: &crate::sys::REAL, options: &req.options };
         build(&job).map_err(|e| e.context(format!("{}: build {} ({} `{}`) failed", req.playbook.display(), i + 1, plan.kind.name(), plan.name)))?;
     }
     Ok(())
