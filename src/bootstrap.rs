@@ -11,6 +11,7 @@ use anyhow::Context;
 use nix::fcntl::Flock;
 
 use crate::config::Plan;
+use crate::lockfile::Pinned;
 
 /// The program `bootstrapper: auto` picks: mmdebstrap when installed.
 pub fn pick(choice: crate::config::Bootstrapper) -> anyhow::Result<&'static str> {
@@ -47,6 +48,8 @@ pub struct Source<'a> {
     /// Reuse and keep trees in `CACHE/bootstrap` (false: `bootstrap_cache:
     /// false`, `--no-cache`).
     pub cache: bool,
+    /// The lock in force, if any: the bootstrap installs exactly its versions.
+    pub pins: Option<&'a Pinned>,
 }
 
 /// The tree for a basefs build: a cached tree with the same inputs (the
@@ -73,7 +76,7 @@ pub fn base_tree(plan: &Plan, work: &Path, src: &Source, progress: &crate::progr
             crate::stage::extract(archive, &fresh)?;
         }
         None => {
-            run(plan, &fresh, progress)?;
+            run(plan, &fresh, src.pins, progress)?;
             // mmdebstrap writes every --aptopt (our proxy and cache settings)
             // here; the roles get their own for the build.
             let _ = fs::remove_file(fresh.join(MMDEBSTRAP_APT_CONF));
@@ -163,6 +166,14 @@ pub fn preflight(plan: &Plan) -> anyhow::Result<&'static str> {
         .into());
     }
     if program == "debootstrap" {
+        if let Some(lock) = &plan.lock {
+            return Err(crate::UsageError(format!(
+                "{}: `lock: {}` needs mmdebstrap (debootstrap cannot pin versions); install it or set `bootstrapper: mmdebstrap`",
+                plan.file.display(),
+                lock.display()
+            ))
+            .into());
+        }
         if let Some(pin) = plan.packages.iter().find(|p| p.contains('=')) {
             return Err(crate::UsageError(format!(
                 "{}: package pin `{pin}` in `packages:` needs mmdebstrap (debootstrap cannot pin); install it or pin in a role's apt task",
@@ -177,7 +188,7 @@ pub fn preflight(plan: &Plan) -> anyhow::Result<&'static str> {
 /// Bootstrap a Debian tree into `target` (an empty directory) with the
 /// configured bootstrapper, through the apt proxy, keeping the downloaded
 /// .debs in the shared cache so the next build does not fetch them again.
-pub fn run(plan: &Plan, target: &Path, progress: &crate::progress::Progress) -> anyhow::Result<()> {
+pub fn run(plan: &Plan, target: &Path, pins: Option<&Pinned>, progress: &crate::progress::Progress) -> anyhow::Result<()> {
     let program = preflight(plan)?;
     let cache = plan.package_cache();
     fs::create_dir_all(&cache).with_context(|| format!("cannot create package cache {}", cache.display()))?;
@@ -185,7 +196,7 @@ pub fn run(plan: &Plan, target: &Path, progress: &crate::progress::Progress) -> 
     let started = std::time::Instant::now();
     let _lock = crate::lock::package_cache(&cache)?;
     let cmd = match program {
-        "mmdebstrap" => mmdebstrap(plan, &cache, target),
+        "mmdebstrap" => mmdebstrap(plan, &cache, target, pins)?,
         _ => debootstrap(plan, &cache, target),
     };
     cmd.run_with(|line| progress.output(line)).with_context(|| format!("bootstrapping {} with {program} failed", plan.suite))?;
@@ -193,7 +204,7 @@ pub fn run(plan: &Plan, target: &Path, progress: &crate::progress::Progress) -> 
     Ok(())
 }
 
-fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path) -> crate::exec::Cmd {
+fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path, pins: Option<&Pinned>) -> anyhow::Result<crate::exec::Cmd> {
     let q = |p: &Path| crate::exec::shell_quote(&p.to_string_lossy());
     let archives = "\"$1\"/var/cache/apt/archives";
     let mut cmd = crate::exec::Cmd::new("mmdebstrap")
@@ -216,7 +227,26 @@ fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path) -> crate::exec::Cmd {
     if !plan.packages.is_empty() {
         cmd = cmd.arg(format!("--include={}", plan.packages.join(",")));
     }
-    cmd.arg(&plan.suite).arg(target).arg(&plan.mirror)
+    let mut extra = None;
+    if let Some(pins) = pins {
+        // apt reads the pins from the tree while bootstrapping; they and the
+        // local repository's source line are gone before it is packed.
+        let prefs = target.with_file_name(crate::lockfile::PREFERENCES);
+        fs::write(&prefs, pins.lock.preferences()).with_context(|| format!("cannot write {}", prefs.display()))?;
+        let dest = format!("\"$1\"/etc/apt/preferences.d/{}", crate::lockfile::PREFERENCES);
+        cmd = cmd
+            .arg(format!("--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d && cp {} {dest}", q(&prefs)))
+            .arg(format!("--customize-hook=rm -f {dest}"));
+        if let (Some(line), Some(repo)) = (pins.source_line(), &pins.repo) {
+            cmd = cmd.arg(format!("--customize-hook=sed -i '\\|{}|d' \"$1\"/etc/apt/sources.list", repo.display()));
+            extra = Some(line);
+        }
+    }
+    cmd = cmd.arg(&plan.suite).arg(target).arg(&plan.mirror);
+    Ok(match extra {
+        Some(line) => cmd.arg(line),
+        None => cmd,
+    })
 }
 
 fn debootstrap(plan: &Plan, cache: &Path, target: &Path) -> crate::exec::Cmd {

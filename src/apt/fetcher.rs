@@ -28,6 +28,10 @@ pub struct AptSource {
     pub cache_dir: PathBuf,
     /// Keyring that signs the mirror's Release file.
     pub keyring: PathBuf,
+    /// apt preferences (a lock file's pins), if any.
+    pub preferences: Option<String>,
+    /// More `deb …` lines (a lock's local repository of cached `.deb`s).
+    pub extra_sources: Vec<String>,
 }
 
 impl AptSource {
@@ -40,6 +44,8 @@ impl AptSource {
             apt_proxy: None,
             cache_dir: cache_dir.to_path_buf(),
             keyring: PathBuf::from("/usr/share/keyrings/debian-archive-keyring.gpg"),
+            preferences: None,
+            extra_sources: Vec::new(),
         }
     }
 }
@@ -99,13 +105,26 @@ impl Fetcher {
                 let _ = fs::remove_dir_all(&tmp);
             }
         }
-        let line = format!(
+        let mut line = format!(
             "deb [signed-by={}] {} {} {}\n",
             src.keyring.display(),
             mirror,
             src.suite,
             src.components.join(" ")
         );
+        for extra in &src.extra_sources {
+            line.push_str(&format!("{extra}\n"));
+        }
+        let prefs = root.join("etc/preferences.d").join(super::PREFERENCES);
+        match &src.preferences {
+            Some(text) if fs::read_to_string(&prefs).ok().as_deref() != Some(text.as_str()) => {
+                crate::artifact::write_atomic(&root.join("etc/preferences.d"), super::PREFERENCES, |f| std::io::Write::write_all(f, text.as_bytes()))?;
+            }
+            Some(_) => {}
+            None => {
+                let _ = fs::remove_file(&prefs);
+            }
+        }
         let list = root.join("etc/sources.list");
         // A changed source invalidates the lists fetched for the old one.
         if fs::read_to_string(&list).ok().as_deref() != Some(line.as_str()) {
@@ -149,16 +168,14 @@ impl Fetcher {
     }
 
     /// Download one file from the mirror (apt's downloader, through the
-    /// proxy) to a fresh temp name in `dir`; the caller renames it.
-    pub fn download(&self, url: &str, dir: &Path) -> anyhow::Result<PathBuf> {
-        let dest = dir.join(format!(".download.{}.tmp", std::process::id()));
-        let _ = fs::remove_file(&dest);
-        let got = self.apt("/usr/lib/apt/apt-helper").args(["-q", "download-file", url]).arg(&dest).run();
-        if let Err(e) = got {
-            let _ = fs::remove_file(&dest);
-            return Err(e).with_context(|| format!("cannot download {url}"));
-        }
-        Ok(dest)
+    /// proxy) into a fresh temp dir in `dir` (builds in their sandboxes all
+    /// run as PID 1, so no name made from the pid is unique); the caller
+    /// moves the file out before the dir is dropped.
+    pub fn download(&self, url: &str, dir: &Path) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+        let tmp = tempfile::Builder::new().prefix(".download.").tempdir_in(dir).with_context(|| format!("cannot create a temp dir in {}", dir.display()))?;
+        let dest = tmp.path().join("file");
+        self.apt("/usr/lib/apt/apt-helper").args(["-q", "download-file", url]).arg(&dest).run().with_context(|| format!("cannot download {url}"))?;
+        Ok((tmp, dest))
     }
 
     fn apt(&self, program: &str) -> Cmd {
@@ -176,9 +193,24 @@ impl Fetcher {
             .unwrap_or(false)
     }
 
+    /// The package lists, fetched fresh (`apt-get update`).
+    pub fn fresh_lists(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let _lock = self.lock()?;
+        self.update()?;
+        let dir = self.root.join("state/lists");
+        let mut lists: Vec<PathBuf> = fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with("_Packages"))
+            .collect();
+        lists.sort();
+        Ok(lists)
+    }
+
     /// A digest of the package lists' names, sizes and mtimes (and `name`).
     fn lists_key(&self, name: &str) -> String {
-        let mut parts = vec![name.to_string(), self.config()];
+        let mut parts = vec![name.to_string(), self.config(), self.src.preferences.clone().unwrap_or_default()];
         if let Ok(rd) = fs::read_dir(self.root.join("state/lists")) {
             let mut files: Vec<String> = rd
                 .filter_map(|e| e.ok())

@@ -36,7 +36,7 @@ pub fn digest(src: &AptSource) -> anyhow::Result<String> {
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let kept = dir.join(format!("{}.InRelease", &crate::artifact::sha256_bytes(url.as_bytes())[..16]));
     let hash = match fetcher.download(&url, &dir) {
-        Ok(got) => {
+        Ok((_tmp, got)) => {
             let hash = crate::artifact::sha256_file(&got)?.1;
             fs::rename(&got, &kept).with_context(|| format!("cannot keep {}", kept.display()))?;
             hash

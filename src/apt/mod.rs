@@ -8,4 +8,7 @@ pub mod index;
 pub mod mirror;
 
 pub use fetcher::{AptSource, Fetcher, Package};
+
+/// The file (in `preferences.d/`) that holds a lock file's pins while building.
+pub const PREFERENCES: &str = "mkimage-lock.pref";
 pub use mirror::host_mirror;

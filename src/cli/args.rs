@@ -38,6 +38,8 @@ pub enum Command {
     BootTest(BootTestArgs),
     /// Show what the build caches hold, and prune them by age or size.
     Cache(CacheArgs),
+    /// Pin every package version (and .deb sha256) the builds install in a lock file.
+    Lock(LockArgs),
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.
@@ -103,20 +105,34 @@ pub struct PlayArgs {
     pub cache: CacheFlags,
 }
 
-/// `mkimage check`.
+/// `mkimage check` (and the builds `mkimage lock` locks).
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// A vars file to validate (its kind — basefs, overlay, initrd — is read off its keys).
+    /// A vars file (its kind — basefs, overlay, initrd — is read off its keys).
     #[arg(long)]
     pub vars: Option<PathBuf>,
-    /// A playbook to validate (every build it lists).
+    /// A playbook (every build it lists).
     pub playbook: Option<PathBuf>,
     /// Override a variable: key=value (repeatable).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,
-    /// The output dir the builds would use (for `cache_dir`'s default).
+    /// The output dir the builds use (and `cache_dir`'s default); `lock`
+    /// builds there first.
     #[arg(long, default_value = "builds")]
     pub out: PathBuf,
+}
+
+/// `mkimage lock`: what to lock as `check` takes it, then where to write.
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub builds: CheckArgs,
+    /// The lock file to write (default: the `lock:` the builds name).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Keep the build directory when a build fails (for debugging).
+    #[arg(long)]
+    pub keep_build_dir: bool,
 }
 
 /// `mkimage boot-test`.

@@ -56,12 +56,19 @@ fn run(command: Command) -> anyhow::Result<()> {
             mkimage::image::play(&req)
         }
         Command::Check(a) => {
-            let target = match (a.vars, a.playbook) {
-                (Some(v), None) => Target::Vars(absolute(&v)?),
-                (None, Some(p)) => Target::Playbook(absolute(&p)?),
-                _ => return Err(mkimage::UsageError("give either --vars FILE or a PLAYBOOK".into()).into()),
-            };
+            let target = target(a.vars, a.playbook)?;
             mkimage::image::check(&target, &a.vars_override, &absolute(&a.out)?)
+        }
+        Command::Lock(a) => {
+            let b = a.builds;
+            let req = mkimage::image::lock::LockRequest {
+                target: target(b.vars, b.playbook)?,
+                overrides: b.vars_override,
+                out: absolute(&b.out)?,
+                output: a.output.as_deref().map(absolute).transpose()?,
+                keep_build_dir: a.keep_build_dir,
+            };
+            mkimage::image::lock::run(&req)
         }
         Command::Serve(a) => serve(&a),
         Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
@@ -79,6 +86,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             mkimage::cache::run(&req)
         }
+    }
+}
+
+/// `--vars FILE` or `PLAYBOOK`, exactly one.
+fn target(vars: Option<PathBuf>, playbook: Option<PathBuf>) -> anyhow::Result<Target> {
+    match (vars, playbook) {
+        (Some(v), None) => Ok(Target::Vars(absolute(&v)?)),
+        (None, Some(p)) => Ok(Target::Playbook(absolute(&p)?)),
+        _ => Err(mkimage::UsageError("give either --vars FILE or a PLAYBOOK".into()).into()),
     }
 }
 

@@ -24,16 +24,21 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     if let Some(entries) = super::up_to_date(job, &[file_name(&plan.name)], &inputs)? {
         return Ok(entries);
     }
+    let pins = super::pins(plan)?;
     let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
     let (_, packages) = super::inputs::packages(plan)?;
     // Layers are only worth keeping over a tree that is kept too.
     let cache = !job.options.no_cache && (plan.bootstrap_cache || from.is_some());
-    let tree = crate::bootstrap::base_tree(plan, &work.path, &Source { from, packages: &packages, cache }, job.progress)?;
+    let tree = crate::bootstrap::base_tree(plan, &work.path, &Source { from, packages: &packages, cache, pins: pins.as_ref() }, job.progress)?;
     let store = if cache { Some(Store::open(&plan.cache_dir)?) } else { None };
     let mut stack = Stack::new(job.sys, &work.path, store, vec![tree.path.clone()], super::layers_key(plan, &[&tree.id]));
-    super::run_roles(job, &mut stack, &packages)?;
+    super::run_roles(job, &mut stack, &packages, pins.as_ref())?;
     let root = work.path.join("root");
     stack.mount_top(&work.path.join("final"), &root)?;
+    let installed = facts::packages(&root);
+    if let Some(pins) = &pins {
+        pins.check_installed(&format!("basefs `{}`", plan.name), &installed)?;
+    }
     if let Some(save) = &job.options.save {
         job.progress.step(format!("save the provisioned tree as {}", save.display()));
         let size = crate::stage::save(&root, save)?;
@@ -48,7 +53,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         kind: "basefs".into(),
         name: plan.name.clone(),
         file: file_name(&plan.name),
-        packages: facts::packages(&root),
+        packages: installed,
         kernel_version: facts::kernel_versions(&root).pop(),
         kernel_hash: facts::kernel_hash(&root)?,
         tool_version: env!("CARGO_PKG_VERSION").into(),

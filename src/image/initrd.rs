@@ -21,7 +21,12 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         KernelChoice::Basefs => KernelSource::Basefs(basefs.path.clone()),
         KernelChoice::Package(name) => KernelSource::Package { name: name.clone() },
     };
-    let apt = super::inputs::apt_source(plan);
+    let mut apt = super::inputs::apt_source(plan);
+    let pins = super::pins(plan)?;
+    if let Some(pins) = &pins {
+        apt.preferences = Some(pins.lock.preferences());
+        apt.extra_sources.extend(pins.source_line());
+    }
     // Scratch (the kernel and modules read out of the basefs) lives in a
     // build dir, so a killed build's leftovers are removed by the next.
     let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
@@ -38,6 +43,11 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     opts.scratch = Some(work.path.clone());
     job.progress.step(format!("initrd `{}` from {}", plan.name, basefs.path.display()));
     let mut entries = crate::initramfs::build(&opts)?;
+    if let Some(pins) = &pins {
+        for e in &entries {
+            pins.check_installed(&format!("initrd `{}`", plan.name), &e.packages)?;
+        }
+    }
     super::stamp(&mut entries, &inputs);
     artifact::record(&plan.out, &entries)?;
     work.succeeded();

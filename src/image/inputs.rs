@@ -12,8 +12,9 @@ use crate::artifact::inputs::Inputs;
 use crate::artifact::lookup::Input;
 use crate::config::{keys, Plan};
 
-/// Plan keys that change how a build runs, never what it makes.
-const NOT_INPUTS: &[&str] = &["apt_proxy", "cache_dir", "bootstrap_cache", "include"];
+/// Plan keys that change how a build runs, never what it makes (the lock
+/// file counts by its content, as the `lock:` part).
+const NOT_INPUTS: &[&str] = &["apt_proxy", "cache_dir", "bootstrap_cache", "include", "lock"];
 
 /// The private apt of a plan: its mirror, suite, components, proxy, cache.
 pub fn apt_source(plan: &Plan) -> AptSource {

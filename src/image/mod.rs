@@ -8,6 +8,7 @@ pub mod facts;
 pub mod flatten;
 pub mod initrd;
 pub mod inputs;
+pub mod lock;
 pub mod never_ship;
 pub mod overlay;
 pub mod uptodate;
@@ -87,6 +88,11 @@ fn preflight(plans: &[Plan]) -> anyhow::Result<()> {
     for plan in plans.iter().filter(|p| p.kind == Kind::Basefs) {
         crate::bootstrap::preflight(plan)?;
     }
+    for plan in plans {
+        if let Some(lock) = &plan.lock {
+            crate::lockfile::Lock::load(lock, &plan.file)?.check_for(lock, &plan.suite, &plan.arch)?;
+        }
+    }
     Ok(())
 }
 
@@ -95,6 +101,15 @@ pub fn run(req: &BuildRequest) -> anyhow::Result<()> {
     // Every option and role is checked before anything needs root.
     let plan = crate::config::check::validated(&req.vars, &req.overrides, req.kind, &req.out)?;
     preflight(std::slice::from_ref(&plan))?;
+    if let Some(save) = &req.options.save {
+        crate::stage::check_name(save)?;
+    }
+    if let Some(from) = &req.options.from {
+        crate::stage::check_name(from)?;
+        if !from.is_file() {
+            return Err(crate::UsageError(format!("--from {}: no such stage archive (write one with `mkimage basefs --save FILE`)", from.display())).into());
+        }
+    }
     crate::sys::sandbox::enter()?;
     let progress = Progress::new();
     let job = Job { plan: &plan, keep_build_dir: req.keep_build_dir, progress: &progress, sys: &crate::sys::REAL, options: &req.options };
@@ -142,9 +157,17 @@ fn up_to_date(job: &Job, files: &[String], inputs: &Inputs) -> anyhow::Result<Op
     }
 }
 
+/// The lock in force for a build about to run (`lock:`), its versions
+/// checked against the mirror and the `.deb` cache before anything is built.
+fn pins(plan: &Plan) -> anyhow::Result<Option<crate::lockfile::Pinned>> {
+    let Some(path) = &plan.lock else { return Ok(None) };
+    let pinned = crate::lockfile::Pinned::prepare(path, &plan.file, &inputs::apt_source(plan), &plan.arch, &plan.package_cache())?;
+    Ok(Some(pinned))
+}
+
 /// Run the plan's roles, task by task, on `stack`; `packages` is the
 /// package index (or lock file) digest that keys apt tasks.
-fn run_roles(job: &Job, stack: &mut crate::provision::stack::Stack, packages: &str) -> anyhow::Result<()> {
+fn run_roles(job: &Job, stack: &mut crate::provision::stack::Stack, packages: &str, pins: Option<&crate::lockfile::Pinned>) -> anyhow::Result<()> {
     let plan = job.plan;
     let roles = plan.provisioners.iter().map(|name| crate::provision::load_role(&plan.provisioners_dir, name)).collect::<Result<Vec<_>, _>>()?;
     let env = crate::provision::stack::Env {
@@ -152,7 +175,12 @@ fn run_roles(job: &Job, stack: &mut crate::provision::stack::Stack, packages: &s
         progress: job.progress,
         packages,
         source_date_epoch: plan.source_date_epoch,
-        chroot: crate::provision::ChrootOptions { apt_proxy: plan.apt_proxy.clone(), package_cache: Some(plan.package_cache()) },
+        chroot: crate::provision::ChrootOptions {
+            apt_proxy: plan.apt_proxy.clone(),
+            package_cache: Some(plan.package_cache()),
+            preferences: pins.map(|p| p.lock.preferences()),
+            local_repo: pins.and_then(|p| p.repo.clone()),
+        },
     };
     stack.run(&roles, &env)
 }
@@ -176,13 +204,20 @@ fn stamp(entries: &mut [Entry], inputs: &Inputs) {
 /// `mkimage play PLAYBOOK`: every build in order, stopping at the first failure.
 pub fn play(req: &PlayRequest) -> anyhow::Result<()> {
     let plans = crate::config::check::playbook_plans(&req.playbook, &req.overrides, &req.out)?;
-    preflight(&plans)?;
+    play_plans(&plans, &req.playbook, req.keep_build_dir, &req.options)
+}
+
+/// Every build of `plans` (from the file `source`) in order, in the
+/// sandbox, stopping at the first failure.
+fn play_plans(plans: &[Plan], source: &std::path::Path, keep_build_dir: bool, options: &BuildOptions) -> anyhow::Result<()> {
+    preflight(plans)?;
     crate::sys::sandbox::enter()?;
     let progress = Progress::new();
     for (i, plan) in plans.iter().enumerate() {
         progress.step(format!("play {}/{}: {} `{}`", i + 1, plans.len(), plan.kind.name(), plan.name));
-        let job = Job { plan, keep_build_dir: req.keep_build_dir, progress: &progress, sys: &crate::sys::REAL, options: &req.options };
-        build(&job).map_err(|e| e.context(format!("{}: build {} ({} `{}`) failed", req.playbook.display(), i + 1, plan.kind.name(), plan.name)))?;
+        let job = Job { plan, keep_build_dir, progress: &progress, sys: &crate::sys::REAL, options };
+        build(&job).map_err(|e| e.context(format!("{}: build {} ({} `{}`) failed", source.display(), i + 1, plan.kind.name(), plan.name)))?;
     }
+    progress.finish();
     Ok(())
 }

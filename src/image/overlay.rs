@@ -55,6 +55,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         return Ok(entries);
     }
 
+    let pins = super::pins(plan)?;
     let mut work = WorkDir::create(job.sys, out, &plan.name, job.keep_build_dir)?;
     job.progress.step(format!("mount {} and {} parent overlay(s)", base.path.display(), parents.len()));
     let parent_files: Vec<PathBuf> = parents.iter().map(|p| p.path.clone()).collect();
@@ -64,7 +65,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let below: Vec<String> = std::iter::once(&base).chain(&parents).map(|i| i.reference().map(|r| r.sha256)).collect::<anyhow::Result<_>>()?;
     let below: Vec<&str> = below.iter().map(String::as_str).collect();
     let mut stack = Stack::new(job.sys, &work.path, store, lowers.clone(), super::layers_key(plan, &below));
-    super::run_roles(job, &mut stack, &packages)?;
+    super::run_roles(job, &mut stack, &packages, pins.as_ref())?;
     let upper = work.path.join("upper");
     flatten::flatten(stack.task_layers(), &lowers, &upper)?;
 
@@ -72,6 +73,9 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let removed = cleanup::clean(job.sys, &upper, &plan.cleanup)?;
     job.progress.done(format!("removed {removed} build-only and per-machine files"));
     let added = added_packages(&upper, base.entry.as_ref());
+    if let Some(pins) = &pins {
+        pins.check_installed(&format!("overlay `{}`", plan.name), &added)?;
+    }
     let name = file_name(&plan.name);
     job.progress.step(format!("pack {name}"));
     let opts = TreeOptions { source_date_epoch: plan.source_date_epoch, exclude: Vec::new(), overlay_lowers: Some(lowers) };
