@@ -140,9 +140,11 @@ mod tests {
         assert!(store.get("k1").unwrap().is_some());
         // A staging dir of a killed build is removed; a held one is not.
         let held = crate::lock::claim_dir(&dir.path().join(LAYERS), ".new.").unwrap();
-        fs::create_dir_all(dir.path().join("layers/.new.dead")).unwrap();
+        let dead = crate::lock::claim_dir(&dir.path().join(LAYERS), ".new.").unwrap();
+        let dead_path = dead.path.clone();
+        drop(dead);
         Store::open(dir.path()).unwrap();
-        assert!(!dir.path().join("layers/.new.dead").exists() && held.path.exists());
+        assert!(!dead_path.exists() && held.path.exists());
         assert!(is_empty(&dir.path().join("nonexistent")));
     }
 }
