@@ -190,6 +190,34 @@ fn rebuild_through_apt_cacher_ng_comes_from_its_cache_and_leaves_no_proxy() {
     }
 }
 
+/// A bootstrapped tree cached by a build that used a proxy carries no
+/// proxy: with the proxy gone, a build without one reuses the tree and its
+/// roles' apt works.
+#[test]
+fn a_cached_tree_carries_no_proxy_into_the_next_build() {
+    require_root();
+    let p = Project::new();
+    let cache = p.path().join("cache");
+    p.write("provisioners/update/tasks.yml", "- apt: {update: true, pkg: [jq]}\n");
+    let vars = |name: &str, proxy: &str| format!("name: {name}\nsuite: bookworm\nvariant: minbase\n{proxy}cache_dir: {}\nprovisioners: [update]\n", cache.display());
+    {
+        let acng = Acng::start();
+        p.write("vars/with.yml", &vars("with", &format!("apt_proxy: http://127.0.0.1:{}\n", acng.port)));
+        let o = p.run(&["basefs", "--vars", "vars/with.yml"]);
+        assert!(o.status.success(), "build through the proxy: {}", stderr(&o));
+        assert!(debs_in(&acng.log(), "I") > 50, "the first build did not go through the proxy");
+    } // the proxy is stopped here: a build that still used it would fail
+    let trees: Vec<_> = std::fs::read_dir(cache.join("bootstrap")).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(trees.len(), 1, "one cached tree: {trees:?}");
+    let o = Command::new("grep").args(["-rIl", "-e", "Acquire::http::Proxy", "-e", "127.0.0.1:"]).arg(trees[0].join("etc/apt")).output().unwrap();
+    assert!(stdout(&o).trim().is_empty(), "the cached tree carries proxy settings: {}", stdout(&o));
+    p.write("vars/without.yml", &vars("without", ""));
+    let o = p.run(&["basefs", "--vars", "vars/without.yml"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "build without a proxy, from the cached tree: {err}");
+    assert!(err.contains("reuse cached tree"), "the second build reused the cached tree: {err}");
+}
+
 #[test]
 fn inspect_lists_the_initrd_init_busybox_and_module_closure() {
     let p = played();

@@ -12,7 +12,6 @@
 mod common;
 use common::*;
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,8 +107,7 @@ fn readme_first_command_serves_a_bootable_lab_from_a_fresh_clone() {
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let mut text = String::new();
-            let _ = std::fs::File::open(p.path().join("quickstart.log")).and_then(|mut f| f.read_to_string(&mut text));
+            let text = String::from_utf8_lossy(&std::fs::read(p.path().join("quickstart.log")).unwrap_or_default()).to_string();
             panic!("the quick start command ended ({status}) before serving a boot script:\n{}", tail_lines(&text, 30));
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -18,20 +18,26 @@ pub fn mkimage() -> Command {
 }
 
 /// A temp project: `vars/`, `provisioners/`, and an output dir `builds/`.
+/// Held (flocked) while the test process runs; removed when dropped, and a
+/// project a previous run never dropped (one held by a `static`, or of a
+/// killed run) is removed by the next run's first `Project::new`.
 pub struct Project {
-    pub dir: tempfile::TempDir,
+    dir: mkimage::lock::Claimed,
 }
 
 impl Project {
     pub fn new() -> Project {
-        let dir = tempfile::Builder::new().prefix("mkimage-test.").tempdir_in(scratch()).expect("temp dir");
-        fs::create_dir_all(dir.path().join("vars")).unwrap();
-        fs::create_dir_all(dir.path().join("provisioners")).unwrap();
+        for stale in mkimage::lock::stale(&scratch(), |n| n.starts_with("mkimage-test.")) {
+            let _ = fs::remove_dir_all(&stale);
+        }
+        let dir = mkimage::lock::claim_dir(&scratch(), "mkimage-test.").expect("temp dir");
+        fs::create_dir_all(dir.path.join("vars")).unwrap();
+        fs::create_dir_all(dir.path.join("provisioners")).unwrap();
         Project { dir }
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir.path
     }
 
     pub fn out(&self) -> PathBuf {
@@ -55,7 +61,7 @@ impl Project {
         let mut names: Vec<String> = fs::read_dir(self.out())
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
             .unwrap_or_default();
-        names.retain(|n| !n.starts_with(".work") && !n.starts_with(".cache") && n != ".manifest.lock");
+        names.retain(|n| !n.starts_with('.'));
         names.sort();
         names
     }
@@ -135,4 +141,10 @@ pub fn small_vars(name: &str, roles: &[&str]) -> String {
         shared_cache().display(),
         roles.join(", ")
     )
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir.path);
+    }
 }
