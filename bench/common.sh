@@ -68,3 +68,26 @@ vm_boot() {
 
 # bench_line LOG TEXT: the seconds of the last `bench: TEXT … took X s` line.
 bench_line() { sed -n "s/.*$2.* took \([0-9.]*\) s.*/\1/p" "$1" | tail -n1; }
+
+# For the end-to-end benchmarks (play, boot-test): as root, from the
+# repository root, with mkimage built ($mk), a scratch dir $work removed on
+# exit, and the shared package cache $cache.
+mkimage_bench() {
+    cd "$(dirname "${BASH_SOURCE[0]}")/.."
+    [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
+    mk=${MKIMAGE:-target/release/mkimage}
+    [ -x "$mk" ] || cargo build --release -q
+    work=$(mktemp -d "/var/tmp/mkimage-bench-$1.XXXX")
+    trap 'rm -rf "$work"' EXIT
+    cache=${CACHE:-/var/tmp/mkimage-bench-cache}
+}
+
+# Wall seconds (1 decimal) a command takes; its output goes to $work/last.log,
+# whose tail is shown if it fails.
+secs() {
+    local s e
+    s=$(date +%s.%N)
+    "$@" >"$work/last.log" 2>&1 || { tail -30 "$work/last.log" >&2; return 1; }
+    e=$(date +%s.%N)
+    echo "$e - $s" | bc -l | xargs printf '%.1f'
+}
