@@ -43,7 +43,7 @@ timeit() {
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.3f'; }
 
 # vm_boot DIR KERNEL INITRD APPEND LOG PATTERN TIMEOUT: netboot KERNEL +
-# INITRD in QEMU (TCG, 2 vCPUs, as boot-test runs it) with DIR served by
+# INITRD in QEMU (TCG, 2 vCPUs on one thread, as boot-test runs it) with DIR served by
 # busybox httpd at http://10.0.2.2:18080/ inside a private network
 # namespace; wait until the serial LOG matches PATTERN (an event, not a
 # sleep), then stop QEMU and the server by pid. Fails on timeout.
@@ -51,7 +51,7 @@ vm_boot() {
     local dir=$1 kernel=$2 initrd=$3 append=$4 log=$5 pattern=$6 timeout=$7 pid i
     rm -f "$log"
     unshare -n -- sh tests/initrd_support/netns-qemu.sh "$dir" 18080 \
-        qemu-system-x86_64 -accel tcg -smp 2 -m 1536 -nodefaults -display none -no-reboot \
+        qemu-system-x86_64 -accel tcg,thread=single -smp 2 -m 1536 -nodefaults -display none -no-reboot \
         -netdev user,id=n0 -device virtio-net-pci,netdev=n0 -serial "file:$log" \
         -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 panic=-1 no_timer_check mkimage.onfail=reboot $append" \
         </dev/null >/dev/null 2>&1 &
