@@ -18,17 +18,9 @@
 #     prints the times and the ratio of the real path to the pure transfer.
 #
 #   bench/netboot.sh      (as root, from the repository root; BOOT=0 skips 5)
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-cd "$here/.."
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
-mk=$(readlink -f "${MKIMAGE:-target/release/mkimage}")
-[ -x "$mk" ] || { cargo build --release -q; mk=$(readlink -f target/release/mkimage); }
-work=$(mktemp -d /var/tmp/mkimage-bench-netboot.XXXX)
-trap 'rm -rf "$work"' EXIT
-cache=${CACHE:-/var/tmp/mkimage-bench-cache}
-
-secs() { local s e; s=$(date +%s.%N); "$@" >"$work/last.log" 2>&1 || { tail -30 "$work/last.log" >&2; return 1; }; e=$(date +%s.%N); echo "$e - $s" | bc -l | xargs printf '%.1f'; }
+source "$(dirname "$0")/common.sh"
+mkimage_bench netboot
+mk=$(readlink -f "$mk")
 # What the last play built: the artifacts it did not skip.
 built() { { grep -oE '==> (basefs|overlay|initrd) `[^`]*`: .*; building' "$work/last.log" || true; } | sed -E 's/==> ([a-z]+) `([^`]*)`.*/\1 \2/' | paste -sd, - | sed 's/,/, /g'; }
 
@@ -51,7 +43,6 @@ grep -q 'serial-getty@ttyS0\]' "$work/proj/provisioners/base/tasks.yml" || { ech
 base=$(secs play); base_built=$(built)
 cached=$(grep -c ': cached$' "$work/last.log" || true)
 
-source bench/common.sh
 printf '%-48s %8s %8s  %s\n' "step" "seconds" "x cold" "built"
 printf '%-48s %8s %8s  %s\n' "cold play (warm package cache)" "$cold" "1.000" "everything"
 printf '%-48s %8s %8s  %s\n' "no-change play (target <= 2 s)" "$again" "$(ratio "$again" "$cold")" "${again_built:-nothing}"

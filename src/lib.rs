@@ -21,6 +21,7 @@ pub mod progress;
 pub mod provision;
 pub mod serve;
 pub mod stage;
+pub mod suite;
 pub mod sys;
 pub mod template;
 pub mod yaml;
