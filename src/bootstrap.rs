@@ -144,12 +144,20 @@ fn touch(path: &Path) {
     let _ = fs::write(path, b"");
 }
 
-/// What identifies a bootstrapped tree: the bootstrap's options and the
-/// package index (or lock file) it installed from; not the proxy.
+/// What identifies a bootstrapped tree: the bootstrap's options, the
+/// package index (or lock file) it installed from and SOURCE_DATE_EPOCH
+/// (e.g. /etc/shadow's change dates); not the proxy.
 pub fn cache_key(plan: &Plan, program: &str, packages: &str) -> String {
     let text = format!(
-        "{program}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{packages}",
-        plan.suite, plan.variant, plan.arch, plan.components.join(","), plan.mirror, plan.packages.join(","), plan.exclude.join(",")
+        "{program}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{packages}\n{}",
+        plan.suite,
+        plan.variant,
+        plan.arch,
+        plan.components.join(","),
+        plan.mirror,
+        plan.packages.join(","),
+        plan.exclude.join(","),
+        plan.source_date_epoch
     );
     crate::artifact::sha256_bytes(text.as_bytes())
 }
@@ -207,7 +215,10 @@ pub fn run(plan: &Plan, target: &Path, pins: Option<&Pinned>, progress: &crate::
 fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path, pins: Option<&Pinned>) -> anyhow::Result<crate::exec::Cmd> {
     let q = |p: &Path| crate::exec::shell_quote(&p.to_string_lossy());
     let archives = "\"$1\"/var/cache/apt/archives";
+    // SOURCE_DATE_EPOCH: the tree is the same on any day (maintainer
+    // scripts stamp dates, e.g. /etc/shadow's), cached or not.
     let mut cmd = crate::exec::Cmd::new("mmdebstrap")
+        .env("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string())
         .arg("--mode=root")
         .arg(format!("--variant={}", plan.variant))
         .arg(format!("--architectures={}", plan.arch))
@@ -251,6 +262,7 @@ fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path, pins: Option<&Pinned>) -
 
 fn debootstrap(plan: &Plan, cache: &Path, target: &Path) -> crate::exec::Cmd {
     let mut cmd = crate::exec::Cmd::new("debootstrap")
+        .env("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string())
         .arg(format!("--variant={}", plan.variant))
         .arg(format!("--arch={}", plan.arch))
         .arg(format!("--components={}", plan.components.join(",")))
