@@ -102,6 +102,7 @@ fn serve(a: &args::ServeArgs) -> anyhow::Result<()> {
     o.boot_config = a.boot_config.as_deref().map(absolute).transpose()?;
     o.public_url = a.public_url.clone();
     o.ipxe_dir = absolute(&a.ipxe_dir)?;
+    o.proxy_dhcp = a.proxy_dhcp.clone();
     o.ipxe_template = a.ipxe_template.as_deref().map(absolute).transpose()?;
     o.workers = a.workers.unwrap_or(o.workers);
     o.timeout = Duration::from_secs(a.timeout.max(1));
