@@ -118,6 +118,11 @@ pub struct BootTestArgs {
     /// Boot with UEFI firmware (OVMF) instead of the BIOS.
     #[arg(long)]
     pub uefi: bool,
+    /// Boot on a real layer-2 network: a bridge, a site DHCP server (dnsmasq,
+    /// addresses only) and `mkimage serve --proxy-dhcp`; BIOS through the
+    /// NIC's iPXE ROM, UEFI through the firmware's own PXE client.
+    #[arg(long)]
+    pub proxy_dhcp: bool,
     /// Extra kernel arguments for this boot (e.g. `mkimage.bench=transfer`).
     #[arg(long, default_value = "")]
     pub append: String,

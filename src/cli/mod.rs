@@ -88,6 +88,7 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         memory: a.memory,
         timeout: a.timeout,
         uefi: a.uefi,
+        proxy_dhcp: a.proxy_dhcp,
         append: a.append,
         serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
     };
