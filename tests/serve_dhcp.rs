@@ -4,8 +4,10 @@
 //! speaks DHCP as each kind of firmware does — broadcast DISCOVERs on port
 //! 67 from a client without an address, the PXE exchange on 4011 — with
 //! malformed and hostile packets in between. Then `/metrics` must count all
-//! of it and the server must still answer. Also: the iPXE binaries over
-//! HTTP (UEFI HTTP boot), and the flag's usage errors.
+//! of it and the server must still answer. A real DHCP client, busybox
+//! udhcpc, gets nothing as itself and each firmware's offer dressed as that
+//! firmware. Also: the iPXE binaries over HTTP (UEFI HTTP boot), and the
+//! flag's usage errors.
 
 mod serve_support;
 
@@ -89,56 +91,74 @@ fn file(m: &Message) -> String {
     }
 }
 
+/// `mkimage serve --proxy-dhcp srv0` in a namespace of its own, joined by a
+/// veth pair to this thread's private namespace (`cli0`, CLIENT, MAC);
+/// stopped by pid when dropped.
+struct Link {
+    _children: Children,
+    http: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Link {
+    fn start() -> Link {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root (network namespaces): run the suite as root");
+        for (p, pkg) in [("ip", "iproute2"), ("unshare", "util-linux"), ("nsenter", "util-linux"), ("curl", "curl")] {
+            require(p, pkg);
+        }
+        assert!(Path::new(IPXE_DIR).join("ipxe.efi").is_file(), "{IPXE_DIR}/ipxe.efi is missing: apt-get install -y ipxe");
+        // This test's thread (and what it spawns) gets a namespace of its own.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        run(Command::new("ip").args(["link", "set", "lo", "up"]));
+        let mut children = Children(Vec::new());
+        let holder = Command::new("unshare").args(["--net", "--", "sleep", "infinity"]).spawn().unwrap();
+        let ns = format!("--net=/proc/{}/ns/net", holder.id());
+        children.0.push(holder);
+        let ours = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        while std::fs::read_link(ns.trim_start_matches("--net=")).unwrap() == ours {
+            std::thread::yield_now();
+        }
+        let pid = children.0[0].id().to_string();
+        let mac = MAC.map(|b| format!("{b:02x}")).join(":");
+        run(Command::new("ip").args(["link", "add", "cli0", "address", &mac, "type", "veth", "peer", "name", "srv0", "netns", &pid]));
+        run(Command::new("ip").args(["addr", "add", &format!("{CLIENT}/24"), "dev", "cli0"]));
+        run(Command::new("ip").args(["link", "set", "cli0", "up"]));
+        for args in [&["link", "set", "lo", "up"][..], &["addr", "add", &format!("{SERVER}/24"), "dev", "srv0"], &["link", "set", "srv0", "up"]] {
+            run(Command::new("nsenter").arg(&ns).arg("ip").args(args));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Command::new("nsenter")
+            .arg(&ns)
+            .arg(env!("CARGO_BIN_EXE_mkimage"))
+            .args(["serve", "--dir"])
+            .arg(dir.path())
+            .args(["--http", &format!("{SERVER}:0"), "--tftp", &format!("{SERVER}:69"), "--proxy-dhcp", "srv0", "--ipxe-dir", IPXE_DIR])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
+        children.0.push(server);
+        let mut http: Option<SocketAddr> = None;
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("listening http ") {
+                http = a.parse().ok();
+            }
+            if line == format!("listening proxy-dhcp srv0 {SERVER}") {
+                break;
+            }
+        }
+        let http = http.expect("mkimage serve printed its HTTP address");
+        std::thread::spawn(move || for _ in lines {});
+        Link { _children: children, http, _dir: dir }
+    }
+}
+
 #[test]
 fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
-    assert!(nix::unistd::geteuid().is_root(), "this test needs root (network namespaces): run the suite as root");
-    for (p, pkg) in [("ip", "iproute2"), ("unshare", "util-linux"), ("nsenter", "util-linux"), ("curl", "curl")] {
-        require(p, pkg);
-    }
-    assert!(Path::new(IPXE_DIR).join("ipxe.efi").is_file(), "{IPXE_DIR}/ipxe.efi is missing: apt-get install -y ipxe");
-    // This test's thread (and what it spawns) gets a namespace of its own.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-    run(Command::new("ip").args(["link", "set", "lo", "up"]));
-    let mut children = Children(Vec::new());
-    let holder = Command::new("unshare").args(["--net", "--", "sleep", "infinity"]).spawn().unwrap();
-    let ns = format!("--net=/proc/{}/ns/net", holder.id());
-    children.0.push(holder);
-    let ours = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-    while std::fs::read_link(ns.trim_start_matches("--net=")).unwrap() == ours {
-        std::thread::yield_now();
-    }
-    let pid = children.0[0].id().to_string();
-    run(Command::new("ip").args(["link", "add", "cli0", "type", "veth", "peer", "name", "srv0", "netns", &pid]));
-    run(Command::new("ip").args(["addr", "add", &format!("{CLIENT}/24"), "dev", "cli0"]));
-    run(Command::new("ip").args(["link", "set", "cli0", "up"]));
-    for args in [&["link", "set", "lo", "up"][..], &["addr", "add", &format!("{SERVER}/24"), "dev", "srv0"], &["link", "set", "srv0", "up"]] {
-        run(Command::new("nsenter").arg(&ns).arg("ip").args(args));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new("nsenter")
-        .arg(&ns)
-        .arg(env!("CARGO_BIN_EXE_mkimage"))
-        .args(["serve", "--dir"])
-        .arg(dir.path())
-        .args(["--http", &format!("{SERVER}:0"), "--tftp", &format!("{SERVER}:69"), "--proxy-dhcp", "srv0", "--ipxe-dir", IPXE_DIR])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
-    children.0.push(server);
-    let mut http: Option<SocketAddr> = None;
-    for line in lines.by_ref().map_while(Result::ok) {
-        if let Some(a) = line.strip_prefix("listening http ") {
-            http = a.parse().ok();
-        }
-        if line == format!("listening proxy-dhcp srv0 {SERVER}") {
-            break;
-        }
-    }
-    let http = http.expect("mkimage serve printed its HTTP address");
-    std::thread::spawn(move || for _ in lines {});
+    let link = Link::start();
+    let http = link.http;
 
     // No address yet: broadcast from port 68, as firmware does.
     let dhcp = udp_on("cli0", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68));
@@ -217,6 +237,75 @@ fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
         "mkimage_dhcp_ignored_total 1",
     ] {
         assert!(metrics.contains(&format!("{line}\n")), "{line} missing from /metrics:\n{metrics}");
+    }
+}
+
+/// busybox udhcpc on `cli0`, sending DISCOVERs built by its own code (two,
+/// a second apart, then it gives up), with ARGS' options.
+fn udhcpc(args: &[&str]) -> Child {
+    Command::new("busybox")
+        .args(["udhcpc", "-f", "-n", "-q", "-i", "cli0", "-t", "2", "-T", "1", "-s", "/bin/true"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The next OFFER to this test's MAC on `socket` (port 68).
+fn offer_to_us(socket: &UdpSocket) -> Message {
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = socket.recv_from(&mut buf).unwrap_or_else(|e| panic!("no offer to udhcpc: {e}"));
+        let m = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+        if m.chaddr().get(..6) == Some(&MAC[..]) && m.opts().get(OptionCode::MessageType) == Some(&DhcpOption::MessageType(MessageType::Offer)) {
+            return m;
+        }
+    }
+}
+
+fn metric(http: SocketAddr, line: &str) -> u64 {
+    let text = get(http, "/metrics").text();
+    text.lines().find_map(|l| l.strip_prefix(line)?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// A real DHCP client, busybox udhcpc (what the initrd runs), against the
+/// proxy on a real link. As itself (vendor class `udhcp …`) it gets nothing
+/// from the proxy, which counts both its DISCOVERs as ignored — the proxy
+/// leaves ordinary clients to the site's server. Dressed as each firmware
+/// with its own options (`-V` vendor class, `-x` option 93 architecture,
+/// option 77 user class), its DISCOVER gets that firmware's offer.
+#[test]
+fn proxy_dhcp_answers_busybox_udhcpc_only_when_it_asks_to_boot() {
+    require("busybox", "busybox-static");
+    let link = Link::start();
+    let offers = udp_on("cli0", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68));
+    let mut plain = udhcpc(&[]);
+    let status = plain.wait().unwrap();
+    assert!(!status.success(), "udhcpc got a lease from a proxy that hands out no addresses");
+    // One socket, one task: once this is answered, udhcpc's DISCOVERs were read.
+    let to_67 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    offers.send_to(&request(MessageType::Discover, Ipv4Addr::UNSPECIFIED, 8, vendor("PXEClient", 0)), to_67).unwrap();
+    assert_eq!(file(&reply(&offers, 8)), "undionly.kpxe");
+    assert_eq!(metric(link.http, "mkimage_dhcp_ignored_total"), 2, "udhcpc's two DISCOVERs");
+    assert_eq!(metric(link.http, "mkimage_dhcp_replies_total{client=\"bios-pxe\"}"), 1, "nothing but our own DISCOVER was answered");
+
+    let base = format!("http://{}", link.http);
+    let cases: [(&[&str], &str, String); 4] = [
+        (&["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"], "PXEClient", "undionly.kpxe".into()),
+        (&["-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007"], "PXEClient", "ipxe.efi".into()),
+        (&["-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010"], "HTTPClient", format!("{base}/ipxe/ipxe.efi")),
+        (&["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x4d:69505845"], "PXEClient", format!("{base}/boot.ipxe?mac=52:54:00:ab:cd:ef")),
+    ];
+    for (args, class, want) in cases {
+        let client = Children(vec![udhcpc(args)]);
+        let m = offer_to_us(&offers);
+        drop(client);
+        assert_eq!(file(&m), want, "udhcpc {args:?}");
+        assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED, "a proxy gives no address");
+        assert_eq!(m.siaddr(), SERVER);
+        assert_eq!(m.opts().get(OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(SERVER)));
+        assert_eq!(m.opts().get(OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(class.as_bytes().to_vec())));
     }
 }
 
