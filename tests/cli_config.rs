@@ -125,3 +125,16 @@ fn invalid_options_and_unread_vars_fail_check() {
     let o = p.run(&["check", "--vars", "vars/ok.yml", "--var", "greeting=hello", "--var", "suite=trixie"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn suite_must_be_a_supported_release() {
+    let p = Project::new();
+    p.write("vars/x.yml", "name: x\nsuite: trixy\n");
+    let o = check(&p, "vars/x.yml");
+    assert_clean_failure(&p, &o, 2, &["vars/x.yml:2:1: suite: `trixy` is not a suite", "bookworm (Debian 12), trixie (Debian 13)"]);
+    let o = p.run(&["check", "--vars", "vars/x.yml", "--var", "suite=stable"]);
+    assert_clean_failure(&p, &o, 2, &["--var suite", "codename"]);
+    let o = p.run(&["check", "--vars", "vars/x.yml", "--var", "suite=trixie"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("vars/x.yml: ok (basefs build, trixie, 0 roles)"), "{}", stdout(&o));
+}

@@ -14,24 +14,7 @@ use std::time::{Duration, Instant};
 /// The shipped playbook, built once into a fresh output dir.
 fn played() -> &'static Project {
     static BUILT: std::sync::OnceLock<Project> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_root();
-        require("mmdebstrap", "mmdebstrap");
-        let p = Project::new();
-        let o = mkimage()
-            .current_dir(repo())
-            .args(["play", "playbooks/all.yml", "--out"])
-            .arg(p.out())
-            .arg("--var")
-            .arg(format!("cache_dir={}", shared_cache().display()))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "play failed:\n{}", stderr(&o));
-        for f in ["basefs.squashfs", "discovery.cpio.gz", "initrd.initrd", "initrd.vmlinuz", "manifest.json"] {
-            assert!(p.out().join(f).is_file(), "play did not produce {f}");
-        }
-        p
-    })
+    BUILT.get_or_init(|| play_shipped(&[]))
 }
 
 fn boot_test(p: &Project, extra: &[&str]) -> std::process::Output {
@@ -57,8 +40,7 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     assert!(out.contains("PASS `lshw -quiet -short -class network`"), "{out}");
     assert!(out.contains("assertions passed"), "{out}");
     // The discovery line is JSON with this VM's NIC.
-    let line = console.lines().find_map(|l| l.split_once("mkimage-discovery: {").map(|(_, j)| format!("{{{}", j.trim()))).expect("discovery line");
-    let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let json = discovery_json(&console);
     assert!(json["nics"].as_array().is_some_and(|n| n.iter().any(|n| n["mac"] == "52:54:00:12:34:56")), "{json}");
 }
 
@@ -224,10 +206,8 @@ fn a_cached_tree_carries_no_proxy_into_the_next_build() {
 #[test]
 fn inspect_lists_the_initrd_init_busybox_and_module_closure() {
     let p = played();
-    let o = mkimage().arg("inspect").arg(p.out().join("initrd.initrd")).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let listing = stdout(&o);
-    let has = |suffix: &str| listing.lines().any(|l| l.trim_end().ends_with(suffix) || l.contains(&format!("{suffix} ->")));
+    let listing = inspect(&p.out().join("initrd.initrd"));
+    let has = |suffix: &str| lists(&listing, suffix);
     assert!(has(" init"), "no init:\n{listing}");
     assert!(has("bin/busybox"), "no busybox:\n{listing}");
     // Requested modules and the dependencies the closure must add.

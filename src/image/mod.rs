@@ -58,7 +58,7 @@ pub fn check(target: &crate::config::check::Target, overrides: &[String], out: &
     preflight(&plans)?;
     for plan in plans {
         let n = plan.provisioners.len();
-        println!("{}: ok ({} build, {n} role{})", plan.file.display(), plan.kind.name(), if n == 1 { "" } else { "s" });
+        println!("{}: ok ({} build, {}, {n} role{})", plan.file.display(), plan.kind.name(), plan.suite, if n == 1 { "" } else { "s" });
     }
     Ok(())
 }

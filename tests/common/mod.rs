@@ -148,3 +148,45 @@ impl Drop for Project {
         let _ = fs::remove_dir_all(&self.dir.path);
     }
 }
+
+/// `mkimage play playbooks/all.yml` of the shipped repo (with `--var`
+/// `extra` overrides) into a fresh project's output dir, through the shared
+/// package cache; asserts the play succeeded and made every artifact.
+pub fn play_shipped(extra: &[&str]) -> Project {
+    require_root();
+    require("mmdebstrap", "mmdebstrap");
+    let p = Project::new();
+    let mut cmd = mkimage();
+    cmd.current_dir(repo()).args(["play", "playbooks/all.yml", "--out"]).arg(p.out());
+    for var in [format!("cache_dir={}", shared_cache().display())].iter().map(String::as_str).chain(extra.iter().copied()) {
+        cmd.args(["--var", var]);
+    }
+    let o = cmd.output().expect("run mkimage play");
+    assert!(o.status.success(), "play {extra:?} failed:\n{}", stderr(&o));
+    for f in ["basefs.squashfs", "discovery.cpio.gz", "initrd.initrd", "initrd.vmlinuz", "manifest.json"] {
+        assert!(p.out().join(f).is_file(), "play {extra:?} did not produce {f}");
+    }
+    p
+}
+
+/// The discovery overlay's console line (`mkimage-discovery: {json}`), parsed.
+pub fn discovery_json(console: &str) -> serde_json::Value {
+    let line = console
+        .lines()
+        .find_map(|l| l.split_once("mkimage-discovery: {").map(|(_, j)| format!("{{{}", j.trim())))
+        .unwrap_or_else(|| panic!("no discovery line on the console:\n{console}"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// `mkimage inspect FILE`'s listing (asserting it succeeded).
+pub fn inspect(file: &Path) -> String {
+    let o = mkimage().arg("inspect").arg(file).output().expect("run mkimage inspect");
+    assert!(o.status.success(), "inspect {}: {}", file.display(), stderr(&o));
+    stdout(&o)
+}
+
+/// Whether an inspect listing has an entry whose path ends with `suffix`
+/// (a file, or a symlink's name).
+pub fn lists(listing: &str, suffix: &str) -> bool {
+    listing.lines().any(|l| l.trim_end().ends_with(suffix) || l.contains(&format!("{suffix} ->")))
+}
