@@ -164,6 +164,11 @@ pub struct BootTestArgs {
     /// Boot with UEFI firmware (OVMF) instead of the BIOS.
     #[arg(long)]
     pub uefi: bool,
+    /// Boot on a real layer-2 network: a bridge, a site DHCP server (dnsmasq,
+    /// addresses only) and `mkimage serve --proxy-dhcp`; BIOS through the
+    /// NIC's iPXE ROM, UEFI through the firmware's own PXE client.
+    #[arg(long)]
+    pub proxy_dhcp: bool,
     /// Extra kernel arguments for this boot (e.g. `mkimage.bench=transfer`).
     #[arg(long, default_value = "")]
     pub append: String,
@@ -214,9 +219,15 @@ pub struct ServeArgs {
     /// Base URL put into boot scripts (default: http:// + the Host the client used).
     #[arg(long)]
     pub public_url: Option<String>,
-    /// Directory with the iPXE binaries served over TFTP (Debian's `ipxe` package).
+    /// Directory with the iPXE binaries served over TFTP and under /ipxe/ over
+    /// HTTP (Debian's `ipxe` package).
     #[arg(long, default_value = "/usr/lib/ipxe")]
     pub ipxe_dir: PathBuf,
+    /// Answer PXE, UEFI HTTP boot and iPXE clients on this interface as a
+    /// proxyDHCP, beside the site's DHCP server (which keeps handing out the
+    /// addresses): UDP 67 and 4011.
+    #[arg(long, value_name = "IFACE")]
+    pub proxy_dhcp: Option<String>,
     /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
     #[arg(long)]
     pub ipxe_template: Option<PathBuf>,

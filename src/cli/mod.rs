@@ -112,6 +112,7 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         memory: a.memory,
         timeout: a.timeout,
         uefi: a.uefi,
+        proxy_dhcp: a.proxy_dhcp,
         append: a.append,
         serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
     };
@@ -126,6 +127,7 @@ fn serve(a: &args::ServeArgs) -> anyhow::Result<()> {
     o.boot_config = a.boot_config.as_deref().map(absolute).transpose()?;
     o.public_url = a.public_url.clone();
     o.ipxe_dir = absolute(&a.ipxe_dir)?;
+    o.proxy_dhcp = a.proxy_dhcp.clone();
     o.ipxe_template = a.ipxe_template.as_deref().map(absolute).transpose()?;
     o.workers = a.workers.unwrap_or(o.workers);
     o.timeout = Duration::from_secs(a.timeout.max(1));
