@@ -40,6 +40,28 @@ pub fn clean(sys: &dyn crate::sys::Sys, root: &Path, extra: &[String]) -> anyhow
     Ok(removed)
 }
 
+/// Drop the directories of an overlay's upper dir that only overlayfs's
+/// copy-up put there: empty once cleaned (a role wrote only logs or caches
+/// under them) and of the same owner and mode as in the `lowers`, so the
+/// overlay would carry nothing but their clamped mtime. Returns how many.
+pub fn prune_copied_up(upper: &Path, lowers: &[std::path::PathBuf]) -> anyhow::Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let items = crate::archive::walk(upper).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", upper.display()))?;
+    let mut pruned = 0;
+    // Reversed pre-order: a dir's contents come before the dir.
+    for item in items.iter().skip(1).rev().filter(|i| i.meta.is_dir()) {
+        let empty = fs::read_dir(&item.abs).map(|mut rd| rd.next().is_none()).unwrap_or(false);
+        let opaque = crate::archive::xattr::get(&item.abs, "trusted.overlay.opaque")?.is_some();
+        let same = super::flatten::lower_meta(lowers, &item.rel)
+            .is_some_and(|l| l.is_dir() && l.mode() == item.meta.mode() && l.uid() == item.meta.uid() && l.gid() == item.meta.gid());
+        if empty && !opaque && same {
+            fs::remove_dir(&item.abs)?;
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}
+
 /// Replace a file with an empty one of the same owner and mode (a new
 /// file: the old one may be a hard link into a cached layer, which must not
 /// change).
@@ -96,5 +118,22 @@ mod tests {
         assert!(!r.join("etc/apt/apt.conf.d/01proxy").exists());
         assert!(r.join("etc/keep").exists());
         assert_eq!(fs::read(r.join("etc/machine-id")).unwrap(), b"");
+    }
+
+    #[test]
+    fn copy_up_residue_goes_and_real_changes_stay() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (lower, upper) = (dir.path().join("lower"), dir.path().join("upper"));
+        for d in ["var/log/apt", "srv/chmodded", "etc"] {
+            fs::create_dir_all(lower.join(d)).unwrap();
+            fs::create_dir_all(upper.join(d)).unwrap();
+        }
+        fs::create_dir_all(upper.join("opt/new-empty")).unwrap();
+        fs::write(upper.join("etc/kept"), b"x").unwrap();
+        fs::set_permissions(upper.join("srv/chmodded"), fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(prune_copied_up(&upper, &[lower]).unwrap(), 3, "var/log/apt, then var/log, then var");
+        assert!(!upper.join("var").exists());
+        assert!(upper.join("srv/chmodded").is_dir() && upper.join("opt/new-empty").is_dir() && upper.join("etc/kept").is_file());
     }
 }

@@ -90,12 +90,17 @@ fn is_whiteout(meta: &fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// Does `rel` exist in the union of `lowers` (top-most first), as
-/// overlayfs resolves it: component by component, stopping at whiteouts,
-/// non-directories and opaque directories?
+/// Does `rel` exist in the union of `lowers` (top-most first)?
 pub fn visible(lowers: &[PathBuf], rel: &Path) -> bool {
+    lower_meta(lowers, rel).is_some()
+}
+
+/// What `rel` is in the union of `lowers` (top-most first), as overlayfs
+/// resolves it: component by component, stopping at whiteouts,
+/// non-directories and opaque directories.
+pub fn lower_meta(lowers: &[PathBuf], rel: &Path) -> Option<fs::Metadata> {
     let parts: Vec<_> = rel.components().collect();
-    let Some((last, parents)) = parts.split_last() else { return true };
+    let (last, parents) = parts.split_last()?;
     'lowers: for lower in lowers {
         let mut dir = lower.clone();
         let mut opaque = false;
@@ -103,17 +108,18 @@ pub fn visible(lowers: &[PathBuf], rel: &Path) -> bool {
             dir.push(part);
             match fs::symlink_metadata(&dir) {
                 Ok(m) if m.is_dir() => opaque |= crate::archive::xattr::get(&dir, OPAQUE).ok().flatten().as_deref() == Some(b"y"),
-                Ok(_) => return false,
+                Ok(_) => return None,
                 Err(_) => continue 'lowers,
             }
         }
         match fs::symlink_metadata(dir.join(last)) {
-            Ok(m) => return !is_whiteout(&m),
-            Err(_) if opaque => return false,
+            Ok(m) if is_whiteout(&m) => return None,
+            Ok(m) => return Some(m),
+            Err(_) if opaque => return None,
             Err(_) => {}
         }
     }
-    false
+    None
 }
 
 /// Copy one non-directory across filesystems: data or link or device node,

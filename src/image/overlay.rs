@@ -71,7 +71,8 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
 
     job.progress.step("clean the overlay");
     let removed = cleanup::clean(job.sys, &upper, &plan.cleanup)?;
-    job.progress.done(format!("removed {removed} build-only and per-machine files"));
+    let pruned = cleanup::prune_copied_up(&upper, &lowers)?;
+    job.progress.done(format!("removed {removed} build-only and per-machine files, {pruned} dirs left only by copy-up"));
     let added = added_packages(&upper, base.entry.as_ref());
     if let Some(pins) = &pins {
         pins.check_installed(&format!("overlay `{}`", plan.name), &added)?;
