@@ -27,6 +27,9 @@ pub enum Command {
     Play(PlayArgs),
     /// Serve the built artifacts over HTTP (with iPXE scripts) and TFTP.
     Serve(ServeArgs),
+    /// Write a static tree (artifacts by hash, boot scripts, nginx config)
+    /// that any static web server can boot machines from.
+    Publish(PublishArgs),
     /// Validate a vars file or playbook, its roles and --var names; build nothing.
     Check(CheckArgs),
     /// List the entries of a squashfs, cpio.gz overlay or initrd.
@@ -192,3 +195,22 @@ pub struct ServeArgs {
     pub retry_delay: u64,
 }
 
+
+/// `mkimage publish OUT` (turned into `mkimage::serve::publish::Request`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishArgs {
+    /// Where the static tree goes (created; republishing over it is safe).
+    pub out: PathBuf,
+    /// The build output dir whose artifacts are published.
+    #[arg(long, default_value = "builds")]
+    pub dir: PathBuf,
+    /// Boot profiles (default: vars/boot.yml if it exists).
+    #[arg(long)]
+    pub boot_config: Option<PathBuf>,
+    /// The URL the tree will be served at, written into the boot scripts.
+    #[arg(long)]
+    pub public_url: String,
+    /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
+    #[arg(long)]
+    pub ipxe_template: Option<PathBuf>,
+}

@@ -21,6 +21,7 @@ pub mod metrics;
 mod options;
 mod pages;
 pub mod profiles;
+pub mod publish;
 mod prune;
 pub mod range;
 mod reply;

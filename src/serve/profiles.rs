@@ -264,6 +264,15 @@ pub fn resolve(profile: &Profile, manifest: &Manifest) -> Result<Resolved, Profi
     })
 }
 
+/// What a machine (`mac`, or an unnamed one) boots: its profile from the
+/// boot config, or the basefs alone without one.
+pub fn for_machine(config: Option<&BootConfig>, mac: Option<&str>, manifest: &Manifest) -> Result<Resolved, ProfileError> {
+    match config.and_then(|c| c.select(mac)) {
+        Some(profile) => resolve(profile, manifest),
+        None => derive_default(manifest),
+    }
+}
+
 /// The profile used when there is no boot config: the newest kernel, initrd
 /// and basefs, and no overlay — an overlay (secure erase, firmware flash…)
 /// reaches only machines a boot config names it for.

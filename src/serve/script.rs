@@ -57,11 +57,7 @@ fn render(state: &State, mac: Option<&str>, base_url: &str) -> Result<(String, S
         Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    let resolved: Resolved = match config.as_ref().and_then(|c| c.select(mac)) {
-        Some(profile) => profiles::resolve(profile, &manifest),
-        None => profiles::derive_default(&manifest),
-    }
-    .map_err(|e| e.to_string())?;
+    let resolved: Resolved = profiles::for_machine(config.as_ref(), mac, &manifest).map_err(|e| e.to_string())?;
     let local = [&resolved.kernel, &resolved.initrd, &resolved.basefs].into_iter().chain(&resolved.overlays);
     for art in local.filter(|a| a.remote.is_none()) {
         download::ensure(state, &art.file, &art.sha256)?;
