@@ -22,6 +22,7 @@ mod options;
 mod pages;
 pub mod profiles;
 pub mod publish;
+pub mod servers;
 mod prune;
 pub mod range;
 mod reply;

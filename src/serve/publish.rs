@@ -83,7 +83,8 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
             }
         }
     }
-    let render = |r: &Resolved, mac: Option<&str>| scripts.render(r, &base, mac, &console);
+    let servers = config.as_ref().map(|c| c.servers.clone()).unwrap_or_default();
+    let render = |r: &Resolved, mac: Option<&str>| scripts.render(r, &base, &servers, mac, &console);
     for (mac, resolved) in &machines {
         let script = render(resolved, Some(mac))?;
         write_atomic(&req.out.join("boot"), &format!("{}.ipxe", mac.replace(':', "-")), |f| f.write_all(script.as_bytes()))?;
@@ -96,17 +97,9 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     Ok(Published { artifacts: done.len(), machines: machines.len() })
 }
 
-/// `http://HOST[:PORT][/PATH]` without a trailing slash, or a clear error.
+/// `http://HOST[:PORT][/PATH]` without a trailing slash, or a usage error.
 fn check_url(url: &str) -> anyhow::Result<String> {
-    let ok = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).is_some_and(|rest| {
-        !rest.is_empty() && !rest.starts_with('/') && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]/_~%".contains(&b))
-    });
-    if !ok {
-        bail!(crate::UsageError(format!(
-            "--public-url {url}: give the URL the tree will be served at, http://HOST[:PORT][/PATH] (no spaces, quotes, `$` or query)"
-        )));
-    }
-    Ok(url.trim_end_matches('/').to_string())
+    super::servers::check_url(url).map_err(|e| crate::UsageError(format!("--public-url: {e}")).into())
 }
 
 /// Put the artifact `file` (sha256 `sha`) at `out/sha256/HEX/NAME`: from the
