@@ -127,6 +127,11 @@ pub struct BootTestArgs {
     /// Keep the serial console log here.
     #[arg(long)]
     pub serial_log: Option<PathBuf>,
+    /// Boot through nginx run from this cache-tier config
+    /// (nginx/mkimage-cache.conf), then boot again and check the basefs came
+    /// from nginx's cache.
+    #[arg(long)]
+    pub via_nginx: Option<PathBuf>,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,

@@ -91,6 +91,7 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         uefi: a.uefi,
         append: a.append,
         serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
+        via_nginx: a.via_nginx.as_deref().map(absolute).transpose()?,
     };
     mkimage::boottest::run(&req)
 }
