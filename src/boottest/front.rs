@@ -7,7 +7,7 @@
 //! second came from nginx's cache.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
@@ -28,20 +28,20 @@ impl Drop for Front {
     }
 }
 
-/// Start nginx in `work` from `conf` (the cache-tier config) in front of
-/// mkimage on 127.0.0.1:`upstream`.
-pub fn start(work: &Path, conf: &Path, upstream: u16) -> anyhow::Result<Front> {
+/// Start nginx in `work` from `conf` (the cache-tier config) on `listen`,
+/// in front of mkimage on `listen`:`upstream`.
+pub fn start(work: &Path, conf: &Path, listen: Ipv4Addr, upstream: u16) -> anyhow::Result<Front> {
     if !crate::exec::have("nginx") {
         bail!(crate::UsageError("--via-nginx needs `nginx`: apt-get install -y nginx".into()));
     }
     let text = std::fs::read_to_string(conf).with_context(|| format!("cannot read --via-nginx {}", conf.display()))?;
-    let port = super::free_port()?;
+    let port = super::free_port(listen)?;
     let prefix = work.join("nginx");
     std::fs::create_dir_all(prefix.join("logs"))?;
     let mut site = text;
     for (from, to) in [
-        ("server 127.0.0.1:8080;", format!("server 127.0.0.1:{upstream};")),
-        ("listen 8081;", format!("listen 127.0.0.1:{port};")),
+        ("server 127.0.0.1:8080;", format!("server {listen}:{upstream};")),
+        ("listen 8081;", format!("listen {listen}:{port};")),
         ("/var/cache/nginx/mkimage ", format!("{} ", prefix.join("cache").display())),
     ] {
         if !site.contains(from) {
@@ -63,15 +63,16 @@ pub fn start(work: &Path, conf: &Path, upstream: u16) -> anyhow::Result<Front> {
         .arg("-c")
         .arg(prefix.join("nginx.conf"))
         .args(["-g", "daemon off;"])
+        .die_with_parent()
         .spawn(std::process::Stdio::null(), std::process::Stdio::from(log))?;
     let front = Front { child, port };
-    super::wait_for_port(port, "nginx").with_context(|| std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default())?;
+    super::wait_for_port(listen, port, "nginx").with_context(|| std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default())?;
     Ok(front)
 }
 
-/// `mkimage_artifact_downloads_total{kind="basefs"}` of mkimage on 127.0.0.1:`port`.
-pub fn basefs_downloads(port: u16) -> anyhow::Result<u64> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+/// `mkimage_artifact_downloads_total{kind="basefs"}` of mkimage on `ip`:`port`.
+pub fn basefs_downloads(ip: Ipv4Addr, port: u16) -> anyhow::Result<u64> {
+    let mut s = TcpStream::connect((ip, port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
     let mut text = String::new();
