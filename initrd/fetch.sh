@@ -6,27 +6,46 @@
 # basefs is still arriving. A job never runs the fail action itself: it
 # records its step, URL and reason, and /init reports the first failure.
 
+# mirrors URL: URL, then the same path on every other server of
+# mkimage.servers= (when URL lies on one of them), one per line.
+SERVERS=
+mirrors() {
+	echo "$1"
+	rel=
+	for s in $(echo "$SERVERS" | tr ',' ' '); do
+		case "$1" in "$s"/*) rel=${1#"$s"} ;; esac
+	done
+	[ -n "$rel" ] || return 0
+	for s in $(echo "$SERVERS" | tr ',' ' '); do
+		[ "$s$rel" = "$1" ] || echo "$s$rel"
+	done
+}
+
 # fetch URL DEST [CHECK ARGS...]: download with retries and exponential
 # backoff, then run CHECK DEST ARGS (sets WHY and returns 1 when the file
-# is not the one wanted); a failed check counts as a failed try.
+# is not the one wanted); a failed check counts as a failed try. Each try
+# goes through URL's mirrors in order, saying so when it falls back.
 fetch() {
-	URL="$1"
+	first="$1"
 	dest="$2"
 	shift 2
 	try=1
 	delay="$BACKOFF"
 	while :; do
-		say "download $URL (try $try of $RETRIES)"
-		rm -f "$dest"
-		WHY=
-		if wget -q -O "$dest" "$URL" 2>"$dest.err"; then
-			[ $# -eq 0 ] || run_check "$dest" "$@" || :
-		else
-			WHY="download failed: $(cat "$dest.err")"
-		fi
-		rm -f "$dest.err"
-		[ -z "$WHY" ] && return 0
-		say "$WHY"
+		for URL in $(mirrors "$first"); do
+			[ "$URL" = "$first" ] || say "falling back to the next server: $URL"
+			say "download $URL (try $try of $RETRIES)"
+			rm -f "$dest"
+			WHY=
+			if wget -q -O "$dest" "$URL" 2>"$dest.err"; then
+				[ $# -eq 0 ] || run_check "$dest" "$@" || :
+			else
+				WHY="download failed: $(cat "$dest.err")"
+			fi
+			rm -f "$dest.err"
+			[ -z "$WHY" ] && return 0
+			say "$WHY"
+		done
 		if [ "$try" -ge "$RETRIES" ]; then
 			WHY="$WHY (after $try tries)"
 			return 1

@@ -44,6 +44,21 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     assert!(json["nics"].as_array().is_some_and(|n| n.iter().any(|n| n["mac"] == "52:54:00:12:34:56")), "{json}");
 }
 
+/// nginx's proxy_cache (nginx/mkimage-cache.conf) between the VM and the
+/// server: a checked boot through it, then a second boot until its basefs
+/// is verified; mkimage's /metrics counts one basefs download for both.
+#[test]
+fn netboot_through_nginx_proxy_cache_serves_the_second_basefs_from_its_cache() {
+    require("nginx", "nginx");
+    let p = played();
+    let conf = repo().join("nginx/mkimage-cache.conf");
+    let o = boot_test(p, &["--via-nginx", conf.to_str().unwrap()]);
+    assert!(o.status.success(), "boot-test through nginx failed:\n{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("assertions passed"), "{out}");
+    assert!(out.contains("PASS basefs downloaded from mkimage 1 time(s) for two boots through nginx"), "{out}");
+}
+
 #[test]
 fn broken_image_fails_the_boot_test_with_the_reason() {
     let p = played();

@@ -12,6 +12,7 @@ pub mod checker;
 pub mod checks;
 pub mod config;
 pub mod dns;
+pub mod front;
 pub mod lab;
 mod netns;
 mod network;
@@ -54,6 +55,9 @@ pub struct Request {
     /// Extra kernel arguments for this boot.
     pub append: String,
     pub serial_log: Option<PathBuf>,
+    /// Boot through nginx run from this cache-tier config, then boot again
+    /// and check the basefs came from nginx's cache (see `front`).
+    pub via_nginx: Option<PathBuf>,
 }
 
 /// Assertions used when the boot config declares none.
@@ -135,7 +139,9 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
 
     let serial = req.serial_log.clone().unwrap_or_else(|| work.path().join("serial.log"));
     let mac = req.mac.to_lowercase();
-    let script_url = format!("http://{seen_as}:{port}/boot.ipxe?mac={mac}");
+    let front = req.via_nginx.as_deref().map(|conf| front::start(work.path(), conf, listen, port)).transpose()?;
+    let entry = front.as_ref().map_or(port, |f| f.port);
+    let script_url = format!("http://{seen_as}:{entry}/boot.ipxe?mac={mac}");
     let mut spec = vm::VmSpec::netboot(&serial, &script_url);
     spec.memory_mib = req.memory.or(test.memory).unwrap_or(1536);
     spec.nic = req.nic;
@@ -151,7 +157,33 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     let log = vm::strip_escapes(&guest.log());
     drop(guest);
     let host = net.judge(work.path(), &std::fs::read_to_string(&server_log).unwrap_or_default(), &spec.mac, spec.uefi);
-    judge(&expect, &log, host, stop, timeout, started.elapsed().as_secs_f64())
+    judge(&expect, &log, host, stop, timeout, started.elapsed().as_secs_f64())?;
+    if front.is_some() {
+        second_boot_from_cache(&spec, work.path(), listen, port, timeout)?;
+    }
+    Ok(())
+}
+
+/// Boot the same machine again through nginx until its basefs is verified,
+/// then require that mkimage served the basefs once for both boots.
+fn second_boot_from_cache(first: &vm::VmSpec, work: &Path, listen: Ipv4Addr, port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let mut spec = first.clone();
+    spec.serial = work.join("serial-2.log");
+    tracing::info!("second boot through nginx, until the basefs is verified; console: {}", spec.serial.display());
+    let mut guest = vm::Vm::start(&spec)?;
+    let basefs_ok = |log: &str| log.lines().any(|l| l.contains("dm-verity ok: ") || (l.contains("sha256 ok: ") && l.contains("squashfs")));
+    let stop = guest.watch(timeout, |log| basefs_ok(log) || log.contains("mkimage-init: FAILED") || log.contains("Kernel panic"));
+    let log = vm::strip_escapes(&guest.log());
+    drop(guest);
+    if !matches!(stop, vm::Stop::Done) || !basefs_ok(&log) {
+        bail!("boot-test: the second boot through nginx did not verify its basefs\nconsole tail:\n{}", vm::tail(&log, 40));
+    }
+    let n = front::basefs_downloads(listen, port)?;
+    println!("{} basefs downloaded from mkimage {n} time(s) for two boots through nginx", if n == 1 { "PASS" } else { "FAIL" });
+    if n != 1 {
+        bail!("boot-test: mkimage served the basefs {n} times for two boots through nginx (want 1: the second from nginx's cache)");
+    }
+    Ok(())
 }
 
 /// Where Debian's `ipxe` package puts the binaries `mkimage serve` hands out.

@@ -27,6 +27,9 @@ pub enum Command {
     Play(PlayArgs),
     /// Serve the built artifacts over HTTP (with iPXE scripts) and TFTP.
     Serve(ServeArgs),
+    /// Write a static tree (artifacts by hash, boot scripts, nginx config)
+    /// that any static web server can boot machines from.
+    Publish(PublishArgs),
     /// Validate a vars file or playbook, its roles and --var names; build nothing.
     Check(CheckArgs),
     /// List the entries of a squashfs, cpio.gz overlay or initrd.
@@ -175,6 +178,11 @@ pub struct BootTestArgs {
     /// Keep the serial console log here.
     #[arg(long)]
     pub serial_log: Option<PathBuf>,
+    /// Boot through nginx run from this cache-tier config
+    /// (nginx/mkimage-cache.conf), then boot again and check the basefs came
+    /// from nginx's cache.
+    #[arg(long)]
+    pub via_nginx: Option<PathBuf>,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,
@@ -249,3 +257,22 @@ pub struct ServeArgs {
     pub retry_delay: u64,
 }
 
+
+/// `mkimage publish OUT` (turned into `mkimage::serve::publish::Request`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishArgs {
+    /// Where the static tree goes (created; republishing over it is safe).
+    pub out: PathBuf,
+    /// The build output dir whose artifacts are published.
+    #[arg(long, default_value = "builds")]
+    pub dir: PathBuf,
+    /// Boot profiles (default: vars/boot.yml if it exists).
+    #[arg(long)]
+    pub boot_config: Option<PathBuf>,
+    /// The URL the tree will be served at, written into the boot scripts.
+    #[arg(long)]
+    pub public_url: String,
+    /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
+    #[arg(long)]
+    pub ipxe_template: Option<PathBuf>,
+}

@@ -71,6 +71,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             mkimage::image::lock::run(&req)
         }
         Command::Serve(a) => serve(&a),
+        Command::Publish(a) => publish(&a),
         Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
         Command::BootTest(a) => boot_test(a),
         Command::Cache(a) => {
@@ -115,8 +116,28 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         proxy_dhcp: a.proxy_dhcp,
         append: a.append,
         serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
+        via_nginx: a.via_nginx.as_deref().map(absolute).transpose()?,
     };
     mkimage::boottest::run(&req)
+}
+
+/// `mkimage publish`: the flags as a publish request, paths absolute.
+fn publish(a: &args::PublishArgs) -> anyhow::Result<()> {
+    let default = Path::new(mkimage::serve::DEFAULT_BOOT_CONFIG);
+    let boot_config = match &a.boot_config {
+        Some(p) => Some(absolute(p)?),
+        None => default.is_file().then(|| absolute(default)).transpose()?,
+    };
+    let req = mkimage::serve::publish::Request {
+        dir: absolute(&a.dir)?,
+        out: absolute(&a.out)?,
+        boot_config,
+        public_url: a.public_url.clone(),
+        ipxe_template: a.ipxe_template.as_deref().map(absolute).transpose()?,
+    };
+    let done = mkimage::serve::publish::run(&req)?;
+    println!("published {} artifacts, {} machine scripts and the default to {}", done.artifacts, done.machines, req.out.display());
+    Ok(())
 }
 
 /// `mkimage serve`: the flags as the server's options, paths absolute.

@@ -69,7 +69,18 @@ pub fn object(state: &State, req: &Parts, rest: &str) -> Reply {
     if reply.status.is_success() || reply.status.as_u16() == 304 {
         reply = reply.with(CACHE_CONTROL, IMMUTABLE);
     }
+    if reply.status.as_u16() == 200 && req.method == http::Method::GET {
+        count_download(state, &hex);
+    }
     reply
+}
+
+/// Count a whole download of the object `hex` under its manifest kind
+/// (`superseded` once the manifest no longer lists it).
+fn count_download(state: &State, hex: &str) {
+    let manifest = Manifest::load(state.root.dir()).unwrap_or_default();
+    let kind = manifest.artifacts.values().find(|e| e.sha256 == hex).map_or("superseded", |e| e.kind.as_str());
+    state.metrics.artifact_download(kind);
 }
 
 /// The artifact `manifest.json` records with sha256 `hex`, if the file under

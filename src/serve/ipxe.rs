@@ -69,7 +69,10 @@ impl Scripts {
     }
 
     /// Render the script for `resolved`; `base_url` has no trailing slash.
-    pub fn render(&self, resolved: &Resolved, base_url: &str, mac: Option<&str>, console: &str) -> Result<String, ScriptError> {
+    /// `servers` (base URLs, tried in order; empty: `base_url` alone) each
+    /// get a try at the kernel and initrd, and go to the init as
+    /// `mkimage.servers=` when there is more than one.
+    pub fn render(&self, resolved: &Resolved, base_url: &str, servers: &[String], mac: Option<&str>, console: &str) -> Result<String, ScriptError> {
         fn link<'a>(a: &'a Art, base_url: &str) -> Link<'a> {
             let url = match &a.remote {
                 Some(url) => url.clone(),
@@ -77,7 +80,20 @@ impl Scripts {
             };
             Link { file: &a.file, sha256: &a.sha256, verity: a.verity.as_deref(), url }
         }
-        let link = |a| link(a, base_url);
+        let own = [base_url.to_string()];
+        let servers = if servers.is_empty() { &own[..] } else { servers };
+        let on: Vec<Server> = servers
+            .iter()
+            .map(|s| Server {
+                url: s.clone(),
+                kernel: link(&resolved.kernel, s).url,
+                initrd: link(&resolved.initrd, s).url,
+                basefs: link(&resolved.basefs, s).url,
+                overlays: resolved.overlays.iter().map(|o| link(o, s).url).collect(),
+            })
+            .collect();
+        let first = &servers[0];
+        let link = |a| link(a, first);
         let overlays: Vec<Link> = resolved.overlays.iter().map(link).collect();
         let bootif = match mac {
             Some(m) => format!("BOOTIF=01-{}", m.replace(':', "-")),
@@ -97,8 +113,19 @@ impl Scripts {
             initrd => link(&resolved.initrd),
             basefs => link(&resolved.basefs),
             overlays => overlays,
+            servers => on,
         })?)
     }
+}
+
+/// The artifact URLs on one server.
+#[derive(Serialize)]
+struct Server {
+    url: String,
+    kernel: String,
+    initrd: String,
+    basefs: String,
+    overlays: Vec<String>,
 }
 
 /// Where the machine fetches its script again.
@@ -147,7 +174,7 @@ mod tests {
             overlays: vec![art("a.cpio.gz"), art("b c.cpio.gz"), Art { remote: Some("http://10.0.2.2:9/c.cpio.gz".into()), ..art("c.cpio.gz") }],
             args: "rootsize=2G".into(),
         };
-        let s = Scripts::new(None).unwrap().render(&r, "http://10.0.2.2:8080", Some("52:54:00:12:34:56"), DEFAULT_CONSOLE).unwrap();
+        let s = Scripts::new(None).unwrap().render(&r, "http://10.0.2.2:8080", &[], Some("52:54:00:12:34:56"), DEFAULT_CONSOLE).unwrap();
         assert!(s.starts_with("#!ipxe\n"), "{s}");
         let kernel = s.lines().find(|l| l.starts_with("kernel ")).unwrap();
         for want in [
@@ -162,10 +189,33 @@ mod tests {
         assert!(s.contains("\ninitrd --name initrd http://10.0.2.2:8080/sha256/initrd.imgsha/initrd.img || goto failed\n"), "{s}");
         assert!(!kernel.contains("basefs.verity="), "{kernel}");
         let verity = Art { verity: Some("abc:4096".into()), ..art("base.squashfs") };
-        let none = Scripts::new(None).unwrap().render(&Resolved { overlays: vec![], basefs: verity, ..r }, "http://h", None, "").unwrap();
+        let none = Scripts::new(None).unwrap().render(&Resolved { overlays: vec![], basefs: verity, ..r.clone() }, "http://h", &[], None, "").unwrap();
         assert!(none.contains(" basefs.sha256=base.squashfssha basefs.verity=abc:4096"), "{none}");
         assert!(!none.contains("overlayfs="), "{none}");
         assert!(none.contains("BOOTIF=01-${netX/mac:hexhyp}"), "{none}");
+    }
+
+    #[test]
+    fn every_server_gets_a_try_and_the_init_gets_the_list() {
+        let r = Resolved {
+            profile: "p".into(),
+            kernel: art("vmlinuz"),
+            initrd: art("initrd.img"),
+            basefs: art("base.squashfs"),
+            overlays: vec![art("a.cpio.gz")],
+            args: String::new(),
+        };
+        let servers = ["http://a:1".to_string(), "http://b:2".to_string()];
+        let s = Scripts::new(None).unwrap().render(&r, "http://a:1", &servers, None, "").unwrap();
+        let kernels: Vec<&str> = s.lines().filter(|l| l.starts_with("kernel ")).collect();
+        assert_eq!(kernels.len(), 2, "{s}");
+        assert!(kernels[0].starts_with("kernel http://a:1/sha256/vmlinuzsha/vmlinuz ") && kernels[0].ends_with(" || goto server1"), "{s}");
+        assert!(kernels[1].contains(" basefs=http://b:2/sha256/") && kernels[1].contains(" overlayfs=http://b:2/sha256/") && kernels[1].ends_with(" || goto failed"), "{s}");
+        assert!(kernels.iter().all(|k| k.contains(" mkimage.servers=http://a:1,http://b:2")), "{s}");
+        assert!(s.contains("\ninitrd --name initrd http://a:1/sha256/initrd.imgsha/initrd.img || goto server1\n"), "{s}");
+        assert!(s.contains("\n:server1\necho mkimage: server http://a:1 failed, falling back to http://b:2\n"), "{s}");
+        let one = Scripts::new(None).unwrap().render(&r, "http://a:1", &[], None, "").unwrap();
+        assert!(!one.contains("mkimage.servers=") && !one.contains(":server1"), "{one}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Boot {
 #[derive(Default)]
 pub struct Metrics {
     http_by_status: Mutex<BTreeMap<u16, u64>>,
+    /// Whole-artifact GETs of content-addressed URLs, by manifest kind.
+    artifact_downloads: Mutex<BTreeMap<String, u64>>,
     pub http_bytes: AtomicU64,
     pub http_errors: AtomicU64,
     pub active_downloads: AtomicI64,
@@ -65,6 +67,13 @@ impl Metrics {
             *map.entry(status).or_default() += 1;
         }
         self.http_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// One whole-artifact download of `kind` (basefs, overlay, kernel…) began.
+    pub fn artifact_download(&self, kind: &str) {
+        if let Ok(mut map) = self.artifact_downloads.lock() {
+            *map.entry(kind.to_string()).or_default() += 1;
+        }
     }
 
     fn gauge(&self, gauge: Gauge) -> &AtomicI64 {
@@ -125,6 +134,9 @@ impl Metrics {
             lines.push(("{status=\"200\"}".into(), "0".into()));
         }
         metric("mkimage_http_requests_total", "counter", "HTTP requests answered, by status.", lines);
+        let by_kind = self.artifact_downloads.lock().map(|m| m.clone()).unwrap_or_default();
+        let lines = by_kind.iter().map(|(k, n)| (format!("{{kind=\"{k}\"}}"), n.to_string())).collect();
+        metric("mkimage_artifact_downloads_total", "counter", "Whole-artifact GETs of content-addressed URLs, by kind (what a cache in front saves).", lines);
         let one = |v: String| vec![(String::new(), v)];
         metric("mkimage_http_sent_bytes_total", "counter", "HTTP body bytes sent.", one(self.http_bytes.load(Relaxed).to_string()));
         metric("mkimage_http_errors_total", "counter", "HTTP responses cut short by an I/O error.", one(self.http_errors.load(Relaxed).to_string()));

@@ -21,6 +21,8 @@ pub mod metrics;
 mod options;
 mod pages;
 pub mod profiles;
+pub mod publish;
+pub mod servers;
 mod prune;
 pub mod range;
 mod reply;

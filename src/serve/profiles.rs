@@ -43,6 +43,12 @@ pub struct BootConfig {
     /// MAC → tags, for profiles selected by tag.
     #[serde(default)]
     pub hosts: BTreeMap<String, Vec<String>>,
+    /// Boot servers in the order machines try them (see `serve::servers`).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Subnet (CIDR) → servers, for clients in it.
+    #[serde(default)]
+    pub servers_by_subnet: BTreeMap<String, Vec<String>>,
     /// What `mkimage boot-test` boots and asserts: its business, skipped here.
     #[serde(default)]
     pub boot_test: Option<serde::de::IgnoredAny>,
@@ -187,6 +193,7 @@ impl BootConfig {
             hosts.insert(norm, tags);
         }
         config.hosts = hosts;
+        super::servers::check(&mut config.servers, &mut config.servers_by_subnet).map_err(invalid)?;
         if let Some(default) = &config.default {
             if !names.contains(default) {
                 return Err(invalid(format!("default profile `{default}` is not among the profiles")));
@@ -262,6 +269,15 @@ pub fn resolve(profile: &Profile, manifest: &Manifest) -> Result<Resolved, Profi
         overlays: profile.overlays.iter().map(|o| overlay(manifest, o, name)).collect::<Result<_, _>>()?,
         args: profile.args.clone(),
     })
+}
+
+/// What a machine (`mac`, or an unnamed one) boots: its profile from the
+/// boot config, or the basefs alone without one.
+pub fn for_machine(config: Option<&BootConfig>, mac: Option<&str>, manifest: &Manifest) -> Result<Resolved, ProfileError> {
+    match config.and_then(|c| c.select(mac)) {
+        Some(profile) => resolve(profile, manifest),
+        None => derive_default(manifest),
+    }
 }
 
 /// The profile used when there is no boot config: the newest kernel, initrd

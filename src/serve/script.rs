@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use http::request::Parts;
 
-use super::download;
+use super::{download, servers};
 use super::ipxe::DEFAULT_CONSOLE;
 use super::metrics::Boot;
 use super::profiles::{self, normalize_mac, BootConfig, Resolved};
@@ -32,7 +32,7 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
         None => None,
     };
     let base_url = base_url(req, state);
-    let mut reply = match render(state, mac.as_deref(), &base_url) {
+    let mut reply = match render(state, mac.as_deref(), &base_url, client) {
         Ok((script, profile)) => {
             state.metrics.boot(Boot { time: artifact::now(), client: client.ip().to_string(), mac: mac.clone(), profile });
             Reply::bytes(200, SCRIPT, script)
@@ -51,23 +51,20 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
 }
 
 /// The script and the name of the profile it boots, or why there is none.
-fn render(state: &State, mac: Option<&str>, base_url: &str) -> Result<(String, String), String> {
+fn render(state: &State, mac: Option<&str>, base_url: &str, client: SocketAddr) -> Result<(String, String), String> {
     let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
         Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    let resolved: Resolved = match config.as_ref().and_then(|c| c.select(mac)) {
-        Some(profile) => profiles::resolve(profile, &manifest),
-        None => profiles::derive_default(&manifest),
-    }
-    .map_err(|e| e.to_string())?;
+    let resolved: Resolved = profiles::for_machine(config.as_ref(), mac, &manifest).map_err(|e| e.to_string())?;
     let local = [&resolved.kernel, &resolved.initrd, &resolved.basefs].into_iter().chain(&resolved.overlays);
     for art in local.filter(|a| a.remote.is_none()) {
         download::ensure(state, &art.file, &art.sha256)?;
     }
     let console = config.as_ref().and_then(|c| c.console.clone()).unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
-    let script = state.scripts.render(&resolved, base_url, mac, &console).map_err(|e| e.to_string())?;
+    let servers = config.as_ref().map(|c| servers::for_client(&c.servers, &c.servers_by_subnet, Some(client.ip()))).unwrap_or_default();
+    let script = state.scripts.render(&resolved, base_url, &servers, mac, &console).map_err(|e| e.to_string())?;
     Ok((script, resolved.profile))
 }
 

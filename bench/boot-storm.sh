@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Boot storm: N simulated machines (default 200) each fetch a whole boot at
+# once — /boot.ipxe?mac=…, then the kernel, initrd, basefs and overlays its
+# script names — first from `mkimage serve`, then from nginx serving the
+# same files (the same content-addressed paths and a pre-rendered boot
+# script), in one run. Prints total time, the aggregate throughput ratio,
+# /boot.ipxe p50/p99 (the machines' own requests, and a probe every 100 ms
+# while the downloads run) and the server's CPU time, peak threads and RSS.
+#
+# Usage: bench/boot-storm.sh [MACHINES]          (default 200)
+# Sizes in MiB: KERNEL_MB (8) INITRD_MB (24) BASEFS_MB (64) OVERLAY_MB (4, two of them).
+# Needs: curl, nginx (apt-get install -y curl nginx); builds mkimage --release.
+set -euo pipefail
+machines=${1:-200}
+kernel_mb=${KERNEL_MB:-8} initrd_mb=${INITRD_MB:-24} basefs_mb=${BASEFS_MB:-64} overlay_mb=${OVERLAY_MB:-4}
+here=$(cd "$(dirname "$0")/.." && pwd)
+for tool in curl nginx python3; do
+  command -v "$tool" >/dev/null || { echo "bench/boot-storm.sh: $tool is missing: apt-get install -y $tool" >&2; exit 1; }
+done
+(cd "$here" && cargo build --release --quiet)
+mkimage="$here/target/release/mkimage"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+chmod 755 "$work"
+dir="$work/builds"
+mkdir -p "$dir" "$work/nginx/logs" "$work/nginx/tmp" "$work/static"
+
+# The served dir: random bytes in the sizes of a real boot, a manifest and a
+# boot config whose default profile has two overlays.
+entries=()
+add() { # FILE KIND NAME MIB
+  head -c $(($4 * 1024 * 1024)) /dev/urandom > "$dir/$1"
+  local sha; sha=$(sha256sum "$dir/$1" | cut -d' ' -f1)
+  echo "$sha  $1" > "$dir/$1.sha256"
+  entries+=("\"$1\": {\"kind\": \"$2\", \"name\": \"$3\", \"file\": \"$1\", \"size\": $(stat -c %s "$dir/$1"), \"sha256\": \"$sha\", \"build_time\": 0, \"tool_version\": \"bench\"}")
+}
+add vmlinuz kernel kernel "$kernel_mb"
+add initrd.img initrd initrd "$initrd_mb"
+add base.squashfs basefs base "$basefs_mb"
+add one.cpio.gz overlay one "$overlay_mb"
+add two.cpio.gz overlay two "$overlay_mb"
+(IFS=,; echo "{\"artifacts\": {${entries[*]}}}") > "$dir/manifest.json"
+printf 'profiles:\n  - name: storm\n    overlays: [one, two]\n' > "$work/boot.yml"
+chmod -R a+rX "$dir"
+per_machine=$((kernel_mb + initrd_mb + basefs_mb + 2 * overlay_mb))
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+(cd "$work" && exec "$mkimage" serve --dir "$dir" --http 127.0.0.1:0 --tftp off --boot-config "$work/boot.yml" \
+  ${MKIMAGE_SERVE_ARGS:-} 2>/dev/null > "$work/mk.out") &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'listening http' "$work/mk.out" 2>/dev/null && break; sleep 0.1; done
+mport=$(awk '/listening http/ {split($3, a, ":"); print a[2]}' "$work/mk.out")
+[ -n "$mport" ] || { echo "bench/boot-storm.sh: mkimage serve did not start" >&2; exit 1; }
+mk="http://127.0.0.1:$mport"
+# Both servers get the same script body; nginx's names its own address.
+nport=$(free_port)
+ng="http://127.0.0.1:$nport"
+curl -sf "$mk/boot.ipxe" | sed "s#$mk#$ng#g" > "$work/static/boot.ipxe"
+grep -q "^kernel $ng/sha256/" "$work/static/boot.ipxe" || { echo "bench/boot-storm.sh: unexpected boot script" >&2; exit 1; }
+
+# nginx: a minimal config of its own; /sha256/HEX/NAME from the same content
+# store mkimage serves them from, /boot.ipxe a static file.
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log;
+events { worker_connections 4096; }
+http {
+  sendfile on; tcp_nopush on; access_log off;
+  client_body_temp_path $work/nginx/tmp; proxy_temp_path $work/nginx/tmp;
+  fastcgi_temp_path $work/nginx/tmp; uwsgi_temp_path $work/nginx/tmp; scgi_temp_path $work/nginx/tmp;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$nport backlog=4096;
+    location ~ "^/sha256/([0-9a-f]{64})/" { alias $dir/.state/objects/\$1; }
+    location = /boot.ipxe { root $work/static; }
+  }
+}
+CONF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+for _ in $(seq 100); do curl -sf -o /dev/null "$ng/boot.ipxe" && break; sleep 0.1; done
+curl -sf -o /dev/null "$ng/boot.ipxe" || { echo "bench/boot-storm.sh: nginx did not start: $(cat "$work/nginx/logs/error.log")" >&2; exit 1; }
+
+# One machine: its script, then everything the script names over one
+# connection (as iPXE and the init would, minus the parallelism).
+machine() { # BASE I OUT
+  local mac; mac=$(printf '52:54:00:00:%02x:%02x' $(($2 / 256)) $(($2 % 256)))
+  curl -s -o "$3/script.$2" -w '%{time_total}\n' "$1/boot.ipxe?mac=$mac" > "$3/lat.$2"
+  local urls
+  urls=$(grep -oE "$1/sha256/[0-9a-f]{64}/[^ ,]+" "$3/script.$2" | sort -u)
+  [ "$(wc -l <<<"$urls")" = 5 ] || { echo "machine $2: script names $(wc -l <<<"$urls") artifacts, not 5" > "$3/err.$2"; return; }
+  local args=()
+  for u in $urls; do args+=(-o /dev/null "$u"); done
+  curl -s -w '%{size_download}\n' "${args[@]}" | awk '{s += $1} END {print s}' > "$3/bytes.$2"
+}
+
+# Peak threads and RSS (kB) of the server's processes, sampled every 100 ms until $work/stop exists.
+sample() { # OUT PID...
+  local out=$1; shift
+  local th=0 rss=0 t r p
+  while [ ! -e "$work/stop" ]; do
+    t=0 r=0
+    for p in "$@" $(ps -o pid= --ppid "$(echo "$@" | tr ' ' ',')" 2>/dev/null); do
+      [ -r "/proc/$p/status" ] || continue
+      t=$((t + $(awk '/^Threads:/ {print $2}' "/proc/$p/status")))
+      r=$((r + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status")))
+    done
+    [ "$t" -gt "$th" ] && th=$t; [ "$r" -gt "$rss" ] && rss=$r
+    sleep 0.1
+  done
+  echo "$th $rss" > "$out"
+}
+cpu_ticks() {
+  local total=0 p
+  for p in "$@" $(ps -o pid= --ppid "$(echo "$@" | tr ' ' ',')" 2>/dev/null); do
+    [ -r "/proc/$p/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+pct() { sort -n | awk -v p="$1" '{t[NR]=$1} END {i=int(NR*p/100+0.999); if (i<1) i=1; printf "%.1f", t[i]*1000}'; }
+
+# One storm against BASE (server PID): prints "seconds cpu_s threads rss_kB storm_p50 storm_p99 probe_p50 probe_p99".
+storm() { # BASE PID
+  local out; out=$(mktemp -d "$work/run.XXXX")
+  rm -f "$work/stop"
+  sample "$out/peak" "$2" & local sampler=$!
+  local cpu0 start
+  cpu0=$(cpu_ticks "$2"); start=$(date +%s.%N)
+  local jobs=()
+  for i in $(seq "$machines"); do machine "$1" "$i" "$out" & jobs+=($!); done
+  ( while [ ! -e "$work/stop" ]; do curl -s -o /dev/null -w '%{time_total}\n' "$1/boot.ipxe?mac=52:54:00:ff:ff:ff"; sleep 0.1; done ) > "$out/probe" &
+  local prober=$!
+  wait "${jobs[@]}"
+  local end cpu1; end=$(date +%s.%N); cpu1=$(cpu_ticks "$2")
+  touch "$work/stop"; wait "$sampler" "$prober"
+  if ls "$out"/err.* >/dev/null 2>&1; then cat "$out"/err.* >&2; exit 1; fi
+  local bad; bad=$(cat "$out"/bytes.* | grep -cvx "$((per_machine * 1024 * 1024))" || true)
+  [ "$bad" = 0 ] || { echo "bench/boot-storm.sh: $bad machines got short downloads from $1" >&2; exit 1; }
+  read -r th rss < "$out/peak"
+  echo "$(awk -v s="$start" -v e="$end" 'BEGIN {printf "%.2f", e-s}') $(awk -v c=$((cpu1 - cpu0)) -v hz="$hz" 'BEGIN {printf "%.2f", c/hz}') $th $rss" \
+    "$(cat "$out"/lat.* | pct 50) $(cat "$out"/lat.* | pct 99) $(pct 50 < "$out/probe") $(pct 99 < "$out/probe")"
+}
+
+echo "boot storm: $machines machines x $per_machine MiB (kernel $kernel_mb, initrd $initrd_mb, basefs $basefs_mb, 2 overlays x $overlay_mb) over 127.0.0.1; $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg)"
+# Warm the page cache once through each server.
+for base in "$mk" "$ng"; do grep -oE "$base/sha256/[^ ,]+" <(curl -s "$base/boot.ipxe") | xargs -n1 curl -s -o /dev/null; done
+read -r m_s m_cpu m_th m_rss m_p50 m_p99 m_q50 m_q99 < <(storm "$mk" "${pids[0]}")
+read -r n_s n_cpu n_th n_rss n_p50 n_p99 n_q50 n_q99 < <(storm "$ng" "${pids[1]}")
+total=$((machines * per_machine))
+row() { printf '%-14s %7.2f s %7.0f MiB/s  CPU %6.2f s  threads %4d  RSS %5d MB  /boot.ipxe p50 %6.1f ms p99 %6.1f ms (storm), p50 %6.1f ms p99 %6.1f ms (probe under load)\n' \
+  "$1" "$2" "$(awk -v t="$total" -v s="$2" 'BEGIN {print t/s}')" "$3" "$4" $(($5 / 1024)) "$6" "$7" "$8" "$9"; }
+row "mkimage serve" "$m_s" "$m_cpu" "$m_th" "$m_rss" "$m_p50" "$m_p99" "$m_q50" "$m_q99"
+row "nginx" "$n_s" "$n_cpu" "$n_th" "$n_rss" "$n_p50" "$n_p99" "$n_q50" "$n_q99"
+awk -v n="$n_s" -v m="$m_s" -v nc="$n_cpu" -v mc="$m_cpu" -v p="$m_p99" 'BEGIN {
+  printf "throughput ratio mkimage/nginx: %.2f (target >= 1.0); CPU ratio mkimage/nginx: %.2f; mkimage /boot.ipxe p99 %.1f ms (target <= 50)\n", n/m, (nc > 0 ? mc/nc : 0), p
+}'

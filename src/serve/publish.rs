@@ -1,0 +1,175 @@
+//! `mkimage publish OUT`: the boot server's answers written out as a static
+//! tree, so any static web server or object store can boot machines while
+//! mkimage is not running. Layout (all paths relative, URLs under
+//! `--public-url`):
+//!
+//! - `sha256/HEX/NAME`: every artifact a profile names, by content (the
+//!   same paths `mkimage serve` uses, so the same caches work);
+//! - `boot/MAC.ipxe` (MAC as `aa-bb-cc-dd-ee-ff`): a script for every MAC
+//!   the boot config names (`macs:` and `hosts:`);
+//! - `default.ipxe`: the default profile's script;
+//! - `boot.ipxe`: a dispatcher — the machine's own script, else the default
+//!   (needs nothing from the server but files);
+//! - `nginx.conf`: a server block serving the tree (immutable artifacts,
+//!   scripts never cached).
+//!
+//! Artifacts are hard-linked when OUT is on the served dir's filesystem,
+//! else copied; each is checked against its sha256 first. Scripts are
+//! replaced by rename, artifacts never change once written, so republishing
+//! over a tree machines are booting from is safe.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::ipxe::{encode_path, Scripts, DEFAULT_CONSOLE};
+use super::profiles::{for_machine, BootConfig, Resolved};
+use crate::artifact::{objects, sha256_file, write_atomic, Manifest};
+
+/// `mkimage publish`, paths absolute.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The build output dir (what `mkimage serve --dir` serves).
+    pub dir: PathBuf,
+    /// Where the static tree goes.
+    pub out: PathBuf,
+    pub boot_config: Option<PathBuf>,
+    /// The URL the tree will be served at (written into the scripts).
+    pub public_url: String,
+    pub ipxe_template: Option<PathBuf>,
+}
+
+/// The dispatcher at the tree's root: relative URLs, resolved by iPXE
+/// against this script's own URL.
+const DISPATCHER: &str = "#!ipxe\n\
+# Written by `mkimage publish`: this machine's own script, else the default.\n\
+chain --replace boot/${netX/mac:hexhyp}.ipxe || chain --replace default.ipxe || shell\n";
+
+/// What was written.
+#[derive(Debug)]
+pub struct Published {
+    pub artifacts: usize,
+    pub machines: usize,
+}
+
+pub fn run(req: &Request) -> anyhow::Result<Published> {
+    let base = check_url(&req.public_url)?;
+    if req.out.starts_with(&req.dir) || req.dir.starts_with(&req.out) {
+        bail!("publish: {} and the build dir {} must not contain each other; pick an output dir outside it", req.out.display(), req.dir.display());
+    }
+    let manifest = Manifest::load(&req.dir)?;
+    let config = req.boot_config.as_deref().map(BootConfig::load).transpose()?;
+    let scripts = Scripts::new(req.ipxe_template.as_deref())?;
+    let console = config.as_ref().and_then(|c| c.console.clone()).unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
+    let macs: BTreeSet<String> = config.iter().flat_map(|c| c.profiles.iter().flat_map(|p| p.macs.iter()).chain(c.hosts.keys())).cloned().collect();
+
+    let default = for_machine(config.as_ref(), None, &manifest).context("publish: the default profile")?;
+    let mut machines = Vec::new();
+    for mac in &macs {
+        let resolved = for_machine(config.as_ref(), Some(mac), &manifest).with_context(|| format!("publish: machine {mac}"))?;
+        machines.push((mac.clone(), resolved));
+    }
+    fs::create_dir_all(&req.out).with_context(|| format!("cannot create {}", req.out.display()))?;
+
+    // Artifacts first, so no script names an object not yet in place.
+    let mut done = BTreeSet::new();
+    for resolved in std::iter::once(&default).chain(machines.iter().map(|(_, r)| r)) {
+        for art in [&resolved.kernel, &resolved.initrd, &resolved.basefs].into_iter().chain(&resolved.overlays) {
+            if art.remote.is_none() && done.insert((art.sha256.clone(), art.file.clone())) {
+                place(&req.dir, &req.out, &art.file, &art.sha256)?;
+            }
+        }
+    }
+    let servers = config.as_ref().map(|c| c.servers.clone()).unwrap_or_default();
+    let render = |r: &Resolved, mac: Option<&str>| scripts.render(r, &base, &servers, mac, &console);
+    for (mac, resolved) in &machines {
+        let script = render(resolved, Some(mac))?;
+        write_atomic(&req.out.join("boot"), &format!("{}.ipxe", mac.replace(':', "-")), |f| f.write_all(script.as_bytes()))?;
+    }
+    let script = render(&default, None)?;
+    write_atomic(&req.out, "default.ipxe", |f| f.write_all(script.as_bytes()))?;
+    write_atomic(&req.out, "boot.ipxe", |f| f.write_all(DISPATCHER.as_bytes()))?;
+    let conf = nginx_conf(&req.out, &base);
+    write_atomic(&req.out, "nginx.conf", |f| f.write_all(conf.as_bytes()))?;
+    Ok(Published { artifacts: done.len(), machines: machines.len() })
+}
+
+/// `http://HOST[:PORT][/PATH]` without a trailing slash, or a usage error.
+fn check_url(url: &str) -> anyhow::Result<String> {
+    super::servers::check_url(url).map_err(|e| crate::UsageError(format!("--public-url: {e}")).into())
+}
+
+/// Put the artifact `file` (sha256 `sha`) at `out/sha256/HEX/NAME`: from the
+/// content store, else the file itself once its bytes hash to `sha`.
+fn place(dir: &Path, out: &Path, file: &str, sha: &str) -> anyhow::Result<()> {
+    let dest_dir = out.join("sha256").join(sha);
+    let name = encode_path(file);
+    let dest = dest_dir.join(&name);
+    if dest.is_file() {
+        return Ok(()); // written by an earlier publish: objects never change
+    }
+    let stored = objects::path(dir, sha)?;
+    let source = if stored.is_file() { stored } else { dir.join(file) };
+    let (_, got) = sha256_file(&source).with_context(|| format!("publish: cannot read {}", source.display()))?;
+    if got != sha {
+        bail!("publish: {} has sha256 {got}, manifest.json says {sha} (a build in progress? publish again when it is done)", source.display());
+    }
+    fs::create_dir_all(&dest_dir).with_context(|| format!("cannot create {}", dest_dir.display()))?;
+    let staged = dest_dir.join(format!(".{name}.tmp"));
+    let _ = fs::remove_file(&staged);
+    match fs::hard_link(&source, &staged) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) || e.kind() == io::ErrorKind::PermissionDenied => {
+            let copied = (|| -> io::Result<()> {
+                let mut from = fs::File::open(&source)?;
+                let mut to = fs::File::create(&staged)?;
+                io::copy(&mut from, &mut to)?;
+                to.sync_all()
+            })();
+            if let Err(e) = copied {
+                let _ = fs::remove_file(&staged);
+                return Err(e).with_context(|| format!("cannot copy {} to {}", source.display(), staged.display()));
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot link {} to {}", source.display(), staged.display())),
+    }
+    fs::rename(&staged, &dest).with_context(|| format!("cannot rename {} to {}", staged.display(), dest.display()))?;
+    Ok(())
+}
+
+/// A server block for nginx's `http { }` serving the tree at `base`'s port.
+fn nginx_conf(out: &Path, base: &str) -> String {
+    let authority = base.split_once("://").map_or("", |(_, r)| r).split('/').next().unwrap_or("");
+    let port = match authority.rsplit_once(':') {
+        Some((_, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ if base.starts_with("https") => "443",
+        _ => "80",
+    };
+    format!(
+        "# Written by `mkimage publish`: include in nginx's http {{ }} block.\n\
+         server {{\n    listen {port};\n    root {root};\n    sendfile on;\n    tcp_nopush on;\n\
+         \x20   # Artifacts by content: never change.\n\
+         \x20   location /sha256/ {{ add_header Cache-Control \"public, max-age=31536000, immutable\"; }}\n\
+         \x20   # A machine with no script of its own gets the default.\n\
+         \x20   location ^~ /boot/ {{ default_type text/plain; add_header Cache-Control no-cache; try_files $uri /default.ipxe; }}\n\
+         \x20   location ~ \\.ipxe$ {{ default_type text/plain; add_header Cache-Control no-cache; }}\n\
+         \x20   location = /nginx.conf {{ return 404; }}\n}}\n",
+        root = out.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn public_url_is_checked() {
+        assert_eq!(super::check_url("http://10.0.0.5:8081/").unwrap(), "http://10.0.0.5:8081");
+        assert!(super::check_url("http://a b").is_err());
+        assert!(super::check_url("ftp://x").is_err());
+        assert!(super::check_url("http://x/$y").is_err());
+        assert!(super::nginx_conf(std::path::Path::new("/t"), "http://h:81/x").contains("listen 81;"));
+        assert!(super::nginx_conf(std::path::Path::new("/t"), "http://h").contains("listen 80;"));
+    }
+}
