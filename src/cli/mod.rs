@@ -56,7 +56,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             mkimage::image::check(&target, &a.vars_override, &absolute(&a.out)?)
         }
         Command::Serve(a) => serve(&a),
-        Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
+        Command::Inspect { file, summary } => mkimage::inspect::run(&absolute(&file)?, summary),
         Command::BootTest(a) => boot_test(a),
         Command::Cache(a) => {
             let usage = |e: String| mkimage::UsageError(e);

@@ -22,6 +22,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
 
     crate::bootstrap::prepare(plan, &root, job.progress)?;
     run_roles(job, &root)?;
+    select_modules(job, &root)?;
 
     job.progress.step("clean the tree");
     let removed = cleanup::clean(job.sys, &root, &plan.cleanup)?;
@@ -62,6 +63,34 @@ pub fn run_roles(job: &Job, root: &Path) -> anyhow::Result<()> {
         role.run(&ctx)?;
     }
     chroot.leave()
+}
+
+/// Cut the kernel modules to the plan's `kernel_modules:` selection, and
+/// leave the kernel image out.
+fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
+    job.progress.step("select kernel modules, leave out the kernel image");
+    for s in super::kernel::apply(root, &job.plan.kernel_modules, &job.plan.cache_dir)? {
+        let needed = match s.needed.len() {
+            0 => String::new(),
+            n => format!(", {n} of them only because kept ones need them (e.g. {})", s.needed[0]),
+        };
+        job.progress.done(format!(
+            "kernel {}: kept {} modules{needed}, dropped {} ({:.0} MB){}",
+            s.version,
+            s.kept,
+            s.dropped,
+            s.dropped_bytes as f64 / 1e6,
+            match s.compressed {
+                c if c.modules > 0 => format!(", stored as .ko.xz in {:.1}s ({} from the cache)", s.compress_secs, c.cached),
+                _ => String::new(),
+            }
+        ));
+    }
+    let image = super::kernel::drop_image(root)?;
+    if image > 0 {
+        job.progress.done(format!("left out the kernel image ({:.1} MB): the initrd takes it from the kernel package", image as f64 / 1e6));
+    }
+    Ok(())
 }
 
 /// Pack `root` as squashfs into the output dir and record it.

@@ -6,6 +6,8 @@ pub mod basefs;
 pub mod cleanup;
 pub mod facts;
 pub mod initrd;
+pub mod kernel;
+pub mod modules_xz;
 pub mod never_ship;
 pub mod overlay;
 pub mod workdir;
