@@ -51,7 +51,14 @@ pub fn fetch(fetcher: &Fetcher) -> anyhow::Result<DmSetup> {
 /// The binary at [`BINARY`], its interpreter at the path it names, and every
 /// library it needs (transitively) under `lib/x86_64-linux-gnu/`.
 pub fn closure(binary: &Path, trees: &[PathBuf]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let mut files = BTreeMap::from([(BINARY.to_string(), binary.to_path_buf())]);
+    closure_at(binary, BINARY, trees, PACKAGES)
+}
+
+/// [`closure`] of a binary put at `dest`, its libraries found in the
+/// unpacked `packages` at `trees`.
+pub fn closure_at(binary: &Path, dest: &str, trees: &[PathBuf], packages: &[&str]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let missing = |lib: &str, by: &Path| format!("{} needs {lib}, which none of the packages {} provide", by.display(), packages.join(", "));
+    let mut files = BTreeMap::from([(dest.to_string(), binary.to_path_buf())]);
     let mut seen = BTreeSet::new();
     let mut todo = vec![binary.to_path_buf()];
     while let Some(elf) = todo.pop() {
@@ -72,10 +79,6 @@ pub fn closure(binary: &Path, trees: &[PathBuf]) -> anyhow::Result<BTreeMap<Stri
         }
     }
     Ok(files)
-}
-
-fn missing(lib: &str, by: &Path) -> String {
-    format!("{} needs {lib}, which none of the packages {} provide", by.display(), PACKAGES.join(", "))
 }
 
 /// A library by file name in the unpacked packages' library dirs.
