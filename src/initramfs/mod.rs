@@ -106,17 +106,16 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
         return Err(crate::UsageError(format!("onfail: `{}` is not `shell` or `reboot`", opts.defaults.onfail)).into());
     }
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
-    // One source for every package of the build (so the private apt's
-    // lists stay put), with the firmware component and its Contents index
-    // when firmware may come from Debian.
+    // One source for every package of the build, with the firmware
+    // component and its Contents index whatever `firmware:` says: a private
+    // apt whose source lines change drops its lists, under any other build
+    // on the same cache that is using them.
     let mut apt = opts.apt.clone();
-    if opts.firmware == firmware::Source::Debian {
-        let component = firmware::COMPONENT.to_string();
-        if !apt.components.contains(&component) {
-            apt.components.push(component.clone());
-        }
-        apt.contents = vec![component];
+    let component = firmware::COMPONENT.to_string();
+    if !apt.components.contains(&component) {
+        apt.components.push(component.clone());
     }
+    apt.contents = vec![component];
     let apt = &apt;
     tracing::info!(source = ?opts.kernel, "step: locate kernel");
     let at = kernel::Locate { source: &opts.kernel, basefs: opts.basefs.as_deref(), firmware: opts.firmware != firmware::Source::None, scratch: opts.scratch.as_deref().unwrap_or(&opts.out_dir), image_package: opts.kernel_package.as_ref() };
