@@ -32,20 +32,30 @@ pub struct DmSetup {
 
 /// Fetch (or find in the cache) the packages and collect dmsetup's closure.
 pub fn fetch(fetcher: &Fetcher) -> anyhow::Result<DmSetup> {
+    let (files, versions) = fetch_tool(fetcher, PACKAGES, BINARY, &["sbin/dmsetup", "usr/sbin/dmsetup"])?;
+    Ok(DmSetup { files, versions })
+}
+
+/// A binary for the initrd from Debian: `packages` (the first holds the
+/// binary at one of the paths `at`, the rest its libraries) fetched and
+/// unpacked, then the binary put at `dest` with its closure. Returns the
+/// files by initrd path and the package versions.
+pub fn fetch_tool(fetcher: &Fetcher, packages: &[&str], dest: &str, at: &[&str]) -> anyhow::Result<(BTreeMap<String, PathBuf>, BTreeMap<String, String>)> {
     let mut trees = Vec::new();
     let mut versions = BTreeMap::new();
-    for name in PACKAGES {
+    for name in packages {
         let pkg = fetcher.resolve(name)?;
         trees.push(fetcher.unpacked(&pkg)?);
         versions.insert(pkg.name, pkg.version);
     }
+    let first = packages.first().copied().unwrap_or_default();
     let binary = trees
         .iter()
-        .flat_map(|t| [t.join("sbin/dmsetup"), t.join("usr/sbin/dmsetup")])
+        .flat_map(|t| at.iter().map(|p| t.join(p)))
         .find(|p| p.is_file())
-        .with_context(|| format!("package dmsetup {} has no sbin/dmsetup", versions.get("dmsetup").map_or("", |v| v.as_str())))?;
-    let files = closure(&binary, &trees)?;
-    Ok(DmSetup { files, versions })
+        .with_context(|| format!("package {first} {} has none of {}", versions.get(first).map_or("", |v| v.as_str()), at.join(", ")))?;
+    let files = closure_at(&binary, dest, &trees, packages)?;
+    Ok((files, versions))
 }
 
 /// The binary at [`BINARY`], its interpreter at the path it names, and every

@@ -9,8 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Context;
-
 use crate::apt::Fetcher;
 
 /// The packages: the tool, and libc for its closure.
@@ -26,14 +24,6 @@ pub struct Inflate {
 }
 
 pub fn fetch(fetcher: &Fetcher) -> anyhow::Result<Inflate> {
-    let mut trees = Vec::new();
-    let mut versions = BTreeMap::new();
-    for name in PACKAGES {
-        let pkg = fetcher.resolve(name)?;
-        trees.push(fetcher.unpacked(&pkg)?);
-        versions.insert(pkg.name, pkg.version);
-    }
-    let binary = trees.iter().map(|t| t.join(BINARY)).find(|p| p.is_file()).context("package libdeflate-tools has no usr/bin/libdeflate-gunzip")?;
-    let files = super::dmsetup::closure_at(&binary, BINARY, &trees, PACKAGES)?;
+    let (files, versions) = super::dmsetup::fetch_tool(fetcher, PACKAGES, BINARY, &[BINARY])?;
     Ok(Inflate { files, versions })
 }
