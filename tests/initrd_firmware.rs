@@ -57,8 +57,9 @@ fn firmware_basefs_keeps_the_old_behaviour_and_warning() {
     let cache = initrd_support::fixtures_root().join("apt-cache");
     let vars = |firmware: &str| {
         format!(
-            "name: initrd\nsuite: bookworm\nbase: basefs\nkernel: basefs\nmodules: [tg3, squashfs]\nfirmware: {firmware}\ncache_dir: {}\nsource_date_epoch: 1700000000\n",
-            cache.display()
+            "name: initrd\nsuite: bookworm\nbase: basefs\nkernel: basefs\nmodules: [tg3, squashfs]\nfirmware: {firmware}\ncache_dir: {}\nsource_date_epoch: 1700000000\ninit_template: {}/initrd/init.j2\n",
+            cache.display(),
+            env!("CARGO_MANIFEST_DIR")
         )
     };
     let file = p.write("vars/initrd.yml", &vars("basefs"));
