@@ -43,7 +43,7 @@ timeit() {
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.3f'; }
 
 # vm_boot DIR KERNEL INITRD APPEND LOG PATTERN TIMEOUT: netboot KERNEL +
-# INITRD in QEMU (TCG, 2 vCPUs, as boot-test runs it) with DIR served by
+# INITRD in QEMU (TCG, 2 vCPUs on one thread, as boot-test runs it) with DIR served by
 # busybox httpd at http://10.0.2.2:18080/ inside a private network
 # namespace; wait until the serial LOG matches PATTERN (an event, not a
 # sleep), then stop QEMU and the server by pid. Fails on timeout.
@@ -51,7 +51,7 @@ vm_boot() {
     local dir=$1 kernel=$2 initrd=$3 append=$4 log=$5 pattern=$6 timeout=$7 pid i
     rm -f "$log"
     unshare -n -- sh tests/initrd_support/netns-qemu.sh "$dir" 18080 \
-        qemu-system-x86_64 -accel tcg -smp 2 -m 1536 -nodefaults -display none -no-reboot \
+        qemu-system-x86_64 -accel tcg,thread=single -smp 2 -m 1536 -nodefaults -display none -no-reboot \
         -netdev user,id=n0 -device virtio-net-pci,netdev=n0 -serial "file:$log" \
         -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 panic=-1 no_timer_check mkimage.onfail=reboot $append" \
         </dev/null >/dev/null 2>&1 &
@@ -68,3 +68,26 @@ vm_boot() {
 
 # bench_line LOG TEXT: the seconds of the last `bench: TEXT … took X s` line.
 bench_line() { sed -n "s/.*$2.* took \([0-9.]*\) s.*/\1/p" "$1" | tail -n1; }
+
+# For the end-to-end benchmarks (play, boot-test): as root, from the
+# repository root, with mkimage built ($mk), a scratch dir $work removed on
+# exit, and the shared package cache $cache.
+mkimage_bench() {
+    cd "$(dirname "${BASH_SOURCE[0]}")/.."
+    [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
+    mk=${MKIMAGE:-target/release/mkimage}
+    [ -x "$mk" ] || cargo build --release -q
+    work=$(mktemp -d "/var/tmp/mkimage-bench-$1.XXXX")
+    trap 'rm -rf "$work"' EXIT
+    cache=${CACHE:-/var/tmp/mkimage-bench-cache}
+}
+
+# Wall seconds (1 decimal) a command takes; its output goes to $work/last.log,
+# whose tail is shown if it fails.
+secs() {
+    local s e
+    s=$(date +%s.%N)
+    "$@" >"$work/last.log" 2>&1 || { tail -30 "$work/last.log" >&2; return 1; }
+    e=$(date +%s.%N)
+    echo "$e - $s" | bc -l | xargs printf '%.1f'
+}

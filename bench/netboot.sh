@@ -11,24 +11,14 @@
 #     times and the ratio of the real path to the pure transfer.
 #
 #   bench/netboot.sh      (as root, from the repository root)
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-cd "$here/.."
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
-mk=${MKIMAGE:-target/release/mkimage}
-[ -x "$mk" ] || cargo build --release -q
-work=$(mktemp -d /var/tmp/mkimage-bench-netboot.XXXX)
-trap 'rm -rf "$work"' EXIT
-cache=${CACHE:-/var/tmp/mkimage-bench-cache}
-
-secs() { local s e; s=$(date +%s.%N); "$@" >"$work/last.log" 2>&1 || { tail -30 "$work/last.log" >&2; return 1; }; e=$(date +%s.%N); echo "$e - $s" | bc -l | xargs printf '%.1f'; }
+source "$(dirname "$0")/common.sh"
+mkimage_bench netboot
 
 echo "warming the package cache ($cache)…" >&2
 "$mk" play playbooks/all.yml --out "$work/warm" --var "cache_dir=$cache" >/dev/null 2>&1
 cold=$(secs "$mk" play playbooks/all.yml --out "$work/cold" --var "cache_dir=$cache" --var bootstrap_cache=false)
 again=$(secs "$mk" play playbooks/all.yml --out "$work/cold" --var "cache_dir=$cache")
 "$mk" boot-test --dir "$work/cold" --append mkimage.bench=transfer --serial-log "$work/serial.log" >/dev/null 2>&1 || { tail -40 "$work/serial.log" >&2; exit 1; }
-source bench/common.sh
 transfer=$(bench_line "$work/serial.log" "transfer only")
 tofile=$(bench_line "$work/serial.log" "downloading the basefs to a file")
 hash=$(bench_line "$work/serial.log" "sha256 of the basefs alone")

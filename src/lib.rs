@@ -20,6 +20,7 @@ pub mod lock;
 pub mod progress;
 pub mod provision;
 pub mod serve;
+pub mod suite;
 pub mod sys;
 pub mod template;
 pub mod yaml;

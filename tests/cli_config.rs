@@ -84,10 +84,57 @@ fn template_in_role_with_undefined_variable() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// Every vars file and playbook the repository ships passes `check`
+/// (`vars/boot.yml` is a boot config: `serve` checks it, not `check`).
 #[test]
-fn check_accepts_the_shipped_configs() {
-    for vars in ["vars/basefs.yml"] {
-        let o = mkimage().current_dir(repo()).args(["check", "--vars", vars]).output().unwrap();
-        assert!(o.status.success(), "{vars}: {}", stderr(&o));
+fn check_accepts_every_shipped_config() {
+    let mut checked = 0;
+    for dir in ["vars", "playbooks"] {
+        let mut files: Vec<_> = std::fs::read_dir(repo().join(dir)).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        files.sort();
+        for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yml") && !f.ends_with("boot.yml")) {
+            let rel = file.strip_prefix(repo()).unwrap().to_string_lossy().to_string();
+            let args: Vec<&str> = if dir == "vars" { vec!["check", "--vars", &rel] } else { vec!["check", &rel] };
+            let o = mkimage().current_dir(repo()).args(&args).output().unwrap();
+            assert!(o.status.success(), "{rel}: {}", stderr(&o));
+            assert!(stdout(&o).contains(": ok ("), "{rel}: {}", stdout(&o));
+            checked += 1;
+        }
     }
+    assert!(checked >= 6, "only {checked} shipped configs found");
+}
+
+/// Options are checked before anything is built, and a `--var` that nothing
+/// reads is an error naming the closest key.
+#[test]
+fn invalid_options_and_unread_vars_fail_check() {
+    let p = Project::new();
+    p.write("vars/common.yml", "mirror: http://mirror.invalid/debian\n");
+    for (body, want) in [
+        ("squashfs: {compressor: lzo}", "unknown variant `lzo`"),
+        ("squashfs: {block_size: 3000}", "block_size 3000"),
+        ("variant: minbsae", "not a bootstrap variant"),
+    ] {
+        p.write("vars/bad.yml", &format!("include: common.yml\nname: bad\n{body}\n"));
+        let o = check(&p, "vars/bad.yml");
+        assert_clean_failure(&p, &o, 2, &["vars/bad.yml:3:", want]);
+    }
+    p.write("vars/ok.yml", "include: common.yml\nname: ok\nvars:\n  motd: \"{{ greeting }}\"\n  greeting: hi\n");
+    let o = p.run(&["check", "--vars", "vars/ok.yml", "--var", "greting=hello"]);
+    assert_clean_failure(&p, &o, 2, &["--var greting", "did you mean `greeting`?"]);
+    let o = p.run(&["check", "--vars", "vars/ok.yml", "--var", "greeting=hello", "--var", "suite=trixie"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn suite_must_be_a_supported_release() {
+    let p = Project::new();
+    p.write("vars/x.yml", "name: x\nsuite: trixy\n");
+    let o = check(&p, "vars/x.yml");
+    assert_clean_failure(&p, &o, 2, &["vars/x.yml:2:1: suite: `trixy` is not a suite", "bookworm (Debian 12), trixie (Debian 13)"]);
+    let o = p.run(&["check", "--vars", "vars/x.yml", "--var", "suite=stable"]);
+    assert_clean_failure(&p, &o, 2, &["--var suite", "codename"]);
+    let o = p.run(&["check", "--vars", "vars/x.yml", "--var", "suite=trixie"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("vars/x.yml: ok (basefs build, trixie, 0 roles)"), "{}", stdout(&o));
 }

@@ -165,7 +165,14 @@ fn packaged_kernel_builds_and_a_rebuild_downloads_nothing() {
     assert!(first[1].modules.contains(&"virtio_ring".to_string()), "{:?}", first[1].modules);
 
     // The cache now holds everything: a rebuild touches no list and no .deb.
-    let cache = initrd_support::fixtures_root().join("apt-cache/apt");
+    // The private apt's state for this source (`apt/SUITE-HASH/`).
+    let apt = initrd_support::fixtures_root().join("apt-cache/apt");
+    let cache = std::fs::read_dir(&apt)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{}-", initrd_support::SUITE))))
+        .unwrap_or_else(|| panic!("no {} state under {}", initrd_support::SUITE, apt.display()));
     let snapshot = || -> Vec<(String, std::time::SystemTime)> {
         let mut v: Vec<_> = ["debs", "state/lists"]
             .iter()

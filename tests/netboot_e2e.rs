@@ -11,24 +11,7 @@ use std::time::{Duration, Instant};
 /// The shipped playbook, built once into a fresh output dir.
 fn played() -> &'static Project {
     static BUILT: std::sync::OnceLock<Project> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_root();
-        require("mmdebstrap", "mmdebstrap");
-        let p = Project::new();
-        let o = mkimage()
-            .current_dir(repo())
-            .args(["play", "playbooks/all.yml", "--out"])
-            .arg(p.out())
-            .arg("--var")
-            .arg(format!("cache_dir={}", shared_cache().display()))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "play failed:\n{}", stderr(&o));
-        for f in ["basefs.squashfs", "discovery.cpio.gz", "initrd.initrd", "initrd.vmlinuz", "manifest.json"] {
-            assert!(p.out().join(f).is_file(), "play did not produce {f}");
-        }
-        p
-    })
+    BUILT.get_or_init(|| play_shipped(&[]))
 }
 
 fn boot_test(p: &Project, extra: &[&str]) -> std::process::Output {
@@ -54,8 +37,7 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     assert!(out.contains("PASS `lshw -quiet -short -class network`"), "{out}");
     assert!(out.contains("assertions passed"), "{out}");
     // The discovery line is JSON with this VM's NIC.
-    let line = console.lines().find_map(|l| l.split_once("mkimage-discovery: {").map(|(_, j)| format!("{{{}", j.trim()))).expect("discovery line");
-    let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let json = discovery_json(&console);
     assert!(json["nics"].as_array().is_some_and(|n| n.iter().any(|n| n["mac"] == "52:54:00:12:34:56")), "{json}");
 }
 
@@ -190,13 +172,39 @@ fn rebuild_through_apt_cacher_ng_comes_from_its_cache_and_leaves_no_proxy() {
     }
 }
 
+/// A bootstrapped tree cached by a build that used a proxy carries no
+/// proxy: with the proxy gone, a build without one reuses the tree and its
+/// roles' apt works.
+#[test]
+fn a_cached_tree_carries_no_proxy_into_the_next_build() {
+    require_root();
+    let p = Project::new();
+    let cache = p.path().join("cache");
+    p.write("provisioners/update/tasks.yml", "- apt: {update: true, pkg: [jq]}\n");
+    let vars = |name: &str, proxy: &str| format!("name: {name}\nsuite: bookworm\nvariant: minbase\n{proxy}cache_dir: {}\nprovisioners: [update]\n", cache.display());
+    {
+        let acng = Acng::start();
+        p.write("vars/with.yml", &vars("with", &format!("apt_proxy: http://127.0.0.1:{}\n", acng.port)));
+        let o = p.run(&["basefs", "--vars", "vars/with.yml"]);
+        assert!(o.status.success(), "build through the proxy: {}", stderr(&o));
+        assert!(debs_in(&acng.log(), "I") > 50, "the first build did not go through the proxy");
+    } // the proxy is stopped here: a build that still used it would fail
+    let trees: Vec<_> = std::fs::read_dir(cache.join("bootstrap")).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(trees.len(), 1, "one cached tree: {trees:?}");
+    let o = Command::new("grep").args(["-rIl", "-e", "Acquire::http::Proxy", "-e", "127.0.0.1:"]).arg(trees[0].join("etc/apt")).output().unwrap();
+    assert!(stdout(&o).trim().is_empty(), "the cached tree carries proxy settings: {}", stdout(&o));
+    p.write("vars/without.yml", &vars("without", ""));
+    let o = p.run(&["basefs", "--vars", "vars/without.yml"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "build without a proxy, from the cached tree: {err}");
+    assert!(err.contains("reuse cached tree"), "the second build reused the cached tree: {err}");
+}
+
 #[test]
 fn inspect_lists_the_initrd_init_busybox_and_module_closure() {
     let p = played();
-    let o = mkimage().arg("inspect").arg(p.out().join("initrd.initrd")).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let listing = stdout(&o);
-    let has = |suffix: &str| listing.lines().any(|l| l.trim_end().ends_with(suffix) || l.contains(&format!("{suffix} ->")));
+    let listing = inspect(&p.out().join("initrd.initrd"));
+    let has = |suffix: &str| lists(&listing, suffix);
     assert!(has(" init"), "no init:\n{listing}");
     assert!(has("bin/busybox"), "no busybox:\n{listing}");
     // Requested modules and the dependencies the closure must add.

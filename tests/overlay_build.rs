@@ -129,7 +129,7 @@ fn bad_overlay_inputs_fail_cleanly() {
     empty.write("provisioners/change/tasks.yml", "- shell: \"true\"\n");
     empty.write("vars/ov.yml", &small_vars("ov", &["change"]));
     let o = empty.run(&["overlay", "--vars", "vars/ov.yml"]);
-    assert_clean_failure(&empty, &o, 2, &["no basefs in builds", "mkimage basefs"]);
+    assert_clean_failure(&empty, &o, 2, &["no basefs in", "/builds: build one first", "mkimage basefs"]);
     // basefs that is not a squashfs.
     empty.write("builds/junk.squashfs", "not an image");
     empty.write("vars/ov2.yml", &format!("{}base: junk.squashfs\n", small_vars("ov2", &["change"])));

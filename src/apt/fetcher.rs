@@ -4,9 +4,10 @@
 //!
 //! The initrd needs a kernel package and `busybox-static` from the same
 //! mirror the basefs came from, never from the build host. apt runs with a
-//! private configuration rooted in the cache dir (its own sources.list,
-//! lists, status file and archives), so a second build finds every `.deb`
-//! already there (checked by sha256) and downloads nothing.
+//! private configuration rooted in the cache dir, one per source
+//! (`apt/SUITE-HASH/`: its own sources.list, lists, status file and
+//! archives), so a second build finds every `.deb` already there (checked by
+//! sha256) and downloads nothing, whichever suites share the cache.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -89,7 +90,8 @@ impl Fetcher {
         if !src.keyring.is_file() {
             return Err(DebError::NoKeyring(src.keyring.clone()).into());
         }
-        let root = src.cache_dir.join("apt");
+        let line = source_lines(src, &mirror);
+        let root = src.cache_dir.join("apt").join(state_dir_name(&src.suite, &line));
         for dir in ["etc/apt.conf.d", "etc/preferences.d", "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "debs"] {
             fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
@@ -102,12 +104,8 @@ impl Fetcher {
                 let _ = fs::remove_dir_all(&tmp);
             }
         }
-        let line = source_lines(src, &mirror);
         let list = root.join("etc/sources.list");
-        // A changed source invalidates the lists fetched for the old one.
         if fs::read_to_string(&list).ok().as_deref() != Some(line.as_str()) {
-            let _ = fs::remove_dir_all(root.join("state/lists"));
-            fs::create_dir_all(root.join("state/lists/partial"))?;
             fs::write(&list, &line).with_context(|| format!("cannot write {}", list.display()))?;
         }
         let status = root.join("state/status");
@@ -344,6 +342,14 @@ impl Fetcher {
     }
 }
 
+/// The private apt's directory for one source (`SUITE-HASH`): each source
+/// has lists, `.deb`s and a lock of its own, so builds of different suites
+/// (bookworm and trixie) sharing one cache neither evict each other's lists
+/// nor ever read one suite's packages for the other.
+fn state_dir_name(suite: &str, source_line: &str) -> String {
+    let safe: String = suite.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("{safe}-{}", &crate::artifact::sha256_bytes(source_line.as_bytes())[..12])
+}
 
 /// The `Contents-ARCH` index as an apt download target, off unless a
 /// source line turns it on (`Contents-mkimage=yes`).
@@ -411,12 +417,19 @@ mod tests {
         src.apt_proxy = Some("http://127.0.0.1:3142".into());
         src.keyring = keyring.clone();
         let f = Fetcher::new(&src).unwrap();
-        let conf = fs::read_to_string(dir.path().join("cache/apt/apt.conf")).unwrap();
+        assert!(f.root.starts_with(dir.path().join("cache/apt")) && f.root.file_name().unwrap().to_string_lossy().starts_with("bookworm-"), "{}", f.root.display());
+        let conf = fs::read_to_string(f.root.join("apt.conf")).unwrap();
         assert!(conf.contains("Acquire::http::Proxy \"http://127.0.0.1:3142\";"), "{conf}");
         assert!(conf.contains("Dir::Etc::Parts \"apt.conf.d\";"), "host apt.conf.d must not be read: {conf}");
-        let list = fs::read_to_string(dir.path().join("cache/apt/etc/sources.list")).unwrap();
+        let list = fs::read_to_string(f.root.join("etc/sources.list")).unwrap();
         assert_eq!(list, format!("deb [signed-by={}] http://mirror.invalid/debian bookworm main\n", keyring.display()));
         assert_eq!(f.apt("apt-get").display(), "apt-get");
+        // Another suite in the same cache gets state of its own; the first keeps its lists.
+        fs::write(f.root.join("state/lists/x_Packages"), b"").unwrap();
+        let trixie = Fetcher::new(&AptSource { suite: "trixie".into(), ..src.clone() }).unwrap();
+        assert_ne!(trixie.root, f.root);
+        assert!(fs::read_to_string(trixie.root.join("etc/sources.list")).unwrap().contains(" trixie main"));
+        assert!(f.lists_present() && !trixie.lists_present());
         src.keyring = dir.path().join("missing.gpg");
         assert!(Fetcher::new(&src).err().unwrap().to_string().contains("debian-archive-keyring"));
     }

@@ -97,7 +97,10 @@ impl VmSpec {
 
     /// The QEMU argv (without the program).
     pub fn args(&self) -> Vec<OsString> {
-        let mut a: Vec<OsString> = ["-accel", "tcg", "-nodefaults", "-display", "none", "-no-reboot"].map(OsString::from).to_vec();
+        // One host thread runs every vCPU: QEMU 7.2's multi-threaded TCG
+        // (fixed in 8.1) can let a vCPU run code another one just patched,
+        // and a 6.12 kernel then dies of "Oops: int3" at a static key.
+        let mut a: Vec<OsString> = ["-accel", "tcg,thread=single", "-nodefaults", "-display", "none", "-no-reboot"].map(OsString::from).to_vec();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
         let netdev = match &self.net {
@@ -271,6 +274,7 @@ mod tests {
         let net = text(&spec);
         assert!(net.contains("-netdev user,id=n0,bootfile=http://10.0.2.2:8080/boot.ipxe -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56 "), "{net}");
         assert!(net.ends_with("-boot n -serial file:/t/serial.log"), "{net}");
+        assert!(net.starts_with("-accel tcg,thread=single ") && net.contains(" -smp 2 "), "{net}");
         spec.uefi = true;
         spec.net = Net::Tap { ifname: "tap0".into() };
         spec.boot = Boot::Network { rom: false };

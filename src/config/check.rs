@@ -19,12 +19,19 @@ pub enum Target {
     Playbook(PathBuf),
 }
 
-/// The validated plans of what `mkimage check` names.
+/// The validated plans of what `mkimage check` names. A vars file without
+/// `name:` is settings other files include (`common.yml`): its keys and
+/// values are checked as they would be in a build, and it yields no plan.
 pub fn plans(target: &Target, overrides: &[String], out: &Path) -> Result<Vec<Plan>, ConfigError> {
     match target {
         Target::Vars(file) => {
             let vars = Vars::read(file, overrides)?;
             let kind = Kind::infer(|k| vars.keys.contains_key(k));
+            if !vars.keys.contains_key("name") {
+                let named = [overrides.to_vec(), vec!["name=included-settings".to_string()]].concat();
+                super::plan_of(&Vars::read(file, &named)?, kind, out)?;
+                return Ok(Vec::new());
+            }
             Ok(vec![validated(file, overrides, kind, out)?])
         }
         Target::Playbook(p) => playbook_plans(p, overrides, out),

@@ -207,8 +207,8 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
         return Err(r.err(&["apt_proxy"], format!("`{p}` must be an http:// URL such as http://127.0.0.1:3142")));
     }
     let suite = r.string("suite", "bookworm")?;
-    if !is_word(&suite) {
-        return Err(r.err(&["suite"], format!("`{suite}` is not a suite name such as bookworm or trixie")));
+    if let Some(why) = crate::suite::unsupported(&suite) {
+        return Err(r.err(&["suite"], why));
     }
     let variant = r.string("variant", "minbase")?;
     if !VARIANTS.contains(&variant.as_str()) {

@@ -54,10 +54,13 @@ pub struct Job<'a> {
 /// and whether the bootstrapper takes the options given; builds nothing.
 pub fn check(target: &crate::config::check::Target, overrides: &[String], out: &std::path::Path) -> anyhow::Result<()> {
     let plans = crate::config::check::plans(target, overrides, out)?;
+    if let (crate::config::check::Target::Vars(file), true) = (target, plans.is_empty()) {
+        println!("{}: ok (settings for other vars files to include; no `name:`, so no build)", file.display());
+    }
     preflight(&plans)?;
     for plan in plans {
         let n = plan.provisioners.len();
-        println!("{}: ok ({} build, {n} role{})", plan.file.display(), plan.kind.name(), if n == 1 { "" } else { "s" });
+        println!("{}: ok ({} build, {}, {n} role{})", plan.file.display(), plan.kind.name(), plan.suite, if n == 1 { "" } else { "s" });
     }
     Ok(())
 }

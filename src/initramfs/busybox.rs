@@ -25,12 +25,19 @@ pub struct Busybox {
 pub fn fetch(fetcher: &Fetcher) -> anyhow::Result<Busybox> {
     let pkg = fetcher.resolve(PACKAGE)?;
     let tree = fetcher.unpacked(&pkg)?;
-    let binary = tree.join("bin/busybox");
-    if !binary.is_file() {
-        anyhow::bail!("{} {} has no bin/busybox ({})", pkg.name, pkg.version, tree.display());
-    }
+    let Some(binary) = binary_in(&tree) else {
+        anyhow::bail!("{} {} has no {} ({})", pkg.name, pkg.version, LOCATIONS.join(" or "), tree.display());
+    };
     let applets = applets(&binary)?;
     Ok(Busybox { binary, version: pkg.version, applets })
+}
+
+/// Where the package puts the binary: `bin/` up to bookworm, `usr/bin/`
+/// from trixie on (the /usr-merge moved it).
+const LOCATIONS: &[&str] = &["bin/busybox", "usr/bin/busybox"];
+
+fn binary_in(tree: &Path) -> Option<PathBuf> {
+    LOCATIONS.iter().map(|l| tree.join(l)).find(|p| p.is_file())
 }
 
 /// `busybox --list-full`, minus busybox itself, sorted.
@@ -68,5 +75,17 @@ mod tests {
         assert_eq!(list, ["bin/sh", "usr/sbin/udhcpd", "sbin/insmod"]);
         assert_eq!(link_target("bin/sh"), "../bin/busybox");
         assert_eq!(link_target("usr/sbin/udhcpd"), "../../bin/busybox");
+    }
+
+    #[test]
+    fn finds_the_binary_before_and_after_the_usr_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(binary_in(dir.path()), None);
+        std::fs::create_dir_all(dir.path().join("usr/bin")).unwrap();
+        std::fs::write(dir.path().join("usr/bin/busybox"), b"").unwrap();
+        assert_eq!(binary_in(dir.path()), Some(dir.path().join("usr/bin/busybox")));
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        std::fs::write(dir.path().join("bin/busybox"), b"").unwrap();
+        assert_eq!(binary_in(dir.path()), Some(dir.path().join("bin/busybox")));
     }
 }

@@ -16,8 +16,9 @@ use object::read::elf::{Dyn, FileHeader, ProgramHeader, SectionHeader};
 
 use crate::apt::Fetcher;
 
-/// The packages that hold dmsetup and its libraries (bookworm and trixie).
-pub const PACKAGES: &[&str] = &["dmsetup", "libdevmapper1.02.1", "libc6", "libselinux1", "libudev1", "libpcre2-8-0"];
+/// The packages that hold dmsetup and its libraries (bookworm and trixie;
+/// trixie's libudev1 also needs libcap2's libcap.so.2).
+pub const PACKAGES: &[&str] = &["dmsetup", "libdevmapper1.02.1", "libc6", "libselinux1", "libudev1", "libpcre2-8-0", "libcap2"];
 
 /// Where the init finds dmsetup.
 pub const BINARY: &str = "sbin/dmsetup";

@@ -18,20 +18,26 @@ pub fn mkimage() -> Command {
 }
 
 /// A temp project: `vars/`, `provisioners/`, and an output dir `builds/`.
+/// Held (flocked) while the test process runs; removed when dropped, and a
+/// project a previous run never dropped (one held by a `static`, or of a
+/// killed run) is removed by the next run's first `Project::new`.
 pub struct Project {
-    pub dir: tempfile::TempDir,
+    dir: mkimage::lock::Claimed,
 }
 
 impl Project {
     pub fn new() -> Project {
-        let dir = tempfile::Builder::new().prefix("mkimage-test.").tempdir_in(scratch()).expect("temp dir");
-        fs::create_dir_all(dir.path().join("vars")).unwrap();
-        fs::create_dir_all(dir.path().join("provisioners")).unwrap();
+        for stale in mkimage::lock::stale(&scratch(), |n| n.starts_with("mkimage-test.")) {
+            let _ = fs::remove_dir_all(&stale);
+        }
+        let dir = mkimage::lock::claim_dir(&scratch(), "mkimage-test.").expect("temp dir");
+        fs::create_dir_all(dir.path.join("vars")).unwrap();
+        fs::create_dir_all(dir.path.join("provisioners")).unwrap();
         Project { dir }
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir.path
     }
 
     pub fn out(&self) -> PathBuf {
@@ -55,7 +61,7 @@ impl Project {
         let mut names: Vec<String> = fs::read_dir(self.out())
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
             .unwrap_or_default();
-        names.retain(|n| !n.starts_with(".work") && !n.starts_with(".cache") && n != ".manifest.lock");
+        names.retain(|n| !n.starts_with('.'));
         names.sort();
         names
     }
@@ -135,4 +141,52 @@ pub fn small_vars(name: &str, roles: &[&str]) -> String {
         shared_cache().display(),
         roles.join(", ")
     )
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir.path);
+    }
+}
+
+/// `mkimage play playbooks/all.yml` of the shipped repo (with `--var`
+/// `extra` overrides) into a fresh project's output dir, through the shared
+/// package cache; asserts the play succeeded and made every artifact.
+pub fn play_shipped(extra: &[&str]) -> Project {
+    require_root();
+    require("mmdebstrap", "mmdebstrap");
+    let p = Project::new();
+    let mut cmd = mkimage();
+    cmd.current_dir(repo()).args(["play", "playbooks/all.yml", "--out"]).arg(p.out());
+    for var in [format!("cache_dir={}", shared_cache().display())].iter().map(String::as_str).chain(extra.iter().copied()) {
+        cmd.args(["--var", var]);
+    }
+    let o = cmd.output().expect("run mkimage play");
+    assert!(o.status.success(), "play {extra:?} failed:\n{}", stderr(&o));
+    for f in ["basefs.squashfs", "discovery.cpio.gz", "initrd.initrd", "initrd.vmlinuz", "manifest.json"] {
+        assert!(p.out().join(f).is_file(), "play {extra:?} did not produce {f}");
+    }
+    p
+}
+
+/// The discovery overlay's console line (`mkimage-discovery: {json}`), parsed.
+pub fn discovery_json(console: &str) -> serde_json::Value {
+    let line = console
+        .lines()
+        .find_map(|l| l.split_once("mkimage-discovery: {").map(|(_, j)| format!("{{{}", j.trim())))
+        .unwrap_or_else(|| panic!("no discovery line on the console:\n{console}"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// `mkimage inspect FILE`'s listing (asserting it succeeded).
+pub fn inspect(file: &Path) -> String {
+    let o = mkimage().arg("inspect").arg(file).output().expect("run mkimage inspect");
+    assert!(o.status.success(), "inspect {}: {}", file.display(), stderr(&o));
+    stdout(&o)
+}
+
+/// Whether an inspect listing has an entry whose path ends with `suffix`
+/// (a file, or a symlink's name).
+pub fn lists(listing: &str, suffix: &str) -> bool {
+    listing.lines().any(|l| l.trim_end().ends_with(suffix) || l.contains(&format!("{suffix} ->")))
 }
