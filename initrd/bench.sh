@@ -4,7 +4,10 @@
 #   transfer  before the real fetch: the same bytes fetched one after the
 #             other to /dev/null (the pure transfer the real path is
 #             compared with), sha256 of the downloaded basefs alone, and
-#             sha256 while downloading (wget | sha256sum, no file).
+#             sha256 while downloading (wget | sha256sum, no file); the
+#             basefs downloaded into a plain tmpfs and into the image
+#             store (huge pages); the first overlay applied as before
+#             (gunzip | cpio) and as the init does it now.
 #   readall   after the union mount: read every file of the basefs (the
 #             decompression cost of its compressor), through dm-verity
 #             when it is set up and again straight from the loop device.
@@ -25,6 +28,27 @@ bench_transfer() {
 	t0=$(uptime_s)
 	sha256sum /run/bench.sqfs >/dev/null && say "bench: sha256 of the basefs alone took $(since "$t0") s"
 	rm -f /run/bench.sqfs
+	t0=$(uptime_s)
+	wget -q -O "$IMAGES/bench.sqfs" "$BASEFS" && say "bench: downloading the basefs to the image store (huge pages) took $(since "$t0") s"
+	rm -f "$IMAGES/bench.sqfs"
+	bench_overlay
+}
+
+# bench_overlay: the first overlay (if any), downloaded, then unpacked the
+# old way (gunzip | cpio) and the init's way (inflate to a file, then cpio).
+bench_overlay() {
+	url=${OVERLAYS%%,*}
+	[ -n "$url" ] || return 0
+	wget -q -O "$IMAGES/bench.gz" "$url" || return 0
+	mkdir -p /run/bench-layer
+	t0=$(uptime_s)
+	(cd /run/bench-layer && gunzip -c "$IMAGES/bench.gz" | cpio -idm 2>/dev/null) && say "bench: overlay 1 unpacked with gunzip | cpio took $(since "$t0") s"
+	rm -rf /run/bench-layer
+	mkdir -p /run/bench-layer
+	t0=$(uptime_s)
+	inflate "$IMAGES/bench.gz" "$IMAGES/bench.cpio" && (cd /run/bench-layer && cpio -idm < "$IMAGES/bench.cpio" 2>/dev/null) &&
+		say "bench: overlay 1 inflated to a file, then unpacked took $(since "$t0") s"
+	rm -rf /run/bench-layer "$IMAGES/bench.gz" "$IMAGES/bench.cpio"
 }
 
 # bench_readall MOUNTPOINT LABEL: read every regular file under it.
@@ -39,7 +63,7 @@ bench_readall_all() {
 	bench_readall /run/mkimage/base "$(grep ' /run/mkimage/base ' /proc/mounts | cut -d' ' -f1)"
 	if [ -n "$VERITY_ROOT" ]; then
 		mkdir -p /run/bench-plain
-		loop=$(losetup -f) && losetup -r "$loop" /run/mkimage/basefs.squashfs &&
+		loop=$(losetup -f) && losetup -r "$loop" "$IMAGES/basefs.squashfs" &&
 			mount -t squashfs -o ro "$loop" /run/bench-plain &&
 			bench_readall /run/bench-plain "loop device, no dm-verity"
 		umount /run/bench-plain 2>/dev/null

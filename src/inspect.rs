@@ -20,11 +20,29 @@ pub struct Segment {
     pub entries: Vec<ListEntry>,
 }
 
-pub fn run(file: &Path) -> anyhow::Result<()> {
+/// `mkimage inspect FILE` (one line per entry), or with `summary` the
+/// sizes by top-level directory and kernel subsystem.
+pub fn run(file: &Path, summary: bool) -> anyhow::Result<()> {
     let segments = inspect(file)?;
+    let out = if summary {
+        let entries: Vec<ListEntry> = segments.iter().flat_map(|s| s.entries.iter().cloned()).collect();
+        let format = segments.iter().map(|s| s.format).collect::<Vec<_>>().join(" + ");
+        let on_disk = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        crate::inspect_summary::render(file, &format, on_disk, &crate::inspect_summary::summarize(&entries))
+    } else {
+        listing(&segments)
+    };
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = stdout.write_all(out.as_bytes()).and_then(|_| stdout.flush());
+    Ok(())
+}
+
+fn listing(segments: &[Segment]) -> String {
     let many = segments.len() > 1;
     let mut out = String::new();
-    for seg in &segments {
+    for seg in segments {
         if many {
             out.push_str(&format!("# {} at byte {}: {} entries\n", seg.format, seg.offset, seg.entries.len()));
         }
@@ -33,11 +51,7 @@ pub fn run(file: &Path) -> anyhow::Result<()> {
             out.push('\n');
         }
     }
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`| head`) is not an error worth a message.
-    let _ = stdout.write_all(out.as_bytes()).and_then(|_| stdout.flush());
-    Ok(())
+    out
 }
 
 /// `drwxr-xr-x 0/0 0 etc`, `lrwxrwxrwx 0/0 7 bin -> usr/bin`,

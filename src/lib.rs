@@ -15,6 +15,7 @@ pub mod error;
 pub mod exec;
 pub mod initramfs;
 pub mod inspect;
+pub mod inspect_summary;
 pub mod lock;
 pub mod lockfile;
 pub mod progress;

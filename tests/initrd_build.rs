@@ -22,7 +22,7 @@ fn read_initrd(path: &Path) -> Vec<ReadEntry> {
 /// module name → its dependencies' names, from depmod's modules.dep.
 fn depmod_deps(tree: &Path, version: &str) -> BTreeMap<String, Vec<String>> {
     let text = std::fs::read_to_string(tree.join(format!("usr/lib/modules/{version}/modules.dep"))).expect("fixture has modules.dep");
-    let name = |p: &str| Path::new(p.trim()).file_name().unwrap().to_string_lossy().trim_end_matches(".ko").replace('-', "_");
+    let name = |p: &str| mkimage::initramfs::modules::module_name(Path::new(p.trim())).unwrap();
     text.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(m, deps)| (name(m), deps.split_whitespace().map(name).collect()))

@@ -29,6 +29,8 @@ pub struct AptSource {
     pub cache_dir: PathBuf,
     /// Keyring that signs the mirror's Release file.
     pub keyring: PathBuf,
+    /// Components whose `Contents` index (file → package) apt fetches too.
+    pub contents: Vec<String>,
     /// apt preferences (a lock file's pins), if any.
     pub preferences: Option<String>,
     /// More `deb …` lines (a lock's local repository of cached `.deb`s).
@@ -45,6 +47,7 @@ impl AptSource {
             apt_proxy: None,
             cache_dir: cache_dir.to_path_buf(),
             keyring: PathBuf::from("/usr/share/keyrings/debian-archive-keyring.gpg"),
+            contents: Vec::new(),
             preferences: None,
             extra_sources: Vec::new(),
         }
@@ -93,13 +96,7 @@ impl Fetcher {
         if !src.keyring.is_file() {
             return Err(DebError::NoKeyring(src.keyring.clone()).into());
         }
-        let mut line = format!(
-            "deb [signed-by={}] {} {} {}\n",
-            src.keyring.display(),
-            mirror,
-            src.suite,
-            src.components.join(" ")
-        );
+        let mut line = source_lines(src, &mirror);
         // Extra sources (a lock's local repository) make a source of their own.
         for extra in &src.extra_sources {
             line.push_str(&format!("{extra}\n"));
@@ -158,7 +155,31 @@ impl Fetcher {
         if let Some(proxy) = &self.src.apt_proxy {
             conf.push_str(&format!("Acquire::http::Proxy \"{proxy}\";\n"));
         }
+        if !self.src.contents.is_empty() {
+            conf.push_str(CONTENTS_TARGET);
+        }
         conf
+    }
+
+    /// The `Contents` indexes of `AptSource::contents` (fetched, and
+    /// verified against the signed Release file, by `apt-get update`).
+    pub fn contents_files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let _lock = self.lock()?;
+        let find = || -> Vec<PathBuf> {
+            let mut found: Vec<PathBuf> = fs::read_dir(self.root.join("state/lists"))
+                .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            found.retain(|p| {
+                let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                self.src.contents.iter().any(|c| name.contains(&format!("_{c}_Contents-")))
+            });
+            found.sort();
+            found
+        };
+        if find().is_empty() || !self.lists_present() {
+            self.update()?;
+        }
+        Ok(find())
     }
 
     /// The mirror URL (without a trailing `/`).
@@ -258,6 +279,22 @@ impl Fetcher {
         Ok(pkg)
     }
 
+    /// Exactly `name` = `version` (no metapackage is followed).
+    pub fn resolve_exact(&self, name: &str, version: &str) -> anyhow::Result<Package> {
+        let _lock = self.lock()?;
+        let spec = format!("{name}={version}");
+        if !self.lists_present() {
+            self.update()?;
+        }
+        match self.show(&spec) {
+            Err(_) if !self.updated.get() => {
+                self.update()?;
+                self.show(&spec)
+            }
+            other => other,
+        }
+    }
+
     /// `apt-cache show` of the candidate, remembered per state of the lists
     /// (the answer only changes when the lists do; saves apt's start-up).
     fn show(&self, name: &str) -> anyhow::Result<Package> {
@@ -302,6 +339,14 @@ impl Fetcher {
         if pkg.deb.is_file() && crate::artifact::sha256_file(&pkg.deb)?.1 == pkg.sha256 {
             tracing::debug!(deb = %pkg.deb.display(), "cached");
             return Ok(pkg.deb.clone());
+        }
+        // The builds' shared `.deb` cache (apt in the chroot) may have it.
+        if let Some(name) = pkg.deb.file_name() {
+            let shared = self.src.cache_dir.join("debs").join(name);
+            if shared.is_file() && crate::artifact::sha256_file(&shared)?.1 == pkg.sha256 {
+                fs::copy(&shared, &pkg.deb).with_context(|| format!("cannot copy {} into the apt cache", shared.display()))?;
+                return Ok(pkg.deb.clone());
+            }
         }
         tracing::info!(package = %pkg.name, version = %pkg.version, "downloading");
         let dir = pkg.deb.parent().unwrap_or(&self.root);
@@ -355,6 +400,30 @@ impl Fetcher {
 fn state_dir_name(suite: &str, source_line: &str) -> String {
     let safe: String = suite.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     format!("{safe}-{}", &crate::artifact::sha256_bytes(source_line.as_bytes())[..12])
+}
+
+/// The `Contents-ARCH` index as an apt download target, off unless a
+/// source line turns it on (`Contents-mkimage=yes`).
+const CONTENTS_TARGET: &str = "Acquire::IndexTargets::deb::Contents-mkimage {\n  MetaKey \"$(COMPONENT)/Contents-$(ARCHITECTURE)\";\n  \
+     ShortDescription \"Contents-$(ARCHITECTURE)\";\n  Description \"$(RELEASE)/$(COMPONENT) $(ARCHITECTURE) Contents (mkimage)\";\n  \
+     DefaultEnabled \"false\";\n  PDiffs \"false\";\n};\n";
+
+/// The private sources.list: one line for the components, and one that
+/// also fetches the Contents index for those in `contents`.
+fn source_lines(src: &AptSource, mirror: &str) -> String {
+    let line = |opts: &str, comps: &[&String]| {
+        let comps: Vec<&str> = comps.iter().map(|c| c.as_str()).collect();
+        format!("deb [signed-by={}{opts}] {mirror} {} {}\n", src.keyring.display(), src.suite, comps.join(" "))
+    };
+    let (with, plain): (Vec<&String>, Vec<&String>) = src.components.iter().partition(|c| src.contents.contains(c));
+    let mut text = String::new();
+    if !plain.is_empty() {
+        text.push_str(&line("", &plain));
+    }
+    if !with.is_empty() {
+        text.push_str(&line(" Contents-mkimage=yes", &with));
+    }
+    text
 }
 
 /// `dpkg-deb -x DEB DEST`.

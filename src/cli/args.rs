@@ -36,6 +36,9 @@ pub enum Command {
     Inspect {
         /// The image to list.
         file: PathBuf,
+        /// Sizes by top-level directory and by kernel subsystem instead.
+        #[arg(long)]
+        summary: bool,
     },
     /// Netboot the built artifacts in QEMU and assert they came up.
     BootTest(BootTestArgs),

@@ -72,7 +72,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Serve(a) => serve(&a),
         Command::Publish(a) => publish(&a),
-        Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
+        Command::Inspect { file, summary } => mkimage::inspect::run(&absolute(&file)?, summary),
         Command::BootTest(a) => boot_test(a),
         Command::Cache(a) => {
             let usage = |e: String| mkimage::UsageError(e);

@@ -40,6 +40,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "base", kinds: ON_BASE, doc: "the basefs to build on" },
     Key { name: "parents", kinds: OVERLAY, doc: "parent overlays, applied first" },
     Key { name: "squashfs", kinds: BASEFS, doc: "squashfs writer options" },
+    Key { name: "kernel_modules", kinds: BASEFS, doc: "which kernel modules the basefs keeps" },
     Key { name: "compression", kinds: PACKED, doc: "overlay gzip level, initrd format and level" },
     Key { name: "kernel", kinds: INITRD, doc: "where the initrd's kernel comes from" },
     Key { name: "modules", kinds: INITRD, doc: "kernel modules in the initrd" },

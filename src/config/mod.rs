@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod keys;
+mod modules;
 pub mod playbook;
 mod plan;
 mod vars;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value as Yaml;
 
 pub use crate::ConfigError;
+pub use modules::{ModuleSelection, DEFAULT_DROP, DEFAULT_KEEP};
 pub use plan::{Bootstrapper, InitrdPlan, KernelChoice, Kind, Plan};
 pub use vars::Vars;
 

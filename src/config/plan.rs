@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 
+use super::modules::{pattern_problem, ModuleKeys, ModuleSelection};
 use super::vars::{Origin, Vars};
 use crate::archive::squashfs::SquashfsOptions;
 use crate::initramfs::{Compression, InitDefaults};
@@ -70,7 +71,7 @@ pub struct InitrdPlan {
     pub kernel: KernelChoice,
     /// `None`: the default lab NIC list.
     pub modules: Option<Vec<String>>,
-    pub firmware: bool,
+    pub firmware: crate::initramfs::firmware::Source,
     pub compression: Compression,
     pub init_template: PathBuf,
     pub defaults: InitDefaults,
@@ -99,6 +100,8 @@ pub struct Plan {
     pub base: Option<String>,
     pub parents: Vec<String>,
     pub squashfs: SquashfsOptions,
+    /// The basefs's kernel modules (`kernel_modules:`).
+    pub kernel_modules: ModuleSelection,
     /// Overlays' gzip level.
     pub gzip_level: u32,
     pub initrd: InitrdPlan,
@@ -240,6 +243,7 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
     };
     let source_date_epoch = crate::artifact::source_date_epoch(r.get::<u64>("source_date_epoch")?.unwrap_or(0));
     let squashfs = squashfs_options(&r, source_date_epoch)?;
+    let kernel_modules = kernel_modules(&r)?;
     let (gzip_level, compression) = compression(&r, kind)?;
     let initrd = InitrdPlan {
         kernel: match r.get::<String>("kernel")?.as_deref() {
@@ -248,7 +252,7 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
             Some(p) => return Err(r.err(&["kernel"], format!("`{p}` is neither `basefs` nor a kernel package name such as linux-image-amd64"))),
         },
         modules: r.get::<Vec<String>>("modules")?,
-        firmware: r.get::<bool>("firmware")?.unwrap_or(true),
+        firmware: firmware(&r)?,
         compression,
         init_template,
         defaults: init_defaults(&r)?,
@@ -282,6 +286,7 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
         base: r.get("base")?,
         parents: r.list("parents")?,
         squashfs,
+        kernel_modules,
         gzip_level,
         initrd,
         cache_dir,
@@ -310,6 +315,34 @@ fn squashfs_options(r: &Reader, source_date_epoch: u64) -> Result<SquashfsOption
     opts.source_date_epoch = source_date_epoch;
     opts.validate().map_err(|e| r.err(&["squashfs"], e.to_string().trim_start_matches("invalid squashfs options: ")))?;
     Ok(opts)
+}
+
+/// `firmware: true` (the basefs, then Debian's non-free-firmware),
+/// `basefs` (only the basefs's) or `false`.
+fn firmware(r: &Reader) -> Result<crate::initramfs::firmware::Source, ConfigError> {
+    use crate::initramfs::firmware::Source;
+    match r.get::<Yaml>("firmware")? {
+        None | Some(Yaml::Bool(true)) => Ok(Source::Debian),
+        Some(Yaml::Bool(false)) => Ok(Source::None),
+        Some(Yaml::String(s)) if s == "basefs" => Ok(Source::Basefs),
+        Some(other) => Err(r.err(&["firmware"], format!("`{}`: use true (the basefs, then Debian's non-free-firmware), basefs (only the basefs's) or false", serde_yaml_ng::to_string(&other).unwrap_or_default().trim()))),
+    }
+}
+
+/// `kernel_modules: {defaults, drop, keep, compress}`, every pattern checked.
+fn kernel_modules(r: &Reader) -> Result<ModuleSelection, ConfigError> {
+    let Some(keys) = r.get::<ModuleKeys>("kernel_modules")? else { return Ok(ModuleSelection::default()) };
+    for (list, patterns) in [("drop", &keys.drop), ("keep", &keys.keep)] {
+        for (i, p) in patterns.iter().enumerate() {
+            if let Some(why) = pattern_problem(p) {
+                return Err(r.err(&["kernel_modules", list, &i.to_string()], format!("`{p}` {why}")));
+            }
+        }
+    }
+    if let Some(c) = keys.compress.as_deref().filter(|c| *c != "xz" && *c != "none") {
+        return Err(r.err(&["kernel_modules", "compress"], format!("`{c}`: use xz (modules stored as .ko.xz) or none")));
+    }
+    Ok(keys.selection())
 }
 
 #[derive(Deserialize)]

@@ -44,6 +44,11 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         let size = crate::stage::save(&root, save)?;
         job.progress.done(format!("{} ({:.1} MB)", save.display(), size as f64 / 1e6));
     }
+    select_modules(job, &root)?;
+    // Hashed with the image still there (the initrd rebuilds when either
+    // changes), then the image is left out.
+    let kernel_hash = facts::kernel_hash(&root)?;
+    drop_kernel_image(job, &root)?;
 
     job.progress.step("clean the tree");
     let removed = cleanup::clean(job.sys, &root, &plan.cleanup)?;
@@ -55,7 +60,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         file: file_name(&plan.name),
         packages: installed,
         kernel_version: facts::kernel_versions(&root).pop(),
-        kernel_hash: facts::kernel_hash(&root)?,
+        kernel_hash,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
@@ -63,6 +68,38 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let entry = pack(job, &root, entry)?;
     work.succeeded();
     Ok(vec![entry])
+}
+
+/// Cut the kernel modules to the plan's `kernel_modules:` selection.
+fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
+    job.progress.step("select kernel modules");
+    for s in super::kernel::apply(root, &job.plan.kernel_modules, &job.plan.cache_dir)? {
+        let needed = match s.needed.len() {
+            0 => String::new(),
+            n => format!(", {n} of them only because kept ones need them (e.g. {})", s.needed[0]),
+        };
+        job.progress.done(format!(
+            "kernel {}: kept {} modules{needed}, dropped {} ({:.0} MB){}",
+            s.version,
+            s.kept,
+            s.dropped,
+            s.dropped_bytes as f64 / 1e6,
+            match s.compressed {
+                c if c.modules > 0 => format!(", stored as .ko.xz in {:.1}s ({} from the cache)", s.compress_secs, c.cached),
+                _ => String::new(),
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// Leave the kernel image out (the boot server hands the kernel out).
+fn drop_kernel_image(job: &Job, root: &Path) -> anyhow::Result<()> {
+    let image = super::kernel::drop_image(root)?;
+    if image > 0 {
+        job.progress.done(format!("left out the kernel image ({:.1} MB): the initrd takes it from the kernel package", image as f64 / 1e6));
+    }
+    Ok(())
 }
 
 /// Pack `root` as squashfs into the output dir and record it.

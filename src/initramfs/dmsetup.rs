@@ -33,26 +33,43 @@ pub struct DmSetup {
 
 /// Fetch (or find in the cache) the packages and collect dmsetup's closure.
 pub fn fetch(fetcher: &Fetcher) -> anyhow::Result<DmSetup> {
+    let (files, versions) = fetch_tool(fetcher, PACKAGES, BINARY, &["sbin/dmsetup", "usr/sbin/dmsetup"])?;
+    Ok(DmSetup { files, versions })
+}
+
+/// A binary for the initrd from Debian: `packages` (the first holds the
+/// binary at one of the paths `at`, the rest its libraries) fetched and
+/// unpacked, then the binary put at `dest` with its closure. Returns the
+/// files by initrd path and the package versions.
+pub fn fetch_tool(fetcher: &Fetcher, packages: &[&str], dest: &str, at: &[&str]) -> anyhow::Result<(BTreeMap<String, PathBuf>, BTreeMap<String, String>)> {
     let mut trees = Vec::new();
     let mut versions = BTreeMap::new();
-    for name in PACKAGES {
+    for name in packages {
         let pkg = fetcher.resolve(name)?;
         trees.push(fetcher.unpacked(&pkg)?);
         versions.insert(pkg.name, pkg.version);
     }
+    let first = packages.first().copied().unwrap_or_default();
     let binary = trees
         .iter()
-        .flat_map(|t| [t.join("sbin/dmsetup"), t.join("usr/sbin/dmsetup")])
+        .flat_map(|t| at.iter().map(|p| t.join(p)))
         .find(|p| p.is_file())
-        .with_context(|| format!("package dmsetup {} has no sbin/dmsetup", versions.get("dmsetup").map_or("", |v| v.as_str())))?;
-    let files = closure(&binary, &trees)?;
-    Ok(DmSetup { files, versions })
+        .with_context(|| format!("package {first} {} has none of {}", versions.get(first).map_or("", |v| v.as_str()), at.join(", ")))?;
+    let files = closure_at(&binary, dest, &trees, packages)?;
+    Ok((files, versions))
 }
 
 /// The binary at [`BINARY`], its interpreter at the path it names, and every
 /// library it needs (transitively) under `lib/x86_64-linux-gnu/`.
 pub fn closure(binary: &Path, trees: &[PathBuf]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let mut files = BTreeMap::from([(BINARY.to_string(), binary.to_path_buf())]);
+    closure_at(binary, BINARY, trees, PACKAGES)
+}
+
+/// [`closure`] of a binary put at `dest`, its libraries found in the
+/// unpacked `packages` at `trees`.
+pub fn closure_at(binary: &Path, dest: &str, trees: &[PathBuf], packages: &[&str]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let missing = |lib: &str, by: &Path| format!("{} needs {lib}, which none of the packages {} provide", by.display(), packages.join(", "));
+    let mut files = BTreeMap::from([(dest.to_string(), binary.to_path_buf())]);
     let mut seen = BTreeSet::new();
     let mut todo = vec![binary.to_path_buf()];
     while let Some(elf) = todo.pop() {
@@ -73,10 +90,6 @@ pub fn closure(binary: &Path, trees: &[PathBuf]) -> anyhow::Result<BTreeMap<Stri
         }
     }
     Ok(files)
-}
-
-fn missing(lib: &str, by: &Path) -> String {
-    format!("{} needs {lib}, which none of the packages {} provide", by.display(), PACKAGES.join(", "))
 }
 
 /// A library by file name in the unpacked packages' library dirs.

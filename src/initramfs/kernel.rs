@@ -28,7 +28,7 @@ pub enum KernelError {
     NoModules { root: String },
     #[error("{root}: several kernels ({versions}); keep one kernel package in the basefs")]
     Several { root: String, versions: String },
-    #[error("{root}: no boot/vmlinuz-{version} for the modules in lib/modules/{version}")]
+    #[error("{root}: no boot/vmlinuz-{version} for the modules in lib/modules/{version}, and no kernel package named to take it from (a basefs built by mkimage records it in manifest.json)")]
     NoVmlinuz { root: String, version: String },
     #[error("kernel version mismatch: the initrd's kernel ({package}) is {kernel}, but the basefs {basefs} has /lib/modules/{base}; the booted system could not load its modules. Use the basefs's kernel (`kernel: basefs`), pin the package (`kernel: linux-image-{base}`), or rebuild the basefs")]
     Mismatch { package: String, kernel: String, basefs: String, base: String },
@@ -60,14 +60,17 @@ pub struct Locate<'a> {
     pub firmware: bool,
     /// Where squashfs contents are extracted.
     pub scratch: &'a Path,
+    /// The basefs's kernel package (name, version): where the image comes
+    /// from when the basefs ships none (`kernel_image`).
+    pub image_package: Option<&'a (String, String)>,
 }
 
 /// Find the kernel per `source`.
 pub fn locate(at: &Locate, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>) -> anyhow::Result<Kernel> {
-    let (source, basefs, scratch) = (at.source, at.basefs, at.scratch);
-    let kernel = match source {
+    let (source, basefs) = (at.source, at.basefs);
+    let mut kernel = match source {
         KernelSource::Basefs(path) if path.is_dir() => from_tree(path, None, None)?,
-        KernelSource::Basefs(image) => from_squashfs(image, at.firmware, scratch)?,
+        KernelSource::Basefs(image) => from_squashfs(image, at.firmware, at.scratch)?,
         KernelSource::Package { name } => {
             let f = fetcher()?;
             let pkg = f.resolve(name)?;
@@ -75,6 +78,22 @@ pub fn locate(at: &Locate, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>) -> any
             from_tree(&tree, None, Some((pkg.name, pkg.version)))?
         }
     };
+    if !kernel.vmlinuz.is_file() {
+        let root = kernel.vmlinuz.parent().and_then(Path::parent).map(|r| r.display().to_string()).unwrap_or_default();
+        let no_image = || KernelError::NoVmlinuz { root, version: kernel.version.clone() };
+        let package = at.image_package.ok_or_else(no_image)?;
+        let dir = match &kernel._scratch {
+            Some(t) => t.path().to_path_buf(),
+            None => {
+                let t = tempfile::Builder::new().prefix(".initrd-kernel.").tempdir_in(at.scratch).context("cannot create a scratch dir")?;
+                let dir = t.path().to_path_buf();
+                kernel._scratch = Some(t);
+                dir
+            }
+        };
+        super::kernel_image::fetch(&fetcher()?, package, &kernel.version, &dir)?;
+        kernel.vmlinuz = dir.join(format!("boot/vmlinuz-{}", kernel.version));
+    }
     if let Some(base) = basefs {
         let versions = basefs_kernel_versions(base)?;
         if versions.is_empty() {
@@ -219,10 +238,8 @@ fn from_tree(root: &Path, scratch: Option<tempfile::TempDir>, package: Option<(S
         [one] => one.clone(),
         many => return Err(KernelError::Several { root: shown, versions: many.join(", ") }.into()),
     };
+    // Checked by `locate`, which can take it from the kernel package.
     let vmlinuz = root.join("boot").join(format!("vmlinuz-{version}"));
-    if !vmlinuz.is_file() {
-        return Err(KernelError::NoVmlinuz { root: shown, version }.into());
-    }
     let modules_dir = ["usr/lib/modules", "lib/modules"]
         .iter()
         .map(|d| root.join(d).join(&version))
@@ -247,7 +264,7 @@ mod tests {
     #[test]
     fn finds_kernel_in_tree() {
         let root = fake_root("6.1.0-9-amd64");
-        let k = locate(&Locate { source: &KernelSource::Basefs(root.path().into()), basefs: None, firmware: true, scratch: root.path() }, &|| anyhow::bail!("no fetch")).unwrap();
+        let k = locate(&Locate { source: &KernelSource::Basefs(root.path().into()), basefs: None, firmware: true, scratch: root.path(), image_package: None }, &|| anyhow::bail!("no fetch")).unwrap();
         assert_eq!(k.version, "6.1.0-9-amd64");
         assert!(k.modules_dir.ends_with("usr/lib/modules/6.1.0-9-amd64"));
     }
@@ -255,7 +272,7 @@ mod tests {
     #[test]
     fn empty_tree_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = locate(&Locate { source: &KernelSource::Basefs(dir.path().into()), basefs: None, firmware: true, scratch: dir.path() }, &|| anyhow::bail!("no fetch")).unwrap_err();
+        let err = locate(&Locate { source: &KernelSource::Basefs(dir.path().into()), basefs: None, firmware: true, scratch: dir.path(), image_package: None }, &|| anyhow::bail!("no fetch")).unwrap_err();
         assert!(err.to_string().contains("linux-image-amd64"), "{err}");
     }
 
@@ -263,7 +280,7 @@ mod tests {
     fn kernel_must_match_the_basefs() {
         let kernel_root = fake_root("6.1.0-9-amd64");
         let base = fake_root("6.1.0-8-amd64");
-        let at = Locate { source: &KernelSource::Basefs(kernel_root.path().into()), basefs: Some(base.path()), firmware: false, scratch: base.path() };
+        let at = Locate { source: &KernelSource::Basefs(kernel_root.path().into()), basefs: Some(base.path()), firmware: false, scratch: base.path(), image_package: None };
         let err = locate(&at, &|| anyhow::bail!("no fetch")).unwrap_err().to_string();
         assert!(err.contains("6.1.0-9-amd64") && err.contains("/lib/modules/6.1.0-8-amd64") && err.contains("kernel: linux-image-6.1.0-8-amd64"), "{err}");
         let same = Locate { basefs: Some(kernel_root.path()), ..at };

@@ -9,7 +9,10 @@
 
 pub mod busybox;
 pub mod dmsetup;
+pub mod firmware;
+pub mod inflate;
 pub mod kernel;
+pub mod kernel_image;
 pub mod modules;
 pub mod pack;
 
@@ -35,8 +38,11 @@ pub struct InitrdOptions {
     /// Module names to include (with their dependencies); see
     /// `modules::DEFAULT_MODULES`.
     pub modules: Vec<String>,
-    /// Include the firmware files the modules declare, when present.
-    pub firmware: bool,
+    /// The basefs's kernel package (name, version), whose image is used
+    /// when the basefs ships none.
+    pub kernel_package: Option<(String, String)>,
+    /// Where the firmware files the modules declare come from.
+    pub firmware: firmware::Source,
     pub compression: Compression,
     /// Mirror, suite, proxy and `.deb` cache for the kernel and busybox packages.
     pub apt: AptSource,
@@ -78,8 +84,9 @@ impl InitrdOptions {
             name: name.to_string(),
             kernel,
             basefs: None,
+            kernel_package: None,
             modules: modules::DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
-            firmware: true,
+            firmware: firmware::Source::Debian,
             compression: Compression::Gzip { level: 6 },
             apt,
             source_date_epoch: artifact::source_date_epoch(0),
@@ -99,21 +106,38 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
         return Err(crate::UsageError(format!("onfail: `{}` is not `shell` or `reboot`", opts.defaults.onfail)).into());
     }
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
+    // One source for every package of the build, with the firmware
+    // component and its Contents index whatever `firmware:` says: a private
+    // apt whose source lines change drops its lists, under any other build
+    // on the same cache that is using them.
+    let mut apt = opts.apt.clone();
+    let component = firmware::COMPONENT.to_string();
+    if !apt.components.contains(&component) {
+        apt.components.push(component.clone());
+    }
+    apt.contents = vec![component];
+    let apt = &apt;
     tracing::info!(source = ?opts.kernel, "step: locate kernel");
-    let at = kernel::Locate { source: &opts.kernel, basefs: opts.basefs.as_deref(), firmware: opts.firmware, scratch: opts.scratch.as_deref().unwrap_or(&opts.out_dir) };
-    let kernel = kernel::locate(&at, &|| Fetcher::new(&opts.apt))?;
+    let at = kernel::Locate { source: &opts.kernel, basefs: opts.basefs.as_deref(), firmware: opts.firmware != firmware::Source::None, scratch: opts.scratch.as_deref().unwrap_or(&opts.out_dir), image_package: opts.kernel_package.as_ref() };
+    let kernel = kernel::locate(&at, &|| Fetcher::new(apt))?;
 
     tracing::info!(version = %kernel.version, "step: resolve modules");
     let order = resolve_modules(&kernel, &opts.modules)?;
 
     tracing::info!("step: collect firmware");
-    let firmware = if opts.firmware { collect_firmware(&kernel, &order)? } else { Vec::new() };
+    let in_basefs = if opts.firmware != firmware::Source::None { collect_firmware(&kernel, &order)? } else { Vec::new() };
+    let firmware = firmware::complete(&order, in_basefs, opts.firmware, &|| Fetcher::new(apt))?;
 
     tracing::info!("step: fetch busybox");
-    let busybox = busybox::fetch(&Fetcher::new(&opts.apt)?)?;
+    let busybox = busybox::fetch(&Fetcher::new(apt)?)?;
 
     tracing::info!("step: fetch dmsetup");
-    let dmsetup = dmsetup::fetch(&Fetcher::new(&opts.apt)?)?;
+    let dmsetup = dmsetup::fetch(&Fetcher::new(apt)?)?;
+
+    tracing::info!("step: fetch libdeflate-gunzip");
+    let inflate = inflate::fetch(&Fetcher::new(apt)?)?;
+    let mut extra = inflate.files.clone();
+    extra.extend(firmware.licenses.clone());
 
     tracing::info!("step: render init");
     let init = pack::render_init(&opts.init_template, &opts.name, &kernel.version, &opts.defaults)?;
@@ -131,9 +155,10 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     let entries = pack::entries(&pack::Contents {
         kernel: &kernel,
         modules: &order,
-        firmware: &firmware,
+        firmware: &firmware.files,
         busybox: &busybox,
         dmsetup: &dmsetup,
+        extra: &extra,
         init: init.into_bytes(),
         udhcpc,
         scripts: &scripts,
@@ -154,11 +179,22 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     }
     packages.insert(busybox::PACKAGE.to_string(), busybox.version.clone());
     packages.extend(dmsetup.versions.clone());
+    packages.extend(inflate.versions.clone());
+    packages.extend(firmware.packages.clone());
     let (ksize, ksha) = artifact::publish(&opts.out_dir, &vmlinuz_file, &keep(staged_kernel)?)?;
     let (isize, isha) = artifact::publish(&opts.out_dir, &initrd_file, &keep(staged)?)?;
     let inputs_hash = artifact::sha256_bytes(
-        format!("{ksha}\n{}\n{}\n{:?}\n{}\n{init_sha}\n{:?}\n", kernel.version, module_names.join(","), opts.compression, busybox.version, dmsetup.versions)
-            .as_bytes(),
+        format!(
+            "{ksha}\n{}\n{}\n{:?}\n{}\n{init_sha}\n{:?}\n{:?}\n{:?}\n",
+            kernel.version,
+            module_names.join(","),
+            opts.compression,
+            busybox.version,
+            dmsetup.versions,
+            inflate.versions,
+            firmware.packages
+        )
+        .as_bytes(),
     );
     let common = Entry {
         name: opts.name.clone(),

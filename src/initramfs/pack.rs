@@ -53,33 +53,21 @@ pub struct Firmware {
     pub source: PathBuf,
 }
 
-/// The firmware the modules declare, where the kernel tree has it; the rest
-/// is a warning (the driver may work without it, or not have hardware here).
+/// The firmware the modules declare, where the kernel tree has it (what
+/// is missing is `firmware::complete`'s to find or warn about).
 pub fn find_firmware(modules: &[Module], dirs: &[PathBuf]) -> Vec<Firmware> {
     let mut found = BTreeMap::new();
     for m in modules {
-        let mut missing = Vec::new();
         for fw in &m.firmware {
             if fw.contains("..") || fw.starts_with('/') {
                 continue;
             }
             let hit = dirs.iter().flat_map(|d| ["", ".xz", ".zst"].map(|ext| d.join(format!("{fw}{ext}")))).find(|p| p.is_file());
-            match hit {
-                Some(source) => {
-                    let name = source.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                    let rel = Path::new(fw).with_file_name(name).to_string_lossy().to_string();
-                    found.insert(rel.clone(), Firmware { name: rel, source });
-                }
-                None => missing.push(fw.as_str()),
+            if let Some(source) = hit {
+                let name = source.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let rel = Path::new(fw).with_file_name(name).to_string_lossy().to_string();
+                found.insert(rel.clone(), Firmware { name: rel, source });
             }
-        }
-        if !missing.is_empty() {
-            tracing::warn!(
-                module = %m.name,
-                "{} firmware file(s) it may need are not in the kernel tree (e.g. {}); left out — install the firmware package in the basefs to include them",
-                missing.len(),
-                missing[0]
-            );
         }
     }
     found.into_values().collect()
@@ -111,6 +99,9 @@ pub struct Contents<'a> {
     pub firmware: &'a [Firmware],
     pub busybox: &'a Busybox,
     pub dmsetup: &'a DmSetup,
+    /// Other files by initrd path: libdeflate-gunzip and its libraries,
+    /// the firmware packages' copyright files.
+    pub extra: &'a BTreeMap<String, PathBuf>,
     pub init: Vec<u8>,
     pub udhcpc: Vec<u8>,
     /// Shell libraries the init sources (`initrd/*.sh` → `/lib/mkimage/`).
@@ -141,6 +132,10 @@ pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
     }
     for (path, source) in &c.dmsetup.files {
         files.insert(path.clone(), (EntryKind::File(source.clone()), 0o755));
+    }
+    for (path, source) in c.extra {
+        let mode = if path.starts_with("usr/share/") { 0o644 } else { 0o755 };
+        files.insert(path.clone(), (EntryKind::File(source.clone()), mode));
     }
     let kdir = format!("lib/modules/{}", c.kernel.version);
     let mut order = String::new();

@@ -14,8 +14,9 @@ use mkimage::initramfs::{InitrdOptions, KernelSource};
 use mkimage::apt::AptSource;
 use mkimage::exec::Cmd;
 
-/// Bump when the fixture recipe changes.
-const FIXTURE_VERSION: &str = "3";
+/// Bump when the fixture recipe changes (4: the basefs keeps a selection of
+/// the kernel's modules as .ko.xz, and no kernel image).
+const FIXTURE_VERSION: &str = "4";
 pub const SUITE: &str = "bookworm";
 
 pub fn fixtures_root() -> PathBuf {
@@ -103,7 +104,16 @@ pub fn options(image: &Path, out: &Path) -> InitrdOptions {
     opts.init_template = Path::new(env!("CARGO_MANIFEST_DIR")).join("initrd/init.j2");
     opts.source_date_epoch = 1_700_000_000;
     opts.basefs = Some(image.to_path_buf());
+    opts.kernel_package = fixture_kernel_package(image);
     opts
+}
+
+/// The fixture basefs's kernel package (its image is not in the basefs),
+/// from the manifest beside it (`image` is the squashfs or the tree).
+pub fn fixture_kernel_package(image: &Path) -> Option<(String, String)> {
+    let manifest = mkimage::artifact::Manifest::load(image.parent()?).ok()?;
+    let entry = manifest.find("basefs", "basefs")?;
+    mkimage::initramfs::kernel_image::package_of(&entry.packages, entry.kernel_version.as_deref()?)
 }
 
 /// QEMU (TCG) booting a kernel + initrd with user-mode networking, beside a
