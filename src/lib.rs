@@ -15,6 +15,7 @@ pub mod error;
 pub mod exec;
 pub mod initramfs;
 pub mod inspect;
+pub mod iso;
 pub mod lock;
 pub mod progress;
 pub mod provision;

@@ -10,6 +10,7 @@ pub mod checker;
 pub mod checks;
 pub mod config;
 pub mod dns;
+mod iso;
 pub mod vm;
 
 use std::net::TcpStream;
@@ -47,6 +48,8 @@ pub struct Request {
     /// Extra kernel arguments for this boot.
     pub append: String,
     pub serial_log: Option<PathBuf>,
+    /// Boot this offline ISO as a CD-ROM, with no network (see `iso`).
+    pub iso: Option<PathBuf>,
 }
 
 /// Assertions used when the boot config declares none.
@@ -75,9 +78,14 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     }
     let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
     let mut expect = if test.expect.is_empty() { default_expect() } else { test.expect.clone() };
-    expect.extend(builtin_expect());
+    if req.iso.is_none() {
+        expect.extend(builtin_expect());
+    }
     if let Some(bad) = expect.iter().find_map(|e| e.validate().err()) {
         return Err(UsageError(format!("{}: boot_test.expect: {bad}", req.boot_config.display())).into());
+    }
+    if let Some(file) = &req.iso {
+        return iso::run(req, &test, &expect, file);
     }
     if let Some(playbook) = &req.playbook {
         let play = crate::image::PlayRequest { playbook: playbook.clone(), overrides: req.overrides.clone(), out: req.dir.clone(), keep_build_dir: false };

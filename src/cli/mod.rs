@@ -58,6 +58,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(a) => serve(&a),
         Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
         Command::BootTest(a) => boot_test(a),
+        Command::Iso(a) => iso(a),
         Command::Cache(a) => {
             let usage = |e: String| mkimage::UsageError(e);
             let req = mkimage::cache::Request {
@@ -90,8 +91,27 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         uefi: a.uefi,
         append: a.append,
         serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
+        iso: a.iso.as_deref().map(absolute).transpose()?,
     };
     mkimage::boottest::run(&req)
+}
+
+/// `mkimage iso`: the boot config defaults to vars/boot.yml when it exists, as for `serve`.
+fn iso(a: args::IsoArgs) -> anyhow::Result<()> {
+    let source = match (a.offline, a.server) {
+        (true, _) => mkimage::iso::Source::Media,
+        (false, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => mkimage::iso::Source::Server(url.trim_end_matches('/').to_string()),
+        (false, Some(url)) => return Err(mkimage::UsageError(format!("--server {url}: give the URL mkimage serve answers on, http://HOST:PORT")).into()),
+        (false, None) => return Err(mkimage::UsageError("give --offline (the images go on the ISO) or --server URL (the init downloads them)".into()).into()),
+    };
+    let default = Path::new(mkimage::serve::DEFAULT_BOOT_CONFIG);
+    let boot_config = match a.boot_config {
+        Some(p) => Some(absolute(&p)?),
+        None if default.is_file() => Some(absolute(default)?),
+        None => None,
+    };
+    let req = mkimage::iso::Request { dir: absolute(&a.dir)?, boot_config, profile: a.profile, source, output: absolute(&a.output)? };
+    mkimage::iso::run(&req)
 }
 
 /// `mkimage serve`: the flags as the server's options, paths absolute.
