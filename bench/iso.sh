@@ -44,7 +44,7 @@ lba=$(xorriso -indev "$iso" -find /mkimage/discovery.cpio.gz -exec report_lba --
 [ -n "$lba" ] || { echo "cannot find the overlay's blocks in $iso" >&2; exit 1; }
 printf 'X' | dd of="$work/corrupt.iso" bs=1 seek=$((lba * 2048 + 4096)) conv=notrunc status=none
 corrupt=$(qemu_until "$work/corrupt.log" "mkimage-init: FAILED" 900 "${nic[@]}" -cdrom "$work/corrupt.iso" -boot d)
-why=$(grep -a -o "mkimage-init: FAILED[^\r]*" "$work/corrupt.log" | head -n1)
+why=$(tr -d '\r' <"$work/corrupt.log" | grep -a -o "mkimage-init: FAILED.*" | head -n1)
 echo "$why" | grep -q "sha256 mismatch" || { echo "the corrupt medium failed for another reason: $why" >&2; exit 1; }
 
 # Network mode: the server on the namespace's loopback, 10.0.2.2 to the guest.
