@@ -128,6 +128,8 @@ fn bad_requests_are_explained_and_write_nothing() {
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(why), "{extra:?}: {}", stderr(&o));
     }
+    let o = iso(&tmp.path().join("nothing"), &config, &["--offline"], &out);
+    assert!(o.status.code() == Some(2) && stderr(&o).contains("has no manifest.json: build first"), "{}", stderr(&o));
     let sha = "ab".repeat(32);
     std::fs::write(&config, format!("profiles:\n  - name: r\n    overlays: [{{url: 'http://10.0.0.7/o.cpio.gz', sha256: {sha}}}]\n")).unwrap();
     let o = iso(tmp.path(), &config, &["--offline"], &out);

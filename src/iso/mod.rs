@@ -54,6 +54,10 @@ pub struct Request {
 /// Build the ISO and write it to `req.output` (atomically).
 pub fn run(req: &Request) -> anyhow::Result<()> {
     check_tools()?;
+    if !req.dir.join(crate::artifact::MANIFEST).is_file() {
+        let d = req.dir.display();
+        return Err(UsageError(format!("{d} has no manifest.json: build first (mkimage play playbooks/all.yml --out {d}) or give --dir")).into());
+    }
     let manifest = Manifest::load(&req.dir)?;
     let config = req.boot_config.as_deref().map(BootConfig::load).transpose()?;
     let resolved = resolve(config.as_ref(), req.profile.as_deref(), &manifest)?;
