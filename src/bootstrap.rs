@@ -1,13 +1,17 @@
 //! Bootstrapping a Debian tree with mmdebstrap or debootstrap, through the
 //! apt proxy and the shared `.deb` cache, and the cache of bootstrapped
-//! trees by their inputs (copied, never modified).
+//! trees by their inputs (mounted read-only under a build, never modified);
+//! or the tree of a stage archive (`--from`), cached the same way.
 
 use std::fs;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use nix::fcntl::Flock;
 
 use crate::config::Plan;
+use crate::lockfile::Pinned;
 
 /// The program `bootstrapper: auto` picks: mmdebstrap when installed.
 pub fn pick(choice: crate::config::Bootstrapper) -> anyhow::Result<&'static str> {
@@ -24,41 +28,108 @@ pub fn pick(choice: crate::config::Bootstrapper) -> anyhow::Result<&'static str>
     Ok(program)
 }
 
-/// Fill `target` with a bootstrapped tree: a copy of the cached tree with
-/// the same inputs when there is one (the cached tree itself is never
-/// touched), else a fresh bootstrap, which is then cached. What goes into
-/// the cache carries nothing of this build's apt settings (proxy, cache).
-pub fn prepare(plan: &Plan, target: &Path, progress: &crate::progress::Progress) -> anyhow::Result<()> {
-    let program = pick(plan.bootstrapper)?;
-    let key = cache_key(plan, program);
+/// The tree a basefs's roles start from, mounted read-only under them and
+/// never modified: a cached tree (held, so `mkimage cache` leaves it
+/// alone while the build runs), or a fresh one in the build dir.
+pub struct BaseTree {
+    pub path: PathBuf,
+    /// Names the tree's content, for the layers built on it: a fresh id
+    /// per bootstrap, the archive's hash for a `--from` tree.
+    pub id: String,
+    _held: Option<Flock<fs::File>>,
+}
+
+/// Where a basefs's tree comes from.
+pub struct Source<'a> {
+    /// `--from`: a stage archive instead of a bootstrap.
+    pub from: Option<&'a Path>,
+    /// The package index (or lock file) digest the bootstrap installs from.
+    pub packages: &'a str,
+    /// Reuse and keep trees in `CACHE/bootstrap` (false: `bootstrap_cache:
+    /// false`, `--no-cache`).
+    pub cache: bool,
+    /// The lock in force, if any: the bootstrap installs exactly its versions.
+    pub pins: Option<&'a Pinned>,
+}
+
+/// The tree for a basefs build: a cached tree with the same inputs (the
+/// bootstrap's options and package index, or the stage archive), else a
+/// fresh bootstrap (or unpacked archive) in `work`, which is then moved
+/// into the cache. What goes into the cache carries nothing of this
+/// build's apt settings (proxy, cache).
+pub fn base_tree(plan: &Plan, work: &Path, src: &Source, progress: &crate::progress::Progress) -> anyhow::Result<BaseTree> {
+    let key = match src.from {
+        Some(archive) => crate::artifact::sha256_bytes(format!("from\n{}", crate::artifact::sha256_file(archive)?.1).as_bytes()),
+        None => cache_key(plan, pick(plan.bootstrapper)?, src.packages),
+    };
     let trees = plan.cache_dir.join("bootstrap");
-    let cached = trees.join(&key);
-    if plan.bootstrap_cache && cached.is_dir() {
-        progress.step(format!("bootstrap {}: reuse cached tree {}", plan.suite, &key[..12]));
-        // Held while copying, so `mkimage cache` does not prune it meanwhile.
-        let _reading = crate::lock::shared(&trees, &format!("{key}.lock"))?;
-        touch(&trees.join(format!("{key}{USED}")));
-        return copy_tree(&cached, target);
-    }
-    run(plan, target, progress)?;
-    // mmdebstrap writes every --aptopt (our proxy and cache settings) here;
-    // the roles get their own for the build, and no later build inherits it.
-    let _ = fs::remove_file(target.join(MMDEBSTRAP_APT_CONF));
-    if plan.bootstrap_cache {
-        for stale in crate::lock::stale(&trees, |n| n.starts_with(".new.")) {
-            tracing::info!("removing {} left by an interrupted build", stale.display());
-            let _ = fs::remove_dir_all(&stale);
+    if src.cache {
+        if let Some(tree) = cached(&trees, &key)? {
+            progress.step(format!("bootstrap {}: reuse cached tree {}", plan.suite, &key[..12]));
+            return Ok(tree);
         }
-        let staging = crate::lock::claim_dir(&trees, ".new.")?;
-        let tree = staging.path.join("tree");
-        copy_tree(target, &tree)?;
-        if fs::rename(&tree, &cached).is_ok() {
-            touch(&trees.join(format!("{key}{USED}")));
-        }
-        // Else another build cached the same inputs first.
-        let _ = fs::remove_dir_all(&staging.path);
     }
-    Ok(())
+    let fresh = work.join("bootstrap");
+    match src.from {
+        Some(archive) => {
+            progress.step(format!("unpack the stage archive {}", archive.display()));
+            crate::stage::extract(archive, &fresh)?;
+        }
+        None => {
+            run(plan, &fresh, src.pins, progress)?;
+            // mmdebstrap writes every --aptopt (our proxy and cache settings)
+            // here; the roles get their own for the build.
+            let _ = fs::remove_file(fresh.join(MMDEBSTRAP_APT_CONF));
+        }
+    }
+    let id = if src.from.is_some() { key.clone() } else { fresh_id(&key) };
+    if !src.cache {
+        return Ok(BaseTree { path: fresh, id, _held: None });
+    }
+    for stale in crate::lock::stale(&trees, |n| n.starts_with(".new.")) {
+        tracing::info!("removing {} left by an interrupted build", stale.display());
+        let _ = fs::remove_dir_all(&stale);
+    }
+    let staging = crate::lock::claim_dir(&trees, ".new.")?;
+    let tree = staging.path.join("tree");
+    if fs::rename(&fresh, &tree).is_err() {
+        crate::sys::copy_tree(&fresh, &tree)?;
+    }
+    crate::artifact::write_atomic(&trees, &format!("{key}{ID}"), |f| f.write_all(id.as_bytes()))?;
+    // Else another build cached the same inputs first, and that tree is used.
+    let _ = fs::rename(&tree, trees.join(&key));
+    let _ = fs::remove_dir_all(&staging.path);
+    cached(&trees, &key)?.ok_or_else(|| anyhow::anyhow!("the cached tree {} was removed as it was stored", trees.join(&key).display()))
+}
+
+/// The cached tree `trees/KEY`, held (shared) until dropped, if there is one.
+fn cached(trees: &Path, key: &str) -> anyhow::Result<Option<BaseTree>> {
+    let path = trees.join(key);
+    if !path.is_dir() {
+        return Ok(None);
+    }
+    let held = crate::lock::shared(trees, &format!("{key}.lock"))?;
+    if !path.is_dir() {
+        return Ok(None);
+    }
+    touch(&trees.join(format!("{key}{USED}")));
+    let id_file = format!("{key}{ID}");
+    let id = match fs::read_to_string(trees.join(&id_file)) {
+        Ok(id) => id,
+        Err(_) => {
+            // A tree cached before trees had ids.
+            let id = fresh_id(key);
+            crate::artifact::write_atomic(trees, &id_file, |f| f.write_all(id.as_bytes()))?;
+            id
+        }
+    };
+    Ok(Some(BaseTree { path, id, _held: Some(held) }))
+}
+
+/// An id no other tree has.
+fn fresh_id(key: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    crate::artifact::sha256_bytes(format!("{key} {} {now}", std::process::id()).as_bytes())
 }
 
 /// Where mmdebstrap keeps the apt options it was given.
@@ -66,30 +137,29 @@ pub const MMDEBSTRAP_APT_CONF: &str = "etc/apt/apt.conf.d/99mmdebstrap";
 
 /// Suffix of the stamp file whose mtime says when a cached tree was last used.
 pub const USED: &str = ".used";
+/// Suffix of the file holding a cached tree's id.
+pub const ID: &str = ".id";
 
 fn touch(path: &Path) {
     let _ = fs::write(path, b"");
 }
 
-/// What identifies a bootstrapped tree (the proxy is not part of it).
-pub fn cache_key(plan: &Plan, program: &str) -> String {
+/// What identifies a bootstrapped tree: the bootstrap's options, the
+/// package index (or lock file) it installed from and SOURCE_DATE_EPOCH
+/// (e.g. /etc/shadow's change dates); not the proxy.
+pub fn cache_key(plan: &Plan, program: &str, packages: &str) -> String {
     let text = format!(
-        "{program}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
-        plan.suite, plan.variant, plan.arch, plan.components.join(","), plan.mirror, plan.packages.join(","), plan.exclude.join(",")
+        "{program}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{packages}\n{}",
+        plan.suite,
+        plan.variant,
+        plan.arch,
+        plan.components.join(","),
+        plan.mirror,
+        plan.packages.join(","),
+        plan.exclude.join(","),
+        plan.source_date_epoch
     );
     crate::artifact::sha256_bytes(text.as_bytes())
-}
-
-/// `cp -a` (with reflinks where the filesystem has them) of a tree's contents.
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(to)?;
-    crate::exec::Cmd::new("cp")
-        .args(["-a", "--reflink=auto", "--"])
-        .arg(from.join("."))
-        .arg(to)
-        .run()
-        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
-    Ok(())
 }
 
 /// What can be known wrong before bootstrapping: the bootstrapper is
@@ -104,6 +174,14 @@ pub fn preflight(plan: &Plan) -> anyhow::Result<&'static str> {
         .into());
     }
     if program == "debootstrap" {
+        if let Some(lock) = &plan.lock {
+            return Err(crate::UsageError(format!(
+                "{}: `lock: {}` needs mmdebstrap (debootstrap cannot pin versions); install it or set `bootstrapper: mmdebstrap`",
+                plan.file.display(),
+                lock.display()
+            ))
+            .into());
+        }
         if let Some(pin) = plan.packages.iter().find(|p| p.contains('=')) {
             return Err(crate::UsageError(format!(
                 "{}: package pin `{pin}` in `packages:` needs mmdebstrap (debootstrap cannot pin); install it or pin in a role's apt task",
@@ -118,7 +196,7 @@ pub fn preflight(plan: &Plan) -> anyhow::Result<&'static str> {
 /// Bootstrap a Debian tree into `target` (an empty directory) with the
 /// configured bootstrapper, through the apt proxy, keeping the downloaded
 /// .debs in the shared cache so the next build does not fetch them again.
-pub fn run(plan: &Plan, target: &Path, progress: &crate::progress::Progress) -> anyhow::Result<()> {
+pub fn run(plan: &Plan, target: &Path, pins: Option<&Pinned>, progress: &crate::progress::Progress) -> anyhow::Result<()> {
     let program = preflight(plan)?;
     let cache = plan.package_cache();
     fs::create_dir_all(&cache).with_context(|| format!("cannot create package cache {}", cache.display()))?;
@@ -126,7 +204,7 @@ pub fn run(plan: &Plan, target: &Path, progress: &crate::progress::Progress) -> 
     let started = std::time::Instant::now();
     let _lock = crate::lock::package_cache(&cache)?;
     let cmd = match program {
-        "mmdebstrap" => mmdebstrap(plan, &cache, target),
+        "mmdebstrap" => mmdebstrap(plan, &cache, target, pins)?,
         _ => debootstrap(plan, &cache, target),
     };
     cmd.run_with(|line| progress.output(line)).with_context(|| format!("bootstrapping {} with {program} failed", plan.suite))?;
@@ -134,10 +212,13 @@ pub fn run(plan: &Plan, target: &Path, progress: &crate::progress::Progress) -> 
     Ok(())
 }
 
-fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path) -> crate::exec::Cmd {
+fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path, pins: Option<&Pinned>) -> anyhow::Result<crate::exec::Cmd> {
     let q = |p: &Path| crate::exec::shell_quote(&p.to_string_lossy());
     let archives = "\"$1\"/var/cache/apt/archives";
+    // SOURCE_DATE_EPOCH: the tree is the same on any day (maintainer
+    // scripts stamp dates, e.g. /etc/shadow's), cached or not.
     let mut cmd = crate::exec::Cmd::new("mmdebstrap")
+        .env("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string())
         .arg("--mode=root")
         .arg(format!("--variant={}", plan.variant))
         .arg(format!("--architectures={}", plan.arch))
@@ -157,11 +238,31 @@ fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path) -> crate::exec::Cmd {
     if !plan.packages.is_empty() {
         cmd = cmd.arg(format!("--include={}", plan.packages.join(",")));
     }
-    cmd.arg(&plan.suite).arg(target).arg(&plan.mirror)
+    let mut extra = None;
+    if let Some(pins) = pins {
+        // apt reads the pins from the tree while bootstrapping; they and the
+        // local repository's source line are gone before it is packed.
+        let prefs = target.with_file_name(crate::lockfile::PREFERENCES);
+        fs::write(&prefs, pins.lock.preferences()).with_context(|| format!("cannot write {}", prefs.display()))?;
+        let dest = format!("\"$1\"/etc/apt/preferences.d/{}", crate::lockfile::PREFERENCES);
+        cmd = cmd
+            .arg(format!("--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d && cp {} {dest}", q(&prefs)))
+            .arg(format!("--customize-hook=rm -f {dest}"));
+        if let (Some(line), Some(repo)) = (pins.source_line(), &pins.repo) {
+            cmd = cmd.arg(format!("--customize-hook=sed -i '\\|{}|d' \"$1\"/etc/apt/sources.list", repo.display()));
+            extra = Some(line);
+        }
+    }
+    cmd = cmd.arg(&plan.suite).arg(target).arg(&plan.mirror);
+    Ok(match extra {
+        Some(line) => cmd.arg(line),
+        None => cmd,
+    })
 }
 
 fn debootstrap(plan: &Plan, cache: &Path, target: &Path) -> crate::exec::Cmd {
     let mut cmd = crate::exec::Cmd::new("debootstrap")
+        .env("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string())
         .arg(format!("--variant={}", plan.variant))
         .arg(format!("--arch={}", plan.arch))
         .arg(format!("--components={}", plan.components.join(",")))

@@ -1,10 +1,12 @@
 //! `mkimage cache`: what the shared caches hold, how big each part is, and
 //! pruning by age (`--older-than`) and total size (`--max-size`), least
 //! recently used first. The caches (`OUT/.cache` or `cache_dir:`) are:
-//! `debs/` (every downloaded package), `bootstrap/` (bootstrapped trees by
-//! their inputs), `apt/` (the private apt for kernel and busybox packages:
-//! its lists, `.deb`s and unpacked packages). Anything in use by a running
-//! build is skipped: pruning takes the same locks the builds hold.
+//! `debs/` (every downloaded package), `bootstrap/` (bootstrapped trees and
+//! unpacked stage archives by their inputs), `layers/` (what each task of
+//! a role changed, by the task's key), `apt/` (the private apt for kernel
+//! and busybox packages: its lists, `.deb`s and unpacked packages).
+//! Anything in use by a running build is skipped: pruning takes the same
+//! locks the builds hold.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,17 +48,18 @@ pub fn items(cache: &Path) -> Vec<Item> {
         out.push(item("debs", path, debs_lock.clone()));
     }
     let trees = cache.join("bootstrap");
-    for path in entries(&trees, |n| !n.starts_with('.') && !n.ends_with(crate::bootstrap::USED) && !n.ends_with(".lock")) {
+    let stamps = [crate::bootstrap::USED, crate::bootstrap::ID, ".lock"];
+    for path in entries(&trees, |n| !n.starts_with('.') && !stamps.iter().any(|s| n.ends_with(s))) {
         let key = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let mut it = item("bootstrap", path, None);
         // A tree's files keep their package mtimes and are read on every
-        // reuse; its stamp says when a build last copied it.
+        // reuse; its stamp says when a build last used it.
         let stamp = trees.join(format!("{key}{}", crate::bootstrap::USED));
-        if let Ok(t) = fs::metadata(&stamp).or_else(|_| fs::metadata(&it.path)).and_then(|m| m.modified()) {
-            it.last_used = t;
-        }
-        it.lock = Some((trees.clone(), format!("{key}.lock")));
-        out.push(it);
+        out.push(keyed("bootstrap", &trees, path, &stamp));
+    }
+    let layers = cache.join(crate::provision::layers::LAYERS);
+    for path in entries(&layers, |n| !n.starts_with('.') && !n.ends_with(".lock")) {
+        let stamp = path.join(crate::provision::layers::USED);
+        out.push(keyed("layers", &layers, path, &stamp));
     }
     let apt = cache.join("apt");
     for sub in fs::read_dir(&apt).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>()).unwrap_or_default() {
@@ -65,6 +68,18 @@ pub fn items(cache: &Path) -> Vec<Item> {
         }
     }
     out
+}
+
+/// An entry of a keyed store (`DIR/KEY`, held by builds through
+/// `DIR/KEY.lock`), last used when its stamp says.
+fn keyed(part: &'static str, dir: &Path, path: PathBuf, stamp: &Path) -> Item {
+    let key = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let mut it = item(part, path, None);
+    if let Ok(t) = fs::metadata(stamp).or_else(|_| fs::metadata(&it.path)).and_then(|m| m.modified()) {
+        it.last_used = t;
+    }
+    it.lock = Some((dir.to_path_buf(), format!("{key}.lock")));
+    it
 }
 
 fn entries(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
@@ -143,21 +158,35 @@ fn remove(it: &Item) -> anyhow::Result<bool> {
     };
     let result = if it.path.is_dir() { fs::remove_dir_all(&it.path) } else { fs::remove_file(&it.path) };
     result.with_context(|| format!("cannot remove {}", it.path.display()))?;
+    // A tree's stamps and lock go with it (a build that opens the lock
+    // after this finds no tree and makes a new one).
+    if let Some((dir, lock)) = &it.lock {
+        if it.part == "bootstrap" || it.part == "layers" {
+            for suffix in [crate::bootstrap::USED, crate::bootstrap::ID] {
+                let _ = fs::remove_file(it.path.with_file_name(format!("{}{suffix}", it.path.file_name().unwrap_or_default().to_string_lossy())));
+            }
+            let _ = fs::remove_file(dir.join(lock));
+        }
+    }
     Ok(true)
 }
 
 fn summary(cache: &Path, kept: &[Item], removed: &[Item], dry_run: bool) -> String {
     let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
     let mut out = format!("cache {}\n", cache.display());
-    for part in ["debs", "bootstrap", "apt"] {
+    for part in ["debs", "bootstrap", "layers", "apt"] {
         let of: Vec<&Item> = kept.iter().filter(|i| i.part == part).collect();
         let size = of.iter().map(|i| i.size).sum();
         out.push_str(&format!("  {part:<10} {:>5} item(s) {:>12}\n", of.len(), mb(size)));
-        if part == "bootstrap" {
+        if part == "bootstrap" || part == "layers" {
             for tree in of {
                 let name = tree.path.file_name().map(|n| n.to_string_lossy().chars().take(12).collect::<String>()).unwrap_or_default();
                 let used = tree.last_used.duration_since(SystemTime::UNIX_EPOCH).map(|d| crate::artifact::utc(d.as_secs())).unwrap_or_default();
-                out.push_str(&format!("    tree {name}  {:>12}  last used {used} UTC\n", mb(tree.size)));
+                let (what, made_by) = match part {
+                    "layers" => ("layer", fs::read_to_string(tree.path.join(crate::provision::layers::INFO)).map(|t| format!("  ({})", t.trim())).unwrap_or_default()),
+                    _ => ("tree", String::new()),
+                };
+                out.push_str(&format!("    {what} {name}  {:>12}  last used {used} UTC{made_by}\n", mb(tree.size)));
             }
         }
     }
@@ -221,23 +250,33 @@ mod tests {
         aged(&c.join("bootstrap/abc/etc/x"), 4000, 5);
         aged(&c.join("bootstrap/abc.used"), 0, 5);
         aged(&c.join("apt/src1/unpacked/busybox_1/bin/busybox"), 500, 2);
+        aged(&c.join("layers/k1/tree/etc/x"), 1500, 20);
+        aged(&c.join("layers/k1/used"), 0, 20);
+        aged(&c.join("layers/k2/tree/etc/y"), 10, 0);
+        aged(&c.join("layers/k2/used"), 0, 0);
         let found = items(c);
-        assert_eq!(found.len(), 5, "{found:?}");
+        assert_eq!(found.len(), 7, "{found:?}");
         let req = Request { cache_dir: c.to_path_buf(), older_than: Some(parse_age("30d").unwrap()), max_size: Some(6000), dry_run: false };
         run(&req).unwrap();
         assert!(!c.join("debs/old_1.deb").exists(), "older than 30 days");
         assert!(!c.join("debs/mid_1.deb").exists() && !c.join("bootstrap/abc").exists(), "least recently used until <= 6000 bytes");
-        assert!(c.join("debs/new_1.deb").exists() && c.join("apt/src1/unpacked/busybox_1").exists());
+        assert!(!c.join("bootstrap/abc.used").exists(), "a tree's stamp goes with it");
+        assert!(!c.join("layers/k1").exists() && !c.join("layers/k1.lock").exists(), "a layer unused for 20 days, the lock with it");
+        assert!(c.join("debs/new_1.deb").exists() && c.join("apt/src1/unpacked/busybox_1").exists() && c.join("layers/k2/tree/etc/y").exists());
     }
 
     #[test]
-    fn a_tree_in_use_is_kept() {
+    fn a_tree_or_layer_in_use_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let c = dir.path();
         aged(&c.join("bootstrap/abc/etc/x"), 10, 50);
+        aged(&c.join("layers/k1/tree/etc/x"), 10, 50);
+        let store = crate::provision::layers::Store::open(c).unwrap();
+        let _layer = store.get("k1").unwrap().expect("stored");
+        aged(&c.join("layers/k1/used"), 0, 50);
         let _reader = crate::lock::shared(&c.join("bootstrap"), "abc.lock").unwrap();
         run(&Request { cache_dir: c.to_path_buf(), older_than: Some(Duration::from_secs(1)), ..Default::default() }).unwrap();
-        assert!(c.join("bootstrap/abc").exists());
+        assert!(c.join("bootstrap/abc").exists() && c.join("layers/k1/tree").exists());
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub struct Cmd {
     chroot: Option<PathBuf>,
     cwd: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
+    die_with_parent: bool,
 }
 
 /// Output of a command that succeeded.
@@ -86,6 +87,7 @@ impl Cmd {
             chroot: None,
             cwd: None,
             stdin: None,
+            die_with_parent: false,
         }
     }
 
@@ -132,6 +134,13 @@ impl Cmd {
         self
     }
 
+    /// Have the kernel send the program SIGTERM when mkimage dies (even by
+    /// SIGKILL), so a server or VM it started never outlives it.
+    pub fn die_with_parent(mut self) -> Self {
+        self.die_with_parent = true;
+        self
+    }
+
     /// The command as a shell would read it, for logs and errors.
     pub fn display(&self) -> String {
         let mut words = vec![shell_quote(&self.program.to_string_lossy())];
@@ -157,13 +166,19 @@ impl Cmd {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        if let Some(root) = self.chroot.clone() {
+        let (chroot, die_with_parent) = (self.chroot.clone(), self.die_with_parent);
+        if chroot.is_some() || die_with_parent {
             use std::os::unix::process::CommandExt;
-            // SAFETY: only async-signal-safe calls (chroot, chdir) between fork and exec.
+            // SAFETY: only async-signal-safe calls (prctl, chroot, chdir) between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
-                    nix::unistd::chroot(&root)?;
-                    nix::unistd::chdir("/")?;
+                    if die_with_parent {
+                        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+                    }
+                    if let Some(root) = &chroot {
+                        nix::unistd::chroot(root)?;
+                        nix::unistd::chdir("/")?;
+                    }
                     Ok(())
                 });
             }

@@ -44,14 +44,22 @@ pub struct Claimed {
     _lock: Flock<File>,
 }
 
-/// Create and hold a fresh directory under `parent`.
+/// Create and hold a fresh directory under `parent`. Its `.lock` appears
+/// already held (taken under a temp name, then renamed), so another run
+/// never finds it unheld.
 pub fn claim_dir(parent: &Path, prefix: &str) -> anyhow::Result<Claimed> {
     fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let path = tempfile::Builder::new().prefix(prefix).tempdir_in(parent).with_context(|| format!("cannot create a directory in {}", parent.display()))?.keep();
-    let file = File::create(path.join(DIR_LOCK)).with_context(|| format!("cannot create {}", path.join(DIR_LOCK).display()))?;
+    let taking = path.join(".lock.new");
+    let file = File::create(&taking).with_context(|| format!("cannot create {}", taking.display()))?;
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).context("cannot lock a fresh directory")?;
+    fs::rename(&taking, path.join(DIR_LOCK)).with_context(|| format!("cannot create {}", path.join(DIR_LOCK).display()))?;
     Ok(Claimed { path, _lock: lock })
 }
+
+/// How long a claimed directory may be without its lock file before it
+/// counts as left by a run killed while claiming it.
+const CLAIMING: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Hold a staged file (e.g. an artifact being written) while it is in use.
 pub fn hold_file(file: &File) -> std::io::Result<()> {
@@ -68,8 +76,9 @@ pub fn abandoned(path: &Path) -> bool {
     let target = if path.is_dir() { path.join(DIR_LOCK) } else { path.to_path_buf() };
     match File::open(&target) {
         Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
-        // A claimed dir whose lock file never got written: abandoned too.
-        Err(_) => path.is_dir(),
+        // A dir being claimed right now has no lock file for a moment; one
+        // whose lock file never got written is abandoned once it is old.
+        Err(_) => path.is_dir() && fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() > CLAIMING),
     }
 }
 
@@ -102,5 +111,12 @@ mod tests {
         let (path, _) = (claimed.path.clone(), drop(claimed));
         drop(file);
         assert_eq!(stale(dir.path(), ours), [path, staged].into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+        // A dir without a lock file is being claimed (not stale) until it is old.
+        let claiming = dir.path().join(".new.claiming");
+        fs::create_dir(&claiming).unwrap();
+        assert!(!abandoned(&claiming));
+        let old = std::time::SystemTime::now() - CLAIMING * 2;
+        File::open(&claiming).unwrap().set_times(fs::FileTimes::new().set_modified(old)).unwrap();
+        assert!(abandoned(&claiming));
     }
 }

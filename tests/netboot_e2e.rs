@@ -1,6 +1,9 @@
 //! The whole chain, the way a lab uses it: `mkimage play playbooks/all.yml`,
 //! then `mkimage boot-test` (QEMU netboot through `mkimage serve` in a
-//! private network namespace), then rebuilds through a real apt-cacher-ng.
+//! private network namespace; and on a layer-2 network through the
+//! proxyDHCP beside a site DHCP server — BIOS here, the UEFI and NIC matrix
+//! in `bench/lab.sh`, to keep the suite's QEMU time down), then rebuilds
+//! through a real apt-cacher-ng.
 
 mod common;
 use common::*;
@@ -218,4 +221,30 @@ fn inspect_lists_the_initrd_init_busybox_and_module_closure() {
     let order: Vec<&str> = entry["modules"].as_array().unwrap().iter().filter_map(|m| m.as_str()).collect();
     let pos = |m: &str| order.iter().position(|x| *x == m).unwrap_or_else(|| panic!("{m} not in {order:?}"));
     assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"), "load order {order:?}");
+}
+
+/// `boot-test --proxy-dhcp`: the played images on a layer-2 network beside
+/// a site DHCP server that hands out addresses only, booted (BIOS, the NIC's
+/// iPXE ROM) through `mkimage serve --proxy-dhcp`; every console assertion
+/// and every check of the path the boot took must pass. UEFI through the
+/// firmware's own PXE, and the NIC matrix: `bench/lab.sh`.
+#[test]
+fn proxy_dhcp_lab_boots_bios_through_the_nics_ipxe_rom() {
+    let p = played();
+    require("dnsmasq", "dnsmasq-base");
+    require("nsenter", "util-linux");
+    // Other VMs may share the two emulating cores: allow for it.
+    let o = boot_test(p, &["--proxy-dhcp", "--timeout", "1200"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "boot-test --proxy-dhcp failed:\n{out}\n{}", stderr(&o));
+    for check in [
+        "PASS `getent hosts mkimage-boot-test.test` succeeds and prints /^10\\.9\\.0\\.1\\s/",
+        "PASS the site's DHCP server (dnsmasq, addresses only) leased 52:54:00:12:34:56 an address",
+        "PASS proxyDHCP offered iPXE (user class iPXE) its boot script URL with its MAC",
+    ] {
+        assert!(out.contains(check), "missing `{check}`:\n{out}");
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+    // The server kept its state under the served dir, as `serve` does (the node registry reads it there).
+    assert!(p.out().join(".state/objects").is_dir(), "no .state under {}", p.out().display());
 }

@@ -29,6 +29,10 @@ pub struct AptSource {
     pub cache_dir: PathBuf,
     /// Keyring that signs the mirror's Release file.
     pub keyring: PathBuf,
+    /// apt preferences (a lock file's pins), if any.
+    pub preferences: Option<String>,
+    /// More `deb …` lines (a lock's local repository of cached `.deb`s).
+    pub extra_sources: Vec<String>,
 }
 
 impl AptSource {
@@ -41,6 +45,8 @@ impl AptSource {
             apt_proxy: None,
             cache_dir: cache_dir.to_path_buf(),
             keyring: PathBuf::from("/usr/share/keyrings/debian-archive-keyring.gpg"),
+            preferences: None,
+            extra_sources: Vec::new(),
         }
     }
 }
@@ -87,13 +93,17 @@ impl Fetcher {
         if !src.keyring.is_file() {
             return Err(DebError::NoKeyring(src.keyring.clone()).into());
         }
-        let line = format!(
+        let mut line = format!(
             "deb [signed-by={}] {} {} {}\n",
             src.keyring.display(),
             mirror,
             src.suite,
             src.components.join(" ")
         );
+        // Extra sources (a lock's local repository) make a source of their own.
+        for extra in &src.extra_sources {
+            line.push_str(&format!("{extra}\n"));
+        }
         let root = src.cache_dir.join("apt").join(state_dir_name(&src.suite, &line));
         for dir in ["etc/apt.conf.d", "etc/preferences.d", "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "debs"] {
             fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
@@ -105,6 +115,16 @@ impl Fetcher {
             for tmp in crate::lock::stale(&root.join(dir), |n| n.starts_with(".tmp")) {
                 tracing::info!("removing {} left by an interrupted build", tmp.display());
                 let _ = fs::remove_dir_all(&tmp);
+            }
+        }
+        let prefs = root.join("etc/preferences.d").join(super::PREFERENCES);
+        match &src.preferences {
+            Some(text) if fs::read_to_string(&prefs).ok().as_deref() != Some(text.as_str()) => {
+                crate::artifact::write_atomic(&root.join("etc/preferences.d"), super::PREFERENCES, |f| std::io::Write::write_all(f, text.as_bytes()))?;
+            }
+            Some(_) => {}
+            None => {
+                let _ = fs::remove_file(&prefs);
             }
         }
         let list = root.join("etc/sources.list");
@@ -141,6 +161,22 @@ impl Fetcher {
         conf
     }
 
+    /// The mirror URL (without a trailing `/`).
+    pub fn mirror(&self) -> &str {
+        &self.mirror
+    }
+
+    /// Download one file from the mirror (apt's downloader, through the
+    /// proxy) into a fresh temp dir in `dir` (builds in their sandboxes all
+    /// run as PID 1, so no name made from the pid is unique); the caller
+    /// moves the file out before the dir is dropped.
+    pub fn download(&self, url: &str, dir: &Path) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+        let tmp = tempfile::Builder::new().prefix(".download.").tempdir_in(dir).with_context(|| format!("cannot create a temp dir in {}", dir.display()))?;
+        let dest = tmp.path().join("file");
+        self.apt("/usr/lib/apt/apt-helper").args(["-q", "download-file", url]).arg(&dest).run().with_context(|| format!("cannot download {url}"))?;
+        Ok((tmp, dest))
+    }
+
     fn apt(&self, program: &str) -> Cmd {
         Cmd::new(program).env("APT_CONFIG", self.root.join("apt.conf"))
     }
@@ -156,9 +192,24 @@ impl Fetcher {
             .unwrap_or(false)
     }
 
+    /// The package lists, fetched fresh (`apt-get update`).
+    pub fn fresh_lists(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let _lock = self.lock()?;
+        self.update()?;
+        let dir = self.root.join("state/lists");
+        let mut lists: Vec<PathBuf> = fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with("_Packages"))
+            .collect();
+        lists.sort();
+        Ok(lists)
+    }
+
     /// A digest of the package lists' names, sizes and mtimes (and `name`).
     fn lists_key(&self, name: &str) -> String {
-        let mut parts = vec![name.to_string(), self.config()];
+        let mut parts = vec![name.to_string(), self.config(), self.src.preferences.clone().unwrap_or_default()];
         if let Ok(rd) = fs::read_dir(self.root.join("state/lists")) {
             let mut files: Vec<String> = rd
                 .filter_map(|e| e.ok())

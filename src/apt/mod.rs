@@ -4,7 +4,11 @@
 
 pub mod deb822;
 pub mod fetcher;
+pub mod index;
 pub mod mirror;
 
 pub use fetcher::{AptSource, Fetcher, Package};
+
+/// The file (in `preferences.d/`) that holds a lock file's pins while building.
+pub const PREFERENCES: &str = "mkimage-lock.pref";
 pub use mirror::host_mirror;

@@ -39,11 +39,18 @@ pub struct Entry {
     /// Hash over everything that went into the build (config, roles, packages).
     #[serde(default)]
     pub inputs_hash: String,
+    /// The parts of that hash by name (see `inputs`), to say what changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
     /// Installed packages (name → version) for basefs, added ones for overlays.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub packages: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_version: Option<String>,
+    /// For a basefs: a hash of its kernel, modules and firmware — all an
+    /// initrd built from it depends on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_hash: Option<String>,
     /// For overlays: the basefs file and sha256 it was built on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Ref>,

@@ -5,6 +5,8 @@
 //! test hook and runs nothing it downloads; boot-test works on any
 //! systemd image, with or without the base role.
 
+use std::net::Ipv4Addr;
+
 use anyhow::Context;
 
 use super::checks::{self, Expect};
@@ -34,15 +36,16 @@ pub fn overlay(expect: &[Expect]) -> anyhow::Result<Vec<u8>> {
     Ok(cpio::write_newc_gz(entries, Vec::new(), 6)?)
 }
 
-/// Serve the overlay on 127.0.0.1 (inside boot-test's private network
+/// Serve the overlay on `listen` (inside boot-test's private network
 /// namespace) from a thread, on the boot server's own HTTP stack; returns
-/// its URL as the guest sees it (10.0.2.2 is the host side) and its sha256.
-pub fn serve(expect: &[Expect]) -> anyhow::Result<(String, String)> {
+/// its URL as the guest sees it (`seen_as`: 10.0.2.2 with user networking)
+/// and its sha256.
+pub fn serve(expect: &[Expect], listen: Ipv4Addr, seen_as: Ipv4Addr) -> anyhow::Result<(String, String)> {
     let bytes = overlay(expect)?;
     let sha256 = crate::artifact::sha256_bytes(&bytes);
     let files = std::collections::HashMap::from([(format!("/{FILE}"), bytes::Bytes::from(bytes))]);
-    let addr = crate::serve::adhoc::spawn(([127, 0, 0, 1], 0).into(), files).context("cannot start the checker overlay's server")?;
-    Ok((format!("http://10.0.2.2:{}/{FILE}", addr.port()), sha256))
+    let addr = crate::serve::adhoc::spawn((listen, 0).into(), files).context("cannot start the checker overlay's server")?;
+    Ok((format!("http://{seen_as}:{}/{FILE}", addr.port()), sha256))
 }
 
 /// The overlay's name in its URL.

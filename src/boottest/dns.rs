@@ -1,9 +1,13 @@
-//! A DNS server inside boot-test's network namespace, so the booted system's
-//! resolver is tested for real: dnsmasq on 127.0.0.1:53 answers one name
-//! under the reserved `.test` TLD, and this namespace's `/etc/resolv.conf`
-//! (bind-mounted in a private mount namespace) points there, which is where
-//! QEMU's user-mode DNS (10.0.2.3) forwards the guest's queries.
+//! A DNS server on boot-test's network, so the booted system's resolver is
+//! tested for real: dnsmasq answers one name under the reserved `.test`
+//! TLD, and this namespace's `/etc/resolv.conf` (bind-mounted in a private
+//! mount namespace) points at it — which is also how boot-test waits for
+//! it to be up. With QEMU's user networking it listens on 127.0.0.1, where
+//! QEMU's DNS (10.0.2.3) forwards the guest's queries; on the lab's network
+//! it is the site's server, in a namespace of its own, and hands out the
+//! addresses too (`extra`).
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Stdio};
 
@@ -11,39 +15,68 @@ use anyhow::Context;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
+use super::netns::Netns;
 use crate::exec::Cmd;
 use crate::sys::{self, Sys};
 
-/// The name the booted machine must resolve, and its answer (the address
-/// the guest knows its boot server by).
+/// The name the booted machine must resolve.
 pub const NAME: &str = "mkimage-boot-test.test";
-pub const ADDR: &str = "10.0.2.2";
+/// With user networking: the answer, the address the guest knows its boot
+/// server by.
+pub const USER_NET_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+
+/// Where dnsmasq runs and what it says.
+pub struct Server<'a> {
+    /// Where it listens (and where this namespace's resolv.conf points).
+    pub listen: Ipv4Addr,
+    /// Its answer for [`NAME`]: the address the guest knows its boot server by.
+    pub answer: Ipv4Addr,
+    /// The namespace it runs in (`None`: ours).
+    pub netns: Option<&'a Netns>,
+    /// More dnsmasq arguments (the lab's DHCP service).
+    pub extra: Vec<String>,
+}
+
+impl Server<'_> {
+    /// The DNS server for QEMU's user networking.
+    pub fn user_net() -> Server<'static> {
+        Server { listen: Ipv4Addr::LOCALHOST, answer: USER_NET_ADDR, netns: None, extra: Vec::new() }
+    }
+}
 
 /// dnsmasq, stopped by its pid.
 pub struct Dns {
     child: Child,
 }
 
-/// Give this process a resolv.conf of its own pointing at 127.0.0.1 and
-/// start dnsmasq there. Call inside the private network namespace.
-pub fn start(sys: &dyn Sys, scratch: &Path) -> anyhow::Result<Dns> {
+/// Give this process a resolv.conf of its own pointing at the server and
+/// start dnsmasq. Call inside the private network namespace; its log is
+/// `scratch/dnsmasq.log`.
+pub fn start(sys: &dyn Sys, scratch: &Path, server: &Server) -> anyhow::Result<Dns> {
     if !crate::exec::have("dnsmasq") {
         return Err(crate::UsageError("boot-test answers DNS with dnsmasq: apt-get install -y dnsmasq-base".into()).into());
     }
     sys.unshare(CloneFlags::CLONE_NEWNS)?;
     sys.mount(Path::new("none"), Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)?;
     let conf = scratch.join("resolv.conf");
-    std::fs::write(&conf, "nameserver 127.0.0.1\n").context("cannot write the test's resolv.conf")?;
+    std::fs::write(&conf, format!("nameserver {}\n", server.listen)).context("cannot write the test's resolv.conf")?;
     sys::bind(sys, &conf, Path::new("/etc/resolv.conf"), true)?;
     let log = std::fs::File::create(scratch.join("dnsmasq.log")).context("cannot create the dnsmasq log")?;
-    let child = Cmd::new("dnsmasq")
-        .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--pid-file", "--user=root"])
-        .args(["--listen-address=127.0.0.1", "--bind-interfaces", "--port=53", "--log-queries", "--log-facility=-"])
-        .arg(format!("--address=/{NAME}/{ADDR}"))
+    let cmd = match server.netns {
+        Some(ns) => ns.cmd("dnsmasq"),
+        None => Cmd::new("dnsmasq"),
+    };
+    let child = cmd
+        .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--pid-file", "--user=root", "--group=root"])
+        .arg(format!("--listen-address={}", server.listen))
+        .args(["--bind-interfaces", "--port=53", "--log-queries", "--log-facility=-"])
+        .arg(format!("--address=/{NAME}/{}", server.answer))
+        .args(&server.extra)
+        .die_with_parent()
         .spawn(Stdio::null(), Stdio::from(log))
         .context("cannot start dnsmasq")?;
-    let dns = Dns { child };
-    super::wait_for_udp_dns()?;
+    let mut dns = Dns { child };
+    super::wait_for_udp_dns(server.answer, &mut dns.child)?;
     Ok(dns)
 }
 

@@ -4,17 +4,22 @@
 //! inside a private network namespace, and assert on the serial console
 //! that it came up. The assertions run in the guest from a checker overlay
 //! that only the VM under test is given (`checker`); a DNS server in the
-//! namespace proves the booted system resolves names (`dns`).
+//! namespace proves the booted system resolves names (`dns`). With
+//! `--proxy-dhcp` the VM boots on a layer-2 network beside a site DHCP
+//! server through `mkimage serve --proxy-dhcp` instead (`lab`, `network`).
 
 pub mod checker;
 pub mod checks;
 pub mod config;
 pub mod dns;
 mod iso;
+pub mod lab;
+mod netns;
+mod network;
 pub mod vm;
 
-use std::net::TcpStream;
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -45,6 +50,8 @@ pub struct Request {
     pub memory: Option<u32>,
     pub timeout: Option<u64>,
     pub uefi: bool,
+    /// Boot on a layer-2 network through `mkimage serve --proxy-dhcp` (see `lab`).
+    pub proxy_dhcp: bool,
     /// Extra kernel arguments for this boot.
     pub append: String,
     pub serial_log: Option<PathBuf>,
@@ -62,9 +69,9 @@ fn default_expect() -> Vec<Expect> {
 }
 
 /// What boot-test always asserts on top: the booted system resolves a name
-/// through the DNS server the test runs.
-fn builtin_expect() -> Vec<Expect> {
-    vec![Expect::Command { command: format!("getent hosts {}", dns::NAME), matches: Some(format!(r"^{}\s", dns::ADDR.replace('.', r"\."))) }]
+/// through the DNS server the test runs (to `answer`).
+fn builtin_expect(answer: Ipv4Addr) -> Vec<Expect> {
+    vec![Expect::Command { command: format!("getent hosts {}", dns::NAME), matches: Some(format!(r"^{}\s", answer.to_string().replace('.', r"\."))) }]
 }
 
 pub fn run(req: &Request) -> anyhow::Result<()> {
@@ -76,10 +83,13 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             return Err(UsageError(format!("boot-test needs `{program}`: apt-get install -y {package}")).into());
         }
     }
+    if req.proxy_dhcp {
+        lab::preflight(Path::new(IPXE_DIR)).map_err(UsageError)?;
+    }
     let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
     let mut expect = if test.expect.is_empty() { default_expect() } else { test.expect.clone() };
     if req.iso.is_none() {
-        expect.extend(builtin_expect());
+        expect.extend(builtin_expect(network::Network::seen_as(req.proxy_dhcp)));
     }
     if let Some(bad) = expect.iter().find_map(|e| e.validate().err()) {
         return Err(UsageError(format!("{}: boot_test.expect: {bad}", req.boot_config.display())).into());
@@ -88,7 +98,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         return iso::run(req, &test, &expect, file);
     }
     if let Some(playbook) = &req.playbook {
-        let play = crate::image::PlayRequest { playbook: playbook.clone(), overrides: req.overrides.clone(), out: req.dir.clone(), keep_build_dir: false };
+        let play = crate::image::PlayRequest { playbook: playbook.clone(), overrides: req.overrides.clone(), out: req.dir.clone(), keep_build_dir: false, options: Default::default() };
         crate::image::play(&play)?;
     }
     let manifest = crate::artifact::Manifest::load(&req.dir)?;
@@ -103,9 +113,10 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     sys.unshare(CloneFlags::CLONE_NEWNET)?;
     Cmd::new("ip").args(["link", "set", "lo", "up"]).run()?;
     let work = tempfile::Builder::new().prefix("mkimage-boot-test.").tempdir()?;
-    let _dns = dns::start(sys, work.path())?;
+    let net = network::Network::start(sys, work.path(), req.proxy_dhcp)?;
+    let (listen, seen_as) = (net.listen(), network::Network::seen_as(req.proxy_dhcp));
 
-    let (url, sha256) = checker::serve(&expect)?;
+    let (url, sha256) = checker::serve(&expect, listen, seen_as)?;
     let checker = config::ExtraOverlay { url, sha256 };
     let profile = req.profile.clone().or(test.profile.clone());
     // no_timer_check: a loaded host can make TCG fail the kernel's IO-APIC timer check.
@@ -113,40 +124,53 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     let boot_yml = work.path().join("boot.yml");
     std::fs::write(&boot_yml, serde_yaml_ng::to_string(&config::for_test(boot_config, profile.as_deref(), &args, &checker)?)?)?;
 
-    let port = free_port()?;
+    let port = free_port(listen)?;
     let server_log = work.path().join("serve.log");
     let exe = std::env::current_exe().context("cannot find the mkimage binary")?;
+    // The server keeps its state (content store, nodes) under --dir, as `serve` does.
     let mut server = Cmd::new(&exe)
-        .args(["serve", "--tftp", "off", "--http", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--http", &format!("{listen}:{port}")])
+        .args(net.serve_args())
         .arg("--dir")
         .arg(&req.dir)
         .arg("--boot-config")
         .arg(&boot_yml)
         .inherit_env()
+        .die_with_parent()
         .spawn(std::process::Stdio::null(), std::process::Stdio::from(std::fs::File::create(&server_log)?))?;
     let _server_guard = Guard(&mut server);
-    wait_for_port(port, "mkimage serve").with_context(|| vm::tail(&std::fs::read_to_string(&server_log).unwrap_or_default(), 20))?;
+    wait_for_port(listen, port, "mkimage serve").with_context(|| vm::tail(&std::fs::read_to_string(&server_log).unwrap_or_default(), 20))?;
 
     let serial = req.serial_log.clone().unwrap_or_else(|| work.path().join("serial.log"));
     let mac = req.mac.to_lowercase();
-    let mut spec = vm::VmSpec::netboot(&serial, &format!("http://10.0.2.2:{port}/boot.ipxe?mac={mac}"));
+    let script_url = format!("http://{seen_as}:{port}/boot.ipxe?mac={mac}");
+    let mut spec = vm::VmSpec::netboot(&serial, &script_url);
     spec.memory_mib = req.memory.or(test.memory).unwrap_or(1536);
     spec.nic = req.nic;
     spec.mac = mac;
     spec.uefi = req.uefi;
+    net.wire(&mut spec, &script_url);
     let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
-    tracing::info!("booting {} ({:?}{}, {} MiB) from mkimage serve; console: {}", spec.mac, spec.nic, if spec.uefi { ", UEFI" } else { "" }, spec.memory_mib, serial.display());
+    let how = if req.proxy_dhcp { format!("proxyDHCP on {} beside a site DHCP server", lab::BRIDGE) } else { "QEMU user networking".into() };
+    tracing::info!("booting {} ({:?}{}, {} MiB) from mkimage serve over {how}; console: {}", spec.mac, spec.nic, if spec.uefi { ", UEFI" } else { "" }, spec.memory_mib, serial.display());
     let started = Instant::now();
     let mut guest = vm::Vm::start(&spec)?;
     let stop = guest.watch(timeout, |log| log.contains("mkimage-check: done") || log.contains("mkimage-init: FAILED") || log.contains("Kernel panic"));
     let log = vm::strip_escapes(&guest.log());
     drop(guest);
-    judge(&expect, &log, stop, timeout, started.elapsed().as_secs_f64())
+    let host = net.judge(work.path(), &std::fs::read_to_string(&server_log).unwrap_or_default(), &spec.mac, spec.uefi);
+    judge(&expect, &log, host, stop, timeout, started.elapsed().as_secs_f64())
 }
 
-/// The verdict from the console: the boot's own failure first, then each assertion.
-fn judge(expect: &[Expect], log: &str, stop: vm::Stop, timeout: Duration, elapsed: f64) -> anyhow::Result<()> {
-    let tail = || vm::tail(log, 40);
+/// Where Debian's `ipxe` package puts the binaries `mkimage serve` hands out.
+const IPXE_DIR: &str = "/usr/lib/ipxe";
+
+/// The verdict from the console: the boot's own failure first, then each
+/// assertion, then what the host saw (`host`).
+fn judge(expect: &[Expect], log: &str, host: Vec<lab::Verdict>, stop: vm::Stop, timeout: Duration, elapsed: f64) -> anyhow::Result<()> {
+    // What the host saw of the boot's path goes with every failure: it shows where the boot stopped.
+    let seen: String = host.iter().map(|(what, v)| format!("{}\n", verdict_line(what, v))).collect();
+    let tail = || format!("{}{}", vm::tail(log, 40), if seen.is_empty() { String::new() } else { format!("\nthe boot's path, as the host saw it:\n{seen}") });
     if let Some(line) = log.lines().find(|l| l.contains("mkimage-init: FAILED") || l.contains("Kernel panic")) {
         bail!("boot-test: the boot failed after {elapsed:.0}s: {}\nconsole tail:\n{}", line.trim(), tail());
     }
@@ -155,9 +179,10 @@ fn judge(expect: &[Expect], log: &str, stop: vm::Stop, timeout: Duration, elapse
         vm::Stop::Timeout => bail!("boot-test: no result within {}s (the checks never finished)\nconsole tail:\n{}", timeout.as_secs(), tail()),
         vm::Stop::Exited(how) => bail!("boot-test: QEMU exited ({how}) before the checks finished\nconsole tail:\n{}", tail()),
     }
-    let verdicts = checks::judge(expect, log);
+    let mut verdicts = checks::judge(expect, log);
+    verdicts.extend(host);
     for (what, v) in &verdicts {
-        println!("{} {what}", if v.is_ok() { "PASS" } else { "FAIL" });
+        println!("{}", verdict_line(what, v));
     }
     let failed: Vec<String> = verdicts.iter().filter_map(|(what, v)| v.as_ref().err().map(|why| format!("{what}: {why}"))).collect();
     if !failed.is_empty() {
@@ -167,33 +192,41 @@ fn judge(expect: &[Expect], log: &str, stop: vm::Stop, timeout: Duration, elapse
     Ok(())
 }
 
-/// A free TCP port on 127.0.0.1 (in the private namespace nothing else runs).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+fn verdict_line(what: &str, verdict: &Result<(), String>) -> String {
+    format!("{} {what}", if verdict.is_ok() { "PASS" } else { "FAIL" })
 }
 
-/// Wait until something accepts connections on 127.0.0.1:`port`.
-pub fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+/// A free TCP port on `ip` (in the private namespace nothing else runs).
+pub fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// Wait until something accepts connections on `ip`:`port`.
+pub fn wait_for_port(ip: Ipv4Addr, port: u16, what: &str) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((ip, port)).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("{what} did not start on port {port}")
+    bail!("{what} did not start on {ip}:{port}")
 }
 
-/// Wait until the test's DNS server answers its name.
-fn wait_for_udp_dns() -> anyhow::Result<()> {
+/// Wait until the test's DNS server (`dnsmasq`) answers its name with `answer`.
+fn wait_for_udp_dns(answer: Ipv4Addr, dnsmasq: &mut std::process::Child) -> anyhow::Result<()> {
     let start = Instant::now();
+    let answer = answer.to_string();
     while start.elapsed() < Duration::from_secs(20) {
-        if Cmd::new("getent").args(["hosts", dns::NAME]).run().is_ok_and(|o| o.stdout.starts_with(dns::ADDR)) {
+        if Cmd::new("getent").args(["hosts", dns::NAME]).run().is_ok_and(|o| o.stdout.starts_with(&format!("{answer} "))) {
             return Ok(());
+        }
+        if let Ok(Some(status)) = dnsmasq.try_wait() {
+            bail!("dnsmasq exited ({}) before answering {}", crate::exec::describe_status(status), dns::NAME);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("dnsmasq did not answer {} on 127.0.0.1:53", dns::NAME)
+    bail!("dnsmasq did not answer {} within 20 s", dns::NAME)
 }
 
 /// Stops the server child by pid when the test ends, however it ends.

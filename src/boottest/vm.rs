@@ -163,7 +163,7 @@ impl Vm {
             None => Cmd::new("qemu-system-x86_64"),
         };
         let log = fs::File::create(spec.serial.with_extension("qemu.log")).context("cannot create the QEMU log")?;
-        let child = cmd.args(spec.args()).spawn(Stdio::null(), Stdio::from(log)).context("cannot start QEMU")?;
+        let child = cmd.args(spec.args()).die_with_parent().spawn(Stdio::null(), Stdio::from(log)).context("cannot start QEMU")?;
         Ok(Vm { child, serial: spec.serial.clone() })
     }
 

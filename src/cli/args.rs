@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Build the squashfs base filesystem (bootstrap + roles + cleanup).
-    Basefs(BuildArgs),
+    Basefs(BasefsArgs),
     /// Build a gzipped-cpio overlay: what roles change on top of the basefs.
     Overlay(BuildArgs),
     /// Build the initrd and kernel that netboot base + overlays.
@@ -40,6 +40,8 @@ pub enum Command {
     Iso(IsoArgs),
     /// Show what the build caches hold, and prune them by age or size.
     Cache(CacheArgs),
+    /// Pin every package version (and .deb sha256) the builds install in a lock file.
+    Lock(LockArgs),
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.
@@ -57,6 +59,34 @@ pub struct BuildArgs {
     /// Keep the build directory when the build fails (for debugging).
     #[arg(long)]
     pub keep_build_dir: bool,
+    #[command(flatten)]
+    pub cache: CacheFlags,
+}
+
+/// How much of a build may come from earlier builds (build commands and play).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheFlags {
+    /// Build even when the artifact is up to date (task layers are still reused).
+    #[arg(long)]
+    pub force: bool,
+    /// Run every task afresh: no cached task layer or bootstrapped tree is
+    /// used or stored (implies --force).
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// `mkimage basefs`: the build flags plus stage archives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BasefsArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Keep the provisioned tree (after the roles, before cleanup and
+    /// packing) as a stage archive: FILE.tar, .tar.gz or .tar.zst.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Start from a stage archive written by --save instead of bootstrapping.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
 }
 
 /// `mkimage play`.
@@ -73,22 +103,38 @@ pub struct PlayArgs {
     /// Keep the build directory when a build fails (for debugging).
     #[arg(long)]
     pub keep_build_dir: bool,
+    #[command(flatten)]
+    pub cache: CacheFlags,
 }
 
-/// `mkimage check`.
+/// `mkimage check` (and the builds `mkimage lock` locks).
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// A vars file to validate (its kind — basefs, overlay, initrd — is read off its keys).
+    /// A vars file (its kind — basefs, overlay, initrd — is read off its keys).
     #[arg(long)]
     pub vars: Option<PathBuf>,
-    /// A playbook to validate (every build it lists).
+    /// A playbook (every build it lists).
     pub playbook: Option<PathBuf>,
     /// Override a variable: key=value (repeatable).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,
-    /// The output dir the builds would use (for `cache_dir`'s default).
+    /// The output dir the builds use (and `cache_dir`'s default); `lock`
+    /// builds there first.
     #[arg(long, default_value = "builds")]
     pub out: PathBuf,
+}
+
+/// `mkimage lock`: what to lock as `check` takes it, then where to write.
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub builds: CheckArgs,
+    /// The lock file to write (default: the `lock:` the builds name).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Keep the build directory when a build fails (for debugging).
+    #[arg(long)]
+    pub keep_build_dir: bool,
 }
 
 /// `mkimage boot-test`.
@@ -120,6 +166,11 @@ pub struct BootTestArgs {
     /// Boot with UEFI firmware (OVMF) instead of the BIOS.
     #[arg(long)]
     pub uefi: bool,
+    /// Boot on a real layer-2 network: a bridge, a site DHCP server (dnsmasq,
+    /// addresses only) and `mkimage serve --proxy-dhcp`; BIOS through the
+    /// NIC's iPXE ROM, UEFI through the firmware's own PXE client.
+    #[arg(long)]
+    pub proxy_dhcp: bool,
     /// Extra kernel arguments for this boot (e.g. `mkimage.bench=transfer`).
     #[arg(long, default_value = "")]
     pub append: String,
@@ -127,7 +178,7 @@ pub struct BootTestArgs {
     #[arg(long)]
     pub serial_log: Option<PathBuf>,
     /// Boot this offline ISO (mkimage iso --offline) as a CD-ROM, with no network, instead of netbooting.
-    #[arg(long, value_name = "FILE", conflicts_with = "playbook")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["playbook", "proxy_dhcp"])]
     pub iso: Option<PathBuf>,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
@@ -197,9 +248,15 @@ pub struct ServeArgs {
     /// Base URL put into boot scripts (default: http:// + the Host the client used).
     #[arg(long)]
     pub public_url: Option<String>,
-    /// Directory with the iPXE binaries served over TFTP (Debian's `ipxe` package).
+    /// Directory with the iPXE binaries served over TFTP and under /ipxe/ over
+    /// HTTP (Debian's `ipxe` package).
     #[arg(long, default_value = "/usr/lib/ipxe")]
     pub ipxe_dir: PathBuf,
+    /// Answer PXE, UEFI HTTP boot and iPXE clients on this interface as a
+    /// proxyDHCP, beside the site's DHCP server (which keeps handing out the
+    /// addresses): UDP 67 and 4011.
+    #[arg(long, value_name = "IFACE")]
+    pub proxy_dhcp: Option<String>,
     /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
     #[arg(long)]
     pub ipxe_template: Option<PathBuf>,

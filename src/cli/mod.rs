@@ -14,7 +14,7 @@ use clap::Parser;
 
 use args::{Cli, Command};
 use mkimage::config::check::Target;
-use mkimage::image::{BuildRequest, Kind, PlayRequest};
+use mkimage::image::{BuildOptions, BuildRequest, Kind, PlayRequest};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,27 +33,42 @@ pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(mkimage::config::absolute(path)?)
 }
 
-fn build(kind: Kind, a: args::BuildArgs) -> anyhow::Result<()> {
-    let req = BuildRequest { kind, vars: absolute(&a.vars)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir };
+fn build(kind: Kind, a: args::BuildArgs, stages: (Option<PathBuf>, Option<PathBuf>)) -> anyhow::Result<()> {
+    let mut options = build_options(&a.cache);
+    options.save = stages.0.as_deref().map(absolute).transpose()?;
+    options.from = stages.1.as_deref().map(absolute).transpose()?;
+    let req = BuildRequest { kind, vars: absolute(&a.vars)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir, options };
     mkimage::image::run(&req)
+}
+
+fn build_options(f: &args::CacheFlags) -> BuildOptions {
+    BuildOptions { force: f.force || f.no_cache, no_cache: f.no_cache, ..Default::default() }
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Basefs(a) => build(Kind::Basefs, a),
-        Command::Overlay(a) => build(Kind::Overlay, a),
-        Command::Initrd(a) => build(Kind::Initrd, a),
+        Command::Basefs(a) => build(Kind::Basefs, a.build, (a.save, a.from)),
+        Command::Overlay(a) => build(Kind::Overlay, a, (None, None)),
+        Command::Initrd(a) => build(Kind::Initrd, a, (None, None)),
         Command::Play(a) => {
-            let req = PlayRequest { playbook: absolute(&a.playbook)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir };
+            let options = build_options(&a.cache);
+            let req = PlayRequest { playbook: absolute(&a.playbook)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir, options };
             mkimage::image::play(&req)
         }
         Command::Check(a) => {
-            let target = match (a.vars, a.playbook) {
-                (Some(v), None) => Target::Vars(absolute(&v)?),
-                (None, Some(p)) => Target::Playbook(absolute(&p)?),
-                _ => return Err(mkimage::UsageError("give either --vars FILE or a PLAYBOOK".into()).into()),
-            };
+            let target = target(a.vars, a.playbook)?;
             mkimage::image::check(&target, &a.vars_override, &absolute(&a.out)?)
+        }
+        Command::Lock(a) => {
+            let b = a.builds;
+            let req = mkimage::image::lock::LockRequest {
+                target: target(b.vars, b.playbook)?,
+                overrides: b.vars_override,
+                out: absolute(&b.out)?,
+                output: a.output.as_deref().map(absolute).transpose()?,
+                keep_build_dir: a.keep_build_dir,
+            };
+            mkimage::image::lock::run(&req)
         }
         Command::Serve(a) => serve(&a),
         Command::Inspect { file } => mkimage::inspect::run(&absolute(&file)?),
@@ -75,6 +90,15 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// `--vars FILE` or `PLAYBOOK`, exactly one.
+fn target(vars: Option<PathBuf>, playbook: Option<PathBuf>) -> anyhow::Result<Target> {
+    match (vars, playbook) {
+        (Some(v), None) => Ok(Target::Vars(absolute(&v)?)),
+        (None, Some(p)) => Ok(Target::Playbook(absolute(&p)?)),
+        _ => Err(mkimage::UsageError("give either --vars FILE or a PLAYBOOK".into()).into()),
+    }
+}
+
 fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
     let nic = mkimage::boottest::Nic::parse(&a.nic).ok_or_else(|| mkimage::UsageError(format!("--nic {}: use virtio or e1000", a.nic)))?;
     let req = mkimage::boottest::Request {
@@ -89,6 +113,7 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         memory: a.memory,
         timeout: a.timeout,
         uefi: a.uefi,
+        proxy_dhcp: a.proxy_dhcp,
         append: a.append,
         serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
         iso: a.iso.as_deref().map(absolute).transpose()?,
@@ -122,6 +147,7 @@ fn serve(a: &args::ServeArgs) -> anyhow::Result<()> {
     o.boot_config = a.boot_config.as_deref().map(absolute).transpose()?;
     o.public_url = a.public_url.clone();
     o.ipxe_dir = absolute(&a.ipxe_dir)?;
+    o.proxy_dhcp = a.proxy_dhcp.clone();
     o.ipxe_template = a.ipxe_template.as_deref().map(absolute).transpose()?;
     o.workers = a.workers.unwrap_or(o.workers);
     o.timeout = Duration::from_secs(a.timeout.max(1));

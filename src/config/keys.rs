@@ -49,6 +49,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "bootstrap_cache", kinds: BASEFS, doc: "reuse bootstrapped trees" },
     Key { name: "source_date_epoch", kinds: ALL, doc: "clamp for every mtime in the images" },
     Key { name: "cleanup", kinds: ROLES, doc: "extra paths removed before packing" },
+    Key { name: "lock", kinds: ALL, doc: "lock file pinning every package version (mkimage lock)" },
     Key { name: "vars", kinds: ALL, doc: "free-form role variables" },
 ];
 

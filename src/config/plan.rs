@@ -107,6 +107,8 @@ pub struct Plan {
     pub bootstrap_cache: bool,
     pub source_date_epoch: u64,
     pub cleanup: Vec<String>,
+    /// `lock:`: the lock file pinning every package (absolute; may not exist yet).
+    pub lock: Option<PathBuf>,
     /// Role variables, rendered.
     pub vars: BTreeMap<String, Yaml>,
     /// Every variable templates can see: top-level keys plus `vars`.
@@ -286,6 +288,7 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
         bootstrap_cache: r.get("bootstrap_cache")?.unwrap_or(true),
         source_date_epoch,
         cleanup,
+        lock: r.path("lock")?,
         vars: vars_only,
         context: minijinja::Value::from_serialize(&context),
     })

@@ -1,5 +1,6 @@
-//! The basefs: bootstrap → roles → cleanup → squashfs, published atomically
-//! with `NAME.sha256` and a manifest entry.
+//! The basefs: bootstrap (or a cached tree, or a stage archive) → roles,
+//! task by task in stacked layers over it → cleanup → squashfs of the
+//! union, published atomically with `NAME.sha256` and a manifest entry.
 
 use std::path::Path;
 
@@ -7,7 +8,9 @@ use anyhow::Context;
 
 use super::{cleanup, facts, workdir::WorkDir, Job};
 use crate::artifact::{self, Entry};
-use crate::provision::{self, Chroot, ChrootOptions};
+use crate::bootstrap::Source;
+use crate::provision::layers::Store;
+use crate::provision::stack::Stack;
 
 /// The artifact file of a basefs build.
 pub fn file_name(name: &str) -> String {
@@ -16,52 +19,50 @@ pub fn file_name(name: &str) -> String {
 
 pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let plan = job.plan;
+    let from = job.options.from.as_deref();
+    let inputs = super::inputs::basefs(plan, from)?;
+    if let Some(entries) = super::up_to_date(job, &[file_name(&plan.name)], &inputs)? {
+        return Ok(entries);
+    }
+    let pins = super::pins(plan)?;
     let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
+    let (_, packages) = super::inputs::packages(plan)?;
+    // Layers are only worth keeping over a tree that is kept too.
+    let cache = !job.options.no_cache && (plan.bootstrap_cache || from.is_some());
+    let tree = crate::bootstrap::base_tree(plan, &work.path, &Source { from, packages: &packages, cache, pins: pins.as_ref() }, job.progress)?;
+    let store = if cache { Some(Store::open(&plan.cache_dir)?) } else { None };
+    let mut stack = Stack::new(job.sys, &work.path, store, vec![tree.path.clone()], super::layers_key(plan, &[&tree.id]));
+    super::run_roles(job, &mut stack, &packages, pins.as_ref())?;
     let root = work.path.join("root");
-    std::fs::create_dir_all(&root)?;
-
-    crate::bootstrap::prepare(plan, &root, job.progress)?;
-    run_roles(job, &root)?;
+    stack.mount_top(&work.path.join("final"), &root)?;
+    let installed = facts::packages(&root);
+    if let Some(pins) = &pins {
+        pins.check_installed(&format!("basefs `{}`", plan.name), &installed)?;
+    }
+    if let Some(save) = &job.options.save {
+        job.progress.step(format!("save the provisioned tree as {}", save.display()));
+        let size = crate::stage::save(&root, save)?;
+        job.progress.done(format!("{} ({:.1} MB)", save.display(), size as f64 / 1e6));
+    }
 
     job.progress.step("clean the tree");
     let removed = cleanup::clean(job.sys, &root, &plan.cleanup)?;
     job.progress.done(format!("removed {removed} build-only and per-machine files"));
 
-    let entry = pack(job, &root, Entry {
+    let mut entry = Entry {
         kind: "basefs".into(),
         name: plan.name.clone(),
         file: file_name(&plan.name),
-        inputs_hash: artifact::inputs::hash(&plan.context, &plan.provisioners_dir, &plan.provisioners),
-        packages: facts::packages(&root),
+        packages: installed,
         kernel_version: facts::kernel_versions(&root).pop(),
+        kernel_hash: facts::kernel_hash(&root)?,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
-    })?;
+    };
+    super::stamp(std::slice::from_mut(&mut entry), &inputs);
+    let entry = pack(job, &root, entry)?;
     work.succeeded();
     Ok(vec![entry])
-}
-
-/// Run the plan's roles in a chroot prepared on `root`.
-pub fn run_roles(job: &Job, root: &Path) -> anyhow::Result<()> {
-    let plan = job.plan;
-    if plan.provisioners.is_empty() {
-        return Ok(());
-    }
-    let opts = ChrootOptions { apt_proxy: plan.apt_proxy.clone(), package_cache: Some(plan.package_cache()) };
-    let chroot = Chroot::enter(job.sys, root, &opts)?;
-    let ctx = provision::Context {
-        root,
-        sys: job.sys,
-        vars: &plan.context,
-        progress: job.progress,
-        source_date_epoch: plan.source_date_epoch,
-        templater: Default::default(),
-    };
-    for name in &plan.provisioners {
-        let role = provision::load_role(&plan.provisioners_dir, name)?;
-        role.run(&ctx)?;
-    }
-    chroot.leave()
 }
 
 /// Pack `root` as squashfs into the output dir and record it.

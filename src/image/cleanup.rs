@@ -32,11 +32,24 @@ pub fn clean(sys: &dyn crate::sys::Sys, root: &Path, extra: &[String]) -> anyhow
     }
     for rel in EMPTIED {
         let path = root.join(rel);
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
-            fs::write(&path, b"")?;
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => empty(&path, &meta)?,
+            _ => {}
         }
     }
     Ok(removed)
+}
+
+/// Replace a file with an empty one of the same owner and mode (a new
+/// file: the old one may be a hard link into a cached layer, which must not
+/// change).
+fn empty(path: &Path, meta: &fs::Metadata) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    fs::remove_file(path)?;
+    fs::write(path, b"")?;
+    fs::set_permissions(path, meta.permissions())?;
+    std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()))?;
+    Ok(())
 }
 
 fn remove(sys: &dyn crate::sys::Sys, path: &Path) -> anyhow::Result<()> {

@@ -28,3 +28,29 @@ pub fn kernel_versions(root: &Path) -> Vec<String> {
     found
 }
 
+/// A hash of everything an initrd takes from the tree: `/boot/vmlinuz-*`,
+/// `/lib/modules` and `/lib/firmware` (paths, modes, contents, links).
+/// `None` when the tree has no kernel.
+pub fn kernel_hash(root: &Path) -> anyhow::Result<Option<String>> {
+    let mut parts = BTreeMap::new();
+    let boot = crate::provision::paths::resolve(root, "/boot", true).map_err(anyhow::Error::msg)?;
+    if let Ok(rd) = std::fs::read_dir(&boot) {
+        for e in rd.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")) {
+            for (rel, hash) in crate::artifact::inputs::tree_hashes(&e.path())? {
+                parts.insert(format!("boot/{rel}"), hash);
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    for dir in ["/lib/modules", "/lib/firmware"] {
+        let path = crate::provision::paths::resolve(root, dir, true).map_err(anyhow::Error::msg)?;
+        if path.is_dir() {
+            for (rel, hash) in crate::artifact::inputs::tree_hashes(&path)? {
+                parts.insert(format!("{dir}/{rel}"), hash);
+            }
+        }
+    }
+    Ok(Some(crate::artifact::inputs::combined(&parts)))
+}

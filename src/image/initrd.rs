@@ -4,7 +4,6 @@
 //! the initramfs build, published with its kernel.
 
 use super::{workdir::WorkDir, Job};
-use crate::apt::AptSource;
 use crate::artifact::{self, lookup, Entry, Manifest};
 use crate::config::KernelChoice;
 use crate::initramfs::{InitrdOptions, KernelSource};
@@ -13,14 +12,21 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let plan = job.plan;
     let manifest = Manifest::load(&plan.out)?;
     let basefs = lookup::find_base(plan.base.as_deref(), &plan.file, &plan.out, &manifest)?;
+    let inputs = super::inputs::initrd(plan, &basefs)?;
+    let files = [format!("{}.vmlinuz", plan.name), format!("{}.initrd", plan.name)];
+    if let Some(entries) = super::up_to_date(job, &files, &inputs)? {
+        return Ok(entries);
+    }
     let kernel = match &plan.initrd.kernel {
         KernelChoice::Basefs => KernelSource::Basefs(basefs.path.clone()),
         KernelChoice::Package(name) => KernelSource::Package { name: name.clone() },
     };
-    let mut apt = AptSource::new(&plan.suite, &plan.cache_dir);
-    apt.mirror = Some(plan.mirror.clone());
-    apt.components = plan.components.clone();
-    apt.apt_proxy = plan.apt_proxy.clone();
+    let mut apt = super::inputs::apt_source(plan);
+    let pins = super::pins(plan)?;
+    if let Some(pins) = &pins {
+        apt.preferences = Some(pins.lock.preferences());
+        apt.extra_sources.extend(pins.source_line());
+    }
     // Scratch (the kernel and modules read out of the basefs) lives in a
     // build dir, so a killed build's leftovers are removed by the next.
     let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
@@ -36,7 +42,13 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     opts.defaults = plan.initrd.defaults.clone();
     opts.scratch = Some(work.path.clone());
     job.progress.step(format!("initrd `{}` from {}", plan.name, basefs.path.display()));
-    let entries = crate::initramfs::build(&opts)?;
+    let mut entries = crate::initramfs::build(&opts)?;
+    if let Some(pins) = &pins {
+        for e in &entries {
+            pins.check_installed(&format!("initrd `{}`", plan.name), &e.packages)?;
+        }
+    }
+    super::stamp(&mut entries, &inputs);
     artifact::record(&plan.out, &entries)?;
     work.succeeded();
     Ok(entries)

@@ -34,6 +34,9 @@ pub const NEVER_SHIP: &[&str] = &[
     // mmdebstrap keeps every --aptopt (our cache and proxy settings) here.
     "etc/apt/apt.conf.d/99mmdebstrap",
     "usr/sbin/policy-rc.d",
+    // A lock file's pins and local repository, while building.
+    "etc/apt/preferences.d/mkimage-lock.pref",
+    "etc/apt/sources.list.d/mkimage-lock.list",
     "etc/hostname.mkimage-build",
 ];
 

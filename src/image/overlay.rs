@@ -1,20 +1,21 @@
-//! Overlays: roles run on top of the mounted basefs (and parent overlays);
-//! what they changed — the overlayfs upper dir — is cleaned by the same
-//! never-ship table as the basefs and packed as a gzipped newc cpio, with
-//! whiteouts kept and opaque dirs expanded so the initrd can unpack it onto
-//! a tmpfs upper without xattrs.
+//! Overlays: roles run on top of the mounted basefs (and parent overlays),
+//! task by task in stacked layers; what they changed — the task layers
+//! merged into one overlayfs upper dir — is cleaned by the same never-ship
+//! table as the basefs and packed as a gzipped newc cpio, with whiteouts
+//! kept and opaque dirs expanded so the initrd can unpack it onto a tmpfs
+//! upper without xattrs.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use nix::mount::MsFlags;
 
-use super::{basefs::run_roles, cleanup, facts, workdir::WorkDir, Job};
+use super::{cleanup, facts, flatten, workdir::WorkDir, Job};
 use crate::archive::tree::{tree_entries, TreeOptions};
 use crate::artifact::lookup::{self, Input};
 use crate::artifact::{self, Entry, Manifest};
+use crate::provision::layers::Store;
+use crate::provision::stack::Stack;
 use crate::sys::{self, Sys};
 
 /// The artifact file of an overlay build.
@@ -22,19 +23,10 @@ pub fn file_name(name: &str) -> String {
     format!("{name}.cpio.gz")
 }
 
-/// The layers of an overlay build, mounted.
-#[derive(Debug)]
-pub struct Layers {
-    /// Read-only layers, top-most first: the last parent, …, the first, the base.
-    pub lowers: Vec<PathBuf>,
-    /// What the roles change lands here.
-    pub upper: PathBuf,
-    /// The union the roles run in.
-    pub merged: PathBuf,
-}
-
-/// Loop-mount the basefs, unpack the parents, and mount the union in `work`.
-pub fn mount_layers(sys: &dyn Sys, work: &Path, base: &Path, parents: &[PathBuf]) -> anyhow::Result<Layers> {
+/// Loop-mount the basefs and unpack the parents in `work`: the lower dirs
+/// of an overlay build, top-most first (the last parent, …, the first, the
+/// base).
+pub fn mount_lowers(sys: &dyn Sys, work: &Path, base: &Path, parents: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let base_dir = work.join("base");
     sys::mounts::mount_image(sys, base, "squashfs", &base_dir)?;
     let mut lowers = Vec::new();
@@ -44,20 +36,7 @@ pub fn mount_layers(sys: &dyn Sys, work: &Path, base: &Path, parents: &[PathBuf]
         lowers.push(dir);
     }
     lowers.push(base_dir);
-    let (upper, merged, scratch) = (work.join("upper"), work.join("merged"), work.join("work"));
-    for d in [&upper, &merged, &scratch] {
-        fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
-    let lowerdir = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
-    // No redirects or metacopy: the upper dir must hold whole files and
-    // plain whiteouts, which is what the cpio can carry.
-    let options = format!(
-        "lowerdir={lowerdir},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
-        upper.display(),
-        scratch.display()
-    );
-    sys::mount_fs(sys, "overlay", "overlay", &merged, MsFlags::empty(), Some(&options))?;
-    Ok(Layers { lowers, upper, merged })
+    Ok(lowers)
 }
 
 pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
@@ -71,22 +50,36 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         .map(|p| lookup::find(out, &manifest, "overlay", p, &file_name(p)))
         .collect::<anyhow::Result<_>>()
         .with_context(|| format!("{}: parents", plan.file.display()))?;
+    let inputs = super::inputs::overlay(plan, &base, &parents)?;
+    if let Some(entries) = super::up_to_date(job, &[file_name(&plan.name)], &inputs)? {
+        return Ok(entries);
+    }
 
+    let pins = super::pins(plan)?;
     let mut work = WorkDir::create(job.sys, out, &plan.name, job.keep_build_dir)?;
     job.progress.step(format!("mount {} and {} parent overlay(s)", base.path.display(), parents.len()));
     let parent_files: Vec<PathBuf> = parents.iter().map(|p| p.path.clone()).collect();
-    let layers = mount_layers(job.sys, &work.path, &base.path, &parent_files)?;
-    run_roles(job, &layers.merged)?;
-    sys::unmount_all(job.sys, &layers.merged)?;
+    let lowers = mount_lowers(job.sys, &work.path, &base.path, &parent_files)?;
+    let (_, packages) = super::inputs::packages(plan)?;
+    let store = if job.options.no_cache { None } else { Some(Store::open(&plan.cache_dir)?) };
+    let below: Vec<String> = std::iter::once(&base).chain(&parents).map(|i| i.reference().map(|r| r.sha256)).collect::<anyhow::Result<_>>()?;
+    let below: Vec<&str> = below.iter().map(String::as_str).collect();
+    let mut stack = Stack::new(job.sys, &work.path, store, lowers.clone(), super::layers_key(plan, &below));
+    super::run_roles(job, &mut stack, &packages, pins.as_ref())?;
+    let upper = work.path.join("upper");
+    flatten::flatten(stack.task_layers(), &lowers, &upper)?;
 
     job.progress.step("clean the overlay");
-    let removed = cleanup::clean(job.sys, &layers.upper, &plan.cleanup)?;
+    let removed = cleanup::clean(job.sys, &upper, &plan.cleanup)?;
     job.progress.done(format!("removed {removed} build-only and per-machine files"));
-    let added = added_packages(&layers.upper, base.entry.as_ref());
+    let added = added_packages(&upper, base.entry.as_ref());
+    if let Some(pins) = &pins {
+        pins.check_installed(&format!("overlay `{}`", plan.name), &added)?;
+    }
     let name = file_name(&plan.name);
     job.progress.step(format!("pack {name}"));
-    let opts = TreeOptions { source_date_epoch: plan.source_date_epoch, exclude: Vec::new(), overlay_lowers: Some(layers.lowers.clone()) };
-    let entries = tree_entries(&layers.upper, &opts)?;
+    let opts = TreeOptions { source_date_epoch: plan.source_date_epoch, exclude: Vec::new(), overlay_lowers: Some(lowers) };
+    let entries = tree_entries(&upper, &opts)?;
     let count = entries.len();
     let staged = artifact::staging_file(out, &name)?;
     let file = staged.as_file().try_clone()?;
@@ -96,13 +89,12 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let (size, sha256) = artifact::publish(out, &name, staged.path())?;
     let _ = staged.keep();
     job.progress.done(format!("{name}: {count} entries, {:.1} MB", size as f64 / 1e6));
-    let entry = Entry {
+    let mut entry = Entry {
         kind: "overlay".into(),
         name: plan.name.clone(),
         file: name,
         size,
         sha256,
-        inputs_hash: artifact::inputs::hash(&plan.context, &plan.provisioners_dir, &plan.provisioners),
         packages: added,
         base: Some(base.reference()?),
         parents: parents.iter().map(Input::reference).collect::<anyhow::Result<_>>()?,
@@ -110,6 +102,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
+    super::stamp(std::slice::from_mut(&mut entry), &inputs);
     artifact::record(out, std::slice::from_ref(&entry))?;
     work.succeeded();
     Ok(vec![entry])
@@ -131,6 +124,7 @@ fn added_packages(upper: &Path, base: Option<&Entry>) -> BTreeMap<String, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use crate::sys::record::Recorder;
 
     #[test]
@@ -151,16 +145,20 @@ mod tests {
             })
             .collect();
         let sys = Recorder::default();
-        let layers = mount_layers(&sys, &work, Path::new("/b/base.squashfs"), &parents).unwrap();
-        assert_eq!(layers.lowers, [work.join("parent1"), work.join("parent0"), work.join("base")]);
+        let lowers = mount_lowers(&sys, &work, Path::new("/b/base.squashfs"), &parents).unwrap();
+        assert_eq!(lowers, [work.join("parent1"), work.join("parent0"), work.join("base")]);
         assert!(work.join("parent0/etc/p0").is_file() && work.join("parent1/etc/p1").is_file());
+        // A task's layer goes over them, the lower dirs named by short links.
+        let stack = Stack::new(&sys, &work, None, lowers, "k".into());
+        stack.mount_top(&work.join("task1"), &work.join("run")).unwrap();
         let plan = sys.plan(&work);
         assert_eq!(plan, [
             "image squashfs /b/base.squashfs /base".to_string(),
             format!(
-                "mount overlay /merged lowerdir={w}/parent1:{w}/parent0:{w}/base,upperdir={w}/upper,workdir={w}/work,redirect_dir=off,metacopy=off,index=off,xino=off",
+                "mount overlay /run lowerdir={w}/l/3:{w}/l/2:{w}/l/1,upperdir={w}/task1/upper,workdir={w}/task1/work,redirect_dir=off,metacopy=off,index=off,xino=off",
                 w = work.display()
             ),
         ]);
+        assert_eq!(fs::read_link(work.join("l/3")).unwrap(), work.join("parent1"));
     }
 }

@@ -16,6 +16,9 @@ use crate::sys::{self, Sys};
 const POLICY_RC_D: &str = "usr/sbin/policy-rc.d";
 const APT_BUILD_CONF: &str = "etc/apt/apt.conf.d/00mkimage-build";
 const RESOLV_CONF: &str = "etc/resolv.conf";
+/// A lock's local repository: its source line, and where it is mounted.
+pub const LOCK_SOURCES: &str = "etc/apt/sources.list.d/mkimage-lock.list";
+const LOCK_REPO: &str = "run/mkimage-lock-repo";
 
 /// What the chroot gets while building.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +26,10 @@ pub struct ChrootOptions {
     pub apt_proxy: Option<String>,
     /// Shared .deb cache, bind-mounted on /var/cache/apt/archives.
     pub package_cache: Option<PathBuf>,
+    /// A lock file's pins (apt preferences), in force while building.
+    pub preferences: Option<String>,
+    /// A lock's local repository of cached `.deb`s, mounted read-only.
+    pub local_repo: Option<PathBuf>,
 }
 
 /// A prepared chroot; call `leave` to restore the tree.
@@ -56,6 +63,13 @@ impl<'a> Chroot<'a> {
             apt_conf.push_str(&format!("Acquire::http::Proxy \"{proxy}\";\n"));
         }
         chroot.put(APT_BUILD_CONF, apt_conf.as_bytes(), 0o644)?;
+        if let Some(prefs) = &opts.preferences {
+            chroot.put(&format!("etc/apt/preferences.d/{}", crate::apt::PREFERENCES), prefs.as_bytes(), 0o644)?;
+        }
+        if let Some(repo) = &opts.local_repo {
+            sys::bind(sys, repo, &root.join(LOCK_REPO), true)?;
+            chroot.put(LOCK_SOURCES, format!("deb [trusted=yes] file:/{LOCK_REPO} ./\n").as_bytes(), 0o644)?;
+        }
         Ok(chroot)
     }
 
@@ -146,7 +160,7 @@ mod tests {
         fs::write(root.join("etc/resolv.conf"), b"nameserver 192.0.2.1\n").unwrap();
         let cache = dir.path().join("debs");
         let sys = Recorder::default();
-        let opts = ChrootOptions { apt_proxy: Some("http://127.0.0.1:3142".into()), package_cache: Some(cache.clone()) };
+        let opts = ChrootOptions { apt_proxy: Some("http://127.0.0.1:3142".into()), package_cache: Some(cache.clone()), ..Default::default() };
         let chroot = Chroot::enter(&sys, &root, &opts).unwrap();
         let conf = fs::read_to_string(root.join(APT_BUILD_CONF)).unwrap();
         assert!(conf.contains("Acquire::http::Proxy \"http://127.0.0.1:3142\";"), "{conf}");

@@ -12,11 +12,11 @@ use super::task::{Copy, File, FileState, LineInFile, Mode, Presence};
 use super::Run;
 
 /// The role's source file for `copy` (files/) or `template` (templates/).
-fn source(run: &Run, sub: &str, src: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn source(role: &super::Role, sub: &str, src: &str) -> anyhow::Result<PathBuf> {
     if src.starts_with('/') || src.split('/').any(|c| c == "..") {
         bail!("src `{src}` must be a relative path inside the role's {sub}/ directory");
     }
-    let path = run.role.dir.join(sub).join(src);
+    let path = role.dir.join(sub).join(src);
     if !path.exists() {
         bail!("src `{src}`: no such file {} (put it in the role's {sub}/ directory)", path.display());
     }
@@ -34,7 +34,7 @@ fn dest_path(run: &Run, dest: &str, src: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub fn copy(run: &Run, c: &Copy) -> anyhow::Result<()> {
-    let src = source(run, "files", &c.src)?;
+    let src = source(run.role, "files", &c.src)?;
     if run.dry {
         return Ok(());
     }
@@ -66,13 +66,16 @@ fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn template(run: &Run, c: &Copy) -> anyhow::Result<()> {
-    let src = source(run, "templates", &c.src)?;
+/// A `template` task's source and what it renders to with `ctx`.
+pub(super) fn render_template(role: &super::Role, t: &crate::template::Templater, c: &Copy, ctx: &minijinja::Value) -> anyhow::Result<(PathBuf, String)> {
+    let src = source(role, "templates", &c.src)?;
     let text = fs::read_to_string(&src).with_context(|| format!("cannot read {}", src.display()))?;
-    let out = run
-        .templater
-        .render(&text, &run.ctx)
-        .map_err(|e| anyhow::anyhow!("template {}: {}", src.display(), e.detail))?;
+    let out = t.render(&text, ctx).map_err(|e| anyhow::anyhow!("template {}: {}", src.display(), e.detail))?;
+    Ok((src, out))
+}
+
+pub fn template(run: &Run, c: &Copy) -> anyhow::Result<()> {
+    let (src, out) = render_template(run.role, run.templater, c, &run.ctx)?;
     if run.dry {
         return Ok(());
     }

@@ -8,7 +8,10 @@
 
 pub mod chroot;
 mod files;
+mod key;
+pub mod layers;
 pub mod paths;
+pub mod stack;
 mod system;
 pub mod task;
 
@@ -177,49 +180,105 @@ impl Role {
     }
 
     fn walk(&self, root: &Path, sys: &dyn crate::sys::Sys, build_vars: &minijinja::Value, progress: &Progress, t: &Templater, dry: bool) -> Result<(), TaskError> {
+        for index in 0..self.tasks.len() {
+            self.prepare(index, build_vars, t)?.run(root, sys, progress, t, dry)?;
+        }
+        Ok(())
+    }
+
+    /// How many tasks the role has.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Task `index`, ready to run: `loop` evaluated, `when` decided and every
+    /// remaining item rendered with the build's variables (role defaults
+    /// under them).
+    pub fn prepare(&self, index: usize, build_vars: &minijinja::Value, t: &Templater) -> Result<Prepared<'_>, TaskError> {
         let vars = self.vars(build_vars);
-        for (index, (raw, task)) in self.tasks.iter().enumerate() {
-            let label = self.label(index, task);
-            let fail = |detail: String| TaskError { role: self.name.clone(), task: label.clone(), detail };
-            let items = match &task.loop_items {
-                None => vec![None],
-                Some(spec) => loop_items(t, spec, &vars)
-                    .map_err(|e| fail(format!("{}: loop: {e}", self.place(index, &["loop"]))))?
-                    .into_iter()
-                    .map(Some)
-                    .collect(),
+        let (raw, task) = &self.tasks[index];
+        let label = self.label(index, task);
+        let fail = |detail: String| TaskError { role: self.name.clone(), task: label.clone(), detail };
+        let loop_values = match &task.loop_items {
+            None => vec![None],
+            Some(spec) => loop_items(t, spec, &vars)
+                .map_err(|e| fail(format!("{}: loop: {e}", self.place(index, &["loop"]))))?
+                .into_iter()
+                .map(Some)
+                .collect(),
+        };
+        let mut items = Vec::new();
+        for item in loop_values {
+            let ctx = match &item {
+                Some(item) => minijinja::context! { item => item.clone(), ..vars.clone() },
+                None => vars.clone(),
             };
-            for item in items {
-                let ctx = match &item {
-                    Some(item) => minijinja::context! { item => item.clone(), ..vars.clone() },
-                    None => vars.clone(),
-                };
-                if let Some(cond) = &task.when {
-                    let go = t.eval_bool(cond, &ctx).map_err(|e| fail(format!("{}: when: {}", self.place(index, &["when"]), e.detail)))?;
-                    if !go {
-                        continue;
-                    }
+            if let Some(cond) = &task.when {
+                let go = t.eval_bool(cond, &ctx).map_err(|e| fail(format!("{}: when: {}", self.place(index, &["when"]), e.detail)))?;
+                if !go {
+                    continue;
                 }
-                let rendered = render_task(t, raw, &ctx).map_err(|(key, e)| fail(format!("{}: {e}", self.place(index, &[&key]))))?;
-                let shown = match &item {
-                    Some(i) => format!("{label} ({i})"),
-                    None => label.clone(),
-                };
-                if !dry {
-                    progress.step(format!("{} | {shown}", self.name));
-                }
-                let run = Run {
-                    root,
-                    sys,
-                    role: self,
-                    ctx: ctx.clone(),
-                    env: rendered.environment.clone().unwrap_or_default().into_iter().collect(),
-                    progress,
-                    templater: t,
-                    dry,
-                };
-                dispatch(&run, &rendered).map_err(|e| fail(crate::progress::format_error(&e)))?;
             }
+            let (rendered, parsed) = render_task(t, raw, &ctx).map_err(|(key, e)| fail(format!("{}: {e}", self.place(index, &[&key]))))?;
+            let shown = match &item {
+                Some(i) => format!("{label} ({i})"),
+                None => label.clone(),
+            };
+            items.push(Item { shown, ctx, rendered, task: parsed });
+        }
+        let cache = items.iter().all(|i| i.task.cache.unwrap_or(true));
+        Ok(Prepared { role: self, label, cache, items })
+    }
+}
+
+/// One task of a role, ready to run: each loop item for which `when`
+/// holds, rendered.
+pub struct Prepared<'r> {
+    pub role: &'r Role,
+    /// The task's name, or `#N module`.
+    pub label: String,
+    /// False when the task says `cache: false`.
+    pub cache: bool,
+    items: Vec<Item>,
+}
+
+/// One loop item of a prepared task.
+struct Item {
+    /// The label with the item, for the log.
+    shown: String,
+    ctx: minijinja::Value,
+    /// The task as rendered (for the cache key) and parsed.
+    rendered: Yaml,
+    task: Task,
+}
+
+impl Prepared<'_> {
+    /// True when `when` ruled out every item: the task does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Run every item in the chroot at `root` (`dry`: check only).
+    pub fn run(&self, root: &Path, sys: &dyn crate::sys::Sys, progress: &Progress, t: &Templater, dry: bool) -> Result<(), TaskError> {
+        for item in &self.items {
+            if !dry {
+                progress.step(format!("{} | {}", self.role.name, item.shown));
+            }
+            let run = Run {
+                root,
+                sys,
+                role: self.role,
+                ctx: item.ctx.clone(),
+                env: item.task.environment.clone().unwrap_or_default().into_iter().collect(),
+                progress,
+                templater: t,
+                dry,
+            };
+            dispatch(&run, &item.task).map_err(|e| TaskError { role: self.role.name.clone(), task: self.label.clone(), detail: crate::progress::format_error(&e) })?;
         }
         Ok(())
     }
@@ -246,7 +305,7 @@ fn loop_items(t: &Templater, spec: &Yaml, vars: &minijinja::Value) -> Result<Vec
 }
 
 /// Render every string of a task except `when`/`loop`, then parse it.
-fn render_task(t: &Templater, raw: &Yaml, ctx: &minijinja::Value) -> Result<Task, (String, String)> {
+fn render_task(t: &Templater, raw: &Yaml, ctx: &minijinja::Value) -> Result<(Yaml, Task), (String, String)> {
     let Yaml::Mapping(map) = raw else { return Err((String::new(), "a task must be a mapping".into())) };
     let mut out = serde_yaml_ng::Mapping::new();
     for (k, v) in map {
@@ -259,7 +318,9 @@ fn render_task(t: &Templater, raw: &Yaml, ctx: &minijinja::Value) -> Result<Task
         };
         out.insert(k.clone(), value);
     }
-    serde_yaml_ng::from_value(Yaml::Mapping(out)).map_err(|e| (String::new(), e.to_string()))
+    let rendered = Yaml::Mapping(out);
+    let task = serde_yaml_ng::from_value(rendered.clone()).map_err(|e| (String::new(), e.to_string()))?;
+    Ok((rendered, task))
 }
 
 fn dispatch(run: &Run, task: &Task) -> anyhow::Result<()> {

@@ -44,10 +44,14 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
         return Ok(());
     }
     let lists = run.root.join("var/lib/apt/lists");
-    let have_lists = std::fs::read_dir(&lists)
-        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().ends_with("_Packages")))
-        .unwrap_or(false);
-    if a.update || (!have_lists && !pkgs.is_empty()) {
+    let listed = |what: &str| {
+        std::fs::read_dir(&lists)
+            .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().contains(what) && e.file_name().to_string_lossy().ends_with("_Packages")))
+            .unwrap_or(false)
+    };
+    // A lock's local repository needs its list too.
+    let lock_repo_unlisted = run.root.join(super::chroot::LOCK_SOURCES).exists() && !listed("mkimage-lock-repo");
+    if a.update || ((!listed("") || lock_repo_unlisted) && !pkgs.is_empty()) {
         go(run, in_chroot(run, "apt-get").args(["-q", "update"]))?;
     }
     if pkgs.is_empty() {

@@ -18,6 +18,9 @@ pub struct Task {
     pub loop_items: Option<Yaml>,
     /// Extra environment for commands this task runs.
     pub environment: Option<BTreeMap<String, String>>,
+    /// `false`: never reuse this task's result from the layer cache (e.g. a
+    /// `shell` task that downloads from the network); it runs every build.
+    pub cache: Option<bool>,
     pub apt: Option<Apt>,
     pub copy: Option<Copy>,
     pub template: Option<Copy>,

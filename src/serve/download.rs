@@ -15,7 +15,7 @@ use std::path::Path;
 use http::header::{ACCEPT_RANGES, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, ETAG};
 use http::request::Parts;
 
-use super::files::{Opened, PathError};
+use super::files::{Opened, PathError, Root};
 use super::range::{self, ByteRange};
 use super::reply::{header, query_param, Body, Reply};
 use super::state::State;
@@ -24,13 +24,13 @@ use crate::artifact::{objects, Manifest};
 /// The Cache-Control of a content-addressed URL: its bytes never change.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-/// `GET`/`HEAD` of a file in the served dir.
-pub fn file(state: &State, req: &Parts, path: &str, query: &str) -> Reply {
-    let opened = match state.root.open(path) {
+/// `GET`/`HEAD` of a file under `root` (the served dir, or `--ipxe-dir`).
+pub fn file_in(state: &State, root: &Root, req: &Parts, path: &str, query: &str) -> Reply {
+    let opened = match root.open(path) {
         Ok(o) => o,
         Err(e) => return Reply::text(e.status(), format!("{e}\n")),
     };
-    let sha = state.sha.sha256(&state.root, &opened);
+    let sha = state.sha.sha256(root, &opened);
     if let Some(want) = query_param(query, "sha256") {
         if sha.as_deref() != Some(want.as_str()) {
             return Reply::text(404, format!("{path}: version sha256={want} is no longer published; fetch the boot script again\n"));

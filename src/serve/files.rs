@@ -99,11 +99,21 @@ pub struct Opened {
 #[derive(Debug, Clone)]
 pub struct Root {
     dir: PathBuf,
+    /// Its own symlinks may lead out of it (see [`Root::system`]).
+    links_out: bool,
 }
 
 impl Root {
     pub fn new(dir: &Path) -> io::Result<Root> {
-        Ok(Root { dir: fs::canonicalize(dir)? })
+        Ok(Root { dir: fs::canonicalize(dir)?, links_out: false })
+    }
+
+    /// A system directory whose own symlinks may lead out of it, as
+    /// Debian's `/usr/lib/ipxe/ipxe.efi` → `/boot/ipxe.efi` does: the
+    /// request path is checked as ever, but where the directory's links
+    /// lead is its owner's choice.
+    pub fn system(dir: &Path) -> io::Result<Root> {
+        Ok(Root { links_out: true, ..Root::new(dir)? })
     }
 
     pub fn dir(&self) -> &Path {
@@ -129,9 +139,11 @@ impl Root {
         // Where the descriptor really points (symlinks resolved by the kernel).
         let real = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)))
             .map_err(|_| PathError::Forbidden)?;
-        let inside = real.strip_prefix(&self.dir).map_err(|_| PathError::Forbidden)?;
-        if inside.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')) {
-            return Err(PathError::Forbidden);
+        match real.strip_prefix(&self.dir) {
+            Ok(inside) if inside.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')) => return Err(PathError::Forbidden),
+            Ok(_) => {}
+            Err(_) if self.links_out => {}
+            Err(_) => return Err(PathError::Forbidden),
         }
         let meta = file.metadata().map_err(|_| PathError::NotFound)?;
         if !meta.is_file() {
@@ -240,6 +252,10 @@ mod tests {
         fs::write(dir.path().join("f"), b"abc").unwrap();
         let root = Root::new(dir.path()).unwrap();
         assert_eq!(root.open("/link").err(), Some(PathError::Forbidden));
+        // A system dir's own links may lead out; its request paths may not.
+        let system = Root::system(dir.path()).unwrap();
+        assert_eq!(system.open("/link").unwrap().meta.len(), 1);
+        assert_eq!(system.open("/../link").err(), Some(PathError::Forbidden));
         let cache = ShaCache::default();
         let opened = root.open("/f").unwrap();
         let computed = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub active_tftp: AtomicI64,
     pub scripts: AtomicU64,
     boots: Mutex<VecDeque<Boot>>,
+    dhcp_replies: Mutex<BTreeMap<&'static str, u64>>,
+    dhcp_drops: Mutex<BTreeMap<&'static str, u64>>,
+    dhcp_ignored_count: AtomicU64,
 }
 
 /// Which in-progress gauge an [`Active`] counts in.
@@ -87,6 +90,21 @@ impl Metrics {
         }
     }
 
+    /// A proxyDHCP reply sent, by client kind.
+    pub fn dhcp_reply(&self, client: &'static str) {
+        bump(&self.dhcp_replies, client);
+    }
+
+    /// A malformed packet dropped by the proxyDHCP, by reason.
+    pub fn dhcp_dropped(&self, reason: &'static str) {
+        bump(&self.dhcp_drops, reason);
+    }
+
+    /// A well-formed request the proxyDHCP does not answer.
+    pub fn dhcp_ignored(&self) {
+        self.dhcp_ignored_count.fetch_add(1, Relaxed);
+    }
+
     /// Recent script fetches, newest first.
     pub fn recent_boots(&self) -> Vec<Boot> {
         self.boots.lock().map(|b| b.iter().rev().cloned().collect()).unwrap_or_default()
@@ -121,8 +139,24 @@ impl Metrics {
         metric("mkimage_tftp_sent_bytes_total", "counter", "TFTP data bytes sent.", one(self.tftp_bytes.load(Relaxed).to_string()));
         metric("mkimage_tftp_errors_total", "counter", "TFTP transfers that failed or were refused.", one(self.tftp_errors.load(Relaxed).to_string()));
         metric("mkimage_tftp_active_transfers", "gauge", "TFTP transfers in progress.", one(self.active_tftp.load(Relaxed).to_string()));
+        metric("mkimage_dhcp_replies_total", "counter", "proxyDHCP replies sent, by client kind.", labeled(&self.dhcp_replies, "client"));
+        metric("mkimage_dhcp_dropped_total", "counter", "Malformed packets the proxyDHCP dropped, by reason.", labeled(&self.dhcp_drops, "reason"));
+        let ignored = self.dhcp_ignored_count.load(Relaxed).to_string();
+        metric("mkimage_dhcp_ignored_total", "counter", "DHCP requests the proxyDHCP left to others (not PXE, other architectures, the site's exchange).", one(ignored));
         out
     }
+}
+
+fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
+    if let Ok(mut map) = map.lock() {
+        *map.entry(key).or_default() += 1;
+    }
+}
+
+/// `{LABEL="key"} count` lines of a labelled counter (none yet: no lines).
+fn labeled(map: &Mutex<BTreeMap<&'static str, u64>>, label: &str) -> Vec<(String, String)> {
+    let map = map.lock().map(|m| m.clone()).unwrap_or_default();
+    map.iter().map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n.to_string())).collect()
 }
 
 #[cfg(test)]
@@ -145,6 +179,14 @@ mod tests {
         for i in 0..(RECENT_BOOTS + 5) {
             m.boot(Boot { time: i as u64, client: "c".into(), mac: None, profile: "p".into() });
         }
+        m.dhcp_reply("ipxe");
+        m.dhcp_reply("ipxe");
+        m.dhcp_dropped("truncated");
+        m.dhcp_ignored();
+        let text = m.render();
+        assert!(text.contains("mkimage_dhcp_replies_total{client=\"ipxe\"} 2\n"), "{text}");
+        assert!(text.contains("mkimage_dhcp_dropped_total{reason=\"truncated\"} 1\n"), "{text}");
+        assert!(text.contains("mkimage_dhcp_ignored_total 1\n"), "{text}");
         let boots = m.recent_boots();
         assert_eq!(boots.len(), RECENT_BOOTS);
         assert_eq!(boots[0].time, (RECENT_BOOTS + 4) as u64);

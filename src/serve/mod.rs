@@ -7,12 +7,12 @@
 //! the thread count does not grow with the number of clients. `run` binds
 //! every listener first, prints the bound addresses on stdout (`listening
 //! http ADDR`, `listening tftp ADDR`, so callers can use port 0), then
-//! spawns one task per listener — HTTP, TFTP, the content store's pruner —
-//! and waits for a signal. A new listener (the proxyDHCP on UDP 67/4011)
-//! is one more socket bound in `serve` and one more task spawned beside
-//! these, sharing `State`, the metrics and the stop signal.
+//! spawns one task per listener — HTTP, TFTP, the proxyDHCP (UDP 67 and
+//! 4011, with `--proxy-dhcp`), the content store's pruner — and waits for a
+//! signal. They share `State`, the metrics and the stop signal.
 
 pub mod adhoc;
+pub mod dhcp;
 mod download;
 pub mod files;
 mod http;
@@ -57,6 +57,9 @@ pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
         return Err(UsageError(format!("--dir {} is not a directory", opts.dir.display())).into());
     }
     let boot_config = boot_config_path(opts)?;
+    if opts.proxy_dhcp.is_some() {
+        dhcp::preflight(opts.tftp.is_some(), &[&opts.dir, &opts.ipxe_dir]).map_err(UsageError)?;
+    }
     let scripts = ipxe::Scripts::new(opts.ipxe_template.as_deref()).map_err(|e| UsageError(e.to_string()))?;
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -84,10 +87,16 @@ async fn serve(opts: &ServeOptions, root: files::Root, boot_config: Option<PathB
         }
         None => None,
     };
+    let proxy = match &opts.proxy_dhcp {
+        Some(iface) => Some(dhcp::Listener::bind(iface).map_err(|e| UsageError(e.to_string()))?),
+        None => None,
+    };
+    let ipxe = files::Root::system(&opts.ipxe_dir).map_err(|e| tracing::warn!("--ipxe-dir {}: {e}; only --dir is served", opts.ipxe_dir.display())).ok();
     let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(state::State {
         root: root.clone(),
         sha: files::ShaCache::default(),
+        ipxe: ipxe.clone(),
         metrics: metrics.clone(),
         scripts,
         boot_config: boot_config.clone(),
@@ -106,7 +115,13 @@ async fn serve(opts: &ServeOptions, root: files::Root, boot_config: Option<PathB
     if let Some(socket) = tftp {
         let addr = socket.local_addr()?;
         let _ = writeln!(out, "listening tftp {addr}");
-        tasks.spawn(tftp::serve(socket, Arc::new(tftp_sources(&root, &opts.ipxe_dir)), metrics.clone(), stopped.clone()));
+        let roots = [Some(root.clone()), ipxe].into_iter().flatten().collect();
+        tasks.spawn(tftp::serve(socket, Arc::new(tftp::Sources { roots }), metrics.clone(), stopped.clone()));
+    }
+    if let Some(proxy) = proxy {
+        let _ = writeln!(out, "listening proxy-dhcp {} {}", proxy.iface(), proxy.server());
+        let base = dhcp::base_url(opts.public_url.as_deref(), local_addr, proxy.server());
+        tasks.spawn(dhcp::serve(proxy, base, metrics.clone(), stopped.clone()));
     }
     let _ = out.flush();
     tracing::info!(
@@ -123,16 +138,6 @@ async fn serve(opts: &ServeOptions, root: files::Root, boot_config: Option<PathB
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
-}
-
-/// TFTP looks in the served dir first, then the iPXE dir.
-fn tftp_sources(root: &files::Root, ipxe_dir: &Path) -> tftp::Sources {
-    let mut roots = vec![root.clone()];
-    match files::Root::new(ipxe_dir) {
-        Ok(r) => roots.push(r),
-        Err(e) => tracing::warn!("--ipxe-dir {}: {e}; TFTP serves only {}", ipxe_dir.display(), root.dir().display()),
-    }
-    tftp::Sources { roots }
 }
 
 /// The HTTP listening socket, with a backlog deep enough for a boot storm.

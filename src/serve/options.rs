@@ -20,8 +20,10 @@ pub struct ServeOptions {
     pub boot_config: Option<PathBuf>,
     /// Base URL written into boot scripts (default: from the request's Host).
     pub public_url: Option<String>,
-    /// iPXE binaries offered over TFTP.
+    /// iPXE binaries offered over TFTP and, under `/ipxe/`, HTTP.
     pub ipxe_dir: PathBuf,
+    /// Answer PXE clients as a proxyDHCP on this interface (`None`: off).
+    pub proxy_dhcp: Option<String>,
     /// Boot script template (default: the built-in `ipxe/boot.ipxe.j2`).
     pub ipxe_template: Option<PathBuf>,
     /// Threads of the async runtime that runs HTTP, TFTP and the pruner
@@ -49,6 +51,7 @@ impl ServeOptions {
             boot_config: None,
             public_url: None,
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
+            proxy_dhcp: None,
             ipxe_template: None,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             timeout: Duration::from_secs(30),

@@ -1,6 +1,7 @@
 //! Which handler answers a request: the server's own pages (`/`,
-//! `/metrics`, `/boot.ipxe`), content-addressed artifacts (`/sha256/…`) and
-//! files in the served dir. Read-only: GET and HEAD only. Runs on the
+//! `/metrics`, `/boot.ipxe`), content-addressed artifacts (`/sha256/…`),
+//! the iPXE binaries (`/ipxe/…`, for UEFI HTTP boot) and files in the served
+//! dir. Read-only: GET and HEAD only. Runs on the
 //! blocking pool (handlers open, read and sometimes hash files).
 
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use http::Method;
 
 use super::reply::Reply;
 use super::state::State;
-use super::{download, pages, script};
+use super::{dhcp, download, pages, script};
 
 pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
     let path = req.uri.path();
@@ -25,9 +26,13 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
         "/" => pages::status(state),
         "/metrics" => Reply::bytes(200, "text/plain; version=0.0.4", state.metrics.render()),
         "/boot.ipxe" => script::boot(state, req, query, client),
-        _ => match path.strip_prefix("/sha256/") {
-            Some(rest) => download::object(state, req, rest),
-            None => download::file(state, req, path, query),
+        _ => match (path.strip_prefix("/sha256/"), path.strip_prefix(dhcp::HTTP_IPXE_PREFIX)) {
+            (Some(rest), _) => download::object(state, req, rest),
+            (_, Some(name)) => match &state.ipxe {
+                Some(ipxe) => download::file_in(state, ipxe, req, &format!("/{name}"), query),
+                None => Reply::text(404, "no --ipxe-dir to serve iPXE from\n"),
+            },
+            _ => download::file_in(state, &state.root, req, path, query),
         },
     }
 }

@@ -14,6 +14,8 @@ use super::metrics::Metrics;
 pub struct State {
     pub root: Root,
     pub sha: ShaCache,
+    /// `--ipxe-dir`, served under `/ipxe/` (UEFI HTTP boot loads ipxe.efi there).
+    pub ipxe: Option<Root>,
     pub metrics: Arc<Metrics>,
     pub scripts: Scripts,
     /// The boot config, re-read on every script request (`None`: none).

@@ -20,7 +20,7 @@ use anyhow::Context;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-pub use mounts::{bind, mount_fs, remove_tree, unmount_all};
+pub use mounts::{bind, copy_tree, mount_fs, remove_tree, unmount_all};
 
 /// The privileged calls a build makes.
 pub trait Sys: Sync {

@@ -77,6 +77,19 @@ pub fn remove_tree(sys: &dyn Sys, dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// `cp -a` (with reflinks where the filesystem has them) of a tree's
+/// contents into `to`: owners, modes, times, links, devices and xattrs.
+pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    crate::exec::Cmd::new("cp")
+        .args(["-a", "--reflink=auto", "--"])
+        .arg(from.join("."))
+        .arg(to)
+        .run()
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::record::{Call, Recorder};
