@@ -38,7 +38,7 @@ fetch() {
 			say "download $URL (try $try of $RETRIES)"
 			rm -f "$dest"
 			WHY=
-			if wget -q -O "$dest" "$URL" 2>"$dest.err"; then
+			if get "$URL" "$dest" 2>"$dest.err"; then
 				[ $# -eq 0 ] || run_check "$dest" "$@" || :
 			else
 				WHY="download failed: $(cat "$dest.err")"

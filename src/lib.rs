@@ -16,6 +16,7 @@ pub mod exec;
 pub mod initramfs;
 pub mod inspect;
 pub mod inspect_summary;
+pub mod iso;
 pub mod lock;
 pub mod lockfile;
 pub mod progress;

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use serve_support::{build, pseudo_random, require, sha256_hex, Server};
 
-/// Run `script` after sourcing initrd/fetch.sh in busybox sh, with
+/// Run `script` after sourcing initrd/fetch.sh and media.sh in busybox sh, with
 /// busybox's applets first on PATH; returns (success, output).
 fn fetch_sh(work: &Path, script: &str) -> (bool, String) {
     let bin = work.join("bin");
@@ -21,8 +21,9 @@ fn fetch_sh(work: &Path, script: &str) -> (bool, String) {
     for applet in ["wget", "sha256sum", "cut", "tr", "cat", "rm", "sleep"] {
         let _ = std::os::unix::fs::symlink(busybox.trim(), bin.join(applet));
     }
-    let fetch = Path::new(env!("CARGO_MANIFEST_DIR")).join("initrd/fetch.sh");
-    let full = format!("say() {{ echo \"mkimage-init: $*\"; }}\nRETRIES=2\nBACKOFF=1\n. {}\n{script}", fetch.display());
+    // fetch.sh downloads through media.sh's `get` (a wget without a boot medium).
+    let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("initrd");
+    let full = format!("say() {{ echo \"mkimage-init: $*\"; }}\nRETRIES=2\nBACKOFF=1\n. {i}/fetch.sh\n. {i}/media.sh\n{script}", i = init.display());
     let out = Command::new(busybox.trim())
         .args(["sh", "-c", &full])
         .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))

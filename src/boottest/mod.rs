@@ -13,6 +13,7 @@ pub mod checks;
 pub mod config;
 pub mod dns;
 pub mod front;
+mod iso;
 pub mod lab;
 mod netns;
 mod network;
@@ -58,6 +59,8 @@ pub struct Request {
     /// Boot through nginx run from this cache-tier config, then boot again
     /// and check the basefs came from nginx's cache (see `front`).
     pub via_nginx: Option<PathBuf>,
+    /// Boot this offline ISO as a CD-ROM, with no network (see `iso`).
+    pub iso: Option<PathBuf>,
 }
 
 /// Assertions used when the boot config declares none.
@@ -89,9 +92,14 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     }
     let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
     let mut expect = if test.expect.is_empty() { default_expect() } else { test.expect.clone() };
-    expect.extend(builtin_expect(network::Network::seen_as(req.proxy_dhcp)));
+    if req.iso.is_none() {
+        expect.extend(builtin_expect(network::Network::seen_as(req.proxy_dhcp)));
+    }
     if let Some(bad) = expect.iter().find_map(|e| e.validate().err()) {
         return Err(UsageError(format!("{}: boot_test.expect: {bad}", req.boot_config.display())).into());
+    }
+    if let Some(file) = &req.iso {
+        return iso::run(req, &test, &expect, file);
     }
     if let Some(playbook) = &req.playbook {
         let play = crate::image::PlayRequest { playbook: playbook.clone(), overrides: req.overrides.clone(), out: req.dir.clone(), keep_build_dir: false, options: Default::default() };

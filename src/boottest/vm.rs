@@ -49,6 +49,9 @@ pub enum Net {
     Tap { ifname: String },
     /// No NIC at all.
     None,
+    /// A NIC connected to nothing (no QEMU netdev): the hardware is there
+    /// for the guest to see, no packet goes anywhere.
+    Unplugged,
 }
 
 /// What the guest boots.
@@ -107,11 +110,14 @@ impl VmSpec {
             Net::User { bootfile: Some(f) } => Some(format!("user,id=n0,bootfile={f}")),
             Net::User { bootfile: None } => Some("user,id=n0".to_string()),
             Net::Tap { ifname } => Some(format!("tap,id=n0,ifname={ifname},script=no,downscript=no")),
-            Net::None => None,
+            Net::None | Net::Unplugged => None,
         };
         if let Some(netdev) = netdev {
             let rom = if matches!(self.boot, Boot::Network { rom: false }) { ",romfile=" } else { "" };
             push(&["-netdev", &netdev, "-device", &format!("{},netdev=n0,mac={}{rom}", self.nic.device(), self.mac)]);
+        }
+        if self.net == Net::Unplugged {
+            push(&["-device", &format!("{},mac={},romfile=", self.nic.device(), self.mac)]);
         }
         if self.uefi {
             push(&["-bios", OVMF]);
@@ -285,6 +291,9 @@ mod tests {
         spec.boot = Boot::Cdrom("/t/x.iso".into());
         let cd = text(&spec);
         assert!(!cd.contains("-netdev") && cd.contains("-cdrom /t/x.iso -boot d"), "{cd}");
+        spec.net = Net::Unplugged;
+        let unplugged = text(&spec);
+        assert!(!unplugged.contains("-netdev") && unplugged.contains("-device e1000,mac=52:54:00:12:34:56,romfile= "), "{unplugged}");
         spec.boot = Boot::Kernel { kernel: "/k".into(), initrd: "/i".into(), append: "console=ttyS0 a=b".into() };
         assert!(text(&spec).contains("-kernel /k -initrd /i -append console=ttyS0 a=b"));
     }

@@ -42,6 +42,8 @@ pub enum Command {
     },
     /// Netboot the built artifacts in QEMU and assert they came up.
     BootTest(BootTestArgs),
+    /// Write a hybrid ISO (BIOS + UEFI, CD or USB) that boots a profile without PXE.
+    Iso(IsoArgs),
     /// Show what the build caches hold, and prune them by age or size.
     Cache(CacheArgs),
     /// Pin every package version (and .deb sha256) the builds install in a lock file.
@@ -186,9 +188,36 @@ pub struct BootTestArgs {
     /// from nginx's cache.
     #[arg(long)]
     pub via_nginx: Option<PathBuf>,
+    /// Boot this offline ISO (mkimage iso --offline) as a CD-ROM, with no network, instead of netbooting.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["playbook", "proxy_dhcp", "via_nginx"])]
+    pub iso: Option<PathBuf>,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,
+}
+
+/// `mkimage iso`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IsoArgs {
+    /// The directory holding the artifacts (a build output dir).
+    #[arg(long, default_value = "builds")]
+    pub dir: PathBuf,
+    /// Boot config with the profiles (default: vars/boot.yml if it exists;
+    /// without one the ISO boots the basefs alone, no overlay).
+    #[arg(long)]
+    pub boot_config: Option<PathBuf>,
+    /// Profile to put on the ISO (default: the boot config's default profile).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Put the basefs and overlays on the ISO; the machine needs no network.
+    #[arg(long, conflicts_with = "server")]
+    pub offline: bool,
+    /// Without --offline: the `mkimage serve` URL the init downloads from (http://HOST:PORT).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The ISO file to write.
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 /// `mkimage cache`.

@@ -74,6 +74,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Publish(a) => publish(&a),
         Command::Inspect { file, summary } => mkimage::inspect::run(&absolute(&file)?, summary),
         Command::BootTest(a) => boot_test(a),
+        Command::Iso(a) => iso(a),
         Command::Cache(a) => {
             let usage = |e: String| mkimage::UsageError(e);
             let req = mkimage::cache::Request {
@@ -117,27 +118,46 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         append: a.append,
         serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
         via_nginx: a.via_nginx.as_deref().map(absolute).transpose()?,
+        iso: a.iso.as_deref().map(absolute).transpose()?,
     };
     mkimage::boottest::run(&req)
 }
 
 /// `mkimage publish`: the flags as a publish request, paths absolute.
 fn publish(a: &args::PublishArgs) -> anyhow::Result<()> {
-    let default = Path::new(mkimage::serve::DEFAULT_BOOT_CONFIG);
-    let boot_config = match &a.boot_config {
-        Some(p) => Some(absolute(p)?),
-        None => default.is_file().then(|| absolute(default)).transpose()?,
-    };
     let req = mkimage::serve::publish::Request {
         dir: absolute(&a.dir)?,
         out: absolute(&a.out)?,
-        boot_config,
+        boot_config: boot_config_or_default(a.boot_config.as_deref())?,
         public_url: a.public_url.clone(),
         ipxe_template: a.ipxe_template.as_deref().map(absolute).transpose()?,
     };
     let done = mkimage::serve::publish::run(&req)?;
     println!("published {} artifacts, {} machine scripts and the default to {}", done.artifacts, done.machines, req.out.display());
     Ok(())
+}
+
+/// The boot config given, else vars/boot.yml when it exists (as `serve` does).
+fn boot_config_or_default(given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    let default = Path::new(mkimage::serve::DEFAULT_BOOT_CONFIG);
+    match given {
+        Some(p) => Ok(Some(absolute(p)?)),
+        None if default.is_file() => Ok(Some(absolute(default)?)),
+        None => Ok(None),
+    }
+}
+
+/// `mkimage iso`: the boot config defaults to vars/boot.yml when it exists, as for `serve`.
+fn iso(a: args::IsoArgs) -> anyhow::Result<()> {
+    let source = match (a.offline, a.server) {
+        (true, _) => mkimage::iso::Source::Media,
+        (false, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => mkimage::iso::Source::Server(url.trim_end_matches('/').to_string()),
+        (false, Some(url)) => return Err(mkimage::UsageError(format!("--server {url}: give the URL mkimage serve answers on, http://HOST:PORT")).into()),
+        (false, None) => return Err(mkimage::UsageError("give --offline (the images go on the ISO) or --server URL (the init downloads them)".into()).into()),
+    };
+    let boot_config = boot_config_or_default(a.boot_config.as_deref())?;
+    let req = mkimage::iso::Request { dir: absolute(&a.dir)?, boot_config, profile: a.profile, source, output: absolute(&a.output)? };
+    mkimage::iso::run(&req)
 }
 
 /// `mkimage serve`: the flags as the server's options, paths absolute.

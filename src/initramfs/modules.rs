@@ -26,6 +26,8 @@ pub enum ModuleError {
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_net", "virtio_pci", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "tg3", "bnx2", "r8169",
     "mlx4_en", "mlx5_core", "vmxnet3", "loop", "squashfs", "overlay", "dm_verity", "af_packet",
+    // The boot medium of an offline ISO: CD-ROM, disk or USB stick, and its filesystem.
+    "isofs", "sr_mod", "sd_mod", "ata_piix", "ahci", "usb_storage", "xhci_pci", "ehci_pci",
 ];
 
 /// Canonical module name: `-` and `_` are the same to the kernel.

@@ -1,0 +1,190 @@
+//! `mkimage iso`: a hybrid ISO 9660 image for machines that boot from
+//! virtual media (a BMC) or a USB stick instead of PXE. It holds the kernel,
+//! the initrd and a GRUB menu with the profile's kernel command line
+//! (resolved exactly as `mkimage serve` resolves it for an iPXE script);
+//! with `--offline` also the basefs and overlays, which the init finds by
+//! the volume label and verifies before mounting. It boots under BIOS (El
+//! Torito, and from a disk through GRUB's hybrid MBR) and UEFI (an EFI
+//! system image, also appended as a GPT/MBR partition), built with Debian's
+//! xorriso, GRUB and mtools, and is reproducible: the same inputs give the
+//! same bytes.
+
+pub mod cmdline;
+pub mod grub;
+pub mod remaster;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::artifact::Manifest;
+use crate::exec::Cmd;
+use crate::serve::profiles::{self, Art, BootConfig, Resolved};
+use crate::UsageError;
+pub use cmdline::Source;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IsoError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecError),
+}
+
+impl IsoError {
+    pub fn io(path: &Path, source: std::io::Error) -> IsoError {
+        IsoError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// `mkimage iso`, resolved by the CLI (paths absolute).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The directory holding the artifacts and `manifest.json`.
+    pub dir: PathBuf,
+    /// The boot config with the profiles (None: the basefs alone, no overlay).
+    pub boot_config: Option<PathBuf>,
+    pub profile: Option<String>,
+    /// Where the init gets the basefs and overlays.
+    pub source: Source,
+    pub output: PathBuf,
+}
+
+/// Build the ISO and write it to `req.output` (atomically).
+pub fn run(req: &Request) -> anyhow::Result<()> {
+    check_tools()?;
+    if !req.dir.join(crate::artifact::MANIFEST).is_file() {
+        let d = req.dir.display();
+        return Err(UsageError(format!("{d} has no manifest.json: build first (mkimage play playbooks/all.yml --out {d}) or give --dir")).into());
+    }
+    let manifest = Manifest::load(&req.dir)?;
+    let config = req.boot_config.as_deref().map(BootConfig::load).transpose()?;
+    let resolved = resolve(config.as_ref(), req.profile.as_deref(), &manifest)?;
+    let console = config.as_ref().and_then(|c| c.console.clone()).unwrap_or_else(|| crate::serve::ipxe::DEFAULT_CONSOLE.to_string());
+    let mut line = cmdline::render(&resolved, &req.source, &console);
+    let label = cmdline::label(&line);
+    if req.source == Source::Media {
+        if let Some(remote) = resolved.overlays.iter().find(|a| a.remote.is_some()) {
+            return Err(UsageError(format!(
+                "profile `{}`: overlay {} is on another server and cannot go on an offline medium; drop it from the profile or build without --offline",
+                resolved.profile,
+                remote.remote.as_deref().unwrap_or("?")
+            ))
+            .into());
+        }
+        line = format!("mkimage.media={label} {line}");
+    }
+    let epoch = crate::artifact::source_date_epoch(newest_build(&manifest, &resolved));
+    let parent = req.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let work = tempfile::Builder::new().prefix(".mkimage-iso.").tempdir_in(parent).with_context(|| format!("cannot create a work dir in {}", parent.display()))?;
+    let root = work.path().join("root");
+    for d in ["boot/grub", cmdline::MEDIA_DIR] {
+        fs::create_dir_all(root.join(d)).map_err(|e| IsoError::io(&root.join(d), e))?;
+    }
+    copy_verified(&req.dir, &resolved.kernel, &root.join(grub::KERNEL))?;
+    copy_verified(&req.dir, &resolved.initrd, &root.join(grub::INITRD))?;
+    if req.source == Source::Media {
+        for art in std::iter::once(&resolved.basefs).chain(&resolved.overlays) {
+            copy_verified(&req.dir, art, &root.join(cmdline::MEDIA_DIR).join(&art.file))?;
+        }
+    }
+    let words = cmdline::grub_words(&line).map_err(|e| UsageError(format!("profile `{}`: {e}", resolved.profile)))?;
+    write(&root.join(grub::CONFIG), grub::config(&resolved.profile, &label, &words))?;
+    write(&root.join(cmdline::MEDIA_DIR).join("cmdline"), format!("{line}\n"))?;
+    grub::images(&root, work.path(), &label, epoch)?;
+    write_iso(&root, &label, epoch, &req.output, work.path())?;
+    let size = fs::metadata(&req.output).map(|m| m.len()).unwrap_or(0);
+    println!("{}: profile {}, volume {label}, {} MB{}", req.output.display(), resolved.profile, size / 1_000_000, if req.source == Source::Media { ", offline" } else { "" });
+    Ok(())
+}
+
+/// The profile named (or the config's default), resolved against the manifest.
+fn resolve(config: Option<&BootConfig>, profile: Option<&str>, manifest: &Manifest) -> anyhow::Result<Resolved> {
+    let chosen = match (config, profile) {
+        (Some(c), Some(name)) => Some(c.profiles.iter().find(|p| p.name == name).ok_or_else(|| {
+            let names: Vec<&str> = c.profiles.iter().map(|p| p.name.as_str()).collect();
+            UsageError(format!("--profile {name}: no such profile in the boot config (it has: {})", names.join(", ")))
+        })?),
+        (Some(c), None) => c.select(None),
+        (None, Some(name)) => return Err(UsageError(format!("--profile {name}: there is no boot config to find it in (give --boot-config FILE)")).into()),
+        (None, None) => None,
+    };
+    Ok(match chosen {
+        Some(p) => profiles::resolve(p, manifest)?,
+        None => profiles::derive_default(manifest)?,
+    })
+}
+
+/// The newest build time among the artifacts the ISO holds: its dates.
+fn newest_build(manifest: &Manifest, r: &Resolved) -> u64 {
+    let arts = [&r.kernel, &r.initrd, &r.basefs].into_iter().chain(&r.overlays);
+    arts.filter_map(|a| manifest.artifacts.get(&a.file)).map(|e| e.build_time).max().unwrap_or(0)
+}
+
+/// Fail early, naming the package, when a tool is missing.
+pub fn check_tools() -> anyhow::Result<()> {
+    for (tool, package) in grub::TOOLS {
+        let there = if tool.starts_with('/') { Path::new(tool).exists() } else { crate::exec::have(tool) };
+        if !there {
+            return Err(UsageError(format!("mkimage iso needs {tool}: apt-get install -y {package}")).into());
+        }
+    }
+    Ok(())
+}
+
+/// Copy an artifact into the ISO tree, checking it is the one the manifest names.
+fn copy_verified(dir: &Path, art: &Art, dest: &Path) -> anyhow::Result<()> {
+    let src = dir.join(&art.file);
+    fs::copy(&src, dest).map_err(|e| IsoError::io(&src, e))?;
+    let (_, sha) = crate::artifact::sha256_file(dest)?;
+    if sha != art.sha256 {
+        anyhow::bail!("{}: sha256 is {sha}, but manifest.json says {}; it changed after the build — rebuild it", src.display(), art.sha256);
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: String) -> Result<(), IsoError> {
+    fs::write(path, text).map_err(|e| IsoError::io(path, e))
+}
+
+/// Set a file's (or directory's) modification time.
+pub fn set_mtime(path: &Path, epoch: u64) -> Result<(), IsoError> {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    fs::File::open(path).and_then(|f| f.set_modified(time)).map_err(|e| IsoError::io(path, e))
+}
+
+/// Every file and dir under `root` dated `epoch`.
+fn date_tree(root: &Path, epoch: u64) -> Result<(), IsoError> {
+    for entry in fs::read_dir(root).map_err(|e| IsoError::io(root, e))? {
+        let path = entry.map_err(|e| IsoError::io(root, e))?.path();
+        if path.is_dir() {
+            date_tree(&path, epoch)?;
+        }
+        set_mtime(&path, epoch)?;
+    }
+    set_mtime(root, epoch)
+}
+
+/// The hybrid image from the tree `root` (which holds the GRUB images):
+/// El Torito BIOS + EFI boot, GRUB's hybrid MBR for disks, the EFI image
+/// as an appended partition; all dates `epoch`. Written in `work`, then
+/// renamed to `output`.
+pub fn write_iso(root: &Path, label: &str, epoch: u64, output: &Path, work: &Path) -> anyhow::Result<()> {
+    date_tree(root, epoch)?;
+    let staged = work.join("out.iso");
+    let date = crate::artifact::utc(epoch).replace(['-', ' ', ':'], "") + "00";
+    Cmd::new("xorriso")
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .args(["-as", "mkisofs", "-quiet", "-r", "-V", label, &format!("--modification-date={date}")])
+        .args(["-b", grub::BIOS_IMAGE, "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "--grub2-boot-info"])
+        .args(["--grub2-mbr", grub::HYBRID_MBR])
+        .args(["--efi-boot", grub::EFI_IMAGE, "-efi-boot-part", "--efi-boot-image", "--protective-msdos-label"])
+        .arg("-o")
+        .arg(&staged)
+        .arg(root)
+        .run()?;
+    fs::rename(&staged, output).with_context(|| format!("cannot rename {} to {}", staged.display(), output.display()))?;
+    Ok(())
+}
