@@ -3,16 +3,17 @@
 //! gunzip took 4.5–7 s and libdeflate 1.1–1.5 s, and inflating into a file
 //! and then unpacking it took a third of the time of `gunzip | cpio` (a
 //! pipe between two processes costs a context switch per 64 KiB there).
-//! From Debian's `libdeflate-tools` (it needs only libc, which dmsetup
-//! already brings), through the configured mirror and cache.
+//! From Debian's `libdeflate-tools` (bookworm's links libdeflate
+//! statically; trixie's needs `libdeflate0`'s libdeflate.so.0), through the
+//! configured mirror and cache.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::apt::Fetcher;
 
-/// The packages: the tool, and libc for its closure.
-pub const PACKAGES: &[&str] = &["libdeflate-tools", "libc6"];
+/// The packages: the tool, and the libraries of its closure (bookworm and trixie).
+pub const PACKAGES: &[&str] = &["libdeflate-tools", "libdeflate0", "libc6"];
 
 /// Where the init finds it (on its PATH).
 pub const BINARY: &str = "usr/bin/libdeflate-gunzip";
