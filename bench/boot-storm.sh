@@ -14,23 +14,10 @@ set -euo pipefail
 machines=${1:-200}
 kernel_mb=${KERNEL_MB:-8} initrd_mb=${INITRD_MB:-24} basefs_mb=${BASEFS_MB:-64} overlay_mb=${OVERLAY_MB:-4}
 here=$(cd "$(dirname "$0")/.." && pwd)
-for tool in curl nginx python3; do
-  command -v "$tool" >/dev/null || { echo "bench/boot-storm.sh: $tool is missing: apt-get install -y $tool" >&2; exit 1; }
-done
-(cd "$here" && cargo build --release --quiet)
-mkimage="$here/target/release/mkimage"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-chmod 755 "$work"
-dir="$work/builds"
-mkdir -p "$dir" "$work/nginx/logs" "$work/nginx/tmp" "$work/static"
+source "$here/bench/common.sh"
+need_tools bench/boot-storm.sh curl nginx python3
+serve_bench_setup
+mkdir -p "$work/static"
 
 # The served dir: random bytes in the sizes of a real boot, a manifest and a
 # boot config whose default profile has two overlays.

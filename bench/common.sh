@@ -91,3 +91,31 @@ secs() {
     e=$(date +%s.%N)
     echo "$e - $s" | bc -l | xargs printf '%.1f'
 }
+
+# need_tools SCRIPT TOOL...: fail naming the package to install.
+need_tools() {
+  local script=$1; shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$script: $tool is missing: apt-get install -y $tool" >&2; exit 1; }
+  done
+}
+
+# serve_bench_setup: build mkimage (sets `mkimage`), make a scratch dir
+# (`work`, with `dir`=work/builds and nginx's prefix dirs) that is removed,
+# with every pid in `pids` stopped, when the script exits.
+serve_bench_setup() {
+  local here; here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  (cd "$here" && cargo build --release --quiet)
+  mkimage="$here/target/release/mkimage"
+  work=$(mktemp -d)
+  pids=()
+  trap serve_bench_cleanup EXIT
+  chmod 755 "$work"
+  dir="$work/builds"
+  mkdir -p "$dir" "$work/nginx/logs" "$work/nginx/tmp"
+}
+serve_bench_cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}

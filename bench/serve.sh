@@ -12,23 +12,9 @@ set -euo pipefail
 clients=${1:-64}
 size_mb=${2:-100}
 here=$(cd "$(dirname "$0")/.." && pwd)
-for tool in curl nginx; do
-  command -v "$tool" >/dev/null || { echo "bench/serve.sh: $tool is missing: apt-get install -y $tool" >&2; exit 1; }
-done
-(cd "$here" && cargo build --release --quiet)
-mkimage="$here/target/release/mkimage"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-chmod 755 "$work"
-dir="$work/builds"
-mkdir -p "$dir" "$work/nginx/logs" "$work/nginx/tmp"
+source "$here/bench/common.sh"
+need_tools bench/serve.sh curl nginx
+serve_bench_setup
 
 # The served dir: a big basefs plus what a boot script needs.
 head -c $((size_mb * 1024 * 1024)) /dev/urandom > "$dir/base.squashfs"
