@@ -49,12 +49,7 @@ pub fn start(work: &Path, conf: &Path, listen: Ipv4Addr, upstream: u16) -> anyho
         }
         site = site.replace(from, &to);
     }
-    let p = prefix.display();
-    let main = format!(
-        "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 512; }}\n\
-         http {{\n access_log {p}/logs/access.log;\n default_type application/octet-stream;\n client_body_temp_path {p}/tmp;\n\
-         proxy_temp_path {p}/tmp;\n fastcgi_temp_path {p}/tmp;\n uwsgi_temp_path {p}/tmp;\n scgi_temp_path {p}/tmp;\n{site}\n}}\n"
-    );
+    let main = nginx_conf(&prefix, &site);
     std::fs::write(prefix.join("nginx.conf"), main)?;
     let log = std::fs::File::create(prefix.join("logs/stderr.log"))?;
     let child = Cmd::new("nginx")
@@ -68,6 +63,19 @@ pub fn start(work: &Path, conf: &Path, listen: Ipv4Addr, upstream: u16) -> anyho
     let front = Front { child, port };
     super::wait_for_port(listen, port, "nginx").with_context(|| std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default())?;
     Ok(front)
+}
+
+/// A whole nginx.conf around `http_body` (directives and server blocks for
+/// `http { }`) that keeps everything under `prefix`: pid file, logs and
+/// temp dirs (`logs/` must exist; nginx makes the temp dirs), so it runs beside any other
+/// nginx, as any user.
+pub fn nginx_conf(prefix: &Path, http_body: &str) -> String {
+    let p = prefix.display();
+    format!(
+        "worker_processes 2;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n access_log {p}/logs/access.log;\n default_type application/octet-stream;\n client_body_temp_path {p}/tmp;\n\
+         proxy_temp_path {p}/tmp;\n fastcgi_temp_path {p}/tmp;\n uwsgi_temp_path {p}/tmp;\n scgi_temp_path {p}/tmp;\n{http_body}\n}}\n"
+    )
 }
 
 /// `mkimage_artifact_downloads_total{kind="basefs"}` of mkimage on `ip`:`port`.

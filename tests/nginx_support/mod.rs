@@ -28,13 +28,7 @@ impl Nginx {
         for d in ["logs", "tmp"] {
             std::fs::create_dir_all(prefix.join(d)).expect("nginx prefix");
         }
-        let p = prefix.display();
-        let conf = format!(
-            "worker_processes 2;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n  access_log {p}/logs/access.log;\n  default_type application/octet-stream;\n\
-             client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp;\n\
-             uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n{http_body}\n}}\n"
-        );
+        let conf = mkimage::boottest::front::nginx_conf(&prefix, http_body);
         std::fs::write(prefix.join("nginx.conf"), conf).expect("nginx.conf");
         let check = Command::new("nginx").arg("-t").arg("-p").arg(&prefix).arg("-c").arg(prefix.join("nginx.conf")).output().expect("run nginx -t");
         assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
