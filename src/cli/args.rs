@@ -27,6 +27,8 @@ pub enum Command {
     Play(PlayArgs),
     /// Serve the built artifacts over HTTP (with iPXE scripts) and TFTP.
     Serve(ServeArgs),
+    /// List the machines the server has seen: inventory, profile, boot stage, last failure.
+    Nodes(NodesArgs),
     /// Write a static tree (artifacts by hash, boot scripts, nginx config)
     /// that any static web server can boot machines from.
     Publish(PublishArgs),
@@ -289,6 +291,16 @@ pub struct ServeArgs {
     pub retry_delay: u64,
 }
 
+/// `mkimage nodes`: the node registry of a served dir.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodesArgs {
+    /// The served dir (its records are in DIR/.state/nodes).
+    #[arg(long, default_value = "builds")]
+    pub dir: PathBuf,
+    /// JSON (`{"nodes": [...]}`, as GET /api/nodes) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// `mkimage publish OUT` (turned into `mkimage::serve::publish::Request`).
 #[derive(Debug, Clone, clap::Args)]

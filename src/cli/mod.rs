@@ -71,6 +71,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             mkimage::image::lock::run(&req)
         }
         Command::Serve(a) => serve(&a),
+        Command::Nodes(a) => nodes(&a),
         Command::Publish(a) => publish(&a),
         Command::Inspect { file, summary } => mkimage::inspect::run(&absolute(&file)?, summary),
         Command::BootTest(a) => boot_test(a),
@@ -121,6 +122,21 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         iso: a.iso.as_deref().map(absolute).transpose()?,
     };
     mkimage::boottest::run(&req)
+}
+
+/// `mkimage nodes`: the registry's summaries, as a table or JSON.
+fn nodes(a: &args::NodesArgs) -> anyhow::Result<()> {
+    let dir = absolute(&a.dir)?;
+    if !dir.is_dir() {
+        return Err(mkimage::UsageError(format!("--dir {}: not a directory (the dir `mkimage serve --dir` serves)", dir.display())).into());
+    }
+    let nodes = mkimage::serve::nodes::list(&dir)?;
+    match a.json {
+        true => println!("{}", mkimage::serve::nodes::show::json(&nodes)),
+        false if nodes.is_empty() => eprintln!("no machine recorded in {} yet", dir.join(mkimage::serve::nodes::NODES).display()),
+        false => print!("{}", mkimage::serve::nodes::show::table(&nodes)),
+    }
+    Ok(())
 }
 
 /// `mkimage publish`: the flags as a publish request, paths absolute.

@@ -16,6 +16,7 @@ use http::header::{ACCEPT_RANGES, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, ET
 use http::request::Parts;
 
 use super::files::{Opened, PathError, Root};
+use super::nodes;
 use super::range::{self, ByteRange};
 use super::reply::{header, query_param, Body, Reply};
 use super::state::State;
@@ -41,7 +42,7 @@ pub fn file_in(state: &State, root: &Root, req: &Parts, path: &str, query: &str)
 }
 
 /// `GET`/`HEAD` of `/sha256/HEX/NAME` (`rest` is what follows `/sha256/`).
-pub fn object(state: &State, req: &Parts, rest: &str) -> Reply {
+pub fn object(state: &State, req: &Parts, rest: &str, client: std::net::SocketAddr) -> Reply {
     let (hex, name) = rest.split_once('/').unwrap_or((rest, ""));
     if name.is_empty() || name.contains('/') {
         return Reply::text(404, "content-addressed URLs are /sha256/HEX/NAME\n");
@@ -70,17 +71,20 @@ pub fn object(state: &State, req: &Parts, rest: &str) -> Reply {
         reply = reply.with(CACHE_CONTROL, IMMUTABLE);
     }
     if reply.status.as_u16() == 200 && req.method == http::Method::GET {
-        count_download(state, &hex);
+        let kind = count_download(state, &hex);
+        // The kernel and initrd stages of the machine that fetched them.
+        reply.after_sent = nodes::api::fetched(&state.nodes, client.ip(), &kind);
     }
     reply
 }
 
 /// Count a whole download of the object `hex` under its manifest kind
-/// (`superseded` once the manifest no longer lists it).
-fn count_download(state: &State, hex: &str) {
+/// (`superseded` once the manifest no longer lists it); returns the kind.
+fn count_download(state: &State, hex: &str) -> String {
     let manifest = Manifest::load(state.root.dir()).unwrap_or_default();
     let kind = manifest.artifacts.values().find(|e| e.sha256 == hex).map_or("superseded", |e| e.kind.as_str());
     state.metrics.artifact_download(kind);
+    kind.to_string()
 }
 
 /// The artifact `manifest.json` records with sha256 `hex`, if the file under

@@ -18,6 +18,7 @@ pub mod files;
 mod http;
 pub mod ipxe;
 pub mod metrics;
+pub mod nodes;
 mod options;
 mod pages;
 pub mod profiles;
@@ -105,6 +106,7 @@ async fn serve(opts: &ServeOptions, root: files::Root, boot_config: Option<PathB
         public_url: opts.public_url.clone(),
         local_addr,
         retry_delay: opts.retry_delay,
+        nodes: Arc::new(nodes::Store::new(root.dir())),
     });
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

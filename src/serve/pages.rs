@@ -1,6 +1,6 @@
 //! The status page at `/`: what is published (from manifest.json), which
-//! boot config decides who gets which overlays (and how to write one), and
-//! who fetched a boot script recently. Plain HTML, no scripts, escaped.
+//! boot config decides who gets which overlays (and how to write one), the
+//! machines the node registry knows, and who fetched a boot script recently. Plain HTML, no scripts, escaped.
 
 use std::fmt::Write as _;
 
@@ -38,6 +38,12 @@ pub fn status(state: &State) -> Reply {
         }
         Err(e) => {
             let _ = writeln!(html, "<p>Cannot read manifest.json: {}</p>", esc(&format!("{e:#}")));
+        }
+    }
+    match state.nodes.all() {
+        Ok(records) => html.push_str(&super::nodes::show::html(&records.iter().map(super::nodes::Summary::of).collect::<Vec<_>>(), esc)),
+        Err(e) => {
+            let _ = writeln!(html, "<h2>Nodes</h2>\n<p>{}</p>", esc(&e.to_string()));
         }
     }
     html.push_str("<h2>Recent boots</h2>\n");

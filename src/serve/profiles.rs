@@ -1,5 +1,6 @@
 //! Boot profiles: which kernel, initrd, basefs and overlays a machine boots,
-//! chosen by MAC or by tag from the boot config (`vars/boot.yml`), and
+//! chosen by MAC, by inventory facts (`match:`, once the machine has been
+//! discovered) or by tag from the boot config (`vars/boot.yml`), and
 //! resolved against `manifest.json` into file names and sha256s.
 //!
 //! An artifact reference is either a file name in the manifest
@@ -74,6 +75,37 @@ pub struct Profile {
     pub macs: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Inventory facts (`vendor`, `model`, `serial`) → pattern; a machine
+    /// whose recorded inventory matches every one is selected.
+    #[serde(default, rename = "match")]
+    pub facts: BTreeMap<String, String>,
+}
+
+/// The facts `match:` may name.
+pub const FACTS: [&str; 3] = ["vendor", "model", "serial"];
+
+/// What is known of a machine's hardware (from the node registry).
+pub trait Facts {
+    /// The value of a fact in [`FACTS`]; `None` or empty when unknown.
+    fn fact(&self, name: &str) -> Option<&str>;
+}
+
+/// How a machine's profile was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    Mac,
+    Facts,
+    Tag,
+    /// No selector matched: the default profile (the machine is new).
+    Default,
+}
+
+/// A `match:` pattern against a fact: case-insensitive, `*` and `?` globs.
+fn fact_matches(pattern: &str, value: Option<&str>) -> bool {
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => crate::archive::walk::glob_match(&pattern.trim().to_lowercase(), &v.to_lowercase()),
+        _ => false,
+    }
 }
 
 /// An entry of a profile's `overlays:`.
@@ -186,6 +218,12 @@ impl BootConfig {
             for mac in &mut profile.macs {
                 *mac = normalize_mac(mac).ok_or_else(|| invalid(format!("profile `{}`: `{mac}` is not a MAC address", profile.name)))?;
             }
+            if let Some(key) = profile.facts.keys().find(|k| !FACTS.contains(&k.as_str())) {
+                return Err(invalid(format!("profile `{}`: match: `{key}` is not a fact (use {})", profile.name, FACTS.join(", "))));
+            }
+            if let Some((key, _)) = profile.facts.iter().find(|(_, v)| v.trim().is_empty()) {
+                return Err(invalid(format!("profile `{}`: match: `{key}` is empty (give a value or a pattern such as `Dell*`)", profile.name)));
+            }
         }
         let mut hosts = BTreeMap::new();
         for (mac, tags) in std::mem::take(&mut config.hosts) {
@@ -205,20 +243,35 @@ impl BootConfig {
     /// The profile for a machine: one listing its MAC, else the first whose
     /// tags meet the MAC's tags in `hosts`, else `default`, else the first.
     pub fn select(&self, mac: Option<&str>) -> Option<&Profile> {
+        self.select_for(mac, None).0
+    }
+
+    /// The profile for a machine, and how it was chosen: one listing its
+    /// MAC, else the first whose `match:` facts all match `facts`, else the
+    /// first whose tags meet the MAC's tags in `hosts`, else `default`,
+    /// else the first.
+    pub fn select_for(&self, mac: Option<&str>, facts: Option<&dyn Facts>) -> (Option<&Profile>, Selected) {
         if let Some(mac) = mac {
             if let Some(p) = self.profiles.iter().find(|p| p.macs.iter().any(|m| m == mac)) {
-                return Some(p);
-            }
-            if let Some(tags) = self.hosts.get(mac) {
-                if let Some(p) = self.profiles.iter().find(|p| p.tags.iter().any(|t| tags.contains(t))) {
-                    return Some(p);
-                }
+                return (Some(p), Selected::Mac);
             }
         }
-        match &self.default {
+        if let Some(facts) = facts {
+            let matches = |p: &&Profile| !p.facts.is_empty() && p.facts.iter().all(|(k, pattern)| fact_matches(pattern, facts.fact(k)));
+            if let Some(p) = self.profiles.iter().find(matches) {
+                return (Some(p), Selected::Facts);
+            }
+        }
+        if let Some(tags) = mac.and_then(|m| self.hosts.get(m)) {
+            if let Some(p) = self.profiles.iter().find(|p| p.tags.iter().any(|t| tags.contains(t))) {
+                return (Some(p), Selected::Tag);
+            }
+        }
+        let default = match &self.default {
             Some(name) => self.profiles.iter().find(|p| &p.name == name),
             None => self.profiles.first(),
-        }
+        };
+        (default, Selected::Default)
     }
 }
 
@@ -274,9 +327,15 @@ pub fn resolve(profile: &Profile, manifest: &Manifest) -> Result<Resolved, Profi
 /// What a machine (`mac`, or an unnamed one) boots: its profile from the
 /// boot config, or the basefs alone without one.
 pub fn for_machine(config: Option<&BootConfig>, mac: Option<&str>, manifest: &Manifest) -> Result<Resolved, ProfileError> {
-    match config.and_then(|c| c.select(mac)) {
-        Some(profile) => resolve(profile, manifest),
-        None => derive_default(manifest),
+    for_known_machine(config, mac, None, manifest).map(|(resolved, _)| resolved)
+}
+
+/// What a machine boots, given what is known of its hardware, and how its
+/// profile was chosen.
+pub fn for_known_machine(config: Option<&BootConfig>, mac: Option<&str>, facts: Option<&dyn Facts>, manifest: &Manifest) -> Result<(Resolved, Selected), ProfileError> {
+    match config.map(|c| c.select_for(mac, facts)) {
+        Some((Some(profile), how)) => Ok((resolve(profile, manifest)?, how)),
+        _ => Ok((derive_default(manifest)?, Selected::Default)),
     }
 }
 
@@ -319,6 +378,48 @@ mod tests {
         assert!(err.contains("line 3"), "{err}");
         assert_eq!(normalize_mac("AABBCCDDEEFF").as_deref(), Some("aa:bb:cc:dd:ee:ff"));
         assert_eq!(normalize_mac("aa:bb"), None);
+    }
+
+    struct Hw(&'static str, &'static str, &'static str);
+
+    impl Facts for Hw {
+        fn fact(&self, name: &str) -> Option<&str> {
+            match name {
+                "vendor" => Some(self.0),
+                "model" => Some(self.1),
+                "serial" => Some(self.2),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn selects_by_facts_after_macs_and_before_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boot.yml");
+        std::fs::write(
+            &path,
+            "default: discovery\nprofiles:\n  - name: discovery\n  - name: pinned\n    macs: ['52:54:00:00:00:01']\n  - name: vms\n    match: {vendor: qemu, model: 'Standard PC*'}\n  - name: one\n    match: {serial: ABC123}\n  - name: tagged\n    tags: [t]\nhosts:\n  '52:54:00:00:00:03': [t]\n",
+        )
+        .unwrap();
+        let c = BootConfig::load(&path).unwrap();
+        let qemu = Hw("QEMU", "Standard PC (i440FX + PIIX, 1996)", "");
+        let pick = |mac: &str, facts: Option<&dyn Facts>| {
+            let (p, how) = c.select_for(Some(mac), facts);
+            (p.unwrap().name.clone(), how)
+        };
+        assert_eq!(pick("52:54:00:00:00:01", Some(&qemu)), ("pinned".into(), Selected::Mac));
+        assert_eq!(pick("52:54:00:00:00:02", Some(&qemu)), ("vms".into(), Selected::Facts));
+        assert_eq!(pick("52:54:00:00:00:03", Some(&qemu)), ("vms".into(), Selected::Facts), "facts before tags");
+        assert_eq!(pick("52:54:00:00:00:03", None), ("tagged".into(), Selected::Tag));
+        assert_eq!(pick("52:54:00:00:00:02", Some(&Hw("QEMU", "Other", ""))), ("discovery".into(), Selected::Default), "every fact must match");
+        assert_eq!(pick("52:54:00:00:00:02", Some(&Hw("Dell", "R640", "abc123"))), ("one".into(), Selected::Facts));
+        assert_eq!(pick("52:54:00:00:00:02", None), ("discovery".into(), Selected::Default), "undiscovered: the default, new");
+        for (bad, why) in [("{colour: red}", "`colour` is not a fact"), ("{vendor: ''}", "`vendor` is empty")] {
+            std::fs::write(&path, format!("profiles:\n  - name: p\n    match: {bad}\n")).unwrap();
+            let err = BootConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -35,12 +35,17 @@ pub struct Reply {
     pub body: Body,
     /// The machine the request was for, when known (for the log line).
     pub mac: Option<String>,
+    /// Run (on the blocking pool) once the whole body of a GET went out.
+    pub after_sent: Option<AfterSent>,
 }
+
+/// What a handler wants done once its response was sent in full.
+pub type AfterSent = Box<dyn FnOnce() + Send + 'static>;
 
 impl Reply {
     pub fn new(status: u16, body: Body) -> Reply {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Reply { status, headers: HeaderMap::new(), body, mac: None }
+        Reply { status, headers: HeaderMap::new(), body, mac: None, after_sent: None }
     }
 
     /// A small in-memory response.

@@ -1,7 +1,8 @@
 //! Which handler answers a request: the server's own pages (`/`,
 //! `/metrics`, `/boot.ipxe`), content-addressed artifacts (`/sha256/…`),
-//! the iPXE binaries (`/ipxe/…`, for UEFI HTTP boot) and files in the served
-//! dir. Read-only: GET and HEAD only. Runs on the
+//! the iPXE binaries (`/ipxe/…`, for UEFI HTTP boot), the node registry's
+//! API (`/api/nodes…`, which alone takes POST) and files in the served
+//! dir. Otherwise read-only: GET and HEAD only. Runs on the
 //! blocking pool (handlers open, read and sometimes hash files).
 
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use http::Method;
 
 use super::reply::Reply;
 use super::state::State;
-use super::{dhcp, download, pages, script};
+use super::{dhcp, download, nodes, pages, script};
 
 pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
     let path = req.uri.path();
@@ -19,15 +20,24 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
     if !path.starts_with('/') {
         return Reply::text(400, "request target must be a path\n");
     }
+    if path.starts_with("/api/") {
+        return nodes::api::route(&state.nodes, req, query, client);
+    }
     if req.method != Method::GET && req.method != Method::HEAD {
         return Reply::text(405, "read-only server: GET and HEAD only\n").with(http::header::ALLOW, "GET, HEAD");
     }
     match path {
         "/" => pages::status(state),
-        "/metrics" => Reply::bytes(200, "text/plain; version=0.0.4", state.metrics.render()),
+        "/metrics" => {
+            let records = state.nodes.all().unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                Vec::new()
+            });
+            Reply::bytes(200, "text/plain; version=0.0.4", state.metrics.render() + &nodes::show::metrics(&records))
+        }
         "/boot.ipxe" => script::boot(state, req, query, client),
         _ => match (path.strip_prefix("/sha256/"), path.strip_prefix(dhcp::HTTP_IPXE_PREFIX)) {
-            (Some(rest), _) => download::object(state, req, rest),
+            (Some(rest), _) => download::object(state, req, rest, client),
             (_, Some(name)) => match &state.ipxe {
                 Some(ipxe) => download::file_in(state, ipxe, req, &format!("/{name}"), query),
                 None => Reply::text(404, "no --ipxe-dir to serve iPXE from\n"),

@@ -13,10 +13,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use http::request::Parts;
 
-use super::{download, servers};
+use super::{download, nodes, servers};
 use super::ipxe::DEFAULT_CONSOLE;
 use super::metrics::Boot;
-use super::profiles::{self, normalize_mac, BootConfig, Resolved};
+use super::profiles::{self, normalize_mac, BootConfig, Facts, Resolved, Selected};
 use super::reply::{header, query_param, Reply};
 use super::state::State;
 use crate::artifact::{self, Manifest};
@@ -33,7 +33,10 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
     };
     let base_url = base_url(req, state);
     let mut reply = match render(state, mac.as_deref(), &base_url, client) {
-        Ok((script, profile)) => {
+        Ok((script, profile, selected)) => {
+            if let Some(mac) = &mac {
+                nodes::api::script_served(&state.nodes, mac, client.ip(), &profile, selected);
+            }
             state.metrics.boot(Boot { time: artifact::now(), client: client.ip().to_string(), mac: mac.clone(), profile });
             Reply::bytes(200, SCRIPT, script)
         }
@@ -50,14 +53,17 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
     reply
 }
 
-/// The script and the name of the profile it boots, or why there is none.
-fn render(state: &State, mac: Option<&str>, base_url: &str, client: SocketAddr) -> Result<(String, String), String> {
+/// The script, the name of the profile it boots and how that profile was
+/// chosen (by the machine's recorded inventory too), or why there is none.
+fn render(state: &State, mac: Option<&str>, base_url: &str, client: SocketAddr) -> Result<(String, String, Selected), String> {
     let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
         Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    let resolved: Resolved = profiles::for_machine(config.as_ref(), mac, &manifest).map_err(|e| e.to_string())?;
+    let inventory = mac.and_then(|m| nodes::api::inventory_of(&state.nodes, m));
+    let facts = inventory.as_ref().map(|i| i as &dyn Facts);
+    let (resolved, selected): (Resolved, Selected) = profiles::for_known_machine(config.as_ref(), mac, facts, &manifest).map_err(|e| e.to_string())?;
     let local = [&resolved.kernel, &resolved.initrd, &resolved.basefs].into_iter().chain(&resolved.overlays);
     for art in local.filter(|a| a.remote.is_none()) {
         download::ensure(state, &art.file, &art.sha256)?;
@@ -65,7 +71,7 @@ fn render(state: &State, mac: Option<&str>, base_url: &str, client: SocketAddr) 
     let console = config.as_ref().and_then(|c| c.console.clone()).unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
     let servers = config.as_ref().map(|c| servers::for_client(&c.servers, &c.servers_by_subnet, Some(client.ip()))).unwrap_or_default();
     let script = state.scripts.render(&resolved, base_url, &servers, mac, &console).map_err(|e| e.to_string())?;
-    Ok((script, resolved.profile))
+    Ok((script, resolved.profile, selected))
 }
 
 /// `--public-url`, else `http://` + the Host the client asked for (if it is

@@ -1,5 +1,6 @@
 //! What every request handler shares: the served dir, the sha256 cache, the
-//! counters, the compiled script templates and the boot settings. Handlers
+//! counters, the compiled script templates, the boot settings and the node
+//! registry. Handlers
 //! read it; only the counters and caches inside change.
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use super::files::{Root, ShaCache};
 use super::ipxe::Scripts;
 use super::metrics::Metrics;
+use super::nodes::Store;
 
 pub struct State {
     pub root: Root,
@@ -24,4 +26,6 @@ pub struct State {
     /// The HTTP listener's address (the base URL of last resort).
     pub local_addr: SocketAddr,
     pub retry_delay: Duration,
+    /// The node registry (`DIR/.state/nodes`).
+    pub nodes: Arc<Store>,
 }

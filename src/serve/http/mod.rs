@@ -7,8 +7,8 @@
 //! into memory, then written) took 1.3–1.6× the time of sendfile on the
 //! owned socket for 64 × 100 MiB, at 1.5× its CPU, and answered
 //! `/boot.ipxe` 5–8× slower meanwhile (bench/serve.sh, numbers in the
-//! README). The protocol surface a read-only boot server needs is small:
-//! GET and HEAD, keep-alive, no request bodies.
+//! README). The protocol surface a boot server needs is small: GET and
+//! HEAD, keep-alive, and small POST bodies to the API only (`body`).
 //!
 //! A client must send its whole request head within the timeout (counted
 //! from when the server starts waiting for it, so it also bounds a
@@ -16,8 +16,11 @@
 //! within it. Handlers run on the blocking pool (they open, read and
 //! sometimes hash files) and return a [`Reply`].
 
+mod body;
 mod head;
 mod send;
+
+pub use body::RequestBody;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -70,19 +73,32 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<Handle
         };
         buf.drain(..len);
         let started = Instant::now();
-        let (parts, mut keep_alive) = (head.parts, head.keep_alive);
+        let (mut parts, mut keep_alive) = (head.parts, head.keep_alive);
         let head_only = parts.method == Method::HEAD;
         let target = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.to_string());
         let method = parts.method.to_string();
-        let reply = if head.has_body {
-            // A read-only server takes no request body; not reading it
-            // means the connection cannot be reused.
-            keep_alive = false;
-            Reply::text(413, "request bodies are not accepted: GET and HEAD only\n")
-        } else {
-            let h = handler.clone();
-            tokio::task::spawn_blocking(move || h(&parts, peer)).await.unwrap_or_else(|e| Reply::text(500, format!("the request handler failed: {e}\n")))
+        let mut refused = None;
+        if head.has_body && body::accepted(&parts) {
+            match tokio::time::timeout(timeout, body::read(&mut stream, &mut buf, &parts)).await {
+                Ok(Ok(Ok(bytes))) => drop(parts.extensions.insert(bytes)),
+                Ok(Ok(Err(body::Refused(status, why)))) => refused = Some(Reply::text(status, format!("{why}\n"))),
+                Ok(Err(_)) | Err(_) => return,
+            }
+        } else if head.has_body {
+            refused = Some(Reply::text(413, "request bodies are accepted only by POST /api/…\n"));
+        }
+        let mut reply = match refused {
+            // Not reading the body means the connection cannot be reused.
+            Some(reply) => {
+                keep_alive = false;
+                reply
+            }
+            None => {
+                let h = handler.clone();
+                tokio::task::spawn_blocking(move || h(&parts, peer)).await.unwrap_or_else(|e| Reply::text(500, format!("the request handler failed: {e}\n")))
+            }
         };
+        let after_sent = reply.after_sent.take();
         let (status, mac) = (reply.status.as_u16(), reply.mac.clone());
         let download = matches!(reply.body, super::reply::Body::File { .. }) && !head_only;
         let active = download.then(|| metrics.active(Gauge::Downloads));
@@ -94,6 +110,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<Handle
         }
         if !sent.complete {
             metrics.http_errors.fetch_add(1, Relaxed);
+        }
+        if let Some(after) = after_sent.filter(|_| sent.complete && !head_only) {
+            tokio::task::spawn_blocking(after);
         }
         tracing::info!(
             client = %peer,

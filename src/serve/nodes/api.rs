@@ -1,0 +1,182 @@
+//! `/api/nodes…`: what machines report and what the registry shows.
+//!
+//! - `GET /api/nodes`: every machine's summary (`{"nodes": […]}`);
+//! - `GET /api/nodes/MAC`: its whole record;
+//! - `GET /api/nodes/MAC/event?stage=NAME[&step=STEP&reason=TEXT]`: a stage
+//!   the machine reached (the init and the booted system, with busybox
+//!   `wget` or curl; `failed` carries the reason);
+//! - `POST /api/nodes/MAC/inventory`: the discovery overlay's JSON.
+//!
+//! Bad input (a MAC that is not one, an unknown stage, text with control
+//! characters, a body that is not an inventory) is a 4xx naming what is
+//! wrong, and changes nothing. The server's own observations — a script
+//! served, a kernel or initrd fetched — come in through [`script_served`]
+//! and [`fetched`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::Method;
+
+use super::{record, Failure, Inventory, Stage, Store, Summary};
+use crate::artifact::now;
+use crate::serve::http::RequestBody;
+use crate::serve::profiles::{normalize_mac, Facts, Selected};
+use crate::serve::reply::{query_param, AfterSent, Reply};
+
+const JSON: &str = "application/json";
+
+impl Facts for Inventory {
+    fn fact(&self, name: &str) -> Option<&str> {
+        Inventory::fact(self, name)
+    }
+}
+
+/// Answer a request under `/api/`.
+pub fn route(store: &Store, req: &Parts, query: &str, client: SocketAddr) -> Reply {
+    let path = req.uri.path();
+    let Some(rest) = path.strip_prefix("/api/nodes") else {
+        return Reply::text(404, format!("{path}: no such API (see /api/nodes)\n"));
+    };
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (get, post) = (req.method == Method::GET || req.method == Method::HEAD, req.method == Method::POST);
+    let mac = match segments.first() {
+        Some(raw) => match normalize_mac(raw) {
+            Some(m) => Some(m),
+            None => return Reply::text(400, format!("`{raw}` is not a MAC address (use aa:bb:cc:dd:ee:ff)\n")),
+        },
+        None => None,
+    };
+    let allow = |methods: &str| Reply::text(405, format!("{path} takes {methods}\n")).with(http::header::ALLOW, methods);
+    match (segments.as_slice(), mac) {
+        ([], _) if get => list(store),
+        ([_], Some(mac)) if get => one(store, &mac),
+        ([_, "event"], Some(mac)) if get => event(store, &mac, query, client.ip()),
+        ([_, "inventory"], Some(mac)) if post => inventory(store, &mac, req, client.ip()),
+        ([] | [_], _) | ([_, "event"], _) => allow("GET, HEAD"),
+        ([_, "inventory"], _) => allow("POST"),
+        _ => Reply::text(404, format!("{path}: no such API (see /api/nodes)\n")),
+    }
+}
+
+fn list(store: &Store) -> Reply {
+    match store.all() {
+        Ok(records) => Reply::bytes(200, JSON, super::show::json(&records.iter().map(Summary::of).collect::<Vec<_>>())),
+        Err(e) => Reply::text(500, format!("{e}\n")),
+    }
+}
+
+fn one(store: &Store, mac: &str) -> Reply {
+    match store.get(mac) {
+        Ok(Some(r)) => Reply::bytes(200, JSON, serde_json::to_string_pretty(&r).unwrap_or_default()),
+        Ok(None) => Reply::text(404, format!("no record of {mac}\n")),
+        Err(e) => Reply::text(500, format!("{e}\n")),
+    }
+}
+
+/// `?stage=…`: checked whole before the record is touched.
+fn event(store: &Store, mac: &str, query: &str, ip: IpAddr) -> Reply {
+    let Some(name) = query_param(query, "stage") else {
+        return Reply::text(400, format!("give ?stage=NAME (one of {})\n", Stage::reported_names()));
+    };
+    let Some(stage) = Stage::reported(&name) else {
+        return Reply::text(400, format!("stage `{}` is not one a machine reports (one of {})\n", name.escape_debug(), Stage::reported_names()));
+    };
+    let text = |key: &str| -> Result<Option<String>, Reply> {
+        match (query_param(query, key), query.split('&').any(|kv| kv.split('=').next() == Some(key))) {
+            (Some(v), _) => record::text(&v).map(|()| Some(v)).map_err(|e| Reply::text(400, format!("{key}=: {e}\n"))),
+            (None, true) => Err(Reply::text(400, format!("{key}=: not valid percent-encoded UTF-8\n"))),
+            (None, false) => Ok(None),
+        }
+    };
+    let (step, reason) = match (text("step"), text("reason")) {
+        (Ok(s), Ok(r)) => (s, r),
+        (Err(reply), _) | (_, Err(reply)) => return reply,
+    };
+    let failure = match (stage, reason) {
+        (Stage::Failed, Some(reason)) if !reason.trim().is_empty() => Some(Failure { time: now(), step, reason }),
+        (Stage::Failed, _) => return Reply::text(400, "stage=failed needs &reason=WHY\n"),
+        (_, Some(_)) => return Reply::text(400, "reason= goes with stage=failed only\n"),
+        (_, None) => None,
+    };
+    let t = now();
+    let updated = store.update(mac, t, |r| {
+        r.saw(stage, t);
+        r.ip = Some(ip.to_string());
+        if failure.is_some() {
+            r.failure = failure;
+        }
+    });
+    saved(updated, mac, |_| Reply::text(200, "ok\n"))
+}
+
+fn inventory(store: &Store, mac: &str, req: &Parts, ip: IpAddr) -> Reply {
+    let body = req.extensions.get::<RequestBody>().map(|b| b.0.as_slice()).unwrap_or_default();
+    if body.is_empty() {
+        return Reply::text(400, "POST the inventory as a JSON object in the body\n");
+    }
+    let inventory = match Inventory::parse(body) {
+        Ok(i) => i,
+        Err(e) => return Reply::text(400, format!("inventory of {mac}: {e}\n")),
+    };
+    let t = now();
+    let updated = store.update(mac, t, |r| {
+        r.inventory = Some(inventory);
+        r.saw(Stage::Inventory, t);
+        r.ip = Some(ip.to_string());
+    });
+    saved(updated, mac, |r| Reply::bytes(200, JSON, serde_json::to_string(&Summary::of(r)).unwrap_or_default()))
+}
+
+fn saved(updated: Result<super::Record, super::NodeError>, mac: &str, ok: impl FnOnce(&super::Record) -> Reply) -> Reply {
+    let mut reply = match updated {
+        Ok(r) => ok(&r),
+        Err(e) => {
+            tracing::warn!("{e}");
+            Reply::text(500, format!("{e}\n"))
+        }
+    };
+    reply.mac = Some(mac.to_string());
+    reply
+}
+
+/// A boot script for `mac` went to `ip`: a new boot on its record, with
+/// the profile and whether a selector chose it.
+pub fn script_served(store: &Store, mac: &str, ip: IpAddr, profile: &str, selected: Selected) {
+    store.remember_fetcher(ip, mac);
+    let t = now();
+    let updated = store.update(mac, t, |r| {
+        r.saw(Stage::Script, t);
+        r.ip = Some(ip.to_string());
+        r.profile = Some(profile.to_string());
+        r.new = selected == Selected::Default;
+    });
+    if let Err(e) = updated {
+        tracing::warn!("{e}");
+    }
+}
+
+/// What to do once an artifact of `kind` went out whole to `ip`: the
+/// kernel or initrd stage on the record of the machine that fetched its
+/// boot script from that address (`None`: another kind, or no such machine).
+pub fn fetched(store: &Arc<Store>, ip: IpAddr, kind: &str) -> Option<AfterSent> {
+    let stage = match kind {
+        "kernel" => Stage::Kernel,
+        "initrd" => Stage::Initrd,
+        _ => return None,
+    };
+    let mac = store.fetcher(ip)?;
+    let store = store.clone();
+    Some(Box::new(move || {
+        let t = now();
+        if let Err(e) = store.update(&mac, t, |r| r.saw(stage, t)) {
+            tracing::warn!("{e}");
+        }
+    }))
+}
+
+/// The recorded inventory of `mac`, for selecting its profile by facts.
+pub fn inventory_of(store: &Store, mac: &str) -> Option<Inventory> {
+    store.get(mac).ok().flatten().and_then(|r| r.inventory)
+}

@@ -1,0 +1,254 @@
+//! One machine's record as it is stored (`DIR/.state/nodes/MAC.json`) and
+//! the inventory the discovery overlay posts, checked on the way in: typed
+//! fields (a wrong type is an error naming the field), bounded lists, and
+//! text without control characters, so a record always reads back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Stage;
+
+/// Stages kept per boot (a machine stuck in a loop cannot grow its record).
+const MAX_STAGES: usize = 64;
+/// The longest text field accepted in an inventory or a failure reason.
+pub const MAX_TEXT: usize = 512;
+const MAX_NICS: usize = 256;
+const MAX_DISKS: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub mac: String,
+    /// Seconds since the epoch.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    /// The address its last request came from.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The profile its last boot script was made for.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// No profile selects it (by MAC, facts or tag): it boots the default.
+    #[serde(default)]
+    pub new: bool,
+    /// The latest stage seen.
+    #[serde(default)]
+    pub stage: Option<Stage>,
+    /// Boot scripts served to it.
+    #[serde(default)]
+    pub boots: u64,
+    /// The stages of its latest boot, in the order they were seen.
+    #[serde(default)]
+    pub stages: Vec<Seen>,
+    #[serde(default)]
+    pub failure: Option<Failure>,
+    #[serde(default)]
+    pub inventory: Option<Inventory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seen {
+    pub stage: Stage,
+    pub time: u64,
+}
+
+/// The last failure a machine reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub time: u64,
+    /// The init's step that failed (e.g. `download basefs`), when it said.
+    #[serde(default)]
+    pub step: Option<String>,
+    pub reason: String,
+}
+
+impl Record {
+    pub fn new(mac: &str, now: u64) -> Record {
+        Record {
+            mac: mac.to_string(),
+            first_seen: now,
+            last_seen: now,
+            ip: None,
+            profile: None,
+            new: false,
+            stage: None,
+            boots: 0,
+            stages: Vec::new(),
+            failure: None,
+            inventory: None,
+        }
+    }
+
+    /// Note a stage: a boot script starts a new boot's list; the same stage
+    /// twice in a row (a retried download) is one entry.
+    pub fn saw(&mut self, stage: Stage, now: u64) {
+        if stage == Stage::Script {
+            self.boots += 1;
+            self.stages.clear();
+        }
+        match self.stages.last_mut() {
+            Some(last) if last.stage == stage => last.time = now,
+            _ => self.stages.push(Seen { stage, time: now }),
+        }
+        if self.stages.len() > MAX_STAGES {
+            self.stages.remove(0);
+        }
+        self.stage = Some(stage);
+        self.last_seen = self.last_seen.max(now);
+    }
+}
+
+/// What `mkimage-discovery` reports (provisioners/discovery); keys it does
+/// not know are kept as they came.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    #[serde(default)]
+    pub system: System,
+    #[serde(default)]
+    pub cpu: Cpu,
+    #[serde(default)]
+    pub memory_kb: u64,
+    #[serde(default)]
+    pub nics: Vec<Nic>,
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct System {
+    #[serde(default)]
+    pub vendor: String,
+    /// The model (DMI product name).
+    #[serde(default)]
+    pub product: String,
+    #[serde(default)]
+    pub serial: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Nic {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub mac: String,
+    #[serde(default)]
+    pub driver: String,
+    #[serde(default)]
+    pub speed_mbps: i64,
+    #[serde(default)]
+    pub link: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub rotational: bool,
+}
+
+impl Inventory {
+    /// Parse and check a posted body: a JSON object of the discovery schema.
+    pub fn parse(body: &[u8]) -> Result<Inventory, String> {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        if !value.is_object() {
+            return Err("the inventory must be a JSON object ({\"system\": {…}, \"cpu\": {…}, …})".into());
+        }
+        check_text(&value, "")?;
+        let inv: Inventory = serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        if inv.nics.len() > MAX_NICS || inv.disks.len() > MAX_DISKS {
+            return Err(format!("{} NICs and {} disks: at most {MAX_NICS} and {MAX_DISKS}", inv.nics.len(), inv.disks.len()));
+        }
+        Ok(inv)
+    }
+
+    /// The value of an inventory fact a profile may match (`vendor`, `model`, `serial`).
+    pub fn fact(&self, name: &str) -> Option<&str> {
+        match name {
+            "vendor" => Some(&self.system.vendor),
+            "model" => Some(&self.system.product),
+            "serial" => Some(&self.system.serial),
+            _ => None,
+        }
+    }
+}
+
+/// Every string in `value` (keys too) is short text without control characters.
+fn check_text(value: &serde_json::Value, at: &str) -> Result<(), String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => text(s).map_err(|e| format!("{}: {e}", if at.is_empty() { "." } else { at })),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| check_text(v, &format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            let at = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            text(k).map_err(|e| format!("key {at}: {e}"))?;
+            check_text(v, &at)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Text fit for a record: at most [`MAX_TEXT`] bytes, no control characters.
+pub fn text(s: &str) -> Result<(), String> {
+    if s.len() > MAX_TEXT {
+        return Err(format!("{} bytes of text, at most {MAX_TEXT}", s.len()));
+    }
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!("contains the control character {c:?}")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inventories_are_checked() {
+        let good = br#"{"system":{"vendor":"QEMU","product":"Standard PC","serial":""},"cpu":{"model":"x","count":2},"memory_kb":1000,"nics":[{"name":"ens3","mac":"52:54:00:12:34:56","driver":"virtio_net","speed_mbps":-1,"link":true}],"disks":[],"bmc":{"ip":"10.0.0.9"}}"#;
+        let inv = Inventory::parse(good).unwrap();
+        assert_eq!((inv.fact("vendor"), inv.fact("model"), inv.cpu.count, inv.nics.len()), (Some("QEMU"), Some("Standard PC"), 2, 1));
+        assert_eq!(inv.other["bmc"]["ip"], "10.0.0.9", "unknown keys are kept");
+        for (bad, why) in [
+            (&b"[1,2]"[..], "JSON object"),
+            (b"{\"system\": ", "not JSON"),
+            (b"{\"cpu\": {\"count\": \"two\"}}", "cpu.count"),
+            (b"{\"system\": {\"vendor\": \"a\\u0007b\"}}", "system.vendor: contains the control character"),
+            (b"{\"nics\": {}}", "nics"),
+        ] {
+            let err = Inventory::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{}: {err}", String::from_utf8_lossy(bad));
+        }
+        let long = format!("{{\"system\": {{\"serial\": \"{}\"}}}}", "x".repeat(MAX_TEXT + 1));
+        assert!(Inventory::parse(long.as_bytes()).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn stages_start_over_with_each_boot_script() {
+        let mut r = Record::new("52:54:00:00:00:01", 1);
+        for (t, s) in [(1, Stage::Script), (2, Stage::Kernel), (3, Stage::Kernel), (4, Stage::Booted)] {
+            r.saw(s, t);
+        }
+        assert_eq!(r.stages.iter().map(|s| (s.stage, s.time)).collect::<Vec<_>>(), [(Stage::Script, 1), (Stage::Kernel, 3), (Stage::Booted, 4)]);
+        r.saw(Stage::Script, 9);
+        assert_eq!((r.boots, r.stages.len(), r.stage, r.last_seen), (2, 1, Some(Stage::Script), 9));
+        for t in 0..100 {
+            r.saw(if t % 2 == 0 { Stage::Network } else { Stage::Download }, 10 + t);
+        }
+        assert_eq!(r.stages.len(), MAX_STAGES);
+    }
+}
