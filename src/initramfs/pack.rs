@@ -207,7 +207,7 @@ mod tests {
         crate::exec::Cmd::new("busybox").args(["sh", "-n"]).stdin_bytes(out.clone()).run().unwrap();
         let scripts = read_scripts(&t).unwrap();
         let names: Vec<&str> = scripts.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["bench.sh", "fetch.sh", "media.sh"]);
+        assert_eq!(names, ["bench.sh", "fetch.sh", "media.sh", "report.sh"]);
         for (name, bytes) in scripts {
             assert!(out.contains(&format!(". /{SCRIPTS_DIR}/{name}")), "the init does not source {name}");
             crate::exec::Cmd::new("busybox").args(["sh", "-n"]).stdin_bytes(bytes).run().unwrap();

@@ -180,6 +180,7 @@ mod tests {
         for want in [
             "kernel http://10.0.2.2:8080/sha256/vmlinuzsha/vmlinuz ",
             " BOOTIF=01-52-54-00-12-34-56 ",
+            " mkimage.api=http://10.0.2.2:8080 ",
             " basefs=http://10.0.2.2:8080/sha256/base.squashfssha/base.squashfs basefs.sha256=base.squashfssha ",
             " overlayfs=http://10.0.2.2:8080/sha256/a.cpio.gzsha/a.cpio.gz,http://10.0.2.2:8080/sha256/b c.cpio.gzsha/b%20c.cpio.gz,http://10.0.2.2:9/c.cpio.gz overlayfs.sha256=a.cpio.gzsha,b c.cpio.gzsha,c.cpio.gzsha ",
             " console=tty0 console=ttyS0,115200 rootsize=2G || goto failed",
@@ -210,6 +211,7 @@ mod tests {
         let kernels: Vec<&str> = s.lines().filter(|l| l.starts_with("kernel ")).collect();
         assert_eq!(kernels.len(), 2, "{s}");
         assert!(kernels[0].starts_with("kernel http://a:1/sha256/vmlinuzsha/vmlinuz ") && kernels[0].ends_with(" || goto server1"), "{s}");
+        assert!(kernels[1].contains(" mkimage.api=http://b:2 "), "the init reports to the server it boots from: {s}");
         assert!(kernels[1].contains(" basefs=http://b:2/sha256/") && kernels[1].contains(" overlayfs=http://b:2/sha256/") && kernels[1].ends_with(" || goto failed"), "{s}");
         assert!(kernels.iter().all(|k| k.contains(" mkimage.servers=http://a:1,http://b:2")), "{s}");
         assert!(s.contains("\ninitrd --name initrd http://a:1/sha256/initrd.imgsha/initrd.img || goto server1\n"), "{s}");

@@ -9,8 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Stage;
 
-/// Stages kept per boot (a machine stuck in a loop cannot grow its record).
-const MAX_STAGES: usize = 64;
 /// The longest text field accepted in an inventory or a failure reason.
 pub const MAX_TEXT: usize = 512;
 const MAX_NICS: usize = 256;
@@ -31,13 +29,13 @@ pub struct Record {
     /// No profile selects it (by MAC, facts or tag): it boots the default.
     #[serde(default)]
     pub new: bool,
-    /// The latest stage seen.
+    /// The furthest stage its latest boot reached (`failed` if it failed).
     #[serde(default)]
     pub stage: Option<Stage>,
     /// Boot scripts served to it.
     #[serde(default)]
     pub boots: u64,
-    /// The stages of its latest boot, in the order they were seen.
+    /// The stages of its latest boot, in boot order, each with when it was last seen.
     #[serde(default)]
     pub stages: Vec<Seen>,
     #[serde(default)]
@@ -79,21 +77,22 @@ impl Record {
         }
     }
 
-    /// Note a stage: a boot script starts a new boot's list; the same stage
-    /// twice in a row (a retried download) is one entry.
+    /// Note a stage: a boot script starts a new boot's list. The list is
+    /// kept in boot order whatever order reports arrive in (the init sends
+    /// them in the background, at once), one entry per stage.
     pub fn saw(&mut self, stage: Stage, now: u64) {
         if stage == Stage::Script {
             self.boots += 1;
             self.stages.clear();
         }
-        match self.stages.last_mut() {
-            Some(last) if last.stage == stage => last.time = now,
-            _ => self.stages.push(Seen { stage, time: now }),
+        match self.stages.iter_mut().find(|s| s.stage == stage) {
+            Some(seen) => seen.time = now,
+            None => {
+                let at = self.stages.partition_point(|s| s.stage < stage);
+                self.stages.insert(at, Seen { stage, time: now });
+            }
         }
-        if self.stages.len() > MAX_STAGES {
-            self.stages.remove(0);
-        }
-        self.stage = Some(stage);
+        self.stage = self.stages.last().map(|s| s.stage);
         self.last_seen = self.last_seen.max(now);
     }
 }
@@ -238,17 +237,21 @@ mod tests {
     }
 
     #[test]
-    fn stages_start_over_with_each_boot_script() {
+    fn stages_are_kept_in_boot_order_and_start_over_with_each_boot_script() {
         let mut r = Record::new("52:54:00:00:00:01", 1);
-        for (t, s) in [(1, Stage::Script), (2, Stage::Kernel), (3, Stage::Kernel), (4, Stage::Booted)] {
+        for (t, s) in [(1, Stage::Script), (2, Stage::Kernel), (3, Stage::Kernel), (4, Stage::Mounted), (4, Stage::Verified), (5, Stage::Booted)] {
             r.saw(s, t);
         }
-        assert_eq!(r.stages.iter().map(|s| (s.stage, s.time)).collect::<Vec<_>>(), [(Stage::Script, 1), (Stage::Kernel, 3), (Stage::Booted, 4)]);
+        let seen = |r: &Record| r.stages.iter().map(|s| (s.stage, s.time)).collect::<Vec<_>>();
+        assert_eq!(seen(&r), [(Stage::Script, 1), (Stage::Kernel, 3), (Stage::Verified, 4), (Stage::Mounted, 4), (Stage::Booted, 5)]);
+        assert_eq!(r.stage, Some(Stage::Booted));
+        r.saw(Stage::Network, 6);
+        assert_eq!(r.stage, Some(Stage::Booted), "the furthest stage, not the last report");
         r.saw(Stage::Script, 9);
-        assert_eq!((r.boots, r.stages.len(), r.stage, r.last_seen), (2, 1, Some(Stage::Script), 9));
+        assert_eq!((r.boots, seen(&r), r.stage, r.last_seen), (2, vec![(Stage::Script, 9)], Some(Stage::Script), 9));
         for t in 0..100 {
             r.saw(if t % 2 == 0 { Stage::Network } else { Stage::Download }, 10 + t);
         }
-        assert_eq!(r.stages.len(), MAX_STAGES);
+        assert_eq!(r.stages.len(), 3, "one entry per stage");
     }
 }

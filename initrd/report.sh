@@ -1,0 +1,43 @@
+# Stage reports for the mkimage init (sourced by /init; installed as
+# /lib/mkimage/report.sh): each step the boot reaches, and a failure with
+# its reason, goes to the boot server's node registry as
+# GET $API/api/nodes/MAC/event?stage=NAME. Best effort: in the background,
+# cut after REPORT_TIMEOUT seconds, output discarded, so a slow, absent or
+# older server never delays or fails the boot. The server orders a boot's
+# stages itself, so reports may arrive in any order. API comes from
+# mkimage.api= (the boot script sets it), the MAC from BOOTIF= or, without
+# one, the NIC the init configured (report_from); with neither, nothing is
+# sent (offline media boots).
+#
+# `timeout wget`, not `wget -T`: bookworm's busybox 1.35 wget dies of
+# SIGSEGV on -T before it sends anything.
+
+API=
+REPORT_MAC=
+REPORT_TIMEOUT=5
+
+# report_from NIC: the MAC reports are about (BOOTIF's, else NIC's).
+report_from() {
+	if [ -n "$BOOTIF" ]; then
+		REPORT_MAC=${BOOTIF#01-}
+	else
+		REPORT_MAC=$(cat "/sys/class/net/$1/address" 2>/dev/null)
+	fi
+}
+
+# urlencode TEXT: printable ASCII only (control characters become spaces,
+# anything else is dropped), at most 300 bytes, every byte as %XX.
+urlencode() {
+	printf '%s' "$1" | tr '\000-\037' ' ' | tr -cd ' -~' | head -c 300 | od -An -v -tx1 | tr -d ' \n' | sed 's/../%&/g'
+}
+
+# report STAGE [STEP REASON]: STAGE is one the server knows (network,
+# download, verified, mounted, switch-root, failed); failed carries the
+# step that failed and why.
+report() {
+	[ -n "$API" ] && [ -n "$REPORT_MAC" ] || return 0
+	url="$API/api/nodes/$REPORT_MAC/event?stage=$1"
+	[ $# -ge 3 ] && url="$url&step=$(urlencode "$2")&reason=$(urlencode "$3")"
+	(timeout "$REPORT_TIMEOUT" wget -q -O /dev/null "$url" >/dev/null 2>&1 &)
+	return 0
+}
