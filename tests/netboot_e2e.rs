@@ -42,6 +42,22 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     // The discovery line is JSON with this VM's NIC.
     let json = discovery_json(&console);
     assert!(json["nics"].as_array().is_some_and(|n| n.iter().any(|n| n["mac"] == "52:54:00:12:34:56")), "{json}");
+    // The server's node registry: boot-test asked it, and `mkimage nodes` reads it from the served dir.
+    for check in [
+        "PASS the server's node record of 52:54:00:12:34:56 shows the booted stage",
+        "PASS the server's node record of 52:54:00:12:34:56 holds its inventory (vendor QEMU)",
+    ] {
+        assert!(out.contains(check), "missing `{check}`:\n{out}");
+    }
+    let o = mkimage().args(["nodes", "--json", "--dir"]).arg(p.out()).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let nodes: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let vm = nodes["nodes"].as_array().and_then(|n| n.iter().find(|n| n["mac"] == "52:54:00:12:34:56")).unwrap_or_else(|| panic!("{nodes}"));
+    assert_eq!(vm["vendor"], "QEMU", "{vm}");
+    let stages: Vec<&str> = vm["stages"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    for stage in ["script", "kernel", "initrd", "network", "download", "verified", "mounted", "switch-root", "booted", "inventory"] {
+        assert!(stages.contains(&stage), "{stage} not among the stages of {vm}");
+    }
 }
 
 /// nginx's proxy_cache (nginx/mkimage-cache.conf) between the VM and the
@@ -75,6 +91,13 @@ fn broken_image_fails_the_boot_test_with_the_reason() {
     assert!(!o.status.success(), "boot-test passed with a corrupt overlay:\n{}", stdout(&o));
     let err = stderr(&o);
     assert!(err.contains("the boot failed") && err.contains("sha256"), "{err}");
+    // The init reported the failure and its reason to the node registry.
+    let o = mkimage().args(["nodes", "--json", "--dir"]).arg(broken.out()).output().unwrap();
+    let nodes: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let vm = &nodes["nodes"][0];
+    assert_eq!(vm["stage"], "failed", "{nodes}");
+    let failure = vm["last_failure"].as_str().unwrap_or_default();
+    assert!(failure.starts_with("download overlay 1: sha256 mismatch: expected "), "{nodes}");
 }
 
 /// apt-cacher-ng with a minimal config of its own on 127.0.0.1, stopped by pid.

@@ -6,11 +6,9 @@
 //! and mkimage's `/metrics` must show one basefs download for both: the
 //! second came from nginx's cache.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Child;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -80,10 +78,6 @@ pub fn nginx_conf(prefix: &Path, http_body: &str) -> String {
 
 /// `mkimage_artifact_downloads_total{kind="basefs"}` of mkimage on `ip`:`port`.
 pub fn basefs_downloads(ip: Ipv4Addr, port: u16) -> anyhow::Result<u64> {
-    let mut s = TcpStream::connect((ip, port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
+    let (_, text) = super::node::http_get(ip, port, "/metrics")?;
     Ok(text.lines().find_map(|l| l.strip_prefix("mkimage_artifact_downloads_total{kind=\"basefs\"} ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }

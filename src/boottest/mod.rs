@@ -7,6 +7,7 @@
 //! namespace proves the booted system resolves names (`dns`). With
 //! `--proxy-dhcp` the VM boots on a layer-2 network beside a site DHCP
 //! server through `mkimage serve --proxy-dhcp` instead (`lab`, `network`).
+//! Afterwards the server's node registry must show the VM booted (`node`).
 
 pub mod checker;
 pub mod checks;
@@ -17,6 +18,7 @@ mod iso;
 pub mod lab;
 mod netns;
 mod network;
+pub mod node;
 pub mod vm;
 
 use std::net::{Ipv4Addr, TcpStream};
@@ -162,9 +164,15 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut guest = vm::Vm::start(&spec)?;
     let stop = guest.watch(timeout, |log| log.contains("mkimage-check: done") || log.contains("mkimage-init: FAILED") || log.contains("Kernel panic"));
-    let log = vm::strip_escapes(&guest.log());
+    let mut log = vm::strip_escapes(&guest.log());
+    if log.contains("mkimage-init: FAILED") {
+        node::await_failure(listen, port, &spec.mac);
+        log = vm::strip_escapes(&guest.log());
+    }
     drop(guest);
-    let host = net.judge(work.path(), &std::fs::read_to_string(&server_log).unwrap_or_default(), &spec.mac, spec.uefi);
+    let mut host = net.judge(work.path(), &std::fs::read_to_string(&server_log).unwrap_or_default(), &spec.mac, spec.uefi);
+    let settled = matches!(stop, vm::Stop::Done) && !log.contains("mkimage-init: FAILED");
+    host.extend(node::judge(listen, port, &spec.mac, &log, settled));
     judge(&expect, &log, host, stop, timeout, started.elapsed().as_secs_f64())?;
     if front.is_some() {
         second_boot_from_cache(&spec, work.path(), listen, port, timeout)?;
