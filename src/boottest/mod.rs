@@ -166,7 +166,8 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     net.wire(&mut spec, &script_url);
     let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
     let how = if req.proxy_dhcp { format!("proxyDHCP on {} beside a site DHCP server", lab::BRIDGE) } else { "QEMU user networking".into() };
-    tracing::info!("booting {} ({:?}{}, {} MiB) from mkimage serve over {how}; console: {}", spec.mac, spec.nic, if spec.uefi { ", UEFI" } else { "" }, spec.memory_mib, serial.display());
+    let from = if req.published { "a published tree through nginx" } else { "mkimage serve" };
+    tracing::info!("booting {} ({:?}{}, {} MiB) from {from} over {how}; console: {}", spec.mac, spec.nic, if spec.uefi { ", UEFI" } else { "" }, spec.memory_mib, serial.display());
     let started = Instant::now();
     let mut guest = vm::Vm::start(&spec)?;
     let stop = guest.watch(timeout, |log| log.contains("mkimage-check: done") || log.contains("mkimage-init: FAILED") || log.contains("Kernel panic"));
