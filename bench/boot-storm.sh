@@ -9,9 +9,15 @@
 #
 # Usage: bench/boot-storm.sh [MACHINES]          (default 200)
 # Sizes in MiB: KERNEL_MB (8) INITRD_MB (24) BASEFS_MB (64) OVERLAY_MB (4, two of them).
+# CLIENT_NICE (default 0): the simulated machines' curl processes run at this
+# nice level. In a lab the machines are other computers; here they share the
+# server's cores, and at nice 0 the 200 clients and the probe are scheduled
+# like the server. CLIENT_NICE=19 makes them stand aside as separate machines
+# would (the probe and both servers stay at nice 0).
 # Needs: curl, nginx (apt-get install -y curl nginx); builds mkimage --release.
 set -euo pipefail
 machines=${1:-200}
+client_nice=${CLIENT_NICE:-0}
 kernel_mb=${KERNEL_MB:-8} initrd_mb=${INITRD_MB:-24} basefs_mb=${BASEFS_MB:-64} overlay_mb=${OVERLAY_MB:-4}
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/bench/common.sh"
@@ -81,13 +87,13 @@ curl -sf -o /dev/null "$ng/boot.ipxe" || { echo "bench/boot-storm.sh: nginx did 
 # connection (as iPXE and the init would, minus the parallelism).
 machine() { # BASE I OUT
   local mac; mac=$(printf '52:54:00:00:%02x:%02x' $(($2 / 256)) $(($2 % 256)))
-  curl -s -o "$3/script.$2" -w '%{time_total}\n' "$1/boot.ipxe?mac=$mac" > "$3/lat.$2"
+  nice -n "$client_nice" curl -s -o "$3/script.$2" -w '%{time_total}\n' "$1/boot.ipxe?mac=$mac" > "$3/lat.$2"
   local urls
   urls=$(grep -oE "$1/sha256/[0-9a-f]{64}/[^ ,]+" "$3/script.$2" | sort -u)
   [ "$(wc -l <<<"$urls")" = 5 ] || { echo "machine $2: script names $(wc -l <<<"$urls") artifacts, not 5" > "$3/err.$2"; return; }
   local args=()
   for u in $urls; do args+=(-o /dev/null "$u"); done
-  curl -s -w '%{size_download}\n' "${args[@]}" | awk '{s += $1} END {print s}' > "$3/bytes.$2"
+  nice -n "$client_nice" curl -s -w '%{size_download}\n' "${args[@]}" | awk '{s += $1} END {print s}' > "$3/bytes.$2"
 }
 
 # Peak threads and RSS (kB) of the server's processes, sampled every 100 ms until $work/stop exists.
@@ -138,7 +144,7 @@ storm() { # BASE PID
     "$(cat "$out"/lat.* | pct 50) $(cat "$out"/lat.* | pct 99) $(pct 50 < "$out/probe") $(pct 99 < "$out/probe")"
 }
 
-echo "boot storm: $machines machines x $per_machine MiB (kernel $kernel_mb, initrd $initrd_mb, basefs $basefs_mb, 2 overlays x $overlay_mb) over 127.0.0.1; $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg)"
+echo "boot storm: $machines machines x $per_machine MiB (kernel $kernel_mb, initrd $initrd_mb, basefs $basefs_mb, 2 overlays x $overlay_mb) over 127.0.0.1, clients at nice $client_nice; $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg)"
 # Warm the page cache once through each server.
 for base in "$mk" "$ng"; do grep -oE "$base/sha256/[^ ,]+" <(curl -s "$base/boot.ipxe") | xargs -n1 curl -s -o /dev/null; done
 read -r m_s m_cpu m_th m_rss m_p50 m_p99 m_q50 m_q99 < <(storm "$mk" "${pids[0]}")

@@ -1,6 +1,7 @@
 //! The whole chain, the way a lab uses it: `mkimage play playbooks/all.yml`,
 //! then `mkimage boot-test` (QEMU netboot through `mkimage serve` in a
-//! private network namespace; and on a layer-2 network through the
+//! private network namespace; through nginx's proxy cache; from a
+//! `publish`ed tree served by nginx alone; and on a layer-2 network through the
 //! proxyDHCP beside a site DHCP server — BIOS here, the UEFI and NIC matrix
 //! in `bench/lab.sh`, to keep the suite's QEMU time down), then rebuilds
 //! through a real apt-cacher-ng.
@@ -73,6 +74,23 @@ fn netboot_through_nginx_proxy_cache_serves_the_second_basefs_from_its_cache() {
     let out = stdout(&o);
     assert!(out.contains("assertions passed"), "{out}");
     assert!(out.contains("PASS basefs downloaded from mkimage 1 time(s) for two boots through nginx"), "{out}");
+}
+
+/// `mkimage publish`'s static tree served by nginx alone, from the
+/// nginx.conf publish wrote: a checked boot with no `mkimage serve` running,
+/// and nginx's log shows the whole boot came from the tree.
+#[test]
+fn netboot_from_a_published_tree_served_by_nginx_alone() {
+    require("nginx", "nginx");
+    let p = played();
+    let o = boot_test(p, &["--published"]);
+    assert!(o.status.success(), "boot-test from the published tree failed:\n{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("assertions passed"), "{out}");
+    for what in ["the tree's dispatcher /boot.ipxe", "a pre-rendered script", "the kernel from the tree", "the initrd from the tree", "the basefs from the tree"] {
+        assert!(out.lines().any(|l| l.starts_with("PASS nginx served") && l.contains(what)), "{what}:\n{out}");
+    }
+    assert!(stderr(&o).contains("from a published tree through nginx"), "{}", stderr(&o));
 }
 
 #[test]

@@ -29,9 +29,7 @@ impl Drop for Front {
 /// Start nginx in `work` from `conf` (the cache-tier config) on `listen`,
 /// in front of mkimage on `listen`:`upstream`.
 pub fn start(work: &Path, conf: &Path, listen: Ipv4Addr, upstream: u16) -> anyhow::Result<Front> {
-    if !crate::exec::have("nginx") {
-        bail!(crate::UsageError("--via-nginx needs `nginx`: apt-get install -y nginx".into()));
-    }
+    need_nginx("--via-nginx")?;
     let text = std::fs::read_to_string(conf).with_context(|| format!("cannot read --via-nginx {}", conf.display()))?;
     let port = super::free_port(listen)?;
     let prefix = work.join("nginx");
@@ -47,12 +45,25 @@ pub fn start(work: &Path, conf: &Path, listen: Ipv4Addr, upstream: u16) -> anyho
         }
         site = site.replace(from, &to);
     }
-    let main = nginx_conf(&prefix, &site);
-    std::fs::write(prefix.join("nginx.conf"), main)?;
+    spawn(&prefix, &site, listen, port)
+}
+
+/// A usage error naming `flag` when nginx is not installed.
+pub fn need_nginx(flag: &str) -> anyhow::Result<()> {
+    if !crate::exec::have("nginx") {
+        bail!(crate::UsageError(format!("{flag} needs `nginx`: apt-get install -y nginx")));
+    }
+    Ok(())
+}
+
+/// Run nginx in the foreground from `site` (a server block listening on
+/// `listen`:`port`) under `prefix` (with `logs/`), and wait until it accepts.
+pub fn spawn(prefix: &Path, site: &str, listen: Ipv4Addr, port: u16) -> anyhow::Result<Front> {
+    std::fs::write(prefix.join("nginx.conf"), nginx_conf(prefix, site))?;
     let log = std::fs::File::create(prefix.join("logs/stderr.log"))?;
     let child = Cmd::new("nginx")
         .arg("-p")
-        .arg(&prefix)
+        .arg(prefix)
         .arg("-c")
         .arg(prefix.join("nginx.conf"))
         .args(["-g", "daemon off;"])

@@ -19,6 +19,7 @@ pub mod lab;
 mod netns;
 mod network;
 pub mod node;
+mod published;
 pub mod vm;
 
 use std::net::{Ipv4Addr, TcpStream};
@@ -61,6 +62,9 @@ pub struct Request {
     /// Boot through nginx run from this cache-tier config, then boot again
     /// and check the basefs came from nginx's cache (see `front`).
     pub via_nginx: Option<PathBuf>,
+    /// Boot from a `mkimage publish`ed tree served by nginx alone, with no
+    /// `mkimage serve` running (see `published`).
+    pub published: bool,
     /// Boot this offline ISO as a CD-ROM, with no network (see `iso`).
     pub iso: Option<PathBuf>,
 }
@@ -130,28 +134,32 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     let boot_yml = work.path().join("boot.yml");
     std::fs::write(&boot_yml, serde_yaml_ng::to_string(&config::for_test(boot_config, profile.as_deref(), &args, &checker)?)?)?;
 
-    let port = free_port(listen)?;
-    let server_log = work.path().join("serve.log");
-    let exe = std::env::current_exe().context("cannot find the mkimage binary")?;
-    // The server keeps its state (content store, nodes) under --dir, as `serve` does.
-    let mut server = Cmd::new(&exe)
-        .args(["serve", "--http", &format!("{listen}:{port}")])
-        .args(net.serve_args())
-        .arg("--dir")
-        .arg(&req.dir)
-        .arg("--boot-config")
-        .arg(&boot_yml)
-        .inherit_env()
-        .die_with_parent()
-        .spawn(std::process::Stdio::null(), std::process::Stdio::from(std::fs::File::create(&server_log)?))?;
-    let _server_guard = Guard(&mut server);
-    wait_for_port(listen, port, "mkimage serve").with_context(|| vm::tail(&std::fs::read_to_string(&server_log).unwrap_or_default(), 20))?;
-
     let serial = req.serial_log.clone().unwrap_or_else(|| work.path().join("serial.log"));
     let mac = req.mac.to_lowercase();
-    let front = req.via_nginx.as_deref().map(|conf| front::start(work.path(), conf, listen, port)).transpose()?;
-    let entry = front.as_ref().map_or(port, |f| f.port);
-    let script_url = format!("http://{seen_as}:{entry}/boot.ipxe?mac={mac}");
+    let server_log = work.path().join("serve.log");
+    let (script_url, _server, front, port) = if req.published {
+        let (tree, url) = published::start(work.path(), &req.dir, &boot_yml, listen, seen_as)?;
+        (url, None, Some(tree), None)
+    } else {
+        let port = free_port(listen)?;
+        let exe = std::env::current_exe().context("cannot find the mkimage binary")?;
+        // The server keeps its state (content store, nodes) under --dir, as `serve` does.
+        let server = Cmd::new(&exe)
+            .args(["serve", "--http", &format!("{listen}:{port}")])
+            .args(net.serve_args())
+            .arg("--dir")
+            .arg(&req.dir)
+            .arg("--boot-config")
+            .arg(&boot_yml)
+            .inherit_env()
+            .die_with_parent()
+            .spawn(std::process::Stdio::null(), std::process::Stdio::from(std::fs::File::create(&server_log)?))?;
+        let server = Guard(server);
+        wait_for_port(listen, port, "mkimage serve").with_context(|| vm::tail(&std::fs::read_to_string(&server_log).unwrap_or_default(), 20))?;
+        let front = req.via_nginx.as_deref().map(|conf| front::start(work.path(), conf, listen, port)).transpose()?;
+        let entry = front.as_ref().map_or(port, |f| f.port);
+        (format!("http://{seen_as}:{entry}/boot.ipxe?mac={mac}"), Some(server), front, Some(port))
+    };
     let mut spec = vm::VmSpec::netboot(&serial, &script_url);
     spec.memory_mib = req.memory.or(test.memory).unwrap_or(1536);
     spec.nic = req.nic;
@@ -160,21 +168,28 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     net.wire(&mut spec, &script_url);
     let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
     let how = if req.proxy_dhcp { format!("proxyDHCP on {} beside a site DHCP server", lab::BRIDGE) } else { "QEMU user networking".into() };
-    tracing::info!("booting {} ({:?}{}, {} MiB) from mkimage serve over {how}; console: {}", spec.mac, spec.nic, if spec.uefi { ", UEFI" } else { "" }, spec.memory_mib, serial.display());
+    let from = if req.published { "a published tree through nginx" } else { "mkimage serve" };
+    tracing::info!("booting {} ({:?}{}, {} MiB) from {from} over {how}; console: {}", spec.mac, spec.nic, if spec.uefi { ", UEFI" } else { "" }, spec.memory_mib, serial.display());
     let started = Instant::now();
     let mut guest = vm::Vm::start(&spec)?;
     let stop = guest.watch(timeout, |log| log.contains("mkimage-check: done") || log.contains("mkimage-init: FAILED") || log.contains("Kernel panic"));
     let mut log = vm::strip_escapes(&guest.log());
-    if log.contains("mkimage-init: FAILED") {
+    if let (true, Some(port)) = (log.contains("mkimage-init: FAILED"), port) {
         node::await_failure(listen, port, &spec.mac);
         log = vm::strip_escapes(&guest.log());
     }
     drop(guest);
     let mut host = net.judge(work.path(), &std::fs::read_to_string(&server_log).unwrap_or_default(), &spec.mac, spec.uefi);
-    let settled = matches!(stop, vm::Stop::Done) && !log.contains("mkimage-init: FAILED");
-    host.extend(node::judge(listen, port, &spec.mac, &log, settled));
+    if req.published {
+        host.extend(published::judge(work.path(), &spec.mac));
+    }
+    // The node registry, on the server that served the boot (a published tree has none).
+    if let Some(port) = port {
+        let settled = matches!(stop, vm::Stop::Done) && !log.contains("mkimage-init: FAILED");
+        host.extend(node::judge(listen, port, &spec.mac, &log, settled));
+    }
     judge(&expect, &log, host, stop, timeout, started.elapsed().as_secs_f64())?;
-    if front.is_some() {
+    if let (Some(_), Some(port)) = (&front, port) {
         second_boot_from_cache(&spec, work.path(), listen, port, timeout)?;
     }
     Ok(())
@@ -270,10 +285,10 @@ fn wait_for_udp_dns(answer: Ipv4Addr, dnsmasq: &mut std::process::Child) -> anyh
 }
 
 /// Stops the server child by pid when the test ends, however it ends.
-struct Guard<'a>(&'a mut std::process::Child);
+struct Guard(std::process::Child);
 
-impl Drop for Guard<'_> {
+impl Drop for Guard {
     fn drop(&mut self) {
-        vm::stop_child(self.0);
+        vm::stop_child(&mut self.0);
     }
 }

@@ -190,8 +190,12 @@ pub struct BootTestArgs {
     /// from nginx's cache.
     #[arg(long)]
     pub via_nginx: Option<PathBuf>,
+    /// Boot from a `mkimage publish`ed tree of the build served by nginx
+    /// alone: no `mkimage serve` runs.
+    #[arg(long, conflicts_with_all = ["proxy_dhcp", "via_nginx"])]
+    pub published: bool,
     /// Boot this offline ISO (mkimage iso --offline) as a CD-ROM, with no network, instead of netbooting.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["playbook", "proxy_dhcp", "via_nginx"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["playbook", "proxy_dhcp", "via_nginx", "published"])]
     pub iso: Option<PathBuf>,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]

@@ -119,6 +119,7 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         append: a.append,
         serial_log: a.serial_log.as_deref().map(absolute).transpose()?,
         via_nginx: a.via_nginx.as_deref().map(absolute).transpose()?,
+        published: a.published,
         iso: a.iso.as_deref().map(absolute).transpose()?,
     };
     mkimage::boottest::run(&req)
