@@ -53,6 +53,7 @@ fn published_tree_boots_through_nginx_alone() {
     let own = get(nginx.addr, "/boot/52-54-00-aa-00-01.ipxe").text();
     assert!(own.contains("profile rescue") && own.contains(" rootsize=1G"), "{own}");
     assert_eq!(kernel_arg(&own, "overlayfs.sha256").as_deref(), Some(rescue.sha256.as_str()));
+    assert_eq!(kernel_arg(&own, "mkimage.api"), None, "a static tree has no node registry to report to: {own}");
     let other = get(nginx.addr, "/boot/52-54-00-00-00-99.ipxe");
     assert_eq!(other.status, 200);
     assert!(other.text().contains("profile plain") && !other.text().contains("overlayfs="), "{}", other.text());

@@ -31,6 +31,8 @@ pub enum ScriptError {
 /// A compiled script template.
 pub struct Scripts {
     env: Environment<'static>,
+    /// Scripts send the init's stage reports to their server (`mkimage.api=`).
+    reports: bool,
 }
 
 #[derive(Serialize)]
@@ -53,7 +55,13 @@ impl Scripts {
         env.set_keep_trailing_newline(true);
         env.add_template_owned("boot.ipxe", source)?;
         env.add_template("retry.ipxe", RETRY_TEMPLATE)?;
-        Ok(Scripts { env })
+        Ok(Scripts { env, reports: true })
+    }
+
+    /// Scripts for servers without the node registry's API (a static tree):
+    /// no `mkimage.api=`, so the init sends no reports there.
+    pub fn without_reports(self) -> Scripts {
+        Scripts { reports: false, ..self }
     }
 
     /// The script for a machine no boot script can be made for yet: prints
@@ -114,6 +122,7 @@ impl Scripts {
             basefs => link(&resolved.basefs),
             overlays => overlays,
             servers => on,
+            reports => self.reports,
         })?)
     }
 }
@@ -218,6 +227,8 @@ mod tests {
         assert!(s.contains("\n:server1\necho mkimage: server http://a:1 failed, falling back to http://b:2\n"), "{s}");
         let one = Scripts::new(None).unwrap().render(&r, "http://a:1", &[], None, "").unwrap();
         assert!(!one.contains("mkimage.servers=") && !one.contains(":server1"), "{one}");
+        let quiet = Scripts::new(None).unwrap().without_reports().render(&r, "http://a:1", &[], None, "").unwrap();
+        assert!(!quiet.contains("mkimage.api=") && quiet.contains(" BOOTIF=01-${netX/mac:hexhyp} basefs="), "{quiet}");
     }
 
     #[test]

@@ -62,7 +62,8 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     }
     let manifest = Manifest::load(&req.dir)?;
     let config = req.boot_config.as_deref().map(BootConfig::load).transpose()?;
-    let scripts = Scripts::new(req.ipxe_template.as_deref())?;
+    // A static tree has no node registry to report to.
+    let scripts = Scripts::new(req.ipxe_template.as_deref())?.without_reports();
     let console = config.as_ref().and_then(|c| c.console.clone()).unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
     let macs: BTreeSet<String> = config.iter().flat_map(|c| c.profiles.iter().flat_map(|p| p.macs.iter()).chain(c.hosts.keys())).cloned().collect();
 
