@@ -27,19 +27,12 @@ mkdir -p "$work/static"
 
 # The served dir: random bytes in the sizes of a real boot, a manifest and a
 # boot config whose default profile has two overlays.
-entries=()
-add() { # FILE KIND NAME MIB
-  head -c $(($4 * 1024 * 1024)) /dev/urandom > "$dir/$1"
-  local sha; sha=$(sha256sum "$dir/$1" | cut -d' ' -f1)
-  echo "$sha  $1" > "$dir/$1.sha256"
-  entries+=("\"$1\": {\"kind\": \"$2\", \"name\": \"$3\", \"file\": \"$1\", \"size\": $(stat -c %s "$dir/$1"), \"sha256\": \"$sha\", \"build_time\": 0, \"tool_version\": \"bench\"}")
-}
-add vmlinuz kernel kernel "$kernel_mb"
-add initrd.img initrd initrd "$initrd_mb"
-add base.squashfs basefs base "$basefs_mb"
-add one.cpio.gz overlay one "$overlay_mb"
-add two.cpio.gz overlay two "$overlay_mb"
-(IFS=,; echo "{\"artifacts\": {${entries[*]}}}") > "$dir/manifest.json"
+bench_artifact vmlinuz kernel kernel "$kernel_mb"
+bench_artifact initrd.img initrd initrd "$initrd_mb"
+bench_artifact base.squashfs basefs base "$basefs_mb"
+bench_artifact one.cpio.gz overlay one "$overlay_mb"
+bench_artifact two.cpio.gz overlay two "$overlay_mb"
+bench_manifest
 printf 'profiles:\n  - name: storm\n    overlays: [one, two]\n' > "$work/boot.yml"
 chmod -R a+rX "$dir"
 per_machine=$((kernel_mb + initrd_mb + basefs_mb + 2 * overlay_mb))

@@ -100,6 +100,17 @@ need_tools() {
   done
 }
 
+# bench_artifact FILE KIND NAME MIB: MIB random MiB as $dir/FILE, with its
+# .sha256, listed for bench_manifest; bench_manifest writes $dir/manifest.json.
+entries=()
+bench_artifact() {
+  head -c $(($4 * 1024 * 1024)) /dev/urandom > "$dir/$1"
+  local sha; sha=$(sha256sum "$dir/$1" | cut -d' ' -f1)
+  echo "$sha  $1" > "$dir/$1.sha256"
+  entries+=("\"$1\": {\"kind\": \"$2\", \"name\": \"$3\", \"file\": \"$1\", \"size\": $(stat -c %s "$dir/$1"), \"sha256\": \"$sha\", \"build_time\": 0, \"tool_version\": \"bench\"}")
+}
+bench_manifest() { (IFS=,; echo "{\"artifacts\": {${entries[*]}}}") > "$dir/manifest.json"; }
+
 # serve_bench_setup: build mkimage (sets `mkimage`), make a scratch dir
 # (`work`, with `dir`=work/builds and nginx's prefix dirs) that is removed,
 # with every pid in `pids` stopped, when the script exits.
