@@ -297,6 +297,8 @@ fn proxy_dhcp_lab_boots_bios_through_the_nics_ipxe_rom() {
         "PASS `getent hosts mkimage-boot-test.test` succeeds and prints /^10\\.9\\.0\\.1\\s/",
         "PASS the site's DHCP server (dnsmasq, addresses only) leased 52:54:00:12:34:56 an address",
         "PASS proxyDHCP offered iPXE (user class iPXE) its boot script URL with its MAC",
+        "PASS the server's node record of 52:54:00:12:34:56 shows the booted stage",
+        "PASS the server's node record of 52:54:00:12:34:56 holds its inventory (vendor QEMU)",
     ] {
         assert!(out.contains(check), "missing `{check}`:\n{out}");
     }
