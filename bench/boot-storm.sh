@@ -170,6 +170,6 @@ row() { printf '%-14s %7.2f s %7.0f MiB/s  CPU %6.2f s  threads %4d  RSS %5d MB 
   "$1" "$2" "$(awk -v t="$total" -v s="$2" 'BEGIN {print t/s}')" "$3" "$4" $(($5 / 1024)) "$6" "$7" "$8" "$9"; }
 row "mkimage serve" "$m_s" "$m_cpu" "$m_th" "$m_rss" "$m_p50" "$m_p99" "$m_q50" "$m_q99"
 row "nginx" "$n_s" "$n_cpu" "$n_th" "$n_rss" "$n_p50" "$n_p99" "$n_q50" "$n_q99"
-awk -v n="$n_s" -v m="$m_s" -v nc="$n_cpu" -v mc="$m_cpu" -v p="$m_p99" 'BEGIN {
-  printf "throughput ratio mkimage/nginx: %.2f (target >= 1.0); CPU ratio mkimage/nginx: %.2f; mkimage /boot.ipxe p99 %.1f ms (target <= 50)\n", n/m, (nc > 0 ? mc/nc : 0), p
+awk -v n="$n_s" -v m="$m_s" -v nc="$n_cpu" -v mc="$m_cpu" -v p="$m_p99" -v q="$m_q99" -v nq="$n_q99" 'BEGIN {
+  printf "throughput ratio mkimage/nginx: %.2f (target >= 1.0); CPU ratio mkimage/nginx: %.2f; mkimage /boot.ipxe p99 %.1f ms in the storm, %.1f ms for the probe (nginx %.1f ms) (target <= 50)\n", n/m, (nc > 0 ? mc/nc : 0), p, q, nq
 }'
