@@ -111,13 +111,16 @@ bench_artifact() {
 }
 bench_manifest() { (IFS=,; echo "{\"artifacts\": {${entries[*]}}}") > "$dir/manifest.json"; }
 
-# serve_bench_setup: build mkimage (sets `mkimage`), make a scratch dir
+# serve_bench_setup: build mkimage (sets `mkimage`; MKIMAGE=PATH uses that binary), make a scratch dir
 # (`work`, with `dir`=work/builds and nginx's prefix dirs) that is removed,
 # with every pid in `pids` stopped, when the script exits.
 serve_bench_setup() {
   local here; here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-  (cd "$here" && cargo build --release --quiet)
-  mkimage="$here/target/release/mkimage"
+  mkimage=${MKIMAGE:-}
+  if [ -z "$mkimage" ]; then
+    (cd "$here" && cargo build --release --quiet)
+    mkimage="$here/target/release/mkimage"
+  fi
   work=$(mktemp -d)
   pids=()
   trap serve_bench_cleanup EXIT

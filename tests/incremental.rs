@@ -89,6 +89,12 @@ fn builds_redo_only_what_changed_and_match_an_uncached_build() {
     let log = ok(&play(&[]), "cold play");
     assert!(log.contains("b.squashfs was never built here") && !log.contains(": cached"), "{log}");
 
+    // The built-in tables that shape a build are among its inputs.
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p.out().join("manifest.json")).unwrap()).unwrap();
+    for (file, part) in [("b.squashfs", "defaults:kernel_modules.drop"), ("b.squashfs", "defaults:never_ship"), ("o.cpio.gz", "defaults:never_ship")] {
+        assert!(manifest["artifacts"][file]["inputs"][part].is_string(), "{file} records no {part}: {}", manifest["artifacts"][file]["inputs"]);
+    }
+
     let log = ok(&play(&[]), "no-change play");
     assert!(log.contains("basefs `b` is up to date (b.squashfs), skipped") && log.contains("overlay `o` is up to date"), "{log}");
     assert!(!log.contains("building") && task_lines(&log, "tiny").is_empty(), "{log}");

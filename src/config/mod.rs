@@ -7,7 +7,7 @@
 
 pub mod check;
 pub mod keys;
-mod modules;
+pub(crate) mod modules;
 pub mod playbook;
 mod plan;
 mod vars;

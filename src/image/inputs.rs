@@ -3,7 +3,11 @@
 //! that apply to its kind, the files of its roles and the package index (or
 //! lock file) it installs from; an overlay adds the sha256 of its basefs and
 //! parents; an initrd the basefs's kernel hash and the init's files; a
-//! basefs built `--from` an archive that archive's sha256.
+//! basefs built `--from` an archive that archive's sha256. Tables built
+//! into mkimage that shape what a build makes (the default module
+//! selection, what never ships, the initrd's default drivers and helper
+//! packages) are inputs too (`defaults:NAME`), so changing one in the code
+//! rebuilds what it shapes.
 
 use std::path::Path;
 
@@ -59,9 +63,25 @@ pub fn common(plan: &Plan) -> anyhow::Result<Inputs> {
     Ok(inputs)
 }
 
+/// One `defaults:NAME` part per built-in table.
+fn add_defaults(inputs: &mut Inputs, tables: &[(&str, &[&str])]) {
+    for (name, table) in tables {
+        inputs.add_bytes(format!("defaults:{name}"), table.join("\n").as_bytes());
+    }
+}
+
+/// What never ships in a basefs or an overlay.
+const NEVER_SHIP: [(&str, &[&str]); 3] = [
+    ("never_ship", crate::image::never_ship::NEVER_SHIP),
+    ("empty_files_under", crate::image::never_ship::EMPTY_FILES_UNDER),
+    ("emptied", crate::image::never_ship::EMPTIED),
+];
+
 /// A basefs: `from` is the stage archive it starts from, if any.
 pub fn basefs(plan: &Plan, from: Option<&Path>) -> anyhow::Result<Inputs> {
     let mut inputs = common(plan)?;
+    add_defaults(&mut inputs, &NEVER_SHIP);
+    add_defaults(&mut inputs, &[("kernel_modules.drop", crate::config::modules::DEFAULT_DROP), ("kernel_modules.keep", crate::config::modules::DEFAULT_KEEP)]);
     if let Some(archive) = from {
         let name = archive.file_name().unwrap_or_default().to_string_lossy();
         inputs.add(format!("from:{name}"), crate::artifact::sha256_file(archive)?.1);
@@ -72,6 +92,7 @@ pub fn basefs(plan: &Plan, from: Option<&Path>) -> anyhow::Result<Inputs> {
 /// An overlay: the basefs and parent overlays it is built on.
 pub fn overlay(plan: &Plan, base: &Input, parents: &[Input]) -> anyhow::Result<Inputs> {
     let mut inputs = common(plan)?;
+    add_defaults(&mut inputs, &NEVER_SHIP);
     for input in std::iter::once(base).chain(parents) {
         let r = input.reference()?;
         inputs.add(format!("parent:{}", r.file), r.sha256);
@@ -83,6 +104,14 @@ pub fn overlay(plan: &Plan, base: &Input, parents: &[Input]) -> anyhow::Result<I
 /// basefs when it was built without a kernel hash), and the init's files.
 pub fn initrd(plan: &Plan, base: &Input) -> anyhow::Result<Inputs> {
     let mut inputs = common(plan)?;
+    add_defaults(
+        &mut inputs,
+        &[
+            ("initrd.modules", crate::initramfs::modules::DEFAULT_MODULES),
+            ("initrd.dmsetup", crate::initramfs::dmsetup::PACKAGES),
+            ("initrd.inflate", crate::initramfs::inflate::PACKAGES),
+        ],
+    );
     let r = base.reference()?;
     match base.entry.as_ref().and_then(|e| e.kernel_hash.clone()) {
         Some(kernel) => inputs.add(format!("kernel:{}", r.file), kernel),

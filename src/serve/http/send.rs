@@ -48,7 +48,7 @@ pub async fn reply(stream: &mut TcpStream, reply: Reply, head_only: bool, keep_a
         Body::Bytes(b) => within(timeout, stream.write_all(&b)).await.map(|()| sent.bytes = b.len() as u64),
         Body::File { file, start, len } => {
             sent.zero_copy = true;
-            send_file(stream, &file, start, len, timeout, &mut sent.bytes).await
+            super::bulk::send_file(stream, file, start, len, timeout, &mut sent.bytes).await
         }
     };
     match written {
@@ -83,7 +83,7 @@ fn head(status: StatusCode, mut headers: http::HeaderMap, length: u64, keep_aliv
 }
 
 /// `len` bytes of `file` from `start`, by sendfile; `sent` counts them.
-async fn send_file(stream: &TcpStream, file: &File, start: u64, len: u64, timeout: Duration, sent: &mut u64) -> io::Result<()> {
+pub(super) async fn send_file(stream: &TcpStream, file: &File, start: u64, len: u64, timeout: Duration, sent: &mut u64) -> io::Result<()> {
     let mut offset = start as libc::off64_t;
     while *sent < len {
         let want = ((len - *sent) as usize).min(STEP);
