@@ -34,11 +34,11 @@ play() { (cd "$work/proj" && "$mk" play playbooks/all.yml --out "$work/out" --va
 cold=$(secs play)
 again=$(secs play); again_built=$(built)
 # The discovery role's last task: enable lldpd (installed by its first task) too.
-sed -i 's/service: {name: mkimage-discovery, enabled: true}/service: {name: [mkimage-discovery, lldpd], enabled: true}/' "$work/proj/provisioners/discovery/tasks.yml"
-grep -q 'lldpd], enabled' "$work/proj/provisioners/discovery/tasks.yml" || { echo "the discovery role's last task is not what this script edits" >&2; exit 1; }
+sed -i 's/service: {name: mkimage-inventory, enabled: true}/service: {name: [mkimage-inventory, lldpd], enabled: true}/' "$work/proj/provisioners/discovery/tasks.yml"
+[ "$(tail -n1 "$work/proj/provisioners/discovery/tasks.yml")" = "  service: {name: [mkimage-inventory, lldpd], enabled: true}" ] || { echo "the discovery role's last task is not what this script edits" >&2; exit 1; }
 disc=$(secs play); disc_built=$(built)
 # The base role's last task: enable a getty on the serial console too.
-sed -i 's/name: \[systemd-networkd, mkimage-ssh-keygen, mkimage-boot-hooks, ssh\]/name: [systemd-networkd, mkimage-ssh-keygen, mkimage-boot-hooks, ssh, serial-getty@ttyS0]/' "$work/proj/provisioners/base/tasks.yml"
+sed -i 's/name: \[systemd-networkd, mkimage-ssh-keygen, mkimage-boot-hooks, mkimage-booted, ssh\]/name: [systemd-networkd, mkimage-ssh-keygen, mkimage-boot-hooks, mkimage-booted, ssh, serial-getty@ttyS0]/' "$work/proj/provisioners/base/tasks.yml"
 grep -q 'serial-getty@ttyS0\]' "$work/proj/provisioners/base/tasks.yml" || { echo "the base role's last task is not what this script edits" >&2; exit 1; }
 base=$(secs play); base_built=$(built)
 cached=$(grep -c ': cached$' "$work/last.log" || true)
