@@ -12,7 +12,10 @@
 //!
 //! It also remembers which MAC fetched a boot script from which address, so
 //! the kernel and initrd fetches (content-addressed URLs without a MAC, for
-//! any HTTP cache to share) are put on that machine's record.
+//! any HTTP cache to share) are put on that machine's record. An address
+//! that several MACs fetched scripts from within the window (a NAT, a
+//! proxy, a benchmark's clients on loopback) is ambiguous: its fetches go
+//! on no record rather than on whichever machine asked last.
 
 use std::collections::HashMap;
 use std::fs;
@@ -45,7 +48,15 @@ pub enum NodeError {
 pub struct Store {
     dir: PathBuf,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    fetchers: Mutex<HashMap<IpAddr, (String, Instant)>>,
+    fetchers: Mutex<HashMap<IpAddr, Fetcher>>,
+}
+
+/// The last machine that fetched a script from an address, and whether
+/// another one did too within the window.
+struct Fetcher {
+    mac: String,
+    at: Instant,
+    shared: bool,
 }
 
 impl Store {
@@ -99,17 +110,19 @@ impl Store {
     pub fn remember_fetcher(&self, ip: IpAddr, mac: &str) {
         let mut fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
         if fetchers.len() >= MAX_FETCHERS {
-            fetchers.retain(|_, (_, at)| at.elapsed() < FETCH_WINDOW);
+            fetchers.retain(|_, f| f.at.elapsed() < FETCH_WINDOW);
         }
-        if fetchers.len() < MAX_FETCHERS {
-            fetchers.insert(ip, (mac.to_string(), Instant::now()));
+        let shared = fetchers.get(&ip).is_some_and(|f| f.at.elapsed() < FETCH_WINDOW && (f.shared || f.mac != mac));
+        if fetchers.len() < MAX_FETCHERS || fetchers.contains_key(&ip) {
+            fetchers.insert(ip, Fetcher { mac: mac.to_string(), at: Instant::now(), shared });
         }
     }
 
-    /// The machine that fetched a boot script from `ip` lately, if any.
+    /// The machine that fetched a boot script from `ip` lately, if exactly
+    /// one did.
     pub fn fetcher(&self, ip: IpAddr) -> Option<String> {
         let fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
-        fetchers.get(&ip).filter(|(_, at)| at.elapsed() < FETCH_WINDOW).map(|(mac, _)| mac.clone())
+        fetchers.get(&ip).filter(|f| f.at.elapsed() < FETCH_WINDOW && !f.shared).map(|f| f.mac.clone())
     }
 }
 
@@ -187,13 +200,18 @@ mod tests {
     }
 
     #[test]
-    fn fetches_are_attributed_to_the_last_script_from_the_address() {
+    fn fetches_are_attributed_to_the_one_machine_behind_the_address() {
         let store = Store::new(Path::new("/nonexistent"));
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
         assert_eq!(store.fetcher(ip), None);
         store.remember_fetcher(ip, "52:54:00:00:00:01");
-        store.remember_fetcher(ip, "52:54:00:00:00:02");
-        assert_eq!(store.fetcher(ip).as_deref(), Some("52:54:00:00:00:02"));
+        store.remember_fetcher(ip, "52:54:00:00:00:01");
+        assert_eq!(store.fetcher(ip).as_deref(), Some("52:54:00:00:00:01"), "the same machine again");
         assert_eq!(store.fetcher("10.0.0.6".parse().unwrap()), None);
+        // A second machine behind the same address: nobody's, and it stays so.
+        store.remember_fetcher(ip, "52:54:00:00:00:02");
+        assert_eq!(store.fetcher(ip), None);
+        store.remember_fetcher(ip, "52:54:00:00:00:02");
+        assert_eq!(store.fetcher(ip), None, "still shared within the window");
     }
 }
