@@ -57,8 +57,9 @@ pub fn claim_dir(parent: &Path, prefix: &str) -> anyhow::Result<Claimed> {
     Ok(Claimed { path, _lock: lock })
 }
 
-/// How long a claimed directory may be without its lock file before it
-/// counts as left by a run killed while claiming it.
+/// How long a claimed directory may be without its lock file, or a staged
+/// file without its lock, before it counts as left by a run killed while
+/// creating it.
 const CLAIMING: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Hold a staged file (e.g. an artifact being written) while it is in use.
@@ -75,11 +76,17 @@ pub fn hold_file(file: &File) -> std::io::Result<()> {
 pub fn abandoned(path: &Path) -> bool {
     let target = if path.is_dir() { path.join(DIR_LOCK) } else { path.to_path_buf() };
     match File::open(&target) {
-        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
         // A dir being claimed right now has no lock file for a moment; one
         // whose lock file never got written is abandoned once it is old.
-        Err(_) => path.is_dir() && fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() > CLAIMING),
+        Err(_) => path.is_dir() && old(path),
+        // A file just created is not locked yet for a moment, too.
+        Ok(f) if !path.is_dir() => old(path) && Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
+        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
     }
+}
+
+fn old(path: &Path) -> bool {
+    fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() > CLAIMING)
 }
 
 /// Entries of `parent` whose names match `is_ours` and that nobody holds.
@@ -110,6 +117,10 @@ mod tests {
         assert!(stale(dir.path(), ours).is_empty(), "held by this process");
         let (path, _) = (claimed.path.clone(), drop(claimed));
         drop(file);
+        // A staged file nobody holds is being created (not stale) until it is old.
+        assert_eq!(stale(dir.path(), ours), [path.clone()]);
+        let old = std::time::SystemTime::now() - CLAIMING * 2;
+        File::options().write(true).open(&staged).unwrap().set_times(fs::FileTimes::new().set_modified(old)).unwrap();
         assert_eq!(stale(dir.path(), ours), [path, staged].into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
         // A dir without a lock file is being claimed (not stale) until it is old.
         let claiming = dir.path().join(".new.claiming");

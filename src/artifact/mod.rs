@@ -149,4 +149,18 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
+
+    #[test]
+    fn another_builds_sweep_leaves_a_file_being_written() {
+        // Two builds into one output dir: one starting sweeps the staged
+        // files nobody holds while the other writes its `.sha256`.
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "f.sha256", |f| {
+            let swept = crate::lock::stale(dir.path(), |n| n.ends_with(".tmp"));
+            assert!(swept.is_empty(), "would be removed mid-write: {swept:?}");
+            f.write_all(b"x")
+        })
+        .unwrap();
+        assert_eq!(fs::read(dir.path().join("f.sha256")).unwrap(), b"x");
+    }
 }

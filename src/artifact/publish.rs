@@ -19,6 +19,8 @@ pub fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&mut File) -> io:
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
+    // Held, so that another build's sweep of staged files in `dir` leaves it.
+    crate::lock::hold_file(tmp.as_file()).with_context(|| format!("cannot lock {}", tmp.path().display()))?;
     write(tmp.as_file_mut()).with_context(|| format!("cannot write {}", dir.join(name).display()))?;
     tmp.as_file().sync_all()?;
     let dest = dir.join(name);
