@@ -34,6 +34,9 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
     let base_url = base_url(req, state);
     let mut reply = match render(state, mac.as_deref(), &base_url, client) {
         Ok((script, profile, selected)) => {
+            // Recorded before the reply (not after it, as the kernel and
+            // initrd are): a new boot clears the record's stages, so it must
+            // be on the record before the machine can fetch its kernel.
             if let Some(mac) = &mac {
                 nodes::api::script_served(&state.nodes, mac, client.ip(), &profile, selected);
             }
