@@ -100,3 +100,57 @@ fn bad_input_is_refused_and_writes_nothing() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("a build in progress?"), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(!out.join("boot.ipxe").exists() && !out.join("default.ipxe").exists());
 }
+
+#[test]
+fn republishing_removes_dropped_machines_at_once_and_old_artifacts_after_the_grace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("builds");
+    std::fs::create_dir(&dir).unwrap();
+    let base = build_bootable(&dir, b"basefs");
+    let v1 = build(&dir, "overlay", "rescue", "rescue.cpio.gz", b"rescue v1", &[&base]);
+    let config = |macs: &str| std::fs::write(tmp.path().join("boot.yml"), format!("profiles:\n  - name: plain\n  - name: rescue\n    overlays: [rescue]\n    macs: [{macs}]\n")).unwrap();
+    let out = tmp.path().join("www");
+    let republish = |grace: &str| {
+        let o = publish(tmp.path(), &[out.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--boot-config", "boot.yml", "--public-url", "http://10.0.0.5:8081", "--grace", grace]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let object = |e: &mkimage::artifact::Entry| out.join("sha256").join(&e.sha256);
+    let marked = |e: &mkimage::artifact::Entry| object(e).join(".superseded").exists();
+    config("'52:54:00:aa:00:01', '52:54:00:aa:00:02'");
+    republish("3600");
+    assert!(out.join("boot/52-54-00-aa-00-02.ipxe").is_file());
+
+    // A new overlay, and one machine dropped from the config: its script
+    // goes at once (it gets the default); the old overlay stays, marked.
+    let v2 = build(&dir, "overlay", "rescue", "rescue.cpio.gz", b"rescue v2", &[&base]);
+    config("'52:54:00:aa:00:01'");
+    let said = republish("3600");
+    assert!(said.contains("removed 1 scripts") && said.contains("1 artifacts no script names kept for --grace 3600s, 0 older ones removed"), "{said}");
+    assert!(!out.join("boot/52-54-00-aa-00-02.ipxe").exists() && out.join("boot/52-54-00-aa-00-01.ipxe").is_file());
+    assert!(std::fs::read_to_string(out.join("boot/52-54-00-aa-00-01.ipxe")).unwrap().contains(&v2.sha256));
+    assert!(object(&v1).join("rescue.cpio.gz").is_file() && marked(&v1), "v1 kept for the grace period, marked");
+    assert!(!marked(&v2) && !marked(&base));
+
+    // Back to v1's bytes: v1 is named again (unmarked), v2 is superseded.
+    build(&dir, "overlay", "rescue", "rescue.cpio.gz", b"rescue v1", &[&base]);
+    republish("3600");
+    assert!(!marked(&v1) && marked(&v2));
+    // Past the grace: v2 goes, everything a script names stays.
+    let said = republish("0");
+    assert!(said.contains("0 artifacts no script names kept for --grace 0s, 1 older ones removed"), "{said}");
+    assert!(!object(&v2).exists() && object(&v1).join("rescue.cpio.gz").is_file() && object(&base).join("base.squashfs").is_file());
+    let again = republish("0");
+    assert!(!again.contains("removed"), "a tidy tree has nothing more to remove: {again}");
+
+    // nginx never serves the marks or a file being written.
+    require("nginx", "nginx");
+    std::fs::write(object(&v1).join(".superseded"), b"").unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let conf = std::fs::read_to_string(out.join("nginx.conf")).unwrap().replace("listen 8081;", &format!("listen {listen};"));
+    let nginx = Nginx::start(tmp.path(), listen, &conf);
+    assert_eq!(get(nginx.addr, &format!("/sha256/{}/rescue.cpio.gz", v1.sha256)).status, 200);
+    assert_eq!(get(nginx.addr, &format!("/sha256/{}/.superseded", v1.sha256)).status, 404);
+    std::fs::write(out.join(".default.ipxe.x.tmp"), b"half").unwrap();
+    assert_eq!(get(nginx.addr, "/.default.ipxe.x.tmp").status, 404);
+}

@@ -323,4 +323,8 @@ pub struct PublishArgs {
     /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
     #[arg(long)]
     pub ipxe_template: Option<PathBuf>,
+    /// Seconds an artifact that no script of the tree names any more stays
+    /// in it (removed by the first publish after that).
+    #[arg(long, default_value_t = 3600)]
+    pub grace: u64,
 }

@@ -148,9 +148,16 @@ fn publish(a: &args::PublishArgs) -> anyhow::Result<()> {
         boot_config: boot_config_or_default(a.boot_config.as_deref())?,
         public_url: a.public_url.clone(),
         ipxe_template: a.ipxe_template.as_deref().map(absolute).transpose()?,
+        grace: Duration::from_secs(a.grace),
     };
     let done = mkimage::serve::publish::run(&req)?;
     println!("published {} artifacts, {} machine scripts and the default to {}", done.artifacts, done.machines, req.out.display());
+    if done.scripts_removed + done.superseded + done.dropped > 0 {
+        println!(
+            "removed {} scripts of machines the boot config no longer names; {} artifacts no script names kept for --grace {}s, {} older ones removed",
+            done.scripts_removed, done.superseded, a.grace, done.dropped
+        );
+    }
     Ok(())
 }
 

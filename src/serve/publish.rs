@@ -17,11 +17,19 @@
 //! else copied; each is checked against its sha256 first. Scripts are
 //! replaced by rename, artifacts never change once written, so republishing
 //! over a tree machines are booting from is safe.
+//!
+//! A republish also tidies the tree: the script of a MAC the boot config no
+//! longer names is removed (the machine gets the default), and an artifact
+//! no script names any more is marked (`sha256/HEX/.superseded`, whose
+//! mtime says since when) and removed by the first publish after it has
+//! been superseded for the grace period (`--grace`, default 1 h), so a
+//! machine that fetched its script just before can still finish its boot.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 
@@ -40,6 +48,8 @@ pub struct Request {
     /// The URL the tree will be served at (written into the scripts).
     pub public_url: String,
     pub ipxe_template: Option<PathBuf>,
+    /// How long an artifact no script names stays in the tree.
+    pub grace: Duration,
 }
 
 /// The dispatcher at the tree's root: relative URLs, resolved by iPXE
@@ -48,11 +58,21 @@ const DISPATCHER: &str = "#!ipxe\n\
 # Written by `mkimage publish`: this machine's own script, else the default.\n\
 chain --replace boot/${netX/mac:hexhyp}.ipxe || chain --replace default.ipxe || shell\n";
 
-/// What was written.
+/// Marks an object dir that no script of the tree names; its mtime is
+/// when a publish first found it so.
+const SUPERSEDED: &str = ".superseded";
+
+/// What was written, and what the tidying did.
 #[derive(Debug)]
 pub struct Published {
     pub artifacts: usize,
     pub machines: usize,
+    /// Scripts of MACs the boot config no longer names, removed.
+    pub scripts_removed: usize,
+    /// Artifacts no script names, kept for the grace period.
+    pub superseded: usize,
+    /// Artifacts superseded for longer than the grace period, removed.
+    pub dropped: usize,
 }
 
 pub fn run(req: &Request) -> anyhow::Result<Published> {
@@ -88,14 +108,69 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     let render = |r: &Resolved, mac: Option<&str>| scripts.render(r, &base, &servers, mac, &console);
     for (mac, resolved) in &machines {
         let script = render(resolved, Some(mac))?;
-        write_atomic(&req.out.join("boot"), &format!("{}.ipxe", mac.replace(':', "-")), |f| f.write_all(script.as_bytes()))?;
+        write_atomic(&req.out.join("boot"), &script_name(mac), |f| f.write_all(script.as_bytes()))?;
     }
     let script = render(&default, None)?;
     write_atomic(&req.out, "default.ipxe", |f| f.write_all(script.as_bytes()))?;
     write_atomic(&req.out, "boot.ipxe", |f| f.write_all(DISPATCHER.as_bytes()))?;
     let conf = nginx_conf(&req.out, &base);
     write_atomic(&req.out, "nginx.conf", |f| f.write_all(conf.as_bytes()))?;
-    Ok(Published { artifacts: done.len(), machines: machines.len() })
+
+    let named: BTreeSet<String> = machines.iter().map(|(mac, _)| script_name(mac)).collect();
+    let scripts_removed = remove_scripts_except(&req.out.join("boot"), &named)?;
+    let live: BTreeSet<&str> = done.iter().map(|(sha, _)| sha.as_str()).collect();
+    let (superseded, dropped) = prune_objects(&req.out.join("sha256"), &live, req.grace)?;
+    Ok(Published { artifacts: done.len(), machines: machines.len(), scripts_removed, superseded, dropped })
+}
+
+/// `boot/aa-bb-cc-dd-ee-ff.ipxe`'s file name.
+fn script_name(mac: &str) -> String {
+    format!("{}.ipxe", mac.replace(':', "-"))
+}
+
+/// Remove the machine scripts in `boot` other than `keep`.
+fn remove_scripts_except(boot: &Path, keep: &BTreeSet<String>) -> anyhow::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(boot).into_iter().flatten().filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".ipxe") && !name.starts_with('.') && !keep.contains(&name) {
+            fs::remove_file(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Mark the object dirs under `objects` that `live` does not name, unmark
+/// the ones it names again, and remove those marked longer than `grace`.
+/// Returns (still kept as superseded, removed).
+fn prune_objects(objects: &Path, live: &BTreeSet<&str>, grace: Duration) -> anyhow::Result<(usize, usize)> {
+    let (mut kept, mut removed) = (0, 0);
+    for entry in fs::read_dir(objects).into_iter().flatten().filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_object = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) && entry.path().is_dir();
+        if !is_object {
+            continue;
+        }
+        let marker = entry.path().join(SUPERSEDED);
+        if live.contains(name.as_str()) {
+            let _ = fs::remove_file(&marker);
+            continue;
+        }
+        let since = fs::metadata(&marker).and_then(|m| m.modified());
+        match since {
+            Ok(t) if SystemTime::now().duration_since(t).unwrap_or_default() >= grace => {
+                fs::remove_dir_all(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                removed += 1;
+            }
+            Ok(_) => kept += 1,
+            Err(_) => {
+                fs::File::create(&marker).with_context(|| format!("cannot create {}", marker.display()))?;
+                kept += 1;
+            }
+        }
+    }
+    Ok((kept, removed))
 }
 
 /// `http://HOST[:PORT][/PATH]` without a trailing slash, or a usage error.
@@ -156,6 +231,8 @@ fn nginx_conf(out: &Path, base: &str) -> String {
          \x20   location /sha256/ {{ add_header Cache-Control \"public, max-age=31536000, immutable\"; }}\n\
          \x20   # A machine with no script of its own gets the default.\n\
          \x20   location ^~ /boot/ {{ default_type text/plain; add_header Cache-Control no-cache; try_files $uri /default.ipxe; }}\n\
+         \x20   # Files being written, and the tree's own marks (before the next regex).\n\
+         \x20   location ~ /\\. {{ return 404; }}\n\
          \x20   location ~ \\.ipxe$ {{ default_type text/plain; add_header Cache-Control no-cache; }}\n\
          \x20   location = /nginx.conf {{ return 404; }}\n}}\n",
         root = out.display()
