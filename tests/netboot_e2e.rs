@@ -2,8 +2,8 @@
 //! then `mkimage boot-test` (QEMU netboot through `mkimage serve` in a
 //! private network namespace; through nginx's proxy cache; from a
 //! `publish`ed tree served by nginx alone; and on a layer-2 network through the
-//! proxyDHCP beside a site DHCP server — BIOS here, the UEFI and NIC matrix
-//! in `bench/lab.sh`, to keep the suite's QEMU time down), then rebuilds
+//! proxyDHCP beside a site DHCP server, BIOS and UEFI; the NIC matrix is in
+//! `bench/lab.sh`, to keep the suite's QEMU time down), then rebuilds
 //! through a real apt-cacher-ng.
 
 mod common;
@@ -279,30 +279,52 @@ fn inspect_lists_the_initrd_init_busybox_and_module_closure() {
     assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"), "load order {order:?}");
 }
 
-/// `boot-test --proxy-dhcp`: the played images on a layer-2 network beside
-/// a site DHCP server that hands out addresses only, booted (BIOS, the NIC's
-/// iPXE ROM) through `mkimage serve --proxy-dhcp`; every console assertion
-/// and every check of the path the boot took must pass. UEFI through the
-/// firmware's own PXE, and the NIC matrix: `bench/lab.sh`.
-#[test]
-fn proxy_dhcp_lab_boots_bios_through_the_nics_ipxe_rom() {
+/// `boot-test --proxy-dhcp [--uefi]`: the played images on a layer-2
+/// network beside a site DHCP server that hands out addresses only, booted
+/// through `mkimage serve --proxy-dhcp`; every console assertion and every
+/// check of the path the boot took must pass, and the node registry must
+/// show the machine booted with its inventory. The NIC matrix:
+/// `bench/lab.sh`.
+fn proxy_dhcp_lab_boot(firmware: &[&str], path: &[&str]) {
     let p = played();
     require("dnsmasq", "dnsmasq-base");
     require("nsenter", "util-linux");
     // Other VMs may share the two emulating cores: allow for it.
-    let o = boot_test(p, &["--proxy-dhcp", "--timeout", "1200"]);
+    let o = boot_test(p, &[&["--proxy-dhcp", "--timeout", "1200"], firmware].concat());
     let out = stdout(&o);
-    assert!(o.status.success(), "boot-test --proxy-dhcp failed:\n{out}\n{}", stderr(&o));
-    for check in [
+    assert!(o.status.success(), "boot-test --proxy-dhcp {firmware:?} failed:\n{out}\n{}", stderr(&o));
+    let common = [
         "PASS `getent hosts mkimage-boot-test.test` succeeds and prints /^10\\.9\\.0\\.1\\s/",
         "PASS the site's DHCP server (dnsmasq, addresses only) leased 52:54:00:12:34:56 an address",
         "PASS proxyDHCP offered iPXE (user class iPXE) its boot script URL with its MAC",
         "PASS the server's node record of 52:54:00:12:34:56 shows the booted stage",
         "PASS the server's node record of 52:54:00:12:34:56 holds its inventory (vendor QEMU)",
-    ] {
+    ];
+    for check in common.iter().chain(path) {
         assert!(out.contains(check), "missing `{check}`:\n{out}");
     }
     assert!(!out.contains("FAIL"), "{out}");
     // The server kept its state under the served dir, as `serve` does (the node registry reads it there).
     assert!(p.out().join(".state/objects").is_dir(), "no .state under {}", p.out().display());
+}
+
+/// BIOS: the NIC's iPXE ROM asks the proxyDHCP for its script.
+#[test]
+fn proxy_dhcp_lab_boots_bios_through_the_nics_ipxe_rom() {
+    proxy_dhcp_lab_boot(&[], &[]);
+}
+
+/// UEFI: OVMF's own PXE client (the NIC has no iPXE ROM) gets ipxe.efi —
+/// offer on port 67, the PXE exchange on 4011, TFTP — and iPXE then asks
+/// for its script.
+#[test]
+fn proxy_dhcp_lab_boots_uefi_through_the_firmwares_own_pxe() {
+    proxy_dhcp_lab_boot(
+        &["--uefi"],
+        &[
+            "PASS proxyDHCP offered the firmware's UEFI PXE client ipxe.efi (port 67)",
+            "PASS proxyDHCP acked the firmware's PXE request on port 4011 with ipxe.efi",
+            "PASS the firmware loaded ipxe.efi over TFTP",
+        ],
+    );
 }
