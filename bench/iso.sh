@@ -10,7 +10,8 @@
 #     line, which must name the sha256 mismatch;
 #  5. a network-mode ISO (`--server`) as a CD-ROM under BIOS, with
 #     `mkimage serve` inside a private network namespace: until the
-#     discovery line.
+#     inventory is reported; the server's record of the VM must show the
+#     init's stages, `booted` and `inventory`.
 #
 #   bench/iso.sh [DIR]     (as root, from the repository root; DIR: a build
 #                           output dir, default: play playbooks/all.yml)
@@ -54,10 +55,16 @@ net=$(unshare -n -- bash -c '
     "$1" serve --dir "$2" --http 127.0.0.1:18081 --tftp off >"$3/serve.log" 2>&1 &
     server=$!
     source bench/iso-qemu.sh
-    qemu_until "$3/net.log" "$4" 900 -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= -cdrom "$3/net.iso" -boot d
+    qemu_until "$3/net.log" "mkimage-report: inventory reported" 900 -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= -cdrom "$3/net.iso" -boot d
     rc=$?
+    curl -s http://127.0.0.1:18081/api/nodes/52:54:00:12:34:56 >"$3/net-node.json"
     kill $server; wait $server 2>/dev/null
-    exit $rc' _ "$mk" "$dir" "$work" "$found")
+    exit $rc' _ "$mk" "$dir" "$work")
+stages=$(python3 -c 'import json, sys; print(" ".join(s["stage"] for s in json.load(open(sys.argv[1]))["stages"]))' "$work/net-node.json") ||
+    { echo "no node record of the network-mode ISO's VM: $(cat "$work/net-node.json")" >&2; exit 1; }
+for want in network download verified mounted switch-root booted inventory; do
+    [[ " $stages " == *" $want "* ]] || { echo "the network-mode ISO's node record lacks $want: $stages" >&2; exit 1; }
+done
 
 printf '%-52s %s\n' "mkimage iso --offline (build, rebuild)" "${build1} s, ${build2} s; $(( $(stat -c %s "$iso") / 1000000 )) MB; same bytes: $same"
 printf '%-52s %s\n' "boot-test --iso, BIOS CD-ROM (all assertions)" "${bios_cd} s"
@@ -65,4 +72,5 @@ printf '%-52s %s\n' "as a disk (dd to USB), BIOS: discovery line after" "${bios_
 printf '%-52s %s\n' "as a disk (dd to USB), UEFI: discovery line after" "${uefi_disk} s"
 printf '%-52s %s\n' "corrupted overlay on the medium: FAILED after" "${corrupt} s"
 echo "  console: $why"
-printf '%-52s %s\n' "network-mode ISO (--server), BIOS CD-ROM: discovery after" "${net} s"
+printf '%-52s %s\n' "network-mode ISO (--server), BIOS CD-ROM: inventory after" "${net} s"
+echo "  its node record's stages: $stages"

@@ -3,7 +3,8 @@
 //! `basefs.verity=`, `overlayfs=`, `overlayfs.sha256=`, console, the
 //! profile's args), from the same resolved profile. Offline, the images are
 //! paths on the medium and `mkimage.media=LABEL` tells the init where;
-//! online, they are content-addressed URLs on the server.
+//! online, they are content-addressed URLs on the server, and
+//! `mkimage.api=` has the machine report its boot there.
 
 use crate::serve::ipxe::encode_path;
 use crate::serve::profiles::{Art, Resolved};
@@ -39,6 +40,11 @@ pub fn render(resolved: &Resolved, source: &Source, console: &str) -> String {
         let join = |f: &dyn Fn(&Art) -> String| resolved.overlays.iter().map(f).collect::<Vec<_>>().join(",");
         words.push(format!("overlayfs={}", join(&|a| location(a, source))));
         words.push(format!("overlayfs.sha256={}", join(&|a| a.sha256.clone())));
+    }
+    // Online, the machine reports its boot to the server's node registry,
+    // as a netbooted one does.
+    if let Source::Server(base) = source {
+        words.push(format!("mkimage.api={base}"));
     }
     words.extend([console, resolved.args.as_str()].into_iter().filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_string()));
     words.join(" ")
@@ -127,6 +133,7 @@ mod tests {
         let line = render(&r, &Source::Server("http://10.0.0.1:8080".into()), "");
         assert!(line.starts_with(&format!("basefs=http://10.0.0.1:8080/sha256/{}/base.squashfs ", "a".repeat(64))), "{line}");
         assert!(line.contains(" overlayfs=http://10.0.0.7/o.cpio.gz "), "{line}");
+        assert!(line.contains(" mkimage.api=http://10.0.0.1:8080 "), "reports to the server: {line}");
         assert!(line.ends_with(" rootsize=2G"), "{line}");
     }
 
