@@ -153,4 +153,6 @@ fn republishing_removes_dropped_machines_at_once_and_old_artifacts_after_the_gra
     assert_eq!(get(nginx.addr, &format!("/sha256/{}/.superseded", v1.sha256)).status, 404);
     std::fs::write(out.join(".default.ipxe.x.tmp"), b"half").unwrap();
     assert_eq!(get(nginx.addr, "/.default.ipxe.x.tmp").status, 404);
+    std::fs::write(out.join("boot/.52-54-00-aa-00-01.ipxe.x.tmp"), b"half").unwrap();
+    assert_eq!(get(nginx.addr, "/boot/.52-54-00-aa-00-01.ipxe.x.tmp").status, 404, "nor one being written under boot/");
 }

@@ -28,7 +28,7 @@ pub fn start(work: &Path, dir: &Path, boot_config: &Path, listen: Ipv4Addr, seen
     let port = super::free_port(listen)?;
     let public_url = format!("http://{seen_as}:{port}");
     let tree = work.join(TREE);
-    let req = publish::Request { dir: dir.to_path_buf(), out: tree.clone(), boot_config: Some(boot_config.to_path_buf()), public_url: public_url.clone(), ipxe_template: None, grace: std::time::Duration::from_secs(3600) };
+    let req = publish::Request { dir: dir.to_path_buf(), out: tree.clone(), boot_config: Some(boot_config.to_path_buf()), public_url: public_url.clone(), ipxe_template: None, grace: crate::serve::GRACE };
     let done = publish::run(&req).context("boot-test --published: mkimage publish")?;
     tracing::info!("published {} artifacts to {}; nginx serves only that tree", done.artifacts, tree.display());
     // nginx's workers run as an unprivileged user: the scratch dir must let them in.

@@ -287,7 +287,7 @@ pub struct ServeArgs {
     pub timeout: u64,
     /// Seconds a superseded artifact stays servable at its content-addressed
     /// URL (/sha256/HEX/NAME) after a rebuild replaced it.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = mkimage::serve::GRACE.as_secs())]
     pub grace: u64,
     /// Seconds a machine that asked before anything bootable existed waits
     /// before asking again.
@@ -325,6 +325,6 @@ pub struct PublishArgs {
     pub ipxe_template: Option<PathBuf>,
     /// Seconds an artifact that no script of the tree names any more stays
     /// in it (removed by the first publish after that).
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = mkimage::serve::GRACE.as_secs())]
     pub grace: u64,
 }

@@ -32,7 +32,7 @@ mod script;
 mod state;
 pub mod tftp;
 
-pub use options::{ServeOptions, DEFAULT_BOOT_CONFIG};
+pub use options::{ServeOptions, DEFAULT_BOOT_CONFIG, GRACE};
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -41,6 +41,10 @@ pub struct ServeOptions {
     pub retry_delay: Duration,
 }
 
+/// How long a superseded artifact stays servable at its content address
+/// (`serve --grace`, `publish --grace`).
+pub const GRACE: Duration = Duration::from_secs(3600);
+
 impl ServeOptions {
     /// The defaults for serving `dir`, as the CLI documents them.
     pub fn new(dir: impl Into<PathBuf>) -> ServeOptions {
@@ -55,7 +59,7 @@ impl ServeOptions {
             ipxe_template: None,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             timeout: Duration::from_secs(30),
-            grace: Duration::from_secs(3600),
+            grace: GRACE,
             retry_delay: Duration::from_secs(20),
         }
     }

@@ -148,8 +148,7 @@ fn prune_objects(objects: &Path, live: &BTreeSet<&str>, grace: Duration) -> anyh
     let (mut kept, mut removed) = (0, 0);
     for entry in fs::read_dir(objects).into_iter().flatten().filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_object = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) && entry.path().is_dir();
-        if !is_object {
+        if !objects::is_sha256(&name) || !entry.path().is_dir() {
             continue;
         }
         let marker = entry.path().join(SUPERSEDED);
@@ -230,8 +229,8 @@ fn nginx_conf(out: &Path, base: &str) -> String {
          \x20   # Artifacts by content: never change.\n\
          \x20   location /sha256/ {{ add_header Cache-Control \"public, max-age=31536000, immutable\"; }}\n\
          \x20   # A machine with no script of its own gets the default.\n\
-         \x20   location ^~ /boot/ {{ default_type text/plain; add_header Cache-Control no-cache; try_files $uri /default.ipxe; }}\n\
-         \x20   # Files being written, and the tree's own marks (before the next regex).\n\
+         \x20   location ^~ /boot/ {{ location ~ /\\. {{ return 404; }} default_type text/plain; add_header Cache-Control no-cache; try_files $uri /default.ipxe; }}\n\
+         \x20   # Files being written, and the tree's own marks (here and under boot/).\n\
          \x20   location ~ /\\. {{ return 404; }}\n\
          \x20   location ~ \\.ipxe$ {{ default_type text/plain; add_header Cache-Control no-cache; }}\n\
          \x20   location = /nginx.conf {{ return 404; }}\n}}\n",
