@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use mkimage::initramfs::{self as initrd, InitrdOptions, KernelSource};
 use mkimage::apt::AptSource;
+use mkimage::initramfs::{self as initrd, InitrdOptions, KernelSource};
 
 fn main() -> anyhow::Result<()> {
     mkimage::progress::init_logging(0);
@@ -18,10 +18,14 @@ fn main() -> anyhow::Result<()> {
     };
     let name = args.get(2).map(String::as_str).unwrap_or("initrd");
     let source = match kernel.strip_prefix("pkg:") {
-        Some(pkg) => KernelSource::Package { name: pkg.to_string() },
+        Some(pkg) => KernelSource::Package {
+            name: pkg.to_string(),
+        },
         None => KernelSource::Basefs(PathBuf::from(kernel)),
     };
-    let cache = std::env::var_os("MKIMAGE_APT_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/tmp/mkimage-apt-cache".into());
+    let cache = std::env::var_os("MKIMAGE_APT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/mkimage-apt-cache".into());
     let mut apt = AptSource::new("bookworm", &cache);
     apt.apt_proxy = std::env::var("MKIMAGE_APT_PROXY").ok();
     let mut opts = InitrdOptions::new(name, source, apt, &PathBuf::from(out));
@@ -29,7 +33,13 @@ fn main() -> anyhow::Result<()> {
     let entries = initrd::build(&opts)?;
     mkimage::artifact::record(&opts.out_dir, &entries)?;
     for e in &entries {
-        println!("{} {} {} bytes, {} modules", e.kind, e.file, e.size, e.modules.len());
+        println!(
+            "{} {} {} bytes, {} modules",
+            e.kind,
+            e.file,
+            e.size,
+            e.modules.len()
+        );
     }
     Ok(())
 }

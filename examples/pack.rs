@@ -24,11 +24,20 @@ fn main() -> std::process::ExitCode {
 fn pack() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let epoch = mkimage::artifact::source_date_epoch(mkimage::artifact::now());
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["squashfs", dir, out, rest @ ..] => {
-            let mut opts = squashfs::SquashfsOptions { source_date_epoch: epoch, ..Default::default() };
+            let mut opts = squashfs::SquashfsOptions {
+                source_date_epoch: epoch,
+                ..Default::default()
+            };
             if let Some(c) = rest.first() {
-                opts.compressor = serde_yaml_ng::from_str(c).with_context(|| format!("unknown compressor {c}"))?;
+                opts.compressor = serde_yaml_ng::from_str(c)
+                    .with_context(|| format!("unknown compressor {c}"))?;
             }
             if let Some(level) = rest.get(1) {
                 opts.level = Some(level.parse().context("LEVEL must be a number")?);
@@ -37,12 +46,22 @@ fn pack() -> anyhow::Result<()> {
             squashfs::write_tree(Path::new(dir), &mut file, &opts)?;
         }
         ["cpio", dir, out, rest @ ..] => {
-            let level = rest.first().map(|l| l.parse()).transpose().context("GZIP_LEVEL must be a number")?.unwrap_or(6);
-            let opts = tree::TreeOptions { source_date_epoch: epoch, ..Default::default() };
+            let level = rest
+                .first()
+                .map(|l| l.parse())
+                .transpose()
+                .context("GZIP_LEVEL must be a number")?
+                .unwrap_or(6);
+            let opts = tree::TreeOptions {
+                source_date_epoch: epoch,
+                ..Default::default()
+            };
             let mut file = File::create(out).with_context(|| format!("cannot create {out}"))?;
             tree::write_tree_gz(Path::new(dir), &opts, &mut file, level)?;
         }
-        _ => bail!("usage: pack squashfs DIR OUT [COMPRESSOR] [LEVEL] | pack cpio DIR OUT [GZIP_LEVEL]"),
+        _ => bail!(
+            "usage: pack squashfs DIR OUT [COMPRESSOR] [LEVEL] | pack cpio DIR OUT [GZIP_LEVEL]"
+        ),
     }
     Ok(())
 }

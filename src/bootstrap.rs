@@ -23,7 +23,10 @@ pub fn pick(choice: crate::config::Bootstrapper) -> anyhow::Result<&'static str>
         Auto => "debootstrap",
     };
     if !crate::exec::have(program) {
-        return Err(crate::UsageError(format!("`{program}` is not installed: apt-get install -y {program}")).into());
+        return Err(crate::UsageError(format!(
+            "`{program}` is not installed: apt-get install -y {program}"
+        ))
+        .into());
     }
     Ok(program)
 }
@@ -57,15 +60,26 @@ pub struct Source<'a> {
 /// fresh bootstrap (or unpacked archive) in `work`, which is then moved
 /// into the cache. What goes into the cache carries nothing of this
 /// build's apt settings (proxy, cache).
-pub fn base_tree(plan: &Plan, work: &Path, src: &Source, progress: &crate::progress::Progress) -> anyhow::Result<BaseTree> {
+pub fn base_tree(
+    plan: &Plan,
+    work: &Path,
+    src: &Source,
+    progress: &crate::progress::Progress,
+) -> anyhow::Result<BaseTree> {
     let key = match src.from {
-        Some(archive) => crate::artifact::sha256_bytes(format!("from\n{}", crate::artifact::sha256_file(archive)?.1).as_bytes()),
+        Some(archive) => crate::artifact::sha256_bytes(
+            format!("from\n{}", crate::artifact::sha256_file(archive)?.1).as_bytes(),
+        ),
         None => cache_key(plan, pick(plan.bootstrapper)?, src.packages),
     };
     let trees = plan.cache_dir.join("bootstrap");
     if src.cache {
         if let Some(tree) = cached(&trees, &key)? {
-            progress.step(format!("bootstrap {}: reuse cached tree {}", plan.suite, &key[..12]));
+            progress.step(format!(
+                "bootstrap {}: reuse cached tree {}",
+                plan.suite,
+                &key[..12]
+            ));
             return Ok(tree);
         }
     }
@@ -82,9 +96,17 @@ pub fn base_tree(plan: &Plan, work: &Path, src: &Source, progress: &crate::progr
             let _ = fs::remove_file(fresh.join(MMDEBSTRAP_APT_CONF));
         }
     }
-    let id = if src.from.is_some() { key.clone() } else { fresh_id(&key) };
+    let id = if src.from.is_some() {
+        key.clone()
+    } else {
+        fresh_id(&key)
+    };
     if !src.cache {
-        return Ok(BaseTree { path: fresh, id, _held: None });
+        return Ok(BaseTree {
+            path: fresh,
+            id,
+            _held: None,
+        });
     }
     for stale in crate::lock::stale(&trees, |n| n.starts_with(".new.")) {
         tracing::info!("removing {} left by an interrupted build", stale.display());
@@ -95,11 +117,18 @@ pub fn base_tree(plan: &Plan, work: &Path, src: &Source, progress: &crate::progr
     if fs::rename(&fresh, &tree).is_err() {
         crate::sys::copy_tree(&fresh, &tree)?;
     }
-    crate::artifact::write_atomic(&trees, &format!("{key}{ID}"), |f| f.write_all(id.as_bytes()))?;
+    crate::artifact::write_atomic(&trees, &format!("{key}{ID}"), |f| {
+        f.write_all(id.as_bytes())
+    })?;
     // Else another build cached the same inputs first, and that tree is used.
     let _ = fs::rename(&tree, trees.join(&key));
     let _ = fs::remove_dir_all(&staging.path);
-    cached(&trees, &key)?.ok_or_else(|| anyhow::anyhow!("the cached tree {} was removed as it was stored", trees.join(&key).display()))
+    cached(&trees, &key)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the cached tree {} was removed as it was stored",
+            trees.join(&key).display()
+        )
+    })
 }
 
 /// The cached tree `trees/KEY`, held (shared) until dropped, if there is one.
@@ -123,12 +152,19 @@ fn cached(trees: &Path, key: &str) -> anyhow::Result<Option<BaseTree>> {
             id
         }
     };
-    Ok(Some(BaseTree { path, id, _held: Some(held) }))
+    Ok(Some(BaseTree {
+        path,
+        id,
+        _held: Some(held),
+    }))
 }
 
 /// An id no other tree has.
 fn fresh_id(key: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     crate::artifact::sha256_bytes(format!("{key} {} {now}", std::process::id()).as_bytes())
 }
 
@@ -196,23 +232,41 @@ pub fn preflight(plan: &Plan) -> anyhow::Result<&'static str> {
 /// Bootstrap a Debian tree into `target` (an empty directory) with the
 /// configured bootstrapper, through the apt proxy, keeping the downloaded
 /// .debs in the shared cache so the next build does not fetch them again.
-pub fn run(plan: &Plan, target: &Path, pins: Option<&Pinned>, progress: &crate::progress::Progress) -> anyhow::Result<()> {
+pub fn run(
+    plan: &Plan,
+    target: &Path,
+    pins: Option<&Pinned>,
+    progress: &crate::progress::Progress,
+) -> anyhow::Result<()> {
     let program = preflight(plan)?;
     let cache = plan.package_cache();
-    fs::create_dir_all(&cache).with_context(|| format!("cannot create package cache {}", cache.display()))?;
-    progress.step(format!("bootstrap {} ({program}, {}, {})", plan.suite, plan.variant, plan.arch));
+    fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create package cache {}", cache.display()))?;
+    progress.step(format!(
+        "bootstrap {} ({program}, {}, {})",
+        plan.suite, plan.variant, plan.arch
+    ));
     let started = std::time::Instant::now();
     let _lock = crate::lock::package_cache(&cache)?;
     let cmd = match program {
         "mmdebstrap" => mmdebstrap(plan, &cache, target, pins)?,
         _ => debootstrap(plan, &cache, target),
     };
-    cmd.run_with(|line| progress.output(line)).with_context(|| format!("bootstrapping {} with {program} failed", plan.suite))?;
-    progress.done(format!("bootstrapped in {:.1}s", started.elapsed().as_secs_f64()));
+    cmd.run_with(|line| progress.output(line))
+        .with_context(|| format!("bootstrapping {} with {program} failed", plan.suite))?;
+    progress.done(format!(
+        "bootstrapped in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 
-fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path, pins: Option<&Pinned>) -> anyhow::Result<crate::exec::Cmd> {
+fn mmdebstrap(
+    plan: &Plan,
+    cache: &Path,
+    target: &Path,
+    pins: Option<&Pinned>,
+) -> anyhow::Result<crate::exec::Cmd> {
     let q = |p: &Path| crate::exec::shell_quote(&p.to_string_lossy());
     let archives = "\"$1\"/var/cache/apt/archives";
     // SOURCE_DATE_EPOCH: the tree is the same on any day (maintainer
@@ -229,7 +283,10 @@ fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path, pins: Option<&Pinned>) -
         .arg("--skip=essential/unlink")
         .arg("--skip=download/empty")
         .arg("--skip=cleanup/apt/cache")
-        .arg(format!("--setup-hook=mkdir -p {archives} && mount --bind {} {archives}", q(cache)))
+        .arg(format!(
+            "--setup-hook=mkdir -p {archives} && mount --bind {} {archives}",
+            q(cache)
+        ))
         .arg(format!("--customize-hook=umount {archives}"))
         .arg("--aptopt=APT::Keep-Downloaded-Packages \"true\"");
     if let Some(proxy) = &plan.apt_proxy {
@@ -243,13 +300,23 @@ fn mmdebstrap(plan: &Plan, cache: &Path, target: &Path, pins: Option<&Pinned>) -
         // apt reads the pins from the tree while bootstrapping; they and the
         // local repository's source line are gone before it is packed.
         let prefs = target.with_file_name(crate::lockfile::PREFERENCES);
-        fs::write(&prefs, pins.lock.preferences()).with_context(|| format!("cannot write {}", prefs.display()))?;
-        let dest = format!("\"$1\"/etc/apt/preferences.d/{}", crate::lockfile::PREFERENCES);
+        fs::write(&prefs, pins.lock.preferences())
+            .with_context(|| format!("cannot write {}", prefs.display()))?;
+        let dest = format!(
+            "\"$1\"/etc/apt/preferences.d/{}",
+            crate::lockfile::PREFERENCES
+        );
         cmd = cmd
-            .arg(format!("--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d && cp {} {dest}", q(&prefs)))
+            .arg(format!(
+                "--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d && cp {} {dest}",
+                q(&prefs)
+            ))
             .arg(format!("--customize-hook=rm -f {dest}"));
         if let (Some(line), Some(repo)) = (pins.source_line(), &pins.repo) {
-            cmd = cmd.arg(format!("--customize-hook=sed -i '\\|{}|d' \"$1\"/etc/apt/sources.list", repo.display()));
+            cmd = cmd.arg(format!(
+                "--customize-hook=sed -i '\\|{}|d' \"$1\"/etc/apt/sources.list",
+                repo.display()
+            ));
             extra = Some(line);
         }
     }

@@ -49,8 +49,13 @@ pub fn items(cache: &Path) -> Vec<Item> {
     }
     let trees = cache.join("bootstrap");
     let stamps = [crate::bootstrap::USED, crate::bootstrap::ID, ".lock"];
-    for path in entries(&trees, |n| !n.starts_with('.') && !stamps.iter().any(|s| n.ends_with(s))) {
-        let key = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    for path in entries(&trees, |n| {
+        !n.starts_with('.') && !stamps.iter().any(|s| n.ends_with(s))
+    }) {
+        let key = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         // A tree's files keep their package mtimes and are read on every
         // reuse; its stamp says when a build last used it.
         let stamp = trees.join(format!("{key}{}", crate::bootstrap::USED));
@@ -62,8 +67,18 @@ pub fn items(cache: &Path) -> Vec<Item> {
         out.push(keyed("layers", &layers, path, &stamp));
     }
     let apt = cache.join("apt");
-    for sub in fs::read_dir(&apt).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>()).unwrap_or_default() {
-        for path in entries(&sub.join("debs"), |n| n.ends_with(".deb")).into_iter().chain(entries(&sub.join("unpacked"), |n| !n.starts_with('.'))) {
+    for sub in fs::read_dir(&apt)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+    {
+        for path in entries(&sub.join("debs"), |n| n.ends_with(".deb"))
+            .into_iter()
+            .chain(entries(&sub.join("unpacked"), |n| !n.starts_with('.')))
+        {
             out.push(item("apt", path, Some((sub.clone(), "lock".to_string()))));
         }
     }
@@ -73,9 +88,15 @@ pub fn items(cache: &Path) -> Vec<Item> {
 /// An entry of a keyed store (`DIR/KEY`, held by builds through
 /// `DIR/KEY.lock`), last used when its stamp says.
 fn keyed(part: &'static str, dir: &Path, path: PathBuf, stamp: &Path) -> Item {
-    let key = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let key = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let mut it = item(part, path, None);
-    if let Ok(t) = fs::metadata(stamp).or_else(|_| fs::metadata(&it.path)).and_then(|m| m.modified()) {
+    if let Ok(t) = fs::metadata(stamp)
+        .or_else(|_| fs::metadata(&it.path))
+        .and_then(|m| m.modified())
+    {
         it.last_used = t;
     }
     it.lock = Some((dir.to_path_buf(), format!("{key}.lock")));
@@ -83,15 +104,27 @@ fn keyed(part: &'static str, dir: &Path, path: PathBuf, stamp: &Path) -> Item {
 }
 
 fn entries(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
-    let Ok(rd) = fs::read_dir(dir) else { return Vec::new() };
-    let mut found: Vec<PathBuf> = rd.filter_map(|e| e.ok()).filter(|e| keep(&e.file_name().to_string_lossy())).map(|e| e.path()).collect();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| keep(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
     found.sort();
     found
 }
 
 fn item(part: &'static str, path: PathBuf, lock: Option<(PathBuf, String)>) -> Item {
     let (size, last_used) = usage(&path);
-    Item { part, path, size, last_used, lock }
+    Item {
+        part,
+        path,
+        size,
+        last_used,
+        lock,
+    }
 }
 
 /// Bytes under `path` and when it was last used (newest mtime or atime of its files).
@@ -102,7 +135,10 @@ fn usage(path: &Path) -> (u64, SystemTime) {
         if entry.meta.is_file() {
             size += entry.meta.len();
         }
-        for t in [entry.meta.modified(), entry.meta.accessed()].into_iter().flatten() {
+        for t in [entry.meta.modified(), entry.meta.accessed()]
+            .into_iter()
+            .flatten()
+        {
             last = last.max(t);
         }
     }
@@ -112,7 +148,11 @@ fn usage(path: &Path) -> (u64, SystemTime) {
 /// `mkimage cache`: show, and prune if asked.
 pub fn run(req: &Request) -> anyhow::Result<()> {
     if !req.cache_dir.is_dir() {
-        return Err(UsageError(format!("{}: no cache there yet (builds create it; pass --dir OUT or --cache-dir DIR)", req.cache_dir.display())).into());
+        return Err(UsageError(format!(
+            "{}: no cache there yet (builds create it; pass --dir OUT or --cache-dir DIR)",
+            req.cache_dir.display()
+        ))
+        .into());
     }
     let mut all = items(&req.cache_dir);
     let removed = prune(&mut all, req)?;
@@ -128,7 +168,9 @@ fn prune(all: &mut Vec<Item>, req: &Request) -> anyhow::Result<Vec<Item>> {
     let mut removed = Vec::new();
     let mut kept = Vec::new();
     for it in all.drain(..) {
-        let too_old = req.older_than.is_some_and(|age| now.duration_since(it.last_used).unwrap_or_default() > age);
+        let too_old = req
+            .older_than
+            .is_some_and(|age| now.duration_since(it.last_used).unwrap_or_default() > age);
         let too_big = req.max_size.is_some_and(|max| total > max);
         if (too_old || too_big) && (req.dry_run || remove(&it)?) {
             total -= it.size;
@@ -145,7 +187,8 @@ fn prune(all: &mut Vec<Item>, req: &Request) -> anyhow::Result<Vec<Item>> {
 fn remove(it: &Item) -> anyhow::Result<bool> {
     let _held = match &it.lock {
         Some((dir, name)) if dir.is_dir() => {
-            let file = fs::File::create(dir.join(name)).with_context(|| format!("cannot open the lock {}", dir.join(name).display()))?;
+            let file = fs::File::create(dir.join(name))
+                .with_context(|| format!("cannot open the lock {}", dir.join(name).display()))?;
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => Some(lock),
                 Err(_) => {
@@ -156,14 +199,21 @@ fn remove(it: &Item) -> anyhow::Result<bool> {
         }
         _ => None,
     };
-    let result = if it.path.is_dir() { fs::remove_dir_all(&it.path) } else { fs::remove_file(&it.path) };
+    let result = if it.path.is_dir() {
+        fs::remove_dir_all(&it.path)
+    } else {
+        fs::remove_file(&it.path)
+    };
     result.with_context(|| format!("cannot remove {}", it.path.display()))?;
     // A tree's stamps and lock go with it (a build that opens the lock
     // after this finds no tree and makes a new one).
     if let Some((dir, lock)) = &it.lock {
         if it.part == "bootstrap" || it.part == "layers" {
             for suffix in [crate::bootstrap::USED, crate::bootstrap::ID] {
-                let _ = fs::remove_file(it.path.with_file_name(format!("{}{suffix}", it.path.file_name().unwrap_or_default().to_string_lossy())));
+                let _ = fs::remove_file(it.path.with_file_name(format!(
+                    "{}{suffix}",
+                    it.path.file_name().unwrap_or_default().to_string_lossy()
+                )));
             }
             let _ = fs::remove_file(dir.join(lock));
         }
@@ -177,31 +227,65 @@ fn summary(cache: &Path, kept: &[Item], removed: &[Item], dry_run: bool) -> Stri
     for part in ["debs", "bootstrap", "layers", "apt"] {
         let of: Vec<&Item> = kept.iter().filter(|i| i.part == part).collect();
         let size = of.iter().map(|i| i.size).sum();
-        out.push_str(&format!("  {part:<10} {:>5} item(s) {:>12}\n", of.len(), mb(size)));
+        out.push_str(&format!(
+            "  {part:<10} {:>5} item(s) {:>12}\n",
+            of.len(),
+            mb(size)
+        ));
         if part == "bootstrap" || part == "layers" {
             for tree in of {
-                let name = tree.path.file_name().map(|n| n.to_string_lossy().chars().take(12).collect::<String>()).unwrap_or_default();
-                let used = tree.last_used.duration_since(SystemTime::UNIX_EPOCH).map(|d| crate::artifact::utc(d.as_secs())).unwrap_or_default();
+                let name = tree
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().chars().take(12).collect::<String>())
+                    .unwrap_or_default();
+                let used = tree
+                    .last_used
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| crate::artifact::utc(d.as_secs()))
+                    .unwrap_or_default();
                 let (what, made_by) = match part {
-                    "layers" => ("layer", fs::read_to_string(tree.path.join(crate::provision::layers::INFO)).map(|t| format!("  ({})", t.trim())).unwrap_or_default()),
+                    "layers" => (
+                        "layer",
+                        fs::read_to_string(tree.path.join(crate::provision::layers::INFO))
+                            .map(|t| format!("  ({})", t.trim()))
+                            .unwrap_or_default(),
+                    ),
                     _ => ("tree", String::new()),
                 };
-                out.push_str(&format!("    {what} {name}  {:>12}  last used {used} UTC{made_by}\n", mb(tree.size)));
+                out.push_str(&format!(
+                    "    {what} {name}  {:>12}  last used {used} UTC{made_by}\n",
+                    mb(tree.size)
+                ));
             }
         }
     }
-    out.push_str(&format!("  total      {:>5} item(s) {:>12}\n", kept.len(), mb(kept.iter().map(|i| i.size).sum())));
+    out.push_str(&format!(
+        "  total      {:>5} item(s) {:>12}\n",
+        kept.len(),
+        mb(kept.iter().map(|i| i.size).sum())
+    ));
     if !removed.is_empty() {
         let verb = if dry_run { "would remove" } else { "removed" };
-        out.push_str(&format!("{verb} {} item(s), {}\n", removed.len(), mb(removed.iter().map(|i| i.size).sum())));
+        out.push_str(&format!(
+            "{verb} {} item(s), {}\n",
+            removed.len(),
+            mb(removed.iter().map(|i| i.size).sum())
+        ));
     }
     out
 }
 
 /// `30d`, `12h`, `90m`, `45s` (or plain seconds).
 pub fn parse_age(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}`: use a number with s, m, h or d, e.g. 30d"))?;
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: use a number with s, m, h or d, e.g. 30d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -216,7 +300,9 @@ pub fn parse_age(s: &str) -> Result<Duration, String> {
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}`: use a number with K, M, G or T, e.g. 10G"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: use a number with K, M, G or T, e.g. 10G"))?;
     let mult = match unit.to_ascii_uppercase().trim_end_matches('B') {
         "" => 1,
         "K" => 1_000,
@@ -237,7 +323,8 @@ mod tests {
         fs::write(path, vec![0u8; bytes]).unwrap();
         let t = SystemTime::now() - Duration::from_secs(days_ago * 86400);
         let f = fs::File::options().write(true).open(path).unwrap();
-        f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t)).unwrap();
+        f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+            .unwrap();
     }
 
     #[test]
@@ -256,13 +343,31 @@ mod tests {
         aged(&c.join("layers/k2/used"), 0, 0);
         let found = items(c);
         assert_eq!(found.len(), 7, "{found:?}");
-        let req = Request { cache_dir: c.to_path_buf(), older_than: Some(parse_age("30d").unwrap()), max_size: Some(6000), dry_run: false };
+        let req = Request {
+            cache_dir: c.to_path_buf(),
+            older_than: Some(parse_age("30d").unwrap()),
+            max_size: Some(6000),
+            dry_run: false,
+        };
         run(&req).unwrap();
         assert!(!c.join("debs/old_1.deb").exists(), "older than 30 days");
-        assert!(!c.join("debs/mid_1.deb").exists() && !c.join("bootstrap/abc").exists(), "least recently used until <= 6000 bytes");
-        assert!(!c.join("bootstrap/abc.used").exists(), "a tree's stamp goes with it");
-        assert!(!c.join("layers/k1").exists() && !c.join("layers/k1.lock").exists(), "a layer unused for 20 days, the lock with it");
-        assert!(c.join("debs/new_1.deb").exists() && c.join("apt/src1/unpacked/busybox_1").exists() && c.join("layers/k2/tree/etc/y").exists());
+        assert!(
+            !c.join("debs/mid_1.deb").exists() && !c.join("bootstrap/abc").exists(),
+            "least recently used until <= 6000 bytes"
+        );
+        assert!(
+            !c.join("bootstrap/abc.used").exists(),
+            "a tree's stamp goes with it"
+        );
+        assert!(
+            !c.join("layers/k1").exists() && !c.join("layers/k1.lock").exists(),
+            "a layer unused for 20 days, the lock with it"
+        );
+        assert!(
+            c.join("debs/new_1.deb").exists()
+                && c.join("apt/src1/unpacked/busybox_1").exists()
+                && c.join("layers/k2/tree/etc/y").exists()
+        );
     }
 
     #[test]
@@ -275,7 +380,12 @@ mod tests {
         let _layer = store.get("k1").unwrap().expect("stored");
         aged(&c.join("layers/k1/used"), 0, 50);
         let _reader = crate::lock::shared(&c.join("bootstrap"), "abc.lock").unwrap();
-        run(&Request { cache_dir: c.to_path_buf(), older_than: Some(Duration::from_secs(1)), ..Default::default() }).unwrap();
+        run(&Request {
+            cache_dir: c.to_path_buf(),
+            older_than: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .unwrap();
         assert!(c.join("bootstrap/abc").exists() && c.join("layers/k1/tree").exists());
     }
 

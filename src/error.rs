@@ -17,7 +17,9 @@ pub struct ConfigError(pub String);
 
 /// Exit code for an error chain: 2 for usage and config errors, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    let usage = err.chain().any(|e| e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<ConfigError>().is_some());
+    let usage = err.chain().any(|e| {
+        e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<ConfigError>().is_some()
+    });
     if usage {
         2
     } else {

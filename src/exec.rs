@@ -25,7 +25,11 @@ pub enum ExecError {
         source: std::io::Error,
     },
     #[error("`{command}` failed ({status}){}", tail_block(tail))]
-    Failed { command: String, status: String, tail: String },
+    Failed {
+        command: String,
+        status: String,
+        tail: String,
+    },
 }
 
 fn tail_block(tail: &str) -> String {
@@ -37,7 +41,11 @@ fn tail_block(tail: &str) -> String {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}\n")).collect::<String>().trim_end().to_string()
+    text.lines()
+        .map(|l| format!("    {l}\n"))
+        .collect::<String>()
+        .trim_end()
+        .to_string()
 }
 
 /// The Debian package that provides a program, for "install X" hints.
@@ -101,12 +109,14 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -157,7 +167,10 @@ impl Cmd {
         cmd.args(&self.args);
         if !self.inherit_env {
             cmd.env_clear();
-            cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+            cmd.env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
             cmd.env("LANG", "C.UTF-8");
         }
         for (k, v) in &self.env {
@@ -198,14 +211,26 @@ impl Cmd {
         tracing::debug!(command = %shown, "run");
         let program = self.program.to_string_lossy().into_owned();
         let mut cmd = self.command();
-        cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| spawn_error(&program, source))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|source| spawn_error(&program, source))?;
 
         let (tx, rx) = mpsc::channel::<(bool, String)>();
         let readers: Vec<_> = [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -216,7 +241,9 @@ impl Cmd {
                 let mut reader = BufReader::new(stream);
                 let mut buf = Vec::new();
                 while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
-                    let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
                     if tx.send((i == 0, line)).is_err() {
                         break;
                     }
@@ -238,7 +265,11 @@ impl Cmd {
         for (is_stdout, line) in rx {
             on_line(&line);
             tracing::trace!(target: "mkimage::exec::output", "{line}");
-            let target = if is_stdout { &mut out.stdout } else { &mut out.stderr };
+            let target = if is_stdout {
+                &mut out.stdout
+            } else {
+                &mut out.stderr
+            };
             target.push_str(&line);
             target.push('\n');
             if tail.len() == TAIL_LINES {
@@ -252,7 +283,9 @@ impl Cmd {
         if let Some(w) = writer {
             let _ = w.join();
         }
-        let status = child.wait().map_err(|source| spawn_error(&program, source))?;
+        let status = child
+            .wait()
+            .map_err(|source| spawn_error(&program, source))?;
         if status.success() {
             Ok(out)
         } else {
@@ -275,13 +308,22 @@ impl Cmd {
 }
 
 fn spawn_error(program: &str, source: std::io::Error) -> ExecError {
-    let pkg = package_hint(Path::new(program).file_name().and_then(|s| s.to_str()).unwrap_or(program));
+    let pkg = package_hint(
+        Path::new(program)
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or(program),
+    );
     let hint = if source.kind() == std::io::ErrorKind::NotFound && !pkg.is_empty() {
         format!(" (install it: apt-get install -y {pkg})")
     } else {
         String::new()
     };
-    ExecError::Spawn { program: program.to_string(), hint, source }
+    ExecError::Spawn {
+        program: program.to_string(),
+        hint,
+        source,
+    }
 }
 
 /// "exit status 3" or "killed by signal 9".
@@ -304,7 +346,9 @@ pub fn have(program: &str) -> bool {
 /// Quote a word for display the way a POSIX shell would need it.
 pub fn shell_quote(word: &str) -> String {
     let safe = !word.is_empty()
-        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
     if safe {
         word.to_string()
     } else {
@@ -318,7 +362,10 @@ mod tests {
 
     #[test]
     fn failure_carries_status_and_tail() {
-        let err = Cmd::new("sh").args(["-c", "echo one; echo two >&2; exit 3"]).run().unwrap_err();
+        let err = Cmd::new("sh")
+            .args(["-c", "echo one; echo two >&2; exit 3"])
+            .run()
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("exit status 3"), "{msg}");
         assert!(msg.contains("one") && msg.contains("two"), "{msg}");
@@ -327,7 +374,11 @@ mod tests {
 
     #[test]
     fn stdin_bytes_and_clean_env() {
-        let out = Cmd::new("sh").args(["-c", "cat; echo \"[$HOME]\""]).stdin_bytes("hi\n").run().unwrap();
+        let out = Cmd::new("sh")
+            .args(["-c", "cat; echo \"[$HOME]\""])
+            .stdin_bytes("hi\n")
+            .run()
+            .unwrap();
         assert_eq!(out.stdout, "hi\n[]\n");
     }
 
@@ -335,7 +386,11 @@ mod tests {
     fn missing_program_names_package() {
         let err = Cmd::new("mksquashfs-definitely-missing").run().unwrap_err();
         assert!(err.to_string().contains("cannot run"));
-        assert!(spawn_error("mksquashfs", std::io::ErrorKind::NotFound.into()).to_string().contains("squashfs-tools"));
+        assert!(
+            spawn_error("mksquashfs", std::io::ErrorKind::NotFound.into())
+                .to_string()
+                .contains("squashfs-tools")
+        );
     }
 
     #[test]

@@ -25,17 +25,31 @@ pub struct Segment {
 pub fn run(file: &Path, summary: bool) -> anyhow::Result<()> {
     let segments = inspect(file)?;
     let out = if summary {
-        let entries: Vec<ListEntry> = segments.iter().flat_map(|s| s.entries.iter().cloned()).collect();
-        let format = segments.iter().map(|s| s.format).collect::<Vec<_>>().join(" + ");
+        let entries: Vec<ListEntry> = segments
+            .iter()
+            .flat_map(|s| s.entries.iter().cloned())
+            .collect();
+        let format = segments
+            .iter()
+            .map(|s| s.format)
+            .collect::<Vec<_>>()
+            .join(" + ");
         let on_disk = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-        crate::inspect_summary::render(file, &format, on_disk, &crate::inspect_summary::summarize(&entries))
+        crate::inspect_summary::render(
+            file,
+            &format,
+            on_disk,
+            &crate::inspect_summary::summarize(&entries),
+        )
     } else {
         listing(&segments)
     };
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth a message.
-    let _ = stdout.write_all(out.as_bytes()).and_then(|_| stdout.flush());
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush());
     Ok(())
 }
 
@@ -44,7 +58,12 @@ fn listing(segments: &[Segment]) -> String {
     let mut out = String::new();
     for seg in segments {
         if many {
-            out.push_str(&format!("# {} at byte {}: {} entries\n", seg.format, seg.offset, seg.entries.len()));
+            out.push_str(&format!(
+                "# {} at byte {}: {} entries\n",
+                seg.format,
+                seg.offset,
+                seg.entries.len()
+            ));
         }
         for e in &seg.entries {
             out.push_str(&format_entry(e));
@@ -58,8 +77,19 @@ fn listing(segments: &[Segment]) -> String {
 /// `c--------- 0/0 0,0 etc/gone (whiteout)`.
 pub fn format_entry(e: &ListEntry) -> String {
     let ft = e.file_type();
-    let size = if ft == libc::S_IFCHR || ft == libc::S_IFBLK { format!("{},{}", e.rdev.0, e.rdev.1) } else { e.size.to_string() };
-    let mut line = format!("{} {:>5}/{:<5} {:>10} {}", mode_string(e.mode), e.uid, e.gid, size, e.path);
+    let size = if ft == libc::S_IFCHR || ft == libc::S_IFBLK {
+        format!("{},{}", e.rdev.0, e.rdev.1)
+    } else {
+        e.size.to_string()
+    };
+    let mut line = format!(
+        "{} {:>5}/{:<5} {:>10} {}",
+        mode_string(e.mode),
+        e.uid,
+        e.gid,
+        size,
+        e.path
+    );
     if let Some(t) = &e.target {
         line.push_str(" -> ");
         line.push_str(t);
@@ -79,9 +109,14 @@ pub fn inspect(file: &Path) -> anyhow::Result<Vec<Segment>> {
     if n >= 4 && &head[..4] == b"hsqs" {
         let entries = quiet_catch(|| squashfs_read::read_entries(file))
             .map_err(|e| UsageError(format!("{}: corrupt squashfs: {e}", file.display())))?;
-        return Ok(vec![Segment { format: "squashfs", offset: 0, entries }]);
+        return Ok(vec![Segment {
+            format: "squashfs",
+            offset: 0,
+            entries,
+        }]);
     }
-    let bytes = std::fs::read(file).map_err(|e| UsageError(format!("{}: cannot read: {e}", file.display())))?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| UsageError(format!("{}: cannot read: {e}", file.display())))?;
     cpio_segments(&bytes).map_err(|e| UsageError(format!("{}: {e}", file.display())).into())
 }
 
@@ -121,25 +156,34 @@ pub fn cpio_segments(bytes: &[u8]) -> Result<Vec<Segment>, String> {
         } else if rest.starts_with(GZIP) {
             let mut dec = flate2::bufread::GzDecoder::new(rest);
             let mut data = Vec::new();
-            dec.read_to_end(&mut data).map_err(|e| format!("gzip data at byte {pos} is corrupt or cut short: {e}"))?;
+            dec.read_to_end(&mut data)
+                .map_err(|e| format!("gzip data at byte {pos} is corrupt or cut short: {e}"))?;
             let left = dec.into_inner().fill_buf().map(|b| b.len()).unwrap_or(0);
             ("gzip cpio", data, Some(rest.len() - left))
         } else if rest.starts_with(ZSTD) {
-            let mut dec = zstd::stream::read::Decoder::with_buffer(rest).map_err(|e| format!("zstd at byte {pos}: {e}"))?.single_frame();
+            let mut dec = zstd::stream::read::Decoder::with_buffer(rest)
+                .map_err(|e| format!("zstd at byte {pos}: {e}"))?
+                .single_frame();
             let mut data = Vec::new();
-            dec.read_to_end(&mut data).map_err(|e| format!("zstd data at byte {pos} is corrupt or cut short: {e}"))?;
+            dec.read_to_end(&mut data)
+                .map_err(|e| format!("zstd data at byte {pos} is corrupt or cut short: {e}"))?;
             let left = dec.finish().fill_buf().map(|b| b.len()).unwrap_or(0);
             ("zstd cpio", data, Some(rest.len() - left))
         } else if pos == 0 {
-            return Err("not a squashfs image, a newc cpio archive, or a gzip/zstd-compressed one".into());
+            return Err(
+                "not a squashfs image, a newc cpio archive, or a gzip/zstd-compressed one".into(),
+            );
         } else {
-            return Err(format!("unrecognised data at byte {pos} after the archive(s)"));
+            return Err(format!(
+                "unrecognised data at byte {pos} after the archive(s)"
+            ));
         };
         // A compressed stream may itself hold several archives.
         let mut inner = 0;
         let mut entries = Vec::new();
         loop {
-            let (mut list, n) = parse_newc(&data[inner..]).map_err(|e| format!("{format} at byte {pos}: {e}"))?;
+            let (mut list, n) =
+                parse_newc(&data[inner..]).map_err(|e| format!("{format} at byte {pos}: {e}"))?;
             entries.append(&mut list);
             inner += n;
             while inner < data.len() && data[inner] == 0 {
@@ -149,7 +193,11 @@ pub fn cpio_segments(bytes: &[u8]) -> Result<Vec<Segment>, String> {
                 break;
             }
         }
-        segments.push(Segment { format, offset: pos as u64, entries });
+        segments.push(Segment {
+            format,
+            offset: pos as u64,
+            entries,
+        });
         pos += used.unwrap_or(inner);
     }
     if segments.is_empty() {
@@ -191,9 +239,15 @@ mod tests {
         let formats: Vec<_> = segs.iter().map(|s| (s.format, s.entries.len())).collect();
         assert_eq!(formats, [("cpio", 1), ("gzip cpio", 4), ("zstd cpio", 1)]);
         let lines: Vec<_> = segs[1].entries.iter().map(format_entry).collect();
-        assert!(lines[0].starts_with("drwxr-xr-x") && lines[0].ends_with(" etc"), "{lines:?}");
+        assert!(
+            lines[0].starts_with("drwxr-xr-x") && lines[0].ends_with(" etc"),
+            "{lines:?}"
+        );
         assert!(lines[1].contains(" 3 etc/motd"), "{lines:?}");
-        assert!(lines[2].starts_with("c---------") && lines[2].ends_with("0,0 etc/gone (whiteout)"), "{lines:?}");
+        assert!(
+            lines[2].starts_with("c---------") && lines[2].ends_with("0,0 etc/gone (whiteout)"),
+            "{lines:?}"
+        );
         assert!(lines[3].ends_with("bin -> usr/bin"), "{lines:?}");
     }
 
@@ -209,7 +263,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad.squashfs");
         std::fs::write(&bad, b"hsqs\0\0\0\0garbage").unwrap();
-        let err = inspect(&bad).err().expect("garbage squashfs must be an error");
+        let err = inspect(&bad)
+            .err()
+            .expect("garbage squashfs must be an error");
         assert_eq!(crate::exit_code(&err), 2, "{err}");
     }
 }

@@ -14,16 +14,22 @@ use nix::fcntl::{Flock, FlockArg};
 /// Block until this process holds `dir/NAME` exclusively (the file is created).
 pub fn exclusive(dir: &Path, name: &str) -> anyhow::Result<Flock<File>> {
     let path = dir.join(name);
-    let file = File::create(&path).with_context(|| format!("cannot create the lock {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e).with_context(|| format!("cannot lock {}", path.display()))
+    let file = File::create(&path)
+        .with_context(|| format!("cannot create the lock {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("cannot lock {}", path.display()))
 }
 
 /// Block until this process holds `dir/NAME` shared (readers of a cached
 /// tree; pruning takes it exclusively and skips what is in use).
 pub fn shared(dir: &Path, name: &str) -> anyhow::Result<Flock<File>> {
     let path = dir.join(name);
-    let file = File::create(&path).with_context(|| format!("cannot create the lock {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| e).with_context(|| format!("cannot lock {}", path.display()))
+    let file = File::create(&path)
+        .with_context(|| format!("cannot create the lock {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockShared)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("cannot lock {}", path.display()))
 }
 
 /// The `.deb` cache's lock, if the cache exists yet: builds share the cache,
@@ -49,11 +55,19 @@ pub struct Claimed {
 /// never finds it unheld.
 pub fn claim_dir(parent: &Path, prefix: &str) -> anyhow::Result<Claimed> {
     fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let path = tempfile::Builder::new().prefix(prefix).tempdir_in(parent).with_context(|| format!("cannot create a directory in {}", parent.display()))?.keep();
+    let path = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a directory in {}", parent.display()))?
+        .keep();
     let taking = path.join(".lock.new");
-    let file = File::create(&taking).with_context(|| format!("cannot create {}", taking.display()))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).context("cannot lock a fresh directory")?;
-    fs::rename(&taking, path.join(DIR_LOCK)).with_context(|| format!("cannot create {}", path.join(DIR_LOCK).display()))?;
+    let file =
+        File::create(&taking).with_context(|| format!("cannot create {}", taking.display()))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .context("cannot lock a fresh directory")?;
+    fs::rename(&taking, path.join(DIR_LOCK))
+        .with_context(|| format!("cannot create {}", path.join(DIR_LOCK).display()))?;
     Ok(Claimed { path, _lock: lock })
 }
 
@@ -74,24 +88,34 @@ pub fn hold_file(file: &File) -> std::io::Result<()> {
 
 /// Is nobody holding this claimed directory or staged file?
 pub fn abandoned(path: &Path) -> bool {
-    let target = if path.is_dir() { path.join(DIR_LOCK) } else { path.to_path_buf() };
+    let target = if path.is_dir() {
+        path.join(DIR_LOCK)
+    } else {
+        path.to_path_buf()
+    };
     match File::open(&target) {
         // A dir being claimed right now has no lock file for a moment; one
         // whose lock file never got written is abandoned once it is old.
         Err(_) => path.is_dir() && old(path),
         // A file just created is not locked yet for a moment, too.
-        Ok(f) if !path.is_dir() => old(path) && Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
+        Ok(f) if !path.is_dir() => {
+            old(path) && Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()
+        }
         Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
     }
 }
 
 fn old(path: &Path) -> bool {
-    fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() > CLAIMING)
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() > CLAIMING)
 }
 
 /// Entries of `parent` whose names match `is_ours` and that nobody holds.
 pub fn stale(parent: &Path, is_ours: impl Fn(&str) -> bool) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(parent) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
     let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .filter(|e| is_ours(&e.file_name().to_string_lossy()))
@@ -120,14 +144,29 @@ mod tests {
         // A staged file nobody holds is being created (not stale) until it is old.
         assert_eq!(stale(dir.path(), ours), [path.clone()]);
         let old = std::time::SystemTime::now() - CLAIMING * 2;
-        File::options().write(true).open(&staged).unwrap().set_times(fs::FileTimes::new().set_modified(old)).unwrap();
-        assert_eq!(stale(dir.path(), ours), [path, staged].into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+        File::options()
+            .write(true)
+            .open(&staged)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_modified(old))
+            .unwrap();
+        assert_eq!(
+            stale(dir.path(), ours),
+            [path, staged]
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
         // A dir without a lock file is being claimed (not stale) until it is old.
         let claiming = dir.path().join(".new.claiming");
         fs::create_dir(&claiming).unwrap();
         assert!(!abandoned(&claiming));
         let old = std::time::SystemTime::now() - CLAIMING * 2;
-        File::open(&claiming).unwrap().set_times(fs::FileTimes::new().set_modified(old)).unwrap();
+        File::open(&claiming)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_modified(old))
+            .unwrap();
         assert!(abandoned(&claiming));
     }
 }

@@ -46,18 +46,28 @@ impl Progress {
     pub fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}") {
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
-        Progress { bar, step: std::sync::Mutex::new(String::new()), quiet: false }
+        Progress {
+            bar,
+            step: std::sync::Mutex::new(String::new()),
+            quiet: false,
+        }
     }
 
     /// A progress that shows nothing (for checks).
     pub fn quiet() -> Self {
-        Progress { bar: None, step: std::sync::Mutex::new(String::new()), quiet: true }
+        Progress {
+            bar: None,
+            step: std::sync::Mutex::new(String::new()),
+            quiet: true,
+        }
     }
 
     /// Start a named step.

@@ -21,10 +21,19 @@ const SUFFIXES: &[&str] = &[".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz"];
 pub fn check_name(file: &Path) -> anyhow::Result<()> {
     let name = file.file_name().unwrap_or_default().to_string_lossy();
     if !SUFFIXES.iter().any(|s| name.ends_with(s)) {
-        return Err(UsageError(format!("{}: a stage archive is named FILE{} (the suffix picks the compression)", file.display(), SUFFIXES.join(", FILE"))).into());
+        return Err(UsageError(format!(
+            "{}: a stage archive is named FILE{} (the suffix picks the compression)",
+            file.display(),
+            SUFFIXES.join(", FILE")
+        ))
+        .into());
     }
     if name.ends_with(".zst") && !crate::exec::have("zstd") {
-        return Err(UsageError(format!("{}: .tar.zst needs `zstd`: apt-get install -y zstd", file.display())).into());
+        return Err(UsageError(format!(
+            "{}: .tar.zst needs `zstd`: apt-get install -y zstd",
+            file.display()
+        ))
+        .into());
     }
     Ok(())
 }
@@ -34,16 +43,37 @@ pub fn check_name(file: &Path) -> anyhow::Result<()> {
 pub fn save(root: &Path, file: &Path) -> anyhow::Result<u64> {
     check_name(file)?;
     let dir = file.parent().unwrap_or(Path::new("."));
-    let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let suffix = SUFFIXES.iter().filter(|s| name.ends_with(**s)).max_by_key(|s| s.len()).copied().unwrap_or(".tar");
+    let name = file
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let suffix = SUFFIXES
+        .iter()
+        .filter(|s| name.ends_with(**s))
+        .max_by_key(|s| s.len())
+        .copied()
+        .unwrap_or(".tar");
     let staged = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(&format!(".tmp{suffix}"))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
     Cmd::new("tar")
-        .args(["--create", "--auto-compress", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--one-file-system"])
-        .args(["--sort=name", "--format=posix", "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"])
+        .args([
+            "--create",
+            "--auto-compress",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--one-file-system",
+        ])
+        .args([
+            "--sort=name",
+            "--format=posix",
+            "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+        ])
         .arg("--file")
         .arg(staged.path())
         .arg("--directory")
@@ -51,7 +81,10 @@ pub fn save(root: &Path, file: &Path) -> anyhow::Result<u64> {
         .arg(".")
         .run()
         .with_context(|| format!("cannot archive {} into {}", root.display(), file.display()))?;
-    staged.persist(file).map_err(|e| e.error).with_context(|| format!("cannot rename into {}", file.display()))?;
+    staged
+        .persist(file)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot rename into {}", file.display()))?;
     Ok(fs::metadata(file)?.len())
 }
 
@@ -60,7 +93,15 @@ pub fn extract(file: &Path, dest: &Path) -> anyhow::Result<PathBuf> {
     check_name(file)?;
     fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     Cmd::new("tar")
-        .args(["--extract", "--numeric-owner", "--same-permissions", "--same-owner", "--xattrs", "--xattrs-include=*", "--acls"])
+        .args([
+            "--extract",
+            "--numeric-owner",
+            "--same-permissions",
+            "--same-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+        ])
         .arg("--file")
         .arg(file)
         .arg("--directory")
@@ -87,12 +128,26 @@ mod tests {
         let b = dir.path().join("b.tar.gz");
         save(&root, &a).unwrap();
         save(&root, &b).unwrap();
-        assert_eq!(crate::artifact::sha256_file(&a).unwrap(), crate::artifact::sha256_file(&b).unwrap());
+        assert_eq!(
+            crate::artifact::sha256_file(&a).unwrap(),
+            crate::artifact::sha256_file(&b).unwrap()
+        );
         let out = extract(&a, &dir.path().join("out")).unwrap();
         assert_eq!(fs::read_link(out.join("etc/link")).unwrap(), Path::new("x"));
-        assert_eq!(fs::metadata(out.join("etc/x")).unwrap().permissions().mode() & 0o7777, 0o4750);
+        assert_eq!(
+            fs::metadata(out.join("etc/x"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o4750
+        );
         assert!(save(&root, &dir.path().join("a.zip")).is_err());
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
         assert!(leftovers.is_empty());
     }
 }

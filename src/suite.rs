@@ -16,7 +16,16 @@ pub struct Suite {
 }
 
 /// Every supported suite, oldest first.
-pub const SUPPORTED: &[Suite] = &[Suite { codename: "bookworm", version: 12 }, Suite { codename: "trixie", version: 13 }];
+pub const SUPPORTED: &[Suite] = &[
+    Suite {
+        codename: "bookworm",
+        version: 12,
+    },
+    Suite {
+        codename: "trixie",
+        version: 13,
+    },
+];
 
 /// The supported suite named `codename`.
 pub fn lookup(codename: &str) -> Option<Suite> {
@@ -28,9 +37,17 @@ pub fn unsupported(codename: &str) -> Option<String> {
     if lookup(codename).is_some() {
         return None;
     }
-    let list: Vec<String> = SUPPORTED.iter().map(|s| format!("{} (Debian {})", s.codename, s.version)).collect();
-    let moving = matches!(codename, "stable" | "oldstable") || SUPPORTED.iter().any(|s| s.version.to_string() == codename);
-    let hint = if moving { " — name the release by its codename, which does not move" } else { "" };
+    let list: Vec<String> = SUPPORTED
+        .iter()
+        .map(|s| format!("{} (Debian {})", s.codename, s.version))
+        .collect();
+    let moving = matches!(codename, "stable" | "oldstable")
+        || SUPPORTED.iter().any(|s| s.version.to_string() == codename);
+    let hint = if moving {
+        " — name the release by its codename, which does not move"
+    } else {
+        ""
+    };
     Some(format!(
         "`{codename}` is not a suite mkimage supports{hint}; use one of {} (e.g. `suite: trixie` in vars/common.yml, or `--var suite=trixie`)",
         list.join(", ")
@@ -51,7 +68,12 @@ mod tests {
     #[test]
     fn refuses_typos_and_moving_names_with_the_fix() {
         let err = unsupported("trixy").unwrap();
-        assert!(err.contains("`trixy`") && err.contains("bookworm (Debian 12), trixie (Debian 13)") && err.contains("--var suite=trixie"), "{err}");
+        assert!(
+            err.contains("`trixy`")
+                && err.contains("bookworm (Debian 12), trixie (Debian 13)")
+                && err.contains("--var suite=trixie"),
+            "{err}"
+        );
         assert!(unsupported("stable").unwrap().contains("codename"));
         assert!(unsupported("13").unwrap().contains("codename"));
         assert!(!unsupported("sid").unwrap().contains("codename"));

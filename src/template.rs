@@ -52,7 +52,9 @@ pub fn environment() -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.add_filter("shquote", |v: Value| crate::exec::shell_quote(&v.to_string()));
+    env.add_filter("shquote", |v: Value| {
+        crate::exec::shell_quote(&v.to_string())
+    });
     env
 }
 
@@ -68,7 +70,9 @@ impl Templater {
         if !source.contains("{{") && !source.contains("{%") {
             return Ok(source.to_string());
         }
-        self.env.render_str(source, ctx).map_err(|e| self.explain(e, source, ctx))
+        self.env
+            .render_str(source, ctx)
+            .map_err(|e| self.explain(e, source, ctx))
     }
 
     /// Name the missing variables of an undefined-value error.
@@ -82,11 +86,21 @@ impl Templater {
                     .collect();
                 missing.sort();
                 if !missing.is_empty() {
-                    let names = missing.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
-                    return TemplateError { detail: format!("undefined variable {names} (define it under `vars:` or pass --var)") };
+                    let names = missing
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return TemplateError {
+                        detail: format!(
+                            "undefined variable {names} (define it under `vars:` or pass --var)"
+                        ),
+                    };
                 }
             }
-            return TemplateError { detail: "undefined variable or attribute".into() };
+            return TemplateError {
+                detail: "undefined variable or attribute".into(),
+            };
         }
         err.into()
     }
@@ -97,7 +111,9 @@ impl Templater {
         let compiled = self.env.compile_expression(inner)?;
         let value = compiled.eval(ctx)?;
         if value.is_undefined() {
-            return Err(TemplateError { detail: format!("undefined variable in `{inner}`") });
+            return Err(TemplateError {
+                detail: format!("undefined variable in `{inner}`"),
+            });
         }
         Ok(value)
     }
@@ -153,21 +169,32 @@ pub fn render_yaml(
 ) -> Result<Yaml, crate::ConfigError> {
     Ok(match value {
         Yaml::String(s) => {
-            let out = t.render(s, ctx).map_err(|e| crate::ConfigError(format!("{}: {}: in `{s}`", place(&[]), e.detail)))?;
+            let out = t.render(s, ctx).map_err(|e| {
+                crate::ConfigError(format!("{}: {}: in `{s}`", place(&[]), e.detail))
+            })?;
             Yaml::String(out)
         }
         Yaml::Sequence(items) => Yaml::Sequence(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| render_yaml(t, v, ctx, &|sub: &[String]| place(&[vec![i.to_string()], sub.to_vec()].concat())))
+                .map(|(i, v)| {
+                    render_yaml(t, v, ctx, &|sub: &[String]| {
+                        place(&[vec![i.to_string()], sub.to_vec()].concat())
+                    })
+                })
                 .collect::<Result<_, _>>()?,
         ),
         Yaml::Mapping(map) => {
             let mut out = serde_yaml_ng::Mapping::new();
             for (k, v) in map {
                 let key = crate::yaml::yaml_key(k);
-                out.insert(k.clone(), render_yaml(t, v, ctx, &|sub: &[String]| place(&[vec![key.clone()], sub.to_vec()].concat()))?);
+                out.insert(
+                    k.clone(),
+                    render_yaml(t, v, ctx, &|sub: &[String]| {
+                        place(&[vec![key.clone()], sub.to_vec()].concat())
+                    })?,
+                );
             }
             Yaml::Mapping(out)
         }
@@ -187,7 +214,9 @@ mod tests {
         assert_eq!(t.render("{{ suite }}-x", &ctx).unwrap(), "bookworm-x");
         let err = t.render("{{ sutie }}", &ctx).unwrap_err();
         assert!(err.detail.contains("undefined"), "{}", err.detail);
-        let err = t.render("{{ a.b }}", &context! { a => context!{} }).unwrap_err();
+        let err = t
+            .render("{{ a.b }}", &context! { a => context!{} })
+            .unwrap_err();
         assert!(err.detail.contains("undefined"), "{}", err.detail);
     }
 
@@ -203,9 +232,17 @@ mod tests {
     #[test]
     fn shquote_filter_quotes_for_the_shell() {
         let t = Templater::default();
-        let out = t.render("X={{ v | shquote }} Y={{ w | shquote }}", &context! { v => "it's $(rm -rf /)", w => "50%" }).unwrap();
+        let out = t
+            .render(
+                "X={{ v | shquote }} Y={{ w | shquote }}",
+                &context! { v => "it's $(rm -rf /)", w => "50%" },
+            )
+            .unwrap();
         assert_eq!(out, r"X='it'\''s $(rm -rf /)' Y=50%");
-        let sh = crate::exec::Cmd::new("sh").args(["-c", &format!("{out}; printf %s \"$X\"")]).run().unwrap();
+        let sh = crate::exec::Cmd::new("sh")
+            .args(["-c", &format!("{out}; printf %s \"$X\"")])
+            .run()
+            .unwrap();
         assert_eq!(sh.stdout.trim_end(), "it's $(rm -rf /)");
     }
 
@@ -214,13 +251,19 @@ mod tests {
         let mut r = reads("{{ item.src }} {% if on %}{{ name | upper }}{% endif %}");
         r.sort();
         assert_eq!(r, ["item", "name", "on"]);
-        assert_eq!(expression_reads("extra_packages | length > 0"), ["extra_packages"]);
+        assert_eq!(
+            expression_reads("extra_packages | length > 0"),
+            ["extra_packages"]
+        );
         assert!(reads("plain").is_empty());
     }
 
     #[test]
     fn no_html_escaping() {
         let t = Templater::default();
-        assert_eq!(t.render("{{ s }}", &context! { s => "<a&b>" }).unwrap(), "<a&b>");
+        assert_eq!(
+            t.render("{{ s }}", &context! { s => "<a&b>" }).unwrap(),
+            "<a&b>"
+        );
     }
 }

@@ -14,13 +14,19 @@ use crate::ConfigError;
 /// Parse `text` (the contents of `path`) as a `T`.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     if text.trim().is_empty() {
-        return Err(ConfigError(format!("{}: the file is empty", path.display())));
+        return Err(ConfigError(format!(
+            "{}: the file is empty",
+            path.display()
+        )));
     }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let key = err.path().to_string();
         let inner = err.into_inner();
-        let (line, col) = inner.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let (line, col) = inner
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
         let mut message = strip_location(&inner.to_string());
         // serde_yaml_ng starts some messages with its own path (`.[0]: …`).
         if message.starts_with(['.', '[']) {
@@ -28,8 +34,15 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
                 message = rest.to_string();
             }
         }
-        let at_key = if key.is_empty() || key == "." { String::new() } else { format!(" (at key `{key}`)") };
-        ConfigError(format!("{}:{line}:{col}: {message}{at_key}", path.display()))
+        let at_key = if key.is_empty() || key == "." {
+            String::new()
+        } else {
+            format!(" (at key `{key}`)")
+        };
+        ConfigError(format!(
+            "{}:{line}:{col}: {message}{at_key}",
+            path.display()
+        ))
     })
 }
 
@@ -119,7 +132,10 @@ impl OneOrMany {
 pub fn yaml_key(k: &Yaml) -> String {
     match k {
         Yaml::String(s) => s.clone(),
-        other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_string(),
+        other => serde_yaml_ng::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -138,7 +154,11 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_col() {
         let err = parse::<Small>(Path::new("v.yml"), "name: x\npackges: [a]\n").unwrap_err();
-        assert!(err.0.starts_with("v.yml:2:1: unknown field `packges`"), "{}", err.0);
+        assert!(
+            err.0.starts_with("v.yml:2:1: unknown field `packges`"),
+            "{}",
+            err.0
+        );
     }
 
     #[test]

@@ -17,9 +17,18 @@ fn require(ok: bool, what: &str) {
 }
 
 fn prerequisites() {
-    require(nix::unistd::geteuid().is_root(), "root (mounts): run `cargo test` as root");
-    require(mkimage::exec::have("unshare") && mkimage::exec::have("mount"), "unshare and mount: apt-get install -y util-linux mount");
-    require(mkimage::exec::have("busybox"), "busybox: apt-get install -y busybox-static");
+    require(
+        nix::unistd::geteuid().is_root(),
+        "root (mounts): run `cargo test` as root",
+    );
+    require(
+        mkimage::exec::have("unshare") && mkimage::exec::have("mount"),
+        "unshare and mount: apt-get install -y util-linux mount",
+    );
+    require(
+        mkimage::exec::have("busybox"),
+        "busybox: apt-get install -y busybox-static",
+    );
 }
 
 /// Run a shell script in a private mount namespace; its stdout, or a panic with its stderr.
@@ -29,7 +38,12 @@ fn in_mount_ns(script: &str, dir: &Path) -> String {
         .arg(dir)
         .output()
         .expect("cannot run unshare");
-    assert!(out.status.success(), "script failed ({}):\n{script}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "script failed ({}):\n{script}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -43,7 +57,14 @@ fn overlay_upper_round_trips_through_cpio() {
     prerequisites();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    for f in ["etc/keep", "etc/deleted", "dir/a", "dir/b", "dir/sub/c", "usr/share/doc/x"] {
+    for f in [
+        "etc/keep",
+        "etc/deleted",
+        "dir/a",
+        "dir/b",
+        "dir/sub/c",
+        "usr/share/doc/x",
+    ] {
         write_file(&d.join("lower").join(f), &format!("lower {f}\n"));
     }
     // The role's changes, made through a real overlay mount.
@@ -58,20 +79,47 @@ fn overlay_upper_round_trips_through_cpio() {
         umount merged"#,
         d,
     );
-    assert_eq!(mkimage::archive::xattr::get(&d.join("upper/dir"), "trusted.overlay.opaque").unwrap().as_deref(), Some(&b"y"[..]), "the kernel marked the replaced dir opaque");
+    assert_eq!(
+        mkimage::archive::xattr::get(&d.join("upper/dir"), "trusted.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..]),
+        "the kernel marked the replaced dir opaque"
+    );
 
-    let opts = tree::TreeOptions { source_date_epoch: 1_700_000_000, exclude: vec!["var/log/*".into()], overlay_lowers: Some(vec![d.join("lower")]) };
+    let opts = tree::TreeOptions {
+        source_date_epoch: 1_700_000_000,
+        exclude: vec!["var/log/*".into()],
+        overlay_lowers: Some(vec![d.join("lower")]),
+    };
     let entries = tree::tree_entries(&d.join("upper"), &opts).unwrap();
     let file = fs::File::create(d.join("overlay.cpio.gz")).unwrap();
     cpio::write_newc_gz(entries, BufWriter::new(file), 6).unwrap();
 
-    let listing = Command::new(env!("CARGO_BIN_EXE_mkimage")).arg("inspect").arg(d.join("overlay.cpio.gz")).output().unwrap();
-    assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
+    let listing = Command::new(env!("CARGO_BIN_EXE_mkimage"))
+        .arg("inspect")
+        .arg(d.join("overlay.cpio.gz"))
+        .output()
+        .unwrap();
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
     let listing = String::from_utf8_lossy(&listing.stdout);
-    for want in ["etc/deleted (whiteout)", "dir/a (whiteout)", "dir/sub (whiteout)", " dir/new", " etc/added"] {
+    for want in [
+        "etc/deleted (whiteout)",
+        "dir/a (whiteout)",
+        "dir/sub (whiteout)",
+        " dir/new",
+        " etc/added",
+    ] {
         assert!(listing.contains(want), "inspect lacks {want:?}:\n{listing}");
     }
-    assert!(!listing.contains("build.log"), "excluded file archived:\n{listing}");
+    assert!(
+        !listing.contains("build.log"),
+        "excluded file archived:\n{listing}"
+    );
 
     // What the initrd does: unpack onto a fresh tmpfs upper, mount over the lower.
     let view = in_mount_ns(
@@ -86,7 +134,20 @@ fn overlay_upper_round_trips_through_cpio() {
     let paths: Vec<&str> = tree_view.lines().collect();
     assert_eq!(
         paths,
-        [".", "./dir", "./dir/new", "./etc", "./etc/added", "./etc/keep", "./usr", "./usr/share", "./usr/share/doc", "./usr/share/doc/x", "./var", "./var/log"],
+        [
+            ".",
+            "./dir",
+            "./dir/new",
+            "./etc",
+            "./etc/added",
+            "./etc/keep",
+            "./usr",
+            "./usr/share",
+            "./usr/share/doc",
+            "./usr/share/doc/x",
+            "./var",
+            "./var/log"
+        ],
         "merged view after unpacking:\n{view}"
     );
     assert_eq!(contents, "changed\nadded\n");
@@ -104,12 +165,30 @@ fn squashfs_loop_mounts_with_the_source_tree() {
     fs::set_permissions(src.join("usr/bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
     std::os::unix::fs::symlink("usr/lib", src.join("lib")).unwrap();
     std::os::unix::fs::lchown(src.join("etc/motd"), Some(123), Some(456)).unwrap();
-    nix::sys::stat::mknod(&src.join("etc/null"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(1, 3)).unwrap();
-    nix::unistd::mkfifo(&src.join("etc/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    nix::sys::stat::mknod(
+        &src.join("etc/null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(
+        &src.join("etc/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
 
     let img = d.join("base.squashfs");
     let mut file = fs::File::create(&img).unwrap();
-    squashfs::write_tree(&src, &mut file, &squashfs::SquashfsOptions { source_date_epoch: 1_700_000_000, ..Default::default() }).unwrap();
+    squashfs::write_tree(
+        &src,
+        &mut file,
+        &squashfs::SquashfsOptions {
+            source_date_epoch: 1_700_000_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     drop(file);
 
     // Same listing (type, mode, owner, size of files, link target, device) and checksums.
@@ -118,5 +197,8 @@ fn squashfs_loop_mounts_with_the_source_tree() {
     let want = in_mount_ns(&format!("cd \"$1\"/src; {list}"), d);
     let got = in_mount_ns(&format!("cd \"$1\"; mkdir -p mnt; mount -o loop,ro -t squashfs base.squashfs mnt; cd mnt; {list}"), d);
     assert_eq!(got, want);
-    assert!(want.contains("f 4755 0 0  400000 ./usr/bin/tool") && want.contains("1,3 ./etc/null"), "{want}");
+    assert!(
+        want.contains("f 4755 0 0  400000 ./usr/bin/tool") && want.contains("1,3 ./etc/null"),
+        "{want}"
+    );
 }

@@ -15,13 +15,20 @@ fn in_image(image: &std::path::Path, script: &str) -> String {
     let mnt = tempfile::tempdir_in(scratch()).unwrap();
     let o = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-ec"])
-        .arg(format!("mount -t squashfs -o loop,ro \"$1\" \"$2\"; M=\"$2\"; cd \"$M\"; {script}"))
+        .arg(format!(
+            "mount -t squashfs -o loop,ro \"$1\" \"$2\"; M=\"$2\"; cd \"$M\"; {script}"
+        ))
         .args(["sh"])
         .arg(image)
         .arg(mnt.path())
         .output()
         .unwrap();
-    assert!(o.status.success(), "script failed: {}\n{}", stderr(&o), stdout(&o));
+    assert!(
+        o.status.success(),
+        "script failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
     stdout(&o)
 }
 
@@ -32,7 +39,11 @@ fn build_shipped(kind: &str, vars: &str, p: &Project) -> std::process::Output {
 
 fn build_shipped_with(kind: &str, vars: &str, p: &Project, extra: &[&str]) -> std::process::Output {
     let mut cmd = mkimage();
-    cmd.current_dir(repo()).args([kind, "--vars", vars, "--out"]).arg(p.out()).arg("--var").arg(format!("cache_dir={}", shared_cache().display()));
+    cmd.current_dir(repo())
+        .args([kind, "--vars", vars, "--out"])
+        .arg(p.out())
+        .arg("--var")
+        .arg(format!("cache_dir={}", shared_cache().display()));
     for e in extra {
         cmd.args(["--var", e]);
     }
@@ -85,23 +96,53 @@ fn shipped_basefs_has_the_base_role_and_no_build_leftovers() {
         "#,
     );
     for want in [
-        "hostname=microkernel", "hosts=ok", "user=ok", "sudo=ok", "nodoc=ok", "opt-downloads=ok", "opt-uploads=ok",
-        "opt-drivers=ok", "init=/usr/lib/systemd/systemd", "machine-id-bytes=0", "hooks=enabled", "keygen=enabled",
+        "hostname=microkernel",
+        "hosts=ok",
+        "user=ok",
+        "sudo=ok",
+        "nodoc=ok",
+        "opt-downloads=ok",
+        "opt-uploads=ok",
+        "opt-drivers=ok",
+        "init=/usr/lib/systemd/systemd",
+        "machine-id-bytes=0",
+        "hooks=enabled",
+        "keygen=enabled",
     ] {
         assert!(facts.contains(want), "image lacks `{want}`:\n{facts}");
     }
     // The kernel image is left out: the initrd build takes it from the kernel package.
-    for bad in ["vmlinuz=present", "initrd-in-image", "policy-rc.d=present", "proxy-config=present", "host-keys=present", "apt-lists=present", "debs=present"] {
+    for bad in [
+        "vmlinuz=present",
+        "initrd-in-image",
+        "policy-rc.d=present",
+        "proxy-config=present",
+        "host-keys=present",
+        "apt-lists=present",
+        "debs=present",
+    ] {
         assert!(!facts.contains(bad), "image has `{bad}`:\n{facts}");
     }
     if let Some(line) = facts.lines().find(|l| l.starts_with("resolv=")) {
-        let host = Command::new("sh").args(["-c", "md5sum < /etc/resolv.conf"]).output().unwrap();
-        assert_ne!(line.trim_start_matches("resolv="), stdout(&host), "the host's resolv.conf is in the image");
+        let host = Command::new("sh")
+            .args(["-c", "md5sum < /etc/resolv.conf"])
+            .output()
+            .unwrap();
+        assert_ne!(
+            line.trim_start_matches("resolv="),
+            stdout(&host),
+            "the host's resolv.conf is in the image"
+        );
     }
-    let modules = facts.lines().find_map(|l| l.strip_prefix("modules=")).unwrap_or_default().to_string();
+    let modules = facts
+        .lines()
+        .find_map(|l| l.strip_prefix("modules="))
+        .unwrap_or_default()
+        .to_string();
     assert!(modules.starts_with("6."), "no /lib/modules/<ver>: {facts}");
 
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
     let entry = &manifest["artifacts"]["basefs.squashfs"];
     assert_eq!(entry["sha256"], sha.as_str());
     assert_eq!(entry["kernel_version"], modules.as_str());
@@ -116,10 +157,18 @@ fn same_inputs_give_the_same_squashfs() {
     let (_, first) = shipped_basefs();
     let p = Project::new();
     let o = build_shipped_with("basefs", "vars/basefs.yml", &p, &["bootstrap_cache=false"]);
-    assert!(stderr(&o).contains("bootstrap bookworm (mmdebstrap"), "the second build bootstrapped afresh: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bootstrap bookworm (mmdebstrap"),
+        "the second build bootstrapped afresh: {}",
+        stderr(&o)
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let second = std::fs::read_to_string(p.out().join("basefs.squashfs.sha256")).unwrap();
-    assert_eq!(second.split_whitespace().next().unwrap(), first, "two builds of the same inputs differ");
+    assert_eq!(
+        second.split_whitespace().next().unwrap(),
+        first,
+        "two builds of the same inputs differ"
+    );
 }
 
 #[test]
@@ -129,26 +178,57 @@ fn failing_shell_task_names_role_task_command_and_output() {
     p.write("provisioners/breaks/tasks.yml", "- name: ok step\n  shell: echo fine\n- name: broken step\n  shell: \"echo about to fail; echo reason-xyz >&2; exit 7\"\n");
     p.write("vars/x.yml", &small_vars("x", &["breaks"]));
     let o = p.run(&["basefs", "--vars", "vars/x.yml"]);
-    assert_clean_failure(&p, &o, 1, &["role `breaks`, task `broken step`", "exit status 7", "reason-xyz", "/bin/sh"]);
-    assert!(!p.out().join(".work").read_dir().unwrap().any(|_| true), "build dir left behind");
+    assert_clean_failure(
+        &p,
+        &o,
+        1,
+        &[
+            "role `breaks`, task `broken step`",
+            "exit status 7",
+            "reason-xyz",
+            "/bin/sh",
+        ],
+    );
+    assert!(
+        !p.out().join(".work").read_dir().unwrap().any(|_| true),
+        "build dir left behind"
+    );
 }
 
 #[test]
 fn unknown_package_fails_cleanly() {
     require_root();
     let p = Project::new();
-    p.write("provisioners/pkgs/tasks.yml", "- name: install nonsense\n  apt: {pkg: [mkimage-no-such-package]}\n");
+    p.write(
+        "provisioners/pkgs/tasks.yml",
+        "- name: install nonsense\n  apt: {pkg: [mkimage-no-such-package]}\n",
+    );
     p.write("vars/x.yml", &small_vars("x", &["pkgs"]));
     let o = p.run(&["basefs", "--vars", "vars/x.yml"]);
-    assert_clean_failure(&p, &o, 1, &["role `pkgs`, task `install nonsense`", "mkimage-no-such-package", "apt-get"]);
+    assert_clean_failure(
+        &p,
+        &o,
+        1,
+        &[
+            "role `pkgs`, task `install nonsense`",
+            "mkimage-no-such-package",
+            "apt-get",
+        ],
+    );
 }
 
 #[test]
 fn sigkill_mid_role_leaves_no_mount_and_next_build_succeeds() {
     require_root();
     let p = Project::new();
-    p.write("provisioners/slow/tasks.yml", "- name: marker\n  shell: touch /root/started\n- name: hang\n  shell: sleep 600\n");
-    p.write("provisioners/quick/tasks.yml", "- name: motd\n  copy: {src: motd, dest: /etc/motd}\n");
+    p.write(
+        "provisioners/slow/tasks.yml",
+        "- name: marker\n  shell: touch /root/started\n- name: hang\n  shell: sleep 600\n",
+    );
+    p.write(
+        "provisioners/quick/tasks.yml",
+        "- name: motd\n  copy: {src: motd, dest: /etc/motd}\n",
+    );
     p.write("provisioners/quick/files/motd", "built by mkimage\n");
     p.write("vars/slow.yml", &small_vars("slow", &["slow"]));
     p.write("vars/quick.yml", &small_vars("quick", &["quick"]));
@@ -175,7 +255,10 @@ fn sigkill_mid_role_leaves_no_mount_and_next_build_succeeds() {
             Ok(line) => seen.push(line),
             Err(_) if Instant::now() > deadline => {
                 let _ = child.kill();
-                panic!("the build never reached the hanging task:\n{}", seen.join("\n"));
+                panic!(
+                    "the build never reached the hanging task:\n{}",
+                    seen.join("\n")
+                );
             }
             Err(_) => {}
         }
@@ -186,7 +269,11 @@ fn sigkill_mid_role_leaves_no_mount_and_next_build_succeeds() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    assert!(mounts_under(p.path()).is_empty(), "mounts left: {:?}", mounts_under(p.path()));
+    assert!(
+        mounts_under(p.path()).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(p.path())
+    );
     // No process of the build (the chrooted sleep) survives.
     let work = p.out().join(".work");
     let survivors: Vec<_> = std::fs::read_dir("/proc")
@@ -195,15 +282,25 @@ fn sigkill_mid_role_leaves_no_mount_and_next_build_succeeds() {
         .filter_map(|e| std::fs::read_link(e.path().join("root")).ok())
         .filter(|root| root.starts_with(&work))
         .collect();
-    assert!(survivors.is_empty(), "processes still chrooted in the build dir: {survivors:?}");
+    assert!(
+        survivors.is_empty(),
+        "processes still chrooted in the build dir: {survivors:?}"
+    );
 
     let o = p.run(&["basefs", "--vars", "vars/quick.yml"]);
     assert!(o.status.success(), "the next build failed:\n{}", stderr(&o));
-    assert!(stderr(&o).contains("left by an interrupted build"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("left by an interrupted build"),
+        "{}",
+        stderr(&o)
+    );
     let motd = in_image(&p.out().join("quick.squashfs"), "cat etc/motd");
     assert_eq!(motd, "built by mkimage\n");
     assert!(mounts_under(p.path()).is_empty());
-    let leftovers: Vec<_> = std::fs::read_dir(&work).unwrap().filter_map(|e| e.ok()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
     assert!(leftovers.is_empty(), "build dirs left: {leftovers:?}");
 }
 
@@ -211,20 +308,57 @@ fn sigkill_mid_role_leaves_no_mount_and_next_build_succeeds() {
 fn discovery_overlay_holds_its_tools_and_nothing_else() {
     let (p, _) = shipped_basefs();
     let o = build_shipped("overlay", "vars/discovery.yml", p);
-    assert!(o.status.success(), "discovery overlay failed:\n{}", stderr(&o));
-    let listing = mkimage().arg("inspect").arg(p.out().join("discovery.cpio.gz")).output().unwrap();
+    assert!(
+        o.status.success(),
+        "discovery overlay failed:\n{}",
+        stderr(&o)
+    );
+    let listing = mkimage()
+        .arg("inspect")
+        .arg(p.out().join("discovery.cpio.gz"))
+        .output()
+        .unwrap();
     assert!(listing.status.success(), "{}", stderr(&listing));
     let text = stdout(&listing);
-    for want in ["usr/sbin/dmidecode", "usr/bin/lshw", "usr/bin/lsscsi", "usr/sbin/ethtool", "usr/sbin/smartctl", "usr/sbin/lldpd", "sbin/hdparm", "usr/local/sbin/mkimage-discovery", "etc/systemd/system/mkimage-discovery.service", "var/lib/dpkg/status"] {
-        assert!(text.lines().any(|l| l.ends_with(want) || l.contains(&format!("{want} "))), "overlay lacks {want}:\n{text}");
+    for want in [
+        "usr/sbin/dmidecode",
+        "usr/bin/lshw",
+        "usr/bin/lsscsi",
+        "usr/sbin/ethtool",
+        "usr/sbin/smartctl",
+        "usr/sbin/lldpd",
+        "sbin/hdparm",
+        "usr/local/sbin/mkimage-discovery",
+        "etc/systemd/system/mkimage-discovery.service",
+        "var/lib/dpkg/status",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.ends_with(want) || l.contains(&format!("{want} "))),
+            "overlay lacks {want}:\n{text}"
+        );
     }
     for unchanged in ["usr/bin/bash", "usr/lib/systemd/systemd", "etc/hostname"] {
-        assert!(!text.lines().any(|l| l.ends_with(unchanged)), "overlay carries the basefs's {unchanged}");
+        assert!(
+            !text.lines().any(|l| l.ends_with(unchanged)),
+            "overlay carries the basefs's {unchanged}"
+        );
     }
-    for build_only in ["var/lib/apt/lists/", "etc/resolv.conf", "policy-rc.d", "00mkimage-build", "var/log/apt", "var/cache/apt/archives/"] {
-        assert!(!text.contains(build_only), "overlay carries build-only {build_only}:\n{text}");
+    for build_only in [
+        "var/lib/apt/lists/",
+        "etc/resolv.conf",
+        "policy-rc.d",
+        "00mkimage-build",
+        "var/log/apt",
+        "var/cache/apt/archives/",
+    ] {
+        assert!(
+            !text.contains(build_only),
+            "overlay carries build-only {build_only}:\n{text}"
+        );
     }
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
     let entry = &manifest["artifacts"]["discovery.cpio.gz"];
     assert!(entry["packages"]["lshw"].is_string(), "{entry}");
     assert_eq!(entry["base"]["file"], "basefs.squashfs");

@@ -12,7 +12,16 @@ fn check(p: &Project, vars: &str) -> std::process::Output {
 fn help_lists_every_subcommand() {
     let o = mkimage().arg("--help").output().unwrap();
     let text = stdout(&o);
-    for cmd in ["basefs", "overlay", "initrd", "play", "serve", "check", "inspect", "boot-test"] {
+    for cmd in [
+        "basefs",
+        "overlay",
+        "initrd",
+        "play",
+        "serve",
+        "check",
+        "inspect",
+        "boot-test",
+    ] {
         assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
     }
 }
@@ -54,32 +63,63 @@ fn missing_role() {
 #[test]
 fn missing_copy_source() {
     let p = Project::new();
-    p.write("provisioners/r/tasks.yml", "- name: put motd\n  copy: {src: motd, dest: /etc/motd}\n");
+    p.write(
+        "provisioners/r/tasks.yml",
+        "- name: put motd\n  copy: {src: motd, dest: /etc/motd}\n",
+    );
     p.write("vars/x.yml", "name: x\nprovisioners: [r]\n");
     let o = p.run(&["basefs", "--vars", "vars/x.yml"]);
-    assert_clean_failure(&p, &o, 2, &["role `r`, task `put motd`", "src `motd`", "files/"]);
+    assert_clean_failure(
+        &p,
+        &o,
+        2,
+        &["role `r`, task `put motd`", "src `motd`", "files/"],
+    );
 }
 
 #[test]
 fn unknown_module_and_two_modules() {
     let p = Project::new();
-    p.write("provisioners/r/tasks.yml", "- name: a\n  shell: \"true\"\n- name: b\n  aptt: {pkg: x}\n");
+    p.write(
+        "provisioners/r/tasks.yml",
+        "- name: a\n  shell: \"true\"\n- name: b\n  aptt: {pkg: x}\n",
+    );
     p.write("vars/x.yml", "name: x\nprovisioners: [r]\n");
     let o = check(&p, "vars/x.yml");
     assert_clean_failure(&p, &o, 2, &["tasks.yml:4:3", "unknown field `aptt`"]);
-    p.write("provisioners/r/tasks.yml", "- name: a\n  shell: \"true\"\n  command: ls\n");
+    p.write(
+        "provisioners/r/tasks.yml",
+        "- name: a\n  shell: \"true\"\n  command: ls\n",
+    );
     let o = check(&p, "vars/x.yml");
-    assert_clean_failure(&p, &o, 2, &["tasks.yml:1:", "more than one module (shell, command)"]);
+    assert_clean_failure(
+        &p,
+        &o,
+        2,
+        &["tasks.yml:1:", "more than one module (shell, command)"],
+    );
 }
 
 #[test]
 fn template_in_role_with_undefined_variable() {
     let p = Project::new();
     p.write("provisioners/r/templates/motd.j2", "hello {{ who }}\n");
-    p.write("provisioners/r/tasks.yml", "- name: motd\n  template: {src: motd.j2, dest: /etc/motd}\n");
+    p.write(
+        "provisioners/r/tasks.yml",
+        "- name: motd\n  template: {src: motd.j2, dest: /etc/motd}\n",
+    );
     p.write("vars/x.yml", "name: x\nprovisioners: [r]\n");
     let o = check(&p, "vars/x.yml");
-    assert_clean_failure(&p, &o, 2, &["role `r`, task `motd`", "motd.j2", "undefined variable `who`"]);
+    assert_clean_failure(
+        &p,
+        &o,
+        2,
+        &[
+            "role `r`, task `motd`",
+            "motd.j2",
+            "undefined variable `who`",
+        ],
+    );
     let o = p.run(&["check", "--vars", "vars/x.yml", "--var", "who=world"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
@@ -90,11 +130,26 @@ fn template_in_role_with_undefined_variable() {
 fn check_accepts_every_shipped_config() {
     let mut checked = 0;
     for dir in ["vars", "playbooks"] {
-        let mut files: Vec<_> = std::fs::read_dir(repo().join(dir)).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(repo().join(dir))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
         files.sort();
-        for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yml") && !f.ends_with("boot.yml")) {
-            let rel = file.strip_prefix(repo()).unwrap().to_string_lossy().to_string();
-            let args: Vec<&str> = if dir == "vars" { vec!["check", "--vars", &rel] } else { vec!["check", &rel] };
+        for file in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "yml") && !f.ends_with("boot.yml"))
+        {
+            let rel = file
+                .strip_prefix(repo())
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let args: Vec<&str> = if dir == "vars" {
+                vec!["check", "--vars", &rel]
+            } else {
+                vec!["check", &rel]
+            };
             let o = mkimage().current_dir(repo()).args(&args).output().unwrap();
             assert!(o.status.success(), "{rel}: {}", stderr(&o));
             assert!(stdout(&o).contains(": ok ("), "{rel}: {}", stdout(&o));
@@ -115,14 +170,28 @@ fn invalid_options_and_unread_vars_fail_check() {
         ("squashfs: {block_size: 3000}", "block_size 3000"),
         ("variant: minbsae", "not a bootstrap variant"),
     ] {
-        p.write("vars/bad.yml", &format!("include: common.yml\nname: bad\n{body}\n"));
+        p.write(
+            "vars/bad.yml",
+            &format!("include: common.yml\nname: bad\n{body}\n"),
+        );
         let o = check(&p, "vars/bad.yml");
         assert_clean_failure(&p, &o, 2, &["vars/bad.yml:3:", want]);
     }
-    p.write("vars/ok.yml", "include: common.yml\nname: ok\nvars:\n  motd: \"{{ greeting }}\"\n  greeting: hi\n");
+    p.write(
+        "vars/ok.yml",
+        "include: common.yml\nname: ok\nvars:\n  motd: \"{{ greeting }}\"\n  greeting: hi\n",
+    );
     let o = p.run(&["check", "--vars", "vars/ok.yml", "--var", "greting=hello"]);
     assert_clean_failure(&p, &o, 2, &["--var greting", "did you mean `greeting`?"]);
-    let o = p.run(&["check", "--vars", "vars/ok.yml", "--var", "greeting=hello", "--var", "suite=trixie"]);
+    let o = p.run(&[
+        "check",
+        "--vars",
+        "vars/ok.yml",
+        "--var",
+        "greeting=hello",
+        "--var",
+        "suite=trixie",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -131,10 +200,22 @@ fn suite_must_be_a_supported_release() {
     let p = Project::new();
     p.write("vars/x.yml", "name: x\nsuite: trixy\n");
     let o = check(&p, "vars/x.yml");
-    assert_clean_failure(&p, &o, 2, &["vars/x.yml:2:1: suite: `trixy` is not a suite", "bookworm (Debian 12), trixie (Debian 13)"]);
+    assert_clean_failure(
+        &p,
+        &o,
+        2,
+        &[
+            "vars/x.yml:2:1: suite: `trixy` is not a suite",
+            "bookworm (Debian 12), trixie (Debian 13)",
+        ],
+    );
     let o = p.run(&["check", "--vars", "vars/x.yml", "--var", "suite=stable"]);
     assert_clean_failure(&p, &o, 2, &["--var suite", "codename"]);
     let o = p.run(&["check", "--vars", "vars/x.yml", "--var", "suite=trixie"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("vars/x.yml: ok (basefs build, trixie, 0 roles)"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("vars/x.yml: ok (basefs build, trixie, 0 roles)"),
+        "{}",
+        stdout(&o)
+    );
 }

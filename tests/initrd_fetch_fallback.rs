@@ -17,7 +17,14 @@ use serve_support::{build, pseudo_random, require, sha256_hex, Server};
 fn fetch_sh(work: &Path, script: &str) -> (bool, String) {
     let bin = work.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let busybox = String::from_utf8(Command::new("sh").args(["-c", "command -v busybox"]).output().unwrap().stdout).unwrap();
+    let busybox = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v busybox"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     for applet in ["wget", "sha256sum", "cut", "tr", "cat", "rm", "sleep"] {
         let _ = std::os::unix::fs::symlink(busybox.trim(), bin.join(applet));
     }
@@ -30,7 +37,14 @@ fn fetch_sh(work: &Path, script: &str) -> (bool, String) {
         .current_dir(work)
         .output()
         .expect("run busybox sh");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -43,7 +57,10 @@ fn a_failed_server_falls_back_to_the_next() {
     let e = build(&dir, "basefs", "base", "base.squashfs", &data, &[]);
     let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
     // A port nothing listens on: bound, then released.
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (down, up) = (format!("http://{dead}"), format!("http://{}", server.http));
     let path = format!("/sha256/{}/base.squashfs", e.sha256);
 
@@ -52,23 +69,57 @@ fn a_failed_server_falls_back_to_the_next() {
         &format!("SERVERS={down},{up}\nfetch {down}{path} got sha256_is {sha} && echo \"fetched from $URL\"", sha = e.sha256),
     );
     assert!(ok, "{out}");
-    assert!(out.contains(&format!("mkimage-init: download {down}{path} (try 1 of 2)")), "{out}");
-    assert!(out.contains(&format!("mkimage-init: falling back to the next server: {up}{path}")), "{out}");
+    assert!(
+        out.contains(&format!("mkimage-init: download {down}{path} (try 1 of 2)")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "mkimage-init: falling back to the next server: {up}{path}"
+        )),
+        "{out}"
+    );
     assert!(out.contains(&format!("fetched from {up}{path}")), "{out}");
-    assert!(!out.contains("retrying in"), "the fallback came before any backoff:\n{out}");
-    assert_eq!(sha256_hex(&std::fs::read(tmp.path().join("got")).unwrap()), e.sha256);
+    assert!(
+        !out.contains("retrying in"),
+        "the fallback came before any backoff:\n{out}"
+    );
+    assert_eq!(
+        sha256_hex(&std::fs::read(tmp.path().join("got")).unwrap()),
+        e.sha256
+    );
 
     // A wrong file on the first server (sha256 mismatch) also falls back.
-    let (ok, out) = fetch_sh(tmp.path(), &format!("SERVERS={up},{down}\nfetch {up}{path} got2 sha256_is {}", "0".repeat(64)));
+    let (ok, out) = fetch_sh(
+        tmp.path(),
+        &format!(
+            "SERVERS={up},{down}\nfetch {up}{path} got2 sha256_is {}",
+            "0".repeat(64)
+        ),
+    );
     assert!(!ok, "{out}");
-    assert!(out.contains("sha256 mismatch") && out.contains(&format!("falling back to the next server: {down}{path}")), "{out}");
-    assert!(out.contains("retrying in 1s") && out.contains(&format!("download {up}{path} (try 2 of 2)")), "{out}");
+    assert!(
+        out.contains("sha256 mismatch")
+            && out.contains(&format!("falling back to the next server: {down}{path}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("retrying in 1s")
+            && out.contains(&format!("download {up}{path} (try 2 of 2)")),
+        "{out}"
+    );
 
     // No list (on-imagebuilder's plain spelling), or a URL on no listed server: no fallback.
     for servers in ["", &format!("http://127.0.0.1:1,{up}")] {
-        let (ok, out) = fetch_sh(tmp.path(), &format!("SERVERS={servers}\nfetch {down}{path} got3"));
+        let (ok, out) = fetch_sh(
+            tmp.path(),
+            &format!("SERVERS={servers}\nfetch {down}{path} got3"),
+        );
         assert!(!ok, "{out}");
         assert!(!out.contains("falling back"), "{out}");
-        assert!(out.contains("retrying in 1s") && out.contains("(try 2 of 2)"), "{out}");
+        assert!(
+            out.contains("retrying in 1s") && out.contains("(try 2 of 2)"),
+            "{out}"
+        );
     }
 }

@@ -35,14 +35,30 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     let serial = p.path().join("serial.log");
     let o = boot_test(p, &["--serial-log", serial.to_str().unwrap()]);
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
-    assert!(o.status.success(), "boot-test failed:\n{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "boot-test failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
     let out = stdout(&o);
-    assert!(out.contains("PASS console matches /mkimage-discovery: "), "{out}");
-    assert!(out.contains("PASS `lshw -quiet -short -class network`"), "{out}");
+    assert!(
+        out.contains("PASS console matches /mkimage-discovery: "),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS `lshw -quiet -short -class network`"),
+        "{out}"
+    );
     assert!(out.contains("assertions passed"), "{out}");
     // The discovery line is JSON with this VM's NIC.
     let json = discovery_json(&console);
-    assert!(json["nics"].as_array().is_some_and(|n| n.iter().any(|n| n["mac"] == "52:54:00:12:34:56")), "{json}");
+    assert!(
+        json["nics"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["mac"] == "52:54:00:12:34:56")),
+        "{json}"
+    );
     // The server's node registry: boot-test asked it, and `mkimage nodes` reads it from the served dir.
     for check in [
         "PASS the server's node record of 52:54:00:12:34:56 shows the booted stage",
@@ -50,14 +66,40 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     ] {
         assert!(out.contains(check), "missing `{check}`:\n{out}");
     }
-    let o = mkimage().args(["nodes", "--json", "--dir"]).arg(p.out()).output().unwrap();
+    let o = mkimage()
+        .args(["nodes", "--json", "--dir"])
+        .arg(p.out())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let nodes: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let vm = nodes["nodes"].as_array().and_then(|n| n.iter().find(|n| n["mac"] == "52:54:00:12:34:56")).unwrap_or_else(|| panic!("{nodes}"));
+    let vm = nodes["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["mac"] == "52:54:00:12:34:56"))
+        .unwrap_or_else(|| panic!("{nodes}"));
     assert_eq!(vm["vendor"], "QEMU", "{vm}");
-    let stages: Vec<&str> = vm["stages"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
-    for stage in ["script", "kernel", "initrd", "network", "download", "verified", "mounted", "switch-root", "booted", "inventory"] {
-        assert!(stages.contains(&stage), "{stage} not among the stages of {vm}");
+    let stages: Vec<&str> = vm["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    for stage in [
+        "script",
+        "kernel",
+        "initrd",
+        "network",
+        "download",
+        "verified",
+        "mounted",
+        "switch-root",
+        "booted",
+        "inventory",
+    ] {
+        assert!(
+            stages.contains(&stage),
+            "{stage} not among the stages of {vm}"
+        );
     }
 }
 
@@ -70,10 +112,18 @@ fn netboot_through_nginx_proxy_cache_serves_the_second_basefs_from_its_cache() {
     let p = played();
     let conf = repo().join("nginx/mkimage-cache.conf");
     let o = boot_test(p, &["--via-nginx", conf.to_str().unwrap()]);
-    assert!(o.status.success(), "boot-test through nginx failed:\n{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "boot-test through nginx failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
     let out = stdout(&o);
     assert!(out.contains("assertions passed"), "{out}");
-    assert!(out.contains("PASS basefs downloaded from mkimage 1 time(s) for two boots through nginx"), "{out}");
+    assert!(
+        out.contains("PASS basefs downloaded from mkimage 1 time(s) for two boots through nginx"),
+        "{out}"
+    );
 }
 
 /// `mkimage publish`'s static tree served by nginx alone, from the
@@ -84,13 +134,32 @@ fn netboot_from_a_published_tree_served_by_nginx_alone() {
     require("nginx", "nginx");
     let p = played();
     let o = boot_test(p, &["--published"]);
-    assert!(o.status.success(), "boot-test from the published tree failed:\n{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "boot-test from the published tree failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
     let out = stdout(&o);
     assert!(out.contains("assertions passed"), "{out}");
-    for what in ["the tree's dispatcher /boot.ipxe", "a pre-rendered script", "the kernel from the tree", "the initrd from the tree", "the basefs from the tree"] {
-        assert!(out.lines().any(|l| l.starts_with("PASS nginx served") && l.contains(what)), "{what}:\n{out}");
+    for what in [
+        "the tree's dispatcher /boot.ipxe",
+        "a pre-rendered script",
+        "the kernel from the tree",
+        "the initrd from the tree",
+        "the basefs from the tree",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("PASS nginx served") && l.contains(what)),
+            "{what}:\n{out}"
+        );
     }
-    assert!(stderr(&o).contains("from a published tree through nginx"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("from a published tree through nginx"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -98,7 +167,12 @@ fn broken_image_fails_the_boot_test_with_the_reason() {
     let p = played();
     // A copy of the builds whose overlay's bytes no longer match its sha256.
     let broken = Project::new();
-    let copy = Command::new("cp").arg("-a").arg(p.out()).arg(broken.out()).status().unwrap();
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(p.out())
+        .arg(broken.out())
+        .status()
+        .unwrap();
     assert!(copy.success());
     let overlay = broken.out().join("discovery.cpio.gz");
     let mut bytes = std::fs::read(&overlay).unwrap();
@@ -106,16 +180,31 @@ fn broken_image_fails_the_boot_test_with_the_reason() {
     bytes[last] ^= 0xff;
     std::fs::write(&overlay, bytes).unwrap();
     let o = boot_test(&broken, &["--timeout", "400"]);
-    assert!(!o.status.success(), "boot-test passed with a corrupt overlay:\n{}", stdout(&o));
+    assert!(
+        !o.status.success(),
+        "boot-test passed with a corrupt overlay:\n{}",
+        stdout(&o)
+    );
     let err = stderr(&o);
-    assert!(err.contains("the boot failed") && err.contains("sha256"), "{err}");
+    assert!(
+        err.contains("the boot failed") && err.contains("sha256"),
+        "{err}"
+    );
     // The init reported the failure and its reason to the node registry.
-    let o = mkimage().args(["nodes", "--json", "--dir"]).arg(broken.out()).output().unwrap();
-    let nodes: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let o = mkimage()
+        .args(["nodes", "--json", "--dir"])
+        .arg(broken.out())
+        .output()
+        .unwrap();
+    let nodes: serde_json::Value =
+        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
     let vm = &nodes["nodes"][0];
     assert_eq!(vm["stage"], "failed", "{nodes}");
     let failure = vm["last_failure"].as_str().unwrap_or_default();
-    assert!(failure.starts_with("download overlay 1: sha256 mismatch: expected "), "{nodes}");
+    assert!(
+        failure.starts_with("download overlay 1: sha256 mismatch: expected "),
+        "{nodes}"
+    );
 }
 
 /// apt-cacher-ng with a minimal config of its own on 127.0.0.1, stopped by pid.
@@ -131,7 +220,9 @@ impl Acng {
         let dir = tempfile::tempdir_in(scratch()).unwrap();
         // apt-cacher-ng cannot bind ports above 32767 ("Error resolving
         // address for binding"), so pick a free one below.
-        let port = (3142..32000).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()).expect("a free port");
+        let port = (3142..32000)
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .expect("a free port");
         for d in ["conf", "cache", "log"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
@@ -158,7 +249,8 @@ impl Acng {
             let exited = child.try_wait().unwrap();
             if exited.is_some() || start.elapsed() > Duration::from_secs(30) {
                 let _ = child.kill();
-                let text = std::fs::read_to_string(dir.path().join("log/stdout")).unwrap_or_default();
+                let text =
+                    std::fs::read_to_string(dir.path().join("log/stdout")).unwrap_or_default();
                 panic!("apt-cacher-ng did not start ({exited:?}):\n{text}");
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -183,7 +275,9 @@ impl Drop for Acng {
 }
 
 fn debs_in(log: &str, kind: &str) -> usize {
-    log.lines().filter(|l| l.split('|').nth(1) == Some(kind) && l.contains(".deb")).count()
+    log.lines()
+        .filter(|l| l.split('|').nth(1) == Some(kind) && l.contains(".deb"))
+        .count()
 }
 
 #[test]
@@ -206,15 +300,27 @@ fn rebuild_through_apt_cacher_ng_comes_from_its_cache_and_leaves_no_proxy() {
     assert!(o.status.success(), "first build: {}", stderr(&o));
     let after_first = acng.log();
     let fetched = debs_in(&after_first, "I");
-    assert!(fetched > 50, "the first build did not go through apt-cacher-ng:\n{after_first}");
+    assert!(
+        fetched > 50,
+        "the first build did not go through apt-cacher-ng:\n{after_first}"
+    );
 
     let o = p.run(&["basefs", "--vars", "vars/second.yml"]);
     assert!(o.status.success(), "second build: {}", stderr(&o));
     let log = acng.log();
-    let second: String = log.strip_prefix(after_first.as_str()).unwrap_or(&log).to_string();
+    let second: String = log
+        .strip_prefix(after_first.as_str())
+        .unwrap_or(&log)
+        .to_string();
     let (upstream, served) = (debs_in(&second, "I"), debs_in(&second, "O"));
-    assert!(served > 50, "the second build took few packages from apt-cacher-ng:\n{second}");
-    assert!(upstream * 10 <= served, "the second build fetched {upstream} of {served} .debs upstream again");
+    assert!(
+        served > 50,
+        "the second build took few packages from apt-cacher-ng:\n{second}"
+    );
+    assert!(
+        upstream * 10 <= served,
+        "the second build fetched {upstream} of {served} .debs upstream again"
+    );
 
     // No proxy setting in either image.
     for image in ["first.squashfs", "second.squashfs"] {
@@ -227,7 +333,11 @@ fn rebuild_through_apt_cacher_ng_comes_from_its_cache_and_leaves_no_proxy() {
             ))
             .output()
             .unwrap();
-        assert!(o.status.success(), "{image} carries proxy settings: {}", stdout(&o));
+        assert!(
+            o.status.success(),
+            "{image} carries proxy settings: {}",
+            stdout(&o)
+        );
     }
 }
 
@@ -239,24 +349,61 @@ fn a_cached_tree_carries_no_proxy_into_the_next_build() {
     require_root();
     let p = Project::new();
     let cache = p.path().join("cache");
-    p.write("provisioners/update/tasks.yml", "- apt: {update: true, pkg: [jq]}\n");
-    let vars = |name: &str, proxy: &str| format!("name: {name}\nsuite: bookworm\nvariant: minbase\n{proxy}cache_dir: {}\nprovisioners: [update]\n", cache.display());
+    p.write(
+        "provisioners/update/tasks.yml",
+        "- apt: {update: true, pkg: [jq]}\n",
+    );
+    let vars = |name: &str, proxy: &str| {
+        format!("name: {name}\nsuite: bookworm\nvariant: minbase\n{proxy}cache_dir: {}\nprovisioners: [update]\n", cache.display())
+    };
     {
         let acng = Acng::start();
-        p.write("vars/with.yml", &vars("with", &format!("apt_proxy: http://127.0.0.1:{}\n", acng.port)));
+        p.write(
+            "vars/with.yml",
+            &vars(
+                "with",
+                &format!("apt_proxy: http://127.0.0.1:{}\n", acng.port),
+            ),
+        );
         let o = p.run(&["basefs", "--vars", "vars/with.yml"]);
-        assert!(o.status.success(), "build through the proxy: {}", stderr(&o));
-        assert!(debs_in(&acng.log(), "I") > 50, "the first build did not go through the proxy");
+        assert!(
+            o.status.success(),
+            "build through the proxy: {}",
+            stderr(&o)
+        );
+        assert!(
+            debs_in(&acng.log(), "I") > 50,
+            "the first build did not go through the proxy"
+        );
     } // the proxy is stopped here: a build that still used it would fail
-    let trees: Vec<_> = std::fs::read_dir(cache.join("bootstrap")).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let trees: Vec<_> = std::fs::read_dir(cache.join("bootstrap"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     assert_eq!(trees.len(), 1, "one cached tree: {trees:?}");
-    let o = Command::new("grep").args(["-rIl", "-e", "Acquire::http::Proxy", "-e", "127.0.0.1:"]).arg(trees[0].join("etc/apt")).output().unwrap();
-    assert!(stdout(&o).trim().is_empty(), "the cached tree carries proxy settings: {}", stdout(&o));
+    let o = Command::new("grep")
+        .args(["-rIl", "-e", "Acquire::http::Proxy", "-e", "127.0.0.1:"])
+        .arg(trees[0].join("etc/apt"))
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).trim().is_empty(),
+        "the cached tree carries proxy settings: {}",
+        stdout(&o)
+    );
     p.write("vars/without.yml", &vars("without", ""));
     let o = p.run(&["basefs", "--vars", "vars/without.yml"]);
     let err = stderr(&o);
-    assert!(o.status.success(), "build without a proxy, from the cached tree: {err}");
-    assert!(err.contains("reuse cached tree"), "the second build reused the cached tree: {err}");
+    assert!(
+        o.status.success(),
+        "build without a proxy, from the cached tree: {err}"
+    );
+    assert!(
+        err.contains("reuse cached tree"),
+        "the second build reused the cached tree: {err}"
+    );
 }
 
 #[test]
@@ -267,16 +414,44 @@ fn inspect_lists_the_initrd_init_busybox_and_module_closure() {
     assert!(has(" init"), "no init:\n{listing}");
     assert!(has("bin/busybox"), "no busybox:\n{listing}");
     // Requested modules and the dependencies the closure must add.
-    for module in ["virtio_net.ko", "net_failover.ko", "failover.ko", "e1000e.ko", "squashfs.ko", "overlay.ko", "loop.ko", "mlx5_core.ko", "ixgbe.ko", "mdio.ko"] {
-        assert!(listing.contains(&format!("/{module}")), "initrd lacks {module}:\n{listing}");
+    for module in [
+        "virtio_net.ko",
+        "net_failover.ko",
+        "failover.ko",
+        "e1000e.ko",
+        "squashfs.ko",
+        "overlay.ko",
+        "loop.ko",
+        "mlx5_core.ko",
+        "ixgbe.ko",
+        "mdio.ko",
+    ] {
+        assert!(
+            listing.contains(&format!("/{module}")),
+            "initrd lacks {module}:\n{listing}"
+        );
     }
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
     let entry = &manifest["artifacts"]["initrd.initrd"];
     let basefs_kernel = &manifest["artifacts"]["basefs.squashfs"]["kernel_version"];
     assert_eq!(&entry["kernel_version"], basefs_kernel);
-    let order: Vec<&str> = entry["modules"].as_array().unwrap().iter().filter_map(|m| m.as_str()).collect();
-    let pos = |m: &str| order.iter().position(|x| *x == m).unwrap_or_else(|| panic!("{m} not in {order:?}"));
-    assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"), "load order {order:?}");
+    let order: Vec<&str> = entry["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    let pos = |m: &str| {
+        order
+            .iter()
+            .position(|x| *x == m)
+            .unwrap_or_else(|| panic!("{m} not in {order:?}"))
+    };
+    assert!(
+        pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"),
+        "load order {order:?}"
+    );
 }
 
 /// `boot-test --proxy-dhcp [--uefi]`: the played images on a layer-2
@@ -290,9 +465,16 @@ fn proxy_dhcp_lab_boot(firmware: &[&str], path: &[&str]) {
     require("dnsmasq", "dnsmasq-base");
     require("nsenter", "util-linux");
     // Other VMs may share the two emulating cores: allow for it.
-    let o = boot_test(p, &[&["--proxy-dhcp", "--timeout", "1200"], firmware].concat());
+    let o = boot_test(
+        p,
+        &[&["--proxy-dhcp", "--timeout", "1200"], firmware].concat(),
+    );
     let out = stdout(&o);
-    assert!(o.status.success(), "boot-test --proxy-dhcp {firmware:?} failed:\n{out}\n{}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "boot-test --proxy-dhcp {firmware:?} failed:\n{out}\n{}",
+        stderr(&o)
+    );
     let common = [
         "PASS `getent hosts mkimage-boot-test.test` succeeds and prints /^10\\.9\\.0\\.1\\s/",
         "PASS the site's DHCP server (dnsmasq, addresses only) leased 52:54:00:12:34:56 an address",
@@ -305,7 +487,11 @@ fn proxy_dhcp_lab_boot(firmware: &[&str], path: &[&str]) {
     }
     assert!(!out.contains("FAIL"), "{out}");
     // The server kept its state under the served dir, as `serve` does (the node registry reads it there).
-    assert!(p.out().join(".state/objects").is_dir(), "no .state under {}", p.out().display());
+    assert!(
+        p.out().join(".state/objects").is_dir(),
+        "no .state under {}",
+        p.out().display()
+    );
 }
 
 /// BIOS: the NIC's iPXE ROM asks the proxyDHCP for its script.

@@ -24,9 +24,19 @@ fn manifest(p: &Project) -> serde_json::Value {
 /// The basefs's kernel: a trixie one (Debian 13 kernels carry `+deb13`).
 fn kernel_version(p: &Project) -> String {
     let m = manifest(p);
-    let version = m["artifacts"]["basefs.squashfs"]["kernel_version"].as_str().unwrap_or_default().to_string();
-    assert!(version.contains("+deb13"), "the basefs kernel is not trixie's: `{version}`");
-    assert_eq!(m["artifacts"]["initrd.initrd"]["kernel_version"].as_str(), Some(version.as_str()), "initrd and basefs kernels differ");
+    let version = m["artifacts"]["basefs.squashfs"]["kernel_version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        version.contains("+deb13"),
+        "the basefs kernel is not trixie's: `{version}`"
+    );
+    assert_eq!(
+        m["artifacts"]["initrd.initrd"]["kernel_version"].as_str(),
+        Some(version.as_str()),
+        "initrd and basefs kernels differ"
+    );
     version
 }
 
@@ -43,11 +53,19 @@ fn boot_config(p: &Project, kernel: &str) -> (std::path::PathBuf, usize) {
         regex::escape(kernel)
     ))
     .unwrap();
-    let expect = config["boot_test"]["expect"].as_sequence_mut().expect("vars/boot.yml has boot_test.expect");
-    assert!(expect.len() >= 5, "vars/boot.yml asserts too little: {expect:?}");
+    let expect = config["boot_test"]["expect"]
+        .as_sequence_mut()
+        .expect("vars/boot.yml has boot_test.expect");
+    assert!(
+        expect.len() >= 5,
+        "vars/boot.yml asserts too little: {expect:?}"
+    );
     expect.extend(extra.as_sequence().unwrap().iter().cloned());
     let declared = expect.len();
-    (p.write("boot.yml", &serde_yaml_ng::to_string(&config).unwrap()), declared)
+    (
+        p.write("boot.yml", &serde_yaml_ng::to_string(&config).unwrap()),
+        declared,
+    )
 }
 
 #[test]
@@ -68,7 +86,12 @@ fn trixie_playbook_netboots_on_e1000_and_passes_every_assertion() {
         .output()
         .unwrap();
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
-    assert!(o.status.success(), "trixie boot-test failed:\n{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "trixie boot-test failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
     let out = stdout(&o);
     for pass in [
         "PASS console matches /mkimage-discovery: ",
@@ -83,15 +106,31 @@ fn trixie_playbook_netboots_on_e1000_and_passes_every_assertion() {
     }
     assert!(!out.contains("FAIL"), "{out}");
     // Every declared assertion was judged (boot-test adds its own on top).
-    let judged: usize = out.split_once(" assertions passed").and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
-    assert!(judged >= declared, "{judged} assertions judged, {declared} declared:\n{out}");
+    let judged: usize = out
+        .split_once(" assertions passed")
+        .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        judged >= declared,
+        "{judged} assertions judged, {declared} declared:\n{out}"
+    );
     // The initrd ran the trixie kernel and brought the e1000 NIC up by DHCP.
-    assert!(console.contains(&format!("kernel {kernel}: cmdline:")), "the initrd did not say its kernel {kernel}");
-    assert!(console.contains("mkimage-init: dhcp: "), "no DHCP lease in the initrd");
+    assert!(
+        console.contains(&format!("kernel {kernel}: cmdline:")),
+        "the initrd did not say its kernel {kernel}"
+    );
+    assert!(
+        console.contains("mkimage-init: dhcp: "),
+        "no DHCP lease in the initrd"
+    );
     // The discovery line is JSON naming this VM's NIC and its e1000 driver.
     let json = discovery_json(&console);
     let nics = json["nics"].as_array().cloned().unwrap_or_default();
-    assert!(nics.iter().any(|n| n["mac"] == "52:54:00:12:34:56" && n["driver"] == "e1000"), "{json}");
+    assert!(
+        nics.iter()
+            .any(|n| n["mac"] == "52:54:00:12:34:56" && n["driver"] == "e1000"),
+        "{json}"
+    );
 }
 
 #[test]
@@ -103,16 +142,57 @@ fn trixie_initrd_holds_busybox_and_the_decompressed_module_closure() {
     assert!(has(" init"), "no init:\n{listing}");
     // trixie's busybox-static ships usr/bin/busybox; the initrd has it at /bin.
     assert!(has(" bin/busybox"), "no bin/busybox:\n{listing}");
-    assert!(listing.lines().any(|l| l.ends_with(" bin/sh -> ../bin/busybox")), "no sh applet link:\n{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.ends_with(" bin/sh -> ../bin/busybox")),
+        "no sh applet link:\n{listing}"
+    );
     // trixie's kernel ships .ko.xz; the initrd holds them decompressed (busybox insmod).
-    assert!(!listing.contains(".ko.xz") && !listing.contains(".ko.zst"), "compressed modules in the initrd:\n{listing}");
-    for module in ["e1000.ko", "virtio_net.ko", "net_failover.ko", "failover.ko", "e1000e.ko", "squashfs.ko", "overlay.ko", "loop.ko", "ixgbe.ko", "mdio.ko"] {
-        assert!(listing.contains(&format!("lib/modules/{kernel}/")) && listing.contains(&format!("/{module}")), "initrd lacks {module}:\n{listing}");
+    assert!(
+        !listing.contains(".ko.xz") && !listing.contains(".ko.zst"),
+        "compressed modules in the initrd:\n{listing}"
+    );
+    for module in [
+        "e1000.ko",
+        "virtio_net.ko",
+        "net_failover.ko",
+        "failover.ko",
+        "e1000e.ko",
+        "squashfs.ko",
+        "overlay.ko",
+        "loop.ko",
+        "ixgbe.ko",
+        "mdio.ko",
+    ] {
+        assert!(
+            listing.contains(&format!("lib/modules/{kernel}/"))
+                && listing.contains(&format!("/{module}")),
+            "initrd lacks {module}:\n{listing}"
+        );
     }
     let m = manifest(p);
     let initrd = &m["artifacts"]["initrd.initrd"];
-    let order: Vec<&str> = initrd["modules"].as_array().unwrap().iter().filter_map(|m| m.as_str()).collect();
-    let pos = |name: &str| order.iter().position(|x| *x == name).unwrap_or_else(|| panic!("{name} not in {order:?}"));
-    assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"), "load order {order:?}");
-    assert!(initrd["packages"]["busybox-static"].as_str().is_some_and(|v| !v.is_empty()), "{initrd}");
+    let order: Vec<&str> = initrd["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    let pos = |name: &str| {
+        order
+            .iter()
+            .position(|x| *x == name)
+            .unwrap_or_else(|| panic!("{name} not in {order:?}"))
+    };
+    assert!(
+        pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"),
+        "load order {order:?}"
+    );
+    assert!(
+        initrd["packages"]["busybox-static"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "{initrd}"
+    );
 }

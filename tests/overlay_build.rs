@@ -54,8 +54,17 @@ fn union_view(base: &std::path::Path, overlays: &[std::path::PathBuf], script: &
         base.display(),
         lowers.join(":")
     );
-    let o = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-ec", &full, "sh"]).arg(dir.path()).output().unwrap();
-    assert!(o.status.success(), "union view failed: {}\n{}", stderr(&o), stdout(&o));
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-ec", &full, "sh"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "union view failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
     stdout(&o)
 }
 
@@ -70,20 +79,37 @@ fn overlay_reproduces_the_roles_view_and_is_deterministic() {
         &[p.out().join("ov.cpio.gz")],
         "cat etc/added; stat -c %a etc/added; test -e etc/delete-me && echo delete-me=present; cat etc/keep-me; ls -A srv/data | tr '\\n' ' '; echo; test -e var/log/build.log && echo log=present; ls tmp | wc -l",
     );
-    assert_eq!(view, "from the overlay\n600\nkeep\nonly \n0\n", "merged view");
+    assert_eq!(
+        view, "from the overlay\n600\nkeep\nonly \n0\n",
+        "merged view"
+    );
 
     // Nothing of the basefs that the role left alone is in the overlay.
-    let listing = mkimage().arg("inspect").arg(p.out().join("ov.cpio.gz")).output().unwrap();
+    let listing = mkimage()
+        .arg("inspect")
+        .arg(p.out().join("ov.cpio.gz"))
+        .output()
+        .unwrap();
     assert!(listing.status.success(), "{}", stderr(&listing));
     let text = stdout(&listing);
     assert!(text.contains("etc/added"), "{text}");
-    assert!(!text.contains("etc/keep-me"), "unchanged basefs file in the overlay:\n{text}");
-    assert!(!text.contains("var/log/build.log") && !text.contains("etc/resolv.conf"), "build-only file:\n{text}");
+    assert!(
+        !text.contains("etc/keep-me"),
+        "unchanged basefs file in the overlay:\n{text}"
+    );
+    assert!(
+        !text.contains("var/log/build.log") && !text.contains("etc/resolv.conf"),
+        "build-only file:\n{text}"
+    );
 
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
     let entry = &manifest["artifacts"]["ov.cpio.gz"];
     let base_sha = std::fs::read_to_string(p.out().join("base.squashfs.sha256")).unwrap();
-    assert_eq!(entry["base"]["sha256"], base_sha.split_whitespace().next().unwrap());
+    assert_eq!(
+        entry["base"]["sha256"],
+        base_sha.split_whitespace().next().unwrap()
+    );
 
     // Built again from nothing cached (an unchanged build would be skipped).
     let o = p.run(&["overlay", "--vars", "vars/ov.yml", "--no-cache"]);
@@ -95,47 +121,99 @@ fn overlay_reproduces_the_roles_view_and_is_deterministic() {
 #[test]
 fn stacked_overlays_apply_in_order() {
     let p = base_project();
-    p.write("provisioners/first/tasks.yml", "- shell: echo one > /etc/layer && echo first > /etc/first-only\n");
+    p.write(
+        "provisioners/first/tasks.yml",
+        "- shell: echo one > /etc/layer && echo first > /etc/first-only\n",
+    );
     p.write("provisioners/second/tasks.yml", "- shell: test \"$(cat /etc/layer)\" = one && echo two > /etc/layer && rm /etc/first-only\n");
-    p.write("vars/first.yml", &format!("{}base: base\n", small_vars("first", &["first"])));
-    p.write("vars/second.yml", &format!("{}base: base\nparents: [first]\n", small_vars("second", &["second"])));
+    p.write(
+        "vars/first.yml",
+        &format!("{}base: base\n", small_vars("first", &["first"])),
+    );
+    p.write(
+        "vars/second.yml",
+        &format!(
+            "{}base: base\nparents: [first]\n",
+            small_vars("second", &["second"])
+        ),
+    );
     for v in ["vars/first.yml", "vars/second.yml"] {
         let o = p.run(&["overlay", "--vars", v]);
         assert!(o.status.success(), "{v}: {}", stderr(&o));
     }
     let view = union_view(
         &p.out().join("base.squashfs"),
-        &[p.out().join("first.cpio.gz"), p.out().join("second.cpio.gz")],
+        &[
+            p.out().join("first.cpio.gz"),
+            p.out().join("second.cpio.gz"),
+        ],
         "cat etc/layer; test -e etc/first-only && echo first-only=present; true",
     );
     assert_eq!(view, "two\n");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["artifacts"]["second.cpio.gz"]["parents"][0]["file"], "first.cpio.gz");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.out().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["artifacts"]["second.cpio.gz"]["parents"][0]["file"],
+        "first.cpio.gz"
+    );
 }
 
 #[test]
 fn bad_overlay_inputs_fail_cleanly() {
     let p = base_project();
     // Parent overlay missing.
-    p.write("vars/orphan.yml", &format!("{}base: base\nparents: [nosuch]\n", small_vars("orphan", &["change"])));
+    p.write(
+        "vars/orphan.yml",
+        &format!(
+            "{}base: base\nparents: [nosuch]\n",
+            small_vars("orphan", &["change"])
+        ),
+    );
     let o = p.run(&["overlay", "--vars", "vars/orphan.yml"]);
-    assert_failure_of(p, &o, 2, &["overlay `nosuch` not found", "build it first"], Some("orphan"));
+    assert_failure_of(
+        p,
+        &o,
+        2,
+        &["overlay `nosuch` not found", "build it first"],
+        Some("orphan"),
+    );
     // A role that fails.
-    p.write("vars/failing.yml", &format!("{}base: base\n", small_vars("failing", &["fails"])));
+    p.write(
+        "vars/failing.yml",
+        &format!("{}base: base\n", small_vars("failing", &["fails"])),
+    );
     let o = p.run(&["overlay", "--vars", "vars/failing.yml"]);
-    assert_failure_of(p, &o, 1, &["role `fails`, task `explode`", "exit status 1"], Some("failing"));
+    assert_failure_of(
+        p,
+        &o,
+        1,
+        &["role `fails`, task `explode`", "exit status 1"],
+        Some("failing"),
+    );
 
     // basefs missing: a fresh output dir.
     let empty = Project::new();
     empty.write("provisioners/change/tasks.yml", "- shell: \"true\"\n");
     empty.write("vars/ov.yml", &small_vars("ov", &["change"]));
     let o = empty.run(&["overlay", "--vars", "vars/ov.yml"]);
-    assert_clean_failure(&empty, &o, 2, &["no basefs in", "/builds: build one first", "mkimage basefs"]);
+    assert_clean_failure(
+        &empty,
+        &o,
+        2,
+        &["no basefs in", "/builds: build one first", "mkimage basefs"],
+    );
     // basefs that is not a squashfs.
     empty.write("builds/junk.squashfs", "not an image");
-    empty.write("vars/ov2.yml", &format!("{}base: junk.squashfs\n", small_vars("ov2", &["change"])));
+    empty.write(
+        "vars/ov2.yml",
+        &format!("{}base: junk.squashfs\n", small_vars("ov2", &["change"])),
+    );
     let o = empty.run(&["overlay", "--vars", "vars/ov2.yml"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("not a squashfs image"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a squashfs image"),
+        "{}",
+        stderr(&o)
+    );
     assert!(mounts_under(empty.path()).is_empty());
 }

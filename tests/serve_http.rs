@@ -75,22 +75,46 @@ fn get_head_range_and_errors() {
     ] {
         let r = get(a, target);
         assert!((400..500).contains(&r.status), "{target} gave {}", r.status);
-        assert!(!r.body.windows(above.len()).any(|w| w == above), "{target} leaked the file above the dir: {}", r.text());
-        assert!(!r.text().contains("secret\n") && r.body != b"secret" && r.body != b"temp" && r.body != b"work", "{target}");
+        assert!(
+            !r.body.windows(above.len()).any(|w| w == above),
+            "{target} leaked the file above the dir: {}",
+            r.text()
+        );
+        assert!(
+            !r.text().contains("secret\n")
+                && r.body != b"secret"
+                && r.body != b"temp"
+                && r.body != b"work",
+            "{target}"
+        );
     }
     // An absolute file-system path is just a name inside the dir.
     assert_eq!(get(a, "/etc/passwd").status, 404);
     let abs = get(a, &format!("/{}", dir.join("f.bin").display()));
-    assert!((400..500).contains(&abs.status) && abs.body != data, "absolute path gave {}", abs.status);
+    assert!(
+        (400..500).contains(&abs.status) && abs.body != data,
+        "absolute path gave {}",
+        abs.status
+    );
 
     let metrics = get(a, "/metrics").text();
-    assert!(metrics.contains("mkimage_http_requests_total{status=\"206\"} 2"), "{metrics}");
-    assert!(metrics.contains("mkimage_http_active_downloads 0"), "{metrics}");
+    assert!(
+        metrics.contains("mkimage_http_requests_total{status=\"206\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mkimage_http_active_downloads 0"),
+        "{metrics}"
+    );
 
     let started = Instant::now();
     let status = server.stop();
     assert!(status.success(), "exit status {status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "stop took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -108,13 +132,17 @@ fn sixty_four_concurrent_downloads_and_a_stalled_client() {
 
     // A client that asks for the big file and never reads a byte.
     let mut stalled = TcpStream::connect(a).unwrap();
-    stalled.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stalled
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     // And one that connects and sends nothing.
     let _silent = TcpStream::connect(a).unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
     let started = Instant::now();
-    let clients: Vec<_> = (0..64).map(|_| std::thread::spawn(move || download(a, "/big.bin"))).collect();
+    let clients: Vec<_> = (0..64)
+        .map(|_| std::thread::spawn(move || download(a, "/big.bin")))
+        .collect();
     for c in clients {
         let (status, len, sha) = c.join().unwrap();
         assert_eq!((status, len), (200, size as u64));
@@ -130,11 +158,16 @@ fn sixty_four_concurrent_downloads_and_a_stalled_client() {
             assert!(metrics.contains("mkimage_http_errors_total 1"), "{metrics}");
             break;
         }
-        assert!(Instant::now() < deadline, "the stalled client still holds a worker:\n{metrics}");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled client still holds a worker:\n{metrics}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let mut buf = Vec::new();
-    stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let _ = stalled.read_to_end(&mut buf);
     assert!(buf.len() < size, "the stalled client was cut off");
 }
@@ -146,13 +179,18 @@ fn stalled_clients_do_not_delay_a_small_pool() {
     std::fs::create_dir(&dir).unwrap();
     let data = pseudo_random(50 * 1024 * 1024, 3);
     std::fs::write(dir.join("big.bin"), &data).unwrap();
-    let server = Server::start(tmp.path(), &dir, &["--tftp", "off", "--workers", "4", "--timeout", "60"]);
+    let server = Server::start(
+        tmp.path(),
+        &dir,
+        &["--tftp", "off", "--workers", "4", "--timeout", "60"],
+    );
     let a = server.http;
     // Three stalled downloads hold three of the four download workers.
     let stalled: Vec<TcpStream> = (0..3)
         .map(|_| {
             let mut s = TcpStream::connect(a).unwrap();
-            s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             s
         })
         .collect();
@@ -161,11 +199,21 @@ fn stalled_clients_do_not_delay_a_small_pool() {
     // before the 60 s stall timeout could free a worker.
     let started = Instant::now();
     for _ in 0..4 {
-        assert_eq!(download(a, "/big.bin"), (200, data.len() as u64, sha256_hex(&data)));
+        assert_eq!(
+            download(a, "/big.bin"),
+            (200, data.len() as u64, sha256_hex(&data))
+        );
     }
     assert_eq!(get(a, "/metrics").status, 200);
-    assert!(started.elapsed() < Duration::from_secs(45), "others were held up: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "others were held up: {:?}",
+        started.elapsed()
+    );
     let metrics = get(a, "/metrics").text();
-    assert!(metrics.contains("mkimage_http_active_downloads 3"), "{metrics}");
+    assert!(
+        metrics.contains("mkimage_http_active_downloads 3"),
+        "{metrics}"
+    );
     drop(stalled);
 }

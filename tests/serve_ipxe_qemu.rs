@@ -21,7 +21,10 @@ use serve_support::{build, pseudo_random, require};
 /// prints its command line. Console in `t/console.log`, server log in
 /// `t/srv.err`.
 fn ipxe_in_netns(t: &Path, dir: &Path, serve_args: &str) -> Child {
-    assert!(nix::unistd::geteuid().is_root(), "this test needs root (a private network namespace): run the suite as root");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (a private network namespace): run the suite as root"
+    );
     require("qemu-system-x86_64", "qemu-system-x86");
     require("unshare", "util-linux");
     require("ip", "iproute2");
@@ -44,7 +47,10 @@ wait $qemu || true
         dir = dir.display(),
         t = t.display()
     );
-    Command::new("unshare").args(["-n", "bash", "-c", &script]).spawn().unwrap()
+    Command::new("unshare")
+        .args(["-n", "bash", "-c", &script])
+        .spawn()
+        .unwrap()
 }
 
 /// The port `mkimage serve` listens on inside the namespace.
@@ -53,13 +59,18 @@ const PORT: u16 = 8080;
 /// Debian's ipxe.lkrn: a bzImage that echoes its command line.
 fn lkrn() -> Vec<u8> {
     let lkrn = Path::new("/boot/ipxe.lkrn");
-    assert!(lkrn.is_file(), "{} is missing: apt-get install -y ipxe", lkrn.display());
+    assert!(
+        lkrn.is_file(),
+        "{} is missing: apt-get install -y ipxe",
+        lkrn.display()
+    );
     std::fs::read(lkrn).unwrap()
 }
 
 /// iPXE wraps its console at 80 columns: read it with the wraps undone.
 fn console_of(t: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(t.join("console.log")).unwrap_or_default()).replace("\r\n", "")
+    String::from_utf8_lossy(&std::fs::read(t.join("console.log")).unwrap_or_default())
+        .replace("\r\n", "")
 }
 
 #[test]
@@ -74,7 +85,11 @@ fn real_ipxe_retries_until_built_then_runs_the_boot_script() {
     let deadline = Instant::now() + Duration::from_secs(120);
     // Wait for the script's last line: the console arrives a few bytes at a time.
     while !console().contains("/boot.ipxe again in 3 seconds") {
-        assert!(Instant::now() < deadline && netns.try_wait().unwrap().is_none(), "iPXE never showed the retry script:\n{}", console());
+        assert!(
+            Instant::now() < deadline && netns.try_wait().unwrap().is_none(),
+            "iPXE never showed the retry script:\n{}",
+            console()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(console().contains("mkimage: cannot boot this machine yet: profile `default`: manifest.json has no kernel; build one first"), "{}", console());
@@ -92,16 +107,38 @@ fn real_ipxe_retries_until_built_then_runs_the_boot_script() {
     assert!(status.success(), "the netns script failed: {status:?}");
     let log = std::fs::read_to_string(tmp.path().join("srv.err")).unwrap();
     let console = console();
-    let fetched = |path: &str| log.lines().filter(|l| l.contains(&format!("path={path} ")) && l.contains("status=200")).count();
-    assert!(fetched("/boot.ipxe") >= 2, "iPXE fetched the retry script, then the boot script:\n{log}\n{console}");
-    assert!(log.contains("no boot script yet, the machine will retry"), "{log}");
-    assert!(console.contains("mkimage: booting profile default"), "the script ran:\n{console}");
+    let fetched = |path: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("path={path} ")) && l.contains("status=200"))
+            .count()
+    };
+    assert!(
+        fetched("/boot.ipxe") >= 2,
+        "iPXE fetched the retry script, then the boot script:\n{log}\n{console}"
+    );
+    assert!(
+        log.contains("no boot script yet, the machine will retry"),
+        "{log}"
+    );
+    assert!(
+        console.contains("mkimage: booting profile default"),
+        "the script ran:\n{console}"
+    );
     for file in ["vmlinuz", "initrd.img"] {
-        assert!(fetched(&format!("/sha256/{}/{file}", shas[file])) >= 1, "iPXE fetched {file} by its content address:\n{log}");
+        assert!(
+            fetched(&format!("/sha256/{}/{file}", shas[file])) >= 1,
+            "iPXE fetched {file} by its content address:\n{log}"
+        );
     }
-    assert!(!console.contains("discovery.cpio.gz"), "no overlay without a boot config:\n{console}");
+    assert!(
+        !console.contains("discovery.cpio.gz"),
+        "no overlay without a boot config:\n{console}"
+    );
     // The booted "kernel" (iPXE) runs its command line: BOOTIF was expanded.
-    assert!(console.contains("BOOTIF=01-52-54-00-12-34-56"), "kernel command line:\n{console}");
+    assert!(
+        console.contains("BOOTIF=01-52-54-00-12-34-56"),
+        "kernel command line:\n{console}"
+    );
 }
 
 /// The boot config lists a dead server first: iPXE's kernel fetch from it
@@ -112,21 +149,64 @@ fn real_ipxe_falls_back_to_the_next_server_when_one_fails() {
     let dir = tmp.path().join("builds");
     std::fs::create_dir(&dir).unwrap();
     let kernel = build(&dir, "kernel", "kernel", "vmlinuz", &lkrn(), &[]);
-    let initrd = build(&dir, "initrd", "initrd", "initrd.img", &pseudo_random(100_000, 1), &[]);
-    build(&dir, "basefs", "basefs", "base.squashfs", &pseudo_random(300_000, 2), &[]);
+    let initrd = build(
+        &dir,
+        "initrd",
+        "initrd",
+        "initrd.img",
+        &pseudo_random(100_000, 1),
+        &[],
+    );
+    build(
+        &dir,
+        "basefs",
+        "basefs",
+        "base.squashfs",
+        &pseudo_random(300_000, 2),
+        &[],
+    );
     // Nothing listens on 8081 in the namespace: connection refused.
     let (dead, live) = ("http://10.0.2.2:8081", format!("http://10.0.2.2:{PORT}"));
     let yml = tmp.path().join("boot.yml");
-    std::fs::write(&yml, format!("servers: [{dead}, {live}]\nprofiles:\n  - name: p\n")).unwrap();
-    let status = ipxe_in_netns(tmp.path(), &dir, &format!("--boot-config {}", yml.display())).wait().unwrap();
+    std::fs::write(
+        &yml,
+        format!("servers: [{dead}, {live}]\nprofiles:\n  - name: p\n"),
+    )
+    .unwrap();
+    let status = ipxe_in_netns(
+        tmp.path(),
+        &dir,
+        &format!("--boot-config {}", yml.display()),
+    )
+    .wait()
+    .unwrap();
     assert!(status.success(), "the netns script failed: {status:?}");
     let console = console_of(tmp.path());
     let log = std::fs::read_to_string(tmp.path().join("srv.err")).unwrap();
-    assert!(console.contains(&format!("mkimage: booting profile p from {dead}")), "{console}");
-    assert!(console.contains(&format!("mkimage: server {dead} failed, falling back to {live}")), "the fallback was announced:\n{console}");
+    assert!(
+        console.contains(&format!("mkimage: booting profile p from {dead}")),
+        "{console}"
+    );
+    assert!(
+        console.contains(&format!(
+            "mkimage: server {dead} failed, falling back to {live}"
+        )),
+        "the fallback was announced:\n{console}"
+    );
     for (sha, name) in [(&kernel.sha256, "vmlinuz"), (&initrd.sha256, "initrd.img")] {
-        assert!(console.contains(&format!("{live}/sha256/{sha}/{name}... ok")), "iPXE took {name} from the live server:\n{console}");
-        assert!(log.lines().any(|l| l.contains(&format!("path=/sha256/{sha}/{name} ")) && l.contains("status=200")), "the live server served {name}:\n{log}");
+        assert!(
+            console.contains(&format!("{live}/sha256/{sha}/{name}... ok")),
+            "iPXE took {name} from the live server:\n{console}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("path=/sha256/{sha}/{name} "))
+                    && l.contains("status=200")),
+            "the live server served {name}:\n{log}"
+        );
     }
-    assert!(console.contains("BOOTIF=01-52-54-00-12-34-56"), "the kernel booted:\n{console}");
+    assert!(
+        console.contains("BOOTIF=01-52-54-00-12-34-56"),
+        "the kernel booted:\n{console}"
+    );
 }

@@ -46,7 +46,12 @@ fn record(server: &Server) -> serde_json::Value {
 }
 
 fn stages(record: &serde_json::Value) -> Vec<String> {
-    record["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap().to_string()).collect()
+    record["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Wait (on the record, not a clock) until the record's stages satisfy `done`.
@@ -63,7 +68,11 @@ fn wait_for(server: &Server, what: &str, done: impl Fn(&[String]) -> bool) -> se
 }
 
 fn curl(args: &[&str]) -> (u16, String) {
-    let o = Command::new("curl").args(["-sS", "-w", "\n%{http_code}"]).args(args).output().unwrap();
+    let o = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
@@ -84,13 +93,24 @@ fn init_reports(tmp: &Path, api: &str, calls: &str) {
     let bin = tmp.join("busybox-bin");
     if !bin.exists() {
         std::fs::create_dir(&bin).unwrap();
-        for applet in ["sh", "timeout", "wget", "tr", "od", "head", "sed", "cat", "printf"] {
+        for applet in [
+            "sh", "timeout", "wget", "tr", "od", "head", "sed", "cat", "printf",
+        ] {
             std::os::unix::fs::symlink("/bin/busybox", bin.join(applet)).unwrap();
         }
     }
     let script = format!(". {}/initrd/report.sh\nAPI={api}\nBOOTIF=01-52-54-00-12-34-56\nreport_from eth0\n{calls}\n", env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new(bin.join("sh")).arg("-c").arg(&script).env_clear().env("PATH", &bin).output().unwrap();
-    assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(), "report.sh: {o:?}");
+    let o = Command::new(bin.join("sh"))
+        .arg("-c")
+        .arg(&script)
+        .env_clear()
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "report.sh: {o:?}"
+    );
 }
 
 #[test]
@@ -104,16 +124,40 @@ fn a_boot_is_recorded_stage_by_stage_then_selected_by_its_facts_and_survives_a_r
     // A first boot that fails. 1. script: the default profile (nothing
     // selects an unknown machine), and where to report.
     let script = get(server.http, &format!("/boot.ipxe?mac={MAC}")).text();
-    assert_eq!(kernel_arg(&script, "mkimage.api").as_deref(), Some(base.as_str()), "{script}");
+    assert_eq!(
+        kernel_arg(&script, "mkimage.api").as_deref(),
+        Some(base.as_str()),
+        "{script}"
+    );
     assert!(!script.contains(" vm=1"), "{script}");
     let r = record(&server);
-    assert_eq!((r["profile"].as_str(), r["new"].as_bool(), stages(&r)), (Some("discovery"), Some(true), vec!["script".to_string()]));
+    assert_eq!(
+        (r["profile"].as_str(), r["new"].as_bool(), stages(&r)),
+        (Some("discovery"), Some(true), vec!["script".to_string()])
+    );
     assert_eq!(r["ip"], "127.0.0.1");
     // 2, 3. kernel and initrd, from content-addressed URLs (no MAC in them):
     // put on the record of the machine whose script went to that address.
-    let kernel = script.lines().find(|l| l.starts_with("kernel ")).unwrap().split_whitespace().nth(1).unwrap().to_string();
-    let initrd = script.lines().find(|l| l.starts_with("initrd ")).unwrap().split_whitespace().nth(3).unwrap().to_string();
-    assert!(!kernel.contains("52:54") && !initrd.contains("52:54"), "{script}");
+    let kernel = script
+        .lines()
+        .find(|l| l.starts_with("kernel "))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let initrd = script
+        .lines()
+        .find(|l| l.starts_with("initrd "))
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    assert!(
+        !kernel.contains("52:54") && !initrd.contains("52:54"),
+        "{script}"
+    );
     assert_eq!(curl(&["-I", &kernel]).0, 200, "HEAD");
     assert_eq!(curl(&[&kernel]).0, 200);
     assert_eq!(curl(&[&initrd]).0, 200);
@@ -121,79 +165,209 @@ fn a_boot_is_recorded_stage_by_stage_then_selected_by_its_facts_and_survives_a_r
     // 4, 5. the init's steps up to a failure with its reason, sent by report.sh.
     init_reports(tmp.path(), &base, "report network\nreport download\nreport failed 'download basefs' \"sha256 mismatch: expected ab,
 got cd\"");
-    let r = wait_for(&server, "the init's reports", |s| s.last().map(String::as_str) == Some("failed") && s.len() == 6);
-    assert_eq!(stages(&r), ["script", "kernel", "initrd", "network", "download", "failed"]);
-    assert_eq!((r["stage"].as_str(), r["failure"]["step"].as_str()), (Some("failed"), Some("download basefs")));
-    assert_eq!(r["failure"]["reason"], "sha256 mismatch: expected ab, got cd", "control characters became spaces");
+    let r = wait_for(&server, "the init's reports", |s| {
+        s.last().map(String::as_str) == Some("failed") && s.len() == 6
+    });
+    assert_eq!(
+        stages(&r),
+        ["script", "kernel", "initrd", "network", "download", "failed"]
+    );
+    assert_eq!(
+        (r["stage"].as_str(), r["failure"]["step"].as_str()),
+        (Some("failed"), Some("download basefs"))
+    );
+    assert_eq!(
+        r["failure"]["reason"], "sha256 mismatch: expected ab, got cd",
+        "control characters became spaces"
+    );
 
     // A second boot that gets through: every stage, in boot order.
     get(server.http, &format!("/boot.ipxe?mac={MAC}"));
     assert_eq!(curl(&[&kernel]).0, 200);
     assert_eq!(curl(&[&initrd]).0, 200);
-    init_reports(tmp.path(), &base, "report network\nreport download\nreport verified\nreport mounted\nreport switch-root");
-    wait_for(&server, "the init's reports", |s| s.last().map(String::as_str) == Some("switch-root") && s.len() == 8);
+    init_reports(
+        tmp.path(),
+        &base,
+        "report network\nreport download\nreport verified\nreport mounted\nreport switch-root",
+    );
+    wait_for(&server, "the init's reports", |s| {
+        s.last().map(String::as_str) == Some("switch-root") && s.len() == 8
+    });
     // 6. booted, from the base role's unit; 7. the inventory, as the discovery overlay posts it (curl).
-    assert_eq!(curl(&["-fsS", "-m", "5", &format!("{base}/api/nodes/{MAC}/event?stage=booted")]).0, 200);
-    let (code, body) = curl(&["-fsS", "-m", "10", "-H", "Content-Type: application/json", "--data-binary", INVENTORY, &format!("{base}/api/nodes/{MAC}/inventory")]);
+    assert_eq!(
+        curl(&[
+            "-fsS",
+            "-m",
+            "5",
+            &format!("{base}/api/nodes/{MAC}/event?stage=booted")
+        ])
+        .0,
+        200
+    );
+    let (code, body) = curl(&[
+        "-fsS",
+        "-m",
+        "10",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        INVENTORY,
+        &format!("{base}/api/nodes/{MAC}/inventory"),
+    ]);
     assert_eq!(code, 200, "{body}");
     let r = record(&server);
-    assert_eq!(stages(&r), ["script", "kernel", "initrd", "network", "download", "verified", "mounted", "switch-root", "booted", "inventory"]);
-    assert_eq!((r["stage"].as_str(), r["boots"].as_u64()), (Some("inventory"), Some(2)));
-    assert_eq!(r["failure"]["reason"], "sha256 mismatch: expected ab, got cd", "the last failure stays on the record");
+    assert_eq!(
+        stages(&r),
+        [
+            "script",
+            "kernel",
+            "initrd",
+            "network",
+            "download",
+            "verified",
+            "mounted",
+            "switch-root",
+            "booted",
+            "inventory"
+        ]
+    );
+    assert_eq!(
+        (r["stage"].as_str(), r["boots"].as_u64()),
+        (Some("inventory"), Some(2))
+    );
+    assert_eq!(
+        r["failure"]["reason"], "sha256 mismatch: expected ab, got cd",
+        "the last failure stays on the record"
+    );
     assert_eq!(r["inventory"]["system"]["vendor"], "QEMU");
 
     // The listings: /api/nodes, the status page, /metrics, mkimage nodes.
-    let list: serde_json::Value = serde_json::from_slice(&get(server.http, "/api/nodes").body).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_slice(&get(server.http, "/api/nodes").body).unwrap();
     let n = &list["nodes"][0];
-    assert_eq!((n["mac"].as_str(), n["vendor"].as_str(), n["cpus"].as_u64(), n["disks"].as_u64(), n["nics"].as_u64()), (Some(MAC), Some("QEMU"), Some(2), Some(1), Some(1)), "{list}");
-    assert_eq!(n["last_failure"], "download basefs: sha256 mismatch: expected ab, got cd", "{list}");
+    assert_eq!(
+        (
+            n["mac"].as_str(),
+            n["vendor"].as_str(),
+            n["cpus"].as_u64(),
+            n["disks"].as_u64(),
+            n["nics"].as_u64()
+        ),
+        (Some(MAC), Some("QEMU"), Some(2), Some(1), Some(1)),
+        "{list}"
+    );
+    assert_eq!(
+        n["last_failure"], "download basefs: sha256 mismatch: expected ab, got cd",
+        "{list}"
+    );
     let page = get(server.http, "/").text();
-    assert!(page.contains("<h2>Nodes</h2>") && page.contains(MAC) && page.contains("QEMU") && page.contains("sha256 mismatch"), "{page}");
+    assert!(
+        page.contains("<h2>Nodes</h2>")
+            && page.contains(MAC)
+            && page.contains("QEMU")
+            && page.contains("sha256 mismatch"),
+        "{page}"
+    );
     let metrics = get(server.http, "/metrics").text();
-    assert!(metrics.contains("mkimage_nodes{stage=\"inventory\"} 1\n") && metrics.contains("mkimage_nodes{stage=\"booted\"} 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("mkimage_nodes{stage=\"inventory\"} 1\n")
+            && metrics.contains("mkimage_nodes{stage=\"booted\"} 0\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("mkimage_nodes_new 1\n"), "{metrics}");
     let o = mkimage_nodes(&dir, true);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cli: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(cli, list, "mkimage nodes --json says what GET /api/nodes says");
+    assert_eq!(
+        cli, list,
+        "mkimage nodes --json says what GET /api/nodes says"
+    );
     let table = String::from_utf8_lossy(&mkimage_nodes(&dir, false).stdout).into_owned();
     let row = table.lines().nth(1).unwrap_or_default();
-    for cell in [MAC, "127.0.0.1", "QEMU", "Standard PC (i440FX + PIIX, 1996)", "1464 MiB", "1 (8 GB)", "discovery (new)", "inventory", "download basefs: sha256 mismatch"] {
+    for cell in [
+        MAC,
+        "127.0.0.1",
+        "QEMU",
+        "Standard PC (i440FX + PIIX, 1996)",
+        "1464 MiB",
+        "1 (8 GB)",
+        "discovery (new)",
+        "inventory",
+        "download basefs: sha256 mismatch",
+    ] {
         assert!(row.contains(cell), "`{cell}` not in\n{table}");
     }
     // The records are the server's state, never a file it serves.
     assert!(record_file(&dir).is_file());
-    for path in ["/.state/nodes/52-54-00-12-34-56.json", "/.state/nodes/", "/%2Estate/nodes/52-54-00-12-34-56.json"] {
+    for path in [
+        "/.state/nodes/52-54-00-12-34-56.json",
+        "/.state/nodes/",
+        "/%2Estate/nodes/52-54-00-12-34-56.json",
+    ] {
         let r = get(server.http, path);
-        assert!((400..500).contains(&r.status) && !r.text().contains("first_seen"), "{path}: {} {}", r.status, r.text());
+        assert!(
+            (400..500).contains(&r.status) && !r.text().contains("first_seen"),
+            "{path}: {} {}",
+            r.status,
+            r.text()
+        );
     }
 
     // Discovered, the machine is selected by its facts: no longer new.
     let script = get(server.http, &format!("/boot.ipxe?mac={MAC}")).text();
-    assert!(script.contains(" vm=1"), "the `vms` profile (match: vendor qemu): {script}");
+    assert!(
+        script.contains(" vm=1"),
+        "the `vms` profile (match: vendor qemu): {script}"
+    );
     let r = record(&server);
-    assert_eq!((r["profile"].as_str(), r["new"].as_bool(), r["boots"].as_u64(), stages(&r)), (Some("vms"), Some(false), Some(3), vec!["script".to_string()]));
+    assert_eq!(
+        (
+            r["profile"].as_str(),
+            r["new"].as_bool(),
+            r["boots"].as_u64(),
+            stages(&r)
+        ),
+        (
+            Some("vms"),
+            Some(false),
+            Some(3),
+            vec!["script".to_string()]
+        )
+    );
     drop(server);
 
     // A restart reads the same records.
     let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
     let again = record(&server);
     assert_eq!(again, r);
-    assert!(get(server.http, &format!("/boot.ipxe?mac={MAC}")).text().contains(" vm=1"));
-    assert!(mkimage_nodes(&tmp.path().join("missing"), true).status.code() == Some(2), "a --dir that does not exist is a usage error");
+    assert!(get(server.http, &format!("/boot.ipxe?mac={MAC}"))
+        .text()
+        .contains(" vm=1"));
+    assert!(
+        mkimage_nodes(&tmp.path().join("missing"), true)
+            .status
+            .code()
+            == Some(2),
+        "a --dir that does not exist is a usage error"
+    );
 }
 
 /// A raw request with a body, sent as written.
 fn post_raw(addr: SocketAddr, target: &str, headers: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!("POST {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    let head =
+        format!("POST {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
     s.write_all(head.as_bytes()).unwrap();
     let _ = s.write_all(body);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (status, text)
 }
 
@@ -204,33 +378,88 @@ fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
     let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
     let (a, base) = (server.http, format!("http://{}", server.http));
     get(a, &format!("/boot.ipxe?mac={MAC}"));
-    let (code, _) = curl(&["--data-binary", INVENTORY, &format!("{base}/api/nodes/{MAC}/inventory")]);
+    let (code, _) = curl(&[
+        "--data-binary",
+        INVENTORY,
+        &format!("{base}/api/nodes/{MAC}/inventory"),
+    ]);
     assert_eq!(code, 200);
     let before = std::fs::read(record_file(&dir)).unwrap();
     let listing = |d: &Path| {
-        let mut names: Vec<_> = std::fs::read_dir(d.join(".state/nodes")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(d.join(".state/nodes"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         names.sort();
         names
     };
     let files = listing(&dir);
     let unchanged = |what: &str| {
-        assert_eq!(std::fs::read(record_file(&dir)).unwrap(), before, "{what} changed the record");
+        assert_eq!(
+            std::fs::read(record_file(&dir)).unwrap(),
+            before,
+            "{what} changed the record"
+        );
         assert_eq!(listing(&dir), files, "{what} changed the registry");
     };
 
     for (target, status, why) in [
-        ("/api/nodes/nonsense/event?stage=booted", 400, "not a MAC address"),
-        ("/api/nodes/52:54:00:12:34:5g/event?stage=booted", 400, "not a MAC address"),
+        (
+            "/api/nodes/nonsense/event?stage=booted",
+            400,
+            "not a MAC address",
+        ),
+        (
+            "/api/nodes/52:54:00:12:34:5g/event?stage=booted",
+            400,
+            "not a MAC address",
+        ),
         (&format!("/api/nodes/{MAC}/event"), 400, "give ?stage=NAME"),
-        (&format!("/api/nodes/{MAC}/event?stage=rebooted"), 400, "not one a machine reports"),
-        (&format!("/api/nodes/{MAC}/event?stage=kernel"), 400, "not one a machine reports"),
-        (&format!("/api/nodes/{MAC}/event?stage=failed"), 400, "needs &reason"),
-        (&format!("/api/nodes/{MAC}/event?stage=failed&reason=%20"), 400, "needs &reason"),
-        (&format!("/api/nodes/{MAC}/event?stage=failed&reason=bad%0Aline"), 400, "control character"),
-        (&format!("/api/nodes/{MAC}/event?stage=failed&reason=bell%07"), 400, "control character"),
-        (&format!("/api/nodes/{MAC}/event?stage=failed&reason=%ff%fe"), 400, "percent-encoded UTF-8"),
-        (&format!("/api/nodes/{MAC}/event?stage=failed&step=x%1b[31m&reason=r"), 400, "control character"),
-        (&format!("/api/nodes/{MAC}/event?stage=booted&reason=why"), 400, "stage=failed only"),
+        (
+            &format!("/api/nodes/{MAC}/event?stage=rebooted"),
+            400,
+            "not one a machine reports",
+        ),
+        (
+            &format!("/api/nodes/{MAC}/event?stage=kernel"),
+            400,
+            "not one a machine reports",
+        ),
+        (
+            &format!("/api/nodes/{MAC}/event?stage=failed"),
+            400,
+            "needs &reason",
+        ),
+        (
+            &format!("/api/nodes/{MAC}/event?stage=failed&reason=%20"),
+            400,
+            "needs &reason",
+        ),
+        (
+            &format!("/api/nodes/{MAC}/event?stage=failed&reason=bad%0Aline"),
+            400,
+            "control character",
+        ),
+        (
+            &format!("/api/nodes/{MAC}/event?stage=failed&reason=bell%07"),
+            400,
+            "control character",
+        ),
+        (
+            &format!("/api/nodes/{MAC}/event?stage=failed&reason=%ff%fe"),
+            400,
+            "percent-encoded UTF-8",
+        ),
+        (
+            &format!("/api/nodes/{MAC}/event?stage=failed&step=x%1b[31m&reason=r"),
+            400,
+            "control character",
+        ),
+        (
+            &format!("/api/nodes/{MAC}/event?stage=booted&reason=why"),
+            400,
+            "stage=failed only",
+        ),
         (&format!("/api/nodes/{MAC}/inventory"), 405, "takes POST"),
         (&format!("/api/nodes/{MAC}/other"), 404, "no such API"),
         ("/api/other", 404, "no such API"),
@@ -240,12 +469,18 @@ fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
         assert!(r.text().contains(why), "{target}: {}", r.text());
         unchanged(target);
     }
-    let long = format!("/api/nodes/{MAC}/event?stage=failed&reason={}", "x".repeat(600));
+    let long = format!(
+        "/api/nodes/{MAC}/event?stage=failed&reason={}",
+        "x".repeat(600)
+    );
     assert_eq!(get(a, &long).status, 400);
     unchanged("a 600-byte reason");
 
     let inventory = format!("{base}/api/nodes/{MAC}/inventory");
-    let over = format!("{{\"system\":{{\"vendor\":\"{}\"}}}}", "x".repeat(70 * 1024));
+    let over = format!(
+        "{{\"system\":{{\"vendor\":\"{}\"}}}}",
+        "x".repeat(70 * 1024)
+    );
     let huge = tmp.path().join("huge.json");
     std::fs::write(&huge, &over).unwrap();
     for (body, status, why) in [
@@ -253,7 +488,11 @@ fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
         ("\"QEMU\"".to_string(), 400, "must be a JSON object"),
         ("{\"system\": ".to_string(), 400, "not JSON"),
         ("{\"cpu\": {\"count\": -2}}".to_string(), 400, "cpu.count"),
-        ("{\"system\": {\"vendor\": \"a\\u0000b\"}}".to_string(), 400, "control character"),
+        (
+            "{\"system\": {\"vendor\": \"a\\u0000b\"}}".to_string(),
+            400,
+            "control character",
+        ),
         ("{\"nics\": \"eth0\"}".to_string(), 400, "nics"),
         (format!("@{}", huge.display()), 413, "over the limit"),
     ] {
@@ -264,9 +503,19 @@ fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
     }
     let (code, text) = curl(&["-X", "POST", &inventory]);
     assert_eq!(code, 400, "an empty body: {text}");
-    let (code, text) = post_raw(a, &format!("/api/nodes/{MAC}/inventory"), "Transfer-Encoding: chunked\r\n", b"5\r\n{}\r\n0\r\n\r\n");
+    let (code, text) = post_raw(
+        a,
+        &format!("/api/nodes/{MAC}/inventory"),
+        "Transfer-Encoding: chunked\r\n",
+        b"5\r\n{}\r\n0\r\n\r\n",
+    );
     assert_eq!(code, 411, "{text}");
-    let (code, text) = post_raw(a, &format!("/api/nodes/{MAC}/event?stage=booted"), "Content-Length: 2\r\n", b"{}");
+    let (code, text) = post_raw(
+        a,
+        &format!("/api/nodes/{MAC}/event?stage=booted"),
+        "Content-Length: 2\r\n",
+        b"{}",
+    );
     assert_eq!(code, 405, "{text}");
     let (code, text) = post_raw(a, "/boot.ipxe", "Content-Length: 2\r\n", b"{}");
     assert_eq!(code, 413, "bodies only for the API: {text}");
@@ -276,7 +525,10 @@ fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
     assert_eq!(r.status, 405);
     unchanged("refused requests");
     // Still serving, and the record still takes good reports.
-    assert_eq!(get(a, &format!("/api/nodes/{MAC}/event?stage=booted")).status, 200);
+    assert_eq!(
+        get(a, &format!("/api/nodes/{MAC}/event?stage=booted")).status,
+        200
+    );
     assert_ne!(std::fs::read(record_file(&dir)).unwrap(), before);
 }
 
@@ -291,7 +543,11 @@ fn concurrent_reports_about_one_machine_lose_no_update() {
             std::thread::spawn(move || {
                 for i in 0..20 {
                     assert_eq!(get(a, &format!("/boot.ipxe?mac={MAC}")).status, 200);
-                    let target = if (t + i) % 2 == 0 { format!("/api/nodes/{MAC}/event?stage=network") } else { format!("/api/nodes/{MAC}/event?stage=booted") };
+                    let target = if (t + i) % 2 == 0 {
+                        format!("/api/nodes/{MAC}/event?stage=network")
+                    } else {
+                        format!("/api/nodes/{MAC}/event?stage=booted")
+                    };
                     assert_eq!(get(a, &target).status, 200);
                 }
             })
@@ -311,6 +567,9 @@ fn concurrent_reports_about_one_machine_lose_no_update() {
     assert!(reads > 0);
     let r = record(&server);
     assert_eq!(r["boots"], 160, "every boot script counted: {r}");
-    let names: Vec<_> = std::fs::read_dir(dir.join(".state/nodes")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.join(".state/nodes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "no temp files left: {names:?}");
 }

@@ -19,7 +19,10 @@ const TIMEOUT_SECS: u64 = 15;
 
 fn proc_status(pid: u32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"));
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -31,7 +34,9 @@ fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => return true,
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+                return true
+            }
             Err(_) => return false,
         }
     }
@@ -49,7 +54,11 @@ fn idle_and_trickling_connections_hold_no_worker_and_time_out() {
     let dir = tmp.path().join("builds");
     std::fs::create_dir(&dir).unwrap();
     build_bootable(&dir, b"base");
-    let server = Server::start(tmp.path(), &dir, &["--tftp", "off", "--timeout", &TIMEOUT_SECS.to_string()]);
+    let server = Server::start(
+        tmp.path(),
+        &dir,
+        &["--tftp", "off", "--timeout", &TIMEOUT_SECS.to_string()],
+    );
     let (a, pid) = (server.http, server.child.id());
     let threads_before = proc_status(pid, "Threads");
 
@@ -63,7 +72,11 @@ fn idle_and_trickling_connections_hold_no_worker_and_time_out() {
         })
         .collect();
     // Trickling: a request head sent one byte per second.
-    let trickling: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new((0..TRICKLING).map(|_| TcpStream::connect(a).unwrap()).collect()));
+    let trickling: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(
+        (0..TRICKLING)
+            .map(|_| TcpStream::connect(a).unwrap())
+            .collect(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let trickler = {
         let (trickling, stop) = (trickling.clone(), stop.clone());
@@ -80,7 +93,11 @@ fn idle_and_trickling_connections_hold_no_worker_and_time_out() {
             }
         })
     };
-    eprintln!("{} connections opened in {:?}", IDLE + TRICKLING, started.elapsed());
+    eprintln!(
+        "{} connections opened in {:?}",
+        IDLE + TRICKLING,
+        started.elapsed()
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     let threads = proc_status(pid, "Threads");
@@ -89,18 +106,42 @@ fn idle_and_trickling_connections_hold_no_worker_and_time_out() {
     let script = get(a, "/boot.ipxe");
     let latency = asked.elapsed();
     eprintln!("with {IDLE} idle + {TRICKLING} trickling connections: {threads} threads (was {threads_before}), {} MB resident, /boot.ipxe in {latency:?}", rss_kb / 1024);
-    assert!(started.elapsed() < Duration::from_secs(TIMEOUT_SECS), "the connections took too long to open for the checks to mean anything");
+    assert!(
+        started.elapsed() < Duration::from_secs(TIMEOUT_SECS),
+        "the connections took too long to open for the checks to mean anything"
+    );
     assert_eq!(script.status, 200);
-    assert!(script.text().starts_with("#!ipxe\n") && script.text().contains("\nkernel "), "{}", script.text());
-    assert!(threads <= 64, "{threads} threads with {} connections open", IDLE + TRICKLING);
-    assert!(rss_kb <= 256 * 1024, "{rss_kb} kB resident with {} connections open", IDLE + TRICKLING);
+    assert!(
+        script.text().starts_with("#!ipxe\n") && script.text().contains("\nkernel "),
+        "{}",
+        script.text()
+    );
+    assert!(
+        threads <= 64,
+        "{threads} threads with {} connections open",
+        IDLE + TRICKLING
+    );
+    assert!(
+        rss_kb <= 256 * 1024,
+        "{rss_kb} kB resident with {} connections open",
+        IDLE + TRICKLING
+    );
 
     // The header-read timeout drops all of them, trickling or not.
     let deadline = Duration::from_secs(TIMEOUT_SECS + 30);
-    assert!(closed_by_server(&mut idle[0], deadline), "an idle connection outlived the header-read timeout");
-    assert!(closed_by_server(&mut idle[IDLE - 1], Duration::from_secs(10)), "the last idle connection outlived the timeout");
+    assert!(
+        closed_by_server(&mut idle[0], deadline),
+        "an idle connection outlived the header-read timeout"
+    );
+    assert!(
+        closed_by_server(&mut idle[IDLE - 1], Duration::from_secs(10)),
+        "the last idle connection outlived the timeout"
+    );
     let mut slow = trickling.lock().unwrap().pop().unwrap();
-    assert!(closed_by_server(&mut slow, Duration::from_secs(10)), "a trickling connection outlived the header-read timeout");
+    assert!(
+        closed_by_server(&mut slow, Duration::from_secs(10)),
+        "a trickling connection outlived the header-read timeout"
+    );
     stop.store(true, Ordering::Relaxed);
     trickler.join().unwrap();
     assert_eq!(get(a, "/boot.ipxe").status, 200);

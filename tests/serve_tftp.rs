@@ -12,7 +12,12 @@ use std::time::Duration;
 use serve_support::{pseudo_random, require, sha256_hex, Server};
 
 fn curl_tftp(addr: SocketAddr, name: &str, extra: &[&str]) -> (i32, Vec<u8>) {
-    let out = Command::new("curl").args(["-s", "--max-time", "60"]).args(extra).arg(format!("tftp://{addr}/{name}")).output().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "60"])
+        .args(extra)
+        .arg(format!("tftp://{addr}/{name}"))
+        .output()
+        .unwrap();
     (out.status.code().unwrap_or(-1), out.stdout)
 }
 
@@ -28,7 +33,10 @@ fn raw(addr: SocketAddr, packet: &[u8]) -> (Vec<u8>, SocketAddr) {
 
 fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
     let mut p = vec![0, 1];
-    for s in [name, "octet"].into_iter().chain(options.iter().flat_map(|(k, v)| [*k, *v])) {
+    for s in [name, "octet"]
+        .into_iter()
+        .chain(options.iter().flat_map(|(k, v)| [*k, *v]))
+    {
         p.extend_from_slice(s.as_bytes());
         p.push(0);
     }
@@ -44,7 +52,11 @@ fn tftp_transfers_options_and_errors() {
     require("curl", "curl");
     require("tftp", "tftp-hpa");
     let ipxe = Path::new("/usr/lib/ipxe/undionly.kpxe");
-    assert!(ipxe.is_file(), "{} is missing: apt-get install -y ipxe", ipxe.display());
+    assert!(
+        ipxe.is_file(),
+        "{} is missing: apt-get install -y ipxe",
+        ipxe.display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("builds");
     std::fs::create_dir(&dir).unwrap();
@@ -59,16 +71,36 @@ fn tftp_transfers_options_and_errors() {
     let t = server.tftp.expect("tftp address");
 
     // Default block size, negotiated ones, and the iPXE binary for chain-loading.
-    assert_eq!(curl_tftp(t, "small.bin", &["--tftp-no-options"]), (0, small.clone()));
+    assert_eq!(
+        curl_tftp(t, "small.bin", &["--tftp-no-options"]),
+        (0, small.clone())
+    );
     assert_eq!(curl_tftp(t, "small.bin", &[]), (0, small.clone()));
-    assert_eq!(curl_tftp(t, "small.bin", &["--tftp-blksize", "1432"]), (0, small.clone()));
-    assert_eq!(curl_tftp(t, "small.bin", &["--tftp-blksize", "8192"]), (0, small.clone()));
-    assert_eq!(curl_tftp(t, "undionly.kpxe", &[]), (0, std::fs::read(ipxe).unwrap()));
+    assert_eq!(
+        curl_tftp(t, "small.bin", &["--tftp-blksize", "1432"]),
+        (0, small.clone())
+    );
+    assert_eq!(
+        curl_tftp(t, "small.bin", &["--tftp-blksize", "8192"]),
+        (0, small.clone())
+    );
+    assert_eq!(
+        curl_tftp(t, "undionly.kpxe", &[]),
+        (0, std::fs::read(ipxe).unwrap())
+    );
 
     // Block-number rollover, with tftp-hpa.
     let got = tmp.path().join("got.bin");
     let status = Command::new("tftp")
-        .args(["-m", "binary", "127.0.0.1", &t.port().to_string(), "-c", "get", "big.bin"])
+        .args([
+            "-m",
+            "binary",
+            "127.0.0.1",
+            &t.port().to_string(),
+            "-c",
+            "get",
+            "big.bin",
+        ])
         .arg(&got)
         .status()
         .unwrap();
@@ -76,7 +108,13 @@ fn tftp_transfers_options_and_errors() {
     assert_eq!(sha256_hex(&std::fs::read(&got).unwrap()), sha256_hex(&big));
 
     // The OACK names the negotiated size and the file's size.
-    let (reply, _) = raw(t, &rrq("small.bin", &[("blksize", "1024"), ("tsize", "0"), ("timeout", "2")]));
+    let (reply, _) = raw(
+        t,
+        &rrq(
+            "small.bin",
+            &[("blksize", "1024"), ("tsize", "0"), ("timeout", "2")],
+        ),
+    );
     let mut want = vec![0u8, 6];
     for s in ["blksize", "1024", "tsize", "100000", "timeout", "2"] {
         want.extend_from_slice(s.as_bytes());
@@ -87,9 +125,18 @@ fn tftp_transfers_options_and_errors() {
     // Errors: missing file, traversal, hidden files, writes.
     assert_eq!(curl_tftp(t, "nope", &[]).0, 68, "curl: TFTP file not found");
     assert_eq!(error_code(&raw(t, &rrq("nope", &[])).0), Some(1));
-    for name in ["../secret", "/../secret", "a/../../secret", ".hidden", "..\\secret"] {
+    for name in [
+        "../secret",
+        "/../secret",
+        "a/../../secret",
+        ".hidden",
+        "..\\secret",
+    ] {
         let (reply, _) = raw(t, &rrq(name, &[]));
-        assert!(matches!(error_code(&reply), Some(1) | Some(2)), "{name}: {reply:?}");
+        assert!(
+            matches!(error_code(&reply), Some(1) | Some(2)),
+            "{name}: {reply:?}"
+        );
         assert!(!reply.windows(6).any(|w| w == b"secret"), "{name}");
     }
     assert_eq!(error_code(&raw(t, &rrq("/etc/passwd", &[])).0), Some(1));
@@ -99,7 +146,17 @@ fn tftp_transfers_options_and_errors() {
 
     // Garbage is ignored and the server keeps serving.
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for junk in [&b""[..], b"\x00", b"\x00\x01", b"\x00\x01abc", b"\x00\x04\x00\x01", b"\x00\x03\x00\x01data", b"\xff\xff\xff", &[0u8; 600][..], &rrq("small.bin", &[("blksize", "x")])[..3]] {
+    for junk in [
+        &b""[..],
+        b"\x00",
+        b"\x00\x01",
+        b"\x00\x01abc",
+        b"\x00\x04\x00\x01",
+        b"\x00\x03\x00\x01data",
+        b"\xff\xff\xff",
+        &[0u8; 600][..],
+        &rrq("small.bin", &[("blksize", "x")])[..3],
+    ] {
         s.send_to(junk, t).unwrap();
     }
     assert_eq!(curl_tftp(t, "small.bin", &[]), (0, small));
@@ -111,11 +168,17 @@ fn tftp_transfers_options_and_errors() {
     loop {
         let metrics = serve_support::get(server.http, "/metrics").text();
         if metrics.contains("mkimage_tftp_active_transfers 0") {
-            let errors = metrics.lines().find_map(|l| l.strip_prefix("mkimage_tftp_errors_total ")).expect("the error counter");
+            let errors = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("mkimage_tftp_errors_total "))
+                .expect("the error counter");
             assert_eq!(errors, "9", "{metrics}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "unacknowledged transfers never gave up:\n{metrics}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unacknowledged transfers never gave up:\n{metrics}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }

@@ -12,7 +12,10 @@ pub struct Paragraph {
 impl Paragraph {
     /// The value of a field (case-insensitive name), trimmed.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -38,7 +41,9 @@ pub fn parse(text: &str) -> Vec<Paragraph> {
             continue;
         }
         if let Some((key, value)) = line.split_once(':') {
-            current.fields.push((key.trim().to_string(), value.trim().to_string()));
+            current
+                .fields
+                .push((key.trim().to_string(), value.trim().to_string()));
         }
     }
     if !current.fields.is_empty() {
@@ -49,7 +54,10 @@ pub fn parse(text: &str) -> Vec<Paragraph> {
 
 /// A field of the first paragraph (e.g. of `apt-cache show` output).
 pub fn first_field(text: &str, name: &str) -> Option<String> {
-    parse(text).first().and_then(|p| p.get(name)).map(str::to_string)
+    parse(text)
+        .first()
+        .and_then(|p| p.get(name))
+        .map(str::to_string)
 }
 
 #[cfg(test)]

@@ -58,13 +58,21 @@ impl AptSource {
 #[derive(Debug, thiserror::Error)]
 pub enum DebError {
     #[error("package `{name}` is not in {suite} ({mirror}); check the name, or the suite/components in your vars file")]
-    NotFound { name: String, suite: String, mirror: String },
+    NotFound {
+        name: String,
+        suite: String,
+        mirror: String,
+    },
     #[error("apt-cache gave no {field} for `{name}`")]
     MissingField { name: String, field: &'static str },
     #[error("keyring {0} is missing (install it: apt-get install -y debian-archive-keyring)")]
     NoKeyring(PathBuf),
     #[error("downloaded {file} has sha256 {got}, the archive says {want}")]
-    Checksum { file: String, got: String, want: String },
+    Checksum {
+        file: String,
+        got: String,
+        want: String,
+    },
 }
 
 /// One resolved package version.
@@ -101,9 +109,20 @@ impl Fetcher {
         for extra in &src.extra_sources {
             line.push_str(&format!("{extra}\n"));
         }
-        let root = src.cache_dir.join("apt").join(state_dir_name(&src.suite, &line));
-        for dir in ["etc/apt.conf.d", "etc/preferences.d", "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "debs"] {
-            fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
+        let root = src
+            .cache_dir
+            .join("apt")
+            .join(state_dir_name(&src.suite, &line));
+        for dir in [
+            "etc/apt.conf.d",
+            "etc/preferences.d",
+            "etc/trusted.gpg.d",
+            "state/lists/partial",
+            "cache/archives/partial",
+            "debs",
+        ] {
+            fs::create_dir_all(root.join(dir))
+                .with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
         let _lock = crate::lock::exclusive(&root, "lock")?;
         // Downloads and unpacks happen under this lock, so any temp dir
@@ -117,7 +136,11 @@ impl Fetcher {
         let prefs = root.join("etc/preferences.d").join(super::PREFERENCES);
         match &src.preferences {
             Some(text) if fs::read_to_string(&prefs).ok().as_deref() != Some(text.as_str()) => {
-                crate::artifact::write_atomic(&root.join("etc/preferences.d"), super::PREFERENCES, |f| std::io::Write::write_all(f, text.as_bytes()))?;
+                crate::artifact::write_atomic(
+                    &root.join("etc/preferences.d"),
+                    super::PREFERENCES,
+                    |f| std::io::Write::write_all(f, text.as_bytes()),
+                )?;
             }
             Some(_) => {}
             None => {
@@ -132,11 +155,18 @@ impl Fetcher {
         if !status.exists() {
             fs::write(&status, b"")?;
         }
-        let fetcher = Fetcher { src: src.clone(), mirror, root, updated: std::cell::Cell::new(false) };
+        let fetcher = Fetcher {
+            src: src.clone(),
+            mirror,
+            root,
+            updated: std::cell::Cell::new(false),
+        };
         let conf = fetcher.root.join("apt.conf");
         let text = fetcher.config();
         if fs::read_to_string(&conf).ok().as_deref() != Some(text.as_str()) {
-            crate::artifact::write_atomic(&fetcher.root, "apt.conf", |f| std::io::Write::write_all(f, text.as_bytes()))?;
+            crate::artifact::write_atomic(&fetcher.root, "apt.conf", |f| {
+                std::io::Write::write_all(f, text.as_bytes())
+            })?;
         }
         Ok(fetcher)
     }
@@ -170,8 +200,14 @@ impl Fetcher {
                 .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
                 .unwrap_or_default();
             found.retain(|p| {
-                let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                self.src.contents.iter().any(|c| name.contains(&format!("_{c}_Contents-")))
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                self.src
+                    .contents
+                    .iter()
+                    .any(|c| name.contains(&format!("_{c}_Contents-")))
             });
             found.sort();
             found
@@ -192,9 +228,16 @@ impl Fetcher {
     /// run as PID 1, so no name made from the pid is unique); the caller
     /// moves the file out before the dir is dropped.
     pub fn download(&self, url: &str, dir: &Path) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
-        let tmp = tempfile::Builder::new().prefix(".download.").tempdir_in(dir).with_context(|| format!("cannot create a temp dir in {}", dir.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".download.")
+            .tempdir_in(dir)
+            .with_context(|| format!("cannot create a temp dir in {}", dir.display()))?;
         let dest = tmp.path().join("file");
-        self.apt("/usr/lib/apt/apt-helper").args(["-q", "download-file", url]).arg(&dest).run().with_context(|| format!("cannot download {url}"))?;
+        self.apt("/usr/lib/apt/apt-helper")
+            .args(["-q", "download-file", url])
+            .arg(&dest)
+            .run()
+            .with_context(|| format!("cannot download {url}"))?;
         Ok((tmp, dest))
     }
 
@@ -209,7 +252,10 @@ impl Fetcher {
 
     fn lists_present(&self) -> bool {
         fs::read_dir(self.root.join("state/lists"))
-            .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().ends_with("_Packages")))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+            })
             .unwrap_or(false)
     }
 
@@ -230,14 +276,27 @@ impl Fetcher {
 
     /// A digest of the package lists' names, sizes and mtimes (and `name`).
     fn lists_key(&self, name: &str) -> String {
-        let mut parts = vec![name.to_string(), self.config(), self.src.preferences.clone().unwrap_or_default()];
+        let mut parts = vec![
+            name.to_string(),
+            self.config(),
+            self.src.preferences.clone().unwrap_or_default(),
+        ];
         if let Ok(rd) = fs::read_dir(self.root.join("state/lists")) {
             let mut files: Vec<String> = rd
                 .filter_map(|e| e.ok())
                 .filter_map(|e| {
                     let m = e.metadata().ok()?;
-                    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
-                    Some(format!("{} {} {mtime}", e.file_name().to_string_lossy(), m.len()))
+                    let mtime = m
+                        .modified()
+                        .ok()?
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()?
+                        .as_nanos();
+                    Some(format!(
+                        "{} {} {mtime}",
+                        e.file_name().to_string_lossy(),
+                        m.len()
+                    ))
                 })
                 .collect();
             files.sort();
@@ -249,7 +308,10 @@ impl Fetcher {
     /// `apt-get update` against the private sources (once per fetcher).
     pub fn update(&self) -> anyhow::Result<()> {
         tracing::info!(mirror = %self.mirror, suite = %self.src.suite, "apt-get update (private lists)");
-        self.apt("apt-get").arg("update").run().context("cannot fetch the package lists")?;
+        self.apt("apt-get")
+            .arg("update")
+            .run()
+            .context("cannot fetch the package lists")?;
         self.updated.set(true);
         Ok(())
     }
@@ -299,23 +361,44 @@ impl Fetcher {
     /// (the answer only changes when the lists do; saves apt's start-up).
     fn show(&self, name: &str) -> anyhow::Result<Package> {
         let key = self.lists_key(name);
-        let memo = self.root.join("show").join(format!("{}.txt", name.replace('/', "_")));
-        let text = match fs::read_to_string(&memo).ok().and_then(|t| t.strip_prefix(&format!("{key}\n")).map(str::to_string)) {
+        let memo = self
+            .root
+            .join("show")
+            .join(format!("{}.txt", name.replace('/', "_")));
+        let text = match fs::read_to_string(&memo)
+            .ok()
+            .and_then(|t| t.strip_prefix(&format!("{key}\n")).map(str::to_string))
+        {
             Some(text) => text,
             None => {
-                let out = self.apt("apt-cache").args(["show", "--no-all-versions", name]).run();
+                let out = self
+                    .apt("apt-cache")
+                    .args(["show", "--no-all-versions", name])
+                    .run();
                 let Ok(out) = out else {
-                    return Err(DebError::NotFound { name: name.into(), suite: self.src.suite.clone(), mirror: self.mirror.clone() }.into());
+                    return Err(DebError::NotFound {
+                        name: name.into(),
+                        suite: self.src.suite.clone(),
+                        mirror: self.mirror.clone(),
+                    }
+                    .into());
                 };
                 let dir = self.root.join("show");
                 fs::create_dir_all(&dir)?;
                 let body = format!("{key}\n{}", out.stdout);
-                crate::artifact::write_atomic(&dir, &format!("{}.txt", name.replace('/', "_")), |f| std::io::Write::write_all(f, body.as_bytes()))?;
+                crate::artifact::write_atomic(
+                    &dir,
+                    &format!("{}.txt", name.replace('/', "_")),
+                    |f| std::io::Write::write_all(f, body.as_bytes()),
+                )?;
                 out.stdout
             }
         };
         let field = |key: &'static str| -> Result<String, DebError> {
-            super::deb822::first_field(&text, key).ok_or(DebError::MissingField { name: name.into(), field: key })
+            super::deb822::first_field(&text, key).ok_or(DebError::MissingField {
+                name: name.into(),
+                field: key,
+            })
         };
         let filename = field("Filename")?;
         let base = filename.rsplit('/').next().unwrap_or(&filename).to_string();
@@ -344,7 +427,9 @@ impl Fetcher {
         if let Some(name) = pkg.deb.file_name() {
             let shared = self.src.cache_dir.join("debs").join(name);
             if shared.is_file() && crate::artifact::sha256_file(&shared)?.1 == pkg.sha256 {
-                fs::copy(&shared, &pkg.deb).with_context(|| format!("cannot copy {} into the apt cache", shared.display()))?;
+                fs::copy(&shared, &pkg.deb).with_context(|| {
+                    format!("cannot copy {} into the apt cache", shared.display())
+                })?;
                 return Ok(pkg.deb.clone());
             }
         }
@@ -363,9 +448,15 @@ impl Fetcher {
             .ok_or_else(|| anyhow::anyhow!("apt-get download left no .deb for {}", pkg.name))?;
         let sha = crate::artifact::sha256_file(&got)?.1;
         if sha != pkg.sha256 {
-            return Err(DebError::Checksum { file: got.display().to_string(), got: sha, want: pkg.sha256.clone() }.into());
+            return Err(DebError::Checksum {
+                file: got.display().to_string(),
+                got: sha,
+                want: pkg.sha256.clone(),
+            }
+            .into());
         }
-        fs::rename(&got, &pkg.deb).with_context(|| format!("cannot move the download to {}", pkg.deb.display()))?;
+        fs::rename(&got, &pkg.deb)
+            .with_context(|| format!("cannot move the download to {}", pkg.deb.display()))?;
         Ok(pkg.deb.clone())
     }
 
@@ -373,7 +464,11 @@ impl Fetcher {
     /// and reused by later builds (unpacked to a temp dir, then renamed).
     pub fn unpacked(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
         let _lock = self.lock()?;
-        let dest = self.root.join("unpacked").join(format!("{}_{}", pkg.name, pkg.version.replace(':', "%3a")));
+        let dest = self.root.join("unpacked").join(format!(
+            "{}_{}",
+            pkg.name,
+            pkg.version.replace(':', "%3a")
+        ));
         if dest.is_dir() {
             return Ok(dest);
         }
@@ -386,7 +481,8 @@ impl Fetcher {
         if let Err(e) = fs::rename(&tmp, &dest) {
             let _ = fs::remove_dir_all(&tmp);
             if !dest.is_dir() {
-                return Err(e).with_context(|| format!("cannot move unpacked {} into place", pkg.name));
+                return Err(e)
+                    .with_context(|| format!("cannot move unpacked {} into place", pkg.name));
             }
         }
         Ok(dest)
@@ -398,8 +494,20 @@ impl Fetcher {
 /// (bookworm and trixie) sharing one cache neither evict each other's lists
 /// nor ever read one suite's packages for the other.
 fn state_dir_name(suite: &str, source_line: &str) -> String {
-    let safe: String = suite.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    format!("{safe}-{}", &crate::artifact::sha256_bytes(source_line.as_bytes())[..12])
+    let safe: String = suite
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{safe}-{}",
+        &crate::artifact::sha256_bytes(source_line.as_bytes())[..12]
+    )
 }
 
 /// The `Contents-ARCH` index as an apt download target, off unless a
@@ -413,9 +521,17 @@ const CONTENTS_TARGET: &str = "Acquire::IndexTargets::deb::Contents-mkimage {\n 
 fn source_lines(src: &AptSource, mirror: &str) -> String {
     let line = |opts: &str, comps: &[&String]| {
         let comps: Vec<&str> = comps.iter().map(|c| c.as_str()).collect();
-        format!("deb [signed-by={}{opts}] {mirror} {} {}\n", src.keyring.display(), src.suite, comps.join(" "))
+        format!(
+            "deb [signed-by={}{opts}] {mirror} {} {}\n",
+            src.keyring.display(),
+            src.suite,
+            comps.join(" ")
+        )
     };
-    let (with, plain): (Vec<&String>, Vec<&String>) = src.components.iter().partition(|c| src.contents.contains(c));
+    let (with, plain): (Vec<&String>, Vec<&String>) = src
+        .components
+        .iter()
+        .partition(|c| src.contents.contains(c));
     let mut text = String::new();
     if !plain.is_empty() {
         text.push_str(&line("", &plain));
@@ -428,10 +544,14 @@ fn source_lines(src: &AptSource, mirror: &str) -> String {
 
 /// `dpkg-deb -x DEB DEST`.
 pub fn extract(deb: &Path, dest: &Path) -> anyhow::Result<()> {
-    Cmd::new("dpkg-deb").arg("-x").arg(deb).arg(dest).run().with_context(|| format!("cannot unpack {}", deb.display()))?;
+    Cmd::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(dest)
+        .run()
+        .with_context(|| format!("cannot unpack {}", deb.display()))?;
     Ok(())
 }
-
 
 /// For a `linux-image-*` metapackage, the versioned `linux-image-*` package
 /// it depends on (first alternative).
@@ -453,8 +573,17 @@ mod tests {
     #[test]
     fn follows_kernel_metapackage() {
         let deps = "linux-image-6.1.0-28-amd64 (= 6.1.119-1)";
-        assert_eq!(kernel_dependency("linux-image-amd64", deps).as_deref(), Some("linux-image-6.1.0-28-amd64"));
-        assert_eq!(kernel_dependency("linux-image-6.1.0-28-amd64", "kmod, linux-base (>= 4.3~), initramfs-tools | linux-initramfs-tool"), None);
+        assert_eq!(
+            kernel_dependency("linux-image-amd64", deps).as_deref(),
+            Some("linux-image-6.1.0-28-amd64")
+        );
+        assert_eq!(
+            kernel_dependency(
+                "linux-image-6.1.0-28-amd64",
+                "kmod, linux-base (>= 4.3~), initramfs-tools | linux-initramfs-tool"
+            ),
+            None
+        );
         assert_eq!(kernel_dependency("busybox-static", deps), None);
     }
 
@@ -468,21 +597,51 @@ mod tests {
         src.apt_proxy = Some("http://127.0.0.1:3142".into());
         src.keyring = keyring.clone();
         let f = Fetcher::new(&src).unwrap();
-        assert!(f.root.starts_with(dir.path().join("cache/apt")) && f.root.file_name().unwrap().to_string_lossy().starts_with("bookworm-"), "{}", f.root.display());
+        assert!(
+            f.root.starts_with(dir.path().join("cache/apt"))
+                && f.root
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("bookworm-"),
+            "{}",
+            f.root.display()
+        );
         let conf = fs::read_to_string(f.root.join("apt.conf")).unwrap();
-        assert!(conf.contains("Acquire::http::Proxy \"http://127.0.0.1:3142\";"), "{conf}");
-        assert!(conf.contains("Dir::Etc::Parts \"apt.conf.d\";"), "host apt.conf.d must not be read: {conf}");
+        assert!(
+            conf.contains("Acquire::http::Proxy \"http://127.0.0.1:3142\";"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("Dir::Etc::Parts \"apt.conf.d\";"),
+            "host apt.conf.d must not be read: {conf}"
+        );
         let list = fs::read_to_string(f.root.join("etc/sources.list")).unwrap();
-        assert_eq!(list, format!("deb [signed-by={}] http://mirror.invalid/debian bookworm main\n", keyring.display()));
+        assert_eq!(
+            list,
+            format!(
+                "deb [signed-by={}] http://mirror.invalid/debian bookworm main\n",
+                keyring.display()
+            )
+        );
         assert_eq!(f.apt("apt-get").display(), "apt-get");
         // Another suite in the same cache gets state of its own; the first keeps its lists.
         fs::write(f.root.join("state/lists/x_Packages"), b"").unwrap();
-        let trixie = Fetcher::new(&AptSource { suite: "trixie".into(), ..src.clone() }).unwrap();
+        let trixie = Fetcher::new(&AptSource {
+            suite: "trixie".into(),
+            ..src.clone()
+        })
+        .unwrap();
         assert_ne!(trixie.root, f.root);
-        assert!(fs::read_to_string(trixie.root.join("etc/sources.list")).unwrap().contains(" trixie main"));
+        assert!(fs::read_to_string(trixie.root.join("etc/sources.list"))
+            .unwrap()
+            .contains(" trixie main"));
         assert!(f.lists_present() && !trixie.lists_present());
         src.keyring = dir.path().join("missing.gpg");
-        assert!(Fetcher::new(&src).err().unwrap().to_string().contains("debian-archive-keyring"));
+        assert!(Fetcher::new(&src)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("debian-archive-keyring"));
     }
-
 }

@@ -34,7 +34,10 @@ pub fn digest(src: &AptSource) -> anyhow::Result<String> {
     }
     let dir = src.cache_dir.join("apt/index");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let kept = dir.join(format!("{}.InRelease", &crate::artifact::sha256_bytes(url.as_bytes())[..16]));
+    let kept = dir.join(format!(
+        "{}.InRelease",
+        &crate::artifact::sha256_bytes(url.as_bytes())[..16]
+    ));
     let hash = match fetcher.download(&url, &dir) {
         Ok((_tmp, got)) => {
             let hash = crate::artifact::sha256_file(&got)?.1;
@@ -52,7 +55,10 @@ pub fn digest(src: &AptSource) -> anyhow::Result<String> {
 /// The last `InRelease` fetched, when the mirror cannot be reached now.
 fn offline(kept: &PathBuf, url: &str, err: anyhow::Error) -> anyhow::Result<String> {
     if kept.is_file() {
-        tracing::warn!("cannot fetch {url} ({}); using the index fetched before", crate::progress::format_error(&err));
+        tracing::warn!(
+            "cannot fetch {url} ({}); using the index fetched before",
+            crate::progress::format_error(&err)
+        );
         return Ok(crate::artifact::sha256_file(kept)?.1);
     }
     Err(err.context(format!("cannot fetch {url}: the package index decides whether a build is up to date (check `mirror:`/`apt_proxy:`, or pin packages with `mkimage lock`)")))

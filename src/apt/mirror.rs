@@ -20,16 +20,32 @@ pub fn host_mirror_in(apt_dir: &Path) -> anyhow::Result<String> {
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     files.sort();
-    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "sources")) {
-        let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sources"))
+    {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         for p in super::deb822::parse(&text) {
             let enabled = p.get("Enabled").is_none_or(|v| v != "no");
-            if enabled && p.get("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb")) {
-                candidates.extend(p.get("URIs").unwrap_or_default().split_whitespace().map(str::to_string));
+            if enabled
+                && p.get("Types")
+                    .is_some_and(|t| t.split_whitespace().any(|t| t == "deb"))
+            {
+                candidates.extend(
+                    p.get("URIs")
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(str::to_string),
+                );
             }
         }
     }
-    for path in [apt_dir.join("sources.list")].iter().chain(files.iter().filter(|p| p.extension().is_some_and(|e| e == "list"))) {
+    for path in [apt_dir.join("sources.list")].iter().chain(
+        files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "list")),
+    ) {
         if let Ok(text) = fs::read_to_string(path) {
             for line in text.lines() {
                 let mut words = line.split_whitespace().filter(|w| !w.starts_with('['));
@@ -66,14 +82,24 @@ mod tests {
             "Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: bookworm-security\n\nTypes: deb deb-src\nURIs: http://mirror.invalid/debian/\nSuites: bookworm\n",
         )
         .unwrap();
-        assert_eq!(host_mirror_in(dir.path()).unwrap(), "http://mirror.invalid/debian");
+        assert_eq!(
+            host_mirror_in(dir.path()).unwrap(),
+            "http://mirror.invalid/debian"
+        );
     }
 
     #[test]
     fn reads_one_line_format() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("sources.list"), "# x\ndeb [arch=amd64] http://mirror.invalid/debian bookworm main\n").unwrap();
-        assert_eq!(host_mirror_in(dir.path()).unwrap(), "http://mirror.invalid/debian");
+        fs::write(
+            dir.path().join("sources.list"),
+            "# x\ndeb [arch=amd64] http://mirror.invalid/debian bookworm main\n",
+        )
+        .unwrap();
+        assert_eq!(
+            host_mirror_in(dir.path()).unwrap(),
+            "http://mirror.invalid/debian"
+        );
     }
 
     #[test]
@@ -84,4 +110,3 @@ mod tests {
         assert!(err.to_string().contains("mirror:"));
     }
 }
-

@@ -14,8 +14,14 @@ pub enum EntryKind {
     Data(Vec<u8>),
     Symlink(String),
     /// A character device (an overlayfs whiteout is 0/0).
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }
@@ -34,7 +40,14 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(path: impl Into<String>, kind: EntryKind, mode: u32) -> Self {
-        Entry { path: path.into(), kind, mode, uid: 0, gid: 0, mtime: 0 }
+        Entry {
+            path: path.into(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
     }
 
     fn type_bits(&self) -> u32 {
@@ -56,7 +69,9 @@ impl Entry {
 pub fn write_newc<W: Write>(entries: impl IntoIterator<Item = Entry>, mut out: W) -> io::Result<W> {
     for (ino, entry) in entries.into_iter().enumerate() {
         let (rmaj, rmin) = match entry.kind {
-            EntryKind::CharDev { major, minor } | EntryKind::BlockDev { major, minor } => (major, minor),
+            EntryKind::CharDev { major, minor } | EntryKind::BlockDev { major, minor } => {
+                (major, minor)
+            }
             _ => (0, 0),
         };
         let builder = cpio::newc::Builder::new(&entry.path)
@@ -74,12 +89,18 @@ pub fn write_newc<W: Write>(entries: impl IntoIterator<Item = Entry>, mut out: W
                     .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", src.display())))?;
                 let len = file.metadata()?.len();
                 let len32 = u32::try_from(len).map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, format!("{}: larger than 4 GiB, newc cannot hold it", src.display()))
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{}: larger than 4 GiB, newc cannot hold it", src.display()),
+                    )
                 })?;
                 let mut w = builder.write(&mut out, len32);
                 let copied = io::copy(&mut (&mut file).take(len), &mut w)?;
                 if copied != len {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: changed while archiving", src.display())));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{}: changed while archiving", src.display()),
+                    ));
                 }
                 w.finish()?;
             }
@@ -109,11 +130,18 @@ pub const DEFAULT_GZIP_LEVEL: u32 = 7;
 /// Write entries as a gzipped newc archive at the given level (0–9),
 /// compressed on all cores (see `archive::gzip`). The gzip header carries no
 /// name and no time, so output is deterministic.
-pub fn write_newc_gz<W: Write>(entries: impl IntoIterator<Item = Entry>, out: W, level: u32) -> io::Result<W> {
+pub fn write_newc_gz<W: Write>(
+    entries: impl IntoIterator<Item = Entry>,
+    out: W,
+    level: u32,
+) -> io::Result<W> {
     let gz = super::gzip::ParGzWriter::new(out, level)?;
     // The cpio crate writes headers in small pieces: batch them.
     let buffered = io::BufWriter::with_capacity(256 * 1024, gz);
-    write_newc(entries, buffered)?.into_inner().map_err(|e| e.into_error())?.finish()
+    write_newc(entries, buffered)?
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .finish()
 }
 
 /// One entry read back from an archive (for `inspect` and tests).
@@ -195,7 +223,11 @@ pub fn extract_gz(archive: &std::path::Path, dest: &std::path::Path) -> anyhow::
     fs::create_dir_all(dest)?;
     for e in read_newc(&raw[..])? {
         let rel = Path::new(&e.path);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             anyhow::bail!("{}: unsafe path `{}` in archive", archive.display(), e.path);
         }
         let path = dest.join(rel);
@@ -209,7 +241,12 @@ pub fn extract_gz(archive: &std::path::Path, dest: &std::path::Path) -> anyhow::
             libc::S_IFLNK => symlink(String::from_utf8_lossy(&e.data).to_string(), &path)?,
             libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => {
                 let kind = nix::sys::stat::SFlag::from_bits_truncate(e.mode & libc::S_IFMT);
-                nix::sys::stat::mknod(&path, kind, nix::sys::stat::Mode::from_bits_truncate(perm), nix::sys::stat::makedev(e.rdev.0 as u64, e.rdev.1 as u64))?;
+                nix::sys::stat::mknod(
+                    &path,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(perm),
+                    nix::sys::stat::makedev(e.rdev.0 as u64, e.rdev.1 as u64),
+                )?;
             }
             _ => continue,
         }
@@ -253,7 +290,9 @@ mod tests {
         let b = write_newc_gz(sample(), Vec::new(), 6).unwrap();
         assert_eq!(a, b);
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&a[..]).read_to_end(&mut raw).unwrap();
+        flate2::read::GzDecoder::new(&a[..])
+            .read_to_end(&mut raw)
+            .unwrap();
         assert_eq!(read_newc(&raw[..]).unwrap().len(), 4);
     }
 }

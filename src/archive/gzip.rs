@@ -54,7 +54,10 @@ impl<W: Write> ParGzWriter<W> {
     pub fn new(mut out: W, level: u32) -> io::Result<Self> {
         // gzip header: deflate, no flags, mtime 0, no extra flags, OS = Unix.
         out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3])?;
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8);
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads * 2);
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -71,7 +74,14 @@ impl<W: Write> ParGzWriter<W> {
                     let mut crc = crc32fast::Hasher::new();
                     crc.update(&job.data);
                     let out = deflate_chunk(&job.data, &job.dict, level.min(9), job.last);
-                    if tx.send(Done { index: job.index, out, crc }).is_err() {
+                    if tx
+                        .send(Done {
+                            index: job.index,
+                            out,
+                            crc,
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 })
@@ -97,23 +107,39 @@ impl<W: Write> ParGzWriter<W> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let dict = std::mem::take(&mut self.dict);
         self.dict = data[data.len().saturating_sub(WINDOW)..].to_vec();
-        let job = Job { index: self.next_index, data, dict, last };
+        let job = Job {
+            index: self.next_index,
+            data,
+            dict,
+            last,
+        };
         self.next_index += 1;
         // Keep the number of chunks in flight bounded: write finished ones first.
         while self.next_index - self.next_write > 4 * self.workers.len() as u64 {
             self.collect_one()?;
         }
-        let sender = self.jobs.as_ref().ok_or_else(|| io::Error::other("gzip writer already finished"))?;
-        sender.send(job).map_err(|_| io::Error::other("gzip worker thread died"))
+        let sender = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("gzip writer already finished"))?;
+        sender
+            .send(job)
+            .map_err(|_| io::Error::other("gzip worker thread died"))
     }
 
     /// Wait for one result and write every chunk that is now in order.
     fn collect_one(&mut self) -> io::Result<()> {
-        let done = self.results.recv().map_err(|_| io::Error::other("gzip worker thread died"))?;
+        let done = self
+            .results
+            .recv()
+            .map_err(|_| io::Error::other("gzip worker thread died"))?;
         self.pending.insert(done.index, done);
         while let Some(done) = self.pending.remove(&self.next_write) {
             let bytes = done.out?;
-            self.out.as_mut().ok_or_else(|| io::Error::other("gzip writer already finished"))?.write_all(&bytes)?;
+            self.out
+                .as_mut()
+                .ok_or_else(|| io::Error::other("gzip writer already finished"))?
+                .write_all(&bytes)?;
             self.crc.combine(&done.crc);
             self.next_write += 1;
         }
@@ -127,7 +153,10 @@ impl<W: Write> ParGzWriter<W> {
         while self.next_write < self.next_index {
             self.collect_one()?;
         }
-        let mut out = self.out.take().ok_or_else(|| io::Error::other("gzip writer already finished"))?;
+        let mut out = self
+            .out
+            .take()
+            .ok_or_else(|| io::Error::other("gzip writer already finished"))?;
         out.write_all(&self.crc.clone().finalize().to_le_bytes())?;
         out.write_all(&(self.total as u32).to_le_bytes())?;
         out.flush()?;
@@ -177,13 +206,19 @@ fn deflate_chunk(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
     let mut out = Vec::with_capacity(data.len() / 2 + 1024);
-    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
     loop {
         let consumed = c.total_in() as usize;
         if out.capacity() - out.len() < 1024 {
             out.reserve(out.capacity().max(64 * 1024));
         }
-        let status = c.compress_vec(&data[consumed..], &mut out, flush).map_err(io::Error::other)?;
+        let status = c
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
         let done_input = c.total_in() as usize == data.len();
         match status {
             Status::StreamEnd => return Ok(out),
@@ -201,7 +236,9 @@ mod tests {
 
     fn sample(len: usize) -> Vec<u8> {
         // Compressible but not trivial: text-like with a counter.
-        (0..len).map(|i| b"the quick brown fox jumps over 0123456789 "[(i * 7 + i / 1000) % 42]).collect()
+        (0..len)
+            .map(|i| b"the quick brown fox jumps over 0123456789 "[(i * 7 + i / 1000) % 42])
+            .collect()
     }
 
     #[test]
@@ -212,13 +249,19 @@ mod tests {
             w.write_all(&data).unwrap();
             let gz = w.finish().unwrap();
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut back).unwrap();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, data, "len {len}");
             let mut w2 = ParGzWriter::new(Vec::new(), 6).unwrap();
             for piece in data.chunks(777) {
                 w2.write_all(piece).unwrap();
             }
-            assert_eq!(w2.finish().unwrap(), gz, "len {len}: output depends on write sizes");
+            assert_eq!(
+                w2.finish().unwrap(),
+                gz,
+                "len {len}: output depends on write sizes"
+            );
         }
     }
 }

@@ -76,7 +76,11 @@ pub(crate) fn bh_text(e: &backhand::BackhandError) -> String {
 }
 
 fn describe_xattrs(files: &[(PathBuf, Vec<String>)]) -> String {
-    files.iter().map(|(p, names)| format!("{} ({})", p.display(), names.join(", "))).collect::<Vec<_>>().join(", ")
+    files
+        .iter()
+        .map(|(p, names)| format!("{} ({})", p.display(), names.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One entry of an archive as `inspect` lists it.
@@ -122,7 +126,11 @@ pub fn mode_string(mode: u32) -> String {
     };
     let mut s = String::with_capacity(10);
     s.push(kind);
-    for (shift, special, lower, upper) in [(6, 0o4000, 's', 'S'), (3, 0o2000, 's', 'S'), (0, 0o1000, 't', 'T')] {
+    for (shift, special, lower, upper) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
         let bits = (mode >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });

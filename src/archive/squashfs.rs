@@ -77,7 +77,13 @@ pub struct SquashfsOptions {
 
 impl Default for SquashfsOptions {
     fn default() -> Self {
-        SquashfsOptions { compressor: Compressor::Zstd, level: None, block_size: 128 * 1024, writer: SquashfsWriter::Backhand, source_date_epoch: 0 }
+        SquashfsOptions {
+            compressor: Compressor::Zstd,
+            level: None,
+            block_size: 128 * 1024,
+            writer: SquashfsWriter::Backhand,
+            source_date_epoch: 0,
+        }
     }
 }
 
@@ -86,7 +92,9 @@ impl SquashfsOptions {
     pub fn validate(&self) -> Result<(), ArchiveError> {
         let bs = self.block_size;
         if !(4096..=1 << 20).contains(&bs) || !bs.is_power_of_two() {
-            return Err(ArchiveError::Options(format!("block_size {bs}: must be a power of two from 4096 to 1048576")));
+            return Err(ArchiveError::Options(format!(
+                "block_size {bs}: must be a power of two from 4096 to 1048576"
+            )));
         }
         let range = match self.compressor {
             Compressor::Zstd => Some(1..=22),
@@ -101,10 +109,17 @@ impl SquashfsOptions {
                 r.start(),
                 r.end()
             ))),
-            (Some(_), None) => Err(ArchiveError::Options("lz4 takes no level; remove `level`".into())),
+            (Some(_), None) => Err(ArchiveError::Options(
+                "lz4 takes no level; remove `level`".into(),
+            )),
             _ => u32::try_from(self.source_date_epoch)
                 .map(|_| ())
-                .map_err(|_| ArchiveError::Options(format!("source_date_epoch {} does not fit squashfs's 32-bit time", self.source_date_epoch))),
+                .map_err(|_| {
+                    ArchiveError::Options(format!(
+                        "source_date_epoch {} does not fit squashfs's 32-bit time",
+                        self.source_date_epoch
+                    ))
+                }),
         }
     }
 
@@ -118,7 +133,13 @@ impl SquashfsOptions {
             .map_err(bh)?,
             (Compressor::Gzip, level) => FilesystemCompressor::new(
                 BhCompressor::Gzip,
-                level.map(|compression_level| CompressionOptions::Gzip(Gzip { compression_level, window_size: 15, strategies: 0 })),
+                level.map(|compression_level| {
+                    CompressionOptions::Gzip(Gzip {
+                        compression_level,
+                        window_size: 15,
+                        strategies: 0,
+                    })
+                }),
             )
             .map_err(bh)?,
             (Compressor::Xz, level) => {
@@ -131,7 +152,14 @@ impl SquashfsOptions {
                 c
             }
             // version 1 = LZ4_LEGACY, the only one the kernel reads; flags 0 = not HC.
-            (Compressor::Lz4, _) => FilesystemCompressor::new(BhCompressor::Lz4, Some(CompressionOptions::Lz4(Lz4 { version: 1, flags: 0 }))).map_err(bh)?,
+            (Compressor::Lz4, _) => FilesystemCompressor::new(
+                BhCompressor::Lz4,
+                Some(CompressionOptions::Lz4(Lz4 {
+                    version: 1,
+                    flags: 0,
+                })),
+            )
+            .map_err(bh)?,
         })
     }
 }
@@ -140,8 +168,10 @@ impl SquashfsOptions {
 /// the file is truncated first).
 pub fn write_tree(root: &Path, out: &mut File, opts: &SquashfsOptions) -> Result<(), ArchiveError> {
     opts.validate()?;
-    out.set_len(0).map_err(ArchiveError::io("squashfs output"))?;
-    out.seek(SeekFrom::Start(0)).map_err(ArchiveError::io("squashfs output"))?;
+    out.set_len(0)
+        .map_err(ArchiveError::io("squashfs output"))?;
+    out.seek(SeekFrom::Start(0))
+        .map_err(ArchiveError::io("squashfs output"))?;
     match opts.writer {
         SquashfsWriter::Backhand => write_backhand(root, out, opts, true).map(|_| ()),
         SquashfsWriter::Mksquashfs => write_mksquashfs(root, out, opts),
@@ -156,7 +186,12 @@ pub(crate) fn encode_dev(major: u32, minor: u32) -> u32 {
 /// Write with backhand; `parallel`: compress ahead on all cores (the bytes
 /// are the same either way, which a test checks). Returns the blocks found
 /// compressed ahead and those compressed ahead in vain.
-pub(crate) fn write_backhand(root: &Path, out: &mut File, opts: &SquashfsOptions, parallel: bool) -> Result<(usize, usize), ArchiveError> {
+pub(crate) fn write_backhand(
+    root: &Path,
+    out: &mut File,
+    opts: &SquashfsOptions,
+    parallel: bool,
+) -> Result<(usize, usize), ArchiveError> {
     let items = walk(root).map_err(ArchiveError::io(root))?;
     let mut refused = Vec::new();
     let mut count = 0;
@@ -186,7 +221,10 @@ pub(crate) fn write_backhand(root: &Path, out: &mut File, opts: &SquashfsOptions
     fs.set_compressor(opts.fs_compressor()?);
     let bad = |path: &Path| {
         let path = path.to_path_buf();
-        move |e: backhand::BackhandError| ArchiveError::Squashfs { path, what: bh_text(&e) }
+        move |e: backhand::BackhandError| ArchiveError::Squashfs {
+            path,
+            what: bh_text(&e),
+        }
     };
     for item in &items {
         let m = &item.meta;
@@ -196,7 +234,12 @@ pub(crate) fn write_backhand(root: &Path, out: &mut File, opts: &SquashfsOptions
             fs.set_root_gid(m.gid());
             continue;
         }
-        let header = NodeHeader::new((m.mode() & 0o7777) as u16, m.uid(), m.gid(), clamp(m.mtime()));
+        let header = NodeHeader::new(
+            (m.mode() & 0o7777) as u16,
+            m.uid(),
+            m.gid(),
+            clamp(m.mtime()),
+        );
         let ft = m.file_type();
         let rel = &item.rel;
         let dev = || encode_dev(libc::major(m.rdev()), libc::minor(m.rdev()));
@@ -219,7 +262,11 @@ pub(crate) fn write_backhand(root: &Path, out: &mut File, opts: &SquashfsOptions
         .map_err(bad(&item.abs))?;
     }
     let ahead = if parallel {
-        let files = items.iter().filter(|i| i.meta.is_file()).map(|i| i.abs.clone()).collect();
+        let files = items
+            .iter()
+            .filter(|i| i.meta.is_file())
+            .map(|i| i.abs.clone())
+            .collect();
         let (ahead, kind) = Ahead::start(files, opts.fs_compressor()?, opts.block_size);
         fs.set_kind(kind);
         Some(ahead)
@@ -231,29 +278,47 @@ pub(crate) fn write_backhand(root: &Path, out: &mut File, opts: &SquashfsOptions
     let stats = ahead.as_ref().map(Ahead::stats).unwrap_or_default();
     drop(ahead);
     written.map_err(bad(root))?;
-    w.into_inner().map_err(|e| ArchiveError::Io { path: root.to_path_buf(), source: e.into_error() })?;
+    w.into_inner().map_err(|e| ArchiveError::Io {
+        path: root.to_path_buf(),
+        source: e.into_error(),
+    })?;
     Ok(stats)
 }
 
-fn write_mksquashfs(root: &Path, out: &mut File, opts: &SquashfsOptions) -> Result<(), ArchiveError> {
+fn write_mksquashfs(
+    root: &Path,
+    out: &mut File,
+    opts: &SquashfsOptions,
+) -> Result<(), ArchiveError> {
     // mksquashfs wants a path: give it ours through /proc (it reopens the same file).
     let dest = format!("/proc/{}/fd/{}", std::process::id(), out.as_raw_fd());
     let mut cmd = Cmd::new("mksquashfs")
         .arg(root)
         .arg(&dest)
-        .args(["-noappend", "-no-progress", "-comp", opts.compressor.name(), "-b"])
+        .args([
+            "-noappend",
+            "-no-progress",
+            "-comp",
+            opts.compressor.name(),
+            "-b",
+        ])
         .arg(opts.block_size.to_string())
         .env("SOURCE_DATE_EPOCH", opts.source_date_epoch.to_string());
     match (opts.compressor, opts.level) {
-        (Compressor::Zstd | Compressor::Gzip, Some(level)) => cmd = cmd.arg("-Xcompression-level").arg(level.to_string()),
+        (Compressor::Zstd | Compressor::Gzip, Some(level)) => {
+            cmd = cmd.arg("-Xcompression-level").arg(level.to_string())
+        }
         (Compressor::Zstd, None) => cmd = cmd.args(["-Xcompression-level", "3"]),
         (Compressor::Xz, Some(level)) if level != 6 => {
-            return Err(ArchiveError::Options(format!("mksquashfs has no xz level (asked for {level}); remove `level`")))
+            return Err(ArchiveError::Options(format!(
+                "mksquashfs has no xz level (asked for {level}); remove `level`"
+            )))
         }
         _ => {}
     }
     cmd.run()?;
-    out.seek(SeekFrom::End(0)).map_err(ArchiveError::io(&dest))?;
+    out.seek(SeekFrom::End(0))
+        .map_err(ArchiveError::io(&dest))?;
     Ok(())
 }
 

@@ -55,7 +55,10 @@ struct State {
 
 impl State {
     fn slot(&mut self, k: u64, input: &Arc<Vec<u8>>) -> Option<&mut Slot> {
-        self.slots.get_mut(&k)?.iter_mut().find(|s| Arc::ptr_eq(&s.input, input))
+        self.slots
+            .get_mut(&k)?
+            .iter_mut()
+            .find(|s| Arc::ptr_eq(&s.input, input))
     }
 }
 
@@ -67,7 +70,9 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
@@ -93,11 +98,21 @@ impl CompressionAction for AheadCompressor {
     type FilesystemCompressor = FilesystemCompressor;
     type SuperBlock = SuperBlock;
 
-    fn decompress(&self, bytes: &[u8], out: &mut Vec<u8>, c: Compressor) -> Result<(), BackhandError> {
+    fn decompress(
+        &self,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+        c: Compressor,
+    ) -> Result<(), BackhandError> {
         DefaultCompressor.decompress(bytes, out, c)
     }
 
-    fn compress(&self, bytes: &[u8], fc: FilesystemCompressor, block_size: u32) -> Result<Vec<u8>, BackhandError> {
+    fn compress(
+        &self,
+        bytes: &[u8],
+        fc: FilesystemCompressor,
+        block_size: u32,
+    ) -> Result<Vec<u8>, BackhandError> {
         let shared = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match shared.and_then(|s| take(&s, bytes, fc, block_size)) {
             Some(found) => found.map_err(|e| BackhandError::StdIo(std::io::Error::other(e))),
@@ -105,7 +120,12 @@ impl CompressionAction for AheadCompressor {
         }
     }
 
-    fn compression_options(&self, sb: &mut SuperBlock, kind: &Kind, fc: FilesystemCompressor) -> Result<Option<Vec<u8>>, BackhandError> {
+    fn compression_options(
+        &self,
+        sb: &mut SuperBlock,
+        kind: &Kind,
+        fc: FilesystemCompressor,
+    ) -> Result<Option<Vec<u8>>, BackhandError> {
         DefaultCompressor.compression_options(sb, kind, fc)
     }
 }
@@ -117,11 +137,20 @@ fn compress(input: &[u8], fc: FilesystemCompressor, block_size: u32) -> Result<V
 }
 
 /// The compressed form of `bytes` if it was planned, else None.
-fn take(shared: &Shared, bytes: &[u8], fc: FilesystemCompressor, block_size: u32) -> Option<Result<Vec<u8>, String>> {
+fn take(
+    shared: &Shared,
+    bytes: &[u8],
+    fc: FilesystemCompressor,
+    block_size: u32,
+) -> Option<Result<Vec<u8>, String>> {
     let k = key(bytes);
     let mut state = shared.lock();
     let input = loop {
-        let slot = state.slots.get_mut(&k)?.iter_mut().find(|s| s.input.as_slice() == bytes)?;
+        let slot = state
+            .slots
+            .get_mut(&k)?
+            .iter_mut()
+            .find(|s| s.input.as_slice() == bytes)?;
         match slot.status {
             Status::Done(_) => break Arc::clone(&slot.input),
             Status::Running => state = shared.wait(state),
@@ -177,7 +206,10 @@ impl Ahead {
         let serial = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let shared = Arc::new(Shared::default());
         *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&shared));
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(16);
         let mut threads = Vec::new();
         for _ in 0..workers {
             let shared = Arc::clone(&shared);
@@ -195,7 +227,14 @@ impl Ahead {
             state = shared.wait(state);
         }
         drop(state);
-        (Ahead { shared, threads, _serial: serial }, Kind::new_v4(&AHEAD))
+        (
+            Ahead {
+                shared,
+                threads,
+                _serial: serial,
+            },
+            Kind::new_v4(&AHEAD),
+        )
     }
 
     /// (blocks backhand found planned, blocks planned in vain).
@@ -251,7 +290,9 @@ fn work(shared: &Shared, fc: FilesystemCompressor, block_size: u32) {
 fn plan(files: Vec<PathBuf>, block: usize, shared: &Shared) {
     let mut fragment: Vec<u8> = Vec::with_capacity(block);
     for path in files {
-        let Ok(mut file) = File::open(&path) else { continue };
+        let Ok(mut file) = File::open(&path) else {
+            continue;
+        };
         let mut first = true;
         loop {
             // Read straight into the block that is queued: no copy.
@@ -262,7 +303,12 @@ fn plan(files: Vec<PathBuf>, block: usize, shared: &Shared) {
             }
             if first && chunk.len() < block {
                 // A file smaller than a block goes into the fragment block.
-                if fragment.len() + chunk.len() > block && !queue(shared, std::mem::replace(&mut fragment, Vec::with_capacity(block))) {
+                if fragment.len() + chunk.len() > block
+                    && !queue(
+                        shared,
+                        std::mem::replace(&mut fragment, Vec::with_capacity(block)),
+                    )
+                {
                     return;
                 }
                 fragment.extend_from_slice(&chunk);
@@ -296,7 +342,11 @@ fn queue(shared: &Shared, input: Vec<u8>) -> bool {
         return true;
     }
     let input = Arc::new(input);
-    slots.push(Slot { input: Arc::clone(&input), status: Status::Queued, uses: 1 });
+    slots.push(Slot {
+        input: Arc::clone(&input),
+        status: Status::Queued,
+        uses: 1,
+    });
     state.held += input.len();
     state.queue.push_back((k, input));
     shared.changed.notify_all();

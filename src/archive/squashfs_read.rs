@@ -25,7 +25,10 @@ pub(crate) struct Image<'b> {
 }
 
 fn rel_of(node: &Node<SquashfsFileReader>) -> String {
-    node.fullpath.to_string_lossy().trim_start_matches('/').to_string()
+    node.fullpath
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .to_string()
 }
 
 pub(crate) fn decode_dev(dev: u32) -> (u32, u32) {
@@ -35,10 +38,24 @@ pub(crate) fn decode_dev(dev: u32) -> (u32, u32) {
 impl Image<'_> {
     pub fn open(path: &Path) -> Result<Self, ArchiveError> {
         let file = File::open(path).map_err(ArchiveError::io(path))?;
-        let fs = FilesystemReader::from_reader(BufReader::new(file))
-            .map_err(|e| ArchiveError::Squashfs { path: path.to_path_buf(), what: format!("not a readable squashfs v4 image: {}", super::bh_text(&e)) })?;
-        let index = fs.root.nodes.iter().enumerate().map(|(i, n)| (rel_of(n), i)).collect();
-        Ok(Image { path: path.to_path_buf(), fs, index })
+        let fs = FilesystemReader::from_reader(BufReader::new(file)).map_err(|e| {
+            ArchiveError::Squashfs {
+                path: path.to_path_buf(),
+                what: format!("not a readable squashfs v4 image: {}", super::bh_text(&e)),
+            }
+        })?;
+        let index = fs
+            .root
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (rel_of(n), i))
+            .collect();
+        Ok(Image {
+            path: path.to_path_buf(),
+            fs,
+            index,
+        })
     }
 
     fn node(&self, rel: &str) -> Option<&Node<SquashfsFileReader>> {
@@ -108,12 +125,29 @@ impl Image<'_> {
         }
     }
 
-    fn read(&self, node: &Node<SquashfsFileReader>, out: &mut impl io::Write) -> Result<u64, ArchiveError> {
+    fn read(
+        &self,
+        node: &Node<SquashfsFileReader>,
+        out: &mut impl io::Write,
+    ) -> Result<u64, ArchiveError> {
         let InnerNode::File(f) = &node.inner else {
-            return Err(ArchiveError::Squashfs { path: self.path.clone(), what: format!("/{} is not a regular file", rel_of(node)) });
+            return Err(ArchiveError::Squashfs {
+                path: self.path.clone(),
+                what: format!("/{} is not a regular file", rel_of(node)),
+            });
         };
-        let mut reader = self.fs.file(f).reader_checked().map_err(|e| ArchiveError::Squashfs { path: self.path.clone(), what: format!("/{}: {}", rel_of(node), super::bh_text(&e)) })?;
-        io::copy(&mut reader, out).map_err(|e| ArchiveError::Squashfs { path: self.path.clone(), what: format!("/{}: {e}", rel_of(node)) })
+        let mut reader = self
+            .fs
+            .file(f)
+            .reader_checked()
+            .map_err(|e| ArchiveError::Squashfs {
+                path: self.path.clone(),
+                what: format!("/{}: {}", rel_of(node), super::bh_text(&e)),
+            })?;
+        io::copy(&mut reader, out).map_err(|e| ArchiveError::Squashfs {
+            path: self.path.clone(),
+            what: format!("/{}: {e}", rel_of(node)),
+        })
     }
 }
 
@@ -126,7 +160,10 @@ pub fn read_entries(path: &Path) -> Result<Vec<ListEntry>, ArchiveError> {
 /// The contents of the regular file `inner` (symlinks in the image followed).
 pub fn read_file(path: &Path, inner: &str) -> Result<Vec<u8>, ArchiveError> {
     let image = Image::open(path)?;
-    let not_found = || ArchiveError::NotFound { image: path.to_path_buf(), pattern: inner.to_string() };
+    let not_found = || ArchiveError::NotFound {
+        image: path.to_path_buf(),
+        pattern: inner.to_string(),
+    };
     let real = image.resolve(inner, true).ok_or_else(not_found)?;
     let node = image.node(&real).ok_or_else(not_found)?;
     let mut out = Vec::new();
@@ -146,7 +183,11 @@ pub fn extract(image: &Path, pattern: &str, dest: &Path) -> Result<Vec<String>, 
 
 /// `extract` for several patterns, reading the image's tables once. A
 /// pattern that matches nothing is skipped; the matches are returned.
-pub fn extract_many(image: &Path, patterns: &[&str], dest: &Path) -> Result<Vec<String>, ArchiveError> {
+pub fn extract_many(
+    image: &Path,
+    patterns: &[&str],
+    dest: &Path,
+) -> Result<Vec<String>, ArchiveError> {
     let img = Image::open(image)?;
     let mut found = Vec::new();
     for pattern in patterns {
@@ -162,25 +203,53 @@ pub fn extract_many(image: &Path, patterns: &[&str], dest: &Path) -> Result<Vec<
 /// The paths (relative, without a leading `/`) of every entry of a squashfs image.
 pub fn list_paths(image: &Path) -> Result<Vec<String>, ArchiveError> {
     let img = Image::open(image)?;
-    Ok(img.fs.files().map(rel_of).filter(|p| !p.is_empty() && p != ".").collect())
+    Ok(img
+        .fs
+        .files()
+        .map(rel_of)
+        .filter(|p| !p.is_empty() && p != ".")
+        .collect())
 }
 
 fn extract_from(img: &Image, pattern: &str, dest: &Path) -> Result<Vec<String>, ArchiveError> {
     let image = &img.path;
-    let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let comps: Vec<&str> = pattern
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     // (path as asked, real path in the image)
     let mut current = vec![(String::new(), String::new())];
     for (i, pat) in comps.iter().enumerate() {
         let last = i + 1 == comps.len();
         let mut next = Vec::new();
         for (asked, real) in &current {
-            let prefix = if real.is_empty() { String::new() } else { format!("{real}/") };
-            let mut names: Vec<String> = img.index.keys().filter_map(|k| k.strip_prefix(&prefix)).filter(|n| !n.is_empty() && !n.contains('/')).filter(|n| glob_match(pat, n)).map(str::to_string).collect();
+            let prefix = if real.is_empty() {
+                String::new()
+            } else {
+                format!("{real}/")
+            };
+            let mut names: Vec<String> = img
+                .index
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .filter(|n| !n.is_empty() && !n.contains('/'))
+                .filter(|n| glob_match(pat, n))
+                .map(str::to_string)
+                .collect();
             names.sort();
             for name in names {
-                let child_asked = if asked.is_empty() { name.clone() } else { format!("{asked}/{name}") };
+                let child_asked = if asked.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{asked}/{name}")
+                };
                 if let Some(child_real) = img.resolve(&format!("{prefix}{name}"), true) {
-                    if last || matches!(img.node(&child_real).map(|n| &n.inner), Some(InnerNode::Dir(_))) {
+                    if last
+                        || matches!(
+                            img.node(&child_real).map(|n| &n.inner),
+                            Some(InnerNode::Dir(_))
+                        )
+                    {
                         next.push((child_asked, child_real));
                     }
                 }
@@ -189,15 +258,28 @@ fn extract_from(img: &Image, pattern: &str, dest: &Path) -> Result<Vec<String>, 
         current = next;
     }
     if current.is_empty() || comps.is_empty() {
-        return Err(ArchiveError::NotFound { image: image.to_path_buf(), pattern: pattern.to_string() });
+        return Err(ArchiveError::NotFound {
+            image: image.to_path_buf(),
+            pattern: pattern.to_string(),
+        });
     }
     let mut dirs = Vec::new();
     for (asked, real) in &current {
         let under = format!("{real}/");
         for node in img.fs.files() {
             let rel = rel_of(node);
-            let suffix = if rel == *real { "" } else if let Some(s) = rel.strip_prefix(&under) { s } else { continue };
-            let out = if suffix.is_empty() { dest.join(asked) } else { dest.join(asked).join(suffix) };
+            let suffix = if rel == *real {
+                ""
+            } else if let Some(s) = rel.strip_prefix(&under) {
+                s
+            } else {
+                continue;
+            };
+            let out = if suffix.is_empty() {
+                dest.join(asked)
+            } else {
+                dest.join(asked).join(suffix)
+            };
             write_node(&img, node, &out, &mut dirs)?;
         }
     }
@@ -205,10 +287,18 @@ fn extract_from(img: &Image, pattern: &str, dest: &Path) -> Result<Vec<String>, 
     for (path, entry) in dirs.iter().rev() {
         finish_attrs(path, entry)?;
     }
-    Ok(current.into_iter().map(|(asked, _)| format!("/{asked}")).collect())
+    Ok(current
+        .into_iter()
+        .map(|(asked, _)| format!("/{asked}"))
+        .collect())
 }
 
-fn write_node(img: &Image, node: &Node<SquashfsFileReader>, out: &Path, dirs: &mut Vec<(std::path::PathBuf, ListEntry)>) -> Result<(), ArchiveError> {
+fn write_node(
+    img: &Image,
+    node: &Node<SquashfsFileReader>,
+    out: &Path,
+    dirs: &mut Vec<(std::path::PathBuf, ListEntry)>,
+) -> Result<(), ArchiveError> {
     let entry = img.entry(node);
     if let Some(parent) = out.parent() {
         fs::create_dir_all(parent).map_err(ArchiveError::io(parent))?;
@@ -224,7 +314,13 @@ fn write_node(img: &Image, node: &Node<SquashfsFileReader>, out: &Path, dirs: &m
     use nix::sys::stat::{mknod, Mode, SFlag};
     let mknod_as = |kind: SFlag| {
         let dev = nix::sys::stat::makedev(u64::from(entry.rdev.0), u64::from(entry.rdev.1));
-        mknod(out, kind, Mode::from_bits_truncate(entry.mode & 0o7777), dev).map_err(|e| ArchiveError::io(out)(e.into()))
+        mknod(
+            out,
+            kind,
+            Mode::from_bits_truncate(entry.mode & 0o7777),
+            dev,
+        )
+        .map_err(|e| ArchiveError::io(out)(e.into()))
     };
     match entry.file_type() {
         libc::S_IFDIR => {
@@ -252,11 +348,20 @@ fn write_node(img: &Image, node: &Node<SquashfsFileReader>, out: &Path, dirs: &m
 /// Owner (when running as root), mode and mtime of an extracted entry.
 fn finish_attrs(path: &Path, entry: &ListEntry) -> Result<(), ArchiveError> {
     if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid)).map_err(ArchiveError::io(path))?;
+        std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid))
+            .map_err(ArchiveError::io(path))?;
     }
     if entry.file_type() != libc::S_IFLNK {
-        fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777)).map_err(ArchiveError::io(path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))
+            .map_err(ArchiveError::io(path))?;
     }
     let t = nix::sys::time::TimeSpec::new(entry.mtime as i64, 0);
-    nix::sys::stat::utimensat(None, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).map_err(|e| ArchiveError::io(path)(e.into()))
+    nix::sys::stat::utimensat(
+        None,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| ArchiveError::io(path)(e.into()))
 }

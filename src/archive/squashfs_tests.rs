@@ -11,11 +11,21 @@ const EPOCH: u64 = 1_700_000_000;
 
 fn set_mtime(path: &Path, secs: i64) {
     let t = nix::sys::time::TimeSpec::new(secs, 0);
-    nix::sys::stat::utimensat(None, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    nix::sys::stat::utimensat(
+        None,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
 }
 
 fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "this test needs root (devices, ownership): run `cargo test` as root");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (devices, ownership): run `cargo test` as root"
+    );
 }
 
 /// A small tree with every file type; files made in the order given.
@@ -33,15 +43,32 @@ fn make_tree(root: &Path, reverse: bool) {
     }
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     fs::write(root.join("usr/lib/modules/6.1.0-t/kernel/big.ko"), &big).unwrap();
-    fs::write(root.join("usr/lib/modules/6.1.0-t/modules.dep"), b"kernel/big.ko:\n").unwrap();
+    fs::write(
+        root.join("usr/lib/modules/6.1.0-t/modules.dep"),
+        b"kernel/big.ko:\n",
+    )
+    .unwrap();
     fs::write(root.join("boot/vmlinuz-6.1.0-t"), b"kernel image").unwrap();
     fs::write(root.join("etc/motd"), b"hello\n").unwrap();
     fs::write(root.join("etc/empty"), b"").unwrap();
     symlink("usr/lib", root.join("lib")).unwrap();
     symlink("boot/vmlinuz-6.1.0-t", root.join("vmlinuz")).unwrap();
-    nix::unistd::mkfifo(&root.join("etc/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("etc/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     fs::set_permissions(root.join("etc/motd"), fs::Permissions::from_mode(0o4755)).unwrap();
-    for (i, p) in ["etc/motd", "etc/empty", "etc/fifo", "boot/vmlinuz-6.1.0-t", "usr/lib/modules/6.1.0-t/kernel/big.ko"].iter().enumerate() {
+    for (i, p) in [
+        "etc/motd",
+        "etc/empty",
+        "etc/fifo",
+        "boot/vmlinuz-6.1.0-t",
+        "usr/lib/modules/6.1.0-t/kernel/big.ko",
+    ]
+    .iter()
+    .enumerate()
+    {
         set_mtime(&root.join(p), 1_000_000 + i as i64);
     }
     // Directories and everything else: "now" (later than EPOCH → clamped).
@@ -55,11 +82,17 @@ fn write(root: &Path, opts: &SquashfsOptions) -> Vec<u8> {
 }
 
 fn opts() -> SquashfsOptions {
-    SquashfsOptions { source_date_epoch: EPOCH, ..Default::default() }
+    SquashfsOptions {
+        source_date_epoch: EPOCH,
+        ..Default::default()
+    }
 }
 
 fn find<'a>(entries: &'a [ListEntry], path: &str) -> &'a ListEntry {
-    entries.iter().find(|e| e.path == path).unwrap_or_else(|| panic!("{path} missing from {entries:#?}"))
+    entries
+        .iter()
+        .find(|e| e.path == path)
+        .unwrap_or_else(|| panic!("{path} missing from {entries:#?}"))
 }
 
 #[test]
@@ -68,8 +101,20 @@ fn round_trip_keeps_types_modes_owners_and_clamps_mtimes() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     make_tree(&root, false);
-    nix::sys::stat::mknod(&root.join("etc/null"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(1, 3)).unwrap();
-    nix::sys::stat::mknod(&root.join("etc/blk"), nix::sys::stat::SFlag::S_IFBLK, nix::sys::stat::Mode::from_bits_truncate(0o660), nix::sys::stat::makedev(259, 300)).unwrap();
+    nix::sys::stat::mknod(
+        &root.join("etc/null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    nix::sys::stat::mknod(
+        &root.join("etc/blk"),
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o660),
+        nix::sys::stat::makedev(259, 300),
+    )
+    .unwrap();
     fs::set_permissions(root.join("etc/null"), fs::Permissions::from_mode(0o666)).unwrap(); // past the umask
     std::os::unix::fs::lchown(root.join("etc/motd"), Some(1000), Some(1001)).unwrap();
     fs::set_permissions(root.join("etc/motd"), fs::Permissions::from_mode(0o4755)).unwrap(); // chown cleared setuid
@@ -80,7 +125,10 @@ fn round_trip_keeps_types_modes_owners_and_clamps_mtimes() {
 
     let entries = read_entries(&img).unwrap();
     let motd = find(&entries, "etc/motd");
-    assert_eq!((motd.mode, motd.uid, motd.gid, motd.size, motd.mtime), (libc::S_IFREG | 0o4755, 1000, 1001, 6, 1_000_000));
+    assert_eq!(
+        (motd.mode, motd.uid, motd.gid, motd.size, motd.mtime),
+        (libc::S_IFREG | 0o4755, 1000, 1001, 6, 1_000_000)
+    );
     assert_eq!(find(&entries, "etc/empty").size, 0);
     assert_eq!(find(&entries, "etc/fifo").mode, libc::S_IFIFO | 0o600);
     assert_eq!(find(&entries, "etc/sock").file_type(), libc::S_IFSOCK);
@@ -88,14 +136,31 @@ fn round_trip_keeps_types_modes_owners_and_clamps_mtimes() {
     assert_eq!((null.mode, null.rdev), (libc::S_IFCHR | 0o666, (1, 3)));
     assert_eq!(find(&entries, "etc/blk").rdev, (259, 300));
     assert_eq!(find(&entries, "lib").target.as_deref(), Some("usr/lib"));
-    assert_eq!(find(&entries, "etc").mtime, EPOCH, "a directory made now is clamped to the epoch");
+    assert_eq!(
+        find(&entries, "etc").mtime,
+        EPOCH,
+        "a directory made now is clamped to the epoch"
+    );
     assert_eq!(read_file(&img, "/etc/motd").unwrap(), b"hello\n");
     let big = read_file(&img, "/lib/modules/6.1.0-t/kernel/big.ko").unwrap();
-    assert_eq!(big, fs::read(root.join("usr/lib/modules/6.1.0-t/kernel/big.ko")).unwrap());
-    assert_eq!(read_file(&img, "vmlinuz").unwrap(), b"kernel image", "a symlink is followed");
-    assert!(matches!(read_file(&img, "/etc/nope"), Err(ArchiveError::NotFound { .. })));
+    assert_eq!(
+        big,
+        fs::read(root.join("usr/lib/modules/6.1.0-t/kernel/big.ko")).unwrap()
+    );
+    assert_eq!(
+        read_file(&img, "vmlinuz").unwrap(),
+        b"kernel image",
+        "a symlink is followed"
+    );
+    assert!(matches!(
+        read_file(&img, "/etc/nope"),
+        Err(ArchiveError::NotFound { .. })
+    ));
     // The superblock's mkfs time (bytes 8..12) is the epoch.
-    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as u64, EPOCH);
+    assert_eq!(
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as u64,
+        EPOCH
+    );
 }
 
 #[test]
@@ -114,15 +179,29 @@ fn parallel_write_gives_the_single_threaded_bytes() {
     make_tree(&root, false);
     // Many small files (several fragment blocks), duplicates, zero blocks, odd tails.
     for i in 0..400u32 {
-        let text: String = (0..(i * 37 % 3000)).map(|j| char::from(b'a' + ((i + j) % 26) as u8)).collect();
+        let text: String = (0..(i * 37 % 3000))
+            .map(|j| char::from(b'a' + ((i + j) % 26) as u8))
+            .collect();
         fs::write(root.join(format!("etc/f{i:03}")), text).unwrap();
     }
     let mut big = vec![0u8; 5 * 65536 + 123];
-    big[200_000..].iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7 % 253) as u8);
+    big[200_000..]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = (i * 7 % 253) as u8);
     fs::write(root.join("boot/big1"), &big).unwrap();
     fs::write(root.join("boot/big2"), &big).unwrap();
-    for (compressor, level) in [(Compressor::Zstd, None), (Compressor::Gzip, Some(6)), (Compressor::Lz4, None)] {
-        let o = SquashfsOptions { compressor, level, block_size: 65536, ..opts() };
+    for (compressor, level) in [
+        (Compressor::Zstd, None),
+        (Compressor::Gzip, Some(6)),
+        (Compressor::Lz4, None),
+    ] {
+        let o = SquashfsOptions {
+            compressor,
+            level,
+            block_size: 65536,
+            ..opts()
+        };
         let run = |parallel| {
             let mut f = tempfile::tempfile().unwrap();
             let stats = write_backhand(&root, &mut f, &o, parallel).unwrap();
@@ -132,8 +211,14 @@ fn parallel_write_gives_the_single_threaded_bytes() {
             (v, stats)
         };
         let (parallel, (hits, unused)) = run(true);
-        assert!(hits >= 10 && unused == 0, "{compressor:?}: {hits} blocks compressed ahead, {unused} planned in vain");
-        assert!(parallel == run(false).0, "{compressor:?}: parallel output differs");
+        assert!(
+            hits >= 10 && unused == 0,
+            "{compressor:?}: {hits} blocks compressed ahead, {unused} planned in vain"
+        );
+        assert!(
+            parallel == run(false).0,
+            "{compressor:?}: parallel output differs"
+        );
     }
 }
 
@@ -142,10 +227,31 @@ fn every_compressor_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     make_tree(&root, false);
-    for (compressor, level) in [(Compressor::Gzip, Some(6)), (Compressor::Xz, None), (Compressor::Lz4, None), (Compressor::Zstd, Some(19))] {
+    for (compressor, level) in [
+        (Compressor::Gzip, Some(6)),
+        (Compressor::Xz, None),
+        (Compressor::Lz4, None),
+        (Compressor::Zstd, Some(19)),
+    ] {
         let img = dir.path().join("img");
-        fs::write(&img, write(&root, &SquashfsOptions { compressor, level, block_size: 65536, ..opts() })).unwrap();
-        assert_eq!(read_file(&img, "/boot/vmlinuz-6.1.0-t").unwrap(), b"kernel image", "{compressor:?}");
+        fs::write(
+            &img,
+            write(
+                &root,
+                &SquashfsOptions {
+                    compressor,
+                    level,
+                    block_size: 65536,
+                    ..opts()
+                },
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            read_file(&img, "/boot/vmlinuz-6.1.0-t").unwrap(),
+            b"kernel image",
+            "{compressor:?}"
+        );
     }
 }
 
@@ -154,19 +260,46 @@ fn xattrs_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     make_tree(&root, false);
-    crate::archive::xattr::set(&root.join("etc/motd"), "user.test", b"1").expect("the temp dir's filesystem must support user xattrs (tmpfs, ext4)");
+    crate::archive::xattr::set(&root.join("etc/motd"), "user.test", b"1")
+        .expect("the temp dir's filesystem must support user xattrs (tmpfs, ext4)");
     let out = tempfile::tempfile().unwrap();
-    let err = write_tree(&root, &mut out.try_clone().unwrap(), &opts()).unwrap_err().to_string();
-    assert!(err.contains("etc/motd") && err.contains("user.test") && err.contains("writer: mksquashfs"), "{err}");
+    let err = write_tree(&root, &mut out.try_clone().unwrap(), &opts())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("etc/motd") && err.contains("user.test") && err.contains("writer: mksquashfs"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_options_are_errors_not_panics() {
-    for bad in [SquashfsOptions { block_size: 1000, ..opts() }, SquashfsOptions { level: Some(30), ..opts() }, SquashfsOptions { compressor: Compressor::Lz4, level: Some(1), ..opts() }] {
-        assert!(matches!(bad.validate(), Err(ArchiveError::Options(_))), "{bad:?}");
+    for bad in [
+        SquashfsOptions {
+            block_size: 1000,
+            ..opts()
+        },
+        SquashfsOptions {
+            level: Some(30),
+            ..opts()
+        },
+        SquashfsOptions {
+            compressor: Compressor::Lz4,
+            level: Some(1),
+            ..opts()
+        },
+    ] {
+        assert!(
+            matches!(bad.validate(), Err(ArchiveError::Options(_))),
+            "{bad:?}"
+        );
     }
-    let parsed: SquashfsOptions = serde_yaml_ng::from_str("{compressor: gzip, level: 9, block_size: 262144}").unwrap();
-    assert_eq!((parsed.compressor, parsed.level, parsed.block_size), (Compressor::Gzip, Some(9), 262144));
+    let parsed: SquashfsOptions =
+        serde_yaml_ng::from_str("{compressor: gzip, level: 9, block_size: 262144}").unwrap();
+    assert_eq!(
+        (parsed.compressor, parsed.level, parsed.block_size),
+        (Compressor::Gzip, Some(9), 262144)
+    );
     assert!(serde_yaml_ng::from_str::<SquashfsOptions>("{compresor: gzip}").is_err());
 }
 
@@ -178,28 +311,77 @@ fn extract_follows_image_symlinks_and_globs() {
     let img = dir.path().join("img");
     fs::write(&img, write(&root, &opts())).unwrap();
     let dest = dir.path().join("out");
-    assert_eq!(extract(&img, "/lib/modules/6.1.0-t", &dest).unwrap(), ["/lib/modules/6.1.0-t"]);
-    assert_eq!(extract(&img, "/boot/vmlinuz-*", &dest).unwrap(), ["/boot/vmlinuz-6.1.0-t"]);
-    assert_eq!(fs::read(dest.join("lib/modules/6.1.0-t/modules.dep")).unwrap(), b"kernel/big.ko:\n");
-    assert_eq!(fs::read(dest.join("lib/modules/6.1.0-t/kernel/big.ko")).unwrap().len(), 300_000);
-    assert_eq!(fs::read(dest.join("boot/vmlinuz-6.1.0-t")).unwrap(), b"kernel image");
-    assert!(fs::symlink_metadata(dest.join("lib")).unwrap().is_dir(), "the asked-for path is a real dir");
-    assert!(matches!(extract(&img, "/boot/initrd*", &dest), Err(ArchiveError::NotFound { .. })));
+    assert_eq!(
+        extract(&img, "/lib/modules/6.1.0-t", &dest).unwrap(),
+        ["/lib/modules/6.1.0-t"]
+    );
+    assert_eq!(
+        extract(&img, "/boot/vmlinuz-*", &dest).unwrap(),
+        ["/boot/vmlinuz-6.1.0-t"]
+    );
+    assert_eq!(
+        fs::read(dest.join("lib/modules/6.1.0-t/modules.dep")).unwrap(),
+        b"kernel/big.ko:\n"
+    );
+    assert_eq!(
+        fs::read(dest.join("lib/modules/6.1.0-t/kernel/big.ko"))
+            .unwrap()
+            .len(),
+        300_000
+    );
+    assert_eq!(
+        fs::read(dest.join("boot/vmlinuz-6.1.0-t")).unwrap(),
+        b"kernel image"
+    );
+    assert!(
+        fs::symlink_metadata(dest.join("lib")).unwrap().is_dir(),
+        "the asked-for path is a real dir"
+    );
+    assert!(matches!(
+        extract(&img, "/boot/initrd*", &dest),
+        Err(ArchiveError::NotFound { .. })
+    ));
 }
 
 #[test]
 fn mksquashfs_writer_keeps_xattrs() {
-    assert!(crate::exec::have("mksquashfs"), "this test needs mksquashfs: apt-get install -y squashfs-tools");
+    assert!(
+        crate::exec::have("mksquashfs"),
+        "this test needs mksquashfs: apt-get install -y squashfs-tools"
+    );
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     make_tree(&root, false);
-    crate::archive::xattr::set(&root.join("etc/motd"), "user.test", b"1").expect("the temp dir's filesystem must support user xattrs");
+    crate::archive::xattr::set(&root.join("etc/motd"), "user.test", b"1")
+        .expect("the temp dir's filesystem must support user xattrs");
     let img = dir.path().join("img");
-    fs::write(&img, write(&root, &SquashfsOptions { writer: SquashfsWriter::Mksquashfs, ..opts() })).unwrap();
+    fs::write(
+        &img,
+        write(
+            &root,
+            &SquashfsOptions {
+                writer: SquashfsWriter::Mksquashfs,
+                ..opts()
+            },
+        ),
+    )
+    .unwrap();
     assert_eq!(read_file(&img, "/etc/motd").unwrap(), b"hello\n");
-    let listing = crate::exec::Cmd::new("unsquashfs").args(["-lls"]).arg(&img).run().unwrap().stdout;
+    let listing = crate::exec::Cmd::new("unsquashfs")
+        .args(["-lls"])
+        .arg(&img)
+        .run()
+        .unwrap()
+        .stdout;
     assert!(listing.contains("etc/motd"), "{listing}");
-    let xattrs = crate::exec::Cmd::new("unsquashfs").args(["-d"]).arg(dir.path().join("x")).arg(&img).run();
+    let xattrs = crate::exec::Cmd::new("unsquashfs")
+        .args(["-d"])
+        .arg(dir.path().join("x"))
+        .arg(&img)
+        .run();
     assert!(xattrs.is_ok());
-    assert_eq!(crate::archive::xattr::get(&dir.path().join("x/etc/motd"), "user.test").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(
+        crate::archive::xattr::get(&dir.path().join("x/etc/motd"), "user.test").unwrap(),
+        Some(b"1".to_vec())
+    );
 }

@@ -34,7 +34,11 @@ const OVERLAY_BOOKKEEPING: &[&str] = &["origin", "impure", "nlink", "uuid"];
 /// every directory precedes its contents, ownership and modes as in the
 /// tree, mtimes clamped.
 pub fn tree_entries(root: &Path, opts: &TreeOptions) -> Result<Vec<Entry>, ArchiveError> {
-    let excluded = |rel: &Path| opts.exclude.iter().any(|p| path_pattern_matches(p, &rel.to_string_lossy()));
+    let excluded = |rel: &Path| {
+        opts.exclude
+            .iter()
+            .any(|p| path_pattern_matches(p, &rel.to_string_lossy()))
+    };
     let items = walk_filtered(root, &excluded).map_err(ArchiveError::io(root))?;
     let clamp = |m: i64| (m.max(0) as u64).min(opts.source_date_epoch);
     let mut entries = Vec::with_capacity(items.len());
@@ -44,15 +48,23 @@ pub fn tree_entries(root: &Path, opts: &TreeOptions) -> Result<Vec<Entry>, Archi
     for item in items.iter().skip(1) {
         let rel = item.rel.to_str().ok_or_else(|| ArchiveError::Io {
             path: item.abs.clone(),
-            source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8; cpio entries here must be"),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                "file name is not UTF-8; cpio entries here must be",
+            ),
         })?;
         let mut opaque = false;
         let mut bad = Vec::new();
         for name in xattr::list(&item.abs).map_err(ArchiveError::io(&item.abs))? {
-            let overlay_key = name.strip_prefix("trusted.overlay.").or_else(|| name.strip_prefix("user.overlay."));
+            let overlay_key = name
+                .strip_prefix("trusted.overlay.")
+                .or_else(|| name.strip_prefix("user.overlay."));
             match (overlay_key, &opts.overlay_lowers) {
                 (Some("opaque"), Some(_)) if item.meta.is_dir() => {
-                    match xattr::get(&item.abs, &name).map_err(ArchiveError::io(&item.abs))?.as_deref() {
+                    match xattr::get(&item.abs, &name)
+                        .map_err(ArchiveError::io(&item.abs))?
+                        .as_deref()
+                    {
                         Some(b"y") => opaque = true,
                         _ => {
                             overlay_unsupported = true;
@@ -76,7 +88,14 @@ pub fn tree_entries(root: &Path, opts: &TreeOptions) -> Result<Vec<Entry>, Archi
         }
         let kind = entry_kind(item)?;
         let meta = &item.meta;
-        entries.push(Entry { path: rel.to_string(), kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), mtime: clamp(meta.mtime()) });
+        entries.push(Entry {
+            path: rel.to_string(),
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime: clamp(meta.mtime()),
+        });
         if opaque {
             if let Some(lowers) = &opts.overlay_lowers {
                 for name in hidden_names(&item.abs, &item.rel, lowers)? {
@@ -96,7 +115,13 @@ pub fn tree_entries(root: &Path, opts: &TreeOptions) -> Result<Vec<Entry>, Archi
         } else {
             "remove them in the role that sets them (e.g. `setcap -r FILE`, and `chmod u+s` instead of a capability), or ship the files in the squashfs basefs with `squashfs.writer: mksquashfs`".to_string()
         };
-        return Err(ArchiveError::Xattrs { root: root.to_path_buf(), format: "a cpio archive", count: refused_count, files: refused, fix });
+        return Err(ArchiveError::Xattrs {
+            root: root.to_path_buf(),
+            format: "a cpio archive",
+            count: refused_count,
+            files: refused,
+            fix,
+        });
     }
     entries.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
     Ok(entries)
@@ -104,7 +129,12 @@ pub fn tree_entries(root: &Path, opts: &TreeOptions) -> Result<Vec<Entry>, Archi
 
 /// [`tree_entries`] written as a gzipped newc archive at `level` (0–9) into
 /// `out` (from its current position): an overlay or an initrd from a tree.
-pub fn write_tree_gz(root: &Path, opts: &TreeOptions, out: &mut std::fs::File, level: u32) -> Result<(), ArchiveError> {
+pub fn write_tree_gz(
+    root: &Path,
+    opts: &TreeOptions,
+    out: &mut std::fs::File,
+    level: u32,
+) -> Result<(), ArchiveError> {
     let entries = tree_entries(root, opts)?;
     let writer = io::BufWriter::with_capacity(1 << 20, out);
     super::cpio::write_newc_gz(entries, writer, level)
@@ -144,14 +174,20 @@ fn entry_kind(item: &WalkItem) -> Result<EntryKind, ArchiveError> {
 /// Names that the lower dirs have at `rel` and the upper dir `abs` does not:
 /// what an opaque `abs` hides. Paths through a lower's symlink are not
 /// followed (they would leave the lower tree).
-fn hidden_names(abs: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<BTreeSet<String>, ArchiveError> {
+fn hidden_names(
+    abs: &Path,
+    rel: &Path,
+    lowers: &[PathBuf],
+) -> Result<BTreeSet<String>, ArchiveError> {
     let upper: BTreeSet<_> = fs::read_dir(abs)
         .map_err(ArchiveError::io(abs))?
         .filter_map(|e| e.ok().map(|e| e.file_name()))
         .collect();
     let mut hidden = BTreeSet::new();
     for lower in lowers {
-        let Some(dir) = real_dir_in(lower, rel) else { continue };
+        let Some(dir) = real_dir_in(lower, rel) else {
+            continue;
+        };
         for entry in fs::read_dir(&dir).map_err(ArchiveError::io(&dir))? {
             let name = entry.map_err(ArchiveError::io(&dir))?.file_name();
             if upper.contains(&name) {
@@ -159,7 +195,10 @@ fn hidden_names(abs: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<BTreeSet<S
             }
             let name = name.to_str().ok_or_else(|| ArchiveError::Io {
                 path: dir.join(&name),
-                source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8; cpio entries here must be"),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "file name is not UTF-8; cpio entries here must be",
+                ),
             })?;
             hidden.insert(name.to_string());
         }
@@ -192,28 +231,67 @@ mod tests {
 
     fn whiteout(path: &Path) {
         use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-        mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).expect("making a whiteout (0/0 char device) needs root: run the tests as root");
+        mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
+            .expect("making a whiteout (0/0 char device) needs root: run the tests as root");
     }
 
     #[test]
     fn sorted_clamped_and_excluded() {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        for d in ["var/log/apt", "var/lib/apt/lists", "etc/apt/apt.conf.d", "tmp", "usr/bin"] {
+        for d in [
+            "var/log/apt",
+            "var/lib/apt/lists",
+            "etc/apt/apt.conf.d",
+            "tmp",
+            "usr/bin",
+        ] {
             fs::create_dir_all(r.join(d)).unwrap();
         }
-        for f in ["var/log/apt/history.log", "var/lib/apt/lists/x", "etc/apt/apt.conf.d/01proxy", "etc/apt/apt.conf.d/70debconf", "etc/resolv.conf", "tmp/junk", "usr/bin/b", "usr/bin/a", "usr/bin/B"] {
+        for f in [
+            "var/log/apt/history.log",
+            "var/lib/apt/lists/x",
+            "etc/apt/apt.conf.d/01proxy",
+            "etc/apt/apt.conf.d/70debconf",
+            "etc/resolv.conf",
+            "tmp/junk",
+            "usr/bin/b",
+            "usr/bin/a",
+            "usr/bin/B",
+        ] {
             fs::write(r.join(f), f).unwrap();
         }
         let opts = TreeOptions {
             source_date_epoch: 1000,
-            exclude: ["var/lib/apt/lists", "etc/apt/apt.conf.d/*proxy*", "etc/resolv.conf", "tmp", "var/log/*"].map(String::from).to_vec(),
+            exclude: [
+                "var/lib/apt/lists",
+                "etc/apt/apt.conf.d/*proxy*",
+                "etc/resolv.conf",
+                "tmp",
+                "var/log/*",
+            ]
+            .map(String::from)
+            .to_vec(),
             overlay_lowers: None,
         };
         let entries = tree_entries(r, &opts).unwrap();
         assert_eq!(
             paths(&entries),
-            ["etc", "etc/apt", "etc/apt/apt.conf.d", "etc/apt/apt.conf.d/70debconf", "usr", "usr/bin", "usr/bin/B", "usr/bin/a", "usr/bin/b", "var", "var/lib", "var/lib/apt", "var/log"]
+            [
+                "etc",
+                "etc/apt",
+                "etc/apt/apt.conf.d",
+                "etc/apt/apt.conf.d/70debconf",
+                "usr",
+                "usr/bin",
+                "usr/bin/B",
+                "usr/bin/a",
+                "usr/bin/b",
+                "var",
+                "var/lib",
+                "var/lib/apt",
+                "var/log"
+            ]
         );
         assert!(entries.iter().all(|e| e.mtime == 1000));
     }
@@ -222,26 +300,64 @@ mod tests {
     fn opaque_dir_becomes_whiteouts_for_lower_names() {
         let dir = tempfile::tempdir().unwrap();
         let (lower, upper) = (dir.path().join("lower"), dir.path().join("upper"));
-        for f in ["etc/app/old1", "etc/app/old2", "etc/app/keep", "etc/app/sub/deep", "etc/other"] {
+        for f in [
+            "etc/app/old1",
+            "etc/app/old2",
+            "etc/app/keep",
+            "etc/app/sub/deep",
+            "etc/other",
+        ] {
             fs::create_dir_all(lower.join(f).parent().unwrap()).unwrap();
             fs::write(lower.join(f), b"lower").unwrap();
         }
         fs::create_dir_all(upper.join("etc/app")).unwrap();
         fs::write(upper.join("etc/app/keep"), b"upper").unwrap();
         fs::write(upper.join("etc/app/new"), b"upper").unwrap();
-        xattr::set(&upper.join("etc/app"), "user.overlay.opaque", b"y").expect("user xattrs needed on the temp dir's filesystem");
+        xattr::set(&upper.join("etc/app"), "user.overlay.opaque", b"y")
+            .expect("user xattrs needed on the temp dir's filesystem");
         whiteout(&upper.join("etc/other"));
-        let opts = TreeOptions { source_date_epoch: 1, exclude: vec![], overlay_lowers: Some(vec![lower.clone()]) };
+        let opts = TreeOptions {
+            source_date_epoch: 1,
+            exclude: vec![],
+            overlay_lowers: Some(vec![lower.clone()]),
+        };
         let entries = tree_entries(&upper, &opts).unwrap();
-        assert_eq!(paths(&entries), ["etc", "etc/app", "etc/app/keep", "etc/app/new", "etc/app/old1", "etc/app/old2", "etc/app/sub", "etc/other"]);
+        assert_eq!(
+            paths(&entries),
+            [
+                "etc",
+                "etc/app",
+                "etc/app/keep",
+                "etc/app/new",
+                "etc/app/old1",
+                "etc/app/old2",
+                "etc/app/sub",
+                "etc/other"
+            ]
+        );
         let wo = |p: &str| entries.iter().find(|e| e.path == p).map(|e| e.kind.clone());
         for p in ["etc/app/old1", "etc/app/old2", "etc/app/sub", "etc/other"] {
-            assert_eq!(wo(p), Some(EntryKind::CharDev { major: 0, minor: 0 }), "{p}");
+            assert_eq!(
+                wo(p),
+                Some(EntryKind::CharDev { major: 0, minor: 0 }),
+                "{p}"
+            );
         }
         assert!(matches!(wo("etc/app/keep"), Some(EntryKind::File(_))));
         // Without overlay mode the same xattr is refused, by name.
-        let err = tree_entries(&upper, &TreeOptions { overlay_lowers: None, ..opts }).unwrap_err().to_string();
-        assert!(err.contains("etc/app") && err.contains("user.overlay.opaque"), "{err}");
+        let err = tree_entries(
+            &upper,
+            &TreeOptions {
+                overlay_lowers: None,
+                ..opts
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("etc/app") && err.contains("user.overlay.opaque"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -252,23 +368,51 @@ mod tests {
         fs::write(r.join("etc/motd"), b"hi\n").unwrap();
         std::os::unix::fs::symlink("../etc/motd", r.join("etc/link")).unwrap();
         let mut out = tempfile::tempfile().unwrap();
-        write_tree_gz(&r, &TreeOptions { source_date_epoch: 5, ..Default::default() }, &mut out, 9).unwrap();
+        write_tree_gz(
+            &r,
+            &TreeOptions {
+                source_date_epoch: 5,
+                ..Default::default()
+            },
+            &mut out,
+            9,
+        )
+        .unwrap();
         use std::io::{Read, Seek};
         out.rewind().unwrap();
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(out).read_to_end(&mut raw).unwrap();
+        flate2::read::GzDecoder::new(out)
+            .read_to_end(&mut raw)
+            .unwrap();
         let back = crate::archive::cpio::read_newc(&raw[..]).unwrap();
-        let got: Vec<_> = back.iter().map(|e| (e.path.as_str(), e.data.as_slice(), e.mtime)).collect();
-        assert_eq!(got, [("etc", &b""[..], 5), ("etc/link", &b"../etc/motd"[..], 5), ("etc/motd", &b"hi\n"[..], 5)]);
+        let got: Vec<_> = back
+            .iter()
+            .map(|e| (e.path.as_str(), e.data.as_slice(), e.mtime))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("etc", &b""[..], 5),
+                ("etc/link", &b"../etc/motd"[..], 5),
+                ("etc/motd", &b"hi\n"[..], 5)
+            ]
+        );
     }
 
     #[test]
     fn other_xattrs_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("f"), b"x").unwrap();
-        xattr::set(&dir.path().join("f"), "user.test", b"1").expect("user xattrs needed on the temp dir's filesystem");
-        let opts = TreeOptions { overlay_lowers: Some(vec![]), ..Default::default() };
+        xattr::set(&dir.path().join("f"), "user.test", b"1")
+            .expect("user xattrs needed on the temp dir's filesystem");
+        let opts = TreeOptions {
+            overlay_lowers: Some(vec![]),
+            ..Default::default()
+        };
         let err = tree_entries(dir.path(), &opts).unwrap_err().to_string();
-        assert!(err.contains("f (user.test)") && err.contains("setcap -r"), "{err}");
+        assert!(
+            err.contains("f (user.test)") && err.contains("setcap -r"),
+            "{err}"
+        );
     }
 }

@@ -49,7 +49,8 @@ pub fn append_tree(file: &mut File) -> io::Result<Verity> {
     let hash_offset = data_blocks * BLOCK;
     file.write_all(&vec![0u8; (hash_offset - len) as usize])?;
     file.seek(SeekFrom::Start(0))?;
-    let leaves = block_hashes(&mut io::BufReader::with_capacity(1 << 20, &mut *file).take(hash_offset))?;
+    let leaves =
+        block_hashes(&mut io::BufReader::with_capacity(1 << 20, &mut *file).take(hash_offset))?;
     let (levels, root) = tree(leaves);
     file.seek(SeekFrom::Start(hash_offset))?;
     let mut out = io::BufWriter::with_capacity(1 << 20, &mut *file);
@@ -57,7 +58,10 @@ pub fn append_tree(file: &mut File) -> io::Result<Verity> {
         out.write_all(level)?;
     }
     out.flush()?;
-    Ok(Verity { root_hash: hex(&root), hash_offset })
+    Ok(Verity {
+        root_hash: hex(&root),
+        hash_offset,
+    })
 }
 
 /// sha256 of every 4096-byte block a reader yields (its length is a
@@ -80,14 +84,18 @@ fn block_hashes(reader: &mut impl Read) -> io::Result<Vec<[u8; DIGEST]>> {
 fn tree(mut hashes: Vec<[u8; DIGEST]>) -> (Vec<Vec<u8>>, [u8; DIGEST]) {
     let mut levels = Vec::new();
     while hashes.len() > 1 {
-        let mut level = Vec::with_capacity(hashes.len().div_ceil(HASHES_PER_BLOCK) * BLOCK as usize);
+        let mut level =
+            Vec::with_capacity(hashes.len().div_ceil(HASHES_PER_BLOCK) * BLOCK as usize);
         for chunk in hashes.chunks(HASHES_PER_BLOCK) {
             for h in chunk {
                 level.extend_from_slice(h);
             }
             level.resize(level.len().next_multiple_of(BLOCK as usize), 0);
         }
-        hashes = level.chunks(BLOCK as usize).map(|b| Sha256::digest(b).into()).collect();
+        hashes = level
+            .chunks(BLOCK as usize)
+            .map(|b| Sha256::digest(b).into())
+            .collect();
         levels.push(level);
     }
     (levels, hashes.first().copied().unwrap_or_default())
@@ -135,7 +143,10 @@ mod tests {
         assert_eq!(v.root_hash, hex(&Sha256::digest(top)));
         let first_leaf_block = &all[(v.hash_offset + BLOCK) as usize..][..BLOCK as usize];
         assert_eq!(&top[..DIGEST], Sha256::digest(first_leaf_block).as_slice());
-        assert_eq!(&first_leaf_block[..DIGEST], Sha256::digest(&all[..BLOCK as usize]).as_slice());
+        assert_eq!(
+            &first_leaf_block[..DIGEST],
+            Sha256::digest(&all[..BLOCK as usize]).as_slice()
+        );
     }
 
     /// `veritysetup verify` (cryptsetup-bin) checks every block of the tree
@@ -151,13 +162,44 @@ mod tests {
             let path = f.path().to_string_lossy().to_string();
             let offset = format!("--hash-offset={}", v.hash_offset);
             let blocks = format!("--data-blocks={}", v.hash_offset / BLOCK);
-            let args = ["verify", "--no-superblock", "--salt=-", "--hash=sha256", "--format=1", &offset, &blocks, &path, &path, &v.root_hash];
-            crate::exec::Cmd::new("veritysetup").args(args).run().unwrap_or_else(|e| panic!("{len} bytes: {e:#}"));
+            let args = [
+                "verify",
+                "--no-superblock",
+                "--salt=-",
+                "--hash=sha256",
+                "--format=1",
+                &offset,
+                &blocks,
+                &path,
+                &path,
+                &v.root_hash,
+            ];
+            crate::exec::Cmd::new("veritysetup")
+                .args(args)
+                .run()
+                .unwrap_or_else(|e| panic!("{len} bytes: {e:#}"));
             let mut wrong = v.root_hash.clone().into_bytes();
             wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
             let wrong = String::from_utf8(wrong).unwrap();
-            let args = ["verify", "--no-superblock", "--salt=-", "--hash=sha256", "--format=1", &offset, &blocks, &path, &path, &wrong];
-            assert!(crate::exec::Cmd::new("veritysetup").args(args).run().is_err(), "a wrong root hash verified");
+            let args = [
+                "verify",
+                "--no-superblock",
+                "--salt=-",
+                "--hash=sha256",
+                "--format=1",
+                &offset,
+                &blocks,
+                &path,
+                &path,
+                &wrong,
+            ];
+            assert!(
+                crate::exec::Cmd::new("veritysetup")
+                    .args(args)
+                    .run()
+                    .is_err(),
+                "a wrong root hash verified"
+            );
         }
     }
 }

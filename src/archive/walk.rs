@@ -40,14 +40,23 @@ pub fn walk_filtered(root: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<Ve
     let meta = fs::symlink_metadata(root).map_err(|e| with_path(root, e))?;
     let mut out = Vec::new();
     let is_dir = meta.is_dir();
-    out.push(WalkItem { rel: PathBuf::new(), abs: root.to_path_buf(), meta });
+    out.push(WalkItem {
+        rel: PathBuf::new(),
+        abs: root.to_path_buf(),
+        meta,
+    });
     if is_dir {
         walk_dir(root, Path::new(""), skip, &mut out)?;
     }
     Ok(out)
 }
 
-fn walk_dir(abs: &Path, rel: &Path, skip: &dyn Fn(&Path) -> bool, out: &mut Vec<WalkItem>) -> io::Result<()> {
+fn walk_dir(
+    abs: &Path,
+    rel: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+    out: &mut Vec<WalkItem>,
+) -> io::Result<()> {
     let mut names: Vec<_> = fs::read_dir(abs)
         .map_err(|e| with_path(abs, e))?
         .map(|e| e.map(|e| e.file_name()))
@@ -62,7 +71,11 @@ fn walk_dir(abs: &Path, rel: &Path, skip: &dyn Fn(&Path) -> bool, out: &mut Vec<
         let child_abs = abs.join(&name);
         let meta = fs::symlink_metadata(&child_abs).map_err(|e| with_path(&child_abs, e))?;
         let is_dir = meta.is_dir();
-        out.push(WalkItem { rel: child_rel.clone(), abs: child_abs.clone(), meta });
+        out.push(WalkItem {
+            rel: child_rel.clone(),
+            abs: child_abs.clone(),
+            meta,
+        });
         if is_dir {
             walk_dir(&child_abs, &child_rel, skip, out)?;
         }
@@ -154,9 +167,17 @@ fn class_match(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
 /// Does a `/`-separated pattern (each component a glob) match `path` or one
 /// of its ancestors? `var/log/*` matches `var/log/apt/x` but not `var/log`.
 pub fn path_pattern_matches(pattern: &str, path: &str) -> bool {
-    let pat: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    !pat.is_empty() && comps.len() >= pat.len() && pat.iter().zip(&comps).all(|(p, c)| glob_match(p, c))
+    let pat: Vec<&str> = pattern
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    !pat.is_empty()
+        && comps.len() >= pat.len()
+        && pat.iter().zip(&comps).all(|(p, c)| glob_match(p, c))
 }
 
 /// Paths under `root` matching a relative glob (each component a
@@ -170,10 +191,20 @@ pub fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
         let mut next = Vec::new();
         for dir in current.iter().filter(|d| is_real_dir(d)) {
             if part.contains(['*', '?', '[']) {
-                let Ok(entries) = fs::read_dir(dir) else { continue };
-                let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+                let Ok(entries) = fs::read_dir(dir) else {
+                    continue;
+                };
+                let mut names: Vec<_> = entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect();
                 names.sort();
-                next.extend(names.into_iter().filter(|n| glob_match(part, n)).map(|n| dir.join(n)));
+                next.extend(
+                    names
+                        .into_iter()
+                        .filter(|n| glob_match(part, n))
+                        .map(|n| dir.join(n)),
+                );
             } else {
                 let p = dir.join(part);
                 if fs::symlink_metadata(&p).is_ok() {
@@ -211,22 +242,45 @@ mod tests {
         assert!(!path_pattern_matches("var/log/*", "var/log"));
         assert!(path_pattern_matches("tmp", "tmp/x"));
         assert!(path_pattern_matches("/etc/resolv.conf", "etc/resolv.conf"));
-        assert!(!path_pattern_matches("etc/resolv.conf", "etc/resolv.conf.d"));
-        assert!(path_pattern_matches("etc/apt/apt.conf.d/*proxy*", "etc/apt/apt.conf.d/01proxy"));
+        assert!(!path_pattern_matches(
+            "etc/resolv.conf",
+            "etc/resolv.conf.d"
+        ));
+        assert!(path_pattern_matches(
+            "etc/apt/apt.conf.d/*proxy*",
+            "etc/apt/apt.conf.d/01proxy"
+        ));
     }
 
     #[test]
     fn expand_follows_no_symlinks_and_sorts() {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        for f in ["etc/apt/apt.conf.d/01proxy", "etc/apt/apt.conf.d/99x", "etc/apt/apt.conf.d/00proxy"] {
+        for f in [
+            "etc/apt/apt.conf.d/01proxy",
+            "etc/apt/apt.conf.d/99x",
+            "etc/apt/apt.conf.d/00proxy",
+        ] {
             fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
             fs::write(r.join(f), b"x").unwrap();
         }
         std::os::unix::fs::symlink("/etc", r.join("hostetc")).unwrap();
         let got = expand(r, "etc/apt/apt.conf.d/*proxy*");
-        assert_eq!(got, [r.join("etc/apt/apt.conf.d/00proxy"), r.join("etc/apt/apt.conf.d/01proxy")]);
-        assert!(expand(r, "hostetc/*").is_empty(), "must not walk through a symlink");
-        assert_eq!(walk(r).unwrap().len(), 8, "root, 3 dirs, 3 files and the link itself");
+        assert_eq!(
+            got,
+            [
+                r.join("etc/apt/apt.conf.d/00proxy"),
+                r.join("etc/apt/apt.conf.d/01proxy")
+            ]
+        );
+        assert!(
+            expand(r, "hostetc/*").is_empty(),
+            "must not walk through a symlink"
+        );
+        assert_eq!(
+            walk(r).unwrap().len(),
+            8,
+            "root, 3 dirs, 3 files and the link itself"
+        );
     }
 }

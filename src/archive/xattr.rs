@@ -74,10 +74,17 @@ mod tests {
         std::fs::create_dir(dir.path().join("d")).unwrap();
         std::fs::write(dir.path().join("d/f"), b"x").unwrap();
         std::fs::write(dir.path().join("plain"), b"y").unwrap();
-        set(&dir.path().join("d/f"), "user.test", b"1").expect("this test needs a filesystem with user xattrs (ext4, tmpfs) for its temp dir");
+        set(&dir.path().join("d/f"), "user.test", b"1")
+            .expect("this test needs a filesystem with user xattrs (ext4, tmpfs) for its temp dir");
         let found = scan_xattrs(dir.path()).unwrap();
-        assert_eq!(found, vec![(PathBuf::from("d/f"), vec!["user.test".to_string()])]);
-        assert_eq!(get(&dir.path().join("d/f"), "user.test").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            found,
+            vec![(PathBuf::from("d/f"), vec!["user.test".to_string()])]
+        );
+        assert_eq!(
+            get(&dir.path().join("d/f"), "user.test").unwrap(),
+            Some(b"1".to_vec())
+        );
         assert_eq!(get(&dir.path().join("plain"), "user.test").unwrap(), None);
     }
 }

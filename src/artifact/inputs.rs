@@ -27,7 +27,10 @@ impl Inputs {
     /// A record holding the tool version.
     pub fn new() -> Inputs {
         let mut inputs = Inputs::default();
-        inputs.add(TOOL, super::sha256_bytes(env!("CARGO_PKG_VERSION").as_bytes()));
+        inputs.add(
+            TOOL,
+            super::sha256_bytes(env!("CARGO_PKG_VERSION").as_bytes()),
+        );
         inputs
     }
 
@@ -77,7 +80,11 @@ impl Inputs {
                 None => out.push(format!("{name} is new")),
             }
         }
-        out.extend(old.keys().filter(|k| !self.parts.contains_key(*k)).map(|k| format!("{k} is gone")));
+        out.extend(
+            old.keys()
+                .filter(|k| !self.parts.contains_key(*k))
+                .map(|k| format!("{k} is gone")),
+        );
         out
     }
 }
@@ -97,21 +104,32 @@ pub fn combined(parts: &BTreeMap<String, String>) -> String {
 /// Each file and symlink under `dir` (relative path → sha256 of its mode
 /// and content, or of its link target), in walk order.
 pub fn tree_hashes(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let items = crate::archive::walk(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let items =
+        crate::archive::walk(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     let mut out = Vec::new();
     for item in items.iter().filter(|i| !i.meta.is_dir()) {
         let mut h = Sha256::new();
         if item.meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&item.abs).with_context(|| format!("cannot read {}", item.abs.display()))?;
+            let target = std::fs::read_link(&item.abs)
+                .with_context(|| format!("cannot read {}", item.abs.display()))?;
             h.update(b"link:");
             h.update(target.as_os_str().as_encoded_bytes());
         } else {
             h.update(format!("{:o}:", item.meta.permissions().mode() & 0o7777).as_bytes());
-            let mut file = std::fs::File::open(&item.abs).with_context(|| format!("cannot read {}", item.abs.display()))?;
-            std::io::copy(&mut file, &mut h).with_context(|| format!("cannot read {}", item.abs.display()))?;
+            let mut file = std::fs::File::open(&item.abs)
+                .with_context(|| format!("cannot read {}", item.abs.display()))?;
+            std::io::copy(&mut file, &mut h)
+                .with_context(|| format!("cannot read {}", item.abs.display()))?;
         }
-        let rel = if item.rel.as_os_str().is_empty() { item.abs.file_name().unwrap_or_default().into() } else { item.rel.clone() };
-        out.push((rel.to_string_lossy().into_owned(), super::hex(&h.finalize())));
+        let rel = if item.rel.as_os_str().is_empty() {
+            item.abs.file_name().unwrap_or_default().into()
+        } else {
+            item.rel.clone()
+        };
+        out.push((
+            rel.to_string_lossy().into_owned(),
+            super::hex(&h.finalize()),
+        ));
     }
     Ok(out)
 }
@@ -143,14 +161,29 @@ mod tests {
         record(&mut new);
         new.add("index:bookworm/main", "bb");
         assert_ne!(new.hash(), old.hash());
-        assert_eq!(new.changes_from(old.parts()), ["index:bookworm/main is new", "provisioners/discovery/files/mkimage-discovery changed"]);
+        assert_eq!(
+            new.changes_from(old.parts()),
+            [
+                "index:bookworm/main is new",
+                "provisioners/discovery/files/mkimage-discovery changed"
+            ]
+        );
 
         // A mode change alone is a change (copy keeps the source's mode).
-        let mut perms = std::fs::metadata(role.join("tasks.yml")).unwrap().permissions();
+        let mut perms = std::fs::metadata(role.join("tasks.yml"))
+            .unwrap()
+            .permissions();
         perms.set_mode(0o755);
         std::fs::set_permissions(role.join("tasks.yml"), perms).unwrap();
         let mut moded = Inputs::new();
         moded.add_tree("provisioners/discovery", &role).unwrap();
-        assert_eq!(moded.changes_from(new.parts()), ["provisioners/discovery/tasks.yml changed", "index:bookworm/main is gone", "parent:basefs.squashfs is gone"]);
+        assert_eq!(
+            moded.changes_from(new.parts()),
+            [
+                "provisioners/discovery/tasks.yml changed",
+                "index:bookworm/main is gone",
+                "parent:basefs.squashfs is gone"
+            ]
+        );
     }
 }

@@ -12,7 +12,10 @@ pub mod lookup;
 pub mod objects;
 pub mod publish;
 
-pub use publish::{hex, now, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch, staging_file, utc, write_atomic};
+pub use publish::{
+    hex, now, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch, staging_file,
+    utc, write_atomic,
+};
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -86,8 +89,12 @@ impl Manifest {
     pub fn load(dir: &Path) -> anyhow::Result<Manifest> {
         let path = dir.join(MANIFEST);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{}: not a valid mkimage manifest (remove it and rebuild)", path.display())),
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{}: not a valid mkimage manifest (remove it and rebuild)",
+                    path.display()
+                )
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Manifest::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -95,7 +102,9 @@ impl Manifest {
 
     /// The newest entry of a kind and name, if any.
     pub fn find(&self, kind: &str, name: &str) -> Option<&Entry> {
-        self.artifacts.values().find(|e| e.kind == kind && e.name == name)
+        self.artifacts
+            .values()
+            .find(|e| e.kind == kind && e.name == name)
     }
 }
 
@@ -127,13 +136,37 @@ mod tests {
         let (_file, path) = staged.keep().unwrap();
         let (size, sha) = publish(dir.path(), "x.img", &path).unwrap();
         assert_eq!(size, 3);
-        assert_eq!(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(fs::read_to_string(dir.path().join("x.img.sha256")).unwrap(), format!("{sha}  x.img\n"));
-        assert!(objects::open(dir.path(), &sha).unwrap().is_some(), "kept in the content store");
-        let entry = Entry { kind: "basefs".into(), name: "x".into(), file: "x.img".into(), size, sha256: sha, ..Default::default() };
+        assert_eq!(
+            sha,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("x.img.sha256")).unwrap(),
+            format!("{sha}  x.img\n")
+        );
+        assert!(
+            objects::open(dir.path(), &sha).unwrap().is_some(),
+            "kept in the content store"
+        );
+        let entry = Entry {
+            kind: "basefs".into(),
+            name: "x".into(),
+            file: "x.img".into(),
+            size,
+            sha256: sha,
+            ..Default::default()
+        };
         record(dir.path(), &[entry.clone()]).unwrap();
-        assert_eq!(Manifest::load(dir.path()).unwrap().find("basefs", "x"), Some(&entry));
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".tmp")).collect();
+        assert_eq!(
+            Manifest::load(dir.path()).unwrap().find("basefs", "x"),
+            Some(&entry)
+        );
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 

@@ -30,14 +30,20 @@ pub enum ObjectError {
     #[error("cannot create the content store {path}: {source} (is the output dir writable?)")]
     Create { path: PathBuf, source: io::Error },
     #[error("cannot link {what} into the content store as {path}: {source}")]
-    Link { what: String, path: PathBuf, source: io::Error },
+    Link {
+        what: String,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("cannot read the content store {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
 }
 
 /// 64 lowercase hex digits.
 pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The store directory of an output dir.
@@ -83,19 +89,31 @@ pub fn add_open(dir: &Path, file: &File, sha: &str) -> Result<(), ObjectError> {
 fn link_into(dir: &Path, source: &Path, sha: &str, what: &str) -> Result<(), ObjectError> {
     let target = path(dir, sha)?;
     let store = store(dir);
-    fs::create_dir_all(&store).map_err(|source| ObjectError::Create { path: store.clone(), source })?;
+    fs::create_dir_all(&store).map_err(|source| ObjectError::Create {
+        path: store.clone(),
+        source,
+    })?;
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let tmp = store.join(format!(".{sha}.{}.{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let tmp = store.join(format!(
+        ".{sha}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = fs::remove_file(&tmp);
     let link = |from: &Path, to: &Path| {
         // AT_SYMLINK_FOLLOW makes a /proc/self/fd/N path link the inode itself.
-        nix::unistd::linkat(None, from, None, to, nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW).map_err(io::Error::from)
+        nix::unistd::linkat(None, from, None, to, nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW)
+            .map_err(io::Error::from)
     };
     let linked = link(source, &tmp).and_then(|()| fs::rename(&tmp, &target));
     // Renaming a link over another link to the same inode does nothing and
     // leaves the temp name behind; it goes in every case.
     let _ = fs::remove_file(&tmp);
-    linked.map_err(|source| ObjectError::Link { what: what.to_string(), path: target, source })
+    linked.map_err(|source| ObjectError::Link {
+        what: what.to_string(),
+        path: target,
+        source,
+    })
 }
 
 /// Superseded objects and since when the pruner has seen them so.
@@ -111,12 +129,22 @@ impl Pruner {
     /// republish renaming over the artifact changes it) and the first sweep
     /// that found it missing from `live`, so a restarted server never drops
     /// one early.
-    pub fn prune(&mut self, dir: &Path, live: &HashSet<String>, grace: Duration) -> Result<Vec<String>, ObjectError> {
+    pub fn prune(
+        &mut self,
+        dir: &Path,
+        live: &HashSet<String>,
+        grace: Duration,
+    ) -> Result<Vec<String>, ObjectError> {
         let store = store(dir);
         let entries = match fs::read_dir(&store) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(ObjectError::Read { path: store, source }),
+            Err(source) => {
+                return Err(ObjectError::Read {
+                    path: store,
+                    source,
+                })
+            }
         };
         let now = SystemTime::now();
         let mut seen = HashSet::new();
@@ -128,13 +156,19 @@ impl Pruner {
             }
             seen.insert(name.clone());
             let first = *self.first_seen.entry(name.clone()).or_insert(now);
-            let changed = entry.metadata().map(|m| SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, 0)).unwrap_or(now);
+            let changed = entry
+                .metadata()
+                .map(|m| SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, 0))
+                .unwrap_or(now);
             let since = first.max(changed);
-            if now.duration_since(since).unwrap_or_default() >= grace && fs::remove_file(entry.path()).is_ok() {
+            if now.duration_since(since).unwrap_or_default() >= grace
+                && fs::remove_file(entry.path()).is_ok()
+            {
                 dropped.push(name);
             }
         }
-        self.first_seen.retain(|k, _| seen.contains(k) && !dropped.contains(k));
+        self.first_seen
+            .retain(|k, _| seen.contains(k) && !dropped.contains(k));
         Ok(dropped)
     }
 }
@@ -164,14 +198,26 @@ mod tests {
         let b = "3608bca1e44ea6c4d268eb6db02260269892c0b42b86bbf1e77a6fa16c3c9282";
         add_open(d, &f, b).unwrap();
         add_open(d, &f, b).unwrap();
-        let names: Vec<_> = fs::read_dir(store(d)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(store(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
 
         let mut pruner = Pruner::default();
         let live: HashSet<String> = [b.to_string()].into();
-        assert!(pruner.prune(d, &live, Duration::from_secs(3600)).unwrap().is_empty());
-        assert!(open(d, A).unwrap().is_some(), "kept within the grace period");
-        assert_eq!(pruner.prune(d, &live, Duration::ZERO).unwrap(), vec![A.to_string()]);
+        assert!(pruner
+            .prune(d, &live, Duration::from_secs(3600))
+            .unwrap()
+            .is_empty());
+        assert!(
+            open(d, A).unwrap().is_some(),
+            "kept within the grace period"
+        );
+        assert_eq!(
+            pruner.prune(d, &live, Duration::ZERO).unwrap(),
+            vec![A.to_string()]
+        );
         assert!(open(d, A).unwrap().is_none());
         assert!(open(d, b).unwrap().is_some(), "live objects stay");
     }

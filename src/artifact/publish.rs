@@ -12,19 +12,28 @@ use sha2::{Digest, Sha256};
 /// Write `dir/name` atomically: `write` fills a temp file in `dir`, which is
 /// synced and renamed over `name`. On error the temp file is removed and any
 /// existing `name` is untouched.
-pub fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&mut File) -> io::Result<()>) -> anyhow::Result<PathBuf> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create output dir {}", dir.display()))?;
+pub fn write_atomic(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> anyhow::Result<PathBuf> {
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output dir {}", dir.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
     // Held, so that another build's sweep of staged files in `dir` leaves it.
-    crate::lock::hold_file(tmp.as_file()).with_context(|| format!("cannot lock {}", tmp.path().display()))?;
-    write(tmp.as_file_mut()).with_context(|| format!("cannot write {}", dir.join(name).display()))?;
+    crate::lock::hold_file(tmp.as_file())
+        .with_context(|| format!("cannot lock {}", tmp.path().display()))?;
+    write(tmp.as_file_mut())
+        .with_context(|| format!("cannot write {}", dir.join(name).display()))?;
     tmp.as_file().sync_all()?;
     let dest = dir.join(name);
-    tmp.persist(&dest).map_err(|e| e.error).with_context(|| format!("cannot rename into {}", dest.display()))?;
+    tmp.persist(&dest)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot rename into {}", dest.display()))?;
     set_mode(&dest, 0o644)?;
     Ok(dest)
 }
@@ -44,15 +53,19 @@ pub fn publish(dir: &Path, name: &str, staged: &Path) -> anyhow::Result<(u64, St
     super::objects::add(dir, staged, &sha)?;
     let dest = dir.join(name);
     set_mode(staged, 0o644)?;
-    fs::rename(staged, &dest).with_context(|| format!("cannot rename {} to {}", staged.display(), dest.display()))?;
-    write_atomic(dir, &format!("{name}.sha256"), |f| writeln!(f, "{sha}  {name}"))?;
+    fs::rename(staged, &dest)
+        .with_context(|| format!("cannot rename {} to {}", staged.display(), dest.display()))?;
+    write_atomic(dir, &format!("{name}.sha256"), |f| {
+        writeln!(f, "{sha}  {name}")
+    })?;
     Ok((size, sha))
 }
 
 /// A temp path in `dir` for staging an artifact before `publish`; removed on
 /// drop unless published.
 pub fn staging_file(dir: &Path, name: &str) -> anyhow::Result<tempfile::NamedTempFile> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create output dir {}", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output dir {}", dir.display()))?;
     let staged = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
@@ -60,7 +73,8 @@ pub fn staging_file(dir: &Path, name: &str) -> anyhow::Result<tempfile::NamedTem
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
     // Held while written, so a later build can tell it from one a killed
     // build left behind (see `lock::stale`).
-    crate::lock::hold_file(staged.as_file()).with_context(|| format!("cannot lock {}", staged.path().display()))?;
+    crate::lock::hold_file(staged.as_file())
+        .with_context(|| format!("cannot lock {}", staged.path().display()))?;
     Ok(staged)
 }
 
@@ -97,7 +111,10 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Seconds since the epoch, now.
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` for seconds since the epoch (UTC).
@@ -114,14 +131,21 @@ pub fn utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// SOURCE_DATE_EPOCH from the environment, else `fallback`.
 pub fn source_date_epoch(fallback: u64) -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(fallback)
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(fallback)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,10 @@ pub enum Expect {
     /// The kernel module is loaded (or built in).
     ModuleLoaded { module_loaded: String },
     /// The command exits 0 and (if given) its output matches the regex.
-    Command { command: String, matches: Option<String> },
+    Command {
+        command: String,
+        matches: Option<String>,
+    },
 }
 
 impl Expect {
@@ -32,8 +35,14 @@ impl Expect {
             Expect::UnitActive { unit_active } => format!("unit {unit_active} is active"),
             Expect::FileExists { file_exists } => format!("file {file_exists} exists"),
             Expect::ModuleLoaded { module_loaded } => format!("module {module_loaded} is loaded"),
-            Expect::Command { command, matches: Some(re) } => format!("`{command}` succeeds and prints /{re}/"),
-            Expect::Command { command, matches: None } => format!("`{command}` succeeds"),
+            Expect::Command {
+                command,
+                matches: Some(re),
+            } => format!("`{command}` succeeds and prints /{re}/"),
+            Expect::Command {
+                command,
+                matches: None,
+            } => format!("`{command}` succeeds"),
         }
     }
 
@@ -45,7 +54,9 @@ impl Expect {
             _ => None,
         };
         match re {
-            Some(re) => regex::Regex::new(re).map(|_| ()).map_err(|e| format!("{}: {e}", self.describe())),
+            Some(re) => regex::Regex::new(re)
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", self.describe())),
             None => Ok(()),
         }
     }
@@ -99,7 +110,12 @@ pub fn parse(log: &str) -> (BTreeMap<usize, Reported>, bool) {
             continue;
         }
         let mut words = rest.splitn(3, ' ');
-        let (Some(n), Some(kind)) = (words.next().and_then(|n| n.parse::<usize>().ok()), words.next()) else { continue };
+        let (Some(n), Some(kind)) = (
+            words.next().and_then(|n| n.parse::<usize>().ok()),
+            words.next(),
+        ) else {
+            continue;
+        };
         let r = out.entry(n).or_default();
         match kind {
             "out" => r.output.push(words.next().unwrap_or("").to_string()),
@@ -138,7 +154,9 @@ fn judge_reported(e: &Expect, r: &Reported) -> Result<(), String> {
     match (e, r.exit) {
         (_, None) => Err("no exit status reported".into()),
         (Expect::UnitActive { .. }, _) if text.trim() == "active" => Ok(()),
-        (Expect::UnitActive { .. }, _) => Err(format!("systemctl is-active says `{}`", text.trim())),
+        (Expect::UnitActive { .. }, _) => {
+            Err(format!("systemctl is-active says `{}`", text.trim()))
+        }
         (Expect::Command { matches, .. }, Some(0)) => match matches {
             None => Ok(()),
             Some(re) => match regex::Regex::new(re) {
@@ -175,19 +193,39 @@ mod tests {
     #[test]
     fn script_runs_and_is_judged() {
         let e = vec![
-            Expect::FileExists { file_exists: "/".into() },
-            Expect::Command { command: "echo 'it''s B.02.19'".into(), matches: Some(r"B\.0".into()) },
-            Expect::Command { command: "exit 3".into(), matches: None },
-            Expect::FileExists { file_exists: "/nonexistent x".into() },
-            Expect::Console { console: r"\] booted".into() },
+            Expect::FileExists {
+                file_exists: "/".into(),
+            },
+            Expect::Command {
+                command: "echo 'it''s B.02.19'".into(),
+                matches: Some(r"B\.0".into()),
+            },
+            Expect::Command {
+                command: "exit 3".into(),
+                matches: None,
+            },
+            Expect::FileExists {
+                file_exists: "/nonexistent x".into(),
+            },
+            Expect::Console {
+                console: r"\] booted".into(),
+            },
         ];
-        let out = crate::exec::Cmd::new("sh").args(["-c", &script(&e)]).run().unwrap().stdout;
+        let out = crate::exec::Cmd::new("sh")
+            .args(["-c", &script(&e)])
+            .run()
+            .unwrap()
+            .stdout;
         let log = format!("[  1.0] booted ok\n{out}");
         assert!(parse(&log).1, "{log}");
         let verdicts = judge(&e, &log);
         assert!(verdicts[0].1.is_ok());
         assert!(verdicts[1].1.is_ok(), "{verdicts:?}");
-        assert!(verdicts[2].1.as_ref().unwrap_err().contains("exit status 3"));
+        assert!(verdicts[2]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("exit status 3"));
         assert!(verdicts[3].1.is_err());
         assert!(verdicts[4].1.is_ok());
     }

@@ -37,7 +37,8 @@ pub fn load(path: &Path, is_default: bool) -> anyhow::Result<(Yaml, BootTestConf
         return Err(UsageError(format!("{}: no such boot config", path.display())).into());
     };
     let test = match value.get("boot_test") {
-        Some(v) => serde_yaml_ng::from_value(v.clone()).map_err(|e| crate::ConfigError(format!("{}: boot_test: {e}", path.display())))?,
+        Some(v) => serde_yaml_ng::from_value(v.clone())
+            .map_err(|e| crate::ConfigError(format!("{}: boot_test: {e}", path.display())))?,
         None => BootTestConfig::default(),
     };
     Ok((value, test))
@@ -55,8 +56,15 @@ pub struct ExtraOverlay {
 /// profile of its own when there are none) becomes the default, gains
 /// `args` and the checker overlay, and the serial console comes last (so
 /// /dev/console is ttyS0, which the test reads).
-pub fn for_test(mut config: Yaml, profile: Option<&str>, args: &str, checker: &ExtraOverlay) -> anyhow::Result<Yaml> {
-    let Yaml::Mapping(map) = &mut config else { bail!("the boot config must be a mapping") };
+pub fn for_test(
+    mut config: Yaml,
+    profile: Option<&str>,
+    args: &str,
+    checker: &ExtraOverlay,
+) -> anyhow::Result<Yaml> {
+    let Yaml::Mapping(map) = &mut config else {
+        bail!("the boot config must be a mapping")
+    };
     map.remove("boot_test");
     map.insert("console".into(), "console=tty0 console=ttyS0,115200".into());
     let mut overlay = serde_yaml_ng::Mapping::new();
@@ -74,10 +82,20 @@ pub fn for_test(mut config: Yaml, profile: Option<&str>, args: &str, checker: &E
             }
         }
     };
-    let chosen = profile.map(str::to_string).or_else(|| profiles.first().and_then(|p| p.get("name")).and_then(Yaml::as_str).map(str::to_string));
+    let chosen = profile.map(str::to_string).or_else(|| {
+        profiles
+            .first()
+            .and_then(|p| p.get("name"))
+            .and_then(Yaml::as_str)
+            .map(str::to_string)
+    });
     for p in profiles.iter_mut() {
         let Yaml::Mapping(p) = p else { continue };
-        let own = p.get("args").and_then(Yaml::as_str).unwrap_or("").to_string();
+        let own = p
+            .get("args")
+            .and_then(Yaml::as_str)
+            .unwrap_or("")
+            .to_string();
         p.insert("args".into(), format!("{own} {args}").trim().into());
         let mut overlays = match p.remove("overlays") {
             Some(Yaml::Sequence(o)) => o,
@@ -99,16 +117,28 @@ mod tests {
     #[test]
     fn the_test_profile_gets_the_checker_and_the_args() {
         let config: Yaml = serde_yaml_ng::from_str("default: a\nprofiles:\n  - name: a\n    overlays: [discovery]\n    args: rootsize=2G\n  - name: b\nboot_test:\n  profile: b\n").unwrap();
-        let checker = ExtraOverlay { url: "http://10.0.2.2:1/c.cpio.gz".into(), sha256: "ab".repeat(32) };
+        let checker = ExtraOverlay {
+            url: "http://10.0.2.2:1/c.cpio.gz".into(),
+            sha256: "ab".repeat(32),
+        };
         let out = for_test(config, Some("b"), "no_timer_check", &checker).unwrap();
         assert_eq!(out.get("default").and_then(Yaml::as_str), Some("b"));
         assert!(out.get("boot_test").is_none());
         let a = &out["profiles"][0];
         assert_eq!(a["args"].as_str(), Some("rootsize=2G no_timer_check"));
         assert_eq!(a["overlays"][0].as_str(), Some("discovery"));
-        assert_eq!(a["overlays"][1]["url"].as_str(), Some("http://10.0.2.2:1/c.cpio.gz"));
+        assert_eq!(
+            a["overlays"][1]["url"].as_str(),
+            Some("http://10.0.2.2:1/c.cpio.gz")
+        );
         let empty = for_test(Yaml::Mapping(Default::default()), None, "", &checker).unwrap();
-        assert_eq!(empty["profiles"][0]["overlays"][0]["sha256"].as_str(), Some(checker.sha256.as_str()));
-        assert_eq!(empty.get("default").and_then(Yaml::as_str), Some("boot-test"));
+        assert_eq!(
+            empty["profiles"][0]["overlays"][0]["sha256"].as_str(),
+            Some(checker.sha256.as_str())
+        );
+        assert_eq!(
+            empty.get("default").and_then(Yaml::as_str),
+            Some("boot-test")
+        );
     }
 }

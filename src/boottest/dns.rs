@@ -40,7 +40,12 @@ pub struct Server<'a> {
 impl Server<'_> {
     /// The DNS server for QEMU's user networking.
     pub fn user_net() -> Server<'static> {
-        Server { listen: Ipv4Addr::LOCALHOST, answer: USER_NET_ADDR, netns: None, extra: Vec::new() }
+        Server {
+            listen: Ipv4Addr::LOCALHOST,
+            answer: USER_NET_ADDR,
+            netns: None,
+            extra: Vec::new(),
+        }
     }
 }
 
@@ -54,22 +59,46 @@ pub struct Dns {
 /// `scratch/dnsmasq.log`.
 pub fn start(sys: &dyn Sys, scratch: &Path, server: &Server) -> anyhow::Result<Dns> {
     if !crate::exec::have("dnsmasq") {
-        return Err(crate::UsageError("boot-test answers DNS with dnsmasq: apt-get install -y dnsmasq-base".into()).into());
+        return Err(crate::UsageError(
+            "boot-test answers DNS with dnsmasq: apt-get install -y dnsmasq-base".into(),
+        )
+        .into());
     }
     sys.unshare(CloneFlags::CLONE_NEWNS)?;
-    sys.mount(Path::new("none"), Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)?;
+    sys.mount(
+        Path::new("none"),
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None,
+    )?;
     let conf = scratch.join("resolv.conf");
-    std::fs::write(&conf, format!("nameserver {}\n", server.listen)).context("cannot write the test's resolv.conf")?;
+    std::fs::write(&conf, format!("nameserver {}\n", server.listen))
+        .context("cannot write the test's resolv.conf")?;
     sys::bind(sys, &conf, Path::new("/etc/resolv.conf"), true)?;
-    let log = std::fs::File::create(scratch.join("dnsmasq.log")).context("cannot create the dnsmasq log")?;
+    let log = std::fs::File::create(scratch.join("dnsmasq.log"))
+        .context("cannot create the dnsmasq log")?;
     let cmd = match server.netns {
         Some(ns) => ns.cmd("dnsmasq"),
         None => Cmd::new("dnsmasq"),
     };
     let child = cmd
-        .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--pid-file", "--user=root", "--group=root"])
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file",
+            "--user=root",
+            "--group=root",
+        ])
         .arg(format!("--listen-address={}", server.listen))
-        .args(["--bind-interfaces", "--port=53", "--log-queries", "--log-facility=-"])
+        .args([
+            "--bind-interfaces",
+            "--port=53",
+            "--log-queries",
+            "--log-facility=-",
+        ])
         .arg(format!("--address=/{NAME}/{}", server.answer))
         .args(&server.extra)
         .die_with_parent()

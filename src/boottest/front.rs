@@ -30,15 +30,22 @@ impl Drop for Front {
 /// in front of mkimage on `listen`:`upstream`.
 pub fn start(work: &Path, conf: &Path, listen: Ipv4Addr, upstream: u16) -> anyhow::Result<Front> {
     need_nginx("--via-nginx")?;
-    let text = std::fs::read_to_string(conf).with_context(|| format!("cannot read --via-nginx {}", conf.display()))?;
+    let text = std::fs::read_to_string(conf)
+        .with_context(|| format!("cannot read --via-nginx {}", conf.display()))?;
     let port = super::free_port(listen)?;
     let prefix = work.join("nginx");
     std::fs::create_dir_all(prefix.join("logs"))?;
     let mut site = text;
     for (from, to) in [
-        ("server 127.0.0.1:8080;", format!("server {listen}:{upstream};")),
+        (
+            "server 127.0.0.1:8080;",
+            format!("server {listen}:{upstream};"),
+        ),
         ("listen 8081;", format!("listen {listen}:{port};")),
-        ("/var/cache/nginx/mkimage ", format!("{} ", prefix.join("cache").display())),
+        (
+            "/var/cache/nginx/mkimage ",
+            format!("{} ", prefix.join("cache").display()),
+        ),
     ] {
         if !site.contains(from) {
             bail!(crate::UsageError(format!("--via-nginx {}: expected `{from}` (the site values of nginx/mkimage-cache.conf) to point at the test's server", conf.display())));
@@ -51,7 +58,9 @@ pub fn start(work: &Path, conf: &Path, listen: Ipv4Addr, upstream: u16) -> anyho
 /// A usage error naming `flag` when nginx is not installed.
 pub fn need_nginx(flag: &str) -> anyhow::Result<()> {
     if !crate::exec::have("nginx") {
-        bail!(crate::UsageError(format!("{flag} needs `nginx`: apt-get install -y nginx")));
+        bail!(crate::UsageError(format!(
+            "{flag} needs `nginx`: apt-get install -y nginx"
+        )));
     }
     Ok(())
 }
@@ -70,7 +79,9 @@ pub fn spawn(prefix: &Path, site: &str, listen: Ipv4Addr, port: u16) -> anyhow::
         .die_with_parent()
         .spawn(std::process::Stdio::null(), std::process::Stdio::from(log))?;
     let front = Front { child, port };
-    super::wait_for_port(listen, port, "nginx").with_context(|| std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default())?;
+    super::wait_for_port(listen, port, "nginx").with_context(|| {
+        std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
+    })?;
     Ok(front)
 }
 
@@ -90,5 +101,9 @@ pub fn nginx_conf(prefix: &Path, http_body: &str) -> String {
 /// `mkimage_artifact_downloads_total{kind="basefs"}` of mkimage on `ip`:`port`.
 pub fn basefs_downloads(ip: Ipv4Addr, port: u16) -> anyhow::Result<u64> {
     let (_, text) = super::node::http_get(ip, port, "/metrics")?;
-    Ok(text.lines().find_map(|l| l.strip_prefix("mkimage_artifact_downloads_total{kind=\"basefs\"} ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("mkimage_artifact_downloads_total{kind=\"basefs\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
 }

@@ -48,9 +48,15 @@ pub struct Lab {
 
 /// What `boot-test --proxy-dhcp` needs beyond a plain boot-test.
 pub fn preflight(ipxe_dir: &Path) -> Result<(), String> {
-    for (program, package) in [("nsenter", "util-linux"), ("unshare", "util-linux"), ("dnsmasq", "dnsmasq-base")] {
+    for (program, package) in [
+        ("nsenter", "util-linux"),
+        ("unshare", "util-linux"),
+        ("dnsmasq", "dnsmasq-base"),
+    ] {
         if !crate::exec::have(program) {
-            return Err(format!("boot-test --proxy-dhcp needs `{program}`: apt-get install -y {package}"));
+            return Err(format!(
+                "boot-test --proxy-dhcp needs `{program}`: apt-get install -y {package}"
+            ));
         }
     }
     crate::serve::dhcp::preflight(true, &[ipxe_dir])
@@ -65,11 +71,28 @@ pub fn start(sys: &dyn Sys, scratch: &Path) -> anyhow::Result<Lab> {
     ip(&["tuntap", "add", TAP, "mode", "tap"])?;
     ip(&["link", "set", TAP, "master", BRIDGE, "up"])?;
     let site = Netns::new()?;
-    ip(&["link", "add", SITE_PORT, "type", "veth", "peer", "name", SITE_IFACE, "netns", &site.pid().to_string()])?;
+    ip(&[
+        "link",
+        "add",
+        SITE_PORT,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        SITE_IFACE,
+        "netns",
+        &site.pid().to_string(),
+    ])?;
     ip(&["link", "set", SITE_PORT, "master", BRIDGE, "up"])?;
     let site_ip = |args: &[&str]| site.cmd("ip").args(args).run();
     site_ip(&["link", "set", "lo", "up"])?;
-    site_ip(&["addr", "add", &format!("{SITE}/{PREFIX}"), "dev", SITE_IFACE])?;
+    site_ip(&[
+        "addr",
+        "add",
+        &format!("{SITE}/{PREFIX}"),
+        "dev",
+        SITE_IFACE,
+    ])?;
     site_ip(&["link", "set", SITE_IFACE, "up"])?;
     let leases = scratch.join("site.leases");
     let dhcp = vec![
@@ -81,14 +104,27 @@ pub fn start(sys: &dyn Sys, scratch: &Path) -> anyhow::Result<Lab> {
         "--no-ping".into(),
         "--log-dhcp".into(),
     ];
-    let server = dns::Server { listen: SITE, answer: SERVER, netns: Some(&site), extra: dhcp };
+    let server = dns::Server {
+        listen: SITE,
+        answer: SERVER,
+        netns: Some(&site),
+        extra: dhcp,
+    };
     let site_dns = dns::start(sys, scratch, &server)?;
-    Ok(Lab { _site_dns: site_dns, _site: site })
+    Ok(Lab {
+        _site_dns: site_dns,
+        _site: site,
+    })
 }
 
 /// What the `mkimage serve` of the lab is started with, beside `--http`.
 pub fn serve_args() -> Vec<String> {
-    vec!["--tftp".into(), format!("{SERVER}:69"), "--proxy-dhcp".into(), BRIDGE.into()]
+    vec![
+        "--tftp".into(),
+        format!("{SERVER}:69"),
+        "--proxy-dhcp".into(),
+        BRIDGE.into(),
+    ]
 }
 
 /// A verdict on something the host saw.
@@ -98,25 +134,70 @@ pub type Verdict = (String, Result<(), String>);
 /// dnsmasq's: the site leased the address, the proxy answered each client
 /// on the way, and for UEFI the firmware's PXE exchange and TFTP happened.
 pub fn judge(serve_log: &str, site_log: &str, mac: &str, uefi: bool) -> Vec<Verdict> {
-    let seen = |log: &str, needles: &[&str]| log.lines().any(|l| needles.iter().all(|n| l.contains(n)));
+    let seen =
+        |log: &str, needles: &[&str]| log.lines().any(|l| needles.iter().all(|n| l.contains(n)));
     let check = |what: &str, ok: bool, log: &str| -> Verdict {
-        let why = || format!("not in the log; its last lines:\n{}", super::vm::tail(log, 15));
+        let why = || {
+            format!(
+                "not in the log; its last lines:\n{}",
+                super::vm::tail(log, 15)
+            )
+        };
         (what.to_string(), if ok { Ok(()) } else { Err(why()) })
     };
-    let offer = |client: &str, file: &str| seen(serve_log, &["proxy-dhcp: offer", &format!("mac={mac}"), &format!("client={client}"), "port=67", file]);
+    let offer = |client: &str, file: &str| {
+        seen(
+            serve_log,
+            &[
+                "proxy-dhcp: offer",
+                &format!("mac={mac}"),
+                &format!("client={client}"),
+                "port=67",
+                file,
+            ],
+        )
+    };
     let mut verdicts = vec![check(
         &format!("the site's DHCP server (dnsmasq, addresses only) leased {mac} an address"),
         seen(site_log, &["DHCPACK(", mac]),
         site_log,
     )];
     if uefi {
-        let pxe_ack = seen(serve_log, &["proxy-dhcp: ack", &format!("mac={mac}"), "client=uefi-pxe", "port=4011", &format!("file={EFI_FILE}")]);
-        let tftp = seen(serve_log, &["tftp", &format!("path={EFI_FILE}"), "status=ok"]);
-        verdicts.push(check("proxyDHCP offered the firmware's UEFI PXE client ipxe.efi (port 67)", offer("uefi-pxe", EFI_FILE), serve_log));
-        verdicts.push(check("proxyDHCP acked the firmware's PXE request on port 4011 with ipxe.efi", pxe_ack, serve_log));
-        verdicts.push(check("the firmware loaded ipxe.efi over TFTP", tftp, serve_log));
+        let pxe_ack = seen(
+            serve_log,
+            &[
+                "proxy-dhcp: ack",
+                &format!("mac={mac}"),
+                "client=uefi-pxe",
+                "port=4011",
+                &format!("file={EFI_FILE}"),
+            ],
+        );
+        let tftp = seen(
+            serve_log,
+            &["tftp", &format!("path={EFI_FILE}"), "status=ok"],
+        );
+        verdicts.push(check(
+            "proxyDHCP offered the firmware's UEFI PXE client ipxe.efi (port 67)",
+            offer("uefi-pxe", EFI_FILE),
+            serve_log,
+        ));
+        verdicts.push(check(
+            "proxyDHCP acked the firmware's PXE request on port 4011 with ipxe.efi",
+            pxe_ack,
+            serve_log,
+        ));
+        verdicts.push(check(
+            "the firmware loaded ipxe.efi over TFTP",
+            tftp,
+            serve_log,
+        ));
     }
-    verdicts.push(check("proxyDHCP offered iPXE (user class iPXE) its boot script URL with its MAC", offer("ipxe", &format!("boot.ipxe?mac={mac}")), serve_log));
+    verdicts.push(check(
+        "proxyDHCP offered iPXE (user class iPXE) its boot script URL with its MAC",
+        offer("ipxe", &format!("boot.ipxe?mac={mac}")),
+        serve_log,
+    ));
     verdicts
 }
 
@@ -138,9 +219,22 @@ mod tests {
         assert!(all_ok(&judge(&serve, &site, mac, true)));
         assert_eq!(judge(&serve, &site, mac, false).len(), 2);
         // Without the 4011 exchange, or from another MAC, the UEFI path is not proven.
-        let no_ack: String = serve.lines().filter(|l| !l.contains("port=4011")).collect::<Vec<_>>().join("\n");
-        let failed: Vec<String> = judge(&no_ack, &site, mac, true).into_iter().filter(|(_, r)| r.is_err()).map(|(w, _)| w).collect();
-        assert_eq!(failed, vec!["proxyDHCP acked the firmware's PXE request on port 4011 with ipxe.efi".to_string()]);
+        let no_ack: String = serve
+            .lines()
+            .filter(|l| !l.contains("port=4011"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let failed: Vec<String> = judge(&no_ack, &site, mac, true)
+            .into_iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(w, _)| w)
+            .collect();
+        assert_eq!(
+            failed,
+            vec![
+                "proxyDHCP acked the firmware's PXE request on port 4011 with ipxe.efi".to_string()
+            ]
+        );
         assert!(!all_ok(&judge(&serve, &site, "52:54:00:00:00:01", false)));
         assert!(!all_ok(&judge(&serve, "", mac, false)));
     }

@@ -72,49 +72,87 @@ pub struct Request {
 /// Assertions used when the boot config declares none.
 fn default_expect() -> Vec<Expect> {
     vec![
-        Expect::Console { console: "mkimage-init: exec /sbin/init".into() },
-        Expect::Command { command: "findmnt -n -o FSTYPE /".into(), matches: Some("^overlay$".into()) },
-        Expect::UnitActive { unit_active: "multi-user.target".into() },
+        Expect::Console {
+            console: "mkimage-init: exec /sbin/init".into(),
+        },
+        Expect::Command {
+            command: "findmnt -n -o FSTYPE /".into(),
+            matches: Some("^overlay$".into()),
+        },
+        Expect::UnitActive {
+            unit_active: "multi-user.target".into(),
+        },
     ]
 }
 
 /// What boot-test always asserts on top: the booted system resolves a name
 /// through the DNS server the test runs (to `answer`).
 fn builtin_expect(answer: Ipv4Addr) -> Vec<Expect> {
-    vec![Expect::Command { command: format!("getent hosts {}", dns::NAME), matches: Some(format!(r"^{}\s", answer.to_string().replace('.', r"\."))) }]
+    vec![Expect::Command {
+        command: format!("getent hosts {}", dns::NAME),
+        matches: Some(format!(r"^{}\s", answer.to_string().replace('.', r"\."))),
+    }]
 }
 
 pub fn run(req: &Request) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(UsageError("boot-test needs root (a private network namespace): run it as root".into()).into());
+        return Err(UsageError(
+            "boot-test needs root (a private network namespace): run it as root".into(),
+        )
+        .into());
     }
-    for (program, package) in [("qemu-system-x86_64", "qemu-system-x86"), ("ip", "iproute2")] {
+    for (program, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("ip", "iproute2"),
+    ] {
         if !crate::exec::have(program) {
-            return Err(UsageError(format!("boot-test needs `{program}`: apt-get install -y {package}")).into());
+            return Err(UsageError(format!(
+                "boot-test needs `{program}`: apt-get install -y {package}"
+            ))
+            .into());
         }
     }
     if req.proxy_dhcp {
         lab::preflight(Path::new(IPXE_DIR)).map_err(UsageError)?;
     }
     let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
-    let mut expect = if test.expect.is_empty() { default_expect() } else { test.expect.clone() };
+    let mut expect = if test.expect.is_empty() {
+        default_expect()
+    } else {
+        test.expect.clone()
+    };
     if req.iso.is_none() {
         expect.extend(builtin_expect(network::Network::seen_as(req.proxy_dhcp)));
     }
     if let Some(bad) = expect.iter().find_map(|e| e.validate().err()) {
-        return Err(UsageError(format!("{}: boot_test.expect: {bad}", req.boot_config.display())).into());
+        return Err(UsageError(format!(
+            "{}: boot_test.expect: {bad}",
+            req.boot_config.display()
+        ))
+        .into());
     }
     if let Some(file) = &req.iso {
         return iso::run(req, &test, &expect, file);
     }
     if let Some(playbook) = &req.playbook {
-        let play = crate::image::PlayRequest { playbook: playbook.clone(), overrides: req.overrides.clone(), out: req.dir.clone(), keep_build_dir: false, options: Default::default() };
+        let play = crate::image::PlayRequest {
+            playbook: playbook.clone(),
+            overrides: req.overrides.clone(),
+            out: req.dir.clone(),
+            keep_build_dir: false,
+            options: Default::default(),
+        };
         crate::image::play(&play)?;
     }
     let manifest = crate::artifact::Manifest::load(&req.dir)?;
     for kind in ["basefs", "kernel", "initrd"] {
         if !manifest.artifacts.values().any(|e| e.kind == kind) {
-            return Err(UsageError(format!("no {kind} in {}: build first (mkimage play playbooks/all.yml --out {})", req.dir.display(), req.dir.display())).into());
+            return Err(UsageError(format!(
+                "no {kind} in {}: build first (mkimage play playbooks/all.yml --out {})",
+                req.dir.display(),
+                req.dir.display()
+            ))
+            .into());
         }
     }
 
@@ -122,7 +160,9 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     let sys = &crate::sys::REAL;
     sys.unshare(CloneFlags::CLONE_NEWNET)?;
     Cmd::new("ip").args(["link", "set", "lo", "up"]).run()?;
-    let work = tempfile::Builder::new().prefix("mkimage-boot-test.").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("mkimage-boot-test.")
+        .tempdir()?;
     let net = network::Network::start(sys, work.path(), req.proxy_dhcp)?;
     let (listen, seen_as) = (net.listen(), network::Network::seen_as(req.proxy_dhcp));
 
@@ -132,9 +172,20 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     // no_timer_check: a loaded host can make TCG fail the kernel's IO-APIC timer check.
     let args = format!("no_timer_check {}", req.append).trim().to_string();
     let boot_yml = work.path().join("boot.yml");
-    std::fs::write(&boot_yml, serde_yaml_ng::to_string(&config::for_test(boot_config, profile.as_deref(), &args, &checker)?)?)?;
+    std::fs::write(
+        &boot_yml,
+        serde_yaml_ng::to_string(&config::for_test(
+            boot_config,
+            profile.as_deref(),
+            &args,
+            &checker,
+        )?)?,
+    )?;
 
-    let serial = req.serial_log.clone().unwrap_or_else(|| work.path().join("serial.log"));
+    let serial = req
+        .serial_log
+        .clone()
+        .unwrap_or_else(|| work.path().join("serial.log"));
     let mac = req.mac.to_lowercase();
     let server_log = work.path().join("serve.log");
     let (script_url, _server, front, port) = if req.published {
@@ -153,12 +204,29 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             .arg(&boot_yml)
             .inherit_env()
             .die_with_parent()
-            .spawn(std::process::Stdio::null(), std::process::Stdio::from(std::fs::File::create(&server_log)?))?;
+            .spawn(
+                std::process::Stdio::null(),
+                std::process::Stdio::from(std::fs::File::create(&server_log)?),
+            )?;
         let server = Guard(server);
-        wait_for_port(listen, port, "mkimage serve").with_context(|| vm::tail(&std::fs::read_to_string(&server_log).unwrap_or_default(), 20))?;
-        let front = req.via_nginx.as_deref().map(|conf| front::start(work.path(), conf, listen, port)).transpose()?;
+        wait_for_port(listen, port, "mkimage serve").with_context(|| {
+            vm::tail(
+                &std::fs::read_to_string(&server_log).unwrap_or_default(),
+                20,
+            )
+        })?;
+        let front = req
+            .via_nginx
+            .as_deref()
+            .map(|conf| front::start(work.path(), conf, listen, port))
+            .transpose()?;
         let entry = front.as_ref().map_or(port, |f| f.port);
-        (format!("http://{seen_as}:{entry}/boot.ipxe?mac={mac}"), Some(server), front, Some(port))
+        (
+            format!("http://{seen_as}:{entry}/boot.ipxe?mac={mac}"),
+            Some(server),
+            front,
+            Some(port),
+        )
     };
     let mut spec = vm::VmSpec::netboot(&serial, &script_url);
     spec.memory_mib = req.memory.or(test.memory).unwrap_or(1536);
@@ -167,19 +235,43 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     spec.uefi = req.uefi;
     net.wire(&mut spec, &script_url);
     let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
-    let how = if req.proxy_dhcp { format!("proxyDHCP on {} beside a site DHCP server", lab::BRIDGE) } else { "QEMU user networking".into() };
-    let from = if req.published { "a published tree through nginx" } else { "mkimage serve" };
-    tracing::info!("booting {} ({:?}{}, {} MiB) from {from} over {how}; console: {}", spec.mac, spec.nic, if spec.uefi { ", UEFI" } else { "" }, spec.memory_mib, serial.display());
+    let how = if req.proxy_dhcp {
+        format!("proxyDHCP on {} beside a site DHCP server", lab::BRIDGE)
+    } else {
+        "QEMU user networking".into()
+    };
+    let from = if req.published {
+        "a published tree through nginx"
+    } else {
+        "mkimage serve"
+    };
+    tracing::info!(
+        "booting {} ({:?}{}, {} MiB) from {from} over {how}; console: {}",
+        spec.mac,
+        spec.nic,
+        if spec.uefi { ", UEFI" } else { "" },
+        spec.memory_mib,
+        serial.display()
+    );
     let started = Instant::now();
     let mut guest = vm::Vm::start(&spec)?;
-    let stop = guest.watch(timeout, |log| log.contains("mkimage-check: done") || log.contains("mkimage-init: FAILED") || log.contains("Kernel panic"));
+    let stop = guest.watch(timeout, |log| {
+        log.contains("mkimage-check: done")
+            || log.contains("mkimage-init: FAILED")
+            || log.contains("Kernel panic")
+    });
     let mut log = vm::strip_escapes(&guest.log());
     if let (true, Some(port)) = (log.contains("mkimage-init: FAILED"), port) {
         node::await_failure(listen, port, &spec.mac);
         log = vm::strip_escapes(&guest.log());
     }
     drop(guest);
-    let mut host = net.judge(work.path(), &std::fs::read_to_string(&server_log).unwrap_or_default(), &spec.mac, spec.uefi);
+    let mut host = net.judge(
+        work.path(),
+        &std::fs::read_to_string(&server_log).unwrap_or_default(),
+        &spec.mac,
+        spec.uefi,
+    );
     if req.published {
         host.extend(published::judge(work.path(), &spec.mac));
     }
@@ -188,7 +280,14 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         let settled = matches!(stop, vm::Stop::Done) && !log.contains("mkimage-init: FAILED");
         host.extend(node::judge(listen, port, &spec.mac, &log, settled));
     }
-    judge(&expect, &log, host, stop, timeout, started.elapsed().as_secs_f64())?;
+    judge(
+        &expect,
+        &log,
+        host,
+        stop,
+        timeout,
+        started.elapsed().as_secs_f64(),
+    )?;
     if let (Some(_), Some(port)) = (&front, port) {
         second_boot_from_cache(&spec, work.path(), listen, port, timeout)?;
     }
@@ -197,20 +296,41 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
 
 /// Boot the same machine again through nginx until its basefs is verified,
 /// then require that mkimage served the basefs once for both boots.
-fn second_boot_from_cache(first: &vm::VmSpec, work: &Path, listen: Ipv4Addr, port: u16, timeout: Duration) -> anyhow::Result<()> {
+fn second_boot_from_cache(
+    first: &vm::VmSpec,
+    work: &Path,
+    listen: Ipv4Addr,
+    port: u16,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let mut spec = first.clone();
     spec.serial = work.join("serial-2.log");
-    tracing::info!("second boot through nginx, until the basefs is verified; console: {}", spec.serial.display());
+    tracing::info!(
+        "second boot through nginx, until the basefs is verified; console: {}",
+        spec.serial.display()
+    );
     let mut guest = vm::Vm::start(&spec)?;
-    let basefs_ok = |log: &str| log.lines().any(|l| l.contains("dm-verity ok: ") || (l.contains("sha256 ok: ") && l.contains("squashfs")));
-    let stop = guest.watch(timeout, |log| basefs_ok(log) || log.contains("mkimage-init: FAILED") || log.contains("Kernel panic"));
+    let basefs_ok = |log: &str| {
+        log.lines().any(|l| {
+            l.contains("dm-verity ok: ") || (l.contains("sha256 ok: ") && l.contains("squashfs"))
+        })
+    };
+    let stop = guest.watch(timeout, |log| {
+        basefs_ok(log) || log.contains("mkimage-init: FAILED") || log.contains("Kernel panic")
+    });
     let log = vm::strip_escapes(&guest.log());
     drop(guest);
     if !matches!(stop, vm::Stop::Done) || !basefs_ok(&log) {
-        bail!("boot-test: the second boot through nginx did not verify its basefs\nconsole tail:\n{}", vm::tail(&log, 40));
+        bail!(
+            "boot-test: the second boot through nginx did not verify its basefs\nconsole tail:\n{}",
+            vm::tail(&log, 40)
+        );
     }
     let n = front::basefs_downloads(listen, port)?;
-    println!("{} basefs downloaded from mkimage {n} time(s) for two boots through nginx", if n == 1 { "PASS" } else { "FAIL" });
+    println!(
+        "{} basefs downloaded from mkimage {n} time(s) for two boots through nginx",
+        if n == 1 { "PASS" } else { "FAIL" }
+    );
     if n != 1 {
         bail!("boot-test: mkimage served the basefs {n} times for two boots through nginx (want 1: the second from nginx's cache)");
     }
@@ -222,28 +342,74 @@ const IPXE_DIR: &str = "/usr/lib/ipxe";
 
 /// The verdict from the console: the boot's own failure first, then each
 /// assertion, then what the host saw (`host`).
-fn judge(expect: &[Expect], log: &str, host: Vec<lab::Verdict>, stop: vm::Stop, timeout: Duration, elapsed: f64) -> anyhow::Result<()> {
+fn judge(
+    expect: &[Expect],
+    log: &str,
+    host: Vec<lab::Verdict>,
+    stop: vm::Stop,
+    timeout: Duration,
+    elapsed: f64,
+) -> anyhow::Result<()> {
     // What the host saw of the boot's path goes with every failure: it shows where the boot stopped.
-    let seen: String = host.iter().map(|(what, v)| format!("{}\n", verdict_line(what, v))).collect();
-    let tail = || format!("{}{}", vm::tail(log, 40), if seen.is_empty() { String::new() } else { format!("\nthe boot's path, as the host saw it:\n{seen}") });
-    if let Some(line) = log.lines().find(|l| l.contains("mkimage-init: FAILED") || l.contains("Kernel panic")) {
-        bail!("boot-test: the boot failed after {elapsed:.0}s: {}\nconsole tail:\n{}", line.trim(), tail());
+    let seen: String = host
+        .iter()
+        .map(|(what, v)| format!("{}\n", verdict_line(what, v)))
+        .collect();
+    let tail = || {
+        format!(
+            "{}{}",
+            vm::tail(log, 40),
+            if seen.is_empty() {
+                String::new()
+            } else {
+                format!("\nthe boot's path, as the host saw it:\n{seen}")
+            }
+        )
+    };
+    if let Some(line) = log
+        .lines()
+        .find(|l| l.contains("mkimage-init: FAILED") || l.contains("Kernel panic"))
+    {
+        bail!(
+            "boot-test: the boot failed after {elapsed:.0}s: {}\nconsole tail:\n{}",
+            line.trim(),
+            tail()
+        );
     }
     match stop {
         vm::Stop::Done => {}
-        vm::Stop::Timeout => bail!("boot-test: no result within {}s (the checks never finished)\nconsole tail:\n{}", timeout.as_secs(), tail()),
-        vm::Stop::Exited(how) => bail!("boot-test: QEMU exited ({how}) before the checks finished\nconsole tail:\n{}", tail()),
+        vm::Stop::Timeout => bail!(
+            "boot-test: no result within {}s (the checks never finished)\nconsole tail:\n{}",
+            timeout.as_secs(),
+            tail()
+        ),
+        vm::Stop::Exited(how) => bail!(
+            "boot-test: QEMU exited ({how}) before the checks finished\nconsole tail:\n{}",
+            tail()
+        ),
     }
     let mut verdicts = checks::judge(expect, log);
     verdicts.extend(host);
     for (what, v) in &verdicts {
         println!("{}", verdict_line(what, v));
     }
-    let failed: Vec<String> = verdicts.iter().filter_map(|(what, v)| v.as_ref().err().map(|why| format!("{what}: {why}"))).collect();
+    let failed: Vec<String> = verdicts
+        .iter()
+        .filter_map(|(what, v)| v.as_ref().err().map(|why| format!("{what}: {why}")))
+        .collect();
     if !failed.is_empty() {
-        bail!("boot-test: {} of {} assertions failed: {}\nconsole tail:\n{}", failed.len(), verdicts.len(), failed.join("; "), tail());
+        bail!(
+            "boot-test: {} of {} assertions failed: {}\nconsole tail:\n{}",
+            failed.len(),
+            verdicts.len(),
+            failed.join("; "),
+            tail()
+        );
     }
-    println!("boot-test: {} assertions passed in {elapsed:.0}s", verdicts.len());
+    println!(
+        "boot-test: {} assertions passed in {elapsed:.0}s",
+        verdicts.len()
+    );
     Ok(())
 }
 
@@ -273,11 +439,19 @@ fn wait_for_udp_dns(answer: Ipv4Addr, dnsmasq: &mut std::process::Child) -> anyh
     let start = Instant::now();
     let answer = answer.to_string();
     while start.elapsed() < Duration::from_secs(20) {
-        if Cmd::new("getent").args(["hosts", dns::NAME]).run().is_ok_and(|o| o.stdout.starts_with(&format!("{answer} "))) {
+        if Cmd::new("getent")
+            .args(["hosts", dns::NAME])
+            .run()
+            .is_ok_and(|o| o.stdout.starts_with(&format!("{answer} ")))
+        {
             return Ok(());
         }
         if let Ok(Some(status)) = dnsmasq.try_wait() {
-            bail!("dnsmasq exited ({}) before answering {}", crate::exec::describe_status(status), dns::NAME);
+            bail!(
+                "dnsmasq exited ({}) before answering {}",
+                crate::exec::describe_status(status),
+                dns::NAME
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

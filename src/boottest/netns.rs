@@ -22,14 +22,24 @@ pub struct Netns {
 impl Netns {
     /// A new, empty network namespace (only `lo`, down).
     pub fn new() -> anyhow::Result<Netns> {
-        let holder = Cmd::new("unshare").args(["--net", "--", "sleep", "infinity"]).die_with_parent().spawn(Stdio::null(), Stdio::null())?;
-        let mut ns = Netns { path: PathBuf::from(format!("/proc/{}/ns/net", holder.id())), holder };
+        let holder = Cmd::new("unshare")
+            .args(["--net", "--", "sleep", "infinity"])
+            .die_with_parent()
+            .spawn(Stdio::null(), Stdio::null())?;
+        let mut ns = Netns {
+            path: PathBuf::from(format!("/proc/{}/ns/net", holder.id())),
+            holder,
+        };
         // The holder's namespace differs from ours once unshare has run.
-        let ours = std::fs::read_link("/proc/self/ns/net").context("cannot read this process's network namespace")?;
+        let ours = std::fs::read_link("/proc/self/ns/net")
+            .context("cannot read this process's network namespace")?;
         let start = Instant::now();
         while std::fs::read_link(&ns.path).is_ok_and(|theirs| theirs == ours) {
             if let Ok(Some(status)) = ns.holder.try_wait() {
-                bail!("`unshare --net sleep infinity` exited ({}) before making a network namespace", crate::exec::describe_status(status));
+                bail!(
+                    "`unshare --net sleep infinity` exited ({}) before making a network namespace",
+                    crate::exec::describe_status(status)
+                );
             }
             if start.elapsed() > Duration::from_secs(10) {
                 bail!("`unshare --net` made no network namespace within 10 s");

@@ -24,8 +24,12 @@ impl Network {
     /// Start it. Call inside boot-test's private network namespace.
     pub fn start(sys: &dyn Sys, scratch: &Path, proxy_dhcp: bool) -> anyhow::Result<Network> {
         Ok(match proxy_dhcp {
-            true => Network::Lab { _lab: lab::start(sys, scratch)? },
-            false => Network::User { _dns: dns::start(sys, scratch, &dns::Server::user_net())? },
+            true => Network::Lab {
+                _lab: lab::start(sys, scratch)?,
+            },
+            false => Network::User {
+                _dns: dns::start(sys, scratch, &dns::Server::user_net())?,
+            },
         })
     }
 
@@ -59,9 +63,15 @@ impl Network {
     /// tap — and for UEFI there, no NIC ROM, so the firmware's own PXE boots.
     pub fn wire(&self, spec: &mut VmSpec, script_url: &str) {
         match self {
-            Network::User { .. } => spec.net = Net::User { bootfile: Some(script_url.to_string()) },
+            Network::User { .. } => {
+                spec.net = Net::User {
+                    bootfile: Some(script_url.to_string()),
+                }
+            }
             Network::Lab { .. } => {
-                spec.net = Net::Tap { ifname: lab::TAP.into() };
+                spec.net = Net::Tap {
+                    ifname: lab::TAP.into(),
+                };
                 spec.boot = Boot::Network { rom: !spec.uefi };
             }
         }
@@ -72,7 +82,8 @@ impl Network {
         match self {
             Network::User { .. } => Vec::new(),
             Network::Lab { .. } => {
-                let site_log = std::fs::read_to_string(scratch.join("dnsmasq.log")).unwrap_or_default();
+                let site_log =
+                    std::fs::read_to_string(scratch.join("dnsmasq.log")).unwrap_or_default();
                 lab::judge(serve_log, &site_log, mac, uefi)
             }
         }

@@ -21,13 +21,20 @@ const SETTLE: Duration = Duration::from_secs(15);
 
 /// `GET path` from the server at `ip:port`: (status, body).
 pub fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect((ip, port)).with_context(|| format!("cannot connect to {ip}:{port}"))?;
+    let mut s =
+        TcpStream::connect((ip, port)).with_context(|| format!("cannot connect to {ip}:{port}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     Ok((status, body.to_string()))
 }
 
@@ -57,36 +64,58 @@ pub fn judge(ip: Ipv4Addr, port: u16, mac: &str, console: &str, wait: bool) -> V
 /// before the VM is stopped.
 pub fn await_failure(ip: Ipv4Addr, port: u16, mac: &str) {
     let start = Instant::now();
-    while start.elapsed() < SETTLE && !fetch(ip, port, mac).is_ok_and(|r| r.stage == Some(Stage::Failed)) {
+    while start.elapsed() < SETTLE
+        && !fetch(ip, port, mac).is_ok_and(|r| r.stage == Some(Stage::Failed))
+    {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn fetch(ip: Ipv4Addr, port: u16, mac: &str) -> Result<Record, String> {
     match http_get(ip, port, &format!("/api/nodes/{mac}")) {
-        Ok((200, body)) => serde_json::from_str(&body).map_err(|e| format!("GET /api/nodes/{mac}: not a record: {e}")),
+        Ok((200, body)) => serde_json::from_str(&body)
+            .map_err(|e| format!("GET /api/nodes/{mac}: not a record: {e}")),
         Ok((status, body)) => Err(format!("GET /api/nodes/{mac}: {status} {}", body.trim())),
         Err(e) => Err(format!("GET /api/nodes/{mac}: {e:#}")),
     }
 }
 
 fn verdicts(record: Result<Record, String>) -> Vec<Verdict> {
-    let mac = record.as_ref().map(|r| r.mac.clone()).unwrap_or_else(|_| "the VM".into());
+    let mac = record
+        .as_ref()
+        .map(|r| r.mac.clone())
+        .unwrap_or_else(|_| "the VM".into());
     let booted = record.as_ref().map_err(Clone::clone).and_then(|r| {
         let seen: Vec<&str> = r.stages.iter().map(|s| s.stage.name()).collect();
         match r.stages.iter().any(|s| s.stage == Stage::Booted) {
             true => Ok(()),
-            false => Err(format!("stages seen: [{}]{}", seen.join(", "), r.failure.as_ref().map(|f| format!(", last failure: {}", f.reason)).unwrap_or_default())),
+            false => Err(format!(
+                "stages seen: [{}]{}",
+                seen.join(", "),
+                r.failure
+                    .as_ref()
+                    .map(|f| format!(", last failure: {}", f.reason))
+                    .unwrap_or_default()
+            )),
         }
     });
-    let inventory = record.as_ref().map_err(Clone::clone).and_then(|r| match &r.inventory {
-        Some(i) if i.system.vendor == QEMU_VENDOR => Ok(()),
-        Some(i) => Err(format!("vendor `{}`", i.system.vendor)),
-        None => Err("no inventory posted".into()),
-    });
+    let inventory = record
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|r| match &r.inventory {
+            Some(i) if i.system.vendor == QEMU_VENDOR => Ok(()),
+            Some(i) => Err(format!("vendor `{}`", i.system.vendor)),
+            None => Err("no inventory posted".into()),
+        });
     vec![
-        (format!("the server's node record of {mac} shows the booted stage"), booted),
-        (format!("the server's node record of {mac} holds its inventory (vendor {QEMU_VENDOR})"), inventory),
+        (
+            format!("the server's node record of {mac} shows the booted stage"),
+            booted,
+        ),
+        (
+            format!("the server's node record of {mac} holds its inventory (vendor {QEMU_VENDOR})"),
+            inventory,
+        ),
     ]
 }
 

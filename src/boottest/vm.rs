@@ -61,7 +61,11 @@ pub enum Boot {
     /// firmware's own PXE client (UEFI).
     Network { rom: bool },
     /// A kernel and initrd given to QEMU directly.
-    Kernel { kernel: PathBuf, initrd: PathBuf, append: String },
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
     /// An ISO image as a CD-ROM.
     Cdrom(PathBuf),
 }
@@ -91,7 +95,9 @@ impl VmSpec {
             nic: Nic::Virtio,
             mac: "52:54:00:12:34:56".into(),
             uefi: false,
-            net: Net::User { bootfile: Some(bootfile.to_string()) },
+            net: Net::User {
+                bootfile: Some(bootfile.to_string()),
+            },
             boot: Boot::Network { rom: true },
             serial: serial.to_path_buf(),
             wrapper: Vec::new(),
@@ -103,29 +109,68 @@ impl VmSpec {
         // One host thread runs every vCPU: QEMU 7.2's multi-threaded TCG
         // (fixed in 8.1) can let a vCPU run code another one just patched,
         // and a 6.12 kernel then dies of "Oops: int3" at a static key.
-        let mut a: Vec<OsString> = ["-accel", "tcg,thread=single", "-nodefaults", "-display", "none", "-no-reboot"].map(OsString::from).to_vec();
+        let mut a: Vec<OsString> = [
+            "-accel",
+            "tcg,thread=single",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]
+        .map(OsString::from)
+        .to_vec();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-        push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
+        push(&[
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            &self.cpus.to_string(),
+        ]);
         let netdev = match &self.net {
             Net::User { bootfile: Some(f) } => Some(format!("user,id=n0,bootfile={f}")),
             Net::User { bootfile: None } => Some("user,id=n0".to_string()),
-            Net::Tap { ifname } => Some(format!("tap,id=n0,ifname={ifname},script=no,downscript=no")),
+            Net::Tap { ifname } => {
+                Some(format!("tap,id=n0,ifname={ifname},script=no,downscript=no"))
+            }
             Net::None | Net::Unplugged => None,
         };
         if let Some(netdev) = netdev {
-            let rom = if matches!(self.boot, Boot::Network { rom: false }) { ",romfile=" } else { "" };
-            push(&["-netdev", &netdev, "-device", &format!("{},netdev=n0,mac={}{rom}", self.nic.device(), self.mac)]);
+            let rom = if matches!(self.boot, Boot::Network { rom: false }) {
+                ",romfile="
+            } else {
+                ""
+            };
+            push(&[
+                "-netdev",
+                &netdev,
+                "-device",
+                &format!("{},netdev=n0,mac={}{rom}", self.nic.device(), self.mac),
+            ]);
         }
         if self.net == Net::Unplugged {
-            push(&["-device", &format!("{},mac={},romfile=", self.nic.device(), self.mac)]);
+            push(&[
+                "-device",
+                &format!("{},mac={},romfile=", self.nic.device(), self.mac),
+            ]);
         }
         if self.uefi {
             push(&["-bios", OVMF]);
         }
         match &self.boot {
             Boot::Network { .. } => push(&["-boot", "n"]),
-            Boot::Kernel { kernel, initrd, append } => {
-                a.extend(["-kernel".into(), kernel.into(), "-initrd".into(), initrd.into(), "-append".into(), append.into()]);
+            Boot::Kernel {
+                kernel,
+                initrd,
+                append,
+            } => {
+                a.extend([
+                    "-kernel".into(),
+                    kernel.into(),
+                    "-initrd".into(),
+                    initrd.into(),
+                    "-append".into(),
+                    append.into(),
+                ]);
             }
             Boot::Cdrom(iso) => {
                 a.extend(["-cdrom".into(), iso.into()]);
@@ -152,24 +197,39 @@ pub struct Vm {
 impl Vm {
     pub fn start(spec: &VmSpec) -> anyhow::Result<Vm> {
         if spec.uefi && !Path::new(OVMF).is_file() {
-            return Err(crate::UsageError(format!("{OVMF} is missing: apt-get install -y ovmf")).into());
+            return Err(
+                crate::UsageError(format!("{OVMF} is missing: apt-get install -y ovmf")).into(),
+            );
         }
         if !crate::exec::have("qemu-system-x86_64") {
-            return Err(crate::UsageError("`qemu-system-x86_64` is missing: apt-get install -y qemu-system-x86".into()).into());
+            return Err(crate::UsageError(
+                "`qemu-system-x86_64` is missing: apt-get install -y qemu-system-x86".into(),
+            )
+            .into());
         }
         let _ = fs::remove_file(&spec.serial);
         let cmd = match spec.wrapper.split_first() {
             Some((program, rest)) => Cmd::new(program).args(rest).arg("qemu-system-x86_64"),
             None => Cmd::new("qemu-system-x86_64"),
         };
-        let log = fs::File::create(spec.serial.with_extension("qemu.log")).context("cannot create the QEMU log")?;
-        let child = cmd.args(spec.args()).die_with_parent().spawn(Stdio::null(), Stdio::from(log)).context("cannot start QEMU")?;
-        Ok(Vm { child, serial: spec.serial.clone() })
+        let log = fs::File::create(spec.serial.with_extension("qemu.log"))
+            .context("cannot create the QEMU log")?;
+        let child = cmd
+            .args(spec.args())
+            .die_with_parent()
+            .spawn(Stdio::null(), Stdio::from(log))
+            .context("cannot start QEMU")?;
+        Ok(Vm {
+            child,
+            serial: spec.serial.clone(),
+        })
     }
 
     /// The serial console so far.
     pub fn log(&self) -> String {
-        fs::read(&self.serial).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(&self.serial)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Poll the console until `done(log)` says stop, QEMU exits, or time runs
@@ -181,7 +241,11 @@ impl Vm {
                 return Stop::Done;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                return if done(&self.log()) { Stop::Done } else { Stop::Exited(crate::exec::describe_status(status)) };
+                return if done(&self.log()) {
+                    Stop::Done
+                } else {
+                    Stop::Exited(crate::exec::describe_status(status))
+                };
             }
             if start.elapsed() > timeout {
                 return Stop::Timeout;
@@ -270,19 +334,34 @@ mod tests {
 
     #[test]
     fn strips_colours() {
-        assert_eq!(strip_escapes("[\u{1b}[0;32m  OK  \u{1b}[0m] Started"), "[  OK  ] Started");
+        assert_eq!(
+            strip_escapes("[\u{1b}[0;32m  OK  \u{1b}[0m] Started"),
+            "[  OK  ] Started"
+        );
     }
 
     #[test]
     fn argv_for_each_way_to_boot() {
-        let text = |spec: &VmSpec| spec.args().iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
-        let mut spec = VmSpec::netboot(Path::new("/t/serial.log"), "http://10.0.2.2:8080/boot.ipxe");
+        let text = |spec: &VmSpec| {
+            spec.args()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut spec =
+            VmSpec::netboot(Path::new("/t/serial.log"), "http://10.0.2.2:8080/boot.ipxe");
         let net = text(&spec);
         assert!(net.contains("-netdev user,id=n0,bootfile=http://10.0.2.2:8080/boot.ipxe -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56 "), "{net}");
         assert!(net.ends_with("-boot n -serial file:/t/serial.log"), "{net}");
-        assert!(net.starts_with("-accel tcg,thread=single ") && net.contains(" -smp 2 "), "{net}");
+        assert!(
+            net.starts_with("-accel tcg,thread=single ") && net.contains(" -smp 2 "),
+            "{net}"
+        );
         spec.uefi = true;
-        spec.net = Net::Tap { ifname: "tap0".into() };
+        spec.net = Net::Tap {
+            ifname: "tap0".into(),
+        };
         spec.boot = Boot::Network { rom: false };
         spec.nic = Nic::E1000;
         let pxe = text(&spec);
@@ -290,11 +369,22 @@ mod tests {
         spec.net = Net::None;
         spec.boot = Boot::Cdrom("/t/x.iso".into());
         let cd = text(&spec);
-        assert!(!cd.contains("-netdev") && cd.contains("-cdrom /t/x.iso -boot d"), "{cd}");
+        assert!(
+            !cd.contains("-netdev") && cd.contains("-cdrom /t/x.iso -boot d"),
+            "{cd}"
+        );
         spec.net = Net::Unplugged;
         let unplugged = text(&spec);
-        assert!(!unplugged.contains("-netdev") && unplugged.contains("-device e1000,mac=52:54:00:12:34:56,romfile= "), "{unplugged}");
-        spec.boot = Boot::Kernel { kernel: "/k".into(), initrd: "/i".into(), append: "console=ttyS0 a=b".into() };
+        assert!(
+            !unplugged.contains("-netdev")
+                && unplugged.contains("-device e1000,mac=52:54:00:12:34:56,romfile= "),
+            "{unplugged}"
+        );
+        spec.boot = Boot::Kernel {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            append: "console=ttyS0 a=b".into(),
+        };
         assert!(text(&spec).contains("-kernel /k -initrd /i -append console=ttyS0 a=b"));
     }
 }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mkimage", version, about = "Build, serve and boot-test RAM-resident Debian netboot images")]
+#[command(
+    name = "mkimage",
+    version,
+    about = "Build, serve and boot-test RAM-resident Debian netboot images"
+)]
 pub struct Cli {
     /// More output (-v: debug, -vv: trace). RUST_LOG works too.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

@@ -33,16 +33,31 @@ pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(mkimage::config::absolute(path)?)
 }
 
-fn build(kind: Kind, a: args::BuildArgs, stages: (Option<PathBuf>, Option<PathBuf>)) -> anyhow::Result<()> {
+fn build(
+    kind: Kind,
+    a: args::BuildArgs,
+    stages: (Option<PathBuf>, Option<PathBuf>),
+) -> anyhow::Result<()> {
     let mut options = build_options(&a.cache);
     options.save = stages.0.as_deref().map(absolute).transpose()?;
     options.from = stages.1.as_deref().map(absolute).transpose()?;
-    let req = BuildRequest { kind, vars: absolute(&a.vars)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir, options };
+    let req = BuildRequest {
+        kind,
+        vars: absolute(&a.vars)?,
+        overrides: a.vars_override,
+        out: absolute(&a.out)?,
+        keep_build_dir: a.keep_build_dir,
+        options,
+    };
     mkimage::image::run(&req)
 }
 
 fn build_options(f: &args::CacheFlags) -> BuildOptions {
-    BuildOptions { force: f.force || f.no_cache, no_cache: f.no_cache, ..Default::default() }
+    BuildOptions {
+        force: f.force || f.no_cache,
+        no_cache: f.no_cache,
+        ..Default::default()
+    }
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -52,7 +67,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Initrd(a) => build(Kind::Initrd, a, (None, None)),
         Command::Play(a) => {
             let options = build_options(&a.cache);
-            let req = PlayRequest { playbook: absolute(&a.playbook)?, overrides: a.vars_override, out: absolute(&a.out)?, keep_build_dir: a.keep_build_dir, options };
+            let req = PlayRequest {
+                playbook: absolute(&a.playbook)?,
+                overrides: a.vars_override,
+                out: absolute(&a.out)?,
+                keep_build_dir: a.keep_build_dir,
+                options,
+            };
             mkimage::image::play(&req)
         }
         Command::Check(a) => {
@@ -83,8 +104,18 @@ fn run(command: Command) -> anyhow::Result<()> {
                     Some(d) => absolute(d)?,
                     None => absolute(&a.dir)?.join(".cache"),
                 },
-                older_than: a.older_than.as_deref().map(mkimage::cache::parse_age).transpose().map_err(|e| usage(format!("--older-than {e}")))?,
-                max_size: a.max_size.as_deref().map(mkimage::cache::parse_size).transpose().map_err(|e| usage(format!("--max-size {e}")))?,
+                older_than: a
+                    .older_than
+                    .as_deref()
+                    .map(mkimage::cache::parse_age)
+                    .transpose()
+                    .map_err(|e| usage(format!("--older-than {e}")))?,
+                max_size: a
+                    .max_size
+                    .as_deref()
+                    .map(mkimage::cache::parse_size)
+                    .transpose()
+                    .map_err(|e| usage(format!("--max-size {e}")))?,
                 dry_run: a.dry_run,
             };
             mkimage::cache::run(&req)
@@ -102,7 +133,8 @@ fn target(vars: Option<PathBuf>, playbook: Option<PathBuf>) -> anyhow::Result<Ta
 }
 
 fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
-    let nic = mkimage::boottest::Nic::parse(&a.nic).ok_or_else(|| mkimage::UsageError(format!("--nic {}: use virtio or e1000", a.nic)))?;
+    let nic = mkimage::boottest::Nic::parse(&a.nic)
+        .ok_or_else(|| mkimage::UsageError(format!("--nic {}: use virtio or e1000", a.nic)))?;
     let req = mkimage::boottest::Request {
         playbook: a.playbook.as_deref().map(absolute).transpose()?,
         overrides: a.vars_override,
@@ -129,12 +161,19 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
 fn nodes(a: &args::NodesArgs) -> anyhow::Result<()> {
     let dir = absolute(&a.dir)?;
     if !dir.is_dir() {
-        return Err(mkimage::UsageError(format!("--dir {}: not a directory (the dir `mkimage serve --dir` serves)", dir.display())).into());
+        return Err(mkimage::UsageError(format!(
+            "--dir {}: not a directory (the dir `mkimage serve --dir` serves)",
+            dir.display()
+        ))
+        .into());
     }
     let nodes = mkimage::serve::nodes::list(&dir)?;
     match a.json {
         true => println!("{}", mkimage::serve::nodes::show::json(&nodes)),
-        false if nodes.is_empty() => eprintln!("no machine recorded in {} yet", dir.join(mkimage::serve::nodes::NODES).display()),
+        false if nodes.is_empty() => eprintln!(
+            "no machine recorded in {} yet",
+            dir.join(mkimage::serve::nodes::NODES).display()
+        ),
         false => print!("{}", mkimage::serve::nodes::show::table(&nodes)),
     }
     Ok(())
@@ -151,7 +190,12 @@ fn publish(a: &args::PublishArgs) -> anyhow::Result<()> {
         grace: Duration::from_secs(a.grace),
     };
     let done = mkimage::serve::publish::run(&req)?;
-    println!("published {} artifacts, {} machine scripts and the default to {}", done.artifacts, done.machines, req.out.display());
+    println!(
+        "published {} artifacts, {} machine scripts and the default to {}",
+        done.artifacts,
+        done.machines,
+        req.out.display()
+    );
     if done.scripts_removed + done.superseded + done.dropped > 0 {
         println!(
             "removed {} scripts of machines the boot config no longer names; {} artifacts no script names kept for --grace {}s, {} older ones removed",
@@ -175,12 +219,29 @@ fn boot_config_or_default(given: Option<&Path>) -> anyhow::Result<Option<PathBuf
 fn iso(a: args::IsoArgs) -> anyhow::Result<()> {
     let source = match (a.offline, a.server) {
         (true, _) => mkimage::iso::Source::Media,
-        (false, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => mkimage::iso::Source::Server(url.trim_end_matches('/').to_string()),
-        (false, Some(url)) => return Err(mkimage::UsageError(format!("--server {url}: give the URL mkimage serve answers on, http://HOST:PORT")).into()),
-        (false, None) => return Err(mkimage::UsageError("give --offline (the images go on the ISO) or --server URL (the init downloads them)".into()).into()),
+        (false, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
+            mkimage::iso::Source::Server(url.trim_end_matches('/').to_string())
+        }
+        (false, Some(url)) => {
+            return Err(mkimage::UsageError(format!(
+                "--server {url}: give the URL mkimage serve answers on, http://HOST:PORT"
+            ))
+            .into())
+        }
+        (false, None) => return Err(mkimage::UsageError(
+            "give --offline (the images go on the ISO) or --server URL (the init downloads them)"
+                .into(),
+        )
+        .into()),
     };
     let boot_config = boot_config_or_default(a.boot_config.as_deref())?;
-    let req = mkimage::iso::Request { dir: absolute(&a.dir)?, boot_config, profile: a.profile, source, output: absolute(&a.output)? };
+    let req = mkimage::iso::Request {
+        dir: absolute(&a.dir)?,
+        boot_config,
+        profile: a.profile,
+        source,
+        output: absolute(&a.output)?,
+    };
     mkimage::iso::run(&req)
 }
 

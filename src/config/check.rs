@@ -28,7 +28,11 @@ pub fn plans(target: &Target, overrides: &[String], out: &Path) -> Result<Vec<Pl
             let vars = Vars::read(file, overrides)?;
             let kind = Kind::infer(|k| vars.keys.contains_key(k));
             if !vars.keys.contains_key("name") {
-                let named = [overrides.to_vec(), vec!["name=included-settings".to_string()]].concat();
+                let named = [
+                    overrides.to_vec(),
+                    vec!["name=included-settings".to_string()],
+                ]
+                .concat();
                 super::plan_of(&Vars::read(file, &named)?, kind, out)?;
                 return Ok(Vec::new());
             }
@@ -39,7 +43,12 @@ pub fn plans(target: &Target, overrides: &[String], out: &Path) -> Result<Vec<Pl
 }
 
 /// The plan of one build, its roles checked, every `--var` read by something.
-pub fn validated(file: &Path, overrides: &[String], kind: Kind, out: &Path) -> Result<Plan, ConfigError> {
+pub fn validated(
+    file: &Path,
+    overrides: &[String],
+    kind: Kind,
+    out: &Path,
+) -> Result<Plan, ConfigError> {
     let vars = Vars::read(file, overrides)?;
     let plan = super::plan_of(&vars, kind, out)?;
     let reads = check_roles(&plan, &vars)?;
@@ -49,7 +58,11 @@ pub fn validated(file: &Path, overrides: &[String], kind: Kind, out: &Path) -> R
 
 /// Every build of a playbook, validated; a `--var` given for the whole
 /// playbook must be read by at least one of its builds.
-pub fn playbook_plans(path: &Path, overrides: &[String], out: &Path) -> Result<Vec<Plan>, ConfigError> {
+pub fn playbook_plans(
+    path: &Path,
+    overrides: &[String],
+    out: &Path,
+) -> Result<Vec<Plan>, ConfigError> {
     let book = playbook::load(path)?;
     let mut plans = Vec::new();
     let mut reads = BTreeSet::new();
@@ -76,8 +89,10 @@ fn check_roles(plan: &Plan, vars: &Vars) -> Result<BTreeSet<String>, ConfigError
         reads.extend(crate::template::yaml_reads(&setting.value));
     }
     for name in &plan.provisioners {
-        let role = crate::provision::load_role(&plan.provisioners_dir, name).map_err(|e| ConfigError(format!("{}: {e}", plan.file.display())))?;
-        role.check(&plan.context).map_err(|e| ConfigError(format!("{}: {e}", role.dir.join("tasks.yml").display())))?;
+        let role = crate::provision::load_role(&plan.provisioners_dir, name)
+            .map_err(|e| ConfigError(format!("{}: {e}", plan.file.display())))?;
+        role.check(&plan.context)
+            .map_err(|e| ConfigError(format!("{}: {e}", role.dir.join("tasks.yml").display())))?;
         reads.extend(role.reads());
     }
     Ok(reads)
@@ -86,13 +101,21 @@ fn check_roles(plan: &Plan, vars: &Vars) -> Result<BTreeSet<String>, ConfigError
 /// Refuse a `--var` that names neither a top-level key nor a variable read.
 fn unread_overrides(overrides: &[String], reads: &BTreeSet<String>) -> Result<(), ConfigError> {
     for item in overrides {
-        let key = item.split_once('=').map_or(item.as_str(), |(k, _)| k).trim();
+        let key = item
+            .split_once('=')
+            .map_or(item.as_str(), |(k, _)| k)
+            .trim();
         let var = key.strip_prefix("vars.").unwrap_or(key);
         if keys::get(key).is_some() || reads.contains(var) {
             continue;
         }
-        let candidates = keys::KEYS.iter().map(|k| k.name).chain(reads.iter().map(String::as_str));
-        let hint = keys::closest(var, candidates).map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
+        let candidates = keys::KEYS
+            .iter()
+            .map(|k| k.name)
+            .chain(reads.iter().map(String::as_str));
+        let hint = keys::closest(var, candidates)
+            .map(|c| format!("did you mean `{c}`? "))
+            .unwrap_or_default();
         return Err(ConfigError(format!(
             "--var {key}: `{var}` is not a top-level key, and no template or role of this build reads it; {hint}(top-level keys: {})",
             keys::KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")

@@ -24,34 +24,146 @@ const PACKED: &[Kind] = &[Kind::Overlay, Kind::Initrd];
 
 /// Every top-level key, in the order README documents them.
 pub const KEYS: &[Key] = &[
-    Key { name: "name", kinds: ALL, doc: "build name; names the artifact" },
-    Key { name: "include", kinds: ALL, doc: "vars file(s) to read first, relative to this one" },
-    Key { name: "suite", kinds: ALL, doc: "Debian suite (bookworm, trixie)" },
-    Key { name: "variant", kinds: BASEFS, doc: "bootstrap variant" },
-    Key { name: "arch", kinds: ALL, doc: "Debian architecture" },
-    Key { name: "components", kinds: ALL, doc: "archive components" },
-    Key { name: "mirror", kinds: ALL, doc: "Debian mirror URL" },
-    Key { name: "apt_proxy", kinds: ALL, doc: "apt proxy for builds, never left in an image" },
-    Key { name: "bootstrapper", kinds: BASEFS, doc: "auto, mmdebstrap or debootstrap" },
-    Key { name: "packages", kinds: BASEFS, doc: "extra packages at bootstrap time" },
-    Key { name: "exclude", kinds: BASEFS, doc: "packages debootstrap leaves out" },
-    Key { name: "provisioners", kinds: ROLES, doc: "roles to run, in order" },
-    Key { name: "provisioners_dir", kinds: ROLES, doc: "where roles live" },
-    Key { name: "base", kinds: ON_BASE, doc: "the basefs to build on" },
-    Key { name: "parents", kinds: OVERLAY, doc: "parent overlays, applied first" },
-    Key { name: "squashfs", kinds: BASEFS, doc: "squashfs writer options" },
-    Key { name: "kernel_modules", kinds: BASEFS, doc: "which kernel modules the basefs keeps" },
-    Key { name: "compression", kinds: PACKED, doc: "overlay gzip level, initrd format and level" },
-    Key { name: "kernel", kinds: INITRD, doc: "where the initrd's kernel comes from" },
-    Key { name: "modules", kinds: INITRD, doc: "kernel modules in the initrd" },
-    Key { name: "firmware", kinds: INITRD, doc: "include the firmware the modules declare" },
-    Key { name: "init_template", kinds: INITRD, doc: "the initrd's init template" },
-    Key { name: "cache_dir", kinds: ALL, doc: "shared caches" },
-    Key { name: "bootstrap_cache", kinds: BASEFS, doc: "reuse bootstrapped trees" },
-    Key { name: "source_date_epoch", kinds: ALL, doc: "clamp for every mtime in the images" },
-    Key { name: "cleanup", kinds: ROLES, doc: "extra paths removed before packing" },
-    Key { name: "lock", kinds: ALL, doc: "lock file pinning every package version (mkimage lock)" },
-    Key { name: "vars", kinds: ALL, doc: "free-form role variables" },
+    Key {
+        name: "name",
+        kinds: ALL,
+        doc: "build name; names the artifact",
+    },
+    Key {
+        name: "include",
+        kinds: ALL,
+        doc: "vars file(s) to read first, relative to this one",
+    },
+    Key {
+        name: "suite",
+        kinds: ALL,
+        doc: "Debian suite (bookworm, trixie)",
+    },
+    Key {
+        name: "variant",
+        kinds: BASEFS,
+        doc: "bootstrap variant",
+    },
+    Key {
+        name: "arch",
+        kinds: ALL,
+        doc: "Debian architecture",
+    },
+    Key {
+        name: "components",
+        kinds: ALL,
+        doc: "archive components",
+    },
+    Key {
+        name: "mirror",
+        kinds: ALL,
+        doc: "Debian mirror URL",
+    },
+    Key {
+        name: "apt_proxy",
+        kinds: ALL,
+        doc: "apt proxy for builds, never left in an image",
+    },
+    Key {
+        name: "bootstrapper",
+        kinds: BASEFS,
+        doc: "auto, mmdebstrap or debootstrap",
+    },
+    Key {
+        name: "packages",
+        kinds: BASEFS,
+        doc: "extra packages at bootstrap time",
+    },
+    Key {
+        name: "exclude",
+        kinds: BASEFS,
+        doc: "packages debootstrap leaves out",
+    },
+    Key {
+        name: "provisioners",
+        kinds: ROLES,
+        doc: "roles to run, in order",
+    },
+    Key {
+        name: "provisioners_dir",
+        kinds: ROLES,
+        doc: "where roles live",
+    },
+    Key {
+        name: "base",
+        kinds: ON_BASE,
+        doc: "the basefs to build on",
+    },
+    Key {
+        name: "parents",
+        kinds: OVERLAY,
+        doc: "parent overlays, applied first",
+    },
+    Key {
+        name: "squashfs",
+        kinds: BASEFS,
+        doc: "squashfs writer options",
+    },
+    Key {
+        name: "kernel_modules",
+        kinds: BASEFS,
+        doc: "which kernel modules the basefs keeps",
+    },
+    Key {
+        name: "compression",
+        kinds: PACKED,
+        doc: "overlay gzip level, initrd format and level",
+    },
+    Key {
+        name: "kernel",
+        kinds: INITRD,
+        doc: "where the initrd's kernel comes from",
+    },
+    Key {
+        name: "modules",
+        kinds: INITRD,
+        doc: "kernel modules in the initrd",
+    },
+    Key {
+        name: "firmware",
+        kinds: INITRD,
+        doc: "include the firmware the modules declare",
+    },
+    Key {
+        name: "init_template",
+        kinds: INITRD,
+        doc: "the initrd's init template",
+    },
+    Key {
+        name: "cache_dir",
+        kinds: ALL,
+        doc: "shared caches",
+    },
+    Key {
+        name: "bootstrap_cache",
+        kinds: BASEFS,
+        doc: "reuse bootstrapped trees",
+    },
+    Key {
+        name: "source_date_epoch",
+        kinds: ALL,
+        doc: "clamp for every mtime in the images",
+    },
+    Key {
+        name: "cleanup",
+        kinds: ROLES,
+        doc: "extra paths removed before packing",
+    },
+    Key {
+        name: "lock",
+        kinds: ALL,
+        doc: "lock file pinning every package version (mkimage lock)",
+    },
+    Key {
+        name: "vars",
+        kinds: ALL,
+        doc: "free-form role variables",
+    },
 ];
 
 /// The key of this name, if it is one.
@@ -73,7 +185,9 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 /// ", did you mean `x`?" or nothing.
 pub fn hint<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    closest(name, candidates).map(|c| format!(", did you mean `{c}`?")).unwrap_or_default()
+    closest(name, candidates)
+        .map(|c| format!(", did you mean `{c}`?"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -91,19 +205,39 @@ mod tests {
     /// README's configuration reference documents exactly these keys.
     #[test]
     fn readme_documents_every_key() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-        let start = readme.find("## Configuration reference").expect("README has a configuration reference");
-        let table: Vec<&str> = readme[start..].lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).collect();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let start = readme
+            .find("## Configuration reference")
+            .expect("README has a configuration reference");
+        let table: Vec<&str> = readme[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .collect();
         let documented: Vec<String> = table
             .iter()
             .skip(2)
-            .flat_map(|row| row.split('|').nth(1).unwrap_or("").split(',').map(|k| k.trim().trim_matches('`').to_string()))
+            .flat_map(|row| {
+                row.split('|')
+                    .nth(1)
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|k| k.trim().trim_matches('`').to_string())
+            })
             .collect();
         for key in KEYS {
-            assert!(documented.iter().any(|d| d == key.name), "README's configuration reference lacks `{}`", key.name);
+            assert!(
+                documented.iter().any(|d| d == key.name),
+                "README's configuration reference lacks `{}`",
+                key.name
+            );
         }
         for d in &documented {
-            assert!(get(d).is_some(), "README documents `{d}`, which is not a key");
+            assert!(
+                get(d).is_some(),
+                "README documents `{d}`, which is not a key"
+            );
         }
     }
 }

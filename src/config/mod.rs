@@ -8,8 +8,8 @@
 pub mod check;
 pub mod keys;
 pub(crate) mod modules;
-pub mod playbook;
 mod plan;
+pub mod playbook;
 mod vars;
 
 use std::path::{Path, PathBuf};
@@ -22,15 +22,27 @@ pub use plan::{Bootstrapper, InitrdPlan, KernelChoice, Kind, Plan};
 pub use vars::Vars;
 
 /// Load and validate the plan of one build of `kind` into `out`.
-pub fn load(file: &Path, overrides: &[String], kind: Kind, out: &Path) -> Result<Plan, ConfigError> {
+pub fn load(
+    file: &Path,
+    overrides: &[String],
+    kind: Kind,
+    out: &Path,
+) -> Result<Plan, ConfigError> {
     let vars = Vars::read(file, overrides)?;
     plan_of(&vars, kind, out)
 }
 
 /// The plan of already-read vars.
 pub fn plan_of(vars: &Vars, kind: Kind, out: &Path) -> Result<Plan, ConfigError> {
-    let mut defaults = vec![("suite", Yaml::from("bookworm")), ("variant", Yaml::from("minbase")), ("arch", Yaml::from("amd64"))];
-    let mirror_set = vars.keys.get("mirror").is_some_and(|s| s.value.as_str().is_some_and(|m| !m.is_empty()));
+    let mut defaults = vec![
+        ("suite", Yaml::from("bookworm")),
+        ("variant", Yaml::from("minbase")),
+        ("arch", Yaml::from("amd64")),
+    ];
+    let mirror_set = vars
+        .keys
+        .get("mirror")
+        .is_some_and(|s| s.value.as_str().is_some_and(|m| !m.is_empty()));
     if !mirror_set {
         let mirror = crate::apt::host_mirror().map_err(|e| ConfigError(e.to_string()))?;
         defaults.push(("mirror", Yaml::from(mirror)));

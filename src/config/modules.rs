@@ -112,14 +112,22 @@ pub struct ModuleSelection {
 impl Default for ModuleSelection {
     fn default() -> Self {
         let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
-        ModuleSelection { drop: list(DEFAULT_DROP), keep: list(DEFAULT_KEEP), compress: true }
+        ModuleSelection {
+            drop: list(DEFAULT_DROP),
+            keep: list(DEFAULT_KEEP),
+            compress: true,
+        }
     }
 }
 
 impl ModuleSelection {
     /// Nothing dropped.
     pub fn keep_all() -> Self {
-        ModuleSelection { drop: Vec::new(), keep: Vec::new(), compress: true }
+        ModuleSelection {
+            drop: Vec::new(),
+            keep: Vec::new(),
+            compress: true,
+        }
     }
 
     /// Is the module at `rel` (relative to `kernel/`) dropped by the patterns?
@@ -127,7 +135,8 @@ impl ModuleSelection {
         let depth = |list: &[String]| {
             list.iter()
                 .filter(|p| {
-                    crate::archive::walk::path_pattern_matches(p, rel) || crate::archive::walk::path_pattern_matches(p, strip_compression(rel))
+                    crate::archive::walk::path_pattern_matches(p, rel)
+                        || crate::archive::walk::path_pattern_matches(p, strip_compression(rel))
                 })
                 .map(|p| p.split('/').filter(|c| !c.is_empty()).count())
                 .max()
@@ -142,7 +151,10 @@ impl ModuleSelection {
 
 /// `a.ko.xz` → `a.ko` (patterns may name a module without its compression).
 fn strip_compression(rel: &str) -> &str {
-    [".xz", ".zst", ".gz"].iter().find_map(|ext| rel.strip_suffix(ext)).unwrap_or(rel)
+    [".xz", ".zst", ".gz"]
+        .iter()
+        .find_map(|ext| rel.strip_suffix(ext))
+        .unwrap_or(rel)
 }
 
 /// `kernel_modules:` as written in a vars file.
@@ -177,7 +189,11 @@ pub fn pattern_problem(p: &str) -> Option<&'static str> {
 impl ModuleKeys {
     /// The selection these keys give.
     pub fn selection(self) -> ModuleSelection {
-        let mut s = if self.defaults.unwrap_or(true) { ModuleSelection::default() } else { ModuleSelection::keep_all() };
+        let mut s = if self.defaults.unwrap_or(true) {
+            ModuleSelection::default()
+        } else {
+            ModuleSelection::keep_all()
+        };
         s.drop.extend(self.drop);
         s.keep.extend(self.keep);
         s.compress = self.compress.as_deref() != Some("none");
@@ -192,7 +208,15 @@ mod tests {
     #[test]
     fn default_drops_subsystems_and_keeps_nics_storage_and_input() {
         let s = ModuleSelection::default();
-        for dropped in ["drivers/gpu/drm/amd/amdgpu/amdgpu.ko", "sound/core/snd.ko", "drivers/net/wireless/intel/iwlwifi/iwlwifi.ko", "lib/test_bpf.ko", "drivers/media/rc/rc-core.ko.xz", "drivers/infiniband/ulp/srp/ib_srp.ko", "arch/x86/kvm/kvm.ko"] {
+        for dropped in [
+            "drivers/gpu/drm/amd/amdgpu/amdgpu.ko",
+            "sound/core/snd.ko",
+            "drivers/net/wireless/intel/iwlwifi/iwlwifi.ko",
+            "lib/test_bpf.ko",
+            "drivers/media/rc/rc-core.ko.xz",
+            "drivers/infiniband/ulp/srp/ib_srp.ko",
+            "arch/x86/kvm/kvm.ko",
+        ] {
             assert!(s.drops(dropped), "{dropped} should be dropped");
         }
         for kept in [
@@ -215,14 +239,28 @@ mod tests {
 
     #[test]
     fn keep_wins_and_defaults_can_be_turned_off() {
-        let keys = ModuleKeys { defaults: None, drop: vec!["drivers/scsi/*/qla*".into()], keep: vec!["drivers/gpu/drm/ast".into(), "sound".into()], compress: None };
+        let keys = ModuleKeys {
+            defaults: None,
+            drop: vec!["drivers/scsi/*/qla*".into()],
+            keep: vec!["drivers/gpu/drm/ast".into(), "sound".into()],
+            compress: None,
+        };
         let s = keys.selection();
         assert!(!s.drops("drivers/gpu/drm/ast/ast.ko"));
         assert!(s.drops("drivers/gpu/drm/nouveau/nouveau.ko"));
-        assert!(s.drops("drivers/scsi/qla2xxx/qla2xxx.ko"), "a more specific drop wins over keep drivers/scsi");
+        assert!(
+            s.drops("drivers/scsi/qla2xxx/qla2xxx.ko"),
+            "a more specific drop wins over keep drivers/scsi"
+        );
         assert!(!s.drops("sound/core/snd.ko"), "a keep ties `*` and wins");
         assert!(s.compress);
-        let none = ModuleKeys { defaults: Some(false), drop: vec![], keep: vec![], compress: Some("none".into()) }.selection();
+        let none = ModuleKeys {
+            defaults: Some(false),
+            drop: vec![],
+            keep: vec![],
+            compress: Some("none".into()),
+        }
+        .selection();
         assert!(!none.drops("sound/core/snd.ko") && !none.compress);
     }
 
@@ -231,7 +269,9 @@ mod tests {
         assert!(pattern_problem("drivers/gpu").is_none());
         assert!(pattern_problem("lib/test_*").is_none());
         assert!(pattern_problem("/drivers/gpu").is_some());
-        assert!(pattern_problem("kernel/drivers/gpu").unwrap().contains("kernel/"));
+        assert!(pattern_problem("kernel/drivers/gpu")
+            .unwrap()
+            .contains("kernel/"));
         assert!(pattern_problem("drivers/../fs").is_some());
         assert!(pattern_problem(" ").is_some());
     }

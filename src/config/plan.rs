@@ -35,7 +35,10 @@ impl Kind {
     /// What a vars file builds, from its keys, when no command says so:
     /// kernel/modules/firmware → initrd; base/parents → overlay; else basefs.
     pub fn infer(has: impl Fn(&str) -> bool) -> Kind {
-        if ["kernel", "modules", "firmware", "init_template"].iter().any(|k| has(k)) {
+        if ["kernel", "modules", "firmware", "init_template"]
+            .iter()
+            .any(|k| has(k))
+        {
             Kind::Initrd
         } else if has("base") || has("parents") {
             Kind::Overlay
@@ -133,22 +136,37 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn err(&self, key: &[&str], why: impl std::fmt::Display) -> ConfigError {
-        ConfigError(format!("{}: {}: {why}", self.vars.place_of(key), key.join(".")))
+        ConfigError(format!(
+            "{}: {}: {why}",
+            self.vars.place_of(key),
+            key.join(".")
+        ))
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ConfigError> {
-        let Some(value) = self.rendered.get(key) else { return Ok(None) };
-        serde_path_to_error::deserialize(value.clone()).map(Some).map_err(|e| {
-            let inner: Vec<String> = e.path().iter().map(|s| s.to_string()).filter(|s| s != "?").collect();
-            let mut path = vec![key];
-            path.extend(inner.iter().map(String::as_str));
-            let message = e.into_inner().to_string();
-            self.err(&path, message)
-        })
+        let Some(value) = self.rendered.get(key) else {
+            return Ok(None);
+        };
+        serde_path_to_error::deserialize(value.clone())
+            .map(Some)
+            .map_err(|e| {
+                let inner: Vec<String> = e
+                    .path()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .filter(|s| s != "?")
+                    .collect();
+                let mut path = vec![key];
+                path.extend(inner.iter().map(String::as_str));
+                let message = e.into_inner().to_string();
+                self.err(&path, message)
+            })
     }
 
     fn string(&self, key: &str, default: &str) -> Result<String, ConfigError> {
-        Ok(self.get::<String>(key)?.unwrap_or_else(|| default.to_string()))
+        Ok(self
+            .get::<String>(key)?
+            .unwrap_or_else(|| default.to_string()))
     }
 
     fn list(&self, key: &str) -> Result<Vec<String>, ConfigError> {
@@ -156,9 +174,18 @@ impl Reader<'_> {
     }
 
     /// Check every item of a list against a predicate.
-    fn each(&self, key: &str, items: &[String], ok: impl Fn(&str) -> bool, what: &str) -> Result<(), ConfigError> {
+    fn each(
+        &self,
+        key: &str,
+        items: &[String],
+        ok: impl Fn(&str) -> bool,
+        what: &str,
+    ) -> Result<(), ConfigError> {
         match items.iter().position(|i| !ok(i)) {
-            Some(i) => Err(self.err(&[key, &i.to_string()], format!("`{}` is not {what}", items[i]))),
+            Some(i) => Err(self.err(
+                &[key, &i.to_string()],
+                format!("`{}` is not {what}", items[i]),
+            )),
             None => Ok(()),
         }
     }
@@ -166,7 +193,9 @@ impl Reader<'_> {
     /// A path: relative to the file that set it, or to the current directory
     /// for a `--var`.
     fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
-        let Some(p) = self.get::<PathBuf>(key)? else { return Ok(None) };
+        let Some(p) = self.get::<PathBuf>(key)? else {
+            return Ok(None);
+        };
         let base = match self.vars.keys.get(key).map(|s| &s.origin) {
             Some(Origin::File(f)) => f.parent().map(Path::to_path_buf).unwrap_or_default(),
             _ => std::env::current_dir().map_err(|e| self.err(&[key], e))?,
@@ -175,38 +204,79 @@ impl Reader<'_> {
     }
 }
 
-const VARIANTS: &[&str] =
-    &["minbase", "buildd", "important", "required", "standard", "essential", "apt", "custom", "extract", "fakechroot"];
+const VARIANTS: &[&str] = &[
+    "minbase",
+    "buildd",
+    "important",
+    "required",
+    "standard",
+    "essential",
+    "apt",
+    "custom",
+    "extract",
+    "fakechroot",
+];
 
 fn is_package(s: &str) -> bool {
     let (name, version) = s.split_once('=').map_or((s, None), |(n, v)| (n, Some(v)));
     let name_ok = !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
-    name_ok && version.is_none_or(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~:-".contains(c)))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    name_ok
+        && version.is_none_or(|v| {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".+~:-".contains(c))
+        })
 }
 
 fn is_word(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
 }
 
 /// Validate the merged, rendered config of one build.
-pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &Path) -> Result<Plan, ConfigError> {
+pub fn build(
+    vars: &Vars,
+    rendered: &BTreeMap<String, Yaml>,
+    kind: Kind,
+    out: &Path,
+) -> Result<Plan, ConfigError> {
     let r = Reader { vars, rendered };
     let name = r.get::<String>("name")?.ok_or_else(|| {
-        ConfigError(format!("{}: no `name:` — every build needs a name (it names the artifact)", vars.main.display()))
+        ConfigError(format!(
+            "{}: no `name:` — every build needs a name (it names the artifact)",
+            vars.main.display()
+        ))
     })?;
-    if name.is_empty() || name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         let place = vars.place_of(&["name"]);
         return Err(ConfigError(format!("{place}: name `{name}`: use letters, digits, `-`, `_` and `.` only (it becomes a file name)")));
     }
     let mirror = r.string("mirror", "")?;
-    if !(mirror.starts_with("http://") || mirror.starts_with("https://") || mirror.starts_with("file:/")) {
-        return Err(r.err(&["mirror"], format!("`{mirror}` is not an http(s):// or file:/ URL")));
+    if !(mirror.starts_with("http://")
+        || mirror.starts_with("https://")
+        || mirror.starts_with("file:/"))
+    {
+        return Err(r.err(
+            &["mirror"],
+            format!("`{mirror}` is not an http(s):// or file:/ URL"),
+        ));
     }
     let apt_proxy = r.get::<String>("apt_proxy")?.filter(|p| !p.is_empty());
     if let Some(p) = apt_proxy.as_ref().filter(|p| !p.starts_with("http://")) {
-        return Err(r.err(&["apt_proxy"], format!("`{p}` must be an http:// URL such as http://127.0.0.1:3142")));
+        return Err(r.err(
+            &["apt_proxy"],
+            format!("`{p}` must be an http:// URL such as http://127.0.0.1:3142"),
+        ));
     }
     let suite = r.string("suite", "bookworm")?;
     if let Some(why) = crate::suite::unsupported(&suite) {
@@ -214,25 +284,59 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
     }
     let variant = r.string("variant", "minbase")?;
     if !VARIANTS.contains(&variant.as_str()) {
-        return Err(r.err(&["variant"], format!("`{variant}` is not a bootstrap variant ({})", VARIANTS.join(", "))));
+        return Err(r.err(
+            &["variant"],
+            format!(
+                "`{variant}` is not a bootstrap variant ({})",
+                VARIANTS.join(", ")
+            ),
+        ));
     }
     let arch = r.string("arch", "amd64")?;
     if !is_word(&arch) {
-        return Err(r.err(&["arch"], format!("`{arch}` is not a Debian architecture such as amd64")));
+        return Err(r.err(
+            &["arch"],
+            format!("`{arch}` is not a Debian architecture such as amd64"),
+        ));
     }
     let mut components = r.list("components")?;
     if components.is_empty() {
         components = vec!["main".into()];
     }
-    r.each("components", &components, is_word, "an archive component such as main")?;
+    r.each(
+        "components",
+        &components,
+        is_word,
+        "an archive component such as main",
+    )?;
     let packages = r.list("packages")?;
-    r.each("packages", &packages, is_package, "a package name (or name=version)")?;
+    r.each(
+        "packages",
+        &packages,
+        is_package,
+        "a package name (or name=version)",
+    )?;
     let exclude = r.list("exclude")?;
-    r.each("exclude", &exclude, |p| is_package(p) && !p.contains('='), "a package name")?;
+    r.each(
+        "exclude",
+        &exclude,
+        |p| is_package(p) && !p.contains('='),
+        "a package name",
+    )?;
     let provisioners = r.list("provisioners")?;
-    r.each("provisioners", &provisioners, |p| !p.is_empty() && !p.contains('/') && !p.starts_with('.'), "a role (a directory name)")?;
+    r.each(
+        "provisioners",
+        &provisioners,
+        |p| !p.is_empty() && !p.contains('/') && !p.starts_with('.'),
+        "a role (a directory name)",
+    )?;
     let cleanup = r.list("cleanup")?;
-    r.each("cleanup", &cleanup, |p| !p.split('/').any(|c| c == ".."), "a path inside the image (no `..`)")?;
+    r.each(
+        "cleanup",
+        &cleanup,
+        |p| !p.split('/').any(|c| c == ".."),
+        "a path inside the image (no `..`)",
+    )?;
     let provisioners_dir = match r.path("provisioners_dir")? {
         Some(p) => p,
         None => in_project(vars, "provisioners")?,
@@ -241,7 +345,8 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
         Some(p) => p,
         None => in_project(vars, "initrd/init.j2")?,
     };
-    let source_date_epoch = crate::artifact::source_date_epoch(r.get::<u64>("source_date_epoch")?.unwrap_or(0));
+    let source_date_epoch =
+        crate::artifact::source_date_epoch(r.get::<u64>("source_date_epoch")?.unwrap_or(0));
     let squashfs = squashfs_options(&r, source_date_epoch)?;
     let kernel_modules = kernel_modules(&r)?;
     let (gzip_level, compression) = compression(&r, kind)?;
@@ -249,7 +354,14 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
         kernel: match r.get::<String>("kernel")?.as_deref() {
             None | Some("basefs") => KernelChoice::Basefs,
             Some(p) if is_package(p) && !p.contains('=') => KernelChoice::Package(p.to_string()),
-            Some(p) => return Err(r.err(&["kernel"], format!("`{p}` is neither `basefs` nor a kernel package name such as linux-image-amd64"))),
+            Some(p) => {
+                return Err(r.err(
+                    &["kernel"],
+                    format!(
+                    "`{p}` is neither `basefs` nor a kernel package name such as linux-image-amd64"
+                ),
+                ))
+            }
         },
         modules: r.get::<Vec<String>>("modules")?,
         firmware: firmware(&r)?,
@@ -261,10 +373,20 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
         r.each("modules", m, is_word, "a kernel module name")?;
     }
     if kind == Kind::Initrd && !initrd.init_template.is_file() {
-        return Err(r.err(&["init_template"], format!("{} does not exist (set `init_template:` to the initrd's init template)", initrd.init_template.display())));
+        return Err(r.err(
+            &["init_template"],
+            format!(
+                "{} does not exist (set `init_template:` to the initrd's init template)",
+                initrd.init_template.display()
+            ),
+        ));
     }
     let cache_dir = r.path("cache_dir")?.unwrap_or_else(|| out.join(".cache"));
-    let vars_only: BTreeMap<String, Yaml> = vars.vars.keys().filter_map(|k| rendered.get(k).map(|v| (k.clone(), v.clone()))).collect();
+    let vars_only: BTreeMap<String, Yaml> = vars
+        .vars
+        .keys()
+        .filter_map(|k| rendered.get(k).map(|v| (k.clone(), v.clone())))
+        .collect();
     let mut context = rendered.clone();
     context.insert("name".into(), Yaml::String(name.clone()));
     Ok(Plan {
@@ -303,17 +425,29 @@ pub fn build(vars: &Vars, rendered: &BTreeMap<String, Yaml>, kind: Kind, out: &P
 /// (`vars/x.yml` → `./REL`) when it exists there, else under the current
 /// directory.
 fn in_project(vars: &Vars, rel: &str) -> Result<PathBuf, ConfigError> {
-    let beside = vars.main.parent().and_then(Path::parent).map(|p| p.join(rel));
+    let beside = vars
+        .main
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join(rel));
     match beside {
         Some(p) if p.exists() => Ok(p),
-        _ => Ok(std::env::current_dir().map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?.join(rel)),
+        _ => Ok(std::env::current_dir()
+            .map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?
+            .join(rel)),
     }
 }
 
 fn squashfs_options(r: &Reader, source_date_epoch: u64) -> Result<SquashfsOptions, ConfigError> {
     let mut opts: SquashfsOptions = r.get("squashfs")?.unwrap_or_default();
     opts.source_date_epoch = source_date_epoch;
-    opts.validate().map_err(|e| r.err(&["squashfs"], e.to_string().trim_start_matches("invalid squashfs options: ")))?;
+    opts.validate().map_err(|e| {
+        r.err(
+            &["squashfs"],
+            e.to_string()
+                .trim_start_matches("invalid squashfs options: "),
+        )
+    })?;
     Ok(opts)
 }
 
@@ -331,16 +465,28 @@ fn firmware(r: &Reader) -> Result<crate::initramfs::firmware::Source, ConfigErro
 
 /// `kernel_modules: {defaults, drop, keep, compress}`, every pattern checked.
 fn kernel_modules(r: &Reader) -> Result<ModuleSelection, ConfigError> {
-    let Some(keys) = r.get::<ModuleKeys>("kernel_modules")? else { return Ok(ModuleSelection::default()) };
+    let Some(keys) = r.get::<ModuleKeys>("kernel_modules")? else {
+        return Ok(ModuleSelection::default());
+    };
     for (list, patterns) in [("drop", &keys.drop), ("keep", &keys.keep)] {
         for (i, p) in patterns.iter().enumerate() {
             if let Some(why) = pattern_problem(p) {
-                return Err(r.err(&["kernel_modules", list, &i.to_string()], format!("`{p}` {why}")));
+                return Err(r.err(
+                    &["kernel_modules", list, &i.to_string()],
+                    format!("`{p}` {why}"),
+                ));
             }
         }
     }
-    if let Some(c) = keys.compress.as_deref().filter(|c| *c != "xz" && *c != "none") {
-        return Err(r.err(&["kernel_modules", "compress"], format!("`{c}`: use xz (modules stored as .ko.xz) or none")));
+    if let Some(c) = keys
+        .compress
+        .as_deref()
+        .filter(|c| *c != "xz" && *c != "none")
+    {
+        return Err(r.err(
+            &["kernel_modules", "compress"],
+            format!("`{c}`: use xz (modules stored as .ko.xz) or none"),
+        ));
     }
     Ok(keys.selection())
 }
@@ -355,14 +501,22 @@ struct CompressionKeys {
 /// `compression:` — overlays: `{level: 0-9}` (gzip); the initrd:
 /// `{format: gzip|zstd, level}`; a basefs is compressed by `squashfs:`.
 fn compression(r: &Reader, kind: Kind) -> Result<(u32, Compression), ConfigError> {
-    let default = (crate::archive::cpio::DEFAULT_GZIP_LEVEL, Compression::Gzip { level: 6 });
-    let Some(keys) = r.get::<CompressionKeys>("compression")? else { return Ok(default) };
+    let default = (
+        crate::archive::cpio::DEFAULT_GZIP_LEVEL,
+        Compression::Gzip { level: 6 },
+    );
+    let Some(keys) = r.get::<CompressionKeys>("compression")? else {
+        return Ok(default);
+    };
     let level = |range: std::ops::RangeInclusive<i64>, default: i64, format: &str| {
         let l = keys.level.unwrap_or(default);
         if range.contains(&l) {
             Ok(l)
         } else {
-            Err(r.err(&["compression", "level"], format!("{l}: {format} takes {} to {}", range.start(), range.end())))
+            Err(r.err(
+                &["compression", "level"],
+                format!("{l}: {format} takes {} to {}", range.start(), range.end()),
+            ))
         }
     };
     match (kind, keys.format.as_deref()) {
@@ -382,10 +536,16 @@ fn init_defaults(r: &Reader) -> Result<InitDefaults, ConfigError> {
         r.vars.vars.get(key)?;
         r.rendered.get(key).map(|v| match v {
             Yaml::String(s) => s.clone(),
-            other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_string(),
+            other => serde_yaml_ng::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
         })
     };
-    let number = |key: &str, v: String| v.parse::<u32>().map_err(|_| r.err(&[key], format!("`{v}` is not a whole number")));
+    let number = |key: &str, v: String| {
+        v.parse::<u32>()
+            .map_err(|_| r.err(&[key], format!("`{v}` is not a whole number")))
+    };
     if let Some(v) = text("onfail") {
         if v != "shell" && v != "reboot" {
             return Err(r.err(&["onfail"], format!("`{v}` is not `shell` or `reboot`")));
@@ -400,8 +560,14 @@ fn init_defaults(r: &Reader) -> Result<InitDefaults, ConfigError> {
     }
     if let Some(v) = text("rootsize") {
         let digits = v.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
-        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || v.len() - digits.len() > 1 {
-            return Err(r.err(&["rootsize"], format!("`{v}` is not a tmpfs size such as 2G, 512M or 50%")));
+        if digits.is_empty()
+            || !digits.chars().all(|c| c.is_ascii_digit())
+            || v.len() - digits.len() > 1
+        {
+            return Err(r.err(
+                &["rootsize"],
+                format!("`{v}` is not a tmpfs size such as 2G, 512M or 50%"),
+            ));
         }
         d.rootsize = v;
     }

@@ -48,7 +48,10 @@ pub struct Playbook {
 
 pub fn load(path: &Path) -> Result<Playbook, ConfigError> {
     let raw: RawPlaybook = yaml::load(path)?;
-    let root = path.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let root = path
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
     let builds = raw
         .builds
         .into_iter()
@@ -58,12 +61,19 @@ pub fn load(path: &Path) -> Result<Playbook, ConfigError> {
                 RawKind::Overlay => Kind::Overlay,
                 RawKind::Initrd => Kind::Initrd,
             },
-            vars: if b.vars.is_absolute() || b.vars.exists() { b.vars.clone() } else { root.join(&b.vars) },
+            vars: if b.vars.is_absolute() || b.vars.exists() {
+                b.vars.clone()
+            } else {
+                root.join(&b.vars)
+            },
             overrides: b.var.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         })
         .collect::<Vec<_>>();
     if builds.is_empty() {
-        return Err(ConfigError(format!("{}: `builds:` is empty", path.display())));
+        return Err(ConfigError(format!(
+            "{}: `builds:` is empty",
+            path.display()
+        )));
     }
     Ok(Playbook { builds })
 }

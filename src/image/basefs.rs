@@ -29,9 +29,29 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let (_, packages) = super::inputs::packages(plan)?;
     // Layers are only worth keeping over a tree that is kept too.
     let cache = !job.options.no_cache && (plan.bootstrap_cache || from.is_some());
-    let tree = crate::bootstrap::base_tree(plan, &work.path, &Source { from, packages: &packages, cache, pins: pins.as_ref() }, job.progress)?;
-    let store = if cache { Some(Store::open(&plan.cache_dir)?) } else { None };
-    let mut stack = Stack::new(job.sys, &work.path, store, vec![tree.path.clone()], super::layers_key(plan, &[&tree.id]));
+    let tree = crate::bootstrap::base_tree(
+        plan,
+        &work.path,
+        &Source {
+            from,
+            packages: &packages,
+            cache,
+            pins: pins.as_ref(),
+        },
+        job.progress,
+    )?;
+    let store = if cache {
+        Some(Store::open(&plan.cache_dir)?)
+    } else {
+        None
+    };
+    let mut stack = Stack::new(
+        job.sys,
+        &work.path,
+        store,
+        vec![tree.path.clone()],
+        super::layers_key(plan, &[&tree.id]),
+    );
     super::run_roles(job, &mut stack, &packages, pins.as_ref())?;
     let root = work.path.join("root");
     stack.mount_top(&work.path.join("final"), &root)?;
@@ -40,9 +60,11 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         pins.check_installed(&format!("basefs `{}`", plan.name), &installed)?;
     }
     if let Some(save) = &job.options.save {
-        job.progress.step(format!("save the provisioned tree as {}", save.display()));
+        job.progress
+            .step(format!("save the provisioned tree as {}", save.display()));
         let size = crate::stage::save(&root, save)?;
-        job.progress.done(format!("{} ({:.1} MB)", save.display(), size as f64 / 1e6));
+        job.progress
+            .done(format!("{} ({:.1} MB)", save.display(), size as f64 / 1e6));
     }
     select_modules(job, &root)?;
     // Hashed with the image still there (the initrd rebuilds when either
@@ -52,7 +74,9 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
 
     job.progress.step("clean the tree");
     let removed = cleanup::clean(job.sys, &root, &plan.cleanup)?;
-    job.progress.done(format!("removed {removed} build-only and per-machine files"));
+    job.progress.done(format!(
+        "removed {removed} build-only and per-machine files"
+    ));
 
     let mut entry = Entry {
         kind: "basefs".into(),
@@ -76,7 +100,10 @@ fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
     for s in super::kernel::apply(root, &job.plan.kernel_modules, &job.plan.cache_dir)? {
         let needed = match s.needed.len() {
             0 => String::new(),
-            n => format!(", {n} of them only because kept ones need them (e.g. {})", s.needed[0]),
+            n => format!(
+                ", {n} of them only because kept ones need them (e.g. {})",
+                s.needed[0]
+            ),
         };
         job.progress.done(format!(
             "kernel {}: kept {} modules{needed}, dropped {} ({:.0} MB){}",
@@ -85,7 +112,10 @@ fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
             s.dropped,
             s.dropped_bytes as f64 / 1e6,
             match s.compressed {
-                c if c.modules > 0 => format!(", stored as .ko.xz in {:.1}s ({} from the cache)", s.compress_secs, c.cached),
+                c if c.modules > 0 => format!(
+                    ", stored as .ko.xz in {:.1}s ({} from the cache)",
+                    s.compress_secs, c.cached
+                ),
                 _ => String::new(),
             }
         ));
@@ -97,7 +127,10 @@ fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
 fn drop_kernel_image(job: &Job, root: &Path) -> anyhow::Result<()> {
     let image = super::kernel::drop_image(root)?;
     if image > 0 {
-        job.progress.done(format!("left out the kernel image ({:.1} MB): the initrd takes it from the kernel package", image as f64 / 1e6));
+        job.progress.done(format!(
+            "left out the kernel image ({:.1} MB): the initrd takes it from the kernel package",
+            image as f64 / 1e6
+        ));
     }
     Ok(())
 }
@@ -108,13 +141,22 @@ fn pack(job: &Job, root: &Path, mut entry: Entry) -> anyhow::Result<Entry> {
     job.progress.step(format!("pack {}", entry.file));
     let started = std::time::Instant::now();
     let staged = artifact::staging_file(out, &entry.file)?;
-    crate::archive::squashfs::write_tree(root, &mut staged.as_file().try_clone()?, &job.plan.squashfs)
-        .with_context(|| format!("cannot write {}", entry.file))?;
+    crate::archive::squashfs::write_tree(
+        root,
+        &mut staged.as_file().try_clone()?,
+        &job.plan.squashfs,
+    )
+    .with_context(|| format!("cannot write {}", entry.file))?;
     let verity = crate::archive::verity::append_tree(&mut staged.as_file().try_clone()?)
         .with_context(|| format!("cannot append the dm-verity hash tree to {}", entry.file))?;
     let (size, sha256) = artifact::publish(out, &entry.file, staged.path())?;
     let _ = staged.keep();
-    job.progress.done(format!("{} ({:.1} MB) in {:.1}s", entry.file, size as f64 / 1e6, started.elapsed().as_secs_f64()));
+    job.progress.done(format!(
+        "{} ({:.1} MB) in {:.1}s",
+        entry.file,
+        size as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    ));
     entry.size = size;
     entry.sha256 = sha256;
     entry.verity = Some(verity);

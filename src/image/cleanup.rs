@@ -10,7 +10,11 @@ use super::never_ship::{EMPTIED, EMPTY_FILES_UNDER, NEVER_SHIP};
 /// Clean `root`: the never-ship table, then `extra` globs from the config.
 pub fn clean(sys: &dyn crate::sys::Sys, root: &Path, extra: &[String]) -> anyhow::Result<usize> {
     let mut removed = 0;
-    for pattern in NEVER_SHIP.iter().map(|s| s.to_string()).chain(extra.iter().cloned()) {
+    for pattern in NEVER_SHIP
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+    {
         for path in crate::archive::walk::expand(root, pattern.trim_start_matches('/')) {
             remove(sys, &path)?;
             removed += 1;
@@ -46,14 +50,21 @@ pub fn clean(sys: &dyn crate::sys::Sys, root: &Path, extra: &[String]) -> anyhow
 /// overlay would carry nothing but their clamped mtime. Returns how many.
 pub fn prune_copied_up(upper: &Path, lowers: &[std::path::PathBuf]) -> anyhow::Result<usize> {
     use std::os::unix::fs::MetadataExt;
-    let items = crate::archive::walk(upper).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", upper.display()))?;
+    let items = crate::archive::walk(upper)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", upper.display()))?;
     let mut pruned = 0;
     // Reversed pre-order: a dir's contents come before the dir.
     for item in items.iter().skip(1).rev().filter(|i| i.meta.is_dir()) {
-        let empty = fs::read_dir(&item.abs).map(|mut rd| rd.next().is_none()).unwrap_or(false);
+        let empty = fs::read_dir(&item.abs)
+            .map(|mut rd| rd.next().is_none())
+            .unwrap_or(false);
         let opaque = crate::archive::xattr::get(&item.abs, "trusted.overlay.opaque")?.is_some();
-        let same = super::flatten::lower_meta(lowers, &item.rel)
-            .is_some_and(|l| l.is_dir() && l.mode() == item.meta.mode() && l.uid() == item.meta.uid() && l.gid() == item.meta.gid());
+        let same = super::flatten::lower_meta(lowers, &item.rel).is_some_and(|l| {
+            l.is_dir()
+                && l.mode() == item.meta.mode()
+                && l.uid() == item.meta.uid()
+                && l.gid() == item.meta.gid()
+        });
         if empty && !opaque && same {
             fs::remove_dir(&item.abs)?;
             pruned += 1;
@@ -84,7 +95,9 @@ fn remove(sys: &dyn crate::sys::Sys, path: &Path) -> anyhow::Result<()> {
 
 fn remove_files_under(dir: &Path) -> anyhow::Result<usize> {
     let mut n = 0;
-    let Ok(entries) = fs::read_dir(dir) else { return Ok(0) };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(0);
+    };
     for entry in entries.filter_map(|e| e.ok()) {
         let path = entry.path();
         if entry.file_type()?.is_dir() {
@@ -105,7 +118,13 @@ mod tests {
     fn cleans_identity_and_caches() {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        for f in ["etc/ssh/ssh_host_rsa_key", "var/lib/apt/lists/x_Packages", "var/log/apt/term.log", "etc/keep", "etc/apt/apt.conf.d/01proxy"] {
+        for f in [
+            "etc/ssh/ssh_host_rsa_key",
+            "var/lib/apt/lists/x_Packages",
+            "var/log/apt/term.log",
+            "etc/keep",
+            "etc/apt/apt.conf.d/01proxy",
+        ] {
             fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
             fs::write(r.join(f), b"x").unwrap();
         }
@@ -131,9 +150,21 @@ mod tests {
         }
         fs::create_dir_all(upper.join("opt/new-empty")).unwrap();
         fs::write(upper.join("etc/kept"), b"x").unwrap();
-        fs::set_permissions(upper.join("srv/chmodded"), fs::Permissions::from_mode(0o700)).unwrap();
-        assert_eq!(prune_copied_up(&upper, &[lower]).unwrap(), 3, "var/log/apt, then var/log, then var");
+        fs::set_permissions(
+            upper.join("srv/chmodded"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        assert_eq!(
+            prune_copied_up(&upper, &[lower]).unwrap(),
+            3,
+            "var/log/apt, then var/log, then var"
+        );
         assert!(!upper.join("var").exists());
-        assert!(upper.join("srv/chmodded").is_dir() && upper.join("opt/new-empty").is_dir() && upper.join("etc/kept").is_file());
+        assert!(
+            upper.join("srv/chmodded").is_dir()
+                && upper.join("opt/new-empty").is_dir()
+                && upper.join("etc/kept").is_file()
+        );
     }
 }

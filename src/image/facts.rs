@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-
 /// Installed packages (name → version) from the tree's dpkg status.
 pub fn packages(root: &Path) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
@@ -20,7 +19,11 @@ pub fn kernel_versions(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for dir in ["usr/lib/modules", "lib/modules"] {
         if let Ok(rd) = std::fs::read_dir(root.join(dir)) {
-            found.extend(rd.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().to_string()));
+            found.extend(
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().to_string()),
+            );
         }
     }
     found.sort();
@@ -35,7 +38,10 @@ pub fn kernel_hash(root: &Path) -> anyhow::Result<Option<String>> {
     let mut parts = BTreeMap::new();
     let boot = crate::provision::paths::resolve(root, "/boot", true).map_err(anyhow::Error::msg)?;
     if let Ok(rd) = std::fs::read_dir(&boot) {
-        for e in rd.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")) {
+        for e in rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+        {
             for (rel, hash) in crate::artifact::inputs::tree_hashes(&e.path())? {
                 parts.insert(format!("boot/{rel}"), hash);
             }

@@ -29,7 +29,8 @@ pub fn flatten(layers: &[PathBuf], lowers: &[PathBuf], dest: &Path) -> anyhow::R
     // Each dir's attributes come from the top-most layer that has it.
     let mut dirs: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     for layer in layers.iter().rev() {
-        let items = crate::archive::walk(layer).with_context(|| format!("cannot read the layer {}", layer.display()))?;
+        let items = crate::archive::walk(layer)
+            .with_context(|| format!("cannot read the layer {}", layer.display()))?;
         for item in items.iter().skip(1) {
             apply(&item.abs, &item.meta, &dest.join(&item.rel))?;
             if item.meta.is_dir() {
@@ -37,10 +38,12 @@ pub fn flatten(layers: &[PathBuf], lowers: &[PathBuf], dest: &Path) -> anyhow::R
             }
         }
     }
-    let items = crate::archive::walk(dest).with_context(|| format!("cannot read {}", dest.display()))?;
+    let items =
+        crate::archive::walk(dest).with_context(|| format!("cannot read {}", dest.display()))?;
     for item in items.iter().skip(1).filter(|i| is_whiteout(&i.meta)) {
         if !visible(lowers, &item.rel) {
-            fs::remove_file(&item.abs).with_context(|| format!("cannot remove {}", item.abs.display()))?;
+            fs::remove_file(&item.abs)
+                .with_context(|| format!("cannot remove {}", item.abs.display()))?;
         }
     }
     let mut deepest_first: Vec<_> = dirs.into_iter().collect();
@@ -107,7 +110,13 @@ pub fn lower_meta(lowers: &[PathBuf], rel: &Path) -> Option<fs::Metadata> {
         for part in parents {
             dir.push(part);
             match fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() => opaque |= crate::archive::xattr::get(&dir, OPAQUE).ok().flatten().as_deref() == Some(b"y"),
+                Ok(m) if m.is_dir() => {
+                    opaque |= crate::archive::xattr::get(&dir, OPAQUE)
+                        .ok()
+                        .flatten()
+                        .as_deref()
+                        == Some(b"y")
+                }
                 Ok(_) => return None,
                 Err(_) => continue 'lowers,
             }
@@ -128,17 +137,25 @@ fn copy_entry(src: &Path, meta: &fs::Metadata, target: &Path) -> anyhow::Result<
     let ft = meta.file_type();
     let what = || format!("cannot copy {} to {}", src.display(), target.display());
     if ft.is_symlink() {
-        std::os::unix::fs::symlink(fs::read_link(src).with_context(what)?, target).with_context(what)?;
+        std::os::unix::fs::symlink(fs::read_link(src).with_context(what)?, target)
+            .with_context(what)?;
     } else if ft.is_file() {
         fs::copy(src, target).with_context(what)?;
     } else {
         use nix::sys::stat::{mknod, Mode, SFlag};
         let kind = SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
-        mknod(target, kind, Mode::from_bits_truncate(meta.mode() & 0o7777), meta.rdev()).with_context(what)?;
+        mknod(
+            target,
+            kind,
+            Mode::from_bits_truncate(meta.mode() & 0o7777),
+            meta.rdev(),
+        )
+        .with_context(what)?;
     }
     std::os::unix::fs::lchown(target, Some(meta.uid()), Some(meta.gid())).with_context(what)?;
     if !ft.is_symlink() {
-        fs::set_permissions(target, fs::Permissions::from_mode(meta.mode() & 0o7777)).with_context(what)?;
+        fs::set_permissions(target, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .with_context(what)?;
         copy_xattrs(src, target)?;
     }
     set_times(target, meta)
@@ -146,12 +163,16 @@ fn copy_entry(src: &Path, meta: &fs::Metadata, target: &Path) -> anyhow::Result<
 
 /// A dir's owner, mode, xattrs (its opaque flag stays as merged) and times.
 fn copy_dir_attrs(src: &Path, target: &Path) -> anyhow::Result<()> {
-    let Ok(meta) = fs::symlink_metadata(src) else { return Ok(()) };
+    let Ok(meta) = fs::symlink_metadata(src) else {
+        return Ok(());
+    };
     if !fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
         return Ok(());
     }
-    std::os::unix::fs::lchown(target, Some(meta.uid()), Some(meta.gid())).with_context(|| format!("cannot chown {}", target.display()))?;
-    fs::set_permissions(target, fs::Permissions::from_mode(meta.mode() & 0o7777)).with_context(|| format!("cannot chmod {}", target.display()))?;
+    std::os::unix::fs::lchown(target, Some(meta.uid()), Some(meta.gid()))
+        .with_context(|| format!("cannot chown {}", target.display()))?;
+    fs::set_permissions(target, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .with_context(|| format!("cannot chmod {}", target.display()))?;
     copy_xattrs(src, target)?;
     set_times(target, &meta)
 }
@@ -174,7 +195,14 @@ fn copy_xattrs(src: &Path, target: &Path) -> anyhow::Result<()> {
 fn set_times(target: &Path, meta: &fs::Metadata) -> anyhow::Result<()> {
     let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
     let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    utimensat(None, target, &atime, &mtime, UtimensatFlags::NoFollowSymlink).with_context(|| format!("cannot set the times of {}", target.display()))
+    utimensat(
+        None,
+        target,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .with_context(|| format!("cannot set the times of {}", target.display()))
 }
 
 #[cfg(test)]
@@ -190,7 +218,13 @@ mod tests {
     #[test]
     fn layers_merge_as_one_upper() {
         let d = tempfile::tempdir().unwrap();
-        let (base, l1, l2, l3, out) = (d.path().join("base"), d.path().join("l1"), d.path().join("l2"), d.path().join("l3"), d.path().join("out"));
+        let (base, l1, l2, l3, out) = (
+            d.path().join("base"),
+            d.path().join("l1"),
+            d.path().join("l2"),
+            d.path().join("l3"),
+            d.path().join("out"),
+        );
         for dir in ["etc/keep.d", "srv/data/sub", "opt"] {
             fs::create_dir_all(base.join(dir)).unwrap();
         }
@@ -223,14 +257,63 @@ mod tests {
             .unwrap()
             .iter()
             .skip(1)
-            .map(|i| format!("{}{}", i.rel.display(), if is_whiteout(&i.meta) { " (whiteout)" } else if i.meta.is_dir() { "/" } else { "" }))
+            .map(|i| {
+                format!(
+                    "{}{}",
+                    i.rel.display(),
+                    if is_whiteout(&i.meta) {
+                        " (whiteout)"
+                    } else if i.meta.is_dir() {
+                        "/"
+                    } else {
+                        ""
+                    }
+                )
+            })
             .collect();
-        assert_eq!(listing, ["etc/", "etc/keep.d/", "etc/keep.d/c", "etc/new", "etc/old (whiteout)", "opt/", "opt/gone (whiteout)", "srv/", "srv/data/", "srv/data/more", "srv/data/only"]);
+        assert_eq!(
+            listing,
+            [
+                "etc/",
+                "etc/keep.d/",
+                "etc/keep.d/c",
+                "etc/new",
+                "etc/old (whiteout)",
+                "opt/",
+                "opt/gone (whiteout)",
+                "srv/",
+                "srv/data/",
+                "srv/data/more",
+                "srv/data/only"
+            ]
+        );
         assert_eq!(fs::read_to_string(out.join("etc/new")).unwrap(), "n2");
-        assert_eq!(crate::archive::xattr::get(&out.join("srv/data"), OPAQUE).unwrap().as_deref(), Some(&b"y"[..]));
-        assert_eq!(fs::metadata(out.join("etc/keep.d")).unwrap().permissions().mode() & 0o777, 0o700, "attributes of the top-most layer");
-        assert!(visible(&[base.clone()], Path::new("etc/keep.d/a")) && !visible(&[base.clone()], Path::new("etc/tmp")));
-        assert!(!visible(&[l1.clone(), base.clone()], Path::new("srv/data/sub")), "hidden by an opaque dir");
-        assert!(!visible(&[l2.clone(), base], Path::new("etc/old")), "hidden by a whiteout");
+        assert_eq!(
+            crate::archive::xattr::get(&out.join("srv/data"), OPAQUE)
+                .unwrap()
+                .as_deref(),
+            Some(&b"y"[..])
+        );
+        assert_eq!(
+            fs::metadata(out.join("etc/keep.d"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700,
+            "attributes of the top-most layer"
+        );
+        assert!(
+            visible(&[base.clone()], Path::new("etc/keep.d/a"))
+                && !visible(&[base.clone()], Path::new("etc/tmp"))
+        );
+        assert!(
+            !visible(&[l1.clone(), base.clone()], Path::new("srv/data/sub")),
+            "hidden by an opaque dir"
+        );
+        assert!(
+            !visible(&[l2.clone(), base], Path::new("etc/old")),
+            "hidden by a whiteout"
+        );
     }
 }

@@ -13,7 +13,10 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let manifest = Manifest::load(&plan.out)?;
     let basefs = lookup::find_base(plan.base.as_deref(), &plan.file, &plan.out, &manifest)?;
     let inputs = super::inputs::initrd(plan, &basefs)?;
-    let files = [format!("{}.vmlinuz", plan.name), format!("{}.initrd", plan.name)];
+    let files = [
+        format!("{}.vmlinuz", plan.name),
+        format!("{}.initrd", plan.name),
+    ];
     if let Some(entries) = super::up_to_date(job, &files, &inputs)? {
         return Ok(entries);
     }
@@ -32,7 +35,9 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
     let mut opts = InitrdOptions::new(&plan.name, kernel, apt, &plan.out);
     opts.basefs = Some(basefs.path.clone());
-    opts.kernel_package = basefs.entry.as_ref().and_then(|e| crate::initramfs::kernel_image::package_of(&e.packages, e.kernel_version.as_deref()?));
+    opts.kernel_package = basefs.entry.as_ref().and_then(|e| {
+        crate::initramfs::kernel_image::package_of(&e.packages, e.kernel_version.as_deref()?)
+    });
     if let Some(modules) = &plan.initrd.modules {
         opts.modules = modules.clone();
     }
@@ -42,7 +47,11 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     opts.init_template = plan.initrd.init_template.clone();
     opts.defaults = plan.initrd.defaults.clone();
     opts.scratch = Some(work.path.clone());
-    job.progress.step(format!("initrd `{}` from {}", plan.name, basefs.path.display()));
+    job.progress.step(format!(
+        "initrd `{}` from {}",
+        plan.name,
+        basefs.path.display()
+    ));
     let mut entries = crate::initramfs::build(&opts)?;
     if let Some(pins) = &pins {
         for e in &entries {

@@ -18,7 +18,13 @@ use crate::config::{keys, Plan};
 
 /// Plan keys that change how a build runs, never what it makes (the lock
 /// file counts by its content, as the `lock:` part).
-const NOT_INPUTS: &[&str] = &["apt_proxy", "cache_dir", "bootstrap_cache", "include", "lock"];
+const NOT_INPUTS: &[&str] = &[
+    "apt_proxy",
+    "cache_dir",
+    "bootstrap_cache",
+    "include",
+    "lock",
+];
 
 /// The private apt of a plan: its mirror, suite, components, proxy, cache.
 pub fn apt_source(plan: &Plan) -> AptSource {
@@ -34,16 +40,24 @@ pub fn apt_source(plan: &Plan) -> AptSource {
 pub fn packages(plan: &Plan) -> anyhow::Result<(String, String)> {
     if let Some(lock) = &plan.lock {
         let name = lock.file_name().unwrap_or_default().to_string_lossy();
-        return Ok((format!("lock:{name}"), crate::artifact::sha256_file(lock)?.1));
+        return Ok((
+            format!("lock:{name}"),
+            crate::artifact::sha256_file(lock)?.1,
+        ));
     }
     let src = apt_source(plan);
-    Ok((crate::apt::index::part_name(&src), crate::apt::index::digest(&src)?))
+    Ok((
+        crate::apt::index::part_name(&src),
+        crate::apt::index::digest(&src)?,
+    ))
 }
 
 /// What every build has: tool, plan, roles, packages.
 pub fn common(plan: &Plan) -> anyhow::Result<Inputs> {
     let mut inputs = Inputs::new();
-    let applies = |k: &str| keys::get(k).is_none_or(|key| key.kinds.contains(&plan.kind)) && !NOT_INPUTS.contains(&k);
+    let applies = |k: &str| {
+        keys::get(k).is_none_or(|key| key.kinds.contains(&plan.kind)) && !NOT_INPUTS.contains(&k)
+    };
     if let Ok(names) = plan.context.try_iter() {
         for name in names {
             let key = name.to_string();
@@ -53,10 +67,16 @@ pub fn common(plan: &Plan) -> anyhow::Result<Inputs> {
             }
         }
     }
-    inputs.add_bytes("plan:source_date_epoch", plan.source_date_epoch.to_string().as_bytes());
+    inputs.add_bytes(
+        "plan:source_date_epoch",
+        plan.source_date_epoch.to_string().as_bytes(),
+    );
     let label = dir_label(&plan.provisioners_dir, "provisioners");
     for role in &plan.provisioners {
-        inputs.add_tree(&format!("{label}/{role}"), &plan.provisioners_dir.join(role))?;
+        inputs.add_tree(
+            &format!("{label}/{role}"),
+            &plan.provisioners_dir.join(role),
+        )?;
     }
     let (name, hash) = packages(plan)?;
     inputs.add(name, hash);
@@ -73,7 +93,10 @@ fn add_defaults(inputs: &mut Inputs, tables: &[(&str, &[&str])]) {
 /// What never ships in a basefs or an overlay.
 const NEVER_SHIP: [(&str, &[&str]); 3] = [
     ("never_ship", crate::image::never_ship::NEVER_SHIP),
-    ("empty_files_under", crate::image::never_ship::EMPTY_FILES_UNDER),
+    (
+        "empty_files_under",
+        crate::image::never_ship::EMPTY_FILES_UNDER,
+    ),
     ("emptied", crate::image::never_ship::EMPTIED),
 ];
 
@@ -81,10 +104,19 @@ const NEVER_SHIP: [(&str, &[&str]); 3] = [
 pub fn basefs(plan: &Plan, from: Option<&Path>) -> anyhow::Result<Inputs> {
     let mut inputs = common(plan)?;
     add_defaults(&mut inputs, &NEVER_SHIP);
-    add_defaults(&mut inputs, &[("kernel_modules.drop", crate::config::modules::DEFAULT_DROP), ("kernel_modules.keep", crate::config::modules::DEFAULT_KEEP)]);
+    add_defaults(
+        &mut inputs,
+        &[
+            ("kernel_modules.drop", crate::config::modules::DEFAULT_DROP),
+            ("kernel_modules.keep", crate::config::modules::DEFAULT_KEEP),
+        ],
+    );
     if let Some(archive) = from {
         let name = archive.file_name().unwrap_or_default().to_string_lossy();
-        inputs.add(format!("from:{name}"), crate::artifact::sha256_file(archive)?.1);
+        inputs.add(
+            format!("from:{name}"),
+            crate::artifact::sha256_file(archive)?.1,
+        );
     }
     Ok(inputs)
 }
@@ -125,5 +157,7 @@ pub fn initrd(plan: &Plan, base: &Input) -> anyhow::Result<Inputs> {
 
 /// How a project dir is named in input names: its own name.
 fn dir_label(dir: &Path, fallback: &str) -> String {
-    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| fallback.to_string())
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| fallback.to_string())
 }

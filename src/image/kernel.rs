@@ -39,7 +39,10 @@ pub fn apply(root: &Path, sel: &ModuleSelection, cache: &Path) -> anyhow::Result
         let mut summary = select(root, &dir, &version, sel)?;
         if sel.compress {
             let started = std::time::Instant::now();
-            summary.compressed = super::modules_xz::compress_tree(&dir.join("kernel"), &cache.join(super::modules_xz::CACHE_DIR))?;
+            summary.compressed = super::modules_xz::compress_tree(
+                &dir.join("kernel"),
+                &cache.join(super::modules_xz::CACHE_DIR),
+            )?;
             summary.compress_secs = started.elapsed().as_secs_f64();
             rename_in_order(&dir)?;
         }
@@ -58,11 +61,15 @@ fn kernel_dirs(root: &Path) -> Vec<(PathBuf, String)> {
         if parent == "lib/modules" && !lib_is_dir {
             continue;
         }
-        let Ok(rd) = fs::read_dir(root.join(parent)) else { continue };
+        let Ok(rd) = fs::read_dir(root.join(parent)) else {
+            continue;
+        };
         for e in rd.filter_map(|e| e.ok()) {
             let path = e.path();
             if fs::symlink_metadata(path.join("kernel")).is_ok_and(|m| m.is_dir()) {
-                found.entry(e.file_name().to_string_lossy().to_string()).or_insert(path);
+                found
+                    .entry(e.file_name().to_string_lossy().to_string())
+                    .or_insert(path);
             }
         }
     }
@@ -70,12 +77,22 @@ fn kernel_dirs(root: &Path) -> Vec<(PathBuf, String)> {
 }
 
 /// Remove the modules the selection drops (and no kept module needs).
-fn select(root: &Path, dir: &Path, version: &str, sel: &ModuleSelection) -> anyhow::Result<Summary> {
+fn select(
+    root: &Path,
+    dir: &Path,
+    version: &str,
+    sel: &ModuleSelection,
+) -> anyhow::Result<Summary> {
     if !dir.join("modules.dep").is_file() {
         depmod(root, version)?;
     }
     let index = Index::read(dir)?;
-    let mut kept: BTreeSet<String> = index.files.iter().filter(|rel| !sel.drops(rel)).cloned().collect();
+    let mut kept: BTreeSet<String> = index
+        .files
+        .iter()
+        .filter(|rel| !sel.drops(rel))
+        .cloned()
+        .collect();
     let mut needed = Vec::new();
     let mut todo: Vec<String> = kept.iter().cloned().collect();
     while let Some(rel) = todo.pop() {
@@ -87,7 +104,12 @@ fn select(root: &Path, dir: &Path, version: &str, sel: &ModuleSelection) -> anyh
         }
     }
     needed.sort();
-    let mut summary = Summary { version: version.to_string(), kept: kept.len(), needed, ..Default::default() };
+    let mut summary = Summary {
+        version: version.to_string(),
+        kept: kept.len(),
+        needed,
+        ..Default::default()
+    };
     let kernel = dir.join("kernel");
     for rel in index.files.iter().filter(|r| !kept.contains(*r)) {
         let path = kernel.join(rel);
@@ -98,7 +120,11 @@ fn select(root: &Path, dir: &Path, version: &str, sel: &ModuleSelection) -> anyh
     remove_empty_dirs(&kernel)?;
     let order = dir.join("modules.order");
     if let Ok(text) = fs::read_to_string(&order) {
-        let left: String = text.lines().filter(|l| dir.join(l.trim()).exists()).map(|l| format!("{l}\n")).collect();
+        let left: String = text
+            .lines()
+            .filter(|l| dir.join(l.trim()).exists())
+            .map(|l| format!("{l}\n"))
+            .collect();
         fs::write(&order, left).with_context(|| format!("cannot write {}", order.display()))?;
     }
     Ok(summary)
@@ -120,17 +146,32 @@ impl Index {
     fn read(dir: &Path) -> anyhow::Result<Index> {
         let kernel = dir.join("kernel");
         let mut files = BTreeSet::new();
-        for item in crate::archive::walk::walk(&kernel).with_context(|| format!("cannot read {}", kernel.display()))? {
+        for item in crate::archive::walk::walk(&kernel)
+            .with_context(|| format!("cannot read {}", kernel.display()))?
+        {
             let rel = item.rel.to_string_lossy().to_string();
             if item.meta.is_file() && crate::initramfs::modules::module_name(&item.rel).is_some() {
                 files.insert(rel);
             }
         }
-        let by_name = files.iter().filter_map(|f| Some((crate::initramfs::modules::module_name(Path::new(f))?, f.clone()))).collect();
-        let read = |name: &str| fs::read_to_string(dir.join(name)).with_context(|| format!("cannot read {}", dir.join(name).display()));
+        let by_name = files
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    crate::initramfs::modules::module_name(Path::new(f))?,
+                    f.clone(),
+                ))
+            })
+            .collect();
+        let read = |name: &str| {
+            fs::read_to_string(dir.join(name))
+                .with_context(|| format!("cannot read {}", dir.join(name).display()))
+        };
         let mut deps = BTreeMap::new();
         for line in read("modules.dep")?.lines() {
-            let Some((module, list)) = line.split_once(':') else { continue };
+            let Some((module, list)) = line.split_once(':') else {
+                continue;
+            };
             let strip = |p: &str| p.strip_prefix("kernel/").map(str::to_string);
             if let Some(m) = strip(module.trim()) {
                 deps.insert(m, list.split_whitespace().filter_map(strip).collect());
@@ -140,17 +181,31 @@ impl Index {
         for line in read("modules.softdep").unwrap_or_default().lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
             if let ["softdep", module, rest @ ..] = words.as_slice() {
-                let names = rest.iter().filter(|w| **w != "pre:" && **w != "post:").map(|w| w.to_string());
-                soft.entry(crate::initramfs::modules::canonical(module)).or_insert_with(Vec::new).extend(names);
+                let names = rest
+                    .iter()
+                    .filter(|w| **w != "pre:" && **w != "post:")
+                    .map(|w| w.to_string());
+                soft.entry(crate::initramfs::modules::canonical(module))
+                    .or_insert_with(Vec::new)
+                    .extend(names);
             }
         }
         let mut alias = BTreeMap::new();
         for line in read("modules.alias").unwrap_or_default().lines() {
             if let ["alias", a, module] = line.split_whitespace().collect::<Vec<_>>().as_slice() {
-                alias.entry(a.to_string()).or_insert_with(Vec::new).push(crate::initramfs::modules::canonical(module));
+                alias
+                    .entry(a.to_string())
+                    .or_insert_with(Vec::new)
+                    .push(crate::initramfs::modules::canonical(module));
             }
         }
-        Ok(Index { files, deps, soft, alias, by_name })
+        Ok(Index {
+            files,
+            deps,
+            soft,
+            alias,
+            by_name,
+        })
     }
 
     /// The files `rel` needs loaded: its `modules.dep` entries and its soft
@@ -159,7 +214,11 @@ impl Index {
         let mut out = self.deps.get(rel).cloned().unwrap_or_default();
         let name = crate::initramfs::modules::module_name(Path::new(rel)).unwrap_or_default();
         for s in self.soft.get(&name).into_iter().flatten() {
-            let names = self.alias.get(s).cloned().unwrap_or_else(|| vec![crate::initramfs::modules::canonical(s)]);
+            let names = self
+                .alias
+                .get(s)
+                .cloned()
+                .unwrap_or_else(|| vec![crate::initramfs::modules::canonical(s)]);
             out.extend(names.iter().filter_map(|n| self.by_name.get(n).cloned()));
         }
         out
@@ -168,7 +227,10 @@ impl Index {
 
 fn remove_empty_dirs(dir: &Path) -> anyhow::Result<bool> {
     let mut empty = true;
-    for e in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?.filter_map(|e| e.ok()) {
+    for e in fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok())
+    {
         let path = e.path();
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
         if !(is_dir && remove_empty_dirs(&path)? && fs::remove_dir(&path).is_ok()) {
@@ -181,10 +243,18 @@ fn remove_empty_dirs(dir: &Path) -> anyhow::Result<bool> {
 /// `modules.order` names the compressed files after `modules_xz` ran.
 fn rename_in_order(dir: &Path) -> anyhow::Result<()> {
     let order = dir.join("modules.order");
-    let Ok(text) = fs::read_to_string(&order) else { return Ok(()) };
+    let Ok(text) = fs::read_to_string(&order) else {
+        return Ok(());
+    };
     let renamed: String = text
         .lines()
-        .map(|l| if !dir.join(l).exists() && dir.join(format!("{l}.xz")).exists() { format!("{l}.xz\n") } else { format!("{l}\n") })
+        .map(|l| {
+            if !dir.join(l).exists() && dir.join(format!("{l}.xz")).exists() {
+                format!("{l}.xz\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
         .collect();
     fs::write(&order, renamed).with_context(|| format!("cannot write {}", order.display()))
 }
@@ -210,9 +280,17 @@ pub fn drop_image(root: &Path) -> anyhow::Result<u64> {
 /// `depmod VERSION` with the tree's own kmod (chrooted), else the host's
 /// against the tree (`depmod -b ROOT`).
 pub fn depmod(root: &Path, version: &str) -> anyhow::Result<()> {
-    let own = ["usr/sbin/depmod", "sbin/depmod"].iter().any(|p| root.join(p).exists());
-    let cmd = if own { Cmd::new("depmod").arg(version).chroot(root) } else { Cmd::new("depmod").arg("-b").arg(root).arg(version) };
-    cmd.run().with_context(|| format!("cannot regenerate modules.dep for kernel {version} (kmod's depmod)"))?;
+    let own = ["usr/sbin/depmod", "sbin/depmod"]
+        .iter()
+        .any(|p| root.join(p).exists());
+    let cmd = if own {
+        Cmd::new("depmod").arg(version).chroot(root)
+    } else {
+        Cmd::new("depmod").arg("-b").arg(root).arg(version)
+    };
+    cmd.run().with_context(|| {
+        format!("cannot regenerate modules.dep for kernel {version} (kmod's depmod)")
+    })?;
     Ok(())
 }
 
@@ -252,38 +330,81 @@ mod tests {
         let dep = "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko: kernel/drivers/ptp/ptp.ko\n\
                    kernel/drivers/platform/x86/thing.ko: kernel/drivers/gpu/drm/drm.ko\n\
                    kernel/drivers/gpu/drm/nouveau/nouveau.ko: kernel/drivers/gpu/drm/drm.ko\n";
-        let root = tree(&files, dep, "softdep ext4 pre: crypto-crc32c\n", "alias crypto-crc32c crc32c_generic\n");
+        let root = tree(
+            &files,
+            dep,
+            "softdep ext4 pre: crypto-crc32c\n",
+            "alias crypto-crc32c crc32c_generic\n",
+        );
         let sel = ModuleSelection {
             drop: vec!["*".into(), "crypto".into()],
-            keep: vec!["drivers/net".into(), "drivers/platform/x86".into(), "fs".into()],
+            keep: vec![
+                "drivers/net".into(),
+                "drivers/platform/x86".into(),
+                "fs".into(),
+            ],
             compress: false,
         };
         let dir = root.path().join("usr/lib/modules/6.1.0-9-amd64");
         let s = select(root.path(), &dir, "6.1.0-9-amd64", &sel).unwrap();
         let k = dir.join("kernel");
-        for kept in ["drivers/net/ethernet/intel/e1000e/e1000e.ko", "drivers/ptp/ptp.ko", "drivers/gpu/drm/drm.ko", "fs/ext4/ext4.ko", "crypto/crc32c_generic.ko"] {
+        for kept in [
+            "drivers/net/ethernet/intel/e1000e/e1000e.ko",
+            "drivers/ptp/ptp.ko",
+            "drivers/gpu/drm/drm.ko",
+            "fs/ext4/ext4.ko",
+            "crypto/crc32c_generic.ko",
+        ] {
             assert!(k.join(kept).exists(), "{kept} should stay");
         }
         for gone in ["drivers/gpu/drm/nouveau/nouveau.ko", "sound/core/snd.ko"] {
             assert!(!k.join(gone).exists(), "{gone} should be gone");
         }
-        assert!(!k.join("sound").exists() && !k.join("drivers/gpu/drm/nouveau").exists(), "emptied directories go too");
+        assert!(
+            !k.join("sound").exists() && !k.join("drivers/gpu/drm/nouveau").exists(),
+            "emptied directories go too"
+        );
         assert_eq!((s.kept, s.dropped), (6, 2));
-        assert_eq!(s.needed, ["crypto/crc32c_generic.ko", "drivers/gpu/drm/drm.ko", "drivers/ptp/ptp.ko"]);
+        assert_eq!(
+            s.needed,
+            [
+                "crypto/crc32c_generic.ko",
+                "drivers/gpu/drm/drm.ko",
+                "drivers/ptp/ptp.ko"
+            ]
+        );
         let order = fs::read_to_string(dir.join("modules.order")).unwrap();
-        assert!(!order.contains("snd.ko") && order.contains("e1000e.ko"), "{order}");
+        assert!(
+            !order.contains("snd.ko") && order.contains("e1000e.ko"),
+            "{order}"
+        );
     }
 
     #[test]
     fn kernel_image_goes_and_links_to_it() {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("boot")).unwrap();
-        fs::write(root.path().join("boot/vmlinuz-6.1.0-9-amd64"), vec![0u8; 1000]).unwrap();
-        fs::write(root.path().join("boot/config-6.1.0-9-amd64"), b"CONFIG_X=y\n").unwrap();
-        std::os::unix::fs::symlink("boot/vmlinuz-6.1.0-9-amd64", root.path().join("vmlinuz")).unwrap();
+        fs::write(
+            root.path().join("boot/vmlinuz-6.1.0-9-amd64"),
+            vec![0u8; 1000],
+        )
+        .unwrap();
+        fs::write(
+            root.path().join("boot/config-6.1.0-9-amd64"),
+            b"CONFIG_X=y\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("boot/vmlinuz-6.1.0-9-amd64", root.path().join("vmlinuz"))
+            .unwrap();
         std::os::unix::fs::symlink("etc", root.path().join("unrelated")).unwrap();
         assert_eq!(drop_image(root.path()).unwrap(), 1000);
-        assert!(!root.path().join("boot/vmlinuz-6.1.0-9-amd64").exists() && fs::symlink_metadata(root.path().join("vmlinuz")).is_err());
-        assert!(root.path().join("boot/config-6.1.0-9-amd64").exists() && fs::symlink_metadata(root.path().join("unrelated")).is_ok());
+        assert!(
+            !root.path().join("boot/vmlinuz-6.1.0-9-amd64").exists()
+                && fs::symlink_metadata(root.path().join("vmlinuz")).is_err()
+        );
+        assert!(
+            root.path().join("boot/config-6.1.0-9-amd64").exists()
+                && fs::symlink_metadata(root.path().join("unrelated")).is_ok()
+        );
     }
 }

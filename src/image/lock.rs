@@ -28,10 +28,19 @@ pub struct LockRequest {
 
 pub fn run(req: &LockRequest) -> anyhow::Result<()> {
     let mut plans = crate::config::check::plans(&req.target, &req.overrides, &req.out)?;
-    let named: Vec<_> = plans.iter().map(|p| (p.file.clone(), p.lock.clone())).collect();
+    let named: Vec<_> = plans
+        .iter()
+        .map(|p| (p.file.clone(), p.lock.clone()))
+        .collect();
     let path = lockfile::target(req.output.as_deref(), &named)?;
-    let first = plans.first().ok_or_else(|| UsageError("nothing to lock".into()))?.clone();
-    if let Some(other) = plans.iter().find(|p| p.suite != first.suite || p.arch != first.arch || p.mirror != first.mirror) {
+    let first = plans
+        .first()
+        .ok_or_else(|| UsageError("nothing to lock".into()))?
+        .clone();
+    if let Some(other) = plans
+        .iter()
+        .find(|p| p.suite != first.suite || p.arch != first.arch || p.mirror != first.mirror)
+    {
         return Err(UsageError(format!(
             "{} installs from {}/{}, {} from {}/{} (or another mirror): one lock file covers builds of one suite, architecture and mirror",
             first.file.display(),
@@ -49,12 +58,27 @@ pub fn run(req: &LockRequest) -> anyhow::Result<()> {
     let source = match &req.target {
         Target::Vars(f) | Target::Playbook(f) => f.clone(),
     };
-    play_plans(&plans, &source, req.keep_build_dir, &BuildOptions::default())?;
+    play_plans(
+        &plans,
+        &source,
+        req.keep_build_dir,
+        &BuildOptions::default(),
+    )?;
 
     let wanted = installed(&plans)?;
-    let versions: BTreeMap<String, String> = wanted.iter().map(|(n, (v, _))| (n.clone(), v.clone())).collect();
-    let offered = lockfile::index::lookup(&lockfile::index::fresh_lists(&super::inputs::apt_source(&first))?, &versions)?;
-    let missing: Vec<String> = wanted.iter().filter(|(n, _)| !offered.contains_key(*n)).map(|(n, (v, by))| format!("{n} {v} (in {by})")).collect();
+    let versions: BTreeMap<String, String> = wanted
+        .iter()
+        .map(|(n, (v, _))| (n.clone(), v.clone()))
+        .collect();
+    let offered = lockfile::index::lookup(
+        &lockfile::index::fresh_lists(&super::inputs::apt_source(&first))?,
+        &versions,
+    )?;
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(n, _)| !offered.contains_key(*n))
+        .map(|(n, (v, by))| format!("{n} {v} (in {by})"))
+        .collect();
     if !missing.is_empty() {
         return Err(UsageError(format!(
             "{} package(s) the builds hold are not in the mirror's index now: {}; the mirror changed since they were built (build again with --force, then lock), or a role installs packages from elsewhere, which a lock cannot pin",
@@ -63,9 +87,17 @@ pub fn run(req: &LockRequest) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let lock = Lock { suite: first.suite.clone(), arch: first.arch.clone(), packages: offered };
+    let lock = Lock {
+        suite: first.suite.clone(),
+        arch: first.arch.clone(),
+        packages: offered,
+    };
     lock.save(&path)?;
-    println!("{}: {} packages locked", path.display(), lock.packages.len());
+    println!(
+        "{}: {} packages locked",
+        path.display(),
+        lock.packages.len()
+    );
     Ok(())
 }
 
@@ -80,7 +112,12 @@ fn installed(plans: &[Plan]) -> anyhow::Result<BTreeMap<String, (String, String)
             Kind::Overlay => overlay::file_name(&plan.name),
             Kind::Initrd => format!("{}.initrd", plan.name),
         };
-        let entry = manifest.artifacts.get(&file).ok_or_else(|| anyhow::anyhow!("{file} is not in {}/manifest.json after its build", plan.out.display()))?;
+        let entry = manifest.artifacts.get(&file).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{file} is not in {}/manifest.json after its build",
+                plan.out.display()
+            )
+        })?;
         for (name, version) in &entry.packages {
             match wanted.get(name) {
                 Some((v, by)) if v != version => {

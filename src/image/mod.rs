@@ -18,9 +18,9 @@ pub mod workdir;
 
 use std::path::PathBuf;
 
-pub use crate::config::Kind;
 use crate::artifact::inputs::Inputs;
 use crate::artifact::{Entry, Manifest};
+pub use crate::config::Kind;
 use crate::config::Plan;
 use crate::progress::Progress;
 use crate::sys::Sys;
@@ -75,15 +75,28 @@ pub struct Job<'a> {
 
 /// `mkimage check`: every option, role and `--var` of the builds named,
 /// and whether the bootstrapper takes the options given; builds nothing.
-pub fn check(target: &crate::config::check::Target, overrides: &[String], out: &std::path::Path) -> anyhow::Result<()> {
+pub fn check(
+    target: &crate::config::check::Target,
+    overrides: &[String],
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
     let plans = crate::config::check::plans(target, overrides, out)?;
     if let (crate::config::check::Target::Vars(file), true) = (target, plans.is_empty()) {
-        println!("{}: ok (settings for other vars files to include; no `name:`, so no build)", file.display());
+        println!(
+            "{}: ok (settings for other vars files to include; no `name:`, so no build)",
+            file.display()
+        );
     }
     preflight(&plans)?;
     for plan in plans {
         let n = plan.provisioners.len();
-        println!("{}: ok ({} build, {}, {n} role{})", plan.file.display(), plan.kind.name(), plan.suite, if n == 1 { "" } else { "s" });
+        println!(
+            "{}: ok ({} build, {}, {n} role{})",
+            plan.file.display(),
+            plan.kind.name(),
+            plan.suite,
+            if n == 1 { "" } else { "s" }
+        );
     }
     Ok(())
 }
@@ -95,7 +108,11 @@ fn preflight(plans: &[Plan]) -> anyhow::Result<()> {
     }
     for plan in plans {
         if let Some(lock) = &plan.lock {
-            crate::lockfile::Lock::load(lock, &plan.file)?.check_for(lock, &plan.suite, &plan.arch)?;
+            crate::lockfile::Lock::load(lock, &plan.file)?.check_for(
+                lock,
+                &plan.suite,
+                &plan.arch,
+            )?;
         }
     }
     Ok(())
@@ -112,12 +129,22 @@ pub fn run(req: &BuildRequest) -> anyhow::Result<()> {
     if let Some(from) = &req.options.from {
         crate::stage::check_name(from)?;
         if !from.is_file() {
-            return Err(crate::UsageError(format!("--from {}: no such stage archive (write one with `mkimage basefs --save FILE`)", from.display())).into());
+            return Err(crate::UsageError(format!(
+                "--from {}: no such stage archive (write one with `mkimage basefs --save FILE`)",
+                from.display()
+            ))
+            .into());
         }
     }
     crate::sys::sandbox::enter()?;
     let progress = Progress::new();
-    let job = Job { plan: &plan, keep_build_dir: req.keep_build_dir, progress: &progress, sys: &crate::sys::REAL, options: &req.options };
+    let job = Job {
+        plan: &plan,
+        keep_build_dir: req.keep_build_dir,
+        progress: &progress,
+        sys: &crate::sys::REAL,
+        options: &req.options,
+    };
     build(&job)
 }
 
@@ -132,9 +159,19 @@ pub fn build(job: &Job) -> anyhow::Result<()> {
     };
     job.progress.finish();
     for entry in &published {
-        println!("{}  {}  {} bytes", entry.sha256, plan.out.join(&entry.file).display(), entry.size);
+        println!(
+            "{}  {}  {} bytes",
+            entry.sha256,
+            plan.out.join(&entry.file).display(),
+            entry.size
+        );
     }
-    tracing::info!("{} `{}` done in {:.1}s", plan.kind.name(), plan.name, started.elapsed().as_secs_f64());
+    tracing::info!(
+        "{} `{}` done in {:.1}s",
+        plan.kind.name(),
+        plan.name,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -144,7 +181,11 @@ pub fn build(job: &Job) -> anyhow::Result<()> {
 fn up_to_date(job: &Job, files: &[String], inputs: &Inputs) -> anyhow::Result<Option<Vec<Entry>>> {
     let plan = job.plan;
     let what = format!("{} `{}`", plan.kind.name(), plan.name);
-    let forced = [(job.options.no_cache, "--no-cache"), (job.options.force, "--force"), (job.options.save.is_some(), "--save")];
+    let forced = [
+        (job.options.no_cache, "--no-cache"),
+        (job.options.force, "--force"),
+        (job.options.save.is_some(), "--save"),
+    ];
     if let Some((_, flag)) = forced.iter().find(|(set, _)| *set) {
         job.progress.step(format!("{what}: building ({flag})"));
         return Ok(None);
@@ -152,7 +193,10 @@ fn up_to_date(job: &Job, files: &[String], inputs: &Inputs) -> anyhow::Result<Op
     let manifest = Manifest::load(&plan.out)?;
     match uptodate::check(&plan.out, &manifest, files, inputs) {
         uptodate::Verdict::UpToDate(entries) => {
-            job.progress.step(format!("{what} is up to date ({}), skipped", files.join(", ")));
+            job.progress.step(format!(
+                "{what} is up to date ({}), skipped",
+                files.join(", ")
+            ));
             Ok(Some(entries))
         }
         uptodate::Verdict::Stale(why) => {
@@ -165,16 +209,33 @@ fn up_to_date(job: &Job, files: &[String], inputs: &Inputs) -> anyhow::Result<Op
 /// The lock in force for a build about to run (`lock:`), its versions
 /// checked against the mirror and the `.deb` cache before anything is built.
 fn pins(plan: &Plan) -> anyhow::Result<Option<crate::lockfile::Pinned>> {
-    let Some(path) = &plan.lock else { return Ok(None) };
-    let pinned = crate::lockfile::Pinned::prepare(path, &plan.file, &inputs::apt_source(plan), &plan.arch, &plan.package_cache())?;
+    let Some(path) = &plan.lock else {
+        return Ok(None);
+    };
+    let pinned = crate::lockfile::Pinned::prepare(
+        path,
+        &plan.file,
+        &inputs::apt_source(plan),
+        &plan.arch,
+        &plan.package_cache(),
+    )?;
     Ok(Some(pinned))
 }
 
 /// Run the plan's roles, task by task, on `stack`; `packages` is the
 /// package index (or lock file) digest that keys apt tasks.
-fn run_roles(job: &Job, stack: &mut crate::provision::stack::Stack, packages: &str, pins: Option<&crate::lockfile::Pinned>) -> anyhow::Result<()> {
+fn run_roles(
+    job: &Job,
+    stack: &mut crate::provision::stack::Stack,
+    packages: &str,
+    pins: Option<&crate::lockfile::Pinned>,
+) -> anyhow::Result<()> {
     let plan = job.plan;
-    let roles = plan.provisioners.iter().map(|name| crate::provision::load_role(&plan.provisioners_dir, name)).collect::<Result<Vec<_>, _>>()?;
+    let roles = plan
+        .provisioners
+        .iter()
+        .map(|name| crate::provision::load_role(&plan.provisioners_dir, name))
+        .collect::<Result<Vec<_>, _>>()?;
     let env = crate::provision::stack::Env {
         vars: &plan.context,
         progress: job.progress,
@@ -194,7 +255,13 @@ fn run_roles(job: &Job, stack: &mut crate::provision::stack::Stack, packages: &s
 /// build's kind, what names the tree (`below`) and the build's
 /// SOURCE_DATE_EPOCH (every task sees it).
 fn layers_key(plan: &Plan, below: &[&str]) -> String {
-    let text = format!("mkimage {} {}\n{}\n{}", env!("CARGO_PKG_VERSION"), plan.kind.name(), below.join("\n"), plan.source_date_epoch);
+    let text = format!(
+        "mkimage {} {}\n{}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        plan.kind.name(),
+        below.join("\n"),
+        plan.source_date_epoch
+    );
     crate::artifact::sha256_bytes(text.as_bytes())
 }
 
@@ -214,14 +281,39 @@ pub fn play(req: &PlayRequest) -> anyhow::Result<()> {
 
 /// Every build of `plans` (from the file `source`) in order, in the
 /// sandbox, stopping at the first failure.
-fn play_plans(plans: &[Plan], source: &std::path::Path, keep_build_dir: bool, options: &BuildOptions) -> anyhow::Result<()> {
+fn play_plans(
+    plans: &[Plan],
+    source: &std::path::Path,
+    keep_build_dir: bool,
+    options: &BuildOptions,
+) -> anyhow::Result<()> {
     preflight(plans)?;
     crate::sys::sandbox::enter()?;
     let progress = Progress::new();
     for (i, plan) in plans.iter().enumerate() {
-        progress.step(format!("play {}/{}: {} `{}`", i + 1, plans.len(), plan.kind.name(), plan.name));
-        let job = Job { plan, keep_build_dir, progress: &progress, sys: &crate::sys::REAL, options };
-        build(&job).map_err(|e| e.context(format!("{}: build {} ({} `{}`) failed", source.display(), i + 1, plan.kind.name(), plan.name)))?;
+        progress.step(format!(
+            "play {}/{}: {} `{}`",
+            i + 1,
+            plans.len(),
+            plan.kind.name(),
+            plan.name
+        ));
+        let job = Job {
+            plan,
+            keep_build_dir,
+            progress: &progress,
+            sys: &crate::sys::REAL,
+            options,
+        };
+        build(&job).map_err(|e| {
+            e.context(format!(
+                "{}: build {} ({} `{}`) failed",
+                source.display(),
+                i + 1,
+                plan.kind.name(),
+                plan.name
+            ))
+        })?;
     }
     progress.finish();
     Ok(())

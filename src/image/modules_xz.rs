@@ -51,10 +51,10 @@ pub fn compress_tree(dir: &Path, cache: &Path) -> anyhow::Result<Compressed> {
                     }
                     Ok(false) => {}
                     Err(e) => {
-                    if let Ok(mut slot) = failed.lock() {
-                        slot.get_or_insert(e);
-                    }
-                    next.store(modules.len(), Ordering::Relaxed);
+                        if let Ok(mut slot) = failed.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        next.store(modules.len(), Ordering::Relaxed);
                     }
                 }
             });
@@ -63,7 +63,10 @@ pub fn compress_tree(dir: &Path, cache: &Path) -> anyhow::Result<Compressed> {
     if let Some(e) = failed.into_inner().ok().flatten() {
         return Err(e);
     }
-    Ok(Compressed { modules: modules.len(), cached: cached.into_inner() })
+    Ok(Compressed {
+        modules: modules.len(),
+        cached: cached.into_inner(),
+    })
 }
 
 /// Compress one module (true: it came from the cache).
@@ -73,9 +76,11 @@ fn compress_one(module: &Path, cache: &Path) -> anyhow::Result<bool> {
     let hit = cached.is_file();
     if !hit {
         let xz = xz(&bytes).with_context(|| format!("cannot compress {}", module.display()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(cache).with_context(|| format!("cannot write to {}", cache.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(cache)
+            .with_context(|| format!("cannot write to {}", cache.display()))?;
         tmp.write_all(&xz)?;
-        tmp.persist(&cached).with_context(|| format!("cannot store {}", cached.display()))?;
+        tmp.persist(&cached)
+            .with_context(|| format!("cannot store {}", cached.display()))?;
     }
     let mut name = module.as_os_str().to_owned();
     name.push(".xz");
@@ -113,16 +118,35 @@ mod tests {
         fs::write(tree.join("drivers/net/a.ko"), &module).unwrap();
         fs::write(tree.join("drivers/net/b.ko.xz"), b"already").unwrap();
         let cache = dir.path().join("cache");
-        assert_eq!(compress_tree(&tree, &cache).unwrap(), Compressed { modules: 1, cached: 0 });
+        assert_eq!(
+            compress_tree(&tree, &cache).unwrap(),
+            Compressed {
+                modules: 1,
+                cached: 0
+            }
+        );
         assert!(!tree.join("drivers/net/a.ko").exists());
-        let back = crate::initramfs::modules::read_module(&tree.join("drivers/net/a.ko.xz")).unwrap();
+        let back =
+            crate::initramfs::modules::read_module(&tree.join("drivers/net/a.ko.xz")).unwrap();
         assert_eq!(back, module);
-        assert_eq!(fs::read(tree.join("drivers/net/b.ko.xz")).unwrap(), b"already");
+        assert_eq!(
+            fs::read(tree.join("drivers/net/b.ko.xz")).unwrap(),
+            b"already"
+        );
         // Once more from the cache: the same bytes.
         fs::create_dir_all(dir.path().join("again")).unwrap();
         fs::write(dir.path().join("again/a.ko"), &module).unwrap();
-        assert_eq!(compress_tree(&dir.path().join("again"), &cache).unwrap(), Compressed { modules: 1, cached: 1 });
-        assert_eq!(fs::read(dir.path().join("again/a.ko.xz")).unwrap(), fs::read(tree.join("drivers/net/a.ko.xz")).unwrap());
+        assert_eq!(
+            compress_tree(&dir.path().join("again"), &cache).unwrap(),
+            Compressed {
+                modules: 1,
+                cached: 1
+            }
+        );
+        assert_eq!(
+            fs::read(dir.path().join("again/a.ko.xz")).unwrap(),
+            fs::read(tree.join("drivers/net/a.ko.xz")).unwrap()
+        );
         assert_eq!(fs::read_dir(&cache).unwrap().count(), 1);
     }
 }

@@ -40,7 +40,6 @@ pub const NEVER_SHIP: &[&str] = &[
     "etc/hostname.mkimage-build",
 ];
 
-
 /// Files of these dirs are removed (the directories stay, packages expect them).
 pub const EMPTY_FILES_UNDER: &[&str] = &["var/log"];
 

@@ -26,13 +26,19 @@ pub fn file_name(name: &str) -> String {
 /// Loop-mount the basefs and unpack the parents in `work`: the lower dirs
 /// of an overlay build, top-most first (the last parent, …, the first, the
 /// base).
-pub fn mount_lowers(sys: &dyn Sys, work: &Path, base: &Path, parents: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub fn mount_lowers(
+    sys: &dyn Sys,
+    work: &Path,
+    base: &Path,
+    parents: &[PathBuf],
+) -> anyhow::Result<Vec<PathBuf>> {
     let base_dir = work.join("base");
     sys::mounts::mount_image(sys, base, "squashfs", &base_dir)?;
     let mut lowers = Vec::new();
     for (i, parent) in parents.iter().enumerate().rev() {
         let dir = work.join(format!("parent{i}"));
-        crate::archive::cpio::extract_gz(parent, &dir).with_context(|| format!("cannot unpack parent overlay {}", parent.display()))?;
+        crate::archive::cpio::extract_gz(parent, &dir)
+            .with_context(|| format!("cannot unpack parent overlay {}", parent.display()))?;
         lowers.push(dir);
     }
     lowers.push(base_dir);
@@ -57,14 +63,31 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
 
     let pins = super::pins(plan)?;
     let mut work = WorkDir::create(job.sys, out, &plan.name, job.keep_build_dir)?;
-    job.progress.step(format!("mount {} and {} parent overlay(s)", base.path.display(), parents.len()));
+    job.progress.step(format!(
+        "mount {} and {} parent overlay(s)",
+        base.path.display(),
+        parents.len()
+    ));
     let parent_files: Vec<PathBuf> = parents.iter().map(|p| p.path.clone()).collect();
     let lowers = mount_lowers(job.sys, &work.path, &base.path, &parent_files)?;
     let (_, packages) = super::inputs::packages(plan)?;
-    let store = if job.options.no_cache { None } else { Some(Store::open(&plan.cache_dir)?) };
-    let below: Vec<String> = std::iter::once(&base).chain(&parents).map(|i| i.reference().map(|r| r.sha256)).collect::<anyhow::Result<_>>()?;
+    let store = if job.options.no_cache {
+        None
+    } else {
+        Some(Store::open(&plan.cache_dir)?)
+    };
+    let below: Vec<String> = std::iter::once(&base)
+        .chain(&parents)
+        .map(|i| i.reference().map(|r| r.sha256))
+        .collect::<anyhow::Result<_>>()?;
     let below: Vec<&str> = below.iter().map(String::as_str).collect();
-    let mut stack = Stack::new(job.sys, &work.path, store, lowers.clone(), super::layers_key(plan, &below));
+    let mut stack = Stack::new(
+        job.sys,
+        &work.path,
+        store,
+        lowers.clone(),
+        super::layers_key(plan, &below),
+    );
     super::run_roles(job, &mut stack, &packages, pins.as_ref())?;
     let upper = work.path.join("upper");
     flatten::flatten(stack.task_layers(), &lowers, &upper)?;
@@ -72,14 +95,20 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     job.progress.step("clean the overlay");
     let removed = cleanup::clean(job.sys, &upper, &plan.cleanup)?;
     let pruned = cleanup::prune_copied_up(&upper, &lowers)?;
-    job.progress.done(format!("removed {removed} build-only and per-machine files, {pruned} dirs left only by copy-up"));
+    job.progress.done(format!(
+        "removed {removed} build-only and per-machine files, {pruned} dirs left only by copy-up"
+    ));
     let added = added_packages(&upper, base.entry.as_ref());
     if let Some(pins) = &pins {
         pins.check_installed(&format!("overlay `{}`", plan.name), &added)?;
     }
     let name = file_name(&plan.name);
     job.progress.step(format!("pack {name}"));
-    let opts = TreeOptions { source_date_epoch: plan.source_date_epoch, exclude: Vec::new(), overlay_lowers: Some(lowers) };
+    let opts = TreeOptions {
+        source_date_epoch: plan.source_date_epoch,
+        exclude: Vec::new(),
+        overlay_lowers: Some(lowers),
+    };
     let entries = tree_entries(&upper, &opts)?;
     let count = entries.len();
     let staged = artifact::staging_file(out, &name)?;
@@ -89,7 +118,10 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         .with_context(|| format!("cannot write {name}"))?;
     let (size, sha256) = artifact::publish(out, &name, staged.path())?;
     let _ = staged.keep();
-    job.progress.done(format!("{name}: {count} entries, {:.1} MB", size as f64 / 1e6));
+    job.progress.done(format!(
+        "{name}: {count} entries, {:.1} MB",
+        size as f64 / 1e6
+    ));
     let mut entry = Entry {
         kind: "overlay".into(),
         name: plan.name.clone(),
@@ -98,7 +130,10 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         sha256,
         packages: added,
         base: Some(base.reference()?),
-        parents: parents.iter().map(Input::reference).collect::<anyhow::Result<_>>()?,
+        parents: parents
+            .iter()
+            .map(Input::reference)
+            .collect::<anyhow::Result<_>>()?,
         build_time: artifact::now(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
@@ -117,7 +152,10 @@ fn added_packages(upper: &Path, base: Option<&Entry>) -> BTreeMap<String, String
     }
     let now = facts::packages(upper);
     match base {
-        Some(b) => now.into_iter().filter(|(k, v)| b.packages.get(k) != Some(v)).collect(),
+        Some(b) => now
+            .into_iter()
+            .filter(|(k, v)| b.packages.get(k) != Some(v))
+            .collect(),
         None => now,
     }
 }
@@ -125,8 +163,8 @@ fn added_packages(upper: &Path, base: Option<&Entry>) -> BTreeMap<String, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
     use crate::sys::record::Recorder;
+    use std::fs;
 
     #[test]
     fn mount_plan_stacks_parents_over_the_base() {
@@ -137,8 +175,15 @@ mod tests {
             .iter()
             .map(|name| {
                 let path = dir.path().join(format!("{name}.cpio.gz"));
-                let mut entry = crate::archive::cpio::Entry::new(format!("etc/{name}"), crate::archive::cpio::EntryKind::Data(b"x".to_vec()), 0o644);
-                (entry.uid, entry.gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+                let mut entry = crate::archive::cpio::Entry::new(
+                    format!("etc/{name}"),
+                    crate::archive::cpio::EntryKind::Data(b"x".to_vec()),
+                    0o644,
+                );
+                (entry.uid, entry.gid) = (
+                    nix::unistd::getuid().as_raw(),
+                    nix::unistd::getgid().as_raw(),
+                );
                 let entries = vec![entry];
                 let file = fs::File::create(&path).unwrap();
                 crate::archive::cpio::write_newc_gz(entries, file, 6).unwrap();
@@ -147,11 +192,20 @@ mod tests {
             .collect();
         let sys = Recorder::default();
         let lowers = mount_lowers(&sys, &work, Path::new("/b/base.squashfs"), &parents).unwrap();
-        assert_eq!(lowers, [work.join("parent1"), work.join("parent0"), work.join("base")]);
+        assert_eq!(
+            lowers,
+            [
+                work.join("parent1"),
+                work.join("parent0"),
+                work.join("base")
+            ]
+        );
         assert!(work.join("parent0/etc/p0").is_file() && work.join("parent1/etc/p1").is_file());
         // A task's layer goes over them, the lower dirs named by short links.
         let stack = Stack::new(&sys, &work, None, lowers, "k".into());
-        stack.mount_top(&work.join("task1"), &work.join("run")).unwrap();
+        stack
+            .mount_top(&work.join("task1"), &work.join("run"))
+            .unwrap();
         let plan = sys.plan(&work);
         assert_eq!(plan, [
             "image squashfs /b/base.squashfs /base".to_string(),
@@ -160,6 +214,9 @@ mod tests {
                 w = work.display()
             ),
         ]);
-        assert_eq!(fs::read_link(work.join("l/3")).unwrap(), work.join("parent1"));
+        assert_eq!(
+            fs::read_link(work.join("l/3")).unwrap(),
+            work.join("parent1")
+        );
     }
 }

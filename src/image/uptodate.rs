@@ -34,7 +34,11 @@ pub fn check(out: &Path, manifest: &Manifest, files: &[String], inputs: &Inputs)
                 return Verdict::Stale(format!("{file} was built without a record of its inputs"));
             }
             let changes = inputs.changes_from(&entry.inputs);
-            return Verdict::Stale(if changes.is_empty() { format!("the inputs of {file} changed") } else { name_some(&changes) });
+            return Verdict::Stale(if changes.is_empty() {
+                format!("the inputs of {file} changed")
+            } else {
+                name_some(&changes)
+            });
         }
         if let Err(why) = published(out, entry) {
             return Verdict::Stale(why);
@@ -45,7 +49,12 @@ pub fn check(out: &Path, manifest: &Manifest, files: &[String], inputs: &Inputs)
 }
 
 fn name_some(changes: &[String]) -> String {
-    let mut text = changes.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", ");
+    let mut text = changes
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if changes.len() > NAMED {
         text.push_str(&format!(" and {} more", changes.len() - NAMED));
     }
@@ -55,18 +64,28 @@ fn name_some(changes: &[String]) -> String {
 /// Is `out/FILE` the file the entry describes?
 fn published(out: &Path, entry: &Entry) -> Result<(), String> {
     let path = out.join(&entry.file);
-    let Ok(meta) = std::fs::metadata(&path) else { return Err(format!("{} is missing", entry.file)) };
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return Err(format!("{} is missing", entry.file));
+    };
     if meta.len() != entry.size {
-        return Err(format!("{} is not the file that was built (size differs)", entry.file));
+        return Err(format!(
+            "{} is not the file that was built (size differs)",
+            entry.file
+        ));
     }
-    let object = objects::path(out, &entry.sha256).ok().and_then(|p| std::fs::metadata(p).ok());
+    let object = objects::path(out, &entry.sha256)
+        .ok()
+        .and_then(|p| std::fs::metadata(p).ok());
     let same_inode = object.is_some_and(|o| o.dev() == meta.dev() && o.ino() == meta.ino());
     if same_inode {
         return Ok(());
     }
     match crate::artifact::sha256_file(&path) {
         Ok((_, sha)) if sha == entry.sha256 => Ok(()),
-        _ => Err(format!("{} is not the file that was built (sha256 differs)", entry.file)),
+        _ => Err(format!(
+            "{} is not the file that was built (sha256 differs)",
+            entry.file
+        )),
     }
 }
 
@@ -84,11 +103,21 @@ mod tests {
         let (size, sha256) = crate::artifact::publish(out, "x.squashfs", &path).unwrap();
         let mut inputs = Inputs::new();
         inputs.add("provisioners/base/tasks.yml", "1");
-        let entry = Entry { kind: "basefs".into(), file: "x.squashfs".into(), size, sha256, inputs_hash: inputs.hash(), inputs: inputs.parts().clone(), ..Default::default() };
+        let entry = Entry {
+            kind: "basefs".into(),
+            file: "x.squashfs".into(),
+            size,
+            sha256,
+            inputs_hash: inputs.hash(),
+            inputs: inputs.parts().clone(),
+            ..Default::default()
+        };
         crate::artifact::record(out, &[entry]).unwrap();
         let manifest = Manifest::load(out).unwrap();
         let files = ["x.squashfs".to_string()];
-        assert!(matches!(check(out, &manifest, &files, &inputs), Verdict::UpToDate(e) if e.len() == 1));
+        assert!(
+            matches!(check(out, &manifest, &files, &inputs), Verdict::UpToDate(e) if e.len() == 1)
+        );
 
         let mut edited = Inputs::new();
         edited.add("provisioners/base/tasks.yml", "2");
@@ -99,9 +128,15 @@ mod tests {
         // Same size, other bytes, written in place of the published file.
         std::fs::remove_file(out.join("x.squashfs")).unwrap();
         std::fs::write(out.join("x.squashfs"), b"IMAGE").unwrap();
-        assert!(matches!(check(out, &manifest, &files, &inputs), Verdict::Stale(w) if w.contains("sha256 differs")));
+        assert!(
+            matches!(check(out, &manifest, &files, &inputs), Verdict::Stale(w) if w.contains("sha256 differs"))
+        );
         std::fs::remove_file(out.join("x.squashfs")).unwrap();
-        assert!(matches!(check(out, &manifest, &files, &inputs), Verdict::Stale(w) if w == "x.squashfs is missing"));
-        assert!(matches!(check(out, &manifest, &["y.cpio.gz".into()], &inputs), Verdict::Stale(w) if w.contains("never built")));
+        assert!(
+            matches!(check(out, &manifest, &files, &inputs), Verdict::Stale(w) if w == "x.squashfs is missing")
+        );
+        assert!(
+            matches!(check(out, &manifest, &["y.cpio.gz".into()], &inputs), Verdict::Stale(w) if w.contains("never built"))
+        );
     }
 }

@@ -17,11 +17,22 @@ pub struct WorkDir<'a> {
 }
 
 impl<'a> WorkDir<'a> {
-    pub fn create(sys: &'a dyn Sys, out: &Path, name: &str, keep_on_failure: bool) -> anyhow::Result<WorkDir<'a>> {
+    pub fn create(
+        sys: &'a dyn Sys,
+        out: &Path,
+        name: &str,
+        keep_on_failure: bool,
+    ) -> anyhow::Result<WorkDir<'a>> {
         let base = out.join(".work");
         collect_stale(sys, &base);
         let claim = lock::claim_dir(&base, &format!("{name}."))?;
-        Ok(WorkDir { sys, path: claim.path.clone(), keep_on_failure, success: false, _claim: claim })
+        Ok(WorkDir {
+            sys,
+            path: claim.path.clone(),
+            keep_on_failure,
+            success: false,
+            _claim: claim,
+        })
     }
 
     pub fn succeeded(&mut self) {
@@ -49,7 +60,10 @@ impl Drop for WorkDir<'_> {
 /// artifacts (`.NAME.XXXX.tmp` in the output dir) nobody is writing.
 pub fn collect_stale(sys: &dyn Sys, base: &Path) {
     for dir in lock::stale(base, |_| true) {
-        tracing::info!("removing build dir left by an interrupted build: {}", dir.display());
+        tracing::info!(
+            "removing build dir left by an interrupted build: {}",
+            dir.display()
+        );
         let _ = sys::unmount_all(sys, &dir);
         if let Err(e) = sys::remove_tree(sys, &dir) {
             tracing::warn!("{e:#}");
@@ -57,7 +71,10 @@ pub fn collect_stale(sys: &dyn Sys, base: &Path) {
     }
     if let Some(out) = base.parent() {
         for file in lock::stale(out, |n| n.starts_with('.') && n.ends_with(".tmp")) {
-            tracing::info!("removing a staged file left by an interrupted build: {}", file.display());
+            tracing::info!(
+                "removing a staged file left by an interrupted build: {}",
+                file.display()
+            );
             let _ = std::fs::remove_file(&file);
         }
     }

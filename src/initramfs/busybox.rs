@@ -26,10 +26,20 @@ pub fn fetch(fetcher: &Fetcher) -> anyhow::Result<Busybox> {
     let pkg = fetcher.resolve(PACKAGE)?;
     let tree = fetcher.unpacked(&pkg)?;
     let Some(binary) = binary_in(&tree) else {
-        anyhow::bail!("{} {} has no {} ({})", pkg.name, pkg.version, LOCATIONS.join(" or "), tree.display());
+        anyhow::bail!(
+            "{} {} has no {} ({})",
+            pkg.name,
+            pkg.version,
+            LOCATIONS.join(" or "),
+            tree.display()
+        );
     };
     let applets = applets(&binary)?;
-    Ok(Busybox { binary, version: pkg.version, applets })
+    Ok(Busybox {
+        binary,
+        version: pkg.version,
+        applets,
+    })
 }
 
 /// Where the package puts the binary: `bin/` up to bookworm, `usr/bin/`
@@ -42,10 +52,16 @@ fn binary_in(tree: &Path) -> Option<PathBuf> {
 
 /// `busybox --list-full`, minus busybox itself, sorted.
 pub fn applets(binary: &Path) -> anyhow::Result<Vec<String>> {
-    let out = Cmd::new(binary).arg("--list-full").run().with_context(|| format!("cannot list the applets of {}", binary.display()))?;
+    let out = Cmd::new(binary)
+        .arg("--list-full")
+        .run()
+        .with_context(|| format!("cannot list the applets of {}", binary.display()))?;
     let mut list = parse_list(&out.stdout);
     if !list.iter().any(|a| a == "bin/sh") {
-        anyhow::bail!("{} has no `sh` applet; the init needs one", binary.display());
+        anyhow::bail!(
+            "{} has no `sh` applet; the init needs one",
+            binary.display()
+        );
     }
     list.sort();
     Ok(list)
@@ -83,7 +99,10 @@ mod tests {
         assert_eq!(binary_in(dir.path()), None);
         std::fs::create_dir_all(dir.path().join("usr/bin")).unwrap();
         std::fs::write(dir.path().join("usr/bin/busybox"), b"").unwrap();
-        assert_eq!(binary_in(dir.path()), Some(dir.path().join("usr/bin/busybox")));
+        assert_eq!(
+            binary_in(dir.path()),
+            Some(dir.path().join("usr/bin/busybox"))
+        );
         std::fs::create_dir_all(dir.path().join("bin")).unwrap();
         std::fs::write(dir.path().join("bin/busybox"), b"").unwrap();
         assert_eq!(binary_in(dir.path()), Some(dir.path().join("bin/busybox")));

@@ -18,7 +18,15 @@ use crate::apt::Fetcher;
 
 /// The packages that hold dmsetup and its libraries (bookworm and trixie;
 /// trixie's libudev1 also needs libcap2's libcap.so.2).
-pub const PACKAGES: &[&str] = &["dmsetup", "libdevmapper1.02.1", "libc6", "libselinux1", "libudev1", "libpcre2-8-0", "libcap2"];
+pub const PACKAGES: &[&str] = &[
+    "dmsetup",
+    "libdevmapper1.02.1",
+    "libc6",
+    "libselinux1",
+    "libudev1",
+    "libpcre2-8-0",
+    "libcap2",
+];
 
 /// Where the init finds dmsetup.
 pub const BINARY: &str = "sbin/dmsetup";
@@ -33,7 +41,12 @@ pub struct DmSetup {
 
 /// Fetch (or find in the cache) the packages and collect dmsetup's closure.
 pub fn fetch(fetcher: &Fetcher) -> anyhow::Result<DmSetup> {
-    let (files, versions) = fetch_tool(fetcher, PACKAGES, BINARY, &["sbin/dmsetup", "usr/sbin/dmsetup"])?;
+    let (files, versions) = fetch_tool(
+        fetcher,
+        PACKAGES,
+        BINARY,
+        &["sbin/dmsetup", "usr/sbin/dmsetup"],
+    )?;
     Ok(DmSetup { files, versions })
 }
 
@@ -41,7 +54,12 @@ pub fn fetch(fetcher: &Fetcher) -> anyhow::Result<DmSetup> {
 /// binary at one of the paths `at`, the rest its libraries) fetched and
 /// unpacked, then the binary put at `dest` with its closure. Returns the
 /// files by initrd path and the package versions.
-pub fn fetch_tool(fetcher: &Fetcher, packages: &[&str], dest: &str, at: &[&str]) -> anyhow::Result<(BTreeMap<String, PathBuf>, BTreeMap<String, String>)> {
+pub fn fetch_tool(
+    fetcher: &Fetcher,
+    packages: &[&str],
+    dest: &str,
+    at: &[&str],
+) -> anyhow::Result<(BTreeMap<String, PathBuf>, BTreeMap<String, String>)> {
     let mut trees = Vec::new();
     let mut versions = BTreeMap::new();
     for name in packages {
@@ -54,7 +72,13 @@ pub fn fetch_tool(fetcher: &Fetcher, packages: &[&str], dest: &str, at: &[&str])
         .iter()
         .flat_map(|t| at.iter().map(|p| t.join(p)))
         .find(|p| p.is_file())
-        .with_context(|| format!("package {first} {} has none of {}", versions.get(first).map_or("", |v| v.as_str()), at.join(", ")))?;
+        .with_context(|| {
+            format!(
+                "package {first} {} has none of {}",
+                versions.get(first).map_or("", |v| v.as_str()),
+                at.join(", ")
+            )
+        })?;
     let files = closure_at(&binary, dest, &trees, packages)?;
     Ok((files, versions))
 }
@@ -67,8 +91,19 @@ pub fn closure(binary: &Path, trees: &[PathBuf]) -> anyhow::Result<BTreeMap<Stri
 
 /// [`closure`] of a binary put at `dest`, its libraries found in the
 /// unpacked `packages` at `trees`.
-pub fn closure_at(binary: &Path, dest: &str, trees: &[PathBuf], packages: &[&str]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let missing = |lib: &str, by: &Path| format!("{} needs {lib}, which none of the packages {} provide", by.display(), packages.join(", "));
+pub fn closure_at(
+    binary: &Path,
+    dest: &str,
+    trees: &[PathBuf],
+    packages: &[&str],
+) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let missing = |lib: &str, by: &Path| {
+        format!(
+            "{} needs {lib}, which none of the packages {} provide",
+            by.display(),
+            packages.join(", ")
+        )
+    };
     let mut files = BTreeMap::from([(dest.to_string(), binary.to_path_buf())]);
     let mut seen = BTreeSet::new();
     let mut todo = vec![binary.to_path_buf()];
@@ -76,7 +111,10 @@ pub fn closure_at(binary: &Path, dest: &str, trees: &[PathBuf], packages: &[&str
         let deps = dynamic_deps(&elf)?;
         if let Some(interp) = deps.interpreter {
             // libc names the interpreter in DT_NEEDED too: one copy, where PT_INTERP says.
-            let name = Path::new(&interp).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = Path::new(&interp)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             let found = find_library(&name, trees).with_context(|| missing(&name, &elf))?;
             files.insert(interp.trim_start_matches('/').to_string(), found);
             seen.insert(name);
@@ -94,8 +132,17 @@ pub fn closure_at(binary: &Path, dest: &str, trees: &[PathBuf], packages: &[&str
 
 /// A library by file name in the unpacked packages' library dirs.
 fn find_library(name: &str, trees: &[PathBuf]) -> Option<PathBuf> {
-    let dirs = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib"];
-    trees.iter().flat_map(|t| dirs.iter().map(move |d| t.join(d).join(name))).find(|p| p.is_file())
+    let dirs = [
+        "lib/x86_64-linux-gnu",
+        "usr/lib/x86_64-linux-gnu",
+        "lib64",
+        "lib",
+        "usr/lib",
+    ];
+    trees
+        .iter()
+        .flat_map(|t| dirs.iter().map(move |d| t.join(d).join(name)))
+        .find(|p| p.is_file())
 }
 
 /// What an ELF file asks the dynamic linker for.
@@ -128,7 +175,8 @@ fn parse(data: &[u8]) -> object::read::Result<DynamicDeps> {
             let strings = sections.strings(endian, data, link)?;
             for d in entries {
                 if d.tag32(endian) == Some(object::elf::DT_NEEDED) {
-                    deps.needed.push(String::from_utf8_lossy(d.string(endian, strings)?).to_string());
+                    deps.needed
+                        .push(String::from_utf8_lossy(d.string(endian, strings)?).to_string());
                 }
             }
         }
@@ -144,7 +192,10 @@ mod tests {
     fn reads_a_dynamic_executable() {
         // Any dynamically linked program of the test host will do.
         let deps = dynamic_deps(Path::new("/bin/ls")).unwrap();
-        assert_eq!(deps.interpreter.as_deref(), Some("/lib64/ld-linux-x86-64.so.2"));
+        assert_eq!(
+            deps.interpreter.as_deref(),
+            Some("/lib64/ld-linux-x86-64.so.2")
+        );
         assert!(deps.needed.iter().any(|n| n == "libc.so.6"), "{deps:?}");
         assert!(dynamic_deps(Path::new("/etc/hostname")).is_err());
     }
@@ -153,6 +204,10 @@ mod tests {
     fn closure_names_what_is_missing() {
         let dir = tempfile::tempdir().unwrap();
         let err = closure(Path::new("/bin/ls"), &[dir.path().to_path_buf()]).unwrap_err();
-        assert!(format!("{err:#}").contains("needs ld-linux-x86-64.so.2, which none of the packages dmsetup"), "{err:#}");
+        assert!(
+            format!("{err:#}")
+                .contains("needs ld-linux-x86-64.so.2, which none of the packages dmsetup"),
+            "{err:#}"
+        );
     }
 }

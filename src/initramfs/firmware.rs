@@ -41,7 +41,12 @@ pub struct Collected {
 
 /// Add Debian's firmware for every file the modules declare that `found`
 /// lacks; then warn, per module, about what is still missing.
-pub fn complete(modules: &[Module], mut found: Vec<Firmware>, source: Source, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>) -> anyhow::Result<Collected> {
+pub fn complete(
+    modules: &[Module],
+    mut found: Vec<Firmware>,
+    source: Source,
+    fetcher: &dyn Fn() -> anyhow::Result<Fetcher>,
+) -> anyhow::Result<Collected> {
     let mut out = Collected::default();
     if source == Source::None {
         return Ok(out);
@@ -59,11 +64,15 @@ pub fn complete(modules: &[Module], mut found: Vec<Firmware>, source: Source, fe
             let pkg = fetcher.resolve(&name)?;
             let tree = fetcher.unpacked(&pkg)?;
             for (path, fw) in files {
-                found.push(Firmware { name: fw, source: tree.join(path) });
+                found.push(Firmware {
+                    name: fw,
+                    source: tree.join(path),
+                });
             }
             let copyright = tree.join(format!("usr/share/doc/{name}/copyright"));
             if copyright.is_file() {
-                out.licenses.insert(format!("usr/share/doc/{name}/copyright"), copyright);
+                out.licenses
+                    .insert(format!("usr/share/doc/{name}/copyright"), copyright);
             }
             out.packages.insert(pkg.name, pkg.version);
         }
@@ -86,12 +95,19 @@ pub fn complete(modules: &[Module], mut found: Vec<Firmware>, source: Source, fe
 
 /// A declared file is there as itself or compressed.
 fn has(found: &[Firmware], fw: &str) -> bool {
-    ["", ".xz", ".zst"].iter().any(|ext| found.iter().any(|f| f.name == format!("{fw}{ext}")))
+    ["", ".xz", ".zst"]
+        .iter()
+        .any(|ext| found.iter().any(|f| f.name == format!("{fw}{ext}")))
 }
 
 /// Declared files (safe relative names) not in `found`, sorted.
 fn missing(modules: &[Module], found: &[Firmware]) -> Vec<String> {
-    let all: BTreeSet<String> = modules.iter().flat_map(|m| m.firmware.iter()).filter(|fw| !fw.contains("..") && !fw.starts_with('/')).cloned().collect();
+    let all: BTreeSet<String> = modules
+        .iter()
+        .flat_map(|m| m.firmware.iter())
+        .filter(|fw| !fw.contains("..") && !fw.starts_with('/'))
+        .cloned()
+        .collect();
     all.into_iter().filter(|fw| !has(found, fw)).collect()
 }
 
@@ -102,11 +118,15 @@ impl Index {
     fn read(files: &[PathBuf]) -> anyhow::Result<Index> {
         let mut map = BTreeMap::new();
         for file in files {
-            let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             for (path, package) in parse(&text) {
-                let name = ["usr/lib/firmware/", "lib/firmware/"].iter().find_map(|d| path.strip_prefix(d));
+                let name = ["usr/lib/firmware/", "lib/firmware/"]
+                    .iter()
+                    .find_map(|d| path.strip_prefix(d));
                 if let Some(name) = name {
-                    map.entry(name.to_string()).or_insert((package, path.clone()));
+                    map.entry(name.to_string())
+                        .or_insert((package, path.clone()));
                 }
             }
         }
@@ -118,7 +138,9 @@ impl Index {
     fn find(&self, fw: &str) -> Option<(String, String, String)> {
         ["", ".xz", ".zst"].iter().find_map(|ext| {
             let name = format!("{fw}{ext}");
-            self.0.get(&name).map(|(p, path)| (p.clone(), path.clone(), name))
+            self.0
+                .get(&name)
+                .map(|(p, path)| (p.clone(), path.clone(), name))
         })
     }
 }
@@ -130,7 +152,10 @@ fn parse(text: &str) -> Vec<(String, String)> {
             let (path, locations) = line.trim_end().rsplit_once(char::is_whitespace)?;
             let package = locations.split(',').next()?.rsplit('/').next()?;
             let path = path.trim();
-            (!path.is_empty() && !package.is_empty() && !Path::new(path).components().any(|c| c.as_os_str() == "..")).then(|| (path.to_string(), package.to_string()))
+            (!path.is_empty()
+                && !package.is_empty()
+                && !Path::new(path).components().any(|c| c.as_os_str() == ".."))
+            .then(|| (path.to_string(), package.to_string()))
         })
         .collect()
 }
@@ -140,7 +165,13 @@ mod tests {
     use super::*;
 
     fn module(fw: &[&str]) -> Module {
-        Module { name: "tg3".into(), rel: "tg3.ko".into(), depends: vec![], softdep_pre: vec![], firmware: fw.iter().map(|s| s.to_string()).collect() }
+        Module {
+            name: "tg3".into(),
+            rel: "tg3.ko".into(),
+            depends: vec![],
+            softdep_pre: vec![],
+            firmware: fw.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
@@ -149,23 +180,45 @@ mod tests {
                     usr/lib/firmware/rtl_nic/rtl8168h-2.fw   non-free-firmware/kernel/firmware-realtek,non-free-firmware/kernel/other\n\
                     etc/default/raspi-firmware non-free-firmware/misc/raspi-firmware\n";
         let p = parse(text);
-        assert_eq!(p[0], ("lib/firmware/tigon/tg3.bin".into(), "firmware-misc-nonfree".into()));
+        assert_eq!(
+            p[0],
+            (
+                "lib/firmware/tigon/tg3.bin".into(),
+                "firmware-misc-nonfree".into()
+            )
+        );
         assert_eq!(p[1].1, "firmware-realtek");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("Contents-all");
         std::fs::write(&f, text).unwrap();
         let index = Index::read(&[f]).unwrap();
-        assert_eq!(index.find("tigon/tg3.bin"), Some(("firmware-misc-nonfree".into(), "lib/firmware/tigon/tg3.bin".into(), "tigon/tg3.bin".into())));
-        assert_eq!(index.find("rtl_nic/rtl8168h-2.fw").map(|f| f.1), Some("usr/lib/firmware/rtl_nic/rtl8168h-2.fw".into()));
+        assert_eq!(
+            index.find("tigon/tg3.bin"),
+            Some((
+                "firmware-misc-nonfree".into(),
+                "lib/firmware/tigon/tg3.bin".into(),
+                "tigon/tg3.bin".into()
+            ))
+        );
+        assert_eq!(
+            index.find("rtl_nic/rtl8168h-2.fw").map(|f| f.1),
+            Some("usr/lib/firmware/rtl_nic/rtl8168h-2.fw".into())
+        );
         assert!(index.find("default/raspi-firmware").is_none());
     }
 
     #[test]
     fn basefs_only_keeps_what_is_found() {
-        let found = vec![Firmware { name: "tigon/tg3.bin".into(), source: "/x".into() }];
+        let found = vec![Firmware {
+            name: "tigon/tg3.bin".into(),
+            source: "/x".into(),
+        }];
         let m = [module(&["tigon/tg3.bin", "tigon/tg3_tso.bin", "../evil"])];
         assert_eq!(missing(&m, &found), ["tigon/tg3_tso.bin"]);
-        let c = complete(&m, found, Source::Basefs, &|| anyhow::bail!("the basefs source must not fetch")).unwrap();
+        let c = complete(&m, found, Source::Basefs, &|| {
+            anyhow::bail!("the basefs source must not fetch")
+        })
+        .unwrap();
         assert_eq!(c.files.len(), 1);
         assert!(c.packages.is_empty());
     }

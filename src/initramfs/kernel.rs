@@ -31,7 +31,12 @@ pub enum KernelError {
     #[error("{root}: no boot/vmlinuz-{version} for the modules in lib/modules/{version}, and no kernel package named to take it from (a basefs built by mkimage records it in manifest.json)")]
     NoVmlinuz { root: String, version: String },
     #[error("kernel version mismatch: the initrd's kernel ({package}) is {kernel}, but the basefs {basefs} has /lib/modules/{base}; the booted system could not load its modules. Use the basefs's kernel (`kernel: basefs`), pin the package (`kernel: linux-image-{base}`), or rebuild the basefs")]
-    Mismatch { package: String, kernel: String, basefs: String, base: String },
+    Mismatch {
+        package: String,
+        kernel: String,
+        basefs: String,
+        base: String,
+    },
 }
 
 /// A kernel ready to pack: its image, its modules dir and where firmware is.
@@ -66,7 +71,10 @@ pub struct Locate<'a> {
 }
 
 /// Find the kernel per `source`.
-pub fn locate(at: &Locate, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>) -> anyhow::Result<Kernel> {
+pub fn locate(
+    at: &Locate,
+    fetcher: &dyn Fn() -> anyhow::Result<Fetcher>,
+) -> anyhow::Result<Kernel> {
     let (source, basefs) = (at.source, at.basefs);
     let mut kernel = match source {
         KernelSource::Basefs(path) if path.is_dir() => from_tree(path, None, None)?,
@@ -79,13 +87,24 @@ pub fn locate(at: &Locate, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>) -> any
         }
     };
     if !kernel.vmlinuz.is_file() {
-        let root = kernel.vmlinuz.parent().and_then(Path::parent).map(|r| r.display().to_string()).unwrap_or_default();
-        let no_image = || KernelError::NoVmlinuz { root, version: kernel.version.clone() };
+        let root = kernel
+            .vmlinuz
+            .parent()
+            .and_then(Path::parent)
+            .map(|r| r.display().to_string())
+            .unwrap_or_default();
+        let no_image = || KernelError::NoVmlinuz {
+            root,
+            version: kernel.version.clone(),
+        };
         let package = at.image_package.ok_or_else(no_image)?;
         let dir = match &kernel._scratch {
             Some(t) => t.path().to_path_buf(),
             None => {
-                let t = tempfile::Builder::new().prefix(".initrd-kernel.").tempdir_in(at.scratch).context("cannot create a scratch dir")?;
+                let t = tempfile::Builder::new()
+                    .prefix(".initrd-kernel.")
+                    .tempdir_in(at.scratch)
+                    .context("cannot create a scratch dir")?;
                 let dir = t.path().to_path_buf();
                 kernel._scratch = Some(t);
                 dir
@@ -104,7 +123,11 @@ pub fn locate(at: &Locate, fetcher: &dyn Fn() -> anyhow::Result<Fetcher>) -> any
                 KernelSource::Basefs(p) => p.display().to_string(),
             };
             return Err(KernelError::Mismatch {
-                package: kernel.package.as_ref().map(|p| format!("{} {}", p.0, p.1)).unwrap_or(from),
+                package: kernel
+                    .package
+                    .as_ref()
+                    .map(|p| format!("{} {}", p.0, p.1))
+                    .unwrap_or(from),
                 kernel: kernel.version.clone(),
                 basefs: base.display().to_string(),
                 base: versions.join(", "),
@@ -132,7 +155,9 @@ impl Lazy {
         let mut todo: Vec<&str> = paths
             .iter()
             .map(String::as_str)
-            .filter(|p| self.listing.contains(*p) && fs::symlink_metadata(self.root.join(p)).is_err())
+            .filter(|p| {
+                self.listing.contains(*p) && fs::symlink_metadata(self.root.join(p)).is_err()
+            })
             .collect();
         todo.sort();
         todo.dedup();
@@ -145,7 +170,11 @@ impl Lazy {
     /// The listed paths under a root-relative directory, relative to it.
     pub fn files_under(&self, dir: &str) -> Vec<PathBuf> {
         let prefix = format!("{}/", dir.trim_end_matches('/'));
-        self.listing.iter().filter_map(|p| p.strip_prefix(&prefix)).map(PathBuf::from).collect()
+        self.listing
+            .iter()
+            .filter_map(|p| p.strip_prefix(&prefix))
+            .map(PathBuf::from)
+            .collect()
     }
 
     pub fn root(&self) -> &Path {
@@ -161,17 +190,27 @@ fn from_squashfs(image: &Path, firmware: bool, scratch: &Path) -> anyhow::Result
         dirs.extend(["usr/lib/firmware", "lib/firmware"]);
     }
     let listing = list_squashfs(image, &dirs)?;
-    let tmp = tempfile::Builder::new().prefix(".initrd-kernel.").tempdir_in(scratch).context("cannot create a scratch dir")?;
-    let lazy = Lazy { image: image.to_path_buf(), root: tmp.path().to_path_buf(), listing };
+    let tmp = tempfile::Builder::new()
+        .prefix(".initrd-kernel.")
+        .tempdir_in(scratch)
+        .context("cannot create a scratch dir")?;
+    let lazy = Lazy {
+        image: image.to_path_buf(),
+        root: tmp.path().to_path_buf(),
+        listing,
+    };
     let mut first = Vec::new();
     for p in &lazy.listing {
-        let Some((moddir, version)) = module_dir_of(p) else { continue };
+        let Some((moddir, version)) = module_dir_of(p) else {
+            continue;
+        };
         fs::create_dir_all(lazy.root.join(&moddir).join("kernel"))?;
         first.push(format!("boot/vmlinuz-{version}"));
         first.push(format!("{moddir}/modules.builtin"));
     }
     lazy.materialize(&first)?;
-    let mut kernel = from_tree(&lazy.root.clone(), Some(tmp), None).with_context(|| format!("in basefs image {}", image.display()))?;
+    let mut kernel = from_tree(&lazy.root.clone(), Some(tmp), None)
+        .with_context(|| format!("in basefs image {}", image.display()))?;
     kernel.lazy = Some(lazy);
     Ok(kernel)
 }
@@ -180,25 +219,44 @@ fn from_squashfs(image: &Path, firmware: bool, scratch: &Path) -> anyhow::Result
 fn module_dir_of(path: &str) -> Option<(String, String)> {
     let rest = path.strip_suffix("/kernel")?;
     let (parent, version) = rest.rsplit_once('/')?;
-    (parent == "usr/lib/modules" || parent == "lib/modules").then(|| (rest.to_string(), version.to_string()))
+    (parent == "usr/lib/modules" || parent == "lib/modules")
+        .then(|| (rest.to_string(), version.to_string()))
 }
 
 /// Root-relative paths of everything under `dirs` in a squashfs image.
 pub fn list_squashfs(image: &Path, dirs: &[&str]) -> anyhow::Result<BTreeSet<String>> {
     if !image.is_file() {
-        return Err(crate::UsageError(format!("basefs {} does not exist (build it first: mkimage basefs)", image.display())).into());
+        return Err(crate::UsageError(format!(
+            "basefs {} does not exist (build it first: mkimage basefs)",
+            image.display()
+        ))
+        .into());
     }
-    let all = crate::archive::squashfs_read::list_paths(image).with_context(|| format!("cannot list {}", image.display()))?;
-    Ok(all.into_iter().filter(|p| dirs.iter().any(|d| p == d || p.starts_with(&format!("{d}/")))).collect())
+    let all = crate::archive::squashfs_read::list_paths(image)
+        .with_context(|| format!("cannot list {}", image.display()))?;
+    Ok(all
+        .into_iter()
+        .filter(|p| {
+            dirs.iter()
+                .any(|d| p == d || p.starts_with(&format!("{d}/")))
+        })
+        .collect())
 }
 
 /// Extract `prefixes` (those present) of a squashfs image into `dest`.
 /// The one place that knows how; swap for `archive::squashfs::extract`.
 pub fn extract_squashfs(image: &Path, prefixes: &[&str], dest: &Path) -> anyhow::Result<()> {
     if !image.is_file() {
-        return Err(crate::UsageError(format!("basefs {} does not exist (build it first: mkimage basefs)", image.display())).into());
+        return Err(crate::UsageError(format!(
+            "basefs {} does not exist (build it first: mkimage basefs)",
+            image.display()
+        ))
+        .into());
     }
-    let patterns: Vec<String> = prefixes.iter().map(|p| format!("/{}", p.trim_start_matches('/'))).collect();
+    let patterns: Vec<String> = prefixes
+        .iter()
+        .map(|p| format!("/{}", p.trim_start_matches('/')))
+        .collect();
     let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
     crate::archive::squashfs_read::extract_many(image, &patterns, dest)
         .with_context(|| format!("cannot extract the kernel from {}", image.display()))?;
@@ -211,7 +269,11 @@ pub fn basefs_kernel_versions(basefs: &Path) -> anyhow::Result<Vec<String>> {
         return Ok(versions_in(basefs));
     }
     let listing = list_squashfs(basefs, &["usr/lib/modules", "lib/modules"])?;
-    let mut versions: Vec<String> = listing.iter().filter_map(|p| module_dir_of(p)).map(|(_, v)| v).collect();
+    let mut versions: Vec<String> = listing
+        .iter()
+        .filter_map(|p| module_dir_of(p))
+        .map(|(_, v)| v)
+        .collect();
     versions.sort();
     versions.dedup();
     Ok(versions)
@@ -230,13 +292,23 @@ fn versions_in(root: &Path) -> Vec<String> {
     versions
 }
 
-fn from_tree(root: &Path, scratch: Option<tempfile::TempDir>, package: Option<(String, String)>) -> anyhow::Result<Kernel> {
+fn from_tree(
+    root: &Path,
+    scratch: Option<tempfile::TempDir>,
+    package: Option<(String, String)>,
+) -> anyhow::Result<Kernel> {
     let shown = root.display().to_string();
     let versions = versions_in(root);
     let version = match versions.as_slice() {
         [] => return Err(KernelError::NoModules { root: shown }.into()),
         [one] => one.clone(),
-        many => return Err(KernelError::Several { root: shown, versions: many.join(", ") }.into()),
+        many => {
+            return Err(KernelError::Several {
+                root: shown,
+                versions: many.join(", "),
+            }
+            .into())
+        }
     };
     // Checked by `locate`, which can take it from the kernel package.
     let vmlinuz = root.join("boot").join(format!("vmlinuz-{version}"));
@@ -246,7 +318,15 @@ fn from_tree(root: &Path, scratch: Option<tempfile::TempDir>, package: Option<(S
         .find(|p| p.join("kernel").is_dir())
         .unwrap_or_else(|| root.join("lib/modules").join(&version));
     let firmware_dirs = vec![root.join("usr/lib/firmware"), root.join("lib/firmware")];
-    Ok(Kernel { version, vmlinuz, modules_dir, firmware_dirs, package, lazy: None, _scratch: scratch })
+    Ok(Kernel {
+        version,
+        vmlinuz,
+        modules_dir,
+        firmware_dirs,
+        package,
+        lazy: None,
+        _scratch: scratch,
+    })
 }
 
 #[cfg(test)]
@@ -257,14 +337,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join(format!("usr/lib/modules/{version}/kernel"))).unwrap();
         fs::create_dir_all(dir.path().join("boot")).unwrap();
-        fs::write(dir.path().join(format!("boot/vmlinuz-{version}")), b"kernel").unwrap();
+        fs::write(
+            dir.path().join(format!("boot/vmlinuz-{version}")),
+            b"kernel",
+        )
+        .unwrap();
         dir
     }
 
     #[test]
     fn finds_kernel_in_tree() {
         let root = fake_root("6.1.0-9-amd64");
-        let k = locate(&Locate { source: &KernelSource::Basefs(root.path().into()), basefs: None, firmware: true, scratch: root.path(), image_package: None }, &|| anyhow::bail!("no fetch")).unwrap();
+        let k = locate(
+            &Locate {
+                source: &KernelSource::Basefs(root.path().into()),
+                basefs: None,
+                firmware: true,
+                scratch: root.path(),
+                image_package: None,
+            },
+            &|| anyhow::bail!("no fetch"),
+        )
+        .unwrap();
         assert_eq!(k.version, "6.1.0-9-amd64");
         assert!(k.modules_dir.ends_with("usr/lib/modules/6.1.0-9-amd64"));
     }
@@ -272,7 +366,17 @@ mod tests {
     #[test]
     fn empty_tree_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = locate(&Locate { source: &KernelSource::Basefs(dir.path().into()), basefs: None, firmware: true, scratch: dir.path(), image_package: None }, &|| anyhow::bail!("no fetch")).unwrap_err();
+        let err = locate(
+            &Locate {
+                source: &KernelSource::Basefs(dir.path().into()),
+                basefs: None,
+                firmware: true,
+                scratch: dir.path(),
+                image_package: None,
+            },
+            &|| anyhow::bail!("no fetch"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("linux-image-amd64"), "{err}");
     }
 
@@ -280,23 +384,51 @@ mod tests {
     fn kernel_must_match_the_basefs() {
         let kernel_root = fake_root("6.1.0-9-amd64");
         let base = fake_root("6.1.0-8-amd64");
-        let at = Locate { source: &KernelSource::Basefs(kernel_root.path().into()), basefs: Some(base.path()), firmware: false, scratch: base.path(), image_package: None };
-        let err = locate(&at, &|| anyhow::bail!("no fetch")).unwrap_err().to_string();
-        assert!(err.contains("6.1.0-9-amd64") && err.contains("/lib/modules/6.1.0-8-amd64") && err.contains("kernel: linux-image-6.1.0-8-amd64"), "{err}");
-        let same = Locate { basefs: Some(kernel_root.path()), ..at };
+        let at = Locate {
+            source: &KernelSource::Basefs(kernel_root.path().into()),
+            basefs: Some(base.path()),
+            firmware: false,
+            scratch: base.path(),
+            image_package: None,
+        };
+        let err = locate(&at, &|| anyhow::bail!("no fetch"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("6.1.0-9-amd64")
+                && err.contains("/lib/modules/6.1.0-8-amd64")
+                && err.contains("kernel: linux-image-6.1.0-8-amd64"),
+            "{err}"
+        );
+        let same = Locate {
+            basefs: Some(kernel_root.path()),
+            ..at
+        };
         assert!(locate(&same, &|| anyhow::bail!("no fetch")).is_ok());
     }
 
     #[test]
     fn module_dirs_in_a_listing() {
-        assert_eq!(module_dir_of("usr/lib/modules/6.1.0-9-amd64/kernel"), Some(("usr/lib/modules/6.1.0-9-amd64".into(), "6.1.0-9-amd64".into())));
-        assert_eq!(module_dir_of("usr/lib/modules/6.1.0-9-amd64/kernel/fs/kernel"), None);
+        assert_eq!(
+            module_dir_of("usr/lib/modules/6.1.0-9-amd64/kernel"),
+            Some((
+                "usr/lib/modules/6.1.0-9-amd64".into(),
+                "6.1.0-9-amd64".into()
+            ))
+        );
+        assert_eq!(
+            module_dir_of("usr/lib/modules/6.1.0-9-amd64/kernel/fs/kernel"),
+            None
+        );
         assert_eq!(module_dir_of("usr/lib/modules/6.1.0-9-amd64"), None);
     }
 
     #[test]
     fn versions_of_a_tree() {
         let root = fake_root("6.1.0-9-amd64");
-        assert_eq!(basefs_kernel_versions(root.path()).unwrap(), ["6.1.0-9-amd64"]);
+        assert_eq!(
+            basefs_kernel_versions(root.path()).unwrap(),
+            ["6.1.0-9-amd64"]
+        );
     }
 }

@@ -15,13 +15,21 @@ use crate::apt::Fetcher;
 /// The kernel package (name, version) of kernel `kver` among a basefs's
 /// installed packages: Debian's `linux-image-KVER` (or its `-unsigned` twin).
 pub fn package_of(packages: &BTreeMap<String, String>, kver: &str) -> Option<(String, String)> {
-    [format!("linux-image-{kver}"), format!("linux-image-{kver}-unsigned")]
-        .into_iter()
-        .find_map(|name| packages.get(&name).map(|v| (name, v.clone())))
+    [
+        format!("linux-image-{kver}"),
+        format!("linux-image-{kver}-unsigned"),
+    ]
+    .into_iter()
+    .find_map(|name| packages.get(&name).map(|v| (name, v.clone())))
 }
 
 /// Put `boot/vmlinuz-KVER` of package `name` = `version` under `root`.
-pub fn fetch(fetcher: &Fetcher, (name, version): &(String, String), kver: &str, root: &Path) -> anyhow::Result<()> {
+pub fn fetch(
+    fetcher: &Fetcher,
+    (name, version): &(String, String),
+    kver: &str,
+    root: &Path,
+) -> anyhow::Result<()> {
     tracing::info!(package = %name, %version, "the basefs ships no kernel image: taking it from its kernel package");
     let pkg = fetcher.resolve_exact(name, version).with_context(|| {
         format!("the basefs has no boot/vmlinuz-{kver} and its kernel package {name} {version} cannot be found; rebuild the basefs")
@@ -30,7 +38,8 @@ pub fn fetch(fetcher: &Fetcher, (name, version): &(String, String), kver: &str, 
     let image = tree.join(format!("boot/vmlinuz-{kver}"));
     let dest = root.join(format!("boot/vmlinuz-{kver}"));
     std::fs::create_dir_all(root.join("boot"))?;
-    std::fs::copy(&image, &dest).with_context(|| format!("package {name} {version} has no {}", image.display()))?;
+    std::fs::copy(&image, &dest)
+        .with_context(|| format!("package {name} {version} has no {}", image.display()))?;
     Ok(())
 }
 
@@ -42,8 +51,14 @@ mod tests {
     fn finds_the_kernel_package() {
         let mut p = BTreeMap::new();
         p.insert("linux-image-amd64".to_string(), "6.1.176-1".to_string());
-        p.insert("linux-image-6.1.0-50-amd64".to_string(), "6.1.176-1".to_string());
-        assert_eq!(package_of(&p, "6.1.0-50-amd64"), Some(("linux-image-6.1.0-50-amd64".into(), "6.1.176-1".into())));
+        p.insert(
+            "linux-image-6.1.0-50-amd64".to_string(),
+            "6.1.176-1".to_string(),
+        );
+        assert_eq!(
+            package_of(&p, "6.1.0-50-amd64"),
+            Some(("linux-image-6.1.0-50-amd64".into(), "6.1.176-1".into()))
+        );
         assert_eq!(package_of(&p, "6.1.0-49-amd64"), None);
     }
 }

@@ -23,8 +23,8 @@ use anyhow::Context;
 pub use kernel::KernelSource;
 pub use pack::Compression;
 
-use crate::artifact::{self, Entry};
 use crate::apt::{AptSource, Fetcher};
+use crate::artifact::{self, Entry};
 
 /// Everything an initrd build needs (the config loader fills it from vars).
 #[derive(Debug, Clone)]
@@ -73,7 +73,12 @@ pub struct InitDefaults {
 
 impl Default for InitDefaults {
     fn default() -> Self {
-        InitDefaults { onfail: "shell".into(), retries: 5, backoff: 2, rootsize: "50%".into() }
+        InitDefaults {
+            onfail: "shell".into(),
+            retries: 5,
+            backoff: 2,
+            rootsize: "50%".into(),
+        }
     }
 }
 
@@ -85,7 +90,10 @@ impl InitrdOptions {
             kernel,
             basefs: None,
             kernel_package: None,
-            modules: modules::DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
+            modules: modules::DEFAULT_MODULES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             firmware: firmware::Source::Debian,
             compression: Compression::Gzip { level: 6 },
             apt,
@@ -103,9 +111,14 @@ impl InitrdOptions {
 /// to `artifact::record`.
 pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     if opts.defaults.onfail != "shell" && opts.defaults.onfail != "reboot" {
-        return Err(crate::UsageError(format!("onfail: `{}` is not `shell` or `reboot`", opts.defaults.onfail)).into());
+        return Err(crate::UsageError(format!(
+            "onfail: `{}` is not `shell` or `reboot`",
+            opts.defaults.onfail
+        ))
+        .into());
     }
-    std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
     // One source for every package of the build, with the firmware
     // component and its Contents index whatever `firmware:` says: a private
     // apt whose source lines change drops its lists, under any other build
@@ -118,14 +131,24 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     apt.contents = vec![component];
     let apt = &apt;
     tracing::info!(source = ?opts.kernel, "step: locate kernel");
-    let at = kernel::Locate { source: &opts.kernel, basefs: opts.basefs.as_deref(), firmware: opts.firmware != firmware::Source::None, scratch: opts.scratch.as_deref().unwrap_or(&opts.out_dir), image_package: opts.kernel_package.as_ref() };
+    let at = kernel::Locate {
+        source: &opts.kernel,
+        basefs: opts.basefs.as_deref(),
+        firmware: opts.firmware != firmware::Source::None,
+        scratch: opts.scratch.as_deref().unwrap_or(&opts.out_dir),
+        image_package: opts.kernel_package.as_ref(),
+    };
     let kernel = kernel::locate(&at, &|| Fetcher::new(apt))?;
 
     tracing::info!(version = %kernel.version, "step: resolve modules");
     let order = resolve_modules(&kernel, &opts.modules)?;
 
     tracing::info!("step: collect firmware");
-    let in_basefs = if opts.firmware != firmware::Source::None { collect_firmware(&kernel, &order)? } else { Vec::new() };
+    let in_basefs = if opts.firmware != firmware::Source::None {
+        collect_firmware(&kernel, &order)?
+    } else {
+        Vec::new()
+    };
     let firmware = firmware::complete(&order, in_basefs, opts.firmware, &|| Fetcher::new(apt))?;
 
     tracing::info!("step: fetch busybox");
@@ -140,16 +163,25 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     extra.extend(firmware.licenses.clone());
 
     tracing::info!("step: render init");
-    let init = pack::render_init(&opts.init_template, &opts.name, &kernel.version, &opts.defaults)?;
+    let init = pack::render_init(
+        &opts.init_template,
+        &opts.name,
+        &kernel.version,
+        &opts.defaults,
+    )?;
     let init_sha = artifact::sha256_bytes(init.as_bytes());
     let udhcpc = opts.init_template.with_file_name("udhcpc.script");
-    let udhcpc = std::fs::read(&udhcpc).with_context(|| format!("cannot read {}", udhcpc.display()))?;
+    let udhcpc =
+        std::fs::read(&udhcpc).with_context(|| format!("cannot read {}", udhcpc.display()))?;
     let scripts = pack::read_scripts(&opts.init_template)?;
-    let init_sha = artifact::sha256_bytes(&scripts.iter().fold(init_sha.into_bytes(), |mut all, (name, bytes)| {
-        all.extend_from_slice(name.as_bytes());
-        all.extend_from_slice(bytes);
-        all
-    }));
+    let init_sha = artifact::sha256_bytes(&scripts.iter().fold(
+        init_sha.into_bytes(),
+        |mut all, (name, bytes)| {
+            all.extend_from_slice(name.as_bytes());
+            all.extend_from_slice(bytes);
+            all
+        },
+    ));
 
     tracing::info!("step: pack initrd");
     let entries = pack::entries(&pack::Contents {
@@ -166,10 +198,12 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     })?;
     let initrd_file = format!("{}.initrd", opts.name);
     let staged = artifact::staging_file(&opts.out_dir, &initrd_file)?;
-    pack::write(entries, staged.as_file(), &opts.compression).with_context(|| format!("cannot write {initrd_file}"))?;
+    pack::write(entries, staged.as_file(), &opts.compression)
+        .with_context(|| format!("cannot write {initrd_file}"))?;
     let vmlinuz_file = format!("{}.vmlinuz", opts.name);
     let staged_kernel = artifact::staging_file(&opts.out_dir, &vmlinuz_file)?;
-    std::fs::copy(&kernel.vmlinuz, staged_kernel.path()).with_context(|| format!("cannot copy {}", kernel.vmlinuz.display()))?;
+    std::fs::copy(&kernel.vmlinuz, staged_kernel.path())
+        .with_context(|| format!("cannot copy {}", kernel.vmlinuz.display()))?;
 
     tracing::info!("step: publish");
     let module_names: Vec<String> = order.iter().map(|m| m.name.clone()).collect();
@@ -206,26 +240,62 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
         ..Default::default()
     };
     Ok(vec![
-        Entry { kind: "kernel".into(), file: vmlinuz_file, size: ksize, sha256: ksha, ..common.clone() },
-        Entry { kind: "initrd".into(), file: initrd_file, size: isize, sha256: isha, modules: module_names, ..common },
+        Entry {
+            kind: "kernel".into(),
+            file: vmlinuz_file,
+            size: ksize,
+            sha256: ksha,
+            ..common.clone()
+        },
+        Entry {
+            kind: "initrd".into(),
+            file: initrd_file,
+            size: isize,
+            sha256: isha,
+            modules: module_names,
+            ..common
+        },
     ])
 }
 
 /// The modules' dependency closure in load order (from a squashfs basefs,
 /// only the files needed are extracted).
-fn resolve_modules(kernel: &kernel::Kernel, wanted: &[String]) -> anyhow::Result<Vec<modules::Module>> {
+fn resolve_modules(
+    kernel: &kernel::Kernel,
+    wanted: &[String],
+) -> anyhow::Result<Vec<modules::Module>> {
     let Some(lazy) = &kernel.lazy else {
         return modules::KernelModules::open(&kernel.modules_dir, &kernel.version)?.closure(wanted);
     };
-    let moddir = kernel.modules_dir.strip_prefix(lazy.root()).unwrap_or(&kernel.modules_dir).to_string_lossy().to_string();
+    let moddir = kernel
+        .modules_dir
+        .strip_prefix(lazy.root())
+        .unwrap_or(&kernel.modules_dir)
+        .to_string_lossy()
+        .to_string();
     let listing = lazy.files_under(&moddir);
-    let fetch = |rels: &[PathBuf]| lazy.materialize(&rels.iter().map(|r| format!("{moddir}/{}", r.display())).collect::<Vec<_>>());
-    let mods = modules::KernelModules::listed(&kernel.modules_dir, &kernel.version, &listing, Box::new(fetch));
+    let fetch = |rels: &[PathBuf]| {
+        lazy.materialize(
+            &rels
+                .iter()
+                .map(|r| format!("{moddir}/{}", r.display()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mods = modules::KernelModules::listed(
+        &kernel.modules_dir,
+        &kernel.version,
+        &listing,
+        Box::new(fetch),
+    );
     mods.closure(wanted)
 }
 
 /// The firmware files the modules declare that the kernel tree has.
-fn collect_firmware(kernel: &kernel::Kernel, order: &[modules::Module]) -> anyhow::Result<Vec<pack::Firmware>> {
+fn collect_firmware(
+    kernel: &kernel::Kernel,
+    order: &[modules::Module],
+) -> anyhow::Result<Vec<pack::Firmware>> {
     if let Some(lazy) = &kernel.lazy {
         let wanted: Vec<String> = order
             .iter()

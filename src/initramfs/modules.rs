@@ -15,7 +15,11 @@ use anyhow::Context;
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
     #[error("kernel module `{name}` is neither a module nor built into kernel {version} ({dir}); check the spelling in `modules:` (list them with: find {dir} -name '*.ko*')")]
-    Missing { name: String, version: String, dir: String },
+    Missing {
+        name: String,
+        version: String,
+        dir: String,
+    },
     #[error("{path}: not a loadable kernel module: {reason}")]
     BadModule { path: String, reason: String },
     #[error("kernel modules depend on each other in a cycle: {0}")]
@@ -24,10 +28,35 @@ pub enum ModuleError {
 
 /// The NICs of real lab machines and the boot path (loop, squashfs, overlay).
 pub const DEFAULT_MODULES: &[&str] = &[
-    "virtio_net", "virtio_pci", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "tg3", "bnx2", "r8169",
-    "mlx4_en", "mlx5_core", "vmxnet3", "loop", "squashfs", "overlay", "dm_verity", "af_packet",
+    "virtio_net",
+    "virtio_pci",
+    "e1000",
+    "e1000e",
+    "igb",
+    "ixgbe",
+    "i40e",
+    "ice",
+    "bnxt_en",
+    "tg3",
+    "bnx2",
+    "r8169",
+    "mlx4_en",
+    "mlx5_core",
+    "vmxnet3",
+    "loop",
+    "squashfs",
+    "overlay",
+    "dm_verity",
+    "af_packet",
     // The boot medium of an offline ISO: CD-ROM, disk or USB stick, and its filesystem.
-    "isofs", "sr_mod", "sd_mod", "ata_piix", "ahci", "usb_storage", "xhci_pci", "ehci_pci",
+    "isofs",
+    "sr_mod",
+    "sd_mod",
+    "ata_piix",
+    "ahci",
+    "usb_storage",
+    "xhci_pci",
+    "ehci_pci",
 ];
 
 /// Canonical module name: `-` and `_` are the same to the kernel.
@@ -69,7 +98,12 @@ impl<'a> KernelModules<'a> {
 
     /// Index modules known by a listing (paths relative to `dir`) whose
     /// files `fetch` extracts into `dir` when they are needed.
-    pub fn listed(dir: &Path, version: &str, listing: &[PathBuf], fetch: Fetch<'a>) -> KernelModules<'a> {
+    pub fn listed(
+        dir: &Path,
+        version: &str,
+        listing: &[PathBuf],
+        fetch: Fetch<'a>,
+    ) -> KernelModules<'a> {
         let mut files = BTreeMap::new();
         for rel in listing {
             if let Some(name) = module_name(rel) {
@@ -79,25 +113,43 @@ impl<'a> KernelModules<'a> {
         Self::index(dir, version, files, Some(fetch))
     }
 
-    fn index(dir: &Path, version: &str, files: BTreeMap<String, PathBuf>, fetch: Option<Fetch<'a>>) -> KernelModules<'a> {
+    fn index(
+        dir: &Path,
+        version: &str,
+        files: BTreeMap<String, PathBuf>,
+        fetch: Option<Fetch<'a>>,
+    ) -> KernelModules<'a> {
         let builtin = fs::read_to_string(dir.join("modules.builtin"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| module_name(Path::new(l.trim())))
             .collect();
-        KernelModules { version: version.to_string(), dir: dir.to_path_buf(), files, builtin, fetch }
+        KernelModules {
+            version: version.to_string(),
+            dir: dir.to_path_buf(),
+            files,
+            builtin,
+            fetch,
+        }
     }
 
     /// With an on-demand tree: extract the closure's files, a level of
     /// dependencies per extraction.
     fn prefetch(&self, wanted: &[String]) -> anyhow::Result<()> {
-        let Some(fetch) = &self.fetch else { return Ok(()) };
+        let Some(fetch) = &self.fetch else {
+            return Ok(());
+        };
         let mut seen = BTreeSet::new();
         let mut frontier: Vec<String> = wanted.iter().map(|n| canonical(n)).collect();
         while !frontier.is_empty() {
-            let names: Vec<String> =
-                std::mem::take(&mut frontier).into_iter().filter(|n| self.files.contains_key(n) && seen.insert(n.clone())).collect();
-            let rels: Vec<PathBuf> = names.iter().filter_map(|n| self.files.get(n).cloned()).collect();
+            let names: Vec<String> = std::mem::take(&mut frontier)
+                .into_iter()
+                .filter(|n| self.files.contains_key(n) && seen.insert(n.clone()))
+                .collect();
+            let rels: Vec<PathBuf> = names
+                .iter()
+                .filter_map(|n| self.files.get(n).cloned())
+                .collect();
             if rels.is_empty() {
                 break;
             }
@@ -123,14 +175,30 @@ impl<'a> KernelModules<'a> {
             if self.is_builtin(&name) {
                 return Ok(None);
             }
-            return Err(ModuleError::Missing { name, version: self.version.clone(), dir: self.dir.display().to_string() }.into());
+            return Err(ModuleError::Missing {
+                name,
+                version: self.version.clone(),
+                dir: self.dir.display().to_string(),
+            }
+            .into());
         };
         let bytes = read_module(&self.dir.join(rel))?;
-        let info = modinfo(&bytes).map_err(|reason| ModuleError::BadModule { path: self.dir.join(rel).display().to_string(), reason })?;
-        let mut m = Module { name, rel: rel.clone(), depends: vec![], softdep_pre: vec![], firmware: vec![] };
+        let info = modinfo(&bytes).map_err(|reason| ModuleError::BadModule {
+            path: self.dir.join(rel).display().to_string(),
+            reason,
+        })?;
+        let mut m = Module {
+            name,
+            rel: rel.clone(),
+            depends: vec![],
+            softdep_pre: vec![],
+            firmware: vec![],
+        };
         for (key, value) in info {
             match key.as_str() {
-                "depends" => m.depends.extend(value.split(',').filter(|s| !s.is_empty()).map(canonical)),
+                "depends" => m
+                    .depends
+                    .extend(value.split(',').filter(|s| !s.is_empty()).map(canonical)),
                 "softdep" => m.softdep_pre.extend(softdep_pre(&value)),
                 "firmware" => m.firmware.push(value),
                 _ => {}
@@ -148,7 +216,13 @@ impl<'a> KernelModules<'a> {
         let mut done: BTreeMap<String, ()> = BTreeMap::new();
         let mut visiting = Vec::new();
         for name in wanted {
-            self.visit(&canonical(name), false, &mut visiting, &mut done, &mut order)?;
+            self.visit(
+                &canonical(name),
+                false,
+                &mut visiting,
+                &mut done,
+                &mut order,
+            )?;
         }
         Ok(order)
     }
@@ -212,7 +286,10 @@ fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, PathBuf>) -> std::
 /// `kernel/net/packet/af_packet.ko[.xz|.zst]` → `af_packet`.
 pub fn module_name(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
-    let stem = file.strip_suffix(".ko").or_else(|| file.strip_suffix(".ko.xz")).or_else(|| file.strip_suffix(".ko.zst"))?;
+    let stem = file
+        .strip_suffix(".ko")
+        .or_else(|| file.strip_suffix(".ko.xz"))
+        .or_else(|| file.strip_suffix(".ko.zst"))?;
     Some(canonical(stem))
 }
 
@@ -250,10 +327,17 @@ fn softdep_pre(value: &str) -> Vec<String> {
 
 /// The key=value strings of an ELF64 little-endian object's `.modinfo` section.
 pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
     let u64_at = |o: usize| {
-        elf.get(o..o + 8).and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).ok())
+        elf.get(o..o + 8)
+            .and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).ok())
     };
     if elf.get(..4) != Some(b"\x7fELF") {
         return Err("no ELF header".into());
@@ -271,10 +355,15 @@ pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>, String> {
         Some((u32_at(base)?, u64_at(base + 0x18)?, u64_at(base + 0x20)?))
     };
     let (_, str_off, str_size) = section(shstrndx).ok_or_else(short)?;
-    let names = elf.get(str_off..str_off.saturating_add(str_size)).ok_or_else(short)?;
+    let names = elf
+        .get(str_off..str_off.saturating_add(str_size))
+        .ok_or_else(short)?;
     for i in 0..shnum {
         let (name_off, off, size) = section(i).ok_or_else(short)?;
-        let name = names.get(name_off..).and_then(|n| n.split(|&b| b == 0).next()).unwrap_or(b"");
+        let name = names
+            .get(name_off..)
+            .and_then(|n| n.split(|&b| b == 0).next())
+            .unwrap_or(b"");
         if name == b".modinfo" {
             let data = elf.get(off..off.saturating_add(size)).ok_or_else(short)?;
             return Ok(data
@@ -311,7 +400,11 @@ mod tests {
         elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
         elf[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
         elf[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
-        for (name, off, size) in [(0u32, 0usize, 0usize), (1, shstr_off, shstr.len()), (11, info_off, modinfo.len())] {
+        for (name, off, size) in [
+            (0u32, 0usize, 0usize),
+            (1, shstr_off, shstr.len()),
+            (11, info_off, modinfo.len()),
+        ] {
             let mut sh = vec![0u8; 64];
             sh[..4].copy_from_slice(&name.to_le_bytes());
             sh[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
@@ -334,8 +427,16 @@ mod tests {
 
     #[test]
     fn reads_modinfo() {
-        let info = modinfo(&fake_ko(&["license=GPL", "depends=virtio,virtio_ring", "firmware=a/b.bin"])).unwrap();
-        assert_eq!(info[1], ("depends".to_string(), "virtio,virtio_ring".to_string()));
+        let info = modinfo(&fake_ko(&[
+            "license=GPL",
+            "depends=virtio,virtio_ring",
+            "firmware=a/b.bin",
+        ]))
+        .unwrap();
+        assert_eq!(
+            info[1],
+            ("depends".to_string(), "virtio,virtio_ring".to_string())
+        );
         assert!(modinfo(b"not elf").is_err());
         assert!(modinfo(&fake_ko(&[])[..70]).is_err());
     }
@@ -344,28 +445,60 @@ mod tests {
     fn closure_puts_dependencies_first() {
         let t = tree(
             &[
-                ("kernel/net/virtio_net.ko", &["depends=net_failover,virtio_ring"]),
+                (
+                    "kernel/net/virtio_net.ko",
+                    &["depends=net_failover,virtio_ring"],
+                ),
                 ("kernel/net/net_failover.ko", &["depends=failover"]),
                 ("kernel/net/failover.ko", &["depends="]),
                 ("kernel/virtio/virtio_ring.ko", &["depends=virtio"]),
                 ("kernel/virtio/virtio.ko", &["depends="]),
-                ("kernel/fs/overlay.ko", &["depends=", "softdep=pre: crc32c-generic nosuch post: x"]),
+                (
+                    "kernel/fs/overlay.ko",
+                    &["depends=", "softdep=pre: crc32c-generic nosuch post: x"],
+                ),
                 ("kernel/crypto/crc32c_generic.ko", &["depends="]),
             ],
             "kernel/net/packet/af_packet.ko\n",
         );
         let k = KernelModules::open(t.path(), "6.1.0-test").unwrap();
-        let wanted: Vec<String> = ["virtio-net", "af_packet", "overlay"].iter().map(|s| s.to_string()).collect();
-        let names: Vec<_> = k.closure(&wanted).unwrap().into_iter().map(|m| m.name).collect();
-        assert_eq!(names, ["failover", "net_failover", "virtio", "virtio_ring", "virtio_net", "crc32c_generic", "overlay"]);
+        let wanted: Vec<String> = ["virtio-net", "af_packet", "overlay"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let names: Vec<_> = k
+            .closure(&wanted)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "failover",
+                "net_failover",
+                "virtio",
+                "virtio_ring",
+                "virtio_net",
+                "crc32c_generic",
+                "overlay"
+            ]
+        );
         let err = k.closure(&["e1000x".to_string()]).unwrap_err().to_string();
-        assert!(err.contains("e1000x") && err.contains("6.1.0-test"), "{err}");
+        assert!(
+            err.contains("e1000x") && err.contains("6.1.0-test"),
+            "{err}"
+        );
     }
 
     #[test]
     fn cycle_is_an_error() {
         let t = tree(&[("a.ko", &["depends=b"]), ("b.ko", &["depends=a"])], "");
         let k = KernelModules::open(t.path(), "v").unwrap();
-        assert!(k.closure(&["a".into()]).unwrap_err().to_string().contains("a -> b -> a"));
+        assert!(k
+            .closure(&["a".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("a -> b -> a"));
     }
 }

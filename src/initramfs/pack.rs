@@ -32,13 +32,20 @@ pub const SCRIPTS_DIR: &str = "lib/mkimage";
 /// The shell libraries beside the init template (`*.sh`), sorted by name.
 pub fn read_scripts(template: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let dir = template.parent().unwrap_or(Path::new("."));
-    let listing = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let listing =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     let mut scripts = Vec::new();
     for entry in listing {
-        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         if name.ends_with(".sh") && path.is_file() {
-            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             scripts.push((name, bytes));
         }
     }
@@ -62,10 +69,19 @@ pub fn find_firmware(modules: &[Module], dirs: &[PathBuf]) -> Vec<Firmware> {
             if fw.contains("..") || fw.starts_with('/') {
                 continue;
             }
-            let hit = dirs.iter().flat_map(|d| ["", ".xz", ".zst"].map(|ext| d.join(format!("{fw}{ext}")))).find(|p| p.is_file());
+            let hit = dirs
+                .iter()
+                .flat_map(|d| ["", ".xz", ".zst"].map(|ext| d.join(format!("{fw}{ext}"))))
+                .find(|p| p.is_file());
             if let Some(source) = hit {
-                let name = source.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                let rel = Path::new(fw).with_file_name(name).to_string_lossy().to_string();
+                let name = source
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                let rel = Path::new(fw)
+                    .with_file_name(name)
+                    .to_string_lossy()
+                    .to_string();
                 found.insert(rel.clone(), Firmware { name: rel, source });
             }
         }
@@ -74,11 +90,18 @@ pub fn find_firmware(modules: &[Module], dirs: &[PathBuf]) -> Vec<Firmware> {
 }
 
 /// Render the init template (strict: an undefined variable is an error).
-pub fn render_init(template: &Path, name: &str, kernel_version: &str, defaults: &InitDefaults) -> anyhow::Result<String> {
-    let source = std::fs::read_to_string(template).with_context(|| format!("cannot read init template {}", template.display()))?;
+pub fn render_init(
+    template: &Path,
+    name: &str,
+    kernel_version: &str,
+    defaults: &InitDefaults,
+) -> anyhow::Result<String> {
+    let source = std::fs::read_to_string(template)
+        .with_context(|| format!("cannot read init template {}", template.display()))?;
     let mut env = crate::template::environment();
     let shown = template.display().to_string();
-    env.add_template_owned(shown.clone(), source).with_context(|| format!("{shown}: template syntax error"))?;
+    env.add_template_owned(shown.clone(), source)
+        .with_context(|| format!("{shown}: template syntax error"))?;
     let ctx = minijinja::context! {
         name => name,
         kernel_version => kernel_version,
@@ -89,7 +112,8 @@ pub fn render_init(template: &Path, name: &str, kernel_version: &str, defaults: 
         default_rootsize => defaults.rootsize,
     };
     let tmpl = env.get_template(&shown)?;
-    tmpl.render(ctx).with_context(|| format!("cannot render {shown}"))
+    tmpl.render(ctx)
+        .with_context(|| format!("cannot render {shown}"))
 }
 
 /// What goes into the initrd.
@@ -113,28 +137,58 @@ pub struct Contents<'a> {
 /// mtime = `mtime`.
 pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
     let mut files: BTreeMap<String, (EntryKind, u32)> = BTreeMap::new();
-    for dir in ["bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "run", "tmp", "newroot", "root", "etc", "mnt"] {
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "run", "tmp", "newroot",
+        "root", "etc", "mnt",
+    ] {
         files.insert(dir.into(), (EntryKind::Dir, 0o755));
     }
     files.insert("tmp".into(), (EntryKind::Dir, 0o1777));
-    files.insert("dev/console".into(), (EntryKind::CharDev { major: 5, minor: 1 }, 0o600));
-    files.insert("dev/null".into(), (EntryKind::CharDev { major: 1, minor: 3 }, 0o666));
+    files.insert(
+        "dev/console".into(),
+        (EntryKind::CharDev { major: 5, minor: 1 }, 0o600),
+    );
+    files.insert(
+        "dev/null".into(),
+        (EntryKind::CharDev { major: 1, minor: 3 }, 0o666),
+    );
     files.insert("init".into(), (EntryKind::Data(c.init.clone()), 0o755));
-    files.insert("usr/share/udhcpc/default.script".into(), (EntryKind::Data(c.udhcpc.clone()), 0o755));
+    files.insert(
+        "usr/share/udhcpc/default.script".into(),
+        (EntryKind::Data(c.udhcpc.clone()), 0o755),
+    );
     for (name, bytes) in c.scripts {
-        files.insert(format!("{SCRIPTS_DIR}/{name}"), (EntryKind::Data(bytes.clone()), 0o644));
+        files.insert(
+            format!("{SCRIPTS_DIR}/{name}"),
+            (EntryKind::Data(bytes.clone()), 0o644),
+        );
     }
-    files.insert("etc/nsswitch.conf".into(), (EntryKind::Data(b"hosts: files dns\n".to_vec()), 0o644));
-    files.insert("etc/hosts".into(), (EntryKind::Data(b"127.0.0.1 localhost\n".to_vec()), 0o644));
-    files.insert("bin/busybox".into(), (EntryKind::File(c.busybox.binary.clone()), 0o755));
+    files.insert(
+        "etc/nsswitch.conf".into(),
+        (EntryKind::Data(b"hosts: files dns\n".to_vec()), 0o644),
+    );
+    files.insert(
+        "etc/hosts".into(),
+        (EntryKind::Data(b"127.0.0.1 localhost\n".to_vec()), 0o644),
+    );
+    files.insert(
+        "bin/busybox".into(),
+        (EntryKind::File(c.busybox.binary.clone()), 0o755),
+    );
     for applet in &c.busybox.applets {
-        files.entry(applet.clone()).or_insert((EntryKind::Symlink(busybox::link_target(applet)), 0o777));
+        files
+            .entry(applet.clone())
+            .or_insert((EntryKind::Symlink(busybox::link_target(applet)), 0o777));
     }
     for (path, source) in &c.dmsetup.files {
         files.insert(path.clone(), (EntryKind::File(source.clone()), 0o755));
     }
     for (path, source) in c.extra {
-        let mode = if path.starts_with("usr/share/") { 0o644 } else { 0o755 };
+        let mode = if path.starts_with("usr/share/") {
+            0o644
+        } else {
+            0o755
+        };
         files.insert(path.clone(), (EntryKind::File(source.clone()), mode));
     }
     let kdir = format!("lib/modules/{}", c.kernel.version);
@@ -147,16 +201,24 @@ pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
         files.insert(path.clone(), (EntryKind::Data(bytes), 0o644));
         order.push_str(&format!("/{path}\n"));
     }
-    files.insert(MODULES_ORDER.into(), (EntryKind::Data(order.into_bytes()), 0o644));
+    files.insert(
+        MODULES_ORDER.into(),
+        (EntryKind::Data(order.into_bytes()), 0o644),
+    );
     for fw in c.firmware {
-        files.insert(format!("lib/firmware/{}", fw.name), (EntryKind::File(fw.source.clone()), 0o644));
+        files.insert(
+            format!("lib/firmware/{}", fw.name),
+            (EntryKind::File(fw.source.clone()), 0o644),
+        );
     }
     // Every parent directory exists as an entry of its own.
     let parents: Vec<String> = files
         .keys()
         .flat_map(|p| {
             let parts: Vec<&str> = p.split('/').collect();
-            (1..parts.len()).map(move |i| parts[..i].join("/")).collect::<Vec<_>>()
+            (1..parts.len())
+                .map(move |i| parts[..i].join("/"))
+                .collect::<Vec<_>>()
         })
         .collect();
     for p in parents {
@@ -164,12 +226,23 @@ pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
     }
     Ok(files
         .into_iter()
-        .map(|(path, (kind, mode))| Entry { path, kind, mode, uid: 0, gid: 0, mtime: c.mtime })
+        .map(|(path, (kind, mode))| Entry {
+            path,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: c.mtime,
+        })
         .collect())
 }
 
 /// Write the entries as a compressed newc archive.
-pub fn write(entries: Vec<Entry>, out: &std::fs::File, compression: &Compression) -> anyhow::Result<()> {
+pub fn write(
+    entries: Vec<Entry>,
+    out: &std::fs::File,
+    compression: &Compression,
+) -> anyhow::Result<()> {
     let buffered = std::io::BufWriter::new(out);
     let mut buffered = match compression {
         Compression::Gzip { level } => cpio::write_newc_gz(entries, buffered, *level)?,
@@ -202,15 +275,32 @@ mod tests {
         let t = Path::new(env!("CARGO_MANIFEST_DIR")).join("initrd/init.j2");
         let out = render_init(&t, "initrd", "6.1.0-1-amd64", &InitDefaults::default()).unwrap();
         assert!(out.starts_with("#!/bin/sh\n"));
-        assert!(out.contains("ONFAIL=shell") && out.contains("exec switch_root /newroot /sbin/init"));
-        crate::exec::Cmd::new("sh").arg("-n").stdin_bytes(out.clone()).run().unwrap();
-        crate::exec::Cmd::new("busybox").args(["sh", "-n"]).stdin_bytes(out.clone()).run().unwrap();
+        assert!(
+            out.contains("ONFAIL=shell") && out.contains("exec switch_root /newroot /sbin/init")
+        );
+        crate::exec::Cmd::new("sh")
+            .arg("-n")
+            .stdin_bytes(out.clone())
+            .run()
+            .unwrap();
+        crate::exec::Cmd::new("busybox")
+            .args(["sh", "-n"])
+            .stdin_bytes(out.clone())
+            .run()
+            .unwrap();
         let scripts = read_scripts(&t).unwrap();
         let names: Vec<&str> = scripts.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["bench.sh", "fetch.sh", "media.sh", "report.sh"]);
         for (name, bytes) in scripts {
-            assert!(out.contains(&format!(". /{SCRIPTS_DIR}/{name}")), "the init does not source {name}");
-            crate::exec::Cmd::new("busybox").args(["sh", "-n"]).stdin_bytes(bytes).run().unwrap();
+            assert!(
+                out.contains(&format!(". /{SCRIPTS_DIR}/{name}")),
+                "the init does not source {name}"
+            );
+            crate::exec::Cmd::new("busybox")
+                .args(["sh", "-n"])
+                .stdin_bytes(bytes)
+                .run()
+                .unwrap();
         }
     }
 
@@ -219,7 +309,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("intel")).unwrap();
         std::fs::write(dir.path().join("intel/a.bin"), b"fw").unwrap();
-        let m = Module { name: "x".into(), rel: "x.ko".into(), depends: vec![], softdep_pre: vec![], firmware: vec!["intel/a.bin".into(), "intel/missing.bin".into()] };
+        let m = Module {
+            name: "x".into(),
+            rel: "x.ko".into(),
+            depends: vec![],
+            softdep_pre: vec![],
+            firmware: vec!["intel/a.bin".into(), "intel/missing.bin".into()],
+        };
         let fw = find_firmware(&[m], &[dir.path().to_path_buf()]);
         assert_eq!(fw.len(), 1);
         assert_eq!(fw[0].name, "intel/a.bin");

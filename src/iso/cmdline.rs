@@ -26,18 +26,30 @@ fn location(art: &Art, source: &Source) -> String {
     match (source, &art.remote) {
         (Source::Media, _) => format!("/{MEDIA_DIR}/{}", art.file),
         (Source::Server(_), Some(url)) => url.clone(),
-        (Source::Server(base), None) => format!("{base}/sha256/{}/{}", art.sha256, encode_path(&art.file)),
+        (Source::Server(base), None) => {
+            format!("{base}/sha256/{}/{}", art.sha256, encode_path(&art.file))
+        }
     }
 }
 
 /// The command line without the medium's label (which is derived from it).
 pub fn render(resolved: &Resolved, source: &Source, console: &str) -> String {
-    let mut words = vec![format!("basefs={}", location(&resolved.basefs, source)), format!("basefs.sha256={}", resolved.basefs.sha256)];
+    let mut words = vec![
+        format!("basefs={}", location(&resolved.basefs, source)),
+        format!("basefs.sha256={}", resolved.basefs.sha256),
+    ];
     if let Some(v) = &resolved.basefs.verity {
         words.push(format!("basefs.verity={v}"));
     }
     if !resolved.overlays.is_empty() {
-        let join = |f: &dyn Fn(&Art) -> String| resolved.overlays.iter().map(f).collect::<Vec<_>>().join(",");
+        let join = |f: &dyn Fn(&Art) -> String| {
+            resolved
+                .overlays
+                .iter()
+                .map(f)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         words.push(format!("overlayfs={}", join(&|a| location(a, source))));
         words.push(format!("overlayfs.sha256={}", join(&|a| a.sha256.clone())));
     }
@@ -46,19 +58,30 @@ pub fn render(resolved: &Resolved, source: &Source, console: &str) -> String {
     if let Source::Server(base) = source {
         words.push(format!("mkimage.api={base}"));
     }
-    words.extend([console, resolved.args.as_str()].into_iter().filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_string()));
+    words.extend(
+        [console, resolved.args.as_str()]
+            .into_iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().to_string()),
+    );
     words.join(" ")
 }
 
 /// The ISO 9660 volume id of an offline medium: names its content, so two
 /// different mkimage media attached at once are told apart.
 pub fn label(cmdline: &str) -> String {
-    format!("MKIMAGE_{}", crate::artifact::sha256_bytes(cmdline.as_bytes())[..8].to_ascii_uppercase())
+    format!(
+        "MKIMAGE_{}",
+        crate::artifact::sha256_bytes(cmdline.as_bytes())[..8].to_ascii_uppercase()
+    )
 }
 
 /// The volume label an offline command line names (`mkimage.media=`).
 pub fn media_label(cmdline: &str) -> Option<String> {
-    cmdline.split_whitespace().find_map(|w| w.strip_prefix("mkimage.media=")).map(str::to_string)
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("mkimage.media="))
+        .map(str::to_string)
 }
 
 /// `cmdline` with one more overlay, applied after the others.
@@ -81,7 +104,9 @@ pub fn grub_words(cmdline: &str) -> Result<String, String> {
         .split_whitespace()
         .map(|w| match w {
             w if w.chars().all(plain) => Ok(w.to_string()),
-            w if w.contains('\'') => Err(format!("kernel argument `{w}` contains a single quote, which the GRUB menu cannot carry")),
+            w if w.contains('\'') => Err(format!(
+                "kernel argument `{w}` contains a single quote, which the GRUB menu cannot carry"
+            )),
             w => Ok(format!("'{w}'")),
         })
         .collect::<Result<Vec<_>, _>>()
@@ -93,7 +118,12 @@ mod tests {
     use super::*;
 
     fn art(file: &str, sha: char) -> Art {
-        Art { file: file.into(), sha256: sha.to_string().repeat(64), verity: None, remote: None }
+        Art {
+            file: file.into(),
+            sha256: sha.to_string().repeat(64),
+            verity: None,
+            remote: None,
+        }
     }
 
     fn resolved() -> Resolved {
@@ -131,9 +161,21 @@ mod tests {
         r.overlays.truncate(1);
         r.overlays[0].remote = Some("http://10.0.0.7/o.cpio.gz".into());
         let line = render(&r, &Source::Server("http://10.0.0.1:8080".into()), "");
-        assert!(line.starts_with(&format!("basefs=http://10.0.0.1:8080/sha256/{}/base.squashfs ", "a".repeat(64))), "{line}");
-        assert!(line.contains(" overlayfs=http://10.0.0.7/o.cpio.gz "), "{line}");
-        assert!(line.contains(" mkimage.api=http://10.0.0.1:8080 "), "reports to the server: {line}");
+        assert!(
+            line.starts_with(&format!(
+                "basefs=http://10.0.0.1:8080/sha256/{}/base.squashfs ",
+                "a".repeat(64)
+            )),
+            "{line}"
+        );
+        assert!(
+            line.contains(" overlayfs=http://10.0.0.7/o.cpio.gz "),
+            "{line}"
+        );
+        assert!(
+            line.contains(" mkimage.api=http://10.0.0.1:8080 "),
+            "reports to the server: {line}"
+        );
         assert!(line.ends_with(" rootsize=2G"), "{line}");
     }
 
@@ -141,7 +183,10 @@ mod tests {
     fn an_overlay_is_added_last() {
         let line = "mkimage.media=MKIMAGE_1 basefs=/mkimage/b overlayfs=/mkimage/o overlayfs.sha256=aa console=ttyS0";
         assert_eq!(add_overlay(line, "/mkimage/c", "bb"), "mkimage.media=MKIMAGE_1 basefs=/mkimage/b overlayfs=/mkimage/o,/mkimage/c overlayfs.sha256=aa,bb console=ttyS0");
-        assert_eq!(add_overlay("basefs=/x", "/c", "bb"), "basefs=/x overlayfs=/c overlayfs.sha256=bb");
+        assert_eq!(
+            add_overlay("basefs=/x", "/c", "bb"),
+            "basefs=/x overlayfs=/c overlayfs.sha256=bb"
+        );
         assert_eq!(media_label(line).as_deref(), Some("MKIMAGE_1"));
         assert_eq!(media_label("basefs=http://x/b"), None);
     }

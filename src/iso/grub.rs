@@ -19,8 +19,20 @@ pub const HYBRID_MBR: &str = "/usr/lib/grub/i386-pc/boot_hybrid.img";
 
 /// What both cores need: find the volume, read the menu, boot Linux, talk
 /// on the serial line (BMC serial-over-LAN).
-const MODULES: &[&str] =
-    &["normal", "search", "search_label", "iso9660", "linux", "configfile", "echo", "serial", "terminal", "test", "part_msdos", "part_gpt"];
+const MODULES: &[&str] = &[
+    "normal",
+    "search",
+    "search_label",
+    "iso9660",
+    "linux",
+    "configfile",
+    "echo",
+    "serial",
+    "terminal",
+    "test",
+    "part_msdos",
+    "part_gpt",
+];
 
 /// The ISO's paths of the two images and the menu.
 pub const BIOS_IMAGE: &str = "boot/grub/bios.img";
@@ -58,7 +70,8 @@ pub fn config(profile: &str, label: &str, kernel_args: &str) -> String {
 /// (`root/EFI_IMAGE`), both finding the volume `label`; `work` is scratch.
 pub fn images(root: &Path, work: &Path, label: &str, epoch: u64) -> Result<(), IsoError> {
     let early = work.join("early.cfg");
-    let text = format!("search --no-floppy --set=root --label {label}\nset prefix=($root)/boot/grub\n");
+    let text =
+        format!("search --no-floppy --set=root --label {label}\nset prefix=($root)/boot/grub\n");
     std::fs::write(&early, text).map_err(|e| IsoError::io(&early, e))?;
     let mkimage = |format: &str, dir: &str, out: &Path, extra: &[&str]| {
         Cmd::new("grub-mkimage")
@@ -71,7 +84,12 @@ pub fn images(root: &Path, work: &Path, label: &str, epoch: u64) -> Result<(), I
             .run()
             .map(|_| ())
     };
-    mkimage("i386-pc-eltorito", BIOS_DIR, &root.join(BIOS_IMAGE), &["biosdisk"])?;
+    mkimage(
+        "i386-pc-eltorito",
+        BIOS_DIR,
+        &root.join(BIOS_IMAGE),
+        &["biosdisk"],
+    )?;
     let efi = work.join("BOOTX64.EFI");
     mkimage("x86_64-efi", EFI_DIR, &efi, &["fat", "efi_gop"])?;
     fat_image(&efi, &root.join(EFI_IMAGE), epoch)
@@ -80,17 +98,46 @@ pub fn images(root: &Path, work: &Path, label: &str, epoch: u64) -> Result<(), I
 /// A FAT image holding `/EFI/BOOT/BOOTX64.EFI` (the removable-media path
 /// every UEFI firmware boots), sized to fit, with fixed times and serial.
 fn fat_image(efi: &Path, out: &Path, epoch: u64) -> Result<(), IsoError> {
-    let size = std::fs::metadata(efi).map_err(|e| IsoError::io(efi, e))?.len();
+    let size = std::fs::metadata(efi)
+        .map_err(|e| IsoError::io(efi, e))?
+        .len();
     // 512-byte sectors: the loader, plus room for the FAT and directories.
     let sectors = (size / 512 + 256).div_ceil(64) * 64;
     let stamp = epoch.to_string();
     let img = out.to_string_lossy().into_owned();
-    let mtools = |program: &str| Cmd::new(program).env("SOURCE_DATE_EPOCH", &stamp).env("MTOOLS_SKIP_CHECK", "1");
+    let mtools = |program: &str| {
+        Cmd::new(program)
+            .env("SOURCE_DATE_EPOCH", &stamp)
+            .env("MTOOLS_SKIP_CHECK", "1")
+    };
     let _ = std::fs::remove_file(out);
-    mtools("mformat").args(["-i", &img, "-C", "-T", &sectors.to_string(), "-h", "1", "-s", "32", "-N", "4d4b494d", "-v", "EFIBOOT", "::"]).run()?;
-    mtools("mmd").args(["-i", &img, "::/EFI", "::/EFI/BOOT"]).run()?;
+    mtools("mformat")
+        .args([
+            "-i",
+            &img,
+            "-C",
+            "-T",
+            &sectors.to_string(),
+            "-h",
+            "1",
+            "-s",
+            "32",
+            "-N",
+            "4d4b494d",
+            "-v",
+            "EFIBOOT",
+            "::",
+        ])
+        .run()?;
+    mtools("mmd")
+        .args(["-i", &img, "::/EFI", "::/EFI/BOOT"])
+        .run()?;
     super::set_mtime(efi, epoch)?;
-    mtools("mcopy").args(["-m", "-i", &img]).arg(efi).arg("::/EFI/BOOT/BOOTX64.EFI").run()?;
+    mtools("mcopy")
+        .args(["-m", "-i", &img])
+        .arg(efi)
+        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .run()?;
     Ok(())
 }
 
@@ -98,7 +145,11 @@ fn fat_image(efi: &Path, out: &Path, epoch: u64) -> Result<(), IsoError> {
 mod tests {
     #[test]
     fn menu_boots_the_kernel_with_the_args() {
-        let cfg = super::config("lab", "MKIMAGE_0", "basefs=/mkimage/b mkimage.media=MKIMAGE_0");
+        let cfg = super::config(
+            "lab",
+            "MKIMAGE_0",
+            "basefs=/mkimage/b mkimage.media=MKIMAGE_0",
+        );
         assert!(cfg.contains("\tlinux /boot/vmlinuz basefs=/mkimage/b mkimage.media=MKIMAGE_0\n\tinitrd /boot/initrd\n"), "{cfg}");
         assert!(cfg.contains("terminal_output console serial"));
     }

@@ -27,14 +27,20 @@ pub use cmdline::Source;
 #[derive(Debug, thiserror::Error)]
 pub enum IsoError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Exec(#[from] crate::exec::ExecError),
 }
 
 impl IsoError {
     pub fn io(path: &Path, source: std::io::Error) -> IsoError {
-        IsoError::Io { path: path.to_path_buf(), source }
+        IsoError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -59,9 +65,16 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         return Err(UsageError(format!("{d} has no manifest.json: build first (mkimage play playbooks/all.yml --out {d}) or give --dir")).into());
     }
     let manifest = Manifest::load(&req.dir)?;
-    let config = req.boot_config.as_deref().map(BootConfig::load).transpose()?;
+    let config = req
+        .boot_config
+        .as_deref()
+        .map(BootConfig::load)
+        .transpose()?;
     let resolved = resolve(config.as_ref(), req.profile.as_deref(), &manifest)?;
-    let console = config.as_ref().and_then(|c| c.console.clone()).unwrap_or_else(|| crate::serve::ipxe::DEFAULT_CONSOLE.to_string());
+    let console = config
+        .as_ref()
+        .and_then(|c| c.console.clone())
+        .unwrap_or_else(|| crate::serve::ipxe::DEFAULT_CONSOLE.to_string());
     let mut line = cmdline::render(&resolved, &req.source, &console);
     let label = cmdline::label(&line);
     if req.source == Source::Media {
@@ -76,9 +89,16 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         line = format!("mkimage.media={label} {line}");
     }
     let epoch = crate::artifact::source_date_epoch(newest_build(&manifest, &resolved));
-    let parent = req.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = req
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let work = tempfile::Builder::new().prefix(".mkimage-iso.").tempdir_in(parent).with_context(|| format!("cannot create a work dir in {}", parent.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(".mkimage-iso.")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a work dir in {}", parent.display()))?;
     let root = work.path().join("root");
     for d in ["boot/grub", cmdline::MEDIA_DIR] {
         fs::create_dir_all(root.join(d)).map_err(|e| IsoError::io(&root.join(d), e))?;
@@ -87,28 +107,63 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     copy_verified(&req.dir, &resolved.initrd, &root.join(grub::INITRD))?;
     if req.source == Source::Media {
         for art in std::iter::once(&resolved.basefs).chain(&resolved.overlays) {
-            copy_verified(&req.dir, art, &root.join(cmdline::MEDIA_DIR).join(&art.file))?;
+            copy_verified(
+                &req.dir,
+                art,
+                &root.join(cmdline::MEDIA_DIR).join(&art.file),
+            )?;
         }
     }
-    let words = cmdline::grub_words(&line).map_err(|e| UsageError(format!("profile `{}`: {e}", resolved.profile)))?;
-    write(&root.join(grub::CONFIG), grub::config(&resolved.profile, &label, &words))?;
-    write(&root.join(cmdline::MEDIA_DIR).join("cmdline"), format!("{line}\n"))?;
+    let words = cmdline::grub_words(&line)
+        .map_err(|e| UsageError(format!("profile `{}`: {e}", resolved.profile)))?;
+    write(
+        &root.join(grub::CONFIG),
+        grub::config(&resolved.profile, &label, &words),
+    )?;
+    write(
+        &root.join(cmdline::MEDIA_DIR).join("cmdline"),
+        format!("{line}\n"),
+    )?;
     grub::images(&root, work.path(), &label, epoch)?;
     write_iso(&root, &label, epoch, &req.output, work.path())?;
     let size = fs::metadata(&req.output).map(|m| m.len()).unwrap_or(0);
-    println!("{}: profile {}, volume {label}, {} MB{}", req.output.display(), resolved.profile, size / 1_000_000, if req.source == Source::Media { ", offline" } else { "" });
+    println!(
+        "{}: profile {}, volume {label}, {} MB{}",
+        req.output.display(),
+        resolved.profile,
+        size / 1_000_000,
+        if req.source == Source::Media {
+            ", offline"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
 /// The profile named (or the config's default), resolved against the manifest.
-fn resolve(config: Option<&BootConfig>, profile: Option<&str>, manifest: &Manifest) -> anyhow::Result<Resolved> {
+fn resolve(
+    config: Option<&BootConfig>,
+    profile: Option<&str>,
+    manifest: &Manifest,
+) -> anyhow::Result<Resolved> {
     let chosen = match (config, profile) {
-        (Some(c), Some(name)) => Some(c.profiles.iter().find(|p| p.name == name).ok_or_else(|| {
-            let names: Vec<&str> = c.profiles.iter().map(|p| p.name.as_str()).collect();
-            UsageError(format!("--profile {name}: no such profile in the boot config (it has: {})", names.join(", ")))
-        })?),
+        (Some(c), Some(name)) => {
+            Some(c.profiles.iter().find(|p| p.name == name).ok_or_else(|| {
+                let names: Vec<&str> = c.profiles.iter().map(|p| p.name.as_str()).collect();
+                UsageError(format!(
+                    "--profile {name}: no such profile in the boot config (it has: {})",
+                    names.join(", ")
+                ))
+            })?)
+        }
         (Some(c), None) => c.select(None),
-        (None, Some(name)) => return Err(UsageError(format!("--profile {name}: there is no boot config to find it in (give --boot-config FILE)")).into()),
+        (None, Some(name)) => {
+            return Err(UsageError(format!(
+                "--profile {name}: there is no boot config to find it in (give --boot-config FILE)"
+            ))
+            .into())
+        }
         (None, None) => None,
     };
     Ok(match chosen {
@@ -119,16 +174,28 @@ fn resolve(config: Option<&BootConfig>, profile: Option<&str>, manifest: &Manife
 
 /// The newest build time among the artifacts the ISO holds: its dates.
 fn newest_build(manifest: &Manifest, r: &Resolved) -> u64 {
-    let arts = [&r.kernel, &r.initrd, &r.basefs].into_iter().chain(&r.overlays);
-    arts.filter_map(|a| manifest.artifacts.get(&a.file)).map(|e| e.build_time).max().unwrap_or(0)
+    let arts = [&r.kernel, &r.initrd, &r.basefs]
+        .into_iter()
+        .chain(&r.overlays);
+    arts.filter_map(|a| manifest.artifacts.get(&a.file))
+        .map(|e| e.build_time)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Fail early, naming the package, when a tool is missing.
 pub fn check_tools() -> anyhow::Result<()> {
     for (tool, package) in grub::TOOLS {
-        let there = if tool.starts_with('/') { Path::new(tool).exists() } else { crate::exec::have(tool) };
+        let there = if tool.starts_with('/') {
+            Path::new(tool).exists()
+        } else {
+            crate::exec::have(tool)
+        };
         if !there {
-            return Err(UsageError(format!("mkimage iso needs {tool}: apt-get install -y {package}")).into());
+            return Err(UsageError(format!(
+                "mkimage iso needs {tool}: apt-get install -y {package}"
+            ))
+            .into());
         }
     }
     Ok(())
@@ -152,7 +219,9 @@ fn write(path: &Path, text: String) -> Result<(), IsoError> {
 /// Set a file's (or directory's) modification time.
 pub fn set_mtime(path: &Path, epoch: u64) -> Result<(), IsoError> {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
-    fs::File::open(path).and_then(|f| f.set_modified(time)).map_err(|e| IsoError::io(path, e))
+    fs::File::open(path)
+        .and_then(|f| f.set_modified(time))
+        .map_err(|e| IsoError::io(path, e))
 }
 
 /// Every file and dir under `root` dated `epoch`.
@@ -171,20 +240,49 @@ fn date_tree(root: &Path, epoch: u64) -> Result<(), IsoError> {
 /// El Torito BIOS + EFI boot, GRUB's hybrid MBR for disks, the EFI image
 /// as an appended partition; all dates `epoch`. Written in `work`, then
 /// renamed to `output`.
-pub fn write_iso(root: &Path, label: &str, epoch: u64, output: &Path, work: &Path) -> anyhow::Result<()> {
+pub fn write_iso(
+    root: &Path,
+    label: &str,
+    epoch: u64,
+    output: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
     date_tree(root, epoch)?;
     let staged = work.join("out.iso");
     let date = crate::artifact::utc(epoch).replace(['-', ' ', ':'], "") + "00";
     Cmd::new("xorriso")
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .args(["-as", "mkisofs", "-quiet", "-r", "-V", label, &format!("--modification-date={date}")])
-        .args(["-b", grub::BIOS_IMAGE, "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "--grub2-boot-info"])
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-r",
+            "-V",
+            label,
+            &format!("--modification-date={date}"),
+        ])
+        .args([
+            "-b",
+            grub::BIOS_IMAGE,
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "--grub2-boot-info",
+        ])
         .args(["--grub2-mbr", grub::HYBRID_MBR])
-        .args(["--efi-boot", grub::EFI_IMAGE, "-efi-boot-part", "--efi-boot-image", "--protective-msdos-label"])
+        .args([
+            "--efi-boot",
+            grub::EFI_IMAGE,
+            "-efi-boot-part",
+            "--efi-boot-image",
+            "--protective-msdos-label",
+        ])
         .arg("-o")
         .arg(&staged)
         .arg(root)
         .run()?;
-    fs::rename(&staged, output).with_context(|| format!("cannot rename {} to {}", staged.display(), output.display()))?;
+    fs::rename(&staged, output)
+        .with_context(|| format!("cannot rename {} to {}", staged.display(), output.display()))?;
     Ok(())
 }

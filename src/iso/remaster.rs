@@ -20,21 +20,41 @@ const CHECKER: &str = "boot-test-checker.cpio.gz";
 pub fn with_overlay(iso: &Path, overlay: &[u8], args: &str, output: &Path) -> anyhow::Result<()> {
     super::check_tools()?;
     let parent = output.parent().unwrap_or(Path::new("."));
-    let work = tempfile::Builder::new().prefix(".mkimage-iso.").tempdir_in(parent).with_context(|| format!("cannot create a work dir in {}", parent.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(".mkimage-iso.")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a work dir in {}", parent.display()))?;
     let root = work.path().join("root");
-    Cmd::new("xorriso").args(["-osirrox", "on", "-indev"]).arg(iso).args(["-extract", "/"]).arg(&root).run()?;
+    Cmd::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(iso)
+        .args(["-extract", "/"])
+        .arg(&root)
+        .run()?;
     let line_file = root.join(cmdline::MEDIA_DIR).join("cmdline");
-    let line = fs::read_to_string(&line_file).map_err(|_| UsageError(format!("{}: not an ISO made by mkimage iso (it has no /{}/cmdline)", iso.display(), cmdline::MEDIA_DIR)))?;
+    let line = fs::read_to_string(&line_file).map_err(|_| {
+        UsageError(format!(
+            "{}: not an ISO made by mkimage iso (it has no /{}/cmdline)",
+            iso.display(),
+            cmdline::MEDIA_DIR
+        ))
+    })?;
     let label = cmdline::media_label(&line)
         .ok_or_else(|| UsageError(format!("{}: a network-mode ISO (no mkimage.media= on its command line); boot-test --iso boots offline ISOs (mkimage iso --offline)", iso.display())))?;
     let sha256 = crate::artifact::sha256_bytes(overlay);
     let path = format!("/{}/{CHECKER}", cmdline::MEDIA_DIR);
-    let line = format!("{} {args}", cmdline::add_overlay(line.trim(), &path, &sha256)).trim().to_string();
+    let line = format!(
+        "{} {args}",
+        cmdline::add_overlay(line.trim(), &path, &sha256)
+    )
+    .trim()
+    .to_string();
     let dest = root.join(cmdline::MEDIA_DIR).join(CHECKER);
     fs::write(&dest, overlay).map_err(|e| IsoError::io(&dest, e))?;
     fs::write(&line_file, format!("{line}\n")).map_err(|e| IsoError::io(&line_file, e))?;
     let words = cmdline::grub_words(&line).map_err(UsageError)?;
     let cfg = root.join(grub::CONFIG);
-    fs::write(&cfg, grub::config("boot-test", &label, &words)).map_err(|e| IsoError::io(&cfg, e))?;
+    fs::write(&cfg, grub::config("boot-test", &label, &words))
+        .map_err(|e| IsoError::io(&cfg, e))?;
     super::write_iso(&root, &label, 0, output, work.path())
 }

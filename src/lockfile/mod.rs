@@ -40,7 +40,8 @@ pub struct Lock {
     pub packages: BTreeMap<String, Locked>,
 }
 
-const HEADER: &str = "# Written by `mkimage lock`: the exact package versions (and .deb sha256) the\n\
+const HEADER: &str =
+    "# Written by `mkimage lock`: the exact package versions (and .deb sha256) the\n\
 # builds install. Builds whose vars set `lock:` to this file install exactly\n\
 # these; run `mkimage lock` again to move to the mirror's current versions.\n";
 
@@ -56,8 +57,14 @@ impl Lock {
         }
         let lock: Lock = crate::yaml::load(path)?;
         for (name, p) in &lock.packages {
-            if !crate::artifact::objects::is_sha256(&p.sha256) || p.version.is_empty() || !p.filename.ends_with(".deb") {
-                let (line, col) = crate::yaml::locate(&std::fs::read_to_string(path).unwrap_or_default(), &["packages".into(), name.clone()]);
+            if !crate::artifact::objects::is_sha256(&p.sha256)
+                || p.version.is_empty()
+                || !p.filename.ends_with(".deb")
+            {
+                let (line, col) = crate::yaml::locate(
+                    &std::fs::read_to_string(path).unwrap_or_default(),
+                    &["packages".into(), name.clone()],
+                );
                 return Err(ConfigError(format!(
                     "{}:{line}:{col}: packages.{name}: needs `version`, `sha256` (64 hex digits) and `filename` (…/NAME_VERSION_ARCH.deb); write the file with `mkimage lock`",
                     path.display()
@@ -85,7 +92,9 @@ impl Lock {
         let text = format!("{HEADER}{}", serde_yaml_ng::to_string(self)?);
         let dir = path.parent().unwrap_or(Path::new("."));
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        crate::artifact::write_atomic(dir, &name, |f| std::io::Write::write_all(f, text.as_bytes()))?;
+        crate::artifact::write_atomic(dir, &name, |f| {
+            std::io::Write::write_all(f, text.as_bytes())
+        })?;
         Ok(())
     }
 
@@ -93,7 +102,10 @@ impl Lock {
     pub fn preferences(&self) -> String {
         let mut out = String::from("# mkimage: the lock file's versions, while building\n");
         for (name, p) in &self.packages {
-            out.push_str(&format!("\nPackage: {name}\nPin: version {}\nPin-Priority: 1001\n", p.version));
+            out.push_str(&format!(
+                "\nPackage: {name}\nPin: version {}\nPin-Priority: 1001\n",
+                p.version
+            ));
         }
         out
     }
@@ -104,7 +116,11 @@ impl Lock {
     pub fn mismatches(&self, installed: &BTreeMap<String, String>) -> Vec<String> {
         installed
             .iter()
-            .filter(|(name, version)| self.packages.get(*name).is_none_or(|p| &p.version != *version))
+            .filter(|(name, version)| {
+                self.packages
+                    .get(*name)
+                    .is_none_or(|p| &p.version != *version)
+            })
             .map(|(name, version)| match self.packages.get(name) {
                 Some(p) => format!("{name} {version} (locked: {})", p.version),
                 None => format!("{name} {version} (not in the lock)"),
@@ -127,20 +143,42 @@ impl Pinned {
     /// Load the lock at `path` (named by `lock:` in `named_in`) for a build
     /// from `src` (for `arch`), and check that every locked version is
     /// available — fetching fresh package lists once per process and lock.
-    pub fn prepare(path: &Path, named_in: &Path, src: &crate::apt::AptSource, arch: &str, debs: &Path) -> anyhow::Result<Pinned> {
+    pub fn prepare(
+        path: &Path,
+        named_in: &Path,
+        src: &crate::apt::AptSource,
+        arch: &str,
+        debs: &Path,
+    ) -> anyhow::Result<Pinned> {
         use std::sync::Mutex;
         static DONE: Mutex<BTreeMap<String, Pinned>> = Mutex::new(BTreeMap::new());
         let lock = Lock::load(path, named_in)?;
         lock.check_for(path, &src.suite, arch)?;
-        let memo = format!("{} {}", path.display(), crate::artifact::sha256_file(path)?.1);
+        let memo = format!(
+            "{} {}",
+            path.display(),
+            crate::artifact::sha256_file(path)?.1
+        );
         if let Some(done) = DONE.lock().ok().and_then(|m| m.get(&memo).cloned()) {
             return Ok(done);
         }
-        tracing::info!("checking the {} locked packages of {} against the mirror", lock.packages.len(), path.display());
-        let wanted = lock.packages.iter().map(|(n, p)| (n.clone(), p.version.clone())).collect();
+        tracing::info!(
+            "checking the {} locked packages of {} against the mirror",
+            lock.packages.len(),
+            path.display()
+        );
+        let wanted = lock
+            .packages
+            .iter()
+            .map(|(n, p)| (n.clone(), p.version.clone()))
+            .collect();
         let offered = index::lookup(&index::fresh_lists(src)?, &wanted)?;
         let repo = repo::prepare(&lock, path, &offered, debs, &src.cache_dir)?;
-        let pinned = Pinned { path: path.to_path_buf(), lock, repo };
+        let pinned = Pinned {
+            path: path.to_path_buf(),
+            lock,
+            repo,
+        };
         if let Ok(mut m) = DONE.lock() {
             m.insert(memo, pinned.clone());
         }
@@ -153,7 +191,11 @@ impl Pinned {
     }
 
     /// Fail when `what` installed anything the lock does not pin.
-    pub fn check_installed(&self, what: &str, installed: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    pub fn check_installed(
+        &self,
+        what: &str,
+        installed: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
         let wrong = self.lock.mismatches(installed);
         if wrong.is_empty() {
             Ok(())
@@ -166,7 +208,11 @@ impl Pinned {
 /// The error for a build that installed other versions than its lock.
 pub fn mismatch_error(path: &Path, what: &str, mismatches: &[String]) -> anyhow::Error {
     let shown: Vec<&str> = mismatches.iter().take(10).map(String::as_str).collect();
-    let more = if mismatches.len() > 10 { format!(" and {} more", mismatches.len() - 10) } else { String::new() };
+    let more = if mismatches.len() > 10 {
+        format!(" and {} more", mismatches.len() - 10)
+    } else {
+        String::new()
+    };
     UsageError(format!(
         "{what} installed packages its lock file {} does not pin: {}{more}; a role installs something new (run `mkimage lock` again) or apt ignored a pin",
         path.display(),
@@ -176,7 +222,10 @@ pub fn mismatch_error(path: &Path, what: &str, mismatches: &[String]) -> anyhow:
 }
 
 /// Where `mkimage lock` writes: `--output`, else the `lock:` every build names.
-pub fn target(output: Option<&Path>, named: &[(PathBuf, Option<PathBuf>)]) -> Result<PathBuf, UsageError> {
+pub fn target(
+    output: Option<&Path>,
+    named: &[(PathBuf, Option<PathBuf>)],
+) -> Result<PathBuf, UsageError> {
     if let Some(o) = output {
         return Ok(o.to_path_buf());
     }
@@ -198,9 +247,27 @@ mod tests {
     fn sample() -> Lock {
         let sha = "a".repeat(64);
         let mut packages = BTreeMap::new();
-        packages.insert("curl".into(), Locked { version: "7.88.1-10+deb12u5".into(), sha256: sha.clone(), filename: "pool/main/c/curl/curl_7.88.1-10+deb12u5_amd64.deb".into() });
-        packages.insert("bsdutils".into(), Locked { version: "1:2.38.1-5+b1".into(), sha256: sha, filename: "pool/main/u/util-linux/bsdutils_2.38.1-5+b1_amd64.deb".into() });
-        Lock { suite: "bookworm".into(), arch: "amd64".into(), packages }
+        packages.insert(
+            "curl".into(),
+            Locked {
+                version: "7.88.1-10+deb12u5".into(),
+                sha256: sha.clone(),
+                filename: "pool/main/c/curl/curl_7.88.1-10+deb12u5_amd64.deb".into(),
+            },
+        );
+        packages.insert(
+            "bsdutils".into(),
+            Locked {
+                version: "1:2.38.1-5+b1".into(),
+                sha256: sha,
+                filename: "pool/main/u/util-linux/bsdutils_2.38.1-5+b1_amd64.deb".into(),
+            },
+        );
+        Lock {
+            suite: "bookworm".into(),
+            arch: "amd64".into(),
+            packages,
+        }
     }
 
     #[test]
@@ -211,34 +278,86 @@ mod tests {
         lock.save(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# Written by `mkimage lock`"), "{text}");
-        assert_eq!(Lock::load(&path, Path::new("vars/common.yml")).unwrap(), lock);
+        assert_eq!(
+            Lock::load(&path, Path::new("vars/common.yml")).unwrap(),
+            lock
+        );
         let prefs = lock.preferences();
-        assert!(prefs.contains("Package: bsdutils\nPin: version 1:2.38.1-5+b1\nPin-Priority: 1001\n"), "{prefs}");
-        let installed: BTreeMap<String, String> = [("curl", "7.88.1-10+deb12u5"), ("bsdutils", "1:2.38.1-6"), ("jq", "1.6-2.1")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        assert_eq!(lock.mismatches(&installed), ["bsdutils 1:2.38.1-6 (locked: 1:2.38.1-5+b1)", "jq 1.6-2.1 (not in the lock)"]);
-        assert!(lock.check_for(&path, "trixie", "amd64").unwrap_err().0.contains("locks bookworm/amd64"));
+        assert!(
+            prefs.contains("Package: bsdutils\nPin: version 1:2.38.1-5+b1\nPin-Priority: 1001\n"),
+            "{prefs}"
+        );
+        let installed: BTreeMap<String, String> = [
+            ("curl", "7.88.1-10+deb12u5"),
+            ("bsdutils", "1:2.38.1-6"),
+            ("jq", "1.6-2.1"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(
+            lock.mismatches(&installed),
+            [
+                "bsdutils 1:2.38.1-6 (locked: 1:2.38.1-5+b1)",
+                "jq 1.6-2.1 (not in the lock)"
+            ]
+        );
+        assert!(lock
+            .check_for(&path, "trixie", "amd64")
+            .unwrap_err()
+            .0
+            .contains("locks bookworm/amd64"));
     }
 
     #[test]
     fn bad_lock_files_are_config_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("packages.lock");
-        let missing = Lock::load(&path, Path::new("vars/common.yml")).unwrap_err().0;
-        assert!(missing.contains("does not exist") && missing.contains("mkimage lock"), "{missing}");
+        let missing = Lock::load(&path, Path::new("vars/common.yml"))
+            .unwrap_err()
+            .0;
+        assert!(
+            missing.contains("does not exist") && missing.contains("mkimage lock"),
+            "{missing}"
+        );
         std::fs::write(&path, "suite: bookworm\narch: amd64\npackages:\n  curl: {version: '1', sha256: nothex, filename: x.deb}\n").unwrap();
         let bad = Lock::load(&path, Path::new("v.yml")).unwrap_err().0;
-        assert!(bad.contains(":4:") && bad.contains("packages.curl"), "{bad}");
-        std::fs::write(&path, "suite: bookworm\narch: amd64\npackages: {}\nextra: 1\n").unwrap();
+        assert!(
+            bad.contains(":4:") && bad.contains("packages.curl"),
+            "{bad}"
+        );
+        std::fs::write(
+            &path,
+            "suite: bookworm\narch: amd64\npackages: {}\nextra: 1\n",
+        )
+        .unwrap();
         assert!(Lock::load(&path, Path::new("v.yml")).is_err());
     }
 
     #[test]
     fn the_lock_target_is_one_file() {
-        let named = |a: Option<&str>, b: Option<&str>| vec![(PathBuf::from("a.yml"), a.map(PathBuf::from)), (PathBuf::from("b.yml"), b.map(PathBuf::from))];
-        assert_eq!(target(None, &named(Some("/p/x.lock"), Some("/p/x.lock"))).unwrap(), PathBuf::from("/p/x.lock"));
+        let named = |a: Option<&str>, b: Option<&str>| {
+            vec![
+                (PathBuf::from("a.yml"), a.map(PathBuf::from)),
+                (PathBuf::from("b.yml"), b.map(PathBuf::from)),
+            ]
+        };
+        assert_eq!(
+            target(None, &named(Some("/p/x.lock"), Some("/p/x.lock"))).unwrap(),
+            PathBuf::from("/p/x.lock")
+        );
         assert!(target(None, &named(Some("/p/x.lock"), Some("/p/y.lock"))).is_err());
-        assert!(target(None, &named(Some("/p/x.lock"), None)).unwrap_err().0.contains("b.yml: none"));
-        assert!(target(None, &named(None, None)).unwrap_err().0.contains("lock: packages.lock"));
-        assert_eq!(target(Some(Path::new("/o.lock")), &named(None, None)).unwrap(), PathBuf::from("/o.lock"));
+        assert!(target(None, &named(Some("/p/x.lock"), None))
+            .unwrap_err()
+            .0
+            .contains("b.yml: none"));
+        assert!(target(None, &named(None, None))
+            .unwrap_err()
+            .0
+            .contains("lock: packages.lock"));
+        assert_eq!(
+            target(Some(Path::new("/o.lock")), &named(None, None)).unwrap(),
+            PathBuf::from("/o.lock")
+        );
     }
 }

@@ -46,16 +46,29 @@ enum Saved {
 }
 
 impl<'a> Chroot<'a> {
-    pub fn enter(sys: &'a dyn Sys, root: &Path, opts: &ChrootOptions) -> anyhow::Result<Chroot<'a>> {
-        let mut chroot = Chroot { sys, root: root.to_path_buf(), saved: Vec::new() };
+    pub fn enter(
+        sys: &'a dyn Sys,
+        root: &Path,
+        opts: &ChrootOptions,
+    ) -> anyhow::Result<Chroot<'a>> {
+        let mut chroot = Chroot {
+            sys,
+            root: root.to_path_buf(),
+            saved: Vec::new(),
+        };
         chroot.mount_api()?;
         if let Some(cache) = &opts.package_cache {
-            fs::create_dir_all(cache.join("partial")).with_context(|| format!("cannot create {}", cache.display()))?;
+            fs::create_dir_all(cache.join("partial"))
+                .with_context(|| format!("cannot create {}", cache.display()))?;
             sys::bind(sys, cache, &root.join("var/cache/apt/archives"), false)?;
         }
         let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
         chroot.put(RESOLV_CONF, &host_resolv, 0o644)?;
-        chroot.put(POLICY_RC_D, b"#!/bin/sh\n# mkimage: no daemons start while building\nexit 101\n", 0o755)?;
+        chroot.put(
+            POLICY_RC_D,
+            b"#!/bin/sh\n# mkimage: no daemons start while building\nexit 101\n",
+            0o755,
+        )?;
         let mut apt_conf = String::from(
             "APT::Keep-Downloaded-Packages \"true\";\nBinary::apt::APT::Keep-Downloaded-Packages \"true\";\nAPT::Install-Recommends \"false\";\nDpkg::Use-Pty \"false\";\n",
         );
@@ -64,11 +77,19 @@ impl<'a> Chroot<'a> {
         }
         chroot.put(APT_BUILD_CONF, apt_conf.as_bytes(), 0o644)?;
         if let Some(prefs) = &opts.preferences {
-            chroot.put(&format!("etc/apt/preferences.d/{}", crate::apt::PREFERENCES), prefs.as_bytes(), 0o644)?;
+            chroot.put(
+                &format!("etc/apt/preferences.d/{}", crate::apt::PREFERENCES),
+                prefs.as_bytes(),
+                0o644,
+            )?;
         }
         if let Some(repo) = &opts.local_repo {
             sys::bind(sys, repo, &root.join(LOCK_REPO), true)?;
-            chroot.put(LOCK_SOURCES, format!("deb [trusted=yes] file:/{LOCK_REPO} ./\n").as_bytes(), 0o644)?;
+            chroot.put(
+                LOCK_SOURCES,
+                format!("deb [trusted=yes] file:/{LOCK_REPO} ./\n").as_bytes(),
+                0o644,
+            )?;
         }
         Ok(chroot)
     }
@@ -82,15 +103,56 @@ impl<'a> Chroot<'a> {
         let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         sys::mount_fs(sys, "proc", "proc", &r.join("proc"), nosuid, None)?;
         sys::bind(sys, Path::new("/sys"), &r.join("sys"), true)?;
-        sys::mount_fs(sys, "tmpfs", "tmpfs", &r.join("dev"), MsFlags::MS_NOSUID, Some("mode=0755,size=16m"))?;
+        sys::mount_fs(
+            sys,
+            "tmpfs",
+            "tmpfs",
+            &r.join("dev"),
+            MsFlags::MS_NOSUID,
+            Some("mode=0755,size=16m"),
+        )?;
         for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
-            sys::bind(sys, &Path::new("/dev").join(dev), &r.join("dev").join(dev), false)?;
+            sys::bind(
+                sys,
+                &Path::new("/dev").join(dev),
+                &r.join("dev").join(dev),
+                false,
+            )?;
         }
-        sys::mount_fs(sys, "devpts", "devpts", &r.join("dev/pts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
-        std::os::unix::fs::symlink("pts/ptmx", r.join("dev/ptmx")).context("cannot create /dev/ptmx")?;
-        sys::mount_fs(sys, "tmpfs", "tmpfs", &r.join("dev/shm"), nosuid, Some("mode=1777"))?;
-        sys::mount_fs(sys, "tmpfs", "tmpfs", &r.join("tmp"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
-        sys::mount_fs(sys, "tmpfs", "tmpfs", &r.join("run"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+        sys::mount_fs(
+            sys,
+            "devpts",
+            "devpts",
+            &r.join("dev/pts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )?;
+        std::os::unix::fs::symlink("pts/ptmx", r.join("dev/ptmx"))
+            .context("cannot create /dev/ptmx")?;
+        sys::mount_fs(
+            sys,
+            "tmpfs",
+            "tmpfs",
+            &r.join("dev/shm"),
+            nosuid,
+            Some("mode=1777"),
+        )?;
+        sys::mount_fs(
+            sys,
+            "tmpfs",
+            "tmpfs",
+            &r.join("tmp"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )?;
+        sys::mount_fs(
+            sys,
+            "tmpfs",
+            "tmpfs",
+            &r.join("run"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )?;
         Ok(())
     }
 
@@ -160,10 +222,17 @@ mod tests {
         fs::write(root.join("etc/resolv.conf"), b"nameserver 192.0.2.1\n").unwrap();
         let cache = dir.path().join("debs");
         let sys = Recorder::default();
-        let opts = ChrootOptions { apt_proxy: Some("http://127.0.0.1:3142".into()), package_cache: Some(cache.clone()), ..Default::default() };
+        let opts = ChrootOptions {
+            apt_proxy: Some("http://127.0.0.1:3142".into()),
+            package_cache: Some(cache.clone()),
+            ..Default::default()
+        };
         let chroot = Chroot::enter(&sys, &root, &opts).unwrap();
         let conf = fs::read_to_string(root.join(APT_BUILD_CONF)).unwrap();
-        assert!(conf.contains("Acquire::http::Proxy \"http://127.0.0.1:3142\";"), "{conf}");
+        assert!(
+            conf.contains("Acquire::http::Proxy \"http://127.0.0.1:3142\";"),
+            "{conf}"
+        );
         assert!(root.join(POLICY_RC_D).is_file());
         chroot.leave().unwrap();
         let plan = sys.plan(dir.path());
@@ -174,9 +243,15 @@ mod tests {
             format!("remount-ro {}", r("/sys")),
             format!("mount tmpfs {} mode=0755,size=16m", r("/dev")),
         ];
-        want.extend(["null", "zero", "full", "random", "urandom", "tty"].map(|d| format!("bind /dev/{d} {}", r(&format!("/dev/{d}")))));
+        want.extend(
+            ["null", "zero", "full", "random", "urandom", "tty"]
+                .map(|d| format!("bind /dev/{d} {}", r(&format!("/dev/{d}")))),
+        );
         want.extend([
-            format!("mount devpts {} newinstance,ptmxmode=0666,mode=0620", r("/dev/pts")),
+            format!(
+                "mount devpts {} newinstance,ptmxmode=0666,mode=0620",
+                r("/dev/pts")
+            ),
             format!("mount tmpfs {} mode=1777", r("/dev/shm")),
             format!("mount tmpfs {} mode=1777", r("/tmp")),
             format!("mount tmpfs {} mode=0755", r("/run")),
@@ -187,8 +262,16 @@ mod tests {
             format!("umount {}", r("/tmp")),
         ]);
         assert_eq!(plan[..want.len()], want[..], "{plan:#?}");
-        assert!(sys.mounts_under(dir.path()).is_empty(), "everything unmounted: {:?}", sys.mounts_under(dir.path()));
-        assert_eq!(fs::read_to_string(root.join("etc/resolv.conf")).unwrap(), "nameserver 192.0.2.1\n", "the tree's own file is back");
+        assert!(
+            sys.mounts_under(dir.path()).is_empty(),
+            "everything unmounted: {:?}",
+            sys.mounts_under(dir.path())
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
+            "nameserver 192.0.2.1\n",
+            "the tree's own file is back"
+        );
         assert!(!root.join(POLICY_RC_D).exists() && !root.join(APT_BUILD_CONF).exists());
     }
 }

@@ -18,7 +18,10 @@ pub(super) fn source(role: &super::Role, sub: &str, src: &str) -> anyhow::Result
     }
     let path = role.dir.join(sub).join(src);
     if !path.exists() {
-        bail!("src `{src}`: no such file {} (put it in the role's {sub}/ directory)", path.display());
+        bail!(
+            "src `{src}`: no such file {} (put it in the role's {sub}/ directory)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -40,7 +43,13 @@ pub fn copy(run: &Run, c: &Copy) -> anyhow::Result<()> {
     }
     let dest = dest_path(run, &c.dest, &src)?;
     copy_tree(&src, &dest)?;
-    set_attrs(run, &dest, c.mode.as_ref(), c.owner.as_deref(), c.group.as_deref())
+    set_attrs(
+        run,
+        &dest,
+        c.mode.as_ref(),
+        c.owner.as_deref(),
+        c.group.as_deref(),
+    )
 }
 
 fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
@@ -51,7 +60,10 @@ fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
     if meta.is_dir() {
         fs::create_dir_all(dest)?;
         fs::set_permissions(dest, meta.permissions())?;
-        let mut names: Vec<_> = fs::read_dir(src)?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        let mut names: Vec<_> = fs::read_dir(src)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
         names.sort();
         for name in names {
             copy_tree(&src.join(&name), &dest.join(&name))?;
@@ -67,10 +79,18 @@ fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
 }
 
 /// A `template` task's source and what it renders to with `ctx`.
-pub(super) fn render_template(role: &super::Role, t: &crate::template::Templater, c: &Copy, ctx: &minijinja::Value) -> anyhow::Result<(PathBuf, String)> {
+pub(super) fn render_template(
+    role: &super::Role,
+    t: &crate::template::Templater,
+    c: &Copy,
+    ctx: &minijinja::Value,
+) -> anyhow::Result<(PathBuf, String)> {
     let src = source(role, "templates", &c.src)?;
-    let text = fs::read_to_string(&src).with_context(|| format!("cannot read {}", src.display()))?;
-    let out = t.render(&text, ctx).map_err(|e| anyhow::anyhow!("template {}: {}", src.display(), e.detail))?;
+    let text =
+        fs::read_to_string(&src).with_context(|| format!("cannot read {}", src.display()))?;
+    let out = t
+        .render(&text, ctx)
+        .map_err(|e| anyhow::anyhow!("template {}: {}", src.display(), e.detail))?;
     Ok((src, out))
 }
 
@@ -88,7 +108,13 @@ pub fn template(run: &Run, c: &Copy) -> anyhow::Result<()> {
     if c.mode.is_none() {
         fs::set_permissions(&dest, fs::Permissions::from_mode(0o644))?;
     }
-    set_attrs(run, &dest, c.mode.as_ref(), c.owner.as_deref(), c.group.as_deref())
+    set_attrs(
+        run,
+        &dest,
+        c.mode.as_ref(),
+        c.owner.as_deref(),
+        c.group.as_deref(),
+    )
 }
 
 pub fn file(run: &Run, f: &File) -> anyhow::Result<()> {
@@ -101,14 +127,25 @@ pub fn file(run: &Run, f: &File) -> anyhow::Result<()> {
     if run.dry {
         return Ok(());
     }
-    let path = resolve(run.root, &f.path, f.state != FileState::Link && f.state != FileState::Absent).map_err(anyhow::Error::msg)?;
+    let path = resolve(
+        run.root,
+        &f.path,
+        f.state != FileState::Link && f.state != FileState::Absent,
+    )
+    .map_err(anyhow::Error::msg)?;
     match f.state {
-        FileState::Directory => fs::create_dir_all(&path).with_context(|| format!("cannot create {}", f.path))?,
+        FileState::Directory => {
+            fs::create_dir_all(&path).with_context(|| format!("cannot create {}", f.path))?
+        }
         FileState::Touch => {
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent)?;
             }
-            fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("cannot touch {}", f.path))?;
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot touch {}", f.path))?;
         }
         FileState::Link => {
             if let Some(parent) = path.parent() {
@@ -131,11 +168,20 @@ pub fn file(run: &Run, f: &File) -> anyhow::Result<()> {
         }
         FileState::File => {
             if !path.exists() {
-                bail!("{} does not exist (use state: touch or directory to create it)", f.path);
+                bail!(
+                    "{} does not exist (use state: touch or directory to create it)",
+                    f.path
+                );
             }
         }
     }
-    set_attrs(run, &path, f.mode.as_ref(), f.owner.as_deref(), f.group.as_deref())
+    set_attrs(
+        run,
+        &path,
+        f.mode.as_ref(),
+        f.owner.as_deref(),
+        f.group.as_deref(),
+    )
 }
 
 pub fn lineinfile(run: &Run, l: &LineInFile) -> anyhow::Result<()> {
@@ -157,7 +203,9 @@ pub fn lineinfile(run: &Run, l: &LineInFile) -> anyhow::Result<()> {
     let path = resolve(run.root, &l.path, true).map_err(anyhow::Error::msg)?;
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && l.create.unwrap_or(true) => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && l.create.unwrap_or(true) => {
+            String::new()
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", l.path)),
     };
     let matches = |line: &str| match &re {
@@ -190,15 +238,26 @@ pub fn lineinfile(run: &Run, l: &LineInFile) -> anyhow::Result<()> {
 }
 
 /// Apply mode and owner/group (names resolved in the tree's passwd/group).
-fn set_attrs(run: &Run, path: &Path, mode: Option<&Mode>, owner: Option<&str>, group: Option<&str>) -> anyhow::Result<()> {
+fn set_attrs(
+    run: &Run,
+    path: &Path,
+    mode: Option<&Mode>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> anyhow::Result<()> {
     if let Some(m) = mode {
         let bits = m.bits().map_err(anyhow::Error::msg)?;
         fs::set_permissions(path, fs::Permissions::from_mode(bits))?;
     }
-    let uid = owner.map(|o| lookup(run.root, "etc/passwd", o)).transpose()?;
-    let gid = group.map(|g| lookup(run.root, "etc/group", g)).transpose()?;
+    let uid = owner
+        .map(|o| lookup(run.root, "etc/passwd", o))
+        .transpose()?;
+    let gid = group
+        .map(|g| lookup(run.root, "etc/group", g))
+        .transpose()?;
     if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::lchown(path, uid, gid).with_context(|| format!("cannot chown {}", path.display()))?;
+        std::os::unix::fs::lchown(path, uid, gid)
+            .with_context(|| format!("cannot chown {}", path.display()))?;
     }
     Ok(())
 }
@@ -216,5 +275,14 @@ pub fn lookup(root: &Path, db: &str, name: &str) -> anyhow::Result<u32> {
         })
         .find(|(n, _)| *n == name)
         .and_then(|(_, id)| id.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no {} `{name}` in the image's /{db} (create it first with a `user:` task)", if db.ends_with("group") { "group" } else { "user" }))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no {} `{name}` in the image's /{db} (create it first with a `user:` task)",
+                if db.ends_with("group") {
+                    "group"
+                } else {
+                    "user"
+                }
+            )
+        })
 }

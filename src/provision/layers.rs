@@ -40,9 +40,13 @@ impl Store {
     /// Open (and create) the store, removing what killed builds left.
     pub fn open(cache_dir: &Path) -> anyhow::Result<Store> {
         let dir = cache_dir.join(LAYERS);
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create the layer store {}", dir.display()))?;
+        fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the layer store {}", dir.display()))?;
         for stale in crate::lock::stale(&dir, |n| n.starts_with(".new.")) {
-            tracing::info!("removing a layer left half-written by an interrupted build: {}", stale.display());
+            tracing::info!(
+                "removing a layer left half-written by an interrupted build: {}",
+                stale.display()
+            );
             let _ = fs::remove_dir_all(&stale);
         }
         Ok(Store { dir })
@@ -60,7 +64,11 @@ impl Store {
             return Ok(None);
         }
         let _ = fs::write(entry.join(USED), b"");
-        Ok(Some(Layer { key: key.to_string(), tree: entry.join(TREE), _held: held }))
+        Ok(Some(Layer {
+            key: key.to_string(),
+            tree: entry.join(TREE),
+            _held: held,
+        }))
     }
 
     /// Move `upper` (a finished task's upper dir) into the store as `key`;
@@ -73,21 +81,28 @@ impl Store {
             // Another filesystem: copy, keeping owners, modes, times, xattrs.
             crate::sys::copy_tree(upper, &tree)?;
         }
-        fs::write(staging.path.join(INFO), info).with_context(|| format!("cannot write {}", staging.path.join(INFO).display()))?;
+        fs::write(staging.path.join(INFO), info)
+            .with_context(|| format!("cannot write {}", staging.path.join(INFO).display()))?;
         fs::write(staging.path.join(USED), b"")?;
         let entry = self.dir.join(key);
         if fs::rename(&staging.path, &entry).is_err() && !entry.join(TREE).is_dir() {
-            return Err(anyhow::anyhow!("cannot store the layer {}", entry.display()));
+            return Err(anyhow::anyhow!(
+                "cannot store the layer {}",
+                entry.display()
+            ));
         }
         let _ = fs::remove_dir_all(&staging.path);
         drop(staging);
-        self.get(key)?.ok_or_else(|| anyhow::anyhow!("the layer {key} was removed as it was stored"))
+        self.get(key)?
+            .ok_or_else(|| anyhow::anyhow!("the layer {key} was removed as it was stored"))
     }
 }
 
 /// True when the dir holds nothing (the task changed nothing).
 pub fn is_empty(dir: &Path) -> bool {
-    fs::read_dir(dir).map(|mut rd| rd.next().is_none()).unwrap_or(true)
+    fs::read_dir(dir)
+        .map(|mut rd| rd.next().is_none())
+        .unwrap_or(true)
 }
 
 /// A hash of what a layer holds — paths, types, owners, modes, mtimes
@@ -97,14 +112,29 @@ pub fn is_empty(dir: &Path) -> bool {
 /// same changes as last time, they still come from the cache.
 pub fn content_hash(dir: &Path, source_date_epoch: u64) -> anyhow::Result<String> {
     let mut h = Sha256::new();
-    for item in crate::archive::walk(dir).with_context(|| format!("cannot read {}", dir.display()))?.iter().skip(1) {
+    for item in crate::archive::walk(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .iter()
+        .skip(1)
+    {
         let m = &item.meta;
         let mtime = (m.mtime().max(0) as u64).min(source_date_epoch);
-        h.update(format!("\n{} {:o} {}:{} {mtime} {}", item.rel.display(), m.mode(), m.uid(), m.gid(), m.rdev()).as_bytes());
+        h.update(
+            format!(
+                "\n{} {:o} {}:{} {mtime} {}",
+                item.rel.display(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.rdev()
+            )
+            .as_bytes(),
+        );
         if m.file_type().is_symlink() {
             h.update(fs::read_link(&item.abs)?.as_os_str().as_encoded_bytes());
         } else if m.is_file() {
-            let mut file = File::open(&item.abs).with_context(|| format!("cannot read {}", item.abs.display()))?;
+            let mut file = File::open(&item.abs)
+                .with_context(|| format!("cannot read {}", item.abs.display()))?;
             std::io::copy(&mut file, &mut h)?;
         }
         if !m.file_type().is_symlink() && !m.file_type().is_socket() {

@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value as Yaml;
 
-use crate::{yaml, ConfigError};
 use crate::progress::Progress;
 use crate::template::Templater;
+use crate::{yaml, ConfigError};
 pub use chroot::{Chroot, ChrootOptions};
 use task::Task;
 
@@ -51,7 +51,10 @@ pub struct Role {
 /// Load `dir/<name>/tasks.yml`, rejecting unknown keys and modules.
 pub fn load_role(dir: &Path, name: &str) -> Result<Role, ConfigError> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(ConfigError(format!("provisioner `{name}`: a role name is a directory name under {}", dir.display())));
+        return Err(ConfigError(format!(
+            "provisioner `{name}`: a role name is a directory name under {}",
+            dir.display()
+        )));
     }
     let role_dir = dir.join(name);
     let tasks_file = role_dir.join("tasks.yml");
@@ -61,13 +64,25 @@ pub fn load_role(dir: &Path, name: &str) -> Result<Role, ConfigError> {
             "provisioner `{name}`: no role at {} (roles in {}: {})",
             tasks_file.display(),
             dir.display(),
-            if known.is_empty() { "none".into() } else { known }
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known
+            }
         )));
     }
     let text = std::fs::read_to_string(&tasks_file)
         .map_err(|e| ConfigError(format!("{}: cannot read: {e}", tasks_file.display())))?;
-    let raw: Vec<Yaml> = if text.trim().is_empty() { Vec::new() } else { yaml::parse(&tasks_file, &text)? };
-    let parsed: Vec<Task> = if text.trim().is_empty() { Vec::new() } else { yaml::parse(&tasks_file, &text)? };
+    let raw: Vec<Yaml> = if text.trim().is_empty() {
+        Vec::new()
+    } else {
+        yaml::parse(&tasks_file, &text)?
+    };
+    let parsed: Vec<Task> = if text.trim().is_empty() {
+        Vec::new()
+    } else {
+        yaml::parse(&tasks_file, &text)?
+    };
     let tasks: Vec<(Yaml, Task)> = raw.into_iter().zip(parsed).collect();
     for (i, (_, task)) in tasks.iter().enumerate() {
         let modules = task::module_names(task);
@@ -78,12 +93,27 @@ pub fn load_role(dir: &Path, name: &str) -> Result<Role, ConfigError> {
             } else {
                 format!("more than one module ({})", modules.join(", "))
             };
-            return Err(ConfigError(format!("{}:{line}:{col}: task {}: {what}", tasks_file.display(), i + 1)));
+            return Err(ConfigError(format!(
+                "{}:{line}:{col}: task {}: {what}",
+                tasks_file.display(),
+                i + 1
+            )));
         }
     }
     let defaults_file = role_dir.join("defaults.yml");
-    let defaults = if defaults_file.is_file() { yaml::load(&defaults_file)? } else { BTreeMap::new() };
-    Ok(Role { name: name.to_string(), dir: role_dir, tasks_file, text, tasks, defaults })
+    let defaults = if defaults_file.is_file() {
+        yaml::load(&defaults_file)?
+    } else {
+        BTreeMap::new()
+    };
+    Ok(Role {
+        name: name.to_string(),
+        dir: role_dir,
+        tasks_file,
+        text,
+        tasks,
+        defaults,
+    })
 }
 
 fn list_roles(dir: &Path) -> Vec<String> {
@@ -133,7 +163,9 @@ impl Role {
             let Yaml::Mapping(map) = raw else { continue };
             for (k, v) in map {
                 match (k.as_str(), v) {
-                    (Some("when" | "loop"), Yaml::String(expr)) => out.extend(expression_reads(expr)),
+                    (Some("when" | "loop"), Yaml::String(expr)) => {
+                        out.extend(expression_reads(expr))
+                    }
                     _ => out.extend(yaml_reads(v)),
                 }
             }
@@ -142,18 +174,26 @@ impl Role {
         let templates = self.dir.join("templates");
         if let Ok(items) = crate::archive::walk(&templates) {
             for item in items.iter().filter(|i| i.meta.is_file()) {
-                out.extend(std::fs::read_to_string(&item.abs).map(|t| reads(&t)).unwrap_or_default());
+                out.extend(
+                    std::fs::read_to_string(&item.abs)
+                        .map(|t| reads(&t))
+                        .unwrap_or_default(),
+                );
             }
         }
         out
     }
 
     fn label(&self, index: usize, task: &Task) -> String {
-        task.name.clone().unwrap_or_else(|| format!("#{} {}", index + 1, task::module_names(task).join("")))
+        task.name
+            .clone()
+            .unwrap_or_else(|| format!("#{} {}", index + 1, task::module_names(task).join("")))
     }
 
     fn place(&self, index: usize, sub: &[&str]) -> String {
-        let path: Vec<String> = std::iter::once(index.to_string()).chain(sub.iter().map(|s| s.to_string())).collect();
+        let path: Vec<String> = std::iter::once(index.to_string())
+            .chain(sub.iter().map(|s| s.to_string()))
+            .collect();
         let (line, col) = yaml::locate(&self.text, &path);
         format!("{}:{line}:{col}", self.tasks_file.display())
     }
@@ -169,19 +209,42 @@ impl Role {
 
     /// Run every task in order in the chroot at `ctx.root`.
     pub fn run(&self, ctx: &Context) -> Result<(), TaskError> {
-        self.walk(ctx.root, ctx.sys, ctx.vars, ctx.progress, &ctx.templater, false)
+        self.walk(
+            ctx.root,
+            ctx.sys,
+            ctx.vars,
+            ctx.progress,
+            &ctx.templater,
+            false,
+        )
     }
 
     /// Validate without building: `when`/`loop` evaluate, module arguments
     /// render and parse, `copy`/`template` sources exist, templates render.
     pub fn check(&self, vars: &minijinja::Value) -> Result<(), TaskError> {
         let progress = Progress::quiet();
-        self.walk(Path::new("/nonexistent"), &crate::sys::REAL, vars, &progress, &Templater::default(), true)
+        self.walk(
+            Path::new("/nonexistent"),
+            &crate::sys::REAL,
+            vars,
+            &progress,
+            &Templater::default(),
+            true,
+        )
     }
 
-    fn walk(&self, root: &Path, sys: &dyn crate::sys::Sys, build_vars: &minijinja::Value, progress: &Progress, t: &Templater, dry: bool) -> Result<(), TaskError> {
+    fn walk(
+        &self,
+        root: &Path,
+        sys: &dyn crate::sys::Sys,
+        build_vars: &minijinja::Value,
+        progress: &Progress,
+        t: &Templater,
+        dry: bool,
+    ) -> Result<(), TaskError> {
         for index in 0..self.tasks.len() {
-            self.prepare(index, build_vars, t)?.run(root, sys, progress, t, dry)?;
+            self.prepare(index, build_vars, t)?
+                .run(root, sys, progress, t, dry)?;
         }
         Ok(())
     }
@@ -198,11 +261,20 @@ impl Role {
     /// Task `index`, ready to run: `loop` evaluated, `when` decided and every
     /// remaining item rendered with the build's variables (role defaults
     /// under them).
-    pub fn prepare(&self, index: usize, build_vars: &minijinja::Value, t: &Templater) -> Result<Prepared<'_>, TaskError> {
+    pub fn prepare(
+        &self,
+        index: usize,
+        build_vars: &minijinja::Value,
+        t: &Templater,
+    ) -> Result<Prepared<'_>, TaskError> {
         let vars = self.vars(build_vars);
         let (raw, task) = &self.tasks[index];
         let label = self.label(index, task);
-        let fail = |detail: String| TaskError { role: self.name.clone(), task: label.clone(), detail };
+        let fail = |detail: String| TaskError {
+            role: self.name.clone(),
+            task: label.clone(),
+            detail,
+        };
         let loop_values = match &task.loop_items {
             None => vec![None],
             Some(spec) => loop_items(t, spec, &vars)
@@ -218,20 +290,37 @@ impl Role {
                 None => vars.clone(),
             };
             if let Some(cond) = &task.when {
-                let go = t.eval_bool(cond, &ctx).map_err(|e| fail(format!("{}: when: {}", self.place(index, &["when"]), e.detail)))?;
+                let go = t.eval_bool(cond, &ctx).map_err(|e| {
+                    fail(format!(
+                        "{}: when: {}",
+                        self.place(index, &["when"]),
+                        e.detail
+                    ))
+                })?;
                 if !go {
                     continue;
                 }
             }
-            let (rendered, parsed) = render_task(t, raw, &ctx).map_err(|(key, e)| fail(format!("{}: {e}", self.place(index, &[&key]))))?;
+            let (rendered, parsed) = render_task(t, raw, &ctx)
+                .map_err(|(key, e)| fail(format!("{}: {e}", self.place(index, &[&key]))))?;
             let shown = match &item {
                 Some(i) => format!("{label} ({i})"),
                 None => label.clone(),
             };
-            items.push(Item { shown, ctx, rendered, task: parsed });
+            items.push(Item {
+                shown,
+                ctx,
+                rendered,
+                task: parsed,
+            });
         }
         let cache = items.iter().all(|i| i.task.cache.unwrap_or(true));
-        Ok(Prepared { role: self, label, cache, items })
+        Ok(Prepared {
+            role: self,
+            label,
+            cache,
+            items,
+        })
     }
 }
 
@@ -263,7 +352,14 @@ impl Prepared<'_> {
     }
 
     /// Run every item in the chroot at `root` (`dry`: check only).
-    pub fn run(&self, root: &Path, sys: &dyn crate::sys::Sys, progress: &Progress, t: &Templater, dry: bool) -> Result<(), TaskError> {
+    pub fn run(
+        &self,
+        root: &Path,
+        sys: &dyn crate::sys::Sys,
+        progress: &Progress,
+        t: &Templater,
+        dry: bool,
+    ) -> Result<(), TaskError> {
         for item in &self.items {
             if !dry {
                 progress.step(format!("{} | {}", self.role.name, item.shown));
@@ -273,12 +369,22 @@ impl Prepared<'_> {
                 sys,
                 role: self.role,
                 ctx: item.ctx.clone(),
-                env: item.task.environment.clone().unwrap_or_default().into_iter().collect(),
+                env: item
+                    .task
+                    .environment
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
                 progress,
                 templater: t,
                 dry,
             };
-            dispatch(&run, &item.task).map_err(|e| TaskError { role: self.role.name.clone(), task: self.label.clone(), detail: crate::progress::format_error(&e) })?;
+            dispatch(&run, &item.task).map_err(|e| TaskError {
+                role: self.role.name.clone(),
+                task: self.label.clone(),
+                detail: crate::progress::format_error(&e),
+            })?;
         }
         Ok(())
     }
@@ -286,18 +392,27 @@ impl Prepared<'_> {
 
 /// Evaluate `loop:`: a YAML list (items rendered) or a template that
 /// evaluates to a list.
-fn loop_items(t: &Templater, spec: &Yaml, vars: &minijinja::Value) -> Result<Vec<minijinja::Value>, String> {
+fn loop_items(
+    t: &Templater,
+    spec: &Yaml,
+    vars: &minijinja::Value,
+) -> Result<Vec<minijinja::Value>, String> {
     match spec {
         Yaml::Sequence(items) => items
             .iter()
             .map(|v| match v {
-                Yaml::String(s) => t.render(s, vars).map(minijinja::Value::from).map_err(|e| e.detail),
+                Yaml::String(s) => t
+                    .render(s, vars)
+                    .map(minijinja::Value::from)
+                    .map_err(|e| e.detail),
                 other => Ok(minijinja::Value::from_serialize(other)),
             })
             .collect(),
         Yaml::String(expr) => {
             let value = t.eval(expr, vars).map_err(|e| e.detail)?;
-            let iter = value.try_iter().map_err(|_| format!("`{expr}` is not a list"))?;
+            let iter = value
+                .try_iter()
+                .map_err(|_| format!("`{expr}` is not a list"))?;
             Ok(iter.collect())
         }
         _ => Err("expected a list or a template that gives one".into()),
@@ -305,8 +420,14 @@ fn loop_items(t: &Templater, spec: &Yaml, vars: &minijinja::Value) -> Result<Vec
 }
 
 /// Render every string of a task except `when`/`loop`, then parse it.
-fn render_task(t: &Templater, raw: &Yaml, ctx: &minijinja::Value) -> Result<(Yaml, Task), (String, String)> {
-    let Yaml::Mapping(map) = raw else { return Err((String::new(), "a task must be a mapping".into())) };
+fn render_task(
+    t: &Templater,
+    raw: &Yaml,
+    ctx: &minijinja::Value,
+) -> Result<(Yaml, Task), (String, String)> {
+    let Yaml::Mapping(map) = raw else {
+        return Err((String::new(), "a task must be a mapping".into()));
+    };
     let mut out = serde_yaml_ng::Mapping::new();
     for (k, v) in map {
         let key = k.as_str().unwrap_or_default().to_string();
@@ -314,12 +435,14 @@ fn render_task(t: &Templater, raw: &Yaml, ctx: &minijinja::Value) -> Result<(Yam
             v.clone()
         } else {
             let no_place = |_: &[String]| String::new();
-            crate::template::render_yaml(t, v, ctx, &no_place).map_err(|e| (key.clone(), e.0.trim_start_matches(": ").to_string()))?
+            crate::template::render_yaml(t, v, ctx, &no_place)
+                .map_err(|e| (key.clone(), e.0.trim_start_matches(": ").to_string()))?
         };
         out.insert(k.clone(), value);
     }
     let rendered = Yaml::Mapping(out);
-    let task = serde_yaml_ng::from_value(rendered.clone()).map_err(|e| (String::new(), e.to_string()))?;
+    let task =
+        serde_yaml_ng::from_value(rendered.clone()).map_err(|e| (String::new(), e.to_string()))?;
     Ok((rendered, task))
 }
 

@@ -9,7 +9,9 @@ use std::path::{Component, Path, PathBuf};
 /// removes a link, not its target) unless `follow_last`.
 pub fn resolve(root: &Path, guest: &str, follow_last: bool) -> Result<PathBuf, String> {
     if !guest.starts_with('/') {
-        return Err(format!("`{guest}` is not an absolute path inside the image"));
+        return Err(format!(
+            "`{guest}` is not an absolute path inside the image"
+        ));
     }
     let mut parts: Vec<String> = Vec::new();
     let mut pending: Vec<String> = components(guest);
@@ -69,9 +71,18 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/lib")).unwrap();
         std::os::unix::fs::symlink("/usr/lib", root.join("lib")).unwrap();
         std::os::unix::fs::symlink("../../../../etc", root.join("usr/lib/up")).unwrap();
-        assert_eq!(resolve(root, "/lib/x", false).unwrap(), root.join("usr/lib/x"));
-        assert_eq!(resolve(root, "/usr/lib/up/passwd", false).unwrap(), root.join("etc/passwd"));
-        assert_eq!(resolve(root, "/../../etc", false).unwrap(), root.join("etc"));
+        assert_eq!(
+            resolve(root, "/lib/x", false).unwrap(),
+            root.join("usr/lib/x")
+        );
+        assert_eq!(
+            resolve(root, "/usr/lib/up/passwd", false).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve(root, "/../../etc", false).unwrap(),
+            root.join("etc")
+        );
         assert_eq!(resolve(root, "/lib", false).unwrap(), root.join("lib"));
         assert!(resolve(root, "rel", false).is_err());
     }

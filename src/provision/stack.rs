@@ -53,8 +53,23 @@ pub struct Stack<'a> {
 impl<'a> Stack<'a> {
     /// A stack over `lowers` (top-most first), whose content `root_key`
     /// names; `store: None` runs every task afresh in one layer.
-    pub fn new(sys: &'a dyn Sys, work: &Path, store: Option<Store>, lowers: Vec<PathBuf>, root_key: String) -> Stack<'a> {
-        Stack { sys, work: work.to_path_buf(), store, lowers, added: 0, key: root_key, held: Vec::new(), count: 0 }
+    pub fn new(
+        sys: &'a dyn Sys,
+        work: &Path,
+        store: Option<Store>,
+        lowers: Vec<PathBuf>,
+        root_key: String,
+    ) -> Stack<'a> {
+        Stack {
+            sys,
+            work: work.to_path_buf(),
+            store,
+            lowers,
+            added: 0,
+            key: root_key,
+            held: Vec::new(),
+            count: 0,
+        }
     }
 
     /// Every lower dir, top-most first (the tasks' layers, then the tree
@@ -80,26 +95,39 @@ impl<'a> Stack<'a> {
                 if task.is_empty() {
                     continue;
                 }
-                let key = if task.cache { Some(task.key(&self.key, env.packages, &t)?) } else { None };
+                let key = if task.cache {
+                    Some(task.key(&self.key, env.packages, &t)?)
+                } else {
+                    None
+                };
                 let cached = match (&key, &self.store) {
                     (Some(k), Some(store)) => store.get(k)?,
                     _ => None,
                 };
                 if let Some(layer) = cached {
-                    env.progress.step(format!("{} | {}: cached", role.name, task.label));
+                    env.progress
+                        .step(format!("{} | {}: cached", role.name, task.label));
                     self.push_stored(layer);
                     continue;
                 }
                 let sys = self.sys;
-                let upper = self.run_in_layer(env, |root| Ok(task.run(root, sys, env.progress, &t, false)?))?;
+                let upper = self.run_in_layer(env, |root| {
+                    Ok(task.run(root, sys, env.progress, &t, false)?)
+                })?;
                 match (key, &self.store) {
                     (Some(k), Some(store)) => {
-                        let layer = store.put(&k, &upper, &format!("role {}, task {}\n", role.name, task.label))?;
+                        let layer = store.put(
+                            &k,
+                            &upper,
+                            &format!("role {}, task {}\n", role.name, task.label),
+                        )?;
                         self.push_stored(layer);
                     }
                     _ => {
                         let content = layers::content_hash(&upper, env.source_date_epoch)?;
-                        self.key = crate::artifact::sha256_bytes(format!("{}\nuncached {content}", self.key).as_bytes());
+                        self.key = crate::artifact::sha256_bytes(
+                            format!("{}\nuncached {content}", self.key).as_bytes(),
+                        );
                         self.push(upper);
                     }
                 }
@@ -117,7 +145,8 @@ impl<'a> Stack<'a> {
         let upper = self.run_in_layer(env, |root| {
             for role in roles {
                 for index in 0..role.len() {
-                    role.prepare(index, env.vars, t)?.run(root, sys, env.progress, t, false)?;
+                    role.prepare(index, env.vars, t)?
+                        .run(root, sys, env.progress, t, false)?;
                 }
             }
             Ok(())
@@ -144,7 +173,11 @@ impl<'a> Stack<'a> {
 
     /// Mount a fresh upper over the stack, enter a chroot there, run `body`
     /// on it, take everything down again; returns the upper dir.
-    fn run_in_layer(&mut self, env: &Env, body: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<PathBuf> {
+    fn run_in_layer(
+        &mut self,
+        env: &Env,
+        body: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<PathBuf> {
         self.count += 1;
         let dir = self.work.join(format!("task{}", self.count));
         let merged = self.work.join("run");
@@ -163,7 +196,14 @@ impl<'a> Stack<'a> {
     /// returns the upper dir.
     pub fn mount_top(&self, dir: &Path, merged: &Path) -> anyhow::Result<PathBuf> {
         let upper = dir.join("upper");
-        mount_union(self.sys, &self.work.join("l"), &self.lowers, &upper, &dir.join("work"), merged)?;
+        mount_union(
+            self.sys,
+            &self.work.join("l"),
+            &self.lowers,
+            &upper,
+            &dir.join("work"),
+            merged,
+        )?;
         Ok(upper)
     }
 }
@@ -173,13 +213,21 @@ impl<'a> Stack<'a> {
 /// in `links`, so a deep stack fits the kernel's one-page option string.
 /// No redirects or metacopy: an upper dir holds whole files and plain
 /// whiteouts, which a cpio can carry and a later stack can mount.
-pub fn mount_union(sys: &dyn Sys, links: &Path, lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Path) -> anyhow::Result<()> {
+pub fn mount_union(
+    sys: &dyn Sys,
+    links: &Path,
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> anyhow::Result<()> {
     fs::create_dir_all(links).with_context(|| format!("cannot create {}", links.display()))?;
     let mut names = Vec::new();
     for (i, lower) in lowers.iter().enumerate() {
         let link = links.join((lowers.len() - i).to_string());
         let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(lower, &link).with_context(|| format!("cannot create {}", link.display()))?;
+        std::os::unix::fs::symlink(lower, &link)
+            .with_context(|| format!("cannot create {}", link.display()))?;
         names.push(link.display().to_string());
     }
     for d in [upper, work, merged] {
@@ -194,5 +242,12 @@ pub fn mount_union(sys: &dyn Sys, links: &Path, lowers: &[PathBuf], upper: &Path
     if options.len() > MAX_OPTIONS {
         anyhow::bail!("{} layers do not fit one overlay mount: merge some of the roles' tasks (each task is a layer)", lowers.len());
     }
-    sys::mount_fs(sys, "overlay", "overlay", merged, MsFlags::empty(), Some(&options))
+    sys::mount_fs(
+        sys,
+        "overlay",
+        "overlay",
+        merged,
+        MsFlags::empty(),
+        Some(&options),
+    )
 }

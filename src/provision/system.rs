@@ -26,7 +26,12 @@ fn in_chroot(run: &Run, program: &str) -> Cmd {
 }
 
 fn run_epoch(run: &Run) -> String {
-    run.ctx.get_attr("source_date_epoch").ok().filter(|v| !v.is_undefined() && !v.is_none()).map(|v| v.to_string()).unwrap_or_else(|| crate::artifact::source_date_epoch(0).to_string())
+    run.ctx
+        .get_attr("source_date_epoch")
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_none())
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| crate::artifact::source_date_epoch(0).to_string())
 }
 
 fn go(run: &Run, cmd: Cmd) -> anyhow::Result<()> {
@@ -36,7 +41,14 @@ fn go(run: &Run, cmd: Cmd) -> anyhow::Result<()> {
 
 pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
     // `pkg: "a b"` is two packages, as apt-get reads it.
-    let pkgs: Vec<String> = a.pkg.as_ref().map(|p| p.to_vec()).unwrap_or_default().iter().flat_map(|p| p.split_whitespace().map(str::to_string)).collect();
+    let pkgs: Vec<String> = a
+        .pkg
+        .as_ref()
+        .map(|p| p.to_vec())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|p| p.split_whitespace().map(str::to_string))
+        .collect();
     if pkgs.iter().any(|p| p.starts_with('-')) {
         bail!("package names cannot start with `-`");
     }
@@ -46,11 +58,17 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
     let lists = run.root.join("var/lib/apt/lists");
     let listed = |what: &str| {
         std::fs::read_dir(&lists)
-            .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().contains(what) && e.file_name().to_string_lossy().ends_with("_Packages")))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()).any(|e| {
+                    e.file_name().to_string_lossy().contains(what)
+                        && e.file_name().to_string_lossy().ends_with("_Packages")
+                })
+            })
             .unwrap_or(false)
     };
     // A lock's local repository needs its list too.
-    let lock_repo_unlisted = run.root.join(super::chroot::LOCK_SOURCES).exists() && !listed("mkimage-lock-repo");
+    let lock_repo_unlisted =
+        run.root.join(super::chroot::LOCK_SOURCES).exists() && !listed("mkimage-lock-repo");
     if a.update || ((!listed("") || lock_repo_unlisted) && !pkgs.is_empty()) {
         go(run, in_chroot(run, "apt-get").args(["-q", "update"]))?;
     }
@@ -59,11 +77,24 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
     }
     // Builds share the package cache (bind-mounted here): one apt at a time.
     let _lock = crate::lock::package_cache(&run.root.join("var/cache/apt/archives"))?;
-    let dpkg_opts = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
+    let dpkg_opts = [
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+    ];
     let cmd = match a.state {
-        PkgState::Present => in_chroot(run, "apt-get").args(["-q", "-y", "--no-install-recommends"]).args(dpkg_opts).arg("install"),
-        PkgState::Latest => in_chroot(run, "apt-get").args(["-q", "-y", "--no-install-recommends"]).args(dpkg_opts).args(["install", "--only-upgrade"]),
-        PkgState::Absent => in_chroot(run, "apt-get").args(["-q", "-y"]).arg(if a.purge { "purge" } else { "remove" }),
+        PkgState::Present => in_chroot(run, "apt-get")
+            .args(["-q", "-y", "--no-install-recommends"])
+            .args(dpkg_opts)
+            .arg("install"),
+        PkgState::Latest => in_chroot(run, "apt-get")
+            .args(["-q", "-y", "--no-install-recommends"])
+            .args(dpkg_opts)
+            .args(["install", "--only-upgrade"]),
+        PkgState::Absent => in_chroot(run, "apt-get")
+            .args(["-q", "-y"])
+            .arg(if a.purge { "purge" } else { "remove" }),
     };
     go(run, cmd.args(&pkgs))
 }
@@ -77,7 +108,10 @@ pub fn shell(run: &Run, s: &Shell) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(path) = creates {
-        if resolve(run.root, &path, true).map_err(anyhow::Error::msg)?.exists() {
+        if resolve(run.root, &path, true)
+            .map_err(anyhow::Error::msg)?
+            .exists()
+        {
             return Ok(());
         }
     }
@@ -93,7 +127,9 @@ pub fn command(run: &Run, c: &Command) -> anyhow::Result<()> {
         Command::Line(line) => line.split_whitespace().map(str::to_string).collect(),
         Command::Argv(v) => v.clone(),
     };
-    let Some((program, args)) = argv.split_first() else { bail!("empty command") };
+    let Some((program, args)) = argv.split_first() else {
+        bail!("empty command")
+    };
     if run.dry {
         return Ok(());
     }
@@ -107,8 +143,16 @@ fn exists_in(root: &Path, db: &str, name: &str) -> bool {
 }
 
 pub fn user(run: &Run, u: &User) -> anyhow::Result<()> {
-    let valid = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !n.starts_with('-');
-    for n in std::iter::once(&u.name).chain(u.group.iter()).chain(u.groups.iter().flatten()) {
+    let valid = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !n.starts_with('-')
+    };
+    for n in std::iter::once(&u.name)
+        .chain(u.group.iter())
+        .chain(u.groups.iter().flatten())
+    {
         if !valid(n) {
             bail!("`{n}` is not a valid user or group name");
         }
@@ -137,7 +181,11 @@ pub fn user(run: &Run, u: &User) -> anyhow::Result<()> {
     let exists = exists_in(root, "etc/passwd", &u.name);
     let mut cmd = in_chroot(run, if exists { "usermod" } else { "useradd" }).args(["-g", &group]);
     if !exists {
-        cmd = cmd.arg(if u.system { "--system" } else { "--create-home" });
+        cmd = cmd.arg(if u.system {
+            "--system"
+        } else {
+            "--create-home"
+        });
     }
     if let Some(groups) = &u.groups {
         if !groups.is_empty() {
@@ -159,7 +207,8 @@ pub fn user(run: &Run, u: &User) -> anyhow::Result<()> {
         let dir = root.join("etc/sudoers.d");
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(&u.name);
-        std::fs::write(&path, format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name)).context("cannot write sudoers drop-in")?;
+        std::fs::write(&path, format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name))
+            .context("cannot write sudoers drop-in")?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440))?;
     }
@@ -189,18 +238,29 @@ pub fn service(run: &Run, s: &Service) -> anyhow::Result<()> {
         None => {}
     }
     for verb in verbs {
-        go(run, in_chroot(run, "systemctl").args(["--no-reload", verb]).args(&units))?;
+        go(
+            run,
+            in_chroot(run, "systemctl")
+                .args(["--no-reload", verb])
+                .args(&units),
+        )?;
     }
     Ok(())
 }
 
 pub fn debconf(run: &Run, d: &Debconf) -> anyhow::Result<()> {
-    if [&d.name, &d.question, &d.vtype].iter().any(|s| s.contains(char::is_whitespace) || s.is_empty()) {
+    if [&d.name, &d.question, &d.vtype]
+        .iter()
+        .any(|s| s.contains(char::is_whitespace) || s.is_empty())
+    {
         bail!("debconf name, question and vtype must be single words");
     }
     if run.dry {
         return Ok(());
     }
     let line = format!("{} {} {} {}\n", d.name, d.question, d.vtype, d.value);
-    go(run, in_chroot(run, "debconf-set-selections").stdin_bytes(line))
+    go(
+        run,
+        in_chroot(run, "debconf-set-selections").stdin_bytes(line),
+    )
 }

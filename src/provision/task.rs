@@ -53,8 +53,18 @@ pub fn module_names(task: &Task) -> Vec<&'static str> {
 }
 
 /// Every module name, for "unknown module" hints.
-pub const MODULES: &[&str] =
-    &["apt", "copy", "template", "file", "shell", "command", "user", "lineinfile", "service", "debconf"];
+pub const MODULES: &[&str] = &[
+    "apt",
+    "copy",
+    "template",
+    "file",
+    "shell",
+    "command",
+    "user",
+    "lineinfile",
+    "service",
+    "debconf",
+];
 
 pub use crate::yaml::OneOrMany as Strings;
 

@@ -82,7 +82,11 @@ pub fn object(state: &State, req: &Parts, rest: &str, client: std::net::SocketAd
 /// (`superseded` once the manifest no longer lists it); returns the kind.
 fn count_download(state: &State, hex: &str) -> String {
     let manifest = Manifest::load(state.root.dir()).unwrap_or_default();
-    let kind = manifest.artifacts.values().find(|e| e.sha256 == hex).map_or("superseded", |e| e.kind.as_str());
+    let kind = manifest
+        .artifacts
+        .values()
+        .find(|e| e.sha256 == hex)
+        .map_or("superseded", |e| e.kind.as_str());
     state.metrics.artifact_download(kind);
     kind.to_string()
 }
@@ -105,12 +109,18 @@ pub fn ensure(state: &State, name: &str, sha: &str) -> Result<File, String> {
         Err(e) => return Err(e.to_string()),
     }
     let opened: Opened = state.root.open_name(name).map_err(|e| match e {
-        PathError::NotFound => format!("{name} is listed in manifest.json but missing from the served dir"),
+        PathError::NotFound => {
+            format!("{name} is listed in manifest.json but missing from the served dir")
+        }
         e => format!("{name}: {e}"),
     })?;
     match state.sha.sha256(&state.root, &opened) {
         Some(got) if got == sha => {}
-        Some(got) => return Err(format!("{name} has sha256 {got}, manifest.json says {sha} (a build in progress?)")),
+        Some(got) => {
+            return Err(format!(
+                "{name} has sha256 {got}, manifest.json says {sha} (a build in progress?)"
+            ))
+        }
         None => return Err(format!("cannot read {name}")),
     }
     if let Err(e) = objects::add_open(state.root.dir(), &opened.file, sha) {
@@ -122,14 +132,22 @@ pub fn ensure(state: &State, name: &str, sha: &str) -> Result<File, String> {
 }
 
 /// The conditional and range logic shared by both kinds of URL.
-fn respond(req: &Parts, file: File, size: u64, sha: Option<&str>, content_type: &'static str) -> Reply {
+fn respond(
+    req: &Parts,
+    file: File,
+    size: u64,
+    sha: Option<&str>,
+    content_type: &'static str,
+) -> Reply {
     let etag = sha.map(|s| format!("\"{s}\""));
     if let (Some(tag), Some(inm)) = (&etag, header(&req.headers, "if-none-match")) {
         if inm.split(',').any(|t| t.trim() == tag || t.trim() == "*") {
             return Reply::new(304, Body::Empty).with(ETAG, tag);
         }
     }
-    let mut range = header(&req.headers, "range").map(|r| range::parse(r, size)).unwrap_or(ByteRange::Full);
+    let mut range = header(&req.headers, "range")
+        .map(|r| range::parse(r, size))
+        .unwrap_or(ByteRange::Full);
     if let Some(if_range) = header(&req.headers, "if-range") {
         if etag.as_deref() != Some(if_range.trim()) {
             range = ByteRange::Full;
@@ -142,18 +160,27 @@ fn respond(req: &Parts, file: File, size: u64, sha: Option<&str>, content_type: 
             return Reply::new(416, Body::Empty).with(CONTENT_RANGE, format!("bytes */{size}"));
         }
     };
-    let mut reply = Reply::new(status, Body::File { file, start, len }).with(CONTENT_TYPE, content_type).with(ACCEPT_RANGES, "bytes");
+    let mut reply = Reply::new(status, Body::File { file, start, len })
+        .with(CONTENT_TYPE, content_type)
+        .with(ACCEPT_RANGES, "bytes");
     if let Some(tag) = etag {
         reply = reply.with(ETAG, tag);
     }
     if status == 206 {
-        reply = reply.with(CONTENT_RANGE, format!("bytes {start}-{}/{size}", start + len - 1));
+        reply = reply.with(
+            CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        );
     }
     reply
 }
 
 pub fn content_type(path: &str) -> &'static str {
-    match Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("") {
+    match Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+    {
         "ipxe" | "sha256" | "txt" | "log" => "text/plain; charset=utf-8",
         "json" => "application/json",
         "html" => "text/html; charset=utf-8",

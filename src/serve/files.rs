@@ -105,7 +105,10 @@ pub struct Root {
 
 impl Root {
     pub fn new(dir: &Path) -> io::Result<Root> {
-        Ok(Root { dir: fs::canonicalize(dir)?, links_out: false })
+        Ok(Root {
+            dir: fs::canonicalize(dir)?,
+            links_out: false,
+        })
     }
 
     /// A system directory whose own symlinks may lead out of it, as
@@ -113,7 +116,10 @@ impl Root {
     /// request path is checked as ever, but where the directory's links
     /// lead is its owner's choice.
     pub fn system(dir: &Path) -> io::Result<Root> {
-        Ok(Root { links_out: true, ..Root::new(dir)? })
+        Ok(Root {
+            links_out: true,
+            ..Root::new(dir)?
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -137,10 +143,19 @@ impl Root {
             _ => PathError::NotFound,
         })?;
         // Where the descriptor really points (symlinks resolved by the kernel).
-        let real = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)))
-            .map_err(|_| PathError::Forbidden)?;
+        let real = fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ))
+        .map_err(|_| PathError::Forbidden)?;
         match real.strip_prefix(&self.dir) {
-            Ok(inside) if inside.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')) => return Err(PathError::Forbidden),
+            Ok(inside)
+                if inside
+                    .components()
+                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.')) =>
+            {
+                return Err(PathError::Forbidden)
+            }
             Ok(_) => {}
             Err(_) if self.links_out => {}
             Err(_) => return Err(PathError::Forbidden),
@@ -165,7 +180,13 @@ struct Version {
 
 impl Version {
     fn of(meta: &Metadata) -> Version {
-        Version { dev: meta.dev(), ino: meta.ino(), size: meta.size(), mtime: meta.mtime(), mtime_nsec: meta.mtime_nsec() }
+        Version {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
     }
 }
 
@@ -207,8 +228,16 @@ fn recorded_sha(root: &Root, opened: &Opened) -> Option<String> {
     // The file's ctime is when it was renamed into place; a record written
     // before that belongs to an older version.
     let placed = std::time::UNIX_EPOCH
-        + std::time::Duration::new(opened.meta.ctime().max(0) as u64, opened.meta.ctime_nsec().clamp(0, 999_999_999) as u32);
-    let newer = |p: &Path| fs::metadata(p).ok().and_then(|m| m.modified().ok()).is_some_and(|t| t >= placed);
+        + std::time::Duration::new(
+            opened.meta.ctime().max(0) as u64,
+            opened.meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+        );
+    let newer = |p: &Path| {
+        fs::metadata(p)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|t| t >= placed)
+    };
     let sidecar = path.with_file_name(format!("{name}.sha256"));
     if newer(&sidecar) {
         if let Ok(text) = fs::read_to_string(&sidecar) {
@@ -234,12 +263,23 @@ mod tests {
 
     #[test]
     fn traversal_forms_are_refused() {
-        for bad in ["/../etc/passwd", "/%2e%2e/etc/passwd", "/a/..%2f..%2fetc", "/.work/x", "/.x.tmp", "/%2E%2e", "/a\\..\\b"] {
+        for bad in [
+            "/../etc/passwd",
+            "/%2e%2e/etc/passwd",
+            "/a/..%2f..%2fetc",
+            "/.work/x",
+            "/.x.tmp",
+            "/%2E%2e",
+            "/a\\..\\b",
+        ] {
             assert_eq!(relative_path(bad), Err(PathError::Forbidden), "{bad}");
         }
         assert_eq!(relative_path("/%zz"), Err(PathError::Malformed));
         assert_eq!(relative_path("/a%00b"), Err(PathError::Malformed));
-        assert_eq!(relative_path("//etc//passwd").unwrap(), PathBuf::from("etc/passwd"));
+        assert_eq!(
+            relative_path("//etc//passwd").unwrap(),
+            PathBuf::from("etc/passwd")
+        );
         assert_eq!(relative_path("/a%20b").unwrap(), PathBuf::from("a b"));
     }
 

@@ -23,7 +23,10 @@ pub const DEFAULT_CONSOLE: &str = "console=tty0 console=ttyS0,115200";
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
     #[error("cannot read iPXE template {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("iPXE template: {0:#}")]
     Template(#[from] minijinja::Error),
 }
@@ -47,7 +50,10 @@ impl Scripts {
     /// Compile the template (the built-in one when `path` is None).
     pub fn new(path: Option<&Path>) -> Result<Scripts, ScriptError> {
         let source = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ScriptError::Read { path: p.display().to_string(), source })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ScriptError::Read {
+                path: p.display().to_string(),
+                source,
+            })?,
             None => DEFAULT_TEMPLATE.to_string(),
         };
         let mut env = Environment::new();
@@ -61,12 +67,21 @@ impl Scripts {
     /// Scripts for servers without the node registry's API (a static tree):
     /// no `mkimage.api=`, so the init sends no reports there.
     pub fn without_reports(self) -> Scripts {
-        Scripts { reports: false, ..self }
+        Scripts {
+            reports: false,
+            ..self
+        }
     }
 
     /// The script for a machine no boot script can be made for yet: prints
     /// `reason` on its console and fetches its script again after `delay_secs`.
-    pub fn retry(&self, reason: &str, base_url: &str, mac: Option<&str>, delay_secs: u64) -> Result<String, ScriptError> {
+    pub fn retry(
+        &self,
+        reason: &str,
+        base_url: &str,
+        mac: Option<&str>,
+        delay_secs: u64,
+    ) -> Result<String, ScriptError> {
         let template = self.env.get_template("retry.ipxe")?;
         Ok(template.render(context! {
             reason => console_text(reason),
@@ -80,16 +95,32 @@ impl Scripts {
     /// `servers` (base URLs, tried in order; empty: `base_url` alone) each
     /// get a try at the kernel and initrd, and go to the init as
     /// `mkimage.servers=` when there is more than one.
-    pub fn render(&self, resolved: &Resolved, base_url: &str, servers: &[String], mac: Option<&str>, console: &str) -> Result<String, ScriptError> {
+    pub fn render(
+        &self,
+        resolved: &Resolved,
+        base_url: &str,
+        servers: &[String],
+        mac: Option<&str>,
+        console: &str,
+    ) -> Result<String, ScriptError> {
         fn link<'a>(a: &'a Art, base_url: &str) -> Link<'a> {
             let url = match &a.remote {
                 Some(url) => url.clone(),
                 None => format!("{base_url}/sha256/{}/{}", a.sha256, encode_path(&a.file)),
             };
-            Link { file: &a.file, sha256: &a.sha256, verity: a.verity.as_deref(), url }
+            Link {
+                file: &a.file,
+                sha256: &a.sha256,
+                verity: a.verity.as_deref(),
+                url,
+            }
         }
         let own = [base_url.to_string()];
-        let servers = if servers.is_empty() { &own[..] } else { servers };
+        let servers = if servers.is_empty() {
+            &own[..]
+        } else {
+            servers
+        };
         let on: Vec<Server> = servers
             .iter()
             .map(|s| Server {
@@ -149,7 +180,10 @@ fn self_url(base_url: &str, mac: Option<&str>) -> String {
 /// expansion (`${…}`), no `||`/`&&` operators; at most 400 characters.
 fn console_text(s: &str) -> String {
     let keep = |c: char| c.is_ascii_alphanumeric() || " .,:;/_-+=@()[]<>`'*#%!?".contains(c);
-    s.chars().map(|c| if keep(c) { c } else { '_' }).take(400).collect()
+    s.chars()
+        .map(|c| if keep(c) { c } else { '_' })
+        .take(400)
+        .collect()
 }
 
 /// Percent-encode a file name for a URL path (unreserved characters stay).
@@ -170,7 +204,12 @@ mod tests {
     use super::*;
 
     fn art(f: &str) -> Art {
-        Art { file: f.into(), sha256: format!("{f}sha"), verity: None, remote: None }
+        Art {
+            file: f.into(),
+            sha256: format!("{f}sha"),
+            verity: None,
+            remote: None,
+        }
     }
 
     #[test]
@@ -180,10 +219,26 @@ mod tests {
             kernel: art("vmlinuz"),
             initrd: art("initrd.img"),
             basefs: art("base.squashfs"),
-            overlays: vec![art("a.cpio.gz"), art("b c.cpio.gz"), Art { remote: Some("http://10.0.2.2:9/c.cpio.gz".into()), ..art("c.cpio.gz") }],
+            overlays: vec![
+                art("a.cpio.gz"),
+                art("b c.cpio.gz"),
+                Art {
+                    remote: Some("http://10.0.2.2:9/c.cpio.gz".into()),
+                    ..art("c.cpio.gz")
+                },
+            ],
             args: "rootsize=2G".into(),
         };
-        let s = Scripts::new(None).unwrap().render(&r, "http://10.0.2.2:8080", &[], Some("52:54:00:12:34:56"), DEFAULT_CONSOLE).unwrap();
+        let s = Scripts::new(None)
+            .unwrap()
+            .render(
+                &r,
+                "http://10.0.2.2:8080",
+                &[],
+                Some("52:54:00:12:34:56"),
+                DEFAULT_CONSOLE,
+            )
+            .unwrap();
         assert!(s.starts_with("#!ipxe\n"), "{s}");
         let kernel = s.lines().find(|l| l.starts_with("kernel ")).unwrap();
         for want in [
@@ -198,9 +253,28 @@ mod tests {
         }
         assert!(s.contains("\ninitrd --name initrd http://10.0.2.2:8080/sha256/initrd.imgsha/initrd.img || goto failed\n"), "{s}");
         assert!(!kernel.contains("basefs.verity="), "{kernel}");
-        let verity = Art { verity: Some("abc:4096".into()), ..art("base.squashfs") };
-        let none = Scripts::new(None).unwrap().render(&Resolved { overlays: vec![], basefs: verity, ..r.clone() }, "http://h", &[], None, "").unwrap();
-        assert!(none.contains(" basefs.sha256=base.squashfssha basefs.verity=abc:4096"), "{none}");
+        let verity = Art {
+            verity: Some("abc:4096".into()),
+            ..art("base.squashfs")
+        };
+        let none = Scripts::new(None)
+            .unwrap()
+            .render(
+                &Resolved {
+                    overlays: vec![],
+                    basefs: verity,
+                    ..r.clone()
+                },
+                "http://h",
+                &[],
+                None,
+                "",
+            )
+            .unwrap();
+        assert!(
+            none.contains(" basefs.sha256=base.squashfssha basefs.verity=abc:4096"),
+            "{none}"
+        );
         assert!(!none.contains("overlayfs="), "{none}");
         assert!(none.contains("BOOTIF=01-${netX/mac:hexhyp}"), "{none}");
     }
@@ -216,27 +290,79 @@ mod tests {
             args: String::new(),
         };
         let servers = ["http://a:1".to_string(), "http://b:2".to_string()];
-        let s = Scripts::new(None).unwrap().render(&r, "http://a:1", &servers, None, "").unwrap();
+        let s = Scripts::new(None)
+            .unwrap()
+            .render(&r, "http://a:1", &servers, None, "")
+            .unwrap();
         let kernels: Vec<&str> = s.lines().filter(|l| l.starts_with("kernel ")).collect();
         assert_eq!(kernels.len(), 2, "{s}");
-        assert!(kernels[0].starts_with("kernel http://a:1/sha256/vmlinuzsha/vmlinuz ") && kernels[0].ends_with(" || goto server1"), "{s}");
-        assert!(kernels[1].contains(" mkimage.api=http://b:2 "), "the init reports to the server it boots from: {s}");
-        assert!(kernels[1].contains(" basefs=http://b:2/sha256/") && kernels[1].contains(" overlayfs=http://b:2/sha256/") && kernels[1].ends_with(" || goto failed"), "{s}");
-        assert!(kernels.iter().all(|k| k.contains(" mkimage.servers=http://a:1,http://b:2")), "{s}");
+        assert!(
+            kernels[0].starts_with("kernel http://a:1/sha256/vmlinuzsha/vmlinuz ")
+                && kernels[0].ends_with(" || goto server1"),
+            "{s}"
+        );
+        assert!(
+            kernels[1].contains(" mkimage.api=http://b:2 "),
+            "the init reports to the server it boots from: {s}"
+        );
+        assert!(
+            kernels[1].contains(" basefs=http://b:2/sha256/")
+                && kernels[1].contains(" overlayfs=http://b:2/sha256/")
+                && kernels[1].ends_with(" || goto failed"),
+            "{s}"
+        );
+        assert!(
+            kernels
+                .iter()
+                .all(|k| k.contains(" mkimage.servers=http://a:1,http://b:2")),
+            "{s}"
+        );
         assert!(s.contains("\ninitrd --name initrd http://a:1/sha256/initrd.imgsha/initrd.img || goto server1\n"), "{s}");
-        assert!(s.contains("\n:server1\necho mkimage: server http://a:1 failed, falling back to http://b:2\n"), "{s}");
-        let one = Scripts::new(None).unwrap().render(&r, "http://a:1", &[], None, "").unwrap();
-        assert!(!one.contains("mkimage.servers=") && !one.contains(":server1"), "{one}");
-        let quiet = Scripts::new(None).unwrap().without_reports().render(&r, "http://a:1", &[], None, "").unwrap();
-        assert!(!quiet.contains("mkimage.api=") && quiet.contains(" BOOTIF=01-${netX/mac:hexhyp} basefs="), "{quiet}");
+        assert!(
+            s.contains(
+                "\n:server1\necho mkimage: server http://a:1 failed, falling back to http://b:2\n"
+            ),
+            "{s}"
+        );
+        let one = Scripts::new(None)
+            .unwrap()
+            .render(&r, "http://a:1", &[], None, "")
+            .unwrap();
+        assert!(
+            !one.contains("mkimage.servers=") && !one.contains(":server1"),
+            "{one}"
+        );
+        let quiet = Scripts::new(None)
+            .unwrap()
+            .without_reports()
+            .render(&r, "http://a:1", &[], None, "")
+            .unwrap();
+        assert!(
+            !quiet.contains("mkimage.api=")
+                && quiet.contains(" BOOTIF=01-${netX/mac:hexhyp} basefs="),
+            "{quiet}"
+        );
     }
 
     #[test]
     fn retry_script_prints_the_reason_safely_and_asks_again() {
         let scripts = Scripts::new(None).unwrap();
-        let s = scripts.retry("manifest.json has no basefs; build one first\n${evil} || shell", "http://h:1", Some("52:54:00:12:34:56"), 7).unwrap();
+        let s = scripts
+            .retry(
+                "manifest.json has no basefs; build one first\n${evil} || shell",
+                "http://h:1",
+                Some("52:54:00:12:34:56"),
+                7,
+            )
+            .unwrap();
         assert!(s.starts_with("#!ipxe\n"), "{s}");
         assert!(s.contains("echo mkimage: cannot boot 52:54:00:12:34:56 yet: manifest.json has no basefs; build one first___evil_ __ shell\n"), "{s}");
-        assert!(s.contains("\nsleep 7\n") && s.contains("\nchain --replace http://h:1/boot.ipxe?mac=52:54:00:12:34:56 || goto retry\n"), "{s}");
+        assert!(
+            s.contains("\nsleep 7\n")
+                && s.contains(
+                    "\nchain --replace http://h:1/boot.ipxe?mac=52:54:00:12:34:56 || goto retry\n"
+                ),
+            "{s}"
+        );
     }
 }

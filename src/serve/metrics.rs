@@ -86,7 +86,10 @@ impl Metrics {
     /// Count a transfer in progress until the returned value is dropped.
     pub fn active(self: &Arc<Self>, gauge: Gauge) -> Active {
         self.gauge(gauge).fetch_add(1, Relaxed);
-        Active { metrics: self.clone(), gauge }
+        Active {
+            metrics: self.clone(),
+            gauge,
+        }
     }
 
     pub fn boot(&self, boot: Boot) {
@@ -116,7 +119,10 @@ impl Metrics {
 
     /// Recent script fetches, newest first.
     pub fn recent_boots(&self) -> Vec<Boot> {
-        self.boots.lock().map(|b| b.iter().rev().cloned().collect()).unwrap_or_default()
+        self.boots
+            .lock()
+            .map(|b| b.iter().rev().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The Prometheus text exposition.
@@ -128,31 +134,115 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        let by_status = self.http_by_status.lock().map(|m| m.clone()).unwrap_or_default();
-        let mut lines: Vec<_> = by_status.iter().map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.to_string())).collect();
+        let by_status = self
+            .http_by_status
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let mut lines: Vec<_> = by_status
+            .iter()
+            .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.to_string()))
+            .collect();
         if lines.is_empty() {
             lines.push(("{status=\"200\"}".into(), "0".into()));
         }
-        metric("mkimage_http_requests_total", "counter", "HTTP requests answered, by status.", lines);
-        let by_kind = self.artifact_downloads.lock().map(|m| m.clone()).unwrap_or_default();
-        let lines = by_kind.iter().map(|(k, n)| (format!("{{kind=\"{k}\"}}"), n.to_string())).collect();
-        metric("mkimage_artifact_downloads_total", "counter", "Whole-artifact GETs of content-addressed URLs, by kind (what a cache in front saves).", lines);
+        metric(
+            "mkimage_http_requests_total",
+            "counter",
+            "HTTP requests answered, by status.",
+            lines,
+        );
+        let by_kind = self
+            .artifact_downloads
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let lines = by_kind
+            .iter()
+            .map(|(k, n)| (format!("{{kind=\"{k}\"}}"), n.to_string()))
+            .collect();
+        metric(
+            "mkimage_artifact_downloads_total",
+            "counter",
+            "Whole-artifact GETs of content-addressed URLs, by kind (what a cache in front saves).",
+            lines,
+        );
         let one = |v: String| vec![(String::new(), v)];
-        metric("mkimage_http_sent_bytes_total", "counter", "HTTP body bytes sent.", one(self.http_bytes.load(Relaxed).to_string()));
-        metric("mkimage_http_errors_total", "counter", "HTTP responses cut short by an I/O error.", one(self.http_errors.load(Relaxed).to_string()));
-        metric("mkimage_http_active_downloads", "gauge", "File downloads in progress over HTTP.", one(self.active_downloads.load(Relaxed).to_string()));
-        metric("mkimage_http_zero_copy_responses_total", "counter", "File bodies sent with sendfile.", one(self.zero_copy.load(Relaxed).to_string()));
-        metric("mkimage_ipxe_scripts_total", "counter", "iPXE boot scripts served.", one(self.scripts.load(Relaxed).to_string()));
+        metric(
+            "mkimage_http_sent_bytes_total",
+            "counter",
+            "HTTP body bytes sent.",
+            one(self.http_bytes.load(Relaxed).to_string()),
+        );
+        metric(
+            "mkimage_http_errors_total",
+            "counter",
+            "HTTP responses cut short by an I/O error.",
+            one(self.http_errors.load(Relaxed).to_string()),
+        );
+        metric(
+            "mkimage_http_active_downloads",
+            "gauge",
+            "File downloads in progress over HTTP.",
+            one(self.active_downloads.load(Relaxed).to_string()),
+        );
+        metric(
+            "mkimage_http_zero_copy_responses_total",
+            "counter",
+            "File bodies sent with sendfile.",
+            one(self.zero_copy.load(Relaxed).to_string()),
+        );
+        metric(
+            "mkimage_ipxe_scripts_total",
+            "counter",
+            "iPXE boot scripts served.",
+            one(self.scripts.load(Relaxed).to_string()),
+        );
         let retries = self.retry_scripts.load(Relaxed).to_string();
         metric("mkimage_ipxe_retry_scripts_total", "counter", "Retry scripts served because no boot script could be made (nothing built yet, a profile naming a missing artifact).", one(retries));
         let dropped = self.objects_dropped.load(Relaxed).to_string();
-        metric("mkimage_objects_dropped_total", "counter", "Superseded content-addressed objects dropped after the grace period.", one(dropped));
-        metric("mkimage_tftp_transfers_total", "counter", "TFTP read requests answered.", one(self.tftp_transfers.load(Relaxed).to_string()));
-        metric("mkimage_tftp_sent_bytes_total", "counter", "TFTP data bytes sent.", one(self.tftp_bytes.load(Relaxed).to_string()));
-        metric("mkimage_tftp_errors_total", "counter", "TFTP transfers that failed or were refused.", one(self.tftp_errors.load(Relaxed).to_string()));
-        metric("mkimage_tftp_active_transfers", "gauge", "TFTP transfers in progress.", one(self.active_tftp.load(Relaxed).to_string()));
-        metric("mkimage_dhcp_replies_total", "counter", "proxyDHCP replies sent, by client kind.", labeled(&self.dhcp_replies, "client"));
-        metric("mkimage_dhcp_dropped_total", "counter", "Malformed packets the proxyDHCP dropped, by reason.", labeled(&self.dhcp_drops, "reason"));
+        metric(
+            "mkimage_objects_dropped_total",
+            "counter",
+            "Superseded content-addressed objects dropped after the grace period.",
+            one(dropped),
+        );
+        metric(
+            "mkimage_tftp_transfers_total",
+            "counter",
+            "TFTP read requests answered.",
+            one(self.tftp_transfers.load(Relaxed).to_string()),
+        );
+        metric(
+            "mkimage_tftp_sent_bytes_total",
+            "counter",
+            "TFTP data bytes sent.",
+            one(self.tftp_bytes.load(Relaxed).to_string()),
+        );
+        metric(
+            "mkimage_tftp_errors_total",
+            "counter",
+            "TFTP transfers that failed or were refused.",
+            one(self.tftp_errors.load(Relaxed).to_string()),
+        );
+        metric(
+            "mkimage_tftp_active_transfers",
+            "gauge",
+            "TFTP transfers in progress.",
+            one(self.active_tftp.load(Relaxed).to_string()),
+        );
+        metric(
+            "mkimage_dhcp_replies_total",
+            "counter",
+            "proxyDHCP replies sent, by client kind.",
+            labeled(&self.dhcp_replies, "client"),
+        );
+        metric(
+            "mkimage_dhcp_dropped_total",
+            "counter",
+            "Malformed packets the proxyDHCP dropped, by reason.",
+            labeled(&self.dhcp_drops, "reason"),
+        );
         let ignored = self.dhcp_ignored_count.load(Relaxed).to_string();
         metric("mkimage_dhcp_ignored_total", "counter", "DHCP requests the proxyDHCP left to others (not PXE, other architectures, the site's exchange).", one(ignored));
         out
@@ -168,7 +258,9 @@ fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
 /// `{LABEL="key"} count` lines of a labelled counter (none yet: no lines).
 fn labeled(map: &Mutex<BTreeMap<&'static str, u64>>, label: &str) -> Vec<(String, String)> {
     let map = map.lock().map(|m| m.clone()).unwrap_or_default();
-    map.iter().map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n.to_string())).collect()
+    map.iter()
+        .map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n.to_string()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -185,19 +277,33 @@ mod tests {
             assert!(m.render().contains("mkimage_http_active_downloads 1\n"));
         }
         let text = m.render();
-        assert!(text.contains("mkimage_http_requests_total{status=\"404\"} 1\n"), "{text}");
+        assert!(
+            text.contains("mkimage_http_requests_total{status=\"404\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("mkimage_http_sent_bytes_total 10\n"));
         assert!(text.contains("mkimage_http_active_downloads 0\n"));
         for i in 0..(RECENT_BOOTS + 5) {
-            m.boot(Boot { time: i as u64, client: "c".into(), mac: None, profile: "p".into() });
+            m.boot(Boot {
+                time: i as u64,
+                client: "c".into(),
+                mac: None,
+                profile: "p".into(),
+            });
         }
         m.dhcp_reply("ipxe");
         m.dhcp_reply("ipxe");
         m.dhcp_dropped("truncated");
         m.dhcp_ignored();
         let text = m.render();
-        assert!(text.contains("mkimage_dhcp_replies_total{client=\"ipxe\"} 2\n"), "{text}");
-        assert!(text.contains("mkimage_dhcp_dropped_total{reason=\"truncated\"} 1\n"), "{text}");
+        assert!(
+            text.contains("mkimage_dhcp_replies_total{client=\"ipxe\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mkimage_dhcp_dropped_total{reason=\"truncated\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("mkimage_dhcp_ignored_total 1\n"), "{text}");
         let boots = m.recent_boots();
         assert_eq!(boots.len(), RECENT_BOOTS);

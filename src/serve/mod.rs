@@ -22,13 +22,13 @@ pub mod nodes;
 mod options;
 mod pages;
 pub mod profiles;
-pub mod publish;
-pub mod servers;
 mod prune;
+pub mod publish;
 pub mod range;
 mod reply;
 mod router;
 mod script;
+pub mod servers;
 mod state;
 pub mod tftp;
 
@@ -54,8 +54,12 @@ const BLOCKING_THREADS: usize = 16;
 const BACKLOG: u32 = 4096;
 
 pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
-    let root = files::Root::new(&opts.dir)
-        .map_err(|e| UsageError(format!("--dir {}: {e} (build something first, or pass --dir)", opts.dir.display())))?;
+    let root = files::Root::new(&opts.dir).map_err(|e| {
+        UsageError(format!(
+            "--dir {}: {e} (build something first, or pass --dir)",
+            opts.dir.display()
+        ))
+    })?;
     if !root.dir().is_dir() {
         return Err(UsageError(format!("--dir {} is not a directory", opts.dir.display())).into());
     }
@@ -63,7 +67,8 @@ pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
     if opts.proxy_dhcp.is_some() {
         dhcp::preflight(opts.tftp.is_some(), &[&opts.dir, &opts.ipxe_dir]).map_err(UsageError)?;
     }
-    let scripts = ipxe::Scripts::new(opts.ipxe_template.as_deref()).map_err(|e| UsageError(e.to_string()))?;
+    let scripts =
+        ipxe::Scripts::new(opts.ipxe_template.as_deref()).map_err(|e| UsageError(e.to_string()))?;
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.workers.max(1))
@@ -78,14 +83,21 @@ pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(opts: &ServeOptions, root: files::Root, boot_config: Option<PathBuf>, scripts: ipxe::Scripts) -> anyhow::Result<()> {
+async fn serve(
+    opts: &ServeOptions,
+    root: files::Root,
+    boot_config: Option<PathBuf>,
+    scripts: ipxe::Scripts,
+) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let listener = bind_http(&opts.http)?;
     let local_addr = listener.local_addr()?;
     let tftp = match &opts.tftp {
         Some(addr) => {
-            let socket = UdpSocket::bind(addr).await.with_context(|| format!("cannot listen on {addr} (TFTP; --tftp off disables it)"))?;
+            let socket = UdpSocket::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (TFTP; --tftp off disables it)")
+            })?;
             Some(socket)
         }
         None => None,
@@ -94,7 +106,14 @@ async fn serve(opts: &ServeOptions, root: files::Root, boot_config: Option<PathB
         Some(iface) => Some(dhcp::Listener::bind(iface).map_err(|e| UsageError(e.to_string()))?),
         None => None,
     };
-    let ipxe = files::Root::system(&opts.ipxe_dir).map_err(|e| tracing::warn!("--ipxe-dir {}: {e}; only --dir is served", opts.ipxe_dir.display())).ok();
+    let ipxe = files::Root::system(&opts.ipxe_dir)
+        .map_err(|e| {
+            tracing::warn!(
+                "--ipxe-dir {}: {e}; only --dir is served",
+                opts.ipxe_dir.display()
+            )
+        })
+        .ok();
     let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(state::State {
         root: root.clone(),
@@ -111,19 +130,41 @@ async fn serve(opts: &ServeOptions, root: files::Root, boot_config: Option<PathB
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let router_state = state.clone();
-    let router: Arc<http::Handler> = Arc::new(move |req, client| router::route(&router_state, req, client));
-    tasks.spawn(http::serve(listener, router, metrics.clone(), opts.timeout, stopped.clone()));
-    tasks.spawn(prune::run(root.dir().to_path_buf(), opts.grace, metrics.clone(), stopped.clone()));
+    let router: Arc<http::Handler> =
+        Arc::new(move |req, client| router::route(&router_state, req, client));
+    tasks.spawn(http::serve(
+        listener,
+        router,
+        metrics.clone(),
+        opts.timeout,
+        stopped.clone(),
+    ));
+    tasks.spawn(prune::run(
+        root.dir().to_path_buf(),
+        opts.grace,
+        metrics.clone(),
+        stopped.clone(),
+    ));
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening http {local_addr}");
     if let Some(socket) = tftp {
         let addr = socket.local_addr()?;
         let _ = writeln!(out, "listening tftp {addr}");
         let roots = [Some(root.clone()), ipxe].into_iter().flatten().collect();
-        tasks.spawn(tftp::serve(socket, Arc::new(tftp::Sources { roots }), metrics.clone(), stopped.clone()));
+        tasks.spawn(tftp::serve(
+            socket,
+            Arc::new(tftp::Sources { roots }),
+            metrics.clone(),
+            stopped.clone(),
+        ));
     }
     if let Some(proxy) = proxy {
-        let _ = writeln!(out, "listening proxy-dhcp {} {}", proxy.iface(), proxy.server());
+        let _ = writeln!(
+            out,
+            "listening proxy-dhcp {} {}",
+            proxy.iface(),
+            proxy.server()
+        );
         let base = dhcp::base_url(opts.public_url.as_deref(), local_addr, proxy.server());
         tasks.spawn(dhcp::serve(proxy, base, metrics.clone(), stopped.clone()));
     }
@@ -146,13 +187,28 @@ async fn serve(opts: &ServeOptions, root: files::Root, boot_config: Option<PathB
 
 /// The HTTP listening socket, with a backlog deep enough for a boot storm.
 fn bind_http(addr: &str) -> anyhow::Result<TcpListener> {
-    let resolved: Option<SocketAddr> =
-        addr.to_socket_addrs().map_err(|e| UsageError(format!("--http {addr}: {e} (use HOST:PORT, e.g. 0.0.0.0:8080)")))?.next();
-    let resolved = resolved.ok_or_else(|| UsageError(format!("--http {addr}: resolves to no address")))?;
-    let socket = if resolved.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }?;
+    let resolved: Option<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| {
+            UsageError(format!(
+                "--http {addr}: {e} (use HOST:PORT, e.g. 0.0.0.0:8080)"
+            ))
+        })?
+        .next();
+    let resolved =
+        resolved.ok_or_else(|| UsageError(format!("--http {addr}: resolves to no address")))?;
+    let socket = if resolved.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
     socket.set_reuseaddr(true)?;
-    socket.bind(resolved).with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
-    socket.listen(BACKLOG).with_context(|| format!("cannot listen on {addr} (HTTP)"))
+    socket
+        .bind(resolved)
+        .with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
+    socket
+        .listen(BACKLOG)
+        .with_context(|| format!("cannot listen on {addr} (HTTP)"))
 }
 
 /// Many clients mean many sockets: use the hard limit on open files.

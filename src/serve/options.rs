@@ -57,7 +57,9 @@ impl ServeOptions {
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             proxy_dhcp: None,
             ipxe_template: None,
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             timeout: Duration::from_secs(30),
             grace: GRACE,
             retry_delay: Duration::from_secs(20),

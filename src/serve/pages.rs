@@ -17,7 +17,9 @@ pub fn status(state: &State) -> Reply {
     html.push_str(&profiles_section(state));
     html.push_str("<h2>Artifacts</h2>\n");
     match Manifest::load(state.root.dir()) {
-        Ok(m) if m.artifacts.is_empty() => html.push_str("<p>manifest.json lists no artifacts yet.</p>\n"),
+        Ok(m) if m.artifacts.is_empty() => {
+            html.push_str("<p>manifest.json lists no artifacts yet.</p>\n")
+        }
         Ok(m) => {
             html.push_str("<table><tr><th>file</th><th>kind</th><th>name</th><th>size</th><th>sha256 (immutable URL)</th><th>built (UTC)</th></tr>\n");
             for e in m.artifacts.values() {
@@ -37,11 +39,21 @@ pub fn status(state: &State) -> Reply {
             html.push_str("</table>\n");
         }
         Err(e) => {
-            let _ = writeln!(html, "<p>Cannot read manifest.json: {}</p>", esc(&format!("{e:#}")));
+            let _ = writeln!(
+                html,
+                "<p>Cannot read manifest.json: {}</p>",
+                esc(&format!("{e:#}"))
+            );
         }
     }
     match state.nodes.all() {
-        Ok(records) => html.push_str(&super::nodes::show::html(&records.iter().map(super::nodes::Summary::of).collect::<Vec<_>>(), esc)),
+        Ok(records) => html.push_str(&super::nodes::show::html(
+            &records
+                .iter()
+                .map(super::nodes::Summary::of)
+                .collect::<Vec<_>>(),
+            esc,
+        )),
         Err(e) => {
             let _ = writeln!(html, "<h2>Nodes</h2>\n<p>{}</p>", esc(&e.to_string()));
         }
@@ -51,7 +63,9 @@ pub fn status(state: &State) -> Reply {
     if boots.is_empty() {
         html.push_str("<p>No boot script fetched yet.</p>\n");
     } else {
-        html.push_str("<table><tr><th>time (UTC)</th><th>client</th><th>MAC</th><th>profile</th></tr>\n");
+        html.push_str(
+            "<table><tr><th>time (UTC)</th><th>client</th><th>MAC</th><th>profile</th></tr>\n",
+        );
         for b in boots {
             let _ = writeln!(
                 html,
@@ -103,7 +117,10 @@ fn profiles_section(state: &State) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn human_size(n: u64) -> String {

@@ -20,9 +20,15 @@ use crate::artifact::{Entry, Manifest};
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("cannot read boot config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("boot config {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
     #[error("boot config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("profile `{profile}`: {message}")]
@@ -103,7 +109,9 @@ pub enum Selected {
 /// A `match:` pattern against a fact: case-insensitive, `*` and `?` globs.
 fn fact_matches(pattern: &str, value: Option<&str>) -> bool {
     match value.map(str::trim) {
-        Some(v) if !v.is_empty() => crate::archive::walk::glob_match(&pattern.trim().to_lowercase(), &v.to_lowercase()),
+        Some(v) if !v.is_empty() => {
+            crate::archive::walk::glob_match(&pattern.trim().to_lowercase(), &v.to_lowercase())
+        }
         _ => false,
     }
 }
@@ -124,7 +132,8 @@ impl From<&str> for OverlayRef {
     }
 }
 
-const OVERLAY_FORMS: &str = "an overlay is a build name, a file name, or {url: http://HOST/PATH, sha256: HEX}";
+const OVERLAY_FORMS: &str =
+    "an overlay is a build name, a file name, or {url: http://HOST/PATH, sha256: HEX}";
 
 impl TryFrom<serde_yaml_ng::Value> for OverlayRef {
     type Error = String;
@@ -141,12 +150,21 @@ impl TryFrom<serde_yaml_ng::Value> for OverlayRef {
             match (k.as_str(), v) {
                 (Some("url"), Value::String(v)) => url = Some(v),
                 (Some("sha256"), Value::String(v)) => sha256 = Some(v),
-                (Some(k @ ("url" | "sha256")), _) => return Err(format!("overlay `{k}:` must be a string")),
-                (k, _) => return Err(format!("unknown overlay key `{}`: {OVERLAY_FORMS}", k.unwrap_or("?"))),
+                (Some(k @ ("url" | "sha256")), _) => {
+                    return Err(format!("overlay `{k}:` must be a string"))
+                }
+                (k, _) => {
+                    return Err(format!(
+                        "unknown overlay key `{}`: {OVERLAY_FORMS}",
+                        k.unwrap_or("?")
+                    ))
+                }
             }
         }
         let (Some(url), Some(sha256)) = (url, sha256) else {
-            return Err(format!("a remote overlay needs both `url:` and `sha256:` ({OVERLAY_FORMS})"));
+            return Err(format!(
+                "a remote overlay needs both `url:` and `sha256:` ({OVERLAY_FORMS})"
+            ));
         };
         let sha256 = sha256.to_ascii_lowercase();
         if !crate::artifact::objects::is_sha256(&sha256) {
@@ -160,11 +178,19 @@ impl TryFrom<serde_yaml_ng::Value> for OverlayRef {
 /// A URL that goes onto the kernel command line as one word of a
 /// comma-separated list, and through iPXE's script parser unchanged.
 fn check_remote_url(url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-    let bad = url.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | '$' | '"' | '\'' | '\\' | '|'));
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let bad = url.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, ',' | '$' | '"' | '\'' | '\\' | '|')
+    });
     match (rest, bad) {
-        (None, _) | (Some(""), _) => Err(format!("overlay url `{url}` must start with http:// or https:// and name a host")),
-        (_, Some(c)) => Err(format!("overlay url `{url}` contains {c:?}: percent-encode it (%XX)")),
+        (None, _) | (Some(""), _) => Err(format!(
+            "overlay url `{url}` must start with http:// or https:// and name a host"
+        )),
+        (_, Some(c)) => Err(format!(
+            "overlay url `{url}` contains {c:?}: percent-encode it (%XX)"
+        )),
         _ => Ok(()),
     }
 }
@@ -200,26 +226,52 @@ pub fn normalize_mac(s: &str) -> Option<String> {
         return None;
     }
     let hex = hex.to_ascii_lowercase();
-    Some((0..6).map(|i| &hex[2 * i..2 * i + 2]).collect::<Vec<_>>().join(":"))
+    Some(
+        (0..6)
+            .map(|i| &hex[2 * i..2 * i + 2])
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }
 
 impl BootConfig {
     /// Read and validate a boot config file.
     pub fn load(path: &Path) -> Result<BootConfig, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.into(),
+            source,
+        })?;
         let mut config: BootConfig =
-            serde_yaml_ng::from_str(&text).map_err(|source| ProfileError::Parse { path: path.into(), source })?;
-        let invalid = |message: String| ProfileError::Invalid { path: path.into(), message };
+            serde_yaml_ng::from_str(&text).map_err(|source| ProfileError::Parse {
+                path: path.into(),
+                source,
+            })?;
+        let invalid = |message: String| ProfileError::Invalid {
+            path: path.into(),
+            message,
+        };
         let mut names = BTreeSet::new();
         for profile in &mut config.profiles {
             if !names.insert(profile.name.clone()) {
-                return Err(invalid(format!("profile `{}` is defined twice", profile.name)));
+                return Err(invalid(format!(
+                    "profile `{}` is defined twice",
+                    profile.name
+                )));
             }
             for mac in &mut profile.macs {
-                *mac = normalize_mac(mac).ok_or_else(|| invalid(format!("profile `{}`: `{mac}` is not a MAC address", profile.name)))?;
+                *mac = normalize_mac(mac).ok_or_else(|| {
+                    invalid(format!(
+                        "profile `{}`: `{mac}` is not a MAC address",
+                        profile.name
+                    ))
+                })?;
             }
             if let Some(key) = profile.facts.keys().find(|k| !FACTS.contains(&k.as_str())) {
-                return Err(invalid(format!("profile `{}`: match: `{key}` is not a fact (use {})", profile.name, FACTS.join(", "))));
+                return Err(invalid(format!(
+                    "profile `{}`: match: `{key}` is not a fact (use {})",
+                    profile.name,
+                    FACTS.join(", ")
+                )));
             }
             if let Some((key, _)) = profile.facts.iter().find(|(_, v)| v.trim().is_empty()) {
                 return Err(invalid(format!("profile `{}`: match: `{key}` is empty (give a value or a pattern such as `Dell*`)", profile.name)));
@@ -227,14 +279,18 @@ impl BootConfig {
         }
         let mut hosts = BTreeMap::new();
         for (mac, tags) in std::mem::take(&mut config.hosts) {
-            let norm = normalize_mac(&mac).ok_or_else(|| invalid(format!("hosts: `{mac}` is not a MAC address")))?;
+            let norm = normalize_mac(&mac)
+                .ok_or_else(|| invalid(format!("hosts: `{mac}` is not a MAC address")))?;
             hosts.insert(norm, tags);
         }
         config.hosts = hosts;
-        super::servers::check(&mut config.servers, &mut config.servers_by_subnet).map_err(invalid)?;
+        super::servers::check(&mut config.servers, &mut config.servers_by_subnet)
+            .map_err(invalid)?;
         if let Some(default) = &config.default {
             if !names.contains(default) {
-                return Err(invalid(format!("default profile `{default}` is not among the profiles")));
+                return Err(invalid(format!(
+                    "default profile `{default}` is not among the profiles"
+                )));
             }
         }
         Ok(config)
@@ -250,20 +306,37 @@ impl BootConfig {
     /// MAC, else the first whose `match:` facts all match `facts`, else the
     /// first whose tags meet the MAC's tags in `hosts`, else `default`,
     /// else the first.
-    pub fn select_for(&self, mac: Option<&str>, facts: Option<&dyn Facts>) -> (Option<&Profile>, Selected) {
+    pub fn select_for(
+        &self,
+        mac: Option<&str>,
+        facts: Option<&dyn Facts>,
+    ) -> (Option<&Profile>, Selected) {
         if let Some(mac) = mac {
-            if let Some(p) = self.profiles.iter().find(|p| p.macs.iter().any(|m| m == mac)) {
+            if let Some(p) = self
+                .profiles
+                .iter()
+                .find(|p| p.macs.iter().any(|m| m == mac))
+            {
                 return (Some(p), Selected::Mac);
             }
         }
         if let Some(facts) = facts {
-            let matches = |p: &&Profile| !p.facts.is_empty() && p.facts.iter().all(|(k, pattern)| fact_matches(pattern, facts.fact(k)));
+            let matches = |p: &&Profile| {
+                !p.facts.is_empty()
+                    && p.facts
+                        .iter()
+                        .all(|(k, pattern)| fact_matches(pattern, facts.fact(k)))
+            };
             if let Some(p) = self.profiles.iter().find(matches) {
                 return (Some(p), Selected::Facts);
             }
         }
         if let Some(tags) = mac.and_then(|m| self.hosts.get(m)) {
-            if let Some(p) = self.profiles.iter().find(|p| p.tags.iter().any(|t| tags.contains(t))) {
+            if let Some(p) = self
+                .profiles
+                .iter()
+                .find(|p| p.tags.iter().any(|t| tags.contains(t)))
+            {
                 return (Some(p), Selected::Tag);
             }
         }
@@ -276,37 +349,73 @@ impl BootConfig {
 }
 
 fn art(e: &Entry) -> Art {
-    Art { file: e.file.clone(), sha256: e.sha256.clone(), verity: e.verity.as_ref().map(|v| v.cmdline()), remote: None }
+    Art {
+        file: e.file.clone(),
+        sha256: e.sha256.clone(),
+        verity: e.verity.as_ref().map(|v| v.cmdline()),
+        remote: None,
+    }
 }
 
-fn overlay(manifest: &Manifest, reference: &OverlayRef, profile: &str) -> Result<Art, ProfileError> {
+fn overlay(
+    manifest: &Manifest,
+    reference: &OverlayRef,
+    profile: &str,
+) -> Result<Art, ProfileError> {
     match reference {
         OverlayRef::Artifact(name) => lookup(manifest, "overlay", Some(name), profile),
         OverlayRef::Remote { url, sha256 } => {
-            let file = url.rsplit('/').next().filter(|f| !f.is_empty()).unwrap_or("overlay.cpio.gz");
-            Ok(Art { file: file.to_string(), sha256: sha256.clone(), verity: None, remote: Some(url.clone()) })
+            let file = url
+                .rsplit('/')
+                .next()
+                .filter(|f| !f.is_empty())
+                .unwrap_or("overlay.cpio.gz");
+            Ok(Art {
+                file: file.to_string(),
+                sha256: sha256.clone(),
+                verity: None,
+                remote: Some(url.clone()),
+            })
         }
     }
 }
 
 /// The newest entry of a kind (by build time, then file name).
 fn newest<'a>(manifest: &'a Manifest, kind: &str) -> Option<&'a Entry> {
-    manifest.artifacts.values().filter(|e| e.kind == kind).max_by(|a, b| (a.build_time, &a.file).cmp(&(b.build_time, &b.file)))
+    manifest
+        .artifacts
+        .values()
+        .filter(|e| e.kind == kind)
+        .max_by(|a, b| (a.build_time, &a.file).cmp(&(b.build_time, &b.file)))
 }
 
 /// Find what a reference names: a file name in the manifest, else the newest
 /// build of that name and kind; `None` means the newest of the kind.
-fn lookup(manifest: &Manifest, kind: &str, reference: Option<&str>, profile: &str) -> Result<Art, ProfileError> {
-    let err = |message: String| ProfileError::Resolve { profile: profile.into(), message };
+fn lookup(
+    manifest: &Manifest,
+    kind: &str,
+    reference: Option<&str>,
+    profile: &str,
+) -> Result<Art, ProfileError> {
+    let err = |message: String| ProfileError::Resolve {
+        profile: profile.into(),
+        message,
+    };
     let found = match reference {
         Some(r) => manifest.artifacts.get(r).or_else(|| {
-            manifest.artifacts.values().filter(|e| e.kind == kind && e.name == r).max_by_key(|e| (e.build_time, e.file.clone()))
+            manifest
+                .artifacts
+                .values()
+                .filter(|e| e.kind == kind && e.name == r)
+                .max_by_key(|e| (e.build_time, e.file.clone()))
         }),
         None => newest(manifest, kind),
     };
     match (found, reference) {
         (Some(e), _) => Ok(art(e)),
-        (None, Some(r)) => Err(err(format!("no {kind} `{r}` in manifest.json (not a file name, nor the name of a {kind} build)"))),
+        (None, Some(r)) => Err(err(format!(
+            "no {kind} `{r}` in manifest.json (not a file name, nor the name of a {kind} build)"
+        ))),
         (None, None) => Err(err(format!("manifest.json has no {kind}; build one first"))),
     }
 }
@@ -319,20 +428,33 @@ pub fn resolve(profile: &Profile, manifest: &Manifest) -> Result<Resolved, Profi
         kernel: lookup(manifest, "kernel", profile.kernel.as_deref(), name)?,
         initrd: lookup(manifest, "initrd", profile.initrd.as_deref(), name)?,
         basefs: lookup(manifest, "basefs", profile.basefs.as_deref(), name)?,
-        overlays: profile.overlays.iter().map(|o| overlay(manifest, o, name)).collect::<Result<_, _>>()?,
+        overlays: profile
+            .overlays
+            .iter()
+            .map(|o| overlay(manifest, o, name))
+            .collect::<Result<_, _>>()?,
         args: profile.args.clone(),
     })
 }
 
 /// What a machine (`mac`, or an unnamed one) boots: its profile from the
 /// boot config, or the basefs alone without one.
-pub fn for_machine(config: Option<&BootConfig>, mac: Option<&str>, manifest: &Manifest) -> Result<Resolved, ProfileError> {
+pub fn for_machine(
+    config: Option<&BootConfig>,
+    mac: Option<&str>,
+    manifest: &Manifest,
+) -> Result<Resolved, ProfileError> {
     for_known_machine(config, mac, None, manifest).map(|(resolved, _)| resolved)
 }
 
 /// What a machine boots, given what is known of its hardware, and how its
 /// profile was chosen.
-pub fn for_known_machine(config: Option<&BootConfig>, mac: Option<&str>, facts: Option<&dyn Facts>, manifest: &Manifest) -> Result<(Resolved, Selected), ProfileError> {
+pub fn for_known_machine(
+    config: Option<&BootConfig>,
+    mac: Option<&str>,
+    facts: Option<&dyn Facts>,
+    manifest: &Manifest,
+) -> Result<(Resolved, Selected), ProfileError> {
     match config.map(|c| c.select_for(mac, facts)) {
         Some((Some(profile), how)) => Ok((resolve(profile, manifest)?, how)),
         _ => Ok((derive_default(manifest)?, Selected::Default)),
@@ -343,7 +465,13 @@ pub fn for_known_machine(config: Option<&BootConfig>, mac: Option<&str>, facts: 
 /// and basefs, and no overlay — an overlay (secure erase, firmware flash…)
 /// reaches only machines a boot config names it for.
 pub fn derive_default(manifest: &Manifest) -> Result<Resolved, ProfileError> {
-    resolve(&Profile { name: "default".into(), ..Default::default() }, manifest)
+    resolve(
+        &Profile {
+            name: "default".into(),
+            ..Default::default()
+        },
+        manifest,
+    )
 }
 
 #[cfg(test)]
@@ -352,11 +480,20 @@ mod tests {
     use crate::artifact::Ref;
 
     fn entry(kind: &str, name: &str, file: &str, time: u64) -> Entry {
-        Entry { kind: kind.into(), name: name.into(), file: file.into(), sha256: format!("{file}-sha"), build_time: time, ..Default::default() }
+        Entry {
+            kind: kind.into(),
+            name: name.into(),
+            file: file.into(),
+            sha256: format!("{file}-sha"),
+            build_time: time,
+            ..Default::default()
+        }
     }
 
     fn manifest(entries: Vec<Entry>) -> Manifest {
-        Manifest { artifacts: entries.into_iter().map(|e| (e.file.clone(), e)).collect() }
+        Manifest {
+            artifacts: entries.into_iter().map(|e| (e.file.clone(), e)).collect(),
+        }
     }
 
     #[test]
@@ -369,14 +506,26 @@ mod tests {
         )
         .unwrap();
         let config = BootConfig::load(&path).unwrap();
-        assert_eq!(config.select(Some("52:54:00:00:00:01")).unwrap().name, "raid");
-        assert_eq!(config.select(Some("52:54:00:00:00:02")).unwrap().name, "raid");
-        assert_eq!(config.select(Some("52:54:00:00:00:03")).unwrap().name, "plain");
+        assert_eq!(
+            config.select(Some("52:54:00:00:00:01")).unwrap().name,
+            "raid"
+        );
+        assert_eq!(
+            config.select(Some("52:54:00:00:00:02")).unwrap().name,
+            "raid"
+        );
+        assert_eq!(
+            config.select(Some("52:54:00:00:00:03")).unwrap().name,
+            "plain"
+        );
         assert_eq!(config.select(None).unwrap().name, "plain");
         std::fs::write(&path, "profiles:\n  - name: a\n    typo: 1\n").unwrap();
         let err = BootConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("line 3"), "{err}");
-        assert_eq!(normalize_mac("AABBCCDDEEFF").as_deref(), Some("aa:bb:cc:dd:ee:ff"));
+        assert_eq!(
+            normalize_mac("AABBCCDDEEFF").as_deref(),
+            Some("aa:bb:cc:dd:ee:ff")
+        );
         assert_eq!(normalize_mac("aa:bb"), None);
     }
 
@@ -408,14 +557,41 @@ mod tests {
             let (p, how) = c.select_for(Some(mac), facts);
             (p.unwrap().name.clone(), how)
         };
-        assert_eq!(pick("52:54:00:00:00:01", Some(&qemu)), ("pinned".into(), Selected::Mac));
-        assert_eq!(pick("52:54:00:00:00:02", Some(&qemu)), ("vms".into(), Selected::Facts));
-        assert_eq!(pick("52:54:00:00:00:03", Some(&qemu)), ("vms".into(), Selected::Facts), "facts before tags");
-        assert_eq!(pick("52:54:00:00:00:03", None), ("tagged".into(), Selected::Tag));
-        assert_eq!(pick("52:54:00:00:00:02", Some(&Hw("QEMU", "Other", ""))), ("discovery".into(), Selected::Default), "every fact must match");
-        assert_eq!(pick("52:54:00:00:00:02", Some(&Hw("Dell", "R640", "abc123"))), ("one".into(), Selected::Facts));
-        assert_eq!(pick("52:54:00:00:00:02", None), ("discovery".into(), Selected::Default), "undiscovered: the default, new");
-        for (bad, why) in [("{colour: red}", "`colour` is not a fact"), ("{vendor: ''}", "`vendor` is empty")] {
+        assert_eq!(
+            pick("52:54:00:00:00:01", Some(&qemu)),
+            ("pinned".into(), Selected::Mac)
+        );
+        assert_eq!(
+            pick("52:54:00:00:00:02", Some(&qemu)),
+            ("vms".into(), Selected::Facts)
+        );
+        assert_eq!(
+            pick("52:54:00:00:00:03", Some(&qemu)),
+            ("vms".into(), Selected::Facts),
+            "facts before tags"
+        );
+        assert_eq!(
+            pick("52:54:00:00:00:03", None),
+            ("tagged".into(), Selected::Tag)
+        );
+        assert_eq!(
+            pick("52:54:00:00:00:02", Some(&Hw("QEMU", "Other", ""))),
+            ("discovery".into(), Selected::Default),
+            "every fact must match"
+        );
+        assert_eq!(
+            pick("52:54:00:00:00:02", Some(&Hw("Dell", "R640", "abc123"))),
+            ("one".into(), Selected::Facts)
+        );
+        assert_eq!(
+            pick("52:54:00:00:00:02", None),
+            ("discovery".into(), Selected::Default),
+            "undiscovered: the default, new"
+        );
+        for (bad, why) in [
+            ("{colour: red}", "`colour` is not a fact"),
+            ("{vendor: ''}", "`vendor` is empty"),
+        ] {
             std::fs::write(&path, format!("profiles:\n  - name: p\n    match: {bad}\n")).unwrap();
             let err = BootConfig::load(&path).unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
@@ -429,16 +605,35 @@ mod tests {
         let sha = "ab".repeat(32);
         std::fs::write(&path, format!("profiles:\n  - name: t\n    overlays: [disc, {{url: 'http://10.0.2.2:9/check.cpio.gz', sha256: {sha}}}]\n")).unwrap();
         let config = BootConfig::load(&path).unwrap();
-        let want = OverlayRef::Remote { url: "http://10.0.2.2:9/check.cpio.gz".into(), sha256: sha.clone() };
-        assert_eq!(config.profiles[0].overlays, vec![OverlayRef::from("disc"), want]);
+        let want = OverlayRef::Remote {
+            url: "http://10.0.2.2:9/check.cpio.gz".into(),
+            sha256: sha.clone(),
+        };
+        assert_eq!(
+            config.profiles[0].overlays,
+            vec![OverlayRef::from("disc"), want]
+        );
         for (bad, why) in [
-            (format!("{{url: 'ftp://x/o', sha256: {sha}}}"), "must start with http"),
-            (format!("{{url: 'http://x/a,b', sha256: {sha}}}"), "percent-encode"),
+            (
+                format!("{{url: 'ftp://x/o', sha256: {sha}}}"),
+                "must start with http",
+            ),
+            (
+                format!("{{url: 'http://x/a,b', sha256: {sha}}}"),
+                "percent-encode",
+            ),
             ("{url: 'http://x/o', sha256: abc}".to_string(), "64 hex"),
             ("{url: 'http://x/o'}".to_string(), "needs both"),
-            (format!("{{url: 'http://x/o', sha256: {sha}, size: 1}}"), "unknown overlay key `size`"),
+            (
+                format!("{{url: 'http://x/o', sha256: {sha}, size: 1}}"),
+                "unknown overlay key `size`",
+            ),
         ] {
-            std::fs::write(&path, format!("profiles:\n  - name: t\n    overlays:\n      - {bad}\n")).unwrap();
+            std::fs::write(
+                &path,
+                format!("profiles:\n  - name: t\n    overlays:\n      - {bad}\n"),
+            )
+            .unwrap();
             let err = BootConfig::load(&path).unwrap_err().to_string();
             assert!(err.contains(why) && err.contains("line 4"), "{bad}: {err}");
         }
@@ -447,9 +642,15 @@ mod tests {
     #[test]
     fn resolves_names_and_derives_default() {
         let mut child = entry("overlay", "raid", "raid.cpio.gz", 3);
-        child.parents = vec![Ref { file: "disc.cpio.gz".into(), sha256: "x".into() }];
+        child.parents = vec![Ref {
+            file: "disc.cpio.gz".into(),
+            sha256: "x".into(),
+        }];
         let mut foreign = entry("overlay", "old", "old.cpio.gz", 1);
-        foreign.base = Some(Ref { file: "x".into(), sha256: "other".into() });
+        foreign.base = Some(Ref {
+            file: "x".into(),
+            sha256: "other".into(),
+        });
         let m = manifest(vec![
             entry("kernel", "k", "vmlinuz", 1),
             entry("initrd", "k", "initrd.img", 1),
@@ -460,12 +661,27 @@ mod tests {
         ]);
         let r = derive_default(&m).unwrap();
         assert_eq!(r.basefs.file, "base.squashfs");
-        assert!(r.overlays.is_empty(), "no overlay without a profile naming it: {:?}", r.overlays);
-        let p = Profile { name: "p".into(), overlays: vec!["raid".into(), "disc.cpio.gz".into()], ..Default::default() };
+        assert!(
+            r.overlays.is_empty(),
+            "no overlay without a profile naming it: {:?}",
+            r.overlays
+        );
+        let p = Profile {
+            name: "p".into(),
+            overlays: vec!["raid".into(), "disc.cpio.gz".into()],
+            ..Default::default()
+        };
         let r = resolve(&p, &m).unwrap();
         assert_eq!(r.overlays[0].sha256, "raid.cpio.gz-sha");
-        let bad = Profile { name: "p".into(), overlays: vec!["nope".into()], ..Default::default() };
-        assert!(resolve(&bad, &m).unwrap_err().to_string().contains("no overlay `nope`"));
+        let bad = Profile {
+            name: "p".into(),
+            overlays: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert!(resolve(&bad, &m)
+            .unwrap_err()
+            .to_string()
+            .contains("no overlay `nope`"));
     }
 }
 
@@ -475,7 +691,10 @@ mod shipped {
     fn the_example_boot_config_is_valid() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vars/boot.yml");
         let config = super::BootConfig::load(&path).unwrap();
-        assert_eq!(config.select(Some("52:54:00:00:10:01")).unwrap().name, "lab-rescue");
+        assert_eq!(
+            config.select(Some("52:54:00:00:10:01")).unwrap().name,
+            "lab-rescue"
+        );
         assert_eq!(config.select(None).unwrap().name, "discovery");
     }
 }

@@ -16,7 +16,12 @@ use super::metrics::Metrics;
 use crate::artifact::objects::Pruner;
 use crate::artifact::Manifest;
 
-pub async fn run(dir: PathBuf, grace: Duration, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    dir: PathBuf,
+    grace: Duration,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let every = (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
     let pruner = Arc::new(Mutex::new(Pruner::default()));
     loop {
@@ -27,17 +32,27 @@ pub async fn run(dir: PathBuf, grace: Duration, metrics: Arc<Metrics>, mut stop:
         let (dir, pruner) = (dir.clone(), pruner.clone());
         let swept = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
             // An unreadable manifest says nothing about what is live: keep all.
-            let live: HashSet<String> = Manifest::load(&dir)?.artifacts.into_values().map(|e| e.sha256).collect();
-            let mut pruner = pruner.lock().map_err(|_| anyhow::anyhow!("pruner state poisoned"))?;
+            let live: HashSet<String> = Manifest::load(&dir)?
+                .artifacts
+                .into_values()
+                .map(|e| e.sha256)
+                .collect();
+            let mut pruner = pruner
+                .lock()
+                .map_err(|_| anyhow::anyhow!("pruner state poisoned"))?;
             Ok(pruner.prune(&dir, &live, grace)?)
         })
         .await;
         match swept {
             Ok(Ok(dropped)) => {
                 for sha in &dropped {
-                    tracing::info!("content store: dropped {sha}, superseded for more than {grace:?}");
+                    tracing::info!(
+                        "content store: dropped {sha}, superseded for more than {grace:?}"
+                    );
                 }
-                metrics.objects_dropped.fetch_add(dropped.len() as u64, Relaxed);
+                metrics
+                    .objects_dropped
+                    .fetch_add(dropped.len() as u64, Relaxed);
             }
             Ok(Err(e)) => tracing::warn!("content store: not pruned: {e:#}"),
             Err(e) => tracing::warn!("content store: pruner failed: {e}"),

@@ -81,16 +81,34 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
         bail!("publish: {} and the build dir {} must not contain each other; pick an output dir outside it", req.out.display(), req.dir.display());
     }
     let manifest = Manifest::load(&req.dir)?;
-    let config = req.boot_config.as_deref().map(BootConfig::load).transpose()?;
+    let config = req
+        .boot_config
+        .as_deref()
+        .map(BootConfig::load)
+        .transpose()?;
     // A static tree has no node registry to report to.
     let scripts = Scripts::new(req.ipxe_template.as_deref())?.without_reports();
-    let console = config.as_ref().and_then(|c| c.console.clone()).unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
-    let macs: BTreeSet<String> = config.iter().flat_map(|c| c.profiles.iter().flat_map(|p| p.macs.iter()).chain(c.hosts.keys())).cloned().collect();
+    let console = config
+        .as_ref()
+        .and_then(|c| c.console.clone())
+        .unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
+    let macs: BTreeSet<String> = config
+        .iter()
+        .flat_map(|c| {
+            c.profiles
+                .iter()
+                .flat_map(|p| p.macs.iter())
+                .chain(c.hosts.keys())
+        })
+        .cloned()
+        .collect();
 
-    let default = for_machine(config.as_ref(), None, &manifest).context("publish: the default profile")?;
+    let default =
+        for_machine(config.as_ref(), None, &manifest).context("publish: the default profile")?;
     let mut machines = Vec::new();
     for mac in &macs {
-        let resolved = for_machine(config.as_ref(), Some(mac), &manifest).with_context(|| format!("publish: machine {mac}"))?;
+        let resolved = for_machine(config.as_ref(), Some(mac), &manifest)
+            .with_context(|| format!("publish: machine {mac}"))?;
         machines.push((mac.clone(), resolved));
     }
     fs::create_dir_all(&req.out).with_context(|| format!("cannot create {}", req.out.display()))?;
@@ -98,21 +116,32 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     // Artifacts first, so no script names an object not yet in place.
     let mut done = BTreeSet::new();
     for resolved in std::iter::once(&default).chain(machines.iter().map(|(_, r)| r)) {
-        for art in [&resolved.kernel, &resolved.initrd, &resolved.basefs].into_iter().chain(&resolved.overlays) {
+        for art in [&resolved.kernel, &resolved.initrd, &resolved.basefs]
+            .into_iter()
+            .chain(&resolved.overlays)
+        {
             if art.remote.is_none() && done.insert((art.sha256.clone(), art.file.clone())) {
                 place(&req.dir, &req.out, &art.file, &art.sha256)?;
             }
         }
     }
-    let servers = config.as_ref().map(|c| c.servers.clone()).unwrap_or_default();
-    let render = |r: &Resolved, mac: Option<&str>| scripts.render(r, &base, &servers, mac, &console);
+    let servers = config
+        .as_ref()
+        .map(|c| c.servers.clone())
+        .unwrap_or_default();
+    let render =
+        |r: &Resolved, mac: Option<&str>| scripts.render(r, &base, &servers, mac, &console);
     for (mac, resolved) in &machines {
         let script = render(resolved, Some(mac))?;
-        write_atomic(&req.out.join("boot"), &script_name(mac), |f| f.write_all(script.as_bytes()))?;
+        write_atomic(&req.out.join("boot"), &script_name(mac), |f| {
+            f.write_all(script.as_bytes())
+        })?;
     }
     let script = render(&default, None)?;
     write_atomic(&req.out, "default.ipxe", |f| f.write_all(script.as_bytes()))?;
-    write_atomic(&req.out, "boot.ipxe", |f| f.write_all(DISPATCHER.as_bytes()))?;
+    write_atomic(&req.out, "boot.ipxe", |f| {
+        f.write_all(DISPATCHER.as_bytes())
+    })?;
     let conf = nginx_conf(&req.out, &base);
     write_atomic(&req.out, "nginx.conf", |f| f.write_all(conf.as_bytes()))?;
 
@@ -120,7 +149,13 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     let scripts_removed = remove_scripts_except(&req.out.join("boot"), &named)?;
     let live: BTreeSet<&str> = done.iter().map(|(sha, _)| sha.as_str()).collect();
     let (superseded, dropped) = prune_objects(&req.out.join("sha256"), &live, req.grace)?;
-    Ok(Published { artifacts: done.len(), machines: machines.len(), scripts_removed, superseded, dropped })
+    Ok(Published {
+        artifacts: done.len(),
+        machines: machines.len(),
+        scripts_removed,
+        superseded,
+        dropped,
+    })
 }
 
 /// `boot/aa-bb-cc-dd-ee-ff.ipxe`'s file name.
@@ -131,10 +166,15 @@ fn script_name(mac: &str) -> String {
 /// Remove the machine scripts in `boot` other than `keep`.
 fn remove_scripts_except(boot: &Path, keep: &BTreeSet<String>) -> anyhow::Result<usize> {
     let mut removed = 0;
-    for entry in fs::read_dir(boot).into_iter().flatten().filter_map(|e| e.ok()) {
+    for entry in fs::read_dir(boot)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".ipxe") && !name.starts_with('.') && !keep.contains(&name) {
-            fs::remove_file(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
+            fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
             removed += 1;
         }
     }
@@ -144,9 +184,17 @@ fn remove_scripts_except(boot: &Path, keep: &BTreeSet<String>) -> anyhow::Result
 /// Mark the object dirs under `objects` that `live` does not name, unmark
 /// the ones it names again, and remove those marked longer than `grace`.
 /// Returns (still kept as superseded, removed).
-fn prune_objects(objects: &Path, live: &BTreeSet<&str>, grace: Duration) -> anyhow::Result<(usize, usize)> {
+fn prune_objects(
+    objects: &Path,
+    live: &BTreeSet<&str>,
+    grace: Duration,
+) -> anyhow::Result<(usize, usize)> {
     let (mut kept, mut removed) = (0, 0);
-    for entry in fs::read_dir(objects).into_iter().flatten().filter_map(|e| e.ok()) {
+    for entry in fs::read_dir(objects)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !objects::is_sha256(&name) || !entry.path().is_dir() {
             continue;
@@ -159,12 +207,14 @@ fn prune_objects(objects: &Path, live: &BTreeSet<&str>, grace: Duration) -> anyh
         let since = fs::metadata(&marker).and_then(|m| m.modified());
         match since {
             Ok(t) if SystemTime::now().duration_since(t).unwrap_or_default() >= grace => {
-                fs::remove_dir_all(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
                 removed += 1;
             }
             Ok(_) => kept += 1,
             Err(_) => {
-                fs::File::create(&marker).with_context(|| format!("cannot create {}", marker.display()))?;
+                fs::File::create(&marker)
+                    .with_context(|| format!("cannot create {}", marker.display()))?;
                 kept += 1;
             }
         }
@@ -174,7 +224,8 @@ fn prune_objects(objects: &Path, live: &BTreeSet<&str>, grace: Duration) -> anyh
 
 /// `http://HOST[:PORT][/PATH]` without a trailing slash, or a usage error.
 fn check_url(url: &str) -> anyhow::Result<String> {
-    super::servers::check_url(url).map_err(|e| crate::UsageError(format!("--public-url: {e}")).into())
+    super::servers::check_url(url)
+        .map_err(|e| crate::UsageError(format!("--public-url: {e}")).into())
 }
 
 /// Put the artifact `file` (sha256 `sha`) at `out/sha256/HEX/NAME`: from the
@@ -187,17 +238,26 @@ fn place(dir: &Path, out: &Path, file: &str, sha: &str) -> anyhow::Result<()> {
         return Ok(()); // written by an earlier publish: objects never change
     }
     let stored = objects::path(dir, sha)?;
-    let source = if stored.is_file() { stored } else { dir.join(file) };
-    let (_, got) = sha256_file(&source).with_context(|| format!("publish: cannot read {}", source.display()))?;
+    let source = if stored.is_file() {
+        stored
+    } else {
+        dir.join(file)
+    };
+    let (_, got) = sha256_file(&source)
+        .with_context(|| format!("publish: cannot read {}", source.display()))?;
     if got != sha {
         bail!("publish: {} has sha256 {got}, manifest.json says {sha} (a build in progress? publish again when it is done)", source.display());
     }
-    fs::create_dir_all(&dest_dir).with_context(|| format!("cannot create {}", dest_dir.display()))?;
+    fs::create_dir_all(&dest_dir)
+        .with_context(|| format!("cannot create {}", dest_dir.display()))?;
     let staged = dest_dir.join(format!(".{name}.tmp"));
     let _ = fs::remove_file(&staged);
     match fs::hard_link(&source, &staged) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) || e.kind() == io::ErrorKind::PermissionDenied => {
+        Err(e)
+            if e.raw_os_error() == Some(nix::libc::EXDEV)
+                || e.kind() == io::ErrorKind::PermissionDenied =>
+        {
             let copied = (|| -> io::Result<()> {
                 let mut from = fs::File::open(&source)?;
                 let mut to = fs::File::create(&staged)?;
@@ -206,18 +266,30 @@ fn place(dir: &Path, out: &Path, file: &str, sha: &str) -> anyhow::Result<()> {
             })();
             if let Err(e) = copied {
                 let _ = fs::remove_file(&staged);
-                return Err(e).with_context(|| format!("cannot copy {} to {}", source.display(), staged.display()));
+                return Err(e).with_context(|| {
+                    format!("cannot copy {} to {}", source.display(), staged.display())
+                });
             }
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot link {} to {}", source.display(), staged.display())),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("cannot link {} to {}", source.display(), staged.display())
+            })
+        }
     }
-    fs::rename(&staged, &dest).with_context(|| format!("cannot rename {} to {}", staged.display(), dest.display()))?;
+    fs::rename(&staged, &dest)
+        .with_context(|| format!("cannot rename {} to {}", staged.display(), dest.display()))?;
     Ok(())
 }
 
 /// A server block for nginx's `http { }` serving the tree at `base`'s port.
 fn nginx_conf(out: &Path, base: &str) -> String {
-    let authority = base.split_once("://").map_or("", |(_, r)| r).split('/').next().unwrap_or("");
+    let authority = base
+        .split_once("://")
+        .map_or("", |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or("");
     let port = match authority.rsplit_once(':') {
         Some((_, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p,
         _ if base.starts_with("https") => "443",
@@ -242,11 +314,16 @@ fn nginx_conf(out: &Path, base: &str) -> String {
 mod tests {
     #[test]
     fn public_url_is_checked() {
-        assert_eq!(super::check_url("http://10.0.0.5:8081/").unwrap(), "http://10.0.0.5:8081");
+        assert_eq!(
+            super::check_url("http://10.0.0.5:8081/").unwrap(),
+            "http://10.0.0.5:8081"
+        );
         assert!(super::check_url("http://a b").is_err());
         assert!(super::check_url("ftp://x").is_err());
         assert!(super::check_url("http://x/$y").is_err());
-        assert!(super::nginx_conf(std::path::Path::new("/t"), "http://h:81/x").contains("listen 81;"));
+        assert!(
+            super::nginx_conf(std::path::Path::new("/t"), "http://h:81/x").contains("listen 81;")
+        );
         assert!(super::nginx_conf(std::path::Path::new("/t"), "http://h").contains("listen 80;"));
     }
 }

@@ -16,7 +16,11 @@ pub enum Body {
     Empty,
     Bytes(Bytes),
     /// `len` bytes of `file` from `start`.
-    File { file: File, start: u64, len: u64 },
+    File {
+        file: File,
+        start: u64,
+        len: u64,
+    },
 }
 
 impl Body {
@@ -45,7 +49,13 @@ pub type AfterSent = Box<dyn FnOnce() + Send + 'static>;
 impl Reply {
     pub fn new(status: u16, body: Body) -> Reply {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Reply { status, headers: HeaderMap::new(), body, mac: None, after_sent: None }
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body,
+            mac: None,
+            after_sent: None,
+        }
     }
 
     /// A small in-memory response.
@@ -73,5 +83,9 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A query parameter's percent-decoded value.
 pub fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).and_then(|(_, v)| files::percent_decode(v).ok())
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| files::percent_decode(v).ok())
 }

@@ -24,7 +24,8 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
         return nodes::api::route(&state.nodes, req, query, client);
     }
     if req.method != Method::GET && req.method != Method::HEAD {
-        return Reply::text(405, "read-only server: GET and HEAD only\n").with(http::header::ALLOW, "GET, HEAD");
+        return Reply::text(405, "read-only server: GET and HEAD only\n")
+            .with(http::header::ALLOW, "GET, HEAD");
     }
     match path {
         "/" => pages::status(state),
@@ -33,10 +34,17 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
                 tracing::warn!("{e}");
                 Vec::new()
             });
-            Reply::bytes(200, "text/plain; version=0.0.4", state.metrics.render() + &nodes::show::metrics(&records))
+            Reply::bytes(
+                200,
+                "text/plain; version=0.0.4",
+                state.metrics.render() + &nodes::show::metrics(&records),
+            )
         }
         "/boot.ipxe" => script::boot(state, req, query, client),
-        _ => match (path.strip_prefix("/sha256/"), path.strip_prefix(dhcp::HTTP_IPXE_PREFIX)) {
+        _ => match (
+            path.strip_prefix("/sha256/"),
+            path.strip_prefix(dhcp::HTTP_IPXE_PREFIX),
+        ) {
             (Some(rest), _) => download::object(state, req, rest, client),
             (_, Some(name)) => match &state.ipxe {
                 Some(ipxe) => download::file_in(state, ipxe, req, &format!("/{name}"), query),

@@ -13,12 +13,12 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use http::request::Parts;
 
-use super::{download, nodes, servers};
 use super::ipxe::DEFAULT_CONSOLE;
 use super::metrics::Boot;
 use super::profiles::{self, normalize_mac, BootConfig, Facts, Resolved, Selected};
 use super::reply::{header, query_param, Reply};
 use super::state::State;
+use super::{download, nodes, servers};
 use crate::artifact::{self, Manifest};
 
 const SCRIPT: &str = "text/plain; charset=utf-8";
@@ -40,11 +40,19 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
             if let Some(mac) = &mac {
                 nodes::api::script_served(&state.nodes, mac, client.ip(), &profile, selected);
             }
-            state.metrics.boot(Boot { time: artifact::now(), client: client.ip().to_string(), mac: mac.clone(), profile });
+            state.metrics.boot(Boot {
+                time: artifact::now(),
+                client: client.ip().to_string(),
+                mac: mac.clone(),
+                profile,
+            });
             Reply::bytes(200, SCRIPT, script)
         }
         Err(reason) => {
-            tracing::warn!(mac = mac.as_deref().unwrap_or("-"), "no boot script yet, the machine will retry: {reason}");
+            tracing::warn!(
+                mac = mac.as_deref().unwrap_or("-"),
+                "no boot script yet, the machine will retry: {reason}"
+            );
             state.metrics.retry_scripts.fetch_add(1, Relaxed);
             match state.scripts.retry(&reason, &base_url, mac.as_deref(), state.retry_delay.as_secs()) {
                 Ok(script) => Reply::bytes(200, SCRIPT, script),
@@ -58,7 +66,12 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
 
 /// The script, the name of the profile it boots and how that profile was
 /// chosen (by the machine's recorded inventory too), or why there is none.
-fn render(state: &State, mac: Option<&str>, base_url: &str, client: SocketAddr) -> Result<(String, String, Selected), String> {
+fn render(
+    state: &State,
+    mac: Option<&str>,
+    base_url: &str,
+    client: SocketAddr,
+) -> Result<(String, String, Selected), String> {
     let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
         Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
@@ -66,14 +79,27 @@ fn render(state: &State, mac: Option<&str>, base_url: &str, client: SocketAddr) 
     };
     let inventory = mac.and_then(|m| nodes::api::inventory_of(&state.nodes, m));
     let facts = inventory.as_ref().map(|i| i as &dyn Facts);
-    let (resolved, selected): (Resolved, Selected) = profiles::for_known_machine(config.as_ref(), mac, facts, &manifest).map_err(|e| e.to_string())?;
-    let local = [&resolved.kernel, &resolved.initrd, &resolved.basefs].into_iter().chain(&resolved.overlays);
+    let (resolved, selected): (Resolved, Selected) =
+        profiles::for_known_machine(config.as_ref(), mac, facts, &manifest)
+            .map_err(|e| e.to_string())?;
+    let local = [&resolved.kernel, &resolved.initrd, &resolved.basefs]
+        .into_iter()
+        .chain(&resolved.overlays);
     for art in local.filter(|a| a.remote.is_none()) {
         download::ensure(state, &art.file, &art.sha256)?;
     }
-    let console = config.as_ref().and_then(|c| c.console.clone()).unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
-    let servers = config.as_ref().map(|c| servers::for_client(&c.servers, &c.servers_by_subnet, Some(client.ip()))).unwrap_or_default();
-    let script = state.scripts.render(&resolved, base_url, &servers, mac, &console).map_err(|e| e.to_string())?;
+    let console = config
+        .as_ref()
+        .and_then(|c| c.console.clone())
+        .unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
+    let servers = config
+        .as_ref()
+        .map(|c| servers::for_client(&c.servers, &c.servers_by_subnet, Some(client.ip())))
+        .unwrap_or_default();
+    let script = state
+        .scripts
+        .render(&resolved, base_url, &servers, mac, &console)
+        .map_err(|e| e.to_string())?;
     Ok((script, resolved.profile, selected))
 }
 
@@ -90,7 +116,10 @@ fn base_url(req: &Parts, state: &State) -> String {
 }
 
 fn valid_host(h: &str) -> bool {
-    !h.is_empty() && h.len() < 256 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    !h.is_empty()
+        && h.len() < 256
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
 }
 
 #[cfg(test)]

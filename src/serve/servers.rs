@@ -17,7 +17,9 @@ struct Subnet {
 }
 
 fn parse_subnet(s: &str) -> Result<Subnet, String> {
-    let bad = || format!("servers_by_subnet: `{s}` is not a subnet: write ADDRESS/PREFIX, e.g. 10.0.1.0/24");
+    let bad = || {
+        format!("servers_by_subnet: `{s}` is not a subnet: write ADDRESS/PREFIX, e.g. 10.0.1.0/24")
+    };
     let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
     let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
     let prefix: u8 = prefix.trim().parse().map_err(|_| bad())?;
@@ -47,8 +49,15 @@ impl Subnet {
 /// A base URL a boot script may name: `http[s]://HOST[:PORT][/PATH]`, no
 /// trailing slash, nothing iPXE or the kernel command line would split on.
 pub fn check_url(url: &str) -> Result<String, String> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-    let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && r.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]/_~%".contains(&b)));
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r.starts_with('/')
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]/_~%".contains(&b))
+    });
     if !ok {
         return Err(format!("server `{url}`: write a base URL, http://HOST[:PORT][/PATH] (no spaces, commas, quotes or `$`)"));
     }
@@ -56,7 +65,10 @@ pub fn check_url(url: &str) -> Result<String, String> {
 }
 
 /// Check and normalise both lists (called once when the boot config is read).
-pub fn check(servers: &mut Vec<String>, by_subnet: &mut BTreeMap<String, Vec<String>>) -> Result<(), String> {
+pub fn check(
+    servers: &mut Vec<String>,
+    by_subnet: &mut BTreeMap<String, Vec<String>>,
+) -> Result<(), String> {
     for s in servers.iter_mut() {
         *s = check_url(s)?;
     }
@@ -74,11 +86,20 @@ pub fn check(servers: &mut Vec<String>, by_subnet: &mut BTreeMap<String, Vec<Str
 
 /// The servers for a client at `ip`, in the order to try them: the longest
 /// subnet containing it, else `servers`; empty when neither names any.
-pub fn for_client(servers: &[String], by_subnet: &BTreeMap<String, Vec<String>>, ip: Option<IpAddr>) -> Vec<String> {
+pub fn for_client(
+    servers: &[String],
+    by_subnet: &BTreeMap<String, Vec<String>>,
+    ip: Option<IpAddr>,
+) -> Vec<String> {
     let best = ip.and_then(|ip| {
         by_subnet
             .iter()
-            .filter_map(|(s, list)| parse_subnet(s).ok().filter(|n| n.contains(ip)).map(|n| (n.prefix, list)))
+            .filter_map(|(s, list)| {
+                parse_subnet(s)
+                    .ok()
+                    .filter(|n| n.contains(ip))
+                    .map(|n| (n.prefix, list))
+            })
             .max_by_key(|(prefix, _)| *prefix)
     });
     match best {
@@ -96,14 +117,23 @@ mod tests {
         let mut servers = vec!["http://a:8080/".to_string(), "http://b:8080".to_string()];
         let mut by = BTreeMap::from([
             ("10.0.0.0/8".to_string(), vec!["http://wide".to_string()]),
-            ("10.0.1.0/24".to_string(), vec!["http://near".to_string(), "http://a:8080".to_string()]),
+            (
+                "10.0.1.0/24".to_string(),
+                vec!["http://near".to_string(), "http://a:8080".to_string()],
+            ),
         ]);
         check(&mut servers, &mut by).unwrap();
         assert_eq!(servers[0], "http://a:8080");
         let ip = |s: &str| Some(s.parse().unwrap());
-        assert_eq!(for_client(&servers, &by, ip("10.0.1.7")), ["http://near", "http://a:8080"]);
+        assert_eq!(
+            for_client(&servers, &by, ip("10.0.1.7")),
+            ["http://near", "http://a:8080"]
+        );
         assert_eq!(for_client(&servers, &by, ip("10.9.0.1")), ["http://wide"]);
-        assert_eq!(for_client(&servers, &by, ip("::ffff:10.0.1.7")), ["http://near", "http://a:8080"]);
+        assert_eq!(
+            for_client(&servers, &by, ip("::ffff:10.0.1.7")),
+            ["http://near", "http://a:8080"]
+        );
         assert_eq!(for_client(&servers, &by, ip("192.168.0.1")), servers);
         assert_eq!(for_client(&servers, &by, None), servers);
         assert!(for_client(&[], &BTreeMap::new(), ip("10.0.0.1")).is_empty());
@@ -112,10 +142,16 @@ mod tests {
     #[test]
     fn bad_entries_name_the_fix() {
         let mut by = BTreeMap::from([("10.0.1.0/33".to_string(), vec!["http://x".to_string()])]);
-        assert!(check(&mut vec![], &mut by).unwrap_err().contains("ADDRESS/PREFIX"));
-        assert!(check(&mut vec!["ftp://x".into()], &mut BTreeMap::new()).unwrap_err().contains("http://HOST"));
+        assert!(check(&mut vec![], &mut by)
+            .unwrap_err()
+            .contains("ADDRESS/PREFIX"));
+        assert!(check(&mut vec!["ftp://x".into()], &mut BTreeMap::new())
+            .unwrap_err()
+            .contains("http://HOST"));
         assert!(check(&mut vec!["http://a,b".into()], &mut BTreeMap::new()).is_err());
         let mut empty = BTreeMap::from([("10.0.0.0/8".to_string(), vec![])]);
-        assert!(check(&mut vec![], &mut empty).unwrap_err().contains("lists no server"));
+        assert!(check(&mut vec![], &mut empty)
+            .unwrap_err()
+            .contains("lists no server"));
     }
 }

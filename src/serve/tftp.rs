@@ -56,7 +56,12 @@ impl Sources {
 }
 
 /// Answer requests on `socket` until `stop` turns true.
-pub async fn serve(socket: UdpSocket, sources: Arc<Sources>, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    socket: UdpSocket,
+    sources: Arc<Sources>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let local = match socket.local_addr() {
         Ok(a) => a,
         Err(e) => return tracing::error!("tftp: {e}"),
@@ -75,26 +80,45 @@ pub async fn serve(socket: UdpSocket, sources: Arc<Sources>, metrics: Arc<Metric
             }
         };
         match packet::parse(&buf[..n]) {
-            Ok(Packet::Request { write: false, file, mode, options }) => {
+            Ok(Packet::Request {
+                write: false,
+                file,
+                mode,
+                options,
+            }) => {
                 if metrics.active_tftp.load(Relaxed) >= MAX_TRANSFERS {
                     send_error(&socket, peer, ERR_UNDEFINED, "server busy, try again").await;
                     continue;
                 }
                 let (sources, metrics) = (sources.clone(), metrics.clone());
-                tokio::spawn(async move { transfer(local, peer, &file, &mode, &options, &sources, &metrics).await });
+                tokio::spawn(async move {
+                    transfer(local, peer, &file, &mode, &options, &sources, &metrics).await
+                });
             }
-            Ok(Packet::Request { write: true, file, .. }) => {
+            Ok(Packet::Request {
+                write: true, file, ..
+            }) => {
                 tracing::info!(client = %peer, path = %file, "tftp: write request refused");
                 send_error(&socket, peer, ERR_ACCESS, "read-only server").await;
             }
-            Ok(other) => tracing::debug!(client = %peer, "tftp: ignoring {other:?} on the request port"),
+            Ok(other) => {
+                tracing::debug!(client = %peer, "tftp: ignoring {other:?} on the request port")
+            }
             Err(e) => tracing::debug!(client = %peer, "tftp: {e}"),
         }
     }
 }
 
 async fn send_error(socket: &UdpSocket, peer: SocketAddr, code: u16, message: &str) {
-    let _ = socket.send_to(&packet::encode(&Packet::Error { code, message: message.into() }), peer).await;
+    let _ = socket
+        .send_to(
+            &packet::encode(&Packet::Error {
+                code,
+                message: message.into(),
+            }),
+            peer,
+        )
+        .await;
 }
 
 /// Options the server agrees to, and their effect.
@@ -107,7 +131,11 @@ struct Negotiated {
 }
 
 fn negotiate(options: &[(String, String)], size: u64) -> Negotiated {
-    let mut n = Negotiated { blksize: DEFAULT_BLKSIZE, timeout: DEFAULT_TIMEOUT, oack: Vec::new() };
+    let mut n = Negotiated {
+        blksize: DEFAULT_BLKSIZE,
+        timeout: DEFAULT_TIMEOUT,
+        oack: Vec::new(),
+    };
     for (key, value) in options {
         match key.as_str() {
             "blksize" => {
@@ -133,7 +161,15 @@ fn negotiate(options: &[(String, String)], size: u64) -> Negotiated {
     n
 }
 
-async fn transfer(local: SocketAddr, peer: SocketAddr, name: &str, mode: &str, options: &[(String, String)], sources: &Arc<Sources>, metrics: &Arc<Metrics>) {
+async fn transfer(
+    local: SocketAddr,
+    peer: SocketAddr,
+    name: &str,
+    mode: &str,
+    options: &[(String, String)],
+    sources: &Arc<Sources>,
+    metrics: &Arc<Metrics>,
+) {
     let _active = metrics.active(Gauge::Tftp);
     let started = Instant::now();
     metrics.tftp_transfers.fetch_add(1, Relaxed);
@@ -151,7 +187,9 @@ async fn transfer(local: SocketAddr, peer: SocketAddr, name: &str, mode: &str, o
     };
     let ms = started.elapsed().as_millis() as u64;
     match result {
-        Ok((bytes, blksize)) => tracing::info!(client = %peer, path = %name, status = %"ok", bytes, blksize, ms, "tftp"),
+        Ok((bytes, blksize)) => {
+            tracing::info!(client = %peer, path = %name, status = %"ok", bytes, blksize, ms, "tftp")
+        }
         Err(e) => {
             metrics.tftp_errors.fetch_add(1, Relaxed);
             tracing::info!(client = %peer, path = %name, status = %"error", ms, "tftp: {e}");
@@ -160,17 +198,36 @@ async fn transfer(local: SocketAddr, peer: SocketAddr, name: &str, mode: &str, o
 }
 
 async fn fail(socket: &UdpSocket, code: u16, message: &str) -> io::Error {
-    let _ = socket.send(&packet::encode(&Packet::Error { code, message: message.into() })).await;
+    let _ = socket
+        .send(&packet::encode(&Packet::Error {
+            code,
+            message: message.into(),
+        }))
+        .await;
     io::Error::other(message.to_string())
 }
 
 /// Send the file; returns bytes sent and the block size used.
-async fn run_transfer(socket: &UdpSocket, name: &str, mode: &str, options: &[(String, String)], sources: &Arc<Sources>, metrics: &Metrics) -> io::Result<(u64, usize)> {
+async fn run_transfer(
+    socket: &UdpSocket,
+    name: &str,
+    mode: &str,
+    options: &[(String, String)],
+    sources: &Arc<Sources>,
+    metrics: &Metrics,
+) -> io::Result<(u64, usize)> {
     if mode != "octet" && mode != "netascii" {
-        return Err(fail(socket, ERR_ILLEGAL, "only octet (and netascii, sent as is) mode").await);
+        return Err(fail(
+            socket,
+            ERR_ILLEGAL,
+            "only octet (and netascii, sent as is) mode",
+        )
+        .await);
     }
     let (srcs, owned) = (sources.clone(), name.to_string());
-    let opened = tokio::task::spawn_blocking(move || srcs.open(&owned)).await.map_err(io::Error::other)?;
+    let opened = tokio::task::spawn_blocking(move || srcs.open(&owned))
+        .await
+        .map_err(io::Error::other)?;
     let (file, size) = match opened {
         Ok(x) => x,
         Err(PathError::NotFound) => return Err(fail(socket, ERR_NOT_FOUND, "file not found").await),
@@ -179,10 +236,16 @@ async fn run_transfer(socket: &UdpSocket, name: &str, mode: &str, options: &[(St
     let n = negotiate(options, size);
     let mut buf = vec![0u8; 4 + MAX_BLKSIZE.max(n.blksize) + 4];
     if !n.oack.is_empty() {
-        let oack = packet::encode(&Packet::Oack { options: n.oack.clone() });
+        let oack = packet::encode(&Packet::Oack {
+            options: n.oack.clone(),
+        });
         exchange(socket, &oack, 0, n.timeout, &mut buf).await?;
     }
-    let mut reader = Reader { file: Arc::new(file), data: Vec::new(), at: 0 };
+    let mut reader = Reader {
+        file: Arc::new(file),
+        data: Vec::new(),
+        at: 0,
+    };
     let mut offset = 0u64;
     let mut block: u16 = 1;
     loop {
@@ -241,7 +304,13 @@ impl Reader {
 }
 
 /// Send `pkt` and wait for the ACK of `block`, retransmitting on timeout.
-async fn exchange(socket: &UdpSocket, pkt: &[u8], block: u16, timeout: Duration, buf: &mut [u8]) -> io::Result<()> {
+async fn exchange(
+    socket: &UdpSocket,
+    pkt: &[u8],
+    block: u16,
+    timeout: Duration,
+    buf: &mut [u8],
+) -> io::Result<()> {
     for _ in 0..=RETRIES {
         socket.send(pkt).await?;
         let deadline = Instant::now() + timeout;
@@ -255,7 +324,11 @@ async fn exchange(socket: &UdpSocket, pkt: &[u8], block: u16, timeout: Duration,
             match packet::parse(&buf[..n]) {
                 Ok(Packet::Ack { block: b }) if b == block => return Ok(()),
                 Ok(Packet::Error { code, message }) => {
-                    let why = if code == ERR_OPTION { "client refused the options" } else { "client sent an error" };
+                    let why = if code == ERR_OPTION {
+                        "client refused the options"
+                    } else {
+                        "client sent an error"
+                    };
                     return Err(io::Error::other(format!("{why}: {code} {message}")));
                 }
                 // Duplicate or stale ACKs, garbage: keep waiting.
@@ -263,7 +336,10 @@ async fn exchange(socket: &UdpSocket, pkt: &[u8], block: u16, timeout: Duration,
             }
         }
     }
-    Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped acknowledging"))
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "client stopped acknowledging",
+    ))
 }
 
 #[cfg(test)]
@@ -271,15 +347,29 @@ mod tests {
     use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn negotiates_options() {
-        let n = negotiate(&opts(&[("blksize", "1432"), ("tsize", "0"), ("timeout", "3"), ("windowsize", "4")]), 1000);
+        let n = negotiate(
+            &opts(&[
+                ("blksize", "1432"),
+                ("tsize", "0"),
+                ("timeout", "3"),
+                ("windowsize", "4"),
+            ]),
+            1000,
+        );
         assert_eq!(n.blksize, 1432);
         assert_eq!(n.timeout, Duration::from_secs(3));
-        assert_eq!(n.oack, opts(&[("blksize", "1432"), ("tsize", "1000"), ("timeout", "3")]));
+        assert_eq!(
+            n.oack,
+            opts(&[("blksize", "1432"), ("tsize", "1000"), ("timeout", "3")])
+        );
         let n = negotiate(&opts(&[("blksize", "100000"), ("timeout", "0")]), 1);
         assert_eq!(n.blksize, MAX_BLKSIZE);
         assert_eq!(n.oack, opts(&[("blksize", "65464")]));
@@ -291,36 +381,72 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let content: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(dir.path().join("f"), &content).unwrap();
-        let sources = Arc::new(Sources { roots: vec![Root::new(dir.path()).unwrap()] });
+        let sources = Arc::new(Sources {
+            roots: vec![Root::new(dir.path()).unwrap()],
+        });
         let rt = tokio::runtime::Runtime::new().unwrap();
         let socket = rt.block_on(UdpSocket::bind("127.0.0.1:0")).unwrap();
         let addr = socket.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
-        let server = rt.spawn(serve(socket, sources, Arc::new(Metrics::default()), stopped));
+        let server = rt.spawn(serve(
+            socket,
+            sources,
+            Arc::new(Metrics::default()),
+            stopped,
+        ));
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         client.send_to(b"garbage", addr).unwrap();
-        let rrq = Packet::Request { write: false, file: "f".into(), mode: "octet".into(), options: opts(&[("blksize", "1000")]) };
+        let rrq = Packet::Request {
+            write: false,
+            file: "f".into(),
+            mode: "octet".into(),
+            options: opts(&[("blksize", "1000")]),
+        };
         client.send_to(&packet::encode(&rrq), addr).unwrap();
         let mut buf = [0u8; 2048];
         let (n, tid) = client.recv_from(&mut buf).unwrap();
-        assert_eq!(packet::parse(&buf[..n]).unwrap(), Packet::Oack { options: opts(&[("blksize", "1000")]) });
-        client.send_to(&packet::encode(&Packet::Ack { block: 0 }), tid).unwrap();
+        assert_eq!(
+            packet::parse(&buf[..n]).unwrap(),
+            Packet::Oack {
+                options: opts(&[("blksize", "1000")])
+            }
+        );
+        client
+            .send_to(&packet::encode(&Packet::Ack { block: 0 }), tid)
+            .unwrap();
         let mut got = Vec::new();
         loop {
             let (n, _) = client.recv_from(&mut buf).unwrap();
-            let Packet::Data { block, data } = packet::parse(&buf[..n]).unwrap() else { panic!("not data") };
+            let Packet::Data { block, data } = packet::parse(&buf[..n]).unwrap() else {
+                panic!("not data")
+            };
             got.extend_from_slice(&data);
-            client.send_to(&packet::encode(&Packet::Ack { block }), tid).unwrap();
+            client
+                .send_to(&packet::encode(&Packet::Ack { block }), tid)
+                .unwrap();
             if data.len() < 1000 {
                 break;
             }
         }
         assert_eq!(got, content);
-        let missing = Packet::Request { write: false, file: "../etc/passwd".into(), mode: "octet".into(), options: vec![] };
+        let missing = Packet::Request {
+            write: false,
+            file: "../etc/passwd".into(),
+            mode: "octet".into(),
+            options: vec![],
+        };
         client.send_to(&packet::encode(&missing), addr).unwrap();
         let (n, _) = client.recv_from(&mut buf).unwrap();
-        assert!(matches!(packet::parse(&buf[..n]).unwrap(), Packet::Error { code: ERR_ACCESS, .. }));
+        assert!(matches!(
+            packet::parse(&buf[..n]).unwrap(),
+            Packet::Error {
+                code: ERR_ACCESS,
+                ..
+            }
+        ));
         stop.send(true).unwrap();
         rt.block_on(server).unwrap();
     }

@@ -25,7 +25,14 @@ pub use mounts::{bind, copy_tree, mount_fs, remove_tree, unmount_all};
 /// The privileged calls a build makes.
 pub trait Sys: Sync {
     /// mount(2): `source` is a device, a directory (bind) or a name (`proc`).
-    fn mount(&self, source: &Path, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> anyhow::Result<()>;
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> anyhow::Result<()>;
     /// A read-only loop mount of an image file (`mount -o loop,ro`).
     fn mount_image(&self, image: &Path, target: &Path, fstype: &str) -> anyhow::Result<()>;
     /// umount(2); `detach` is MNT_DETACH (lazy).
@@ -43,9 +50,21 @@ pub struct Real;
 pub static REAL: Real = Real;
 
 impl Sys for Real {
-    fn mount(&self, source: &Path, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> anyhow::Result<()> {
-        nix::mount::mount(Some(source), target, fstype, flags, data)
-            .with_context(|| format!("cannot mount {} on {}", fstype.unwrap_or("(bind)"), target.display()))
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> anyhow::Result<()> {
+        nix::mount::mount(Some(source), target, fstype, flags, data).with_context(|| {
+            format!(
+                "cannot mount {} on {}",
+                fstype.unwrap_or("(bind)"),
+                target.display()
+            )
+        })
     }
 
     fn mount_image(&self, image: &Path, target: &Path, fstype: &str) -> anyhow::Result<()> {
@@ -54,22 +73,36 @@ impl Sys for Real {
             .arg(image)
             .arg(target)
             .run()
-            .with_context(|| format!("cannot loop-mount {} (is it a {fstype} image?)", image.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot loop-mount {} (is it a {fstype} image?)",
+                    image.display()
+                )
+            })?;
         Ok(())
     }
 
     fn umount(&self, target: &Path, detach: bool) -> anyhow::Result<()> {
-        let flags = if detach { MntFlags::MNT_DETACH } else { MntFlags::empty() };
-        nix::mount::umount2(target, flags).with_context(|| format!("cannot unmount {}", target.display()))
+        let flags = if detach {
+            MntFlags::MNT_DETACH
+        } else {
+            MntFlags::empty()
+        };
+        nix::mount::umount2(target, flags)
+            .with_context(|| format!("cannot unmount {}", target.display()))
     }
 
     fn unshare(&self, flags: CloneFlags) -> anyhow::Result<()> {
-        nix::sched::unshare(flags).with_context(|| format!("cannot create private namespaces ({flags:?})"))
+        nix::sched::unshare(flags)
+            .with_context(|| format!("cannot create private namespaces ({flags:?})"))
     }
 
     fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
         let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let points = text.lines().filter_map(|l| l.split(' ').nth(4)).map(|p| PathBuf::from(unescape_mountinfo(p)));
+        let points = text
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(|p| PathBuf::from(unescape_mountinfo(p)));
         deepest_first(points.filter(|p| p.starts_with(dir)).collect())
     }
 }
@@ -82,7 +115,10 @@ pub fn deepest_first(mut points: Vec<PathBuf>) -> Vec<PathBuf> {
 }
 
 fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 #[cfg(test)]
@@ -97,6 +133,8 @@ mod tests {
     #[test]
     fn proc_is_mounted_somewhere() {
         assert!(!REAL.mounts_under(Path::new("/proc")).is_empty());
-        assert!(REAL.mounts_under(Path::new("/nonexistent-mkimage")).is_empty());
+        assert!(REAL
+            .mounts_under(Path::new("/nonexistent-mkimage"))
+            .is_empty());
     }
 }

@@ -21,14 +21,27 @@ pub fn bind(sys: &dyn Sys, src: &Path, dest: &Path, readonly: bool) -> anyhow::R
     sys.mount(src, dest, None, MsFlags::MS_BIND, None)
         .with_context(|| format!("cannot bind-mount {} on {}", src.display(), dest.display()))?;
     if readonly {
-        sys.mount(Path::new("none"), dest, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)
-            .with_context(|| format!("cannot make {} read-only", dest.display()))?;
+        sys.mount(
+            Path::new("none"),
+            dest,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )
+        .with_context(|| format!("cannot make {} read-only", dest.display()))?;
     }
     Ok(())
 }
 
 /// Mount a filesystem of `fstype` on `dest` (creating it).
-pub fn mount_fs(sys: &dyn Sys, fstype: &str, source: &str, dest: &Path, flags: MsFlags, data: Option<&str>) -> anyhow::Result<()> {
+pub fn mount_fs(
+    sys: &dyn Sys,
+    fstype: &str,
+    source: &str,
+    dest: &Path,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> anyhow::Result<()> {
     fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     sys.mount(Path::new(source), dest, Some(fstype), flags, data)
 }
@@ -56,7 +69,13 @@ pub fn unmount_all(sys: &dyn Sys, dir: &Path) -> anyhow::Result<()> {
     if left.is_empty() {
         Ok(())
     } else {
-        bail!("cannot unmount {}", left.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
+        bail!(
+            "cannot unmount {}",
+            left.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 }
 
@@ -67,7 +86,11 @@ pub fn remove_tree(sys: &dyn Sys, dir: &Path) -> anyhow::Result<()> {
         bail!(
             "refusing to remove {}: still mounted under it: {}",
             dir.display(),
-            mounts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            mounts
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     match fs::remove_dir_all(dir) {
@@ -101,15 +124,30 @@ mod tests {
         let sys = Recorder::default();
         let a = dir.path().join("a");
         mount_fs(&sys, "tmpfs", "tmpfs", &a, MsFlags::empty(), None).unwrap();
-        mount_fs(&sys, "proc", "proc", &a.join("proc"), MsFlags::empty(), None).unwrap();
+        mount_fs(
+            &sys,
+            "proc",
+            "proc",
+            &a.join("proc"),
+            MsFlags::empty(),
+            None,
+        )
+        .unwrap();
         let err = remove_tree(&sys, dir.path()).unwrap_err().to_string();
-        assert!(err.contains("refusing to remove") && err.contains("/a/proc"), "{err}");
+        assert!(
+            err.contains("refusing to remove") && err.contains("/a/proc"),
+            "{err}"
+        );
         assert!(a.is_dir(), "nothing removed through a live mount");
         unmount_all(&sys, dir.path()).unwrap();
-        let umounts: Vec<_> = sys.calls().into_iter().filter_map(|c| match c {
-            Call::Umount { target, .. } => Some(target),
-            _ => None,
-        }).collect();
+        let umounts: Vec<_> = sys
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Umount { target, .. } => Some(target),
+                _ => None,
+            })
+            .collect();
         assert_eq!(umounts, [a.join("proc"), a.clone()]);
         remove_tree(&sys, dir.path()).unwrap();
         assert!(!dir.path().exists());

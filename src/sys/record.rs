@@ -12,9 +12,22 @@ use super::Sys;
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    Mount { source: PathBuf, target: PathBuf, fstype: Option<String>, flags: MsFlags, data: Option<String> },
-    MountImage { image: PathBuf, target: PathBuf, fstype: String },
-    Umount { target: PathBuf, detach: bool },
+    Mount {
+        source: PathBuf,
+        target: PathBuf,
+        fstype: Option<String>,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    MountImage {
+        image: PathBuf,
+        target: PathBuf,
+        fstype: String,
+    },
+    Umount {
+        target: PathBuf,
+        detach: bool,
+    },
     Unshare(CloneFlags),
 }
 
@@ -22,14 +35,38 @@ impl Call {
     /// A short form for assertions: `mount proc /x/proc`, `bind /sys /x/sys`,
     /// `remount-ro /x/sys`, `image squashfs base.sqfs /x/base`, `umount /x/proc`.
     pub fn short(&self, strip: &Path) -> String {
-        let rel = |p: &Path| p.strip_prefix(strip).map(|r| format!("/{}", r.display())).unwrap_or_else(|_| p.display().to_string());
+        let rel = |p: &Path| {
+            p.strip_prefix(strip)
+                .map(|r| format!("/{}", r.display()))
+                .unwrap_or_else(|_| p.display().to_string())
+        };
         match self {
-            Call::Mount { flags, target, .. } if flags.contains(MsFlags::MS_REMOUNT) => format!("remount-ro {}", rel(target)),
-            Call::Mount { source, target, fstype: None, .. } => format!("bind {} {}", rel(source), rel(target)),
-            Call::Mount { target, fstype: Some(t), data, .. } => {
-                format!("mount {t} {}{}", rel(target), data.as_deref().map(|d| format!(" {d}")).unwrap_or_default())
+            Call::Mount { flags, target, .. } if flags.contains(MsFlags::MS_REMOUNT) => {
+                format!("remount-ro {}", rel(target))
             }
-            Call::MountImage { image, target, fstype } => format!("image {fstype} {} {}", rel(image), rel(target)),
+            Call::Mount {
+                source,
+                target,
+                fstype: None,
+                ..
+            } => format!("bind {} {}", rel(source), rel(target)),
+            Call::Mount {
+                target,
+                fstype: Some(t),
+                data,
+                ..
+            } => {
+                format!(
+                    "mount {t} {}{}",
+                    rel(target),
+                    data.as_deref().map(|d| format!(" {d}")).unwrap_or_default()
+                )
+            }
+            Call::MountImage {
+                image,
+                target,
+                fstype,
+            } => format!("image {fstype} {} {}", rel(image), rel(target)),
             Call::Umount { target, .. } => format!("umount {}", rel(target)),
             Call::Unshare(flags) => format!("unshare {flags:?}"),
         }
@@ -67,7 +104,14 @@ impl Recorder {
 }
 
 impl Sys for Recorder {
-    fn mount(&self, source: &Path, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> anyhow::Result<()> {
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> anyhow::Result<()> {
         self.push(Call::Mount {
             source: source.to_path_buf(),
             target: target.to_path_buf(),
@@ -82,13 +126,20 @@ impl Sys for Recorder {
     }
 
     fn mount_image(&self, image: &Path, target: &Path, fstype: &str) -> anyhow::Result<()> {
-        self.push(Call::MountImage { image: image.to_path_buf(), target: target.to_path_buf(), fstype: fstype.to_string() });
+        self.push(Call::MountImage {
+            image: image.to_path_buf(),
+            target: target.to_path_buf(),
+            fstype: fstype.to_string(),
+        });
         self.mounted(target);
         Ok(())
     }
 
     fn umount(&self, target: &Path, detach: bool) -> anyhow::Result<()> {
-        self.push(Call::Umount { target: target.to_path_buf(), detach });
+        self.push(Call::Umount {
+            target: target.to_path_buf(),
+            detach,
+        });
         if let Ok(mut t) = self.table.lock() {
             if let Some(i) = t.iter().rposition(|p| p == target) {
                 t.remove(i);

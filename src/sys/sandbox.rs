@@ -52,8 +52,15 @@ pub fn enter() -> anyhow::Result<()> {
             std::env::set_var("MKIMAGE_IN_SANDBOX", "1");
             // As PID 1 we get no default signal actions: install real ones.
             install_interrupt_exit();
-            super::Sys::mount(sys, Path::new("none"), Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
-                .context("cannot make / a slave mount")?;
+            super::Sys::mount(
+                sys,
+                Path::new("none"),
+                Path::new("/"),
+                None,
+                MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                None,
+            )
+            .context("cannot make / a slave mount")?;
             Ok(())
         }
     }
@@ -103,4 +110,3 @@ fn wait_for(child: Pid) -> i32 {
         }
     }
 }
-

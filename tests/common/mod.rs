@@ -53,13 +53,21 @@ impl Project {
 
     /// Run `mkimage ARGS` in the project dir.
     pub fn run(&self, args: &[&str]) -> Output {
-        mkimage().current_dir(self.path()).args(args).output().expect("run mkimage")
+        mkimage()
+            .current_dir(self.path())
+            .args(args)
+            .output()
+            .expect("run mkimage")
     }
 
     /// Files in the output dir (not the hidden work and cache dirs).
     pub fn artifacts(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.out())
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         names.retain(|n| !n.starts_with('.'));
         names.sort();
@@ -92,11 +100,17 @@ pub fn require(program: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false);
-    assert!(found, "this test needs `{program}`: apt-get install -y {package} (or run scripts/install-deps)");
+    assert!(
+        found,
+        "this test needs `{program}`: apt-get install -y {package} (or run scripts/install-deps)"
+    );
 }
 
 pub fn require_root() {
-    assert!(nix_is_root(), "this test needs root (mounts, chroot, namespaces): run the suite as root");
+    assert!(
+        nix_is_root(),
+        "this test needs root (mounts, chroot, namespaces): run the suite as root"
+    );
 }
 
 fn nix_is_root() -> bool {
@@ -122,15 +136,38 @@ pub fn assert_clean_failure(p: &Project, o: &Output, code: i32, fragments: &[&st
 
 /// Like `assert_clean_failure`, for an output dir other builds also use:
 /// only artifacts of the build named `name` count.
-pub fn assert_failure_of(p: &Project, o: &Output, code: i32, fragments: &[&str], name: Option<&str>) {
+pub fn assert_failure_of(
+    p: &Project,
+    o: &Output,
+    code: i32,
+    fragments: &[&str],
+    name: Option<&str>,
+) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(code), "exit code; stderr:\n{err}");
     for f in fragments {
         assert!(err.contains(f), "stderr lacks `{f}`:\n{err}");
     }
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic:\n{err}");
-    assert!(mounts_under(p.path()).is_empty(), "mounts left: {:?}", mounts_under(p.path()));
-    let arts: Vec<_> = p.artifacts().into_iter().filter(|a| name.is_none_or(|n| a.trim_start_matches('.').starts_with(&format!("{n}.")))).filter(|a| a.ends_with(".squashfs") || a.ends_with(".gz") || a.ends_with(".tmp") || a.ends_with(".initrd")).collect();
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic:\n{err}"
+    );
+    assert!(
+        mounts_under(p.path()).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(p.path())
+    );
+    let arts: Vec<_> = p
+        .artifacts()
+        .into_iter()
+        .filter(|a| name.is_none_or(|n| a.trim_start_matches('.').starts_with(&format!("{n}."))))
+        .filter(|a| {
+            a.ends_with(".squashfs")
+                || a.ends_with(".gz")
+                || a.ends_with(".tmp")
+                || a.ends_with(".initrd")
+        })
+        .collect();
     assert!(arts.is_empty(), "artifacts left: {arts:?}");
 }
 
@@ -157,14 +194,29 @@ pub fn play_shipped(extra: &[&str]) -> Project {
     require("mmdebstrap", "mmdebstrap");
     let p = Project::new();
     let mut cmd = mkimage();
-    cmd.current_dir(repo()).args(["play", "playbooks/all.yml", "--out"]).arg(p.out());
-    for var in [format!("cache_dir={}", shared_cache().display())].iter().map(String::as_str).chain(extra.iter().copied()) {
+    cmd.current_dir(repo())
+        .args(["play", "playbooks/all.yml", "--out"])
+        .arg(p.out());
+    for var in [format!("cache_dir={}", shared_cache().display())]
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+    {
         cmd.args(["--var", var]);
     }
     let o = cmd.output().expect("run mkimage play");
     assert!(o.status.success(), "play {extra:?} failed:\n{}", stderr(&o));
-    for f in ["basefs.squashfs", "discovery.cpio.gz", "initrd.initrd", "initrd.vmlinuz", "manifest.json"] {
-        assert!(p.out().join(f).is_file(), "play {extra:?} did not produce {f}");
+    for f in [
+        "basefs.squashfs",
+        "discovery.cpio.gz",
+        "initrd.initrd",
+        "initrd.vmlinuz",
+        "manifest.json",
+    ] {
+        assert!(
+            p.out().join(f).is_file(),
+            "play {extra:?} did not produce {f}"
+        );
     }
     p
 }
@@ -173,20 +225,34 @@ pub fn play_shipped(extra: &[&str]) -> Project {
 pub fn discovery_json(console: &str) -> serde_json::Value {
     let line = console
         .lines()
-        .find_map(|l| l.split_once("mkimage-discovery: {").map(|(_, j)| format!("{{{}", j.trim())))
+        .find_map(|l| {
+            l.split_once("mkimage-discovery: {")
+                .map(|(_, j)| format!("{{{}", j.trim()))
+        })
         .unwrap_or_else(|| panic!("no discovery line on the console:\n{console}"));
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
 /// `mkimage inspect FILE`'s listing (asserting it succeeded).
 pub fn inspect(file: &Path) -> String {
-    let o = mkimage().arg("inspect").arg(file).output().expect("run mkimage inspect");
-    assert!(o.status.success(), "inspect {}: {}", file.display(), stderr(&o));
+    let o = mkimage()
+        .arg("inspect")
+        .arg(file)
+        .output()
+        .expect("run mkimage inspect");
+    assert!(
+        o.status.success(),
+        "inspect {}: {}",
+        file.display(),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
 /// Whether an inspect listing has an entry whose path ends with `suffix`
 /// (a file, or a symlink's name).
 pub fn lists(listing: &str, suffix: &str) -> bool {
-    listing.lines().any(|l| l.trim_end().ends_with(suffix) || l.contains(&format!("{suffix} ->")))
+    listing
+        .lines()
+        .any(|l| l.trim_end().ends_with(suffix) || l.contains(&format!("{suffix} ->")))
 }

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use mkimage::initramfs::{InitrdOptions, KernelSource};
 use mkimage::apt::AptSource;
 use mkimage::exec::Cmd;
+use mkimage::initramfs::{InitrdOptions, KernelSource};
 
 /// Bump when the fixture recipe changes (4: the basefs keeps a selection of
 /// the kernel's modules as .ko.xz, and no kernel image).
@@ -25,11 +25,17 @@ pub fn fixtures_root() -> PathBuf {
 
 /// Fail (never skip) when a program is missing, naming the package.
 pub fn require(program: &str, package: &str) {
-    assert!(mkimage::exec::have(program), "`{program}` is missing: apt-get install -y {package}");
+    assert!(
+        mkimage::exec::have(program),
+        "`{program}` is missing: apt-get install -y {package}"
+    );
 }
 
 pub fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "this test needs root (CI runs `cargo test --release` as root)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (CI runs `cargo test --release` as root)"
+    );
 }
 
 /// The basefs fixture: (extracted tree, squashfs image), built by
@@ -41,12 +47,18 @@ pub fn basefs_fixture() -> (PathBuf, PathBuf) {
     require("mmdebstrap", "mmdebstrap");
     let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/initrd_support");
     let tasks = fs::read(support.join("provisioners/kernel/tasks.yml")).expect("fixture role");
-    let recipe = format!("v{FIXTURE_VERSION} {} {}", env!("CARGO_PKG_VERSION"), mkimage::artifact::sha256_bytes(&tasks));
+    let recipe = format!(
+        "v{FIXTURE_VERSION} {} {}",
+        env!("CARGO_PKG_VERSION"),
+        mkimage::artifact::sha256_bytes(&tasks)
+    );
     let key = &mkimage::artifact::sha256_bytes(recipe.as_bytes())[..16];
     let dir = fixtures_root().join(format!("basefs-{key}"));
     fs::create_dir_all(&dir).expect("create fixture dir");
     let lock = fs::File::create(dir.with_extension("lock")).expect("create fixture lock");
-    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).expect("lock fixture");
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock fixture");
     let tree = dir.join("tree");
     let image = dir.join("basefs.squashfs");
     if !image.exists() {
@@ -70,13 +82,22 @@ pub fn basefs_fixture() -> (PathBuf, PathBuf) {
             .stdin(Stdio::null())
             .output()
             .expect("run mkimage basefs");
-        assert!(out.status.success(), "building the basefs fixture failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "building the basefs fixture failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     if !tree.join(".complete").exists() {
         let tmp = dir.join("tree.tmp");
         let _ = fs::remove_dir_all(&tmp);
         require("unsquashfs", "squashfs-tools");
-        Cmd::new("unsquashfs").args(["-no-progress", "-quiet", "-d"]).arg(&tmp).arg(&image).run().expect("unpack the fixture tree");
+        Cmd::new("unsquashfs")
+            .args(["-no-progress", "-quiet", "-d"])
+            .arg(&tmp)
+            .arg(&image)
+            .run()
+            .expect("unpack the fixture tree");
         let _ = fs::remove_dir_all(&tree);
         fs::rename(&tmp, &tree).expect("move fixture tree into place");
         fs::write(tree.join(".complete"), recipe.as_bytes()).expect("mark fixture complete");
@@ -89,8 +110,14 @@ pub fn basefs_fixture() -> (PathBuf, PathBuf) {
 pub fn fixture_verity(image: &Path) -> String {
     let dir = image.parent().expect("fixture dir");
     let manifest = mkimage::artifact::Manifest::load(dir).expect("fixture manifest");
-    let entry = manifest.find("basefs", "basefs").expect("fixture basefs in its manifest");
-    entry.verity.as_ref().expect("the fixture basefs has a dm-verity tree").cmdline()
+    let entry = manifest
+        .find("basefs", "basefs")
+        .expect("fixture basefs in its manifest");
+    entry
+        .verity
+        .as_ref()
+        .expect("the fixture basefs has a dm-verity tree")
+        .cmdline()
 }
 
 /// The `.deb` cache shared by all test builds (so reruns download nothing).
@@ -100,7 +127,12 @@ pub fn apt_source() -> AptSource {
 
 /// Options for an initrd built from the fixture's squashfs, into `out`.
 pub fn options(image: &Path, out: &Path) -> InitrdOptions {
-    let mut opts = InitrdOptions::new("initrd", KernelSource::Basefs(image.to_path_buf()), apt_source(), out);
+    let mut opts = InitrdOptions::new(
+        "initrd",
+        KernelSource::Basefs(image.to_path_buf()),
+        apt_source(),
+        out,
+    );
     opts.init_template = Path::new(env!("CARGO_MANIFEST_DIR")).join("initrd/init.j2");
     opts.source_date_epoch = 1_700_000_000;
     opts.basefs = Some(image.to_path_buf());
@@ -126,13 +158,28 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub fn start(serve_dir: &Path, port: u16, kernel: &Path, initrd: &Path, append: &str, serial: &Path) -> Vm {
+    pub fn start(
+        serve_dir: &Path,
+        port: u16,
+        kernel: &Path,
+        initrd: &Path,
+        append: &str,
+        serial: &Path,
+    ) -> Vm {
         Vm::start_with_dns(serve_dir, port, kernel, initrd, append, serial, "-")
     }
 
     /// As `start`, with dnsmasq in the namespace answering `dns`
     /// (`NAME=ADDR`) — what the guest's DNS server 10.0.2.3 forwards to.
-    pub fn start_with_dns(serve_dir: &Path, port: u16, kernel: &Path, initrd: &Path, append: &str, serial: &Path, dns: &str) -> Vm {
+    pub fn start_with_dns(
+        serve_dir: &Path,
+        port: u16,
+        kernel: &Path,
+        initrd: &Path,
+        append: &str,
+        serial: &Path,
+        dns: &str,
+    ) -> Vm {
         use mkimage::boottest::vm::{Boot, Net, VmSpec};
         if dns != "-" {
             require("dnsmasq", "dnsmasq-base");
@@ -141,17 +188,29 @@ impl Vm {
         require("ip", "iproute2");
         require("busybox", "busybox-static");
         require("qemu-system-x86_64", "qemu-system-x86");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/initrd_support/netns-qemu.sh");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/initrd_support/netns-qemu.sh");
         let mut spec = VmSpec::netboot(serial, "");
         spec.cpus = 1;
         spec.net = Net::User { bootfile: None };
-        spec.boot = Boot::Kernel { kernel: kernel.to_path_buf(), initrd: initrd.to_path_buf(), append: append.to_string() };
+        spec.boot = Boot::Kernel {
+            kernel: kernel.to_path_buf(),
+            initrd: initrd.to_path_buf(),
+            append: append.to_string(),
+        };
         spec.wrapper = ["unshare", "-n", "-m", "--", "sh"]
             .iter()
             .map(std::ffi::OsString::from)
-            .chain([script.into_os_string(), serve_dir.as_os_str().to_owned(), port.to_string().into(), dns.into()])
+            .chain([
+                script.into_os_string(),
+                serve_dir.as_os_str().to_owned(),
+                port.to_string().into(),
+                dns.into(),
+            ])
             .collect();
-        Vm { vm: mkimage::boottest::vm::Vm::start(&spec).expect("start qemu in a network namespace") }
+        Vm {
+            vm: mkimage::boottest::vm::Vm::start(&spec).expect("start qemu in a network namespace"),
+        }
     }
 
     pub fn log(&self) -> String {
@@ -178,5 +237,8 @@ impl Vm {
 /// A free TCP port on 127.0.0.1 (in the test's namespace nothing else runs,
 /// so any port works there; this just avoids a fixed number).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(8080)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(8080)
 }

@@ -16,7 +16,10 @@ pub struct Nginx {
 
 /// A free port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 impl Nginx {
@@ -30,8 +33,19 @@ impl Nginx {
         }
         let conf = mkimage::boottest::front::nginx_conf(&prefix, http_body);
         std::fs::write(prefix.join("nginx.conf"), conf).expect("nginx.conf");
-        let check = Command::new("nginx").arg("-t").arg("-p").arg(&prefix).arg("-c").arg(prefix.join("nginx.conf")).output().expect("run nginx -t");
-        assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
+        let check = Command::new("nginx")
+            .arg("-t")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .output()
+            .expect("run nginx -t");
+        assert!(
+            check.status.success(),
+            "nginx -t: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
         let child = Command::new("nginx")
             .arg("-p")
             .arg(&prefix)
@@ -41,14 +55,22 @@ impl Nginx {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn nginx");
-        let mut nginx = Nginx { child, addr, prefix };
+        let mut nginx = Nginx {
+            child,
+            addr,
+            prefix,
+        };
         // Wait for the listening socket (nginx has bound it once it accepts).
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(addr).is_err() {
             if let Ok(Some(status)) = nginx.child.try_wait() {
                 panic!("nginx exited ({status}): {}", nginx.error_log());
             }
-            assert!(Instant::now() < deadline, "nginx did not listen on {addr}: {}", nginx.error_log());
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen on {addr}: {}",
+                nginx.error_log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         nginx
@@ -86,9 +108,15 @@ pub fn cache_conf(upstream: SocketAddr, listen: SocketAddr, cache_dir: &Path) ->
     for (from, to) in [
         ("server 127.0.0.1:8080;", format!("server {upstream};")),
         ("listen 8081;", format!("listen {listen};")),
-        ("/var/cache/nginx/mkimage ", format!("{} ", cache_dir.display())),
+        (
+            "/var/cache/nginx/mkimage ",
+            format!("{} ", cache_dir.display()),
+        ),
     ] {
-        assert!(out.contains(from), "nginx/mkimage-cache.conf no longer contains `{from}`");
+        assert!(
+            out.contains(from),
+            "nginx/mkimage-cache.conf no longer contains `{from}`"
+        );
         out = out.replace(from, &to);
     }
     out

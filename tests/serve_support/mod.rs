@@ -27,7 +27,11 @@ impl Server {
             .args(["serve", "--dir"])
             .arg(dir)
             .args(["--http", "127.0.0.1:0"])
-            .args(if extra.contains(&"--tftp") { &[][..] } else { &["--tftp", "127.0.0.1:0"][..] })
+            .args(if extra.contains(&"--tftp") {
+                &[][..]
+            } else {
+                &["--tftp", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -44,7 +48,9 @@ impl Server {
             if let Some(a) = line.strip_prefix("listening tftp ") {
                 tftp = Some(a.parse().expect("tftp addr"));
             }
-            if http.is_some() && (tftp.is_some() || extra.windows(2).any(|w| w == ["--tftp", "off"])) {
+            if http.is_some()
+                && (tftp.is_some() || extra.windows(2).any(|w| w == ["--tftp", "off"]))
+            {
                 break;
             }
         }
@@ -52,7 +58,10 @@ impl Server {
             Some(h) => h,
             None => {
                 let _ = child.kill();
-                panic!("mkimage serve did not print its address: {:?}", child.wait());
+                panic!(
+                    "mkimage serve did not print its address: {:?}",
+                    child.wait()
+                );
             }
         };
         // Keep draining stdout so the server never blocks on it.
@@ -90,7 +99,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -117,24 +129,44 @@ pub fn get(addr: SocketAddr, target: &str) -> Reply {
 }
 
 fn parse(raw: &[u8], head: bool) -> Reply {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
     let text = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = text.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
     let body = raw[end + 4..].to_vec();
-    let reply = Reply { status, headers, body };
+    let reply = Reply {
+        status,
+        headers,
+        body,
+    };
     if !head {
         if let Some(len) = reply.header("Content-Length") {
-            assert_eq!(len.parse::<usize>().unwrap(), reply.body.len(), "Content-Length matches the body");
+            assert_eq!(
+                len.parse::<usize>().unwrap(),
+                reply.body.len(),
+                "Content-Length matches the body"
+            );
         }
     }
     reply
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `len` deterministic pseudo-random bytes (xorshift), different per seed.
@@ -156,14 +188,20 @@ pub fn require(program: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false);
-    assert!(found, "`{program}` is missing: apt-get install -y {package}");
+    assert!(
+        found,
+        "`{program}` is missing: apt-get install -y {package}"
+    );
 }
 
 /// GET `target` streaming the body into sha256: (status, body length, sha).
 pub fn download(addr: SocketAddr, target: &str) -> (u16, u64, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    s.write_all(
+        format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut buf = vec![0u8; 256 * 1024];
     let mut head = Vec::new();
     let (status, mut hasher, mut len) = loop {
@@ -172,7 +210,11 @@ pub fn download(addr: SocketAddr, target: &str) -> (u16, u64, String) {
         head.extend_from_slice(&buf[..n]);
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
             let text = String::from_utf8_lossy(&head[..end]).into_owned();
-            let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+            let status = text
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("status");
             let mut hasher = Sha256::new();
             hasher.update(&head[end + 4..]);
             break (status, hasher, (head.len() - end - 4) as u64);
@@ -188,7 +230,15 @@ pub fn download(addr: SocketAddr, target: &str) -> (u16, u64, String) {
             Err(e) => panic!("read after {len} bytes: {e}"),
         }
     }
-    (status, len, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    (
+        status,
+        len,
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
 }
 
 /// Publish `data` as `dir/file` the way the builders do (staged, renamed
@@ -201,7 +251,14 @@ pub fn publish(dir: &Path, file: &str, data: &[u8]) -> (u64, String) {
 }
 
 /// Publish an artifact and record it in `manifest.json`, as a build does.
-pub fn build(dir: &Path, kind: &str, name: &str, file: &str, data: &[u8], parents: &[&Entry]) -> Entry {
+pub fn build(
+    dir: &Path,
+    kind: &str,
+    name: &str,
+    file: &str,
+    data: &[u8],
+    parents: &[&Entry],
+) -> Entry {
     let (size, sha256) = publish(dir, file, data);
     let entry = Entry {
         kind: kind.into(),
@@ -209,7 +266,13 @@ pub fn build(dir: &Path, kind: &str, name: &str, file: &str, data: &[u8], parent
         file: file.into(),
         size,
         sha256,
-        parents: parents.iter().map(|p| Ref { file: p.file.clone(), sha256: p.sha256.clone() }).collect(),
+        parents: parents
+            .iter()
+            .map(|p| Ref {
+                file: p.file.clone(),
+                sha256: p.sha256.clone(),
+            })
+            .collect(),
         build_time: 1_700_000_000,
         ..Default::default()
     };
@@ -228,7 +291,9 @@ pub fn build_bootable(dir: &Path, basefs: &[u8]) -> Entry {
 /// The value of `key=` on a boot script's kernel line.
 pub fn kernel_arg(script: &str, key: &str) -> Option<String> {
     let kernel = script.lines().find(|l| l.starts_with("kernel "))?;
-    kernel.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
+    kernel
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
 }
 
 /// The path (and query) of an `http://HOST:PORT/PATH` URL.

@@ -85,7 +85,9 @@ impl Port {
 pub enum Ignored {
     #[error("not a PXE or HTTP boot client (vendor class {0:?})")]
     NotPxe(String),
-    #[error("architecture {0} has no iPXE here (x86 BIOS 0, x86-64 UEFI 7/9, x86-64 UEFI HTTP 16)")]
+    #[error(
+        "architecture {0} has no iPXE here (x86 BIOS 0, x86-64 UEFI 7/9, x86-64 UEFI HTTP 16)"
+    )]
     Arch(u16),
     #[error("{0:?} on port {1} is not the proxy's to answer")]
     Message(MessageType, u16),
@@ -123,7 +125,16 @@ pub fn classify(req: &Request) -> Result<Client, Ignored> {
         return Ok(Client::Ipxe);
     }
     // Option 93, else the `Arch:NNNNN` field of the vendor class, else x86 BIOS.
-    let arch = req.arch.or_else(|| class.split(':').skip_while(|f| *f != "Arch").nth(1).and_then(|a| a.parse().ok())).unwrap_or(0);
+    let arch = req
+        .arch
+        .or_else(|| {
+            class
+                .split(':')
+                .skip_while(|f| *f != "Arch")
+                .nth(1)
+                .and_then(|a| a.parse().ok())
+        })
+        .unwrap_or(0);
     match (http, arch) {
         (true, 16) => Ok(Client::UefiHttp),
         (false, 0) => Ok(Client::BiosPxe),
@@ -140,7 +151,9 @@ fn is_ipxe(user_class: &[u8]) -> bool {
     }
     let mut rest = user_class;
     while let Some((&len, tail)) = rest.split_first() {
-        let Some(instance) = tail.get(..len as usize) else { return false };
+        let Some(instance) = tail.get(..len as usize) else {
+            return false;
+        };
         if instance == b"iPXE" {
             return true;
         }
@@ -150,7 +163,12 @@ fn is_ipxe(user_class: &[u8]) -> bool {
 }
 
 /// The reply to `req`, which came in on `port` from `peer`.
-pub fn answer(req: &Request, port: Port, peer: SocketAddrV4, cfg: &Config) -> Result<Answer, Ignored> {
+pub fn answer(
+    req: &Request,
+    port: Port,
+    peer: SocketAddrV4,
+    cfg: &Config,
+) -> Result<Answer, Ignored> {
     let reply_type = match (port, req.kind) {
         (Port::Dhcp, MessageType::Discover) => MessageType::Offer,
         (Port::Pxe, MessageType::Request | MessageType::Inform) => MessageType::Ack,
@@ -170,14 +188,29 @@ pub fn answer(req: &Request, port: Port, peer: SocketAddrV4, cfg: &Config) -> Re
         Port::Dhcp if !req.ciaddr().is_unspecified() => SocketAddrV4::new(req.ciaddr(), 68),
         Port::Dhcp => SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
     };
-    let mut msg = Message::new_with_id(req.msg.xid(), req.ciaddr(), Ipv4Addr::UNSPECIFIED, cfg.server, req.giaddr(), &req.mac);
+    let mut msg = Message::new_with_id(
+        req.msg.xid(),
+        req.ciaddr(),
+        Ipv4Addr::UNSPECIFIED,
+        cfg.server,
+        req.giaddr(),
+        &req.mac,
+    );
     msg.set_opcode(Opcode::BootReply);
-    let flags = if *to.ip() == Ipv4Addr::BROADCAST { req.msg.flags().set_broadcast() } else { req.msg.flags() };
+    let flags = if *to.ip() == Ipv4Addr::BROADCAST {
+        req.msg.flags().set_broadcast()
+    } else {
+        req.msg.flags()
+    };
     msg.set_flags(Flags::new(flags.into()));
     let opts = msg.opts_mut();
     opts.insert(DhcpOption::MessageType(reply_type));
     opts.insert(DhcpOption::ServerIdentifier(cfg.server));
-    let class: &[u8] = if client == Client::UefiHttp { b"HTTPClient" } else { b"PXEClient" };
+    let class: &[u8] = if client == Client::UefiHttp {
+        b"HTTPClient"
+    } else {
+        b"PXEClient"
+    };
     opts.insert(DhcpOption::ClassIdentifier(class.to_vec()));
     if let Some(uuid) = &req.uuid {
         opts.insert(DhcpOption::ClientMachineIdentifier(uuid.clone()));
@@ -188,21 +221,32 @@ pub fn answer(req: &Request, port: Port, peer: SocketAddrV4, cfg: &Config) -> Re
     if file.len() < FILE_FIELD {
         msg.set_fname_str(&file);
     } else {
-        msg.opts_mut().insert(DhcpOption::BootfileName(file.clone().into_bytes()));
+        msg.opts_mut()
+            .insert(DhcpOption::BootfileName(file.clone().into_bytes()));
     }
     let mut bytes = Vec::with_capacity(400);
-    msg.encode(&mut Encoder::new(&mut bytes)).map_err(|e| Ignored::Encode(e.to_string()))?;
-    Ok(Answer { client, bytes, to, file })
+    msg.encode(&mut Encoder::new(&mut bytes))
+        .map_err(|e| Ignored::Encode(e.to_string()))?;
+    Ok(Answer {
+        client,
+        bytes,
+        to,
+        file,
+    })
 }
 
 /// Option 43: on port 67, BIOS PXE is told to load the file without
 /// discovery; on 4011 the boot item the client asked for is echoed.
 fn pxe_vendor_options(req: &Request, port: Port, client: Client) -> Option<Vec<u8>> {
     match port {
-        Port::Dhcp if client == Client::BiosPxe => Some(vec![DISCOVERY_CONTROL, 1, USE_BOOTFILE, 255]),
+        Port::Dhcp if client == Client::BiosPxe => {
+            Some(vec![DISCOVERY_CONTROL, 1, USE_BOOTFILE, 255])
+        }
         Port::Pxe => {
             let asked = options(&req.pxe_options).ok()?;
-            let (_, item) = asked.into_iter().find(|(code, value)| *code == BOOT_ITEM && value.len() == 4)?;
+            let (_, item) = asked
+                .into_iter()
+                .find(|(code, value)| *code == BOOT_ITEM && value.len() == 4)?;
             let mut out = vec![BOOT_ITEM, 4];
             out.extend_from_slice(item);
             out.push(255);

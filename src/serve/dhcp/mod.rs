@@ -43,7 +43,12 @@ impl Listener {
         let server = interface_address(iface)?;
         let dhcp = sockets::bind_udp(iface, Port::Dhcp.number())?;
         let pxe = sockets::bind_udp(iface, Port::Pxe.number())?;
-        Ok(Listener { iface: iface.to_string(), server, dhcp, pxe })
+        Ok(Listener {
+            iface: iface.to_string(),
+            server,
+            dhcp,
+            pxe,
+        })
     }
 
     /// The interface's address: what the proxy names as its server and TFTP host.
@@ -58,8 +63,16 @@ impl Listener {
 
 /// Answer on both ports until `stop` turns true. `base_url` is where the
 /// HTTP side is reached (`http://HOST:PORT`, no trailing slash).
-pub async fn serve(listener: Listener, base_url: String, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
-    let cfg = Config { server: listener.server, base_url };
+pub async fn serve(
+    listener: Listener,
+    base_url: String,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cfg = Config {
+        server: listener.server,
+        base_url,
+    };
     let mut dhcp_buf = vec![0u8; packet::MAX_PACKET + 1];
     let mut pxe_buf = vec![0u8; packet::MAX_PACKET + 1];
     loop {
@@ -71,7 +84,13 @@ pub async fn serve(listener: Listener, base_url: String, metrics: Arc<Metrics>, 
     }
 }
 
-async fn handle(socket: &UdpSocket, received: std::io::Result<(&[u8], SocketAddr)>, port: Port, cfg: &Config, metrics: &Metrics) {
+async fn handle(
+    socket: &UdpSocket,
+    received: std::io::Result<(&[u8], SocketAddr)>,
+    port: Port,
+    cfg: &Config,
+    metrics: &Metrics,
+) {
     let (bytes, peer) = match received {
         Ok((bytes, SocketAddr::V4(peer))) => (bytes, peer),
         Ok(_) => return,
@@ -98,7 +117,9 @@ async fn handle(socket: &UdpSocket, received: std::io::Result<(&[u8], SocketAddr
             metrics.dhcp_reply(answer.client.label());
             tracing::info!(mac = %mac, client = %answer.client.label(), port = port.number(), file = %answer.file, to = %answer.to, "proxy-dhcp: {what}");
         }
-        Err(e) => tracing::warn!(mac = %mac, to = %answer.to, "proxy-dhcp: cannot send the {what}: {e}"),
+        Err(e) => {
+            tracing::warn!(mac = %mac, to = %answer.to, "proxy-dhcp: cannot send the {what}: {e}")
+        }
     }
 }
 
@@ -106,7 +127,9 @@ async fn handle(socket: &UdpSocket, received: std::io::Result<(&[u8], SocketAddr
 /// iPXE over it) and both iPXE binaries where TFTP looks (`dirs`, in order).
 pub fn preflight(tftp_on: bool, dirs: &[&Path]) -> Result<(), String> {
     if !tftp_on {
-        return Err("--proxy-dhcp sends PXE firmware to TFTP for iPXE: it cannot go with --tftp off".into());
+        return Err(
+            "--proxy-dhcp sends PXE firmware to TFTP for iPXE: it cannot go with --tftp off".into(),
+        );
     }
     for name in [BIOS_FILE, EFI_FILE] {
         if !dirs.iter().any(|d| d.join(name).is_file()) {
@@ -123,7 +146,11 @@ pub fn base_url(public_url: Option<&str>, http: SocketAddr, server: Ipv4Addr) ->
     if let Some(url) = public_url {
         return url.trim_end_matches('/').to_string();
     }
-    let host = if http.ip().is_unspecified() { IpAddr::V4(server) } else { http.ip() };
+    let host = if http.ip().is_unspecified() {
+        IpAddr::V4(server)
+    } else {
+        http.ip()
+    };
     if host.is_loopback() {
         tracing::warn!("proxy-dhcp: HTTP listens on {host}, which no machine on the network can reach: pass --http 0.0.0.0:PORT or --public-url");
     }

@@ -79,7 +79,11 @@ pub struct Request {
 
 impl Request {
     pub fn mac_string(&self) -> String {
-        self.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+        self.mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
     }
 
     pub fn ciaddr(&self) -> Ipv4Addr {
@@ -120,7 +124,11 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Malformed> {
         }
     }
     let bytes_of = |code: OptionCode| match decoded.opts().get(code) {
-        Some(DhcpOption::ClassIdentifier(v) | DhcpOption::UserClass(v) | DhcpOption::VendorExtensions(v)) => v.clone(),
+        Some(
+            DhcpOption::ClassIdentifier(v)
+            | DhcpOption::UserClass(v)
+            | DhcpOption::VendorExtensions(v),
+        ) => v.clone(),
         _ => Vec::new(),
     };
     let kind = match decoded.opts().get(OptionCode::MessageType) {
@@ -198,7 +206,12 @@ pub mod tests {
     #[test]
     fn reads_a_pxe_discover() {
         let uuid = [0u8; 17];
-        let r = parse(&discover(&[(60, b"PXEClient:Arch:00007:UNDI:003000"), (93, &[0, 7]), (97, &uuid)])).unwrap();
+        let r = parse(&discover(&[
+            (60, b"PXEClient:Arch:00007:UNDI:003000"),
+            (93, &[0, 7]),
+            (97, &uuid),
+        ]))
+        .unwrap();
         assert_eq!(r.kind, MessageType::Discover);
         assert_eq!(r.mac_string(), "52:54:00:12:34:56");
         assert_eq!(r.vendor_class, b"PXEClient:Arch:00007:UNDI:003000");
@@ -212,7 +225,10 @@ pub mod tests {
         let good = discover(&[(60, b"PXEClient")]);
         assert_eq!(parse(&good[..100]).unwrap_err(), Malformed::Truncated(100));
         assert_eq!(parse(&[]).unwrap_err(), Malformed::Truncated(0));
-        assert_eq!(parse(&vec![1u8; MAX_PACKET + 1]).unwrap_err(), Malformed::Oversized);
+        assert_eq!(
+            parse(&vec![1u8; MAX_PACKET + 1]).unwrap_err(),
+            Malformed::Oversized
+        );
         let mut reply = good.clone();
         reply[0] = 2;
         assert_eq!(parse(&reply).unwrap_err(), Malformed::NotRequest(2));
@@ -227,7 +243,10 @@ pub mod tests {
         overrun[HEADER + 4 + 3 + 1] = 200;
         assert_eq!(parse(&overrun).unwrap_err(), Malformed::Overrun(60));
         // An architecture of one byte (it is two).
-        assert_eq!(parse(&discover(&[(93, &[7]), (60, b"PXEClient")])).unwrap_err(), Malformed::BadOption(93));
+        assert_eq!(
+            parse(&discover(&[(93, &[7]), (60, b"PXEClient")])).unwrap_err(),
+            Malformed::BadOption(93)
+        );
         let mut untyped = discover(&[(60, b"PXEClient")]);
         untyped.splice(HEADER + 4..HEADER + 7, []);
         assert_eq!(parse(&untyped).unwrap_err(), Malformed::NoMessageType);
@@ -241,12 +260,20 @@ pub mod tests {
         // RFC 3396: repeated options are one, concatenated.
         assert_eq!(r.user_class.len(), 14 * 255);
         let too_many: Vec<(u8, &[u8])> = (0..16).map(|_| (200u8, &big[..])).collect();
-        assert_eq!(parse(&discover(&too_many)).unwrap_err(), Malformed::Oversized);
+        assert_eq!(
+            parse(&discover(&too_many)).unwrap_err(),
+            Malformed::Oversized
+        );
     }
 
     #[test]
     fn random_and_mutated_packets_never_panic() {
-        let base = discover(&[(60, b"PXEClient:Arch:00000:UNDI:002001"), (93, &[0, 0]), (77, b"iPXE"), (43, &[6, 1, 8, 255])]);
+        let base = discover(&[
+            (60, b"PXEClient:Arch:00000:UNDI:002001"),
+            (93, &[0, 0]),
+            (77, b"iPXE"),
+            (43, &[6, 1, 8, 255]),
+        ]);
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -265,13 +292,20 @@ pub mod tests {
                 _ => p = (0..(next() % 700) as usize).map(|_| next() as u8).collect(),
             }
             // The header checks keep dhcproto from panicking (caught, but a bug).
-            assert_ne!(parse(&p).err(), Some(Malformed::Decode("panicked".into())), "{p:?}");
+            assert_ne!(
+                parse(&p).err(),
+                Some(Malformed::Decode("panicked".into())),
+                "{p:?}"
+            );
         }
     }
 
     #[test]
     fn option_framing() {
-        assert_eq!(options(&[0, 0, 6, 1, 8, 255, 9, 9]).unwrap(), vec![(6, &[8u8][..])]);
+        assert_eq!(
+            options(&[0, 0, 6, 1, 8, 255, 9, 9]).unwrap(),
+            vec![(6, &[8u8][..])]
+        );
         assert_eq!(options(&[71, 4, 0, 0, 0]).unwrap_err(), 71);
         assert_eq!(options(&[71]).unwrap_err(), 71);
         assert_eq!(options(&[]).unwrap(), vec![]);

@@ -10,7 +10,9 @@ use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 
-use nix::sys::socket::{bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+use nix::sys::socket::{
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+};
 use tokio::net::UdpSocket;
 
 /// Why the proxyDHCP cannot start on an interface.
@@ -33,30 +35,55 @@ pub enum SocketError {
 
 /// The first IPv4 address of `iface`.
 pub fn interface_address(iface: &str) -> Result<Ipv4Addr, SocketError> {
-    let addrs: Vec<_> = nix::ifaddrs::getifaddrs().map_err(SocketError::List)?.collect();
+    let addrs: Vec<_> = nix::ifaddrs::getifaddrs()
+        .map_err(SocketError::List)?
+        .collect();
     if !addrs.iter().any(|a| a.interface_name == iface) {
         let mut known: Vec<String> = addrs.iter().map(|a| a.interface_name.clone()).collect();
         known.sort();
         known.dedup();
-        return Err(SocketError::NoInterface { iface: iface.to_string(), known: known.join(", ") });
+        return Err(SocketError::NoInterface {
+            iface: iface.to_string(),
+            known: known.join(", "),
+        });
     }
     addrs
         .iter()
         .filter(|a| a.interface_name == iface)
         .find_map(|a| a.address.as_ref()?.as_sockaddr_in().map(|s| s.ip()))
-        .ok_or_else(|| SocketError::NoAddress { iface: iface.to_string() })
+        .ok_or_else(|| SocketError::NoAddress {
+            iface: iface.to_string(),
+        })
 }
 
 /// A UDP socket on 0.0.0.0:`port`, tied to `iface`, allowed to broadcast,
 /// on the current tokio runtime.
 pub fn bind_udp(iface: &str, port: u16) -> Result<UdpSocket, SocketError> {
-    let err = |e: nix::Error| SocketError::Bind { iface: iface.to_string(), port, source: e.into() };
-    let fd: OwnedFd = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None).map_err(err)?;
+    let err = |e: nix::Error| SocketError::Bind {
+        iface: iface.to_string(),
+        port,
+        source: e.into(),
+    };
+    let fd: OwnedFd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(err)?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err)?;
     setsockopt(&fd, sockopt::Broadcast, &true).map_err(err)?;
     setsockopt(&fd, sockopt::BindToDevice, &OsString::from(iface)).map_err(err)?;
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))).map_err(err)?;
-    UdpSocket::from_std(std::net::UdpSocket::from(fd)).map_err(|source| SocketError::Bind { iface: iface.to_string(), port, source })
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+    )
+    .map_err(err)?;
+    UdpSocket::from_std(std::net::UdpSocket::from(fd)).map_err(|source| SocketError::Bind {
+        iface: iface.to_string(),
+        port,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -67,6 +94,9 @@ mod tests {
     fn loopback_has_its_address_and_unknown_interfaces_are_named() {
         assert_eq!(interface_address("lo").unwrap(), Ipv4Addr::LOCALHOST);
         let err = interface_address("nosuch0").unwrap_err().to_string();
-        assert!(err.contains("nosuch0: no such network interface") && err.contains("lo"), "{err}");
+        assert!(
+            err.contains("nosuch0: no such network interface") && err.contains("lo"),
+            "{err}"
+        );
     }
 }

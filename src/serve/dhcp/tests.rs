@@ -12,7 +12,10 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const UUID: [u8; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
 
 fn cfg() -> Config {
-    Config { server: SERVER, base_url: "http://10.9.0.1:8080".into() }
+    Config {
+        server: SERVER,
+        base_url: "http://10.9.0.1:8080".into(),
+    }
 }
 
 fn peer() -> SocketAddrV4 {
@@ -23,7 +26,11 @@ fn peer() -> SocketAddrV4 {
 fn offer(extra: &[(u8, &[u8])]) -> (Client, Message, SocketAddrV4) {
     let req = parse(&discover(extra)).unwrap();
     let a = answer(&req, Port::Dhcp, peer(), &cfg()).unwrap();
-    (a.client, Message::decode(&mut Decoder::new(&a.bytes)).unwrap(), a.to)
+    (
+        a.client,
+        Message::decode(&mut Decoder::new(&a.bytes)).unwrap(),
+        a.to,
+    )
 }
 
 fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
@@ -31,7 +38,9 @@ fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
 }
 
 fn file(m: &Message) -> String {
-    String::from_utf8_lossy(m.fname().unwrap_or_default()).trim_end_matches('\0').to_string()
+    String::from_utf8_lossy(m.fname().unwrap_or_default())
+        .trim_end_matches('\0')
+        .to_string()
 }
 
 /// What every proxy reply carries: no address, the server named, PXEClient.
@@ -39,23 +48,52 @@ fn assert_proxy_reply(m: &Message, kind: MessageType, class: &[u8]) {
     assert_eq!(m.opcode(), dhcproto::v4::Opcode::BootReply);
     assert_eq!(m.xid(), 0x1234_5678);
     assert_eq!(m.chaddr(), [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
-    assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED, "a proxy hands out no address");
+    assert_eq!(
+        m.yiaddr(),
+        Ipv4Addr::UNSPECIFIED,
+        "a proxy hands out no address"
+    );
     assert_eq!(m.siaddr(), SERVER);
-    assert_eq!(opt(m, OptionCode::MessageType), Some(&DhcpOption::MessageType(kind)));
-    assert_eq!(opt(m, OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(SERVER)));
-    assert_eq!(opt(m, OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(class.to_vec())));
-    assert!(opt(m, OptionCode::AddressLeaseTime).is_none() && opt(m, OptionCode::SubnetMask).is_none());
+    assert_eq!(
+        opt(m, OptionCode::MessageType),
+        Some(&DhcpOption::MessageType(kind))
+    );
+    assert_eq!(
+        opt(m, OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(SERVER))
+    );
+    assert_eq!(
+        opt(m, OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(class.to_vec()))
+    );
+    assert!(
+        opt(m, OptionCode::AddressLeaseTime).is_none() && opt(m, OptionCode::SubnetMask).is_none()
+    );
 }
 
 #[test]
 fn bios_pxe_gets_undionly_over_tftp_without_discovery() {
-    let (client, m, to) = offer(&[(60, b"PXEClient:Arch:00000:UNDI:002001"), (93, &[0, 0]), (97, &UUID)]);
+    let (client, m, to) = offer(&[
+        (60, b"PXEClient:Arch:00000:UNDI:002001"),
+        (93, &[0, 0]),
+        (97, &UUID),
+    ]);
     assert_eq!(client, Client::BiosPxe);
     assert_proxy_reply(&m, MessageType::Offer, b"PXEClient");
     assert_eq!(file(&m), "undionly.kpxe");
-    assert_eq!(opt(&m, OptionCode::VendorExtensions), Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255])));
-    assert_eq!(opt(&m, OptionCode::ClientMachineIdentifier), Some(&DhcpOption::ClientMachineIdentifier(UUID.to_vec())));
-    assert_eq!(to, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68), "no address yet: broadcast");
+    assert_eq!(
+        opt(&m, OptionCode::VendorExtensions),
+        Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
+    );
+    assert_eq!(
+        opt(&m, OptionCode::ClientMachineIdentifier),
+        Some(&DhcpOption::ClientMachineIdentifier(UUID.to_vec()))
+    );
+    assert_eq!(
+        to,
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
+        "no address yet: broadcast"
+    );
     assert!(m.flags().broadcast());
 }
 
@@ -67,8 +105,14 @@ fn uefi_pxe_gets_ipxe_efi_over_tftp_and_no_option_43() {
         assert_eq!(client, Client::UefiPxe);
         assert_proxy_reply(&m, MessageType::Offer, b"PXEClient");
         assert_eq!(file(&m), "ipxe.efi");
-        assert!(opt(&m, OptionCode::VendorExtensions).is_none(), "UEFI asks again on 4011");
-        assert!(opt(&m, OptionCode::ClientMachineIdentifier).is_none(), "no UUID asked, none echoed");
+        assert!(
+            opt(&m, OptionCode::VendorExtensions).is_none(),
+            "UEFI asks again on 4011"
+        );
+        assert!(
+            opt(&m, OptionCode::ClientMachineIdentifier).is_none(),
+            "no UUID asked, none echoed"
+        );
     }
 }
 
@@ -84,10 +128,18 @@ fn uefi_http_boot_gets_ipxe_efi_over_http() {
 fn ipxe_gets_the_boot_script_with_its_mac() {
     // iPXE's bare user class, and the RFC 3004 form; on BIOS and UEFI alike.
     for (user_class, arch) in [(&b"iPXE"[..], 0u8), (&b"\x04iPXE"[..], 7)] {
-        let (client, m, _) = offer(&[(60, b"PXEClient:Arch:00000:UNDI:002001"), (77, user_class), (93, &[0, arch]), (175, &[0xb1, 1, 1])]);
+        let (client, m, _) = offer(&[
+            (60, b"PXEClient:Arch:00000:UNDI:002001"),
+            (77, user_class),
+            (93, &[0, arch]),
+            (175, &[0xb1, 1, 1]),
+        ]);
         assert_eq!(client, Client::Ipxe);
         assert_proxy_reply(&m, MessageType::Offer, b"PXEClient");
-        assert_eq!(file(&m), "http://10.9.0.1:8080/boot.ipxe?mac=52:54:00:12:34:56");
+        assert_eq!(
+            file(&m),
+            "http://10.9.0.1:8080/boot.ipxe?mac=52:54:00:12:34:56"
+        );
         assert!(opt(&m, OptionCode::VendorExtensions).is_none());
     }
 }
@@ -95,16 +147,27 @@ fn ipxe_gets_the_boot_script_with_its_mac() {
 #[test]
 fn a_long_url_goes_in_option_67() {
     let req = parse(&discover(&[(60, b"PXEClient"), (77, b"iPXE")])).unwrap();
-    let long = Config { base_url: format!("http://boot.example.test/{}", "a".repeat(120)), ..cfg() };
+    let long = Config {
+        base_url: format!("http://boot.example.test/{}", "a".repeat(120)),
+        ..cfg()
+    };
     let a = answer(&req, Port::Dhcp, peer(), &long).unwrap();
     let m = Message::decode(&mut Decoder::new(&a.bytes)).unwrap();
     assert_eq!(m.fname(), None);
-    assert_eq!(opt(&m, OptionCode::BootfileName), Some(&DhcpOption::BootfileName(a.file.clone().into_bytes())));
+    assert_eq!(
+        opt(&m, OptionCode::BootfileName),
+        Some(&DhcpOption::BootfileName(a.file.clone().into_bytes()))
+    );
 }
 
 #[test]
 fn the_pxe_exchange_on_4011_is_acked_to_the_sender_with_the_boot_item() {
-    let mut request = discover(&[(60, b"PXEClient:Arch:00007:UNDI:003000"), (93, &[0, 7]), (97, &UUID), (43, &[71, 4, 0x80, 0, 0, 0, 255])]);
+    let mut request = discover(&[
+        (60, b"PXEClient:Arch:00007:UNDI:003000"),
+        (93, &[0, 7]),
+        (97, &UUID),
+        (43, &[71, 4, 0x80, 0, 0, 0, 255]),
+    ]);
     request[240 + 2] = 3; // DHCPREQUEST
     request[12..16].copy_from_slice(&[10, 9, 0, 150]); // ciaddr: it has its address now
     let req = parse(&request).unwrap();
@@ -115,10 +178,21 @@ fn the_pxe_exchange_on_4011_is_acked_to_the_sender_with_the_boot_item() {
     assert_proxy_reply(&m, MessageType::Ack, b"PXEClient");
     assert_eq!(m.ciaddr(), Ipv4Addr::new(10, 9, 0, 150));
     assert_eq!(file(&m), "ipxe.efi");
-    assert_eq!(opt(&m, OptionCode::VendorExtensions), Some(&DhcpOption::VendorExtensions(vec![71, 4, 0x80, 0, 0, 0, 255])));
-    assert_eq!(opt(&m, OptionCode::ClientMachineIdentifier), Some(&DhcpOption::ClientMachineIdentifier(UUID.to_vec())));
+    assert_eq!(
+        opt(&m, OptionCode::VendorExtensions),
+        Some(&DhcpOption::VendorExtensions(vec![
+            71, 4, 0x80, 0, 0, 0, 255
+        ]))
+    );
+    assert_eq!(
+        opt(&m, OptionCode::ClientMachineIdentifier),
+        Some(&DhcpOption::ClientMachineIdentifier(UUID.to_vec()))
+    );
     // A DISCOVER on 4011, or a REQUEST on 67 (the site's exchange), is not ours.
-    assert!(matches!(answer(&req, Port::Dhcp, from, &cfg()), Err(Ignored::Message(MessageType::Request, 67))));
+    assert!(matches!(
+        answer(&req, Port::Dhcp, from, &cfg()),
+        Err(Ignored::Message(MessageType::Request, 67))
+    ));
 }
 
 #[test]
@@ -133,22 +207,37 @@ fn relayed_requests_go_back_to_the_relay() {
 fn other_clients_are_left_alone() {
     let ignored = |extra: &[(u8, &[u8])]| classify(&parse(&discover(extra)).unwrap()).unwrap_err();
     // The initrd's udhcpc, systemd-networkd, anything not PXE.
-    assert!(matches!(ignored(&[(60, b"udhcp 1.35.0")]), Ignored::NotPxe(_)));
+    assert!(matches!(
+        ignored(&[(60, b"udhcp 1.35.0")]),
+        Ignored::NotPxe(_)
+    ));
     assert!(matches!(ignored(&[]), Ignored::NotPxe(_)));
     // iPXE without a PXE vendor class is not a netbooting client either.
     assert!(matches!(ignored(&[(77, b"iPXE")]), Ignored::NotPxe(_)));
     // 32-bit UEFI, ARM64 UEFI, 32-bit UEFI HTTP: no iPXE for them here.
-    assert_eq!(ignored(&[(60, b"PXEClient:Arch:00006"), (93, &[0, 6])]), Ignored::Arch(6));
+    assert_eq!(
+        ignored(&[(60, b"PXEClient:Arch:00006"), (93, &[0, 6])]),
+        Ignored::Arch(6)
+    );
     assert_eq!(ignored(&[(60, b"PXEClient:Arch:00011")]), Ignored::Arch(11));
-    assert_eq!(ignored(&[(60, b"HTTPClient:Arch:00015"), (93, &[0, 15])]), Ignored::Arch(15));
+    assert_eq!(
+        ignored(&[(60, b"HTTPClient:Arch:00015"), (93, &[0, 15])]),
+        Ignored::Arch(15)
+    );
     // A truncated RFC 3004 user class is not iPXE.
-    assert_eq!(classify(&parse(&discover(&[(60, b"PXEClient"), (77, b"\x09iPXE")])).unwrap()), Ok(Client::BiosPxe));
+    assert_eq!(
+        classify(&parse(&discover(&[(60, b"PXEClient"), (77, b"\x09iPXE")])).unwrap()),
+        Ok(Client::BiosPxe)
+    );
 }
 
 #[test]
 fn arch_is_read_off_the_vendor_class_when_option_93_is_missing() {
     let client = |class: &[u8]| classify(&parse(&discover(&[(60, class)])).unwrap());
-    assert_eq!(client(b"PXEClient:Arch:00007:UNDI:003000"), Ok(Client::UefiPxe));
+    assert_eq!(
+        client(b"PXEClient:Arch:00007:UNDI:003000"),
+        Ok(Client::UefiPxe)
+    );
     assert_eq!(client(b"PXEClient"), Ok(Client::BiosPxe));
     assert_eq!(client(b"HTTPClient:Arch:00016"), Ok(Client::UefiHttp));
 }

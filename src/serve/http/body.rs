@@ -32,12 +32,25 @@ pub fn accepted(parts: &Parts) -> bool {
 /// How long the announced body is.
 fn announced(parts: &Parts) -> Result<usize, Refused> {
     if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        return Err(Refused(411, "send the body with a Content-Length, not chunked".into()));
+        return Err(Refused(
+            411,
+            "send the body with a Content-Length, not chunked".into(),
+        ));
     }
-    let raw = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("0");
-    let len: usize = raw.trim().parse().map_err(|_| Refused(400, format!("Content-Length `{raw}` is not a number")))?;
+    let raw = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0");
+    let len: usize = raw
+        .trim()
+        .parse()
+        .map_err(|_| Refused(400, format!("Content-Length `{raw}` is not a number")))?;
     if len > MAX_BODY {
-        return Err(Refused(413, format!("request body of {len} bytes is over the limit of {MAX_BODY}")));
+        return Err(Refused(
+            413,
+            format!("request body of {len} bytes is over the limit of {MAX_BODY}"),
+        ));
     }
     Ok(len)
 }
@@ -45,7 +58,11 @@ fn announced(parts: &Parts) -> Result<usize, Refused> {
 /// Read the body the head announced: first what already sits in `buf`
 /// after the head (the caller drained the head), then from the socket.
 /// The bytes taken are removed from `buf`.
-pub async fn read(stream: &mut TcpStream, buf: &mut Vec<u8>, parts: &Parts) -> io::Result<Result<RequestBody, Refused>> {
+pub async fn read(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parts: &Parts,
+) -> io::Result<Result<RequestBody, Refused>> {
     let len = match announced(parts) {
         Ok(len) => len,
         Err(refused) => return Ok(Err(refused)),
@@ -54,7 +71,10 @@ pub async fn read(stream: &mut TcpStream, buf: &mut Vec<u8>, parts: &Parts) -> i
         let mut chunk = [0u8; 8192];
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in a request body"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed in a request body",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -71,11 +91,35 @@ mod tests {
 
     #[test]
     fn lengths_are_checked_before_reading() {
-        assert_eq!(announced(&parts(b"POST /api/x HTTP/1.1\r\nContent-Length: 12\r\n\r\n")), Ok(12));
+        assert_eq!(
+            announced(&parts(
+                b"POST /api/x HTTP/1.1\r\nContent-Length: 12\r\n\r\n"
+            )),
+            Ok(12)
+        );
         assert_eq!(announced(&parts(b"POST /api/x HTTP/1.1\r\n\r\n")), Ok(0));
-        assert_eq!(announced(&parts(b"POST /api/x HTTP/1.1\r\nContent-Length: 70000\r\n\r\n")).unwrap_err().0, 413);
-        assert_eq!(announced(&parts(b"POST /api/x HTTP/1.1\r\nContent-Length: x\r\n\r\n")).unwrap_err().0, 400);
-        assert_eq!(announced(&parts(b"POST /api/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")).unwrap_err().0, 411);
+        assert_eq!(
+            announced(&parts(
+                b"POST /api/x HTTP/1.1\r\nContent-Length: 70000\r\n\r\n"
+            ))
+            .unwrap_err()
+            .0,
+            413
+        );
+        assert_eq!(
+            announced(&parts(b"POST /api/x HTTP/1.1\r\nContent-Length: x\r\n\r\n"))
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert_eq!(
+            announced(&parts(
+                b"POST /api/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ))
+            .unwrap_err()
+            .0,
+            411
+        );
         assert!(accepted(&parts(b"POST /api/nodes HTTP/1.1\r\n\r\n")));
         assert!(!accepted(&parts(b"POST /boot.ipxe HTTP/1.1\r\n\r\n")));
         assert!(!accepted(&parts(b"GET /api/nodes HTTP/1.1\r\n\r\n")));

@@ -25,7 +25,9 @@ const NICE: i32 = 5;
 fn runtime() -> io::Result<&'static tokio::runtime::Runtime> {
     static RUNTIME: OnceLock<io::Result<tokio::runtime::Runtime>> = OnceLock::new();
     let built = RUNTIME.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("mkimage-bulk")
@@ -37,12 +39,21 @@ fn runtime() -> io::Result<&'static tokio::runtime::Runtime> {
             .enable_all()
             .build()
     });
-    built.as_ref().map_err(|e| io::Error::new(e.kind(), format!("cannot start the file-body runtime: {e}")))
+    built
+        .as_ref()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start the file-body runtime: {e}")))
 }
 
 /// `len` bytes of `file` from `start` on `stream`'s socket, sent by a task
 /// on the bulk runtime; `sent` counts them.
-pub async fn send_file(stream: &TcpStream, file: File, start: u64, len: u64, timeout: Duration, sent: &mut u64) -> io::Result<()> {
+pub async fn send_file(
+    stream: &TcpStream,
+    file: File,
+    start: u64,
+    len: u64,
+    timeout: Duration,
+    sent: &mut u64,
+) -> io::Result<()> {
     let rt = runtime()?;
     let dup = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?);
     dup.set_nonblocking(true)?;

@@ -38,7 +38,10 @@ pub enum Refused {
 /// returns it and its length in `buf` (`Ok(None)`: the client closed the
 /// connection between requests). Bytes after the head stay in `buf`
 /// (pipelined requests).
-pub async fn read(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Result<(Head, usize), Refused>>> {
+pub async fn read(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<Result<(Head, usize), Refused>>> {
     loop {
         if !buf.is_empty() {
             match parse(buf) {
@@ -53,7 +56,10 @@ pub async fn read(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Optio
         if n == 0 {
             return match buf.is_empty() {
                 true => Ok(None),
-                false => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in a request head")),
+                false => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed in a request head",
+                )),
             };
         }
         buf.extend_from_slice(&chunk[..n]);
@@ -70,8 +76,15 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Head, usize)>, Refused> {
         Err(httparse::Error::TooManyHeaders) => return Err(Refused::TooLarge),
         Err(e) => return Err(Refused::Malformed(format!("bad request head: {e}"))),
     };
-    let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    let mut builder = Request::builder().method(req.method.unwrap_or("GET")).uri(req.path.unwrap_or("/")).version(version);
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut builder = Request::builder()
+        .method(req.method.unwrap_or("GET"))
+        .uri(req.path.unwrap_or("/"))
+        .version(version);
     let (mut close, mut keep) = (false, false);
     let mut has_body = false;
     for h in req.headers.iter() {
@@ -86,9 +99,18 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Head, usize)>, Refused> {
         }
         builder = builder.header(h.name, h.value);
     }
-    let request = builder.body(()).map_err(|e| Refused::Malformed(format!("bad request: {e}")))?;
+    let request = builder
+        .body(())
+        .map_err(|e| Refused::Malformed(format!("bad request: {e}")))?;
     let keep_alive = !close && (version == Version::HTTP_11 || keep);
-    Ok(Some((Head { parts: request.into_parts().0, keep_alive, has_body }, len)))
+    Ok(Some((
+        Head {
+            parts: request.into_parts().0,
+            keep_alive,
+            has_body,
+        },
+        len,
+    )))
 }
 
 #[cfg(test)]
@@ -97,21 +119,76 @@ mod tests {
 
     #[test]
     fn heads_parse_with_keep_alive_rules_and_limits() {
-        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none(), "incomplete");
-        let (head, len) = parse(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\nGET /next").unwrap().unwrap();
-        assert_eq!((head.parts.uri.path(), head.parts.uri.query(), head.keep_alive, head.has_body, len), ("/a", Some("b=c"), true, false, 32));
+        assert!(
+            parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none(),
+            "incomplete"
+        );
+        let (head, len) = parse(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\nGET /next")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                head.parts.uri.path(),
+                head.parts.uri.query(),
+                head.keep_alive,
+                head.has_body,
+                len
+            ),
+            ("/a", Some("b=c"), true, false, 32)
+        );
         let (head, _) = parse(b"HEAD /x HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert_eq!((head.parts.method.as_str(), head.keep_alive), ("HEAD", false));
-        assert!(parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap().0.keep_alive);
-        assert!(!parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap().0.keep_alive);
-        assert!(parse(b"GET / HTTP/1.1\nHost: x\n\n").unwrap().is_some(), "bare LF line ends");
-        assert!(parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap().0.has_body);
-        assert!(parse(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap().0.has_body);
-        let (head, _) = parse(b"GET http://evil/../x HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(
+            (head.parts.method.as_str(), head.keep_alive),
+            ("HEAD", false)
+        );
+        assert!(
+            parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .0
+                .keep_alive
+        );
+        assert!(
+            !parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .0
+                .keep_alive
+        );
+        assert!(
+            parse(b"GET / HTTP/1.1\nHost: x\n\n").unwrap().is_some(),
+            "bare LF line ends"
+        );
+        assert!(
+            parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+                .unwrap()
+                .unwrap()
+                .0
+                .has_body
+        );
+        assert!(
+            parse(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .0
+                .has_body
+        );
+        let (head, _) = parse(b"GET http://evil/../x HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(head.parts.uri.path(), "/../x");
-        assert!(matches!(parse(b"GET ../x HTTP/1.1\r\n\r\n"), Err(Refused::Malformed(_))));
-        assert!(matches!(parse(b"\x00\x01garbage\r\n\r\n"), Err(Refused::Malformed(_))));
+        assert!(matches!(
+            parse(b"GET ../x HTTP/1.1\r\n\r\n"),
+            Err(Refused::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"\x00\x01garbage\r\n\r\n"),
+            Err(Refused::Malformed(_))
+        ));
         let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
-        assert_eq!(parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).err(), Some(Refused::TooLarge));
+        assert_eq!(
+            parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).err(),
+            Some(Refused::TooLarge)
+        );
     }
 }

@@ -42,7 +42,13 @@ use head::Refused;
 pub type Handler = dyn Fn(&Parts, SocketAddr) -> Reply + Send + Sync;
 
 /// Accept connections until `stop` turns true; each runs as its own task.
-pub async fn serve(listener: TcpListener, handler: Arc<Handler>, metrics: Arc<Metrics>, timeout: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -50,7 +56,13 @@ pub async fn serve(listener: TcpListener, handler: Arc<Handler>, metrics: Arc<Me
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, handler.clone(), metrics.clone(), timeout));
+                tokio::spawn(connection(
+                    stream,
+                    peer,
+                    handler.clone(),
+                    metrics.clone(),
+                    timeout,
+                ));
             }
             Err(e) => {
                 // Out of descriptors (EMFILE) or memory: existing
@@ -62,32 +74,52 @@ pub async fn serve(listener: TcpListener, handler: Arc<Handler>, metrics: Arc<Me
     }
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<Handler>, metrics: Arc<Metrics>, timeout: Duration) {
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<Handler>,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+) {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     loop {
-        let (head, len) = match tokio::time::timeout(timeout, head::read(&mut stream, &mut buf)).await {
-            Ok(Ok(Some(Ok(parsed)))) => parsed,
-            Ok(Ok(Some(Err(Refused::TooLarge)))) => return send::refuse(&mut stream, 431, "request head too large", timeout).await,
-            Ok(Ok(Some(Err(Refused::Malformed(why))))) => return send::refuse(&mut stream, 400, &why, timeout).await,
-            // Closed, reset, or no complete head within the timeout.
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
-        };
+        let (head, len) =
+            match tokio::time::timeout(timeout, head::read(&mut stream, &mut buf)).await {
+                Ok(Ok(Some(Ok(parsed)))) => parsed,
+                Ok(Ok(Some(Err(Refused::TooLarge)))) => {
+                    return send::refuse(&mut stream, 431, "request head too large", timeout).await
+                }
+                Ok(Ok(Some(Err(Refused::Malformed(why))))) => {
+                    return send::refuse(&mut stream, 400, &why, timeout).await
+                }
+                // Closed, reset, or no complete head within the timeout.
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+            };
         buf.drain(..len);
         let started = Instant::now();
         let (mut parts, mut keep_alive) = (head.parts, head.keep_alive);
         let head_only = parts.method == Method::HEAD;
-        let target = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.to_string());
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| parts.uri.to_string());
         let method = parts.method.to_string();
         let mut refused = None;
         if head.has_body && body::accepted(&parts) {
             match tokio::time::timeout(timeout, body::read(&mut stream, &mut buf, &parts)).await {
                 Ok(Ok(Ok(bytes))) => drop(parts.extensions.insert(bytes)),
-                Ok(Ok(Err(body::Refused(status, why)))) => refused = Some(Reply::text(status, format!("{why}\n"))),
+                Ok(Ok(Err(body::Refused(status, why)))) => {
+                    refused = Some(Reply::text(status, format!("{why}\n")))
+                }
                 Ok(Err(_)) | Err(_) => return,
             }
         } else if head.has_body {
-            refused = Some(Reply::text(413, "request bodies are accepted only by POST /api/…\n"));
+            refused = Some(Reply::text(
+                413,
+                "request bodies are accepted only by POST /api/…\n",
+            ));
         }
         let mut reply = match refused {
             // Not reading the body means the connection cannot be reused.
@@ -97,7 +129,11 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<Handle
             }
             None => {
                 let h = handler.clone();
-                tokio::task::spawn_blocking(move || h(&parts, peer)).await.unwrap_or_else(|e| Reply::text(500, format!("the request handler failed: {e}\n")))
+                tokio::task::spawn_blocking(move || h(&parts, peer))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Reply::text(500, format!("the request handler failed: {e}\n"))
+                    })
             }
         };
         let after_sent = reply.after_sent.take();

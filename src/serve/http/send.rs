@@ -34,10 +34,20 @@ pub struct Sent {
 
 /// Write `reply`; `head_only` for HEAD (the head says how long the body
 /// would be). `Connection: close` when the connection ends after it.
-pub async fn reply(stream: &mut TcpStream, reply: Reply, head_only: bool, keep_alive: bool, timeout: Duration) -> Sent {
+pub async fn reply(
+    stream: &mut TcpStream,
+    reply: Reply,
+    head_only: bool,
+    keep_alive: bool,
+    timeout: Duration,
+) -> Sent {
     let length = reply.body.len();
     let head = head(reply.status, reply.headers, length, keep_alive);
-    let mut sent = Sent { bytes: 0, complete: false, zero_copy: false };
+    let mut sent = Sent {
+        bytes: 0,
+        complete: false,
+        zero_copy: false,
+    };
     if let Err(e) = within(timeout, stream.write_all(&head)).await {
         tracing::debug!("http: writing a response head failed: {e}");
         return sent;
@@ -45,7 +55,9 @@ pub async fn reply(stream: &mut TcpStream, reply: Reply, head_only: bool, keep_a
     let written = match reply.body {
         _ if head_only => Ok(()),
         Body::Empty => Ok(()),
-        Body::Bytes(b) => within(timeout, stream.write_all(&b)).await.map(|()| sent.bytes = b.len() as u64),
+        Body::Bytes(b) => within(timeout, stream.write_all(&b))
+            .await
+            .map(|()| sent.bytes = b.len() as u64),
         Body::File { file, start, len } => {
             sent.zero_copy = true;
             super::bulk::send_file(stream, file, start, len, timeout, &mut sent.bytes).await
@@ -60,10 +72,22 @@ pub async fn reply(stream: &mut TcpStream, reply: Reply, head_only: bool, keep_a
 
 /// A complete response for a request that could not be parsed.
 pub async fn refuse(stream: &mut TcpStream, status: u16, why: &str, timeout: Duration) {
-    let _ = reply(stream, Reply::text(status, format!("{why}\n")), false, false, timeout).await;
+    let _ = reply(
+        stream,
+        Reply::text(status, format!("{why}\n")),
+        false,
+        false,
+        timeout,
+    )
+    .await;
 }
 
-fn head(status: StatusCode, mut headers: http::HeaderMap, length: u64, keep_alive: bool) -> Vec<u8> {
+fn head(
+    status: StatusCode,
+    mut headers: http::HeaderMap,
+    length: u64,
+    keep_alive: bool,
+) -> Vec<u8> {
     headers.insert(SERVER, HeaderValue::from_static("mkimage"));
     if status != StatusCode::NOT_MODIFIED {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
@@ -71,7 +95,12 @@ fn head(status: StatusCode, mut headers: http::HeaderMap, length: u64, keep_aliv
     if !keep_alive {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    let mut out = format!("HTTP/1.1 {} {}\r\n", status.as_str(), status.canonical_reason().unwrap_or("")).into_bytes();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
     for (name, value) in &headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -83,7 +112,14 @@ fn head(status: StatusCode, mut headers: http::HeaderMap, length: u64, keep_aliv
 }
 
 /// `len` bytes of `file` from `start`, by sendfile; `sent` counts them.
-pub(super) async fn send_file(stream: &TcpStream, file: &File, start: u64, len: u64, timeout: Duration, sent: &mut u64) -> io::Result<()> {
+pub(super) async fn send_file(
+    stream: &TcpStream,
+    file: &File,
+    start: u64,
+    len: u64,
+    timeout: Duration,
+    sent: &mut u64,
+) -> io::Result<()> {
     let mut offset = start as libc::off64_t;
     while *sent < len {
         let want = ((len - *sent) as usize).min(STEP);
@@ -91,7 +127,13 @@ pub(super) async fn send_file(stream: &TcpStream, file: &File, start: u64, len: 
             loop {
                 stream.writable().await?;
                 let step = stream.try_io(Interest::WRITABLE, || {
-                    nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut offset), want).map_err(io::Error::from)
+                    nix::sys::sendfile::sendfile64(
+                        stream.as_fd(),
+                        file.as_fd(),
+                        Some(&mut offset),
+                        want,
+                    )
+                    .map_err(io::Error::from)
                 });
                 match step {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -102,7 +144,10 @@ pub(super) async fn send_file(stream: &TcpStream, file: &File, start: u64, len: 
         })
         .await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while serving it"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while serving it",
+            ));
         }
         *sent += n as u64;
         tokio::task::yield_now().await;
@@ -111,9 +156,15 @@ pub(super) async fn send_file(stream: &TcpStream, file: &File, start: u64, len: 
 }
 
 /// `io` if it finishes within `timeout`, else a TimedOut error.
-async fn within<T>(timeout: Duration, io: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+async fn within<T>(
+    timeout: Duration,
+    io: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
     match tokio::time::timeout(timeout, io).await {
         Ok(result) => result,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("client took no data for {timeout:?}"))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("client took no data for {timeout:?}"),
+        )),
     }
 }

@@ -40,15 +40,25 @@ pub fn route(store: &Store, req: &Parts, query: &str, client: SocketAddr) -> Rep
         return Reply::text(404, format!("{path}: no such API (see /api/nodes)\n"));
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let (get, post) = (req.method == Method::GET || req.method == Method::HEAD, req.method == Method::POST);
+    let (get, post) = (
+        req.method == Method::GET || req.method == Method::HEAD,
+        req.method == Method::POST,
+    );
     let mac = match segments.first() {
         Some(raw) => match normalize_mac(raw) {
             Some(m) => Some(m),
-            None => return Reply::text(400, format!("`{raw}` is not a MAC address (use aa:bb:cc:dd:ee:ff)\n")),
+            None => {
+                return Reply::text(
+                    400,
+                    format!("`{raw}` is not a MAC address (use aa:bb:cc:dd:ee:ff)\n"),
+                )
+            }
         },
         None => None,
     };
-    let allow = |methods: &str| Reply::text(405, format!("{path} takes {methods}\n")).with(http::header::ALLOW, methods);
+    let allow = |methods: &str| {
+        Reply::text(405, format!("{path} takes {methods}\n")).with(http::header::ALLOW, methods)
+    };
     match (segments.as_slice(), mac) {
         ([], _) if get => list(store),
         ([_], Some(mac)) if get => one(store, &mac),
@@ -62,14 +72,22 @@ pub fn route(store: &Store, req: &Parts, query: &str, client: SocketAddr) -> Rep
 
 fn list(store: &Store) -> Reply {
     match store.all() {
-        Ok(records) => Reply::bytes(200, JSON, super::show::json(&records.iter().map(Summary::of).collect::<Vec<_>>())),
+        Ok(records) => Reply::bytes(
+            200,
+            JSON,
+            super::show::json(&records.iter().map(Summary::of).collect::<Vec<_>>()),
+        ),
         Err(e) => Reply::text(500, format!("{e}\n")),
     }
 }
 
 fn one(store: &Store, mac: &str) -> Reply {
     match store.get(mac) {
-        Ok(Some(r)) => Reply::bytes(200, JSON, serde_json::to_string_pretty(&r).unwrap_or_default()),
+        Ok(Some(r)) => Reply::bytes(
+            200,
+            JSON,
+            serde_json::to_string_pretty(&r).unwrap_or_default(),
+        ),
         Ok(None) => Reply::text(404, format!("no record of {mac}\n")),
         Err(e) => Reply::text(500, format!("{e}\n")),
     }
@@ -78,15 +96,33 @@ fn one(store: &Store, mac: &str) -> Reply {
 /// `?stage=…`: checked whole before the record is touched.
 fn event(store: &Store, mac: &str, query: &str, ip: IpAddr) -> Reply {
     let Some(name) = query_param(query, "stage") else {
-        return Reply::text(400, format!("give ?stage=NAME (one of {})\n", Stage::reported_names()));
+        return Reply::text(
+            400,
+            format!("give ?stage=NAME (one of {})\n", Stage::reported_names()),
+        );
     };
     let Some(stage) = Stage::reported(&name) else {
-        return Reply::text(400, format!("stage `{}` is not one a machine reports (one of {})\n", name.escape_debug(), Stage::reported_names()));
+        return Reply::text(
+            400,
+            format!(
+                "stage `{}` is not one a machine reports (one of {})\n",
+                name.escape_debug(),
+                Stage::reported_names()
+            ),
+        );
     };
     let text = |key: &str| -> Result<Option<String>, Reply> {
-        match (query_param(query, key), query.split('&').any(|kv| kv.split('=').next() == Some(key))) {
-            (Some(v), _) => record::text(&v).map(|()| Some(v)).map_err(|e| Reply::text(400, format!("{key}=: {e}\n"))),
-            (None, true) => Err(Reply::text(400, format!("{key}=: not valid percent-encoded UTF-8\n"))),
+        match (
+            query_param(query, key),
+            query.split('&').any(|kv| kv.split('=').next() == Some(key)),
+        ) {
+            (Some(v), _) => record::text(&v)
+                .map(|()| Some(v))
+                .map_err(|e| Reply::text(400, format!("{key}=: {e}\n"))),
+            (None, true) => Err(Reply::text(
+                400,
+                format!("{key}=: not valid percent-encoded UTF-8\n"),
+            )),
             (None, false) => Ok(None),
         }
     };
@@ -95,7 +131,11 @@ fn event(store: &Store, mac: &str, query: &str, ip: IpAddr) -> Reply {
         (Err(reply), _) | (_, Err(reply)) => return reply,
     };
     let failure = match (stage, reason) {
-        (Stage::Failed, Some(reason)) if !reason.trim().is_empty() => Some(Failure { time: now(), step, reason }),
+        (Stage::Failed, Some(reason)) if !reason.trim().is_empty() => Some(Failure {
+            time: now(),
+            step,
+            reason,
+        }),
         (Stage::Failed, _) => return Reply::text(400, "stage=failed needs &reason=WHY\n"),
         (_, Some(_)) => return Reply::text(400, "reason= goes with stage=failed only\n"),
         (_, None) => None,
@@ -112,7 +152,11 @@ fn event(store: &Store, mac: &str, query: &str, ip: IpAddr) -> Reply {
 }
 
 fn inventory(store: &Store, mac: &str, req: &Parts, ip: IpAddr) -> Reply {
-    let body = req.extensions.get::<RequestBody>().map(|b| b.0.as_slice()).unwrap_or_default();
+    let body = req
+        .extensions
+        .get::<RequestBody>()
+        .map(|b| b.0.as_slice())
+        .unwrap_or_default();
     if body.is_empty() {
         return Reply::text(400, "POST the inventory as a JSON object in the body\n");
     }
@@ -126,10 +170,20 @@ fn inventory(store: &Store, mac: &str, req: &Parts, ip: IpAddr) -> Reply {
         r.saw(Stage::Inventory, t);
         r.ip = Some(ip.to_string());
     });
-    saved(updated, mac, |r| Reply::bytes(200, JSON, serde_json::to_string(&Summary::of(r)).unwrap_or_default()))
+    saved(updated, mac, |r| {
+        Reply::bytes(
+            200,
+            JSON,
+            serde_json::to_string(&Summary::of(r)).unwrap_or_default(),
+        )
+    })
 }
 
-fn saved(updated: Result<super::Record, super::NodeError>, mac: &str, ok: impl FnOnce(&super::Record) -> Reply) -> Reply {
+fn saved(
+    updated: Result<super::Record, super::NodeError>,
+    mac: &str,
+    ok: impl FnOnce(&super::Record) -> Reply,
+) -> Reply {
     let mut reply = match updated {
         Ok(r) => ok(&r),
         Err(e) => {

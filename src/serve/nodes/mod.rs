@@ -75,12 +75,25 @@ impl Stage {
     /// The stages a machine reports itself with `GET …/event?stage=NAME`
     /// (the server sees the others happen).
     pub fn reported(name: &str) -> Option<Stage> {
-        Stage::ALL.into_iter().filter(|s| !matches!(s, Stage::Script | Stage::Kernel | Stage::Initrd | Stage::Inventory)).find(|s| s.name() == name)
+        Stage::ALL
+            .into_iter()
+            .filter(|s| {
+                !matches!(
+                    s,
+                    Stage::Script | Stage::Kernel | Stage::Initrd | Stage::Inventory
+                )
+            })
+            .find(|s| s.name() == name)
     }
 
     /// The names `reported` accepts, for error messages.
     pub fn reported_names() -> String {
-        Stage::ALL.into_iter().filter_map(|s| Stage::reported(s.name())).map(Stage::name).collect::<Vec<_>>().join(", ")
+        Stage::ALL
+            .into_iter()
+            .filter_map(|s| Stage::reported(s.name()))
+            .map(Stage::name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -96,12 +109,22 @@ mod tests {
     #[test]
     fn stage_names_round_trip_and_only_reported_ones_are_accepted() {
         for s in Stage::ALL {
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.name()));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.name())
+            );
         }
         assert_eq!(Stage::reported("switch-root"), Some(Stage::SwitchRoot));
         assert_eq!(Stage::reported("booted"), Some(Stage::Booted));
-        assert_eq!(Stage::reported("kernel"), None, "the server sees the kernel fetched itself");
+        assert_eq!(
+            Stage::reported("kernel"),
+            None,
+            "the server sees the kernel fetched itself"
+        );
         assert_eq!(Stage::reported("bogus"), None);
-        assert_eq!(Stage::reported_names(), "network, download, verified, mounted, switch-root, booted, failed");
+        assert_eq!(
+            Stage::reported_names(),
+            "network, download, verified, mounted, switch-root, booted, failed"
+        );
     }
 }

@@ -163,14 +163,22 @@ pub struct Disk {
 impl Inventory {
     /// Parse and check a posted body: a JSON object of the discovery schema.
     pub fn parse(body: &[u8]) -> Result<Inventory, String> {
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
         if !value.is_object() {
-            return Err("the inventory must be a JSON object ({\"system\": {…}, \"cpu\": {…}, …})".into());
+            return Err(
+                "the inventory must be a JSON object ({\"system\": {…}, \"cpu\": {…}, …})".into(),
+            );
         }
         check_text(&value, "")?;
-        let inv: Inventory = serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        let inv: Inventory = serde_path_to_error::deserialize(value)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
         if inv.nics.len() > MAX_NICS || inv.disks.len() > MAX_DISKS {
-            return Err(format!("{} NICs and {} disks: at most {MAX_NICS} and {MAX_DISKS}", inv.nics.len(), inv.disks.len()));
+            return Err(format!(
+                "{} NICs and {} disks: at most {MAX_NICS} and {MAX_DISKS}",
+                inv.nics.len(),
+                inv.disks.len()
+            ));
         }
         Ok(inv)
     }
@@ -190,10 +198,19 @@ impl Inventory {
 fn check_text(value: &serde_json::Value, at: &str) -> Result<(), String> {
     use serde_json::Value;
     match value {
-        Value::String(s) => text(s).map_err(|e| format!("{}: {e}", if at.is_empty() { "." } else { at })),
-        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| check_text(v, &format!("{at}[{i}]"))),
+        Value::String(s) => {
+            text(s).map_err(|e| format!("{}: {e}", if at.is_empty() { "." } else { at }))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| check_text(v, &format!("{at}[{i}]"))),
         Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-            let at = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            let at = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
             text(k).map_err(|e| format!("key {at}: {e}"))?;
             check_text(v, &at)
         }),
@@ -220,37 +237,88 @@ mod tests {
     fn inventories_are_checked() {
         let good = br#"{"system":{"vendor":"QEMU","product":"Standard PC","serial":""},"cpu":{"model":"x","count":2},"memory_kb":1000,"nics":[{"name":"ens3","mac":"52:54:00:12:34:56","driver":"virtio_net","speed_mbps":-1,"link":true}],"disks":[],"bmc":{"ip":"10.0.0.9"}}"#;
         let inv = Inventory::parse(good).unwrap();
-        assert_eq!((inv.fact("vendor"), inv.fact("model"), inv.cpu.count, inv.nics.len()), (Some("QEMU"), Some("Standard PC"), 2, 1));
+        assert_eq!(
+            (
+                inv.fact("vendor"),
+                inv.fact("model"),
+                inv.cpu.count,
+                inv.nics.len()
+            ),
+            (Some("QEMU"), Some("Standard PC"), 2, 1)
+        );
         assert_eq!(inv.other["bmc"]["ip"], "10.0.0.9", "unknown keys are kept");
         for (bad, why) in [
             (&b"[1,2]"[..], "JSON object"),
             (b"{\"system\": ", "not JSON"),
             (b"{\"cpu\": {\"count\": \"two\"}}", "cpu.count"),
-            (b"{\"system\": {\"vendor\": \"a\\u0007b\"}}", "system.vendor: contains the control character"),
+            (
+                b"{\"system\": {\"vendor\": \"a\\u0007b\"}}",
+                "system.vendor: contains the control character",
+            ),
             (b"{\"nics\": {}}", "nics"),
         ] {
             let err = Inventory::parse(bad).unwrap_err();
             assert!(err.contains(why), "{}: {err}", String::from_utf8_lossy(bad));
         }
-        let long = format!("{{\"system\": {{\"serial\": \"{}\"}}}}", "x".repeat(MAX_TEXT + 1));
-        assert!(Inventory::parse(long.as_bytes()).unwrap_err().contains("at most"));
+        let long = format!(
+            "{{\"system\": {{\"serial\": \"{}\"}}}}",
+            "x".repeat(MAX_TEXT + 1)
+        );
+        assert!(Inventory::parse(long.as_bytes())
+            .unwrap_err()
+            .contains("at most"));
     }
 
     #[test]
     fn stages_are_kept_in_boot_order_and_start_over_with_each_boot_script() {
         let mut r = Record::new("52:54:00:00:00:01", 1);
-        for (t, s) in [(1, Stage::Script), (2, Stage::Kernel), (3, Stage::Kernel), (4, Stage::Mounted), (4, Stage::Verified), (5, Stage::Booted)] {
+        for (t, s) in [
+            (1, Stage::Script),
+            (2, Stage::Kernel),
+            (3, Stage::Kernel),
+            (4, Stage::Mounted),
+            (4, Stage::Verified),
+            (5, Stage::Booted),
+        ] {
             r.saw(s, t);
         }
-        let seen = |r: &Record| r.stages.iter().map(|s| (s.stage, s.time)).collect::<Vec<_>>();
-        assert_eq!(seen(&r), [(Stage::Script, 1), (Stage::Kernel, 3), (Stage::Verified, 4), (Stage::Mounted, 4), (Stage::Booted, 5)]);
+        let seen = |r: &Record| {
+            r.stages
+                .iter()
+                .map(|s| (s.stage, s.time))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            seen(&r),
+            [
+                (Stage::Script, 1),
+                (Stage::Kernel, 3),
+                (Stage::Verified, 4),
+                (Stage::Mounted, 4),
+                (Stage::Booted, 5)
+            ]
+        );
         assert_eq!(r.stage, Some(Stage::Booted));
         r.saw(Stage::Network, 6);
-        assert_eq!(r.stage, Some(Stage::Booted), "the furthest stage, not the last report");
+        assert_eq!(
+            r.stage,
+            Some(Stage::Booted),
+            "the furthest stage, not the last report"
+        );
         r.saw(Stage::Script, 9);
-        assert_eq!((r.boots, seen(&r), r.stage, r.last_seen), (2, vec![(Stage::Script, 9)], Some(Stage::Script), 9));
+        assert_eq!(
+            (r.boots, seen(&r), r.stage, r.last_seen),
+            (2, vec![(Stage::Script, 9)], Some(Stage::Script), 9)
+        );
         for t in 0..100 {
-            r.saw(if t % 2 == 0 { Stage::Network } else { Stage::Download }, 10 + t);
+            r.saw(
+                if t % 2 == 0 {
+                    Stage::Network
+                } else {
+                    Stage::Download
+                },
+                10 + t,
+            );
         }
         assert_eq!(r.stages.len(), 3, "one entry per stage");
     }

@@ -69,7 +69,10 @@ impl Summary {
 
 /// The machines recorded under the served dir `dir` (for `mkimage nodes`).
 pub fn list(dir: &Path) -> Result<Vec<Summary>, NodeError> {
-    Ok(read_all(&dir.join(NODES))?.iter().map(Summary::of).collect())
+    Ok(read_all(&dir.join(NODES))?
+        .iter()
+        .map(Summary::of)
+        .collect())
 }
 
 /// `{"nodes": [...]}`.
@@ -77,7 +80,21 @@ pub fn json(nodes: &[Summary]) -> String {
     serde_json::json!({ "nodes": nodes }).to_string()
 }
 
-const COLUMNS: [&str; 13] = ["MAC", "IP", "VENDOR", "MODEL", "SERIAL", "CPUS", "MEMORY", "DISKS", "NICS", "PROFILE", "STAGE", "LAST SEEN (UTC)", "LAST FAILURE"];
+const COLUMNS: [&str; 13] = [
+    "MAC",
+    "IP",
+    "VENDOR",
+    "MODEL",
+    "SERIAL",
+    "CPUS",
+    "MEMORY",
+    "DISKS",
+    "NICS",
+    "PROFILE",
+    "STAGE",
+    "LAST SEEN (UTC)",
+    "LAST FAILURE",
+];
 
 /// The cells of one row, in [`COLUMNS`] order.
 fn cells(n: &Summary) -> Vec<String> {
@@ -91,7 +108,10 @@ fn cells(n: &Summary) -> Vec<String> {
         opt(&n.serial),
         num(n.cpus.map(|c| c.to_string())),
         num(n.memory_kb.map(|k| format!("{} MiB", k / 1024))),
-        num(n.disks.zip(n.disk_bytes).map(|(d, b)| format!("{d} ({} GB)", b / 1_000_000_000))),
+        num(n
+            .disks
+            .zip(n.disk_bytes)
+            .map(|(d, b)| format!("{d} ({} GB)", b / 1_000_000_000))),
         num(n.nics.map(|c| c.to_string())),
         format!("{}{}", opt(&n.profile), if n.new { " (new)" } else { "" }),
         n.stage.map_or("-", Stage::name).to_string(),
@@ -104,10 +124,16 @@ fn cells(n: &Summary) -> Vec<String> {
 pub fn table(nodes: &[Summary]) -> String {
     let mut rows: Vec<Vec<String>> = vec![COLUMNS.iter().map(|c| c.to_string()).collect()];
     rows.extend(nodes.iter().map(cells));
-    let widths: Vec<usize> = (0..COLUMNS.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..COLUMNS.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     out
@@ -158,15 +184,32 @@ mod tests {
         let mut r = Record::new("52:54:00:12:34:56", 0);
         r.saw(Stage::Script, 1);
         r.saw(Stage::Failed, 2);
-        r.failure = Some(Failure { time: 2, step: Some("download basefs".into()), reason: "sha256 mismatch".into() });
+        r.failure = Some(Failure {
+            time: 2,
+            step: Some("download basefs".into()),
+            reason: "sha256 mismatch".into(),
+        });
         r.inventory = Some(Inventory::parse(br#"{"system":{"vendor":"QEMU"},"cpu":{"count":2},"memory_kb":2097152,"disks":[{"size_bytes":8000000000}]}"#).unwrap());
         let s = Summary::of(&r);
-        assert_eq!((s.vendor.as_deref(), s.cpus, s.disks, s.stages.len()), (Some("QEMU"), Some(2), Some(1), 2));
+        assert_eq!(
+            (s.vendor.as_deref(), s.cpus, s.disks, s.stages.len()),
+            (Some("QEMU"), Some(2), Some(1), 2)
+        );
         let text = table(&[s.clone()]);
         assert!(text.lines().next().unwrap().starts_with("MAC "), "{text}");
-        assert!(text.contains("QEMU") && text.contains("2048 MiB") && text.contains("1 (8 GB)") && text.contains("download basefs: sha256 mismatch"), "{text}");
+        assert!(
+            text.contains("QEMU")
+                && text.contains("2048 MiB")
+                && text.contains("1 (8 GB)")
+                && text.contains("download basefs: sha256 mismatch"),
+            "{text}"
+        );
         assert!(json(&[s]).contains("\"stage\":\"failed\""));
         let m = metrics(&[r]);
-        assert!(m.contains("mkimage_nodes{stage=\"failed\"} 1\n") && m.contains("mkimage_nodes{stage=\"booted\"} 0\n"), "{m}");
+        assert!(
+            m.contains("mkimage_nodes{stage=\"failed\"} 1\n")
+                && m.contains("mkimage_nodes{stage=\"booted\"} 0\n"),
+            "{m}"
+        );
     }
 }

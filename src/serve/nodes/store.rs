@@ -38,11 +38,20 @@ const MAX_FETCHERS: usize = 16384;
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("cannot create the node registry {path}: {source} (is the served dir writable?)")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the node record {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read the node registry {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct Store {
@@ -62,7 +71,11 @@ struct Fetcher {
 impl Store {
     /// The registry of the served dir `served` (created on the first write).
     pub fn new(served: &Path) -> Store {
-        Store { dir: served.join(NODES), locks: Mutex::default(), fetchers: Mutex::default() }
+        Store {
+            dir: served.join(NODES),
+            locks: Mutex::default(),
+            fetchers: Mutex::default(),
+        }
     }
 
     /// One machine's record (`mac` normalized), if it has one.
@@ -77,8 +90,19 @@ impl Store {
 
     /// Change `mac`'s record (a new one if it has none) with `change`, and
     /// write it; returns what was written. `last_seen` becomes `now`.
-    pub fn update(&self, mac: &str, now: u64, change: impl FnOnce(&mut Record)) -> Result<Record, NodeError> {
-        let lock = self.locks.lock().unwrap_or_else(PoisonError::into_inner).entry(mac.to_string()).or_default().clone();
+    pub fn update(
+        &self,
+        mac: &str,
+        now: u64,
+        change: impl FnOnce(&mut Record),
+    ) -> Result<Record, NodeError> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(mac.to_string())
+            .or_default()
+            .clone();
         let _one_writer = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let path = self.dir.join(file_name(mac));
         let mut record = match read(&path) {
@@ -96,9 +120,19 @@ impl Store {
     }
 
     fn write(&self, path: &Path, record: &Record) -> Result<(), NodeError> {
-        fs::create_dir_all(&self.dir).map_err(|source| NodeError::Create { path: self.dir.clone(), source })?;
-        let werr = |source| NodeError::Write { path: path.to_path_buf(), source };
-        let mut tmp = tempfile::Builder::new().prefix(".record.").suffix(".tmp").tempfile_in(&self.dir).map_err(werr)?;
+        fs::create_dir_all(&self.dir).map_err(|source| NodeError::Create {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let werr = |source| NodeError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".record.")
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)
+            .map_err(werr)?;
         let mut json = serde_json::to_vec_pretty(record).map_err(|e| werr(e.into()))?;
         json.push(b'\n');
         tmp.write_all(&json).map_err(werr)?;
@@ -112,9 +146,18 @@ impl Store {
         if fetchers.len() >= MAX_FETCHERS {
             fetchers.retain(|_, f| f.at.elapsed() < FETCH_WINDOW);
         }
-        let shared = fetchers.get(&ip).is_some_and(|f| f.at.elapsed() < FETCH_WINDOW && (f.shared || f.mac != mac));
+        let shared = fetchers
+            .get(&ip)
+            .is_some_and(|f| f.at.elapsed() < FETCH_WINDOW && (f.shared || f.mac != mac));
         if fetchers.len() < MAX_FETCHERS || fetchers.contains_key(&ip) {
-            fetchers.insert(ip, Fetcher { mac: mac.to_string(), at: Instant::now(), shared });
+            fetchers.insert(
+                ip,
+                Fetcher {
+                    mac: mac.to_string(),
+                    at: Instant::now(),
+                    shared,
+                },
+            );
         }
     }
 
@@ -122,7 +165,10 @@ impl Store {
     /// one did.
     pub fn fetcher(&self, ip: IpAddr) -> Option<String> {
         let fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
-        fetchers.get(&ip).filter(|f| f.at.elapsed() < FETCH_WINDOW && !f.shared).map(|f| f.mac.clone())
+        fetchers
+            .get(&ip)
+            .filter(|f| f.at.elapsed() < FETCH_WINDOW && !f.shared)
+            .map(|f| f.mac.clone())
     }
 }
 
@@ -132,9 +178,19 @@ fn read(path: &Path) -> Result<Option<Record>, NodeError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(NodeError::Read { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(NodeError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| NodeError::Read { path: path.to_path_buf(), source: e.into() })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| NodeError::Read {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })
 }
 
 /// Every record in the registry dir `dir` (none if it does not exist yet),
@@ -143,11 +199,19 @@ pub(super) fn read_all(dir: &Path) -> Result<Vec<Record>, NodeError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(NodeError::Read { path: dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(NodeError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
     };
     let mut records = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| NodeError::Read { path: dir.to_path_buf(), source })?;
+        let entry = entry.map_err(|source| NodeError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with('.') || !name.ends_with(".json") {
@@ -188,10 +252,17 @@ mod tests {
         }
         let r = store.get(mac).unwrap().unwrap();
         assert_eq!(r.boots, 200, "every update landed");
-        let files: Vec<_> = fs::read_dir(dir.path().join(NODES)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let files: Vec<_> = fs::read_dir(dir.path().join(NODES))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         assert_eq!(files, ["52-54-00-00-00-07.json"], "no temp files left");
         // Survives a new store (a restart); a corrupt file is skipped by the listing.
-        fs::write(dir.path().join(NODES).join("52-54-00-00-00-08.json"), "{not json").unwrap();
+        fs::write(
+            dir.path().join(NODES).join("52-54-00-00-00-08.json"),
+            "{not json",
+        )
+        .unwrap();
         let again = Store::new(dir.path());
         let all = again.all().unwrap();
         assert_eq!(all.len(), 1);
@@ -206,7 +277,11 @@ mod tests {
         assert_eq!(store.fetcher(ip), None);
         store.remember_fetcher(ip, "52:54:00:00:00:01");
         store.remember_fetcher(ip, "52:54:00:00:00:01");
-        assert_eq!(store.fetcher(ip).as_deref(), Some("52:54:00:00:00:01"), "the same machine again");
+        assert_eq!(
+            store.fetcher(ip).as_deref(),
+            Some("52:54:00:00:00:01"),
+            "the same machine again"
+        );
         assert_eq!(store.fetcher("10.0.0.6".parse().unwrap()), None);
         // A second machine behind the same address: nobody's, and it stays so.
         store.remember_fetcher(ip, "52:54:00:00:00:02");

@@ -20,11 +20,26 @@ pub const ERR_OPTION: u16 = 8;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Packet {
     /// A read (or write) request: file name, mode, options in order.
-    Request { write: bool, file: String, mode: String, options: Vec<(String, String)> },
-    Data { block: u16, data: Vec<u8> },
-    Ack { block: u16 },
-    Error { code: u16, message: String },
-    Oack { options: Vec<(String, String)> },
+    Request {
+        write: bool,
+        file: String,
+        mode: String,
+        options: Vec<(String, String)>,
+    },
+    Data {
+        block: u16,
+        data: Vec<u8>,
+    },
+    Ack {
+        block: u16,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
+    Oack {
+        options: Vec<(String, String)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -55,7 +70,9 @@ pub fn parse(buf: &[u8]) -> Result<Packet, Malformed> {
     match op {
         RRQ | WRQ | OACK => {
             let parts = strings(rest)?;
-            let (head, opts) = if op == OACK { (&parts[..0], &parts[..]) } else {
+            let (head, opts) = if op == OACK {
+                (&parts[..0], &parts[..])
+            } else {
                 if parts.len() < 2 {
                     return Err(Malformed("request without file name and mode"));
                 }
@@ -64,20 +81,36 @@ pub fn parse(buf: &[u8]) -> Result<Packet, Malformed> {
             if opts.len() % 2 != 0 {
                 return Err(Malformed("option without value"));
             }
-            let options = opts.chunks(2).map(|c| (c[0].to_ascii_lowercase(), c[1].clone())).collect();
+            let options = opts
+                .chunks(2)
+                .map(|c| (c[0].to_ascii_lowercase(), c[1].clone()))
+                .collect();
             if op == OACK {
                 return Ok(Packet::Oack { options });
             }
             if head[0].is_empty() {
                 return Err(Malformed("empty file name"));
             }
-            Ok(Packet::Request { write: op == WRQ, file: head[0].clone(), mode: head[1].to_ascii_lowercase(), options })
+            Ok(Packet::Request {
+                write: op == WRQ,
+                file: head[0].clone(),
+                mode: head[1].to_ascii_lowercase(),
+                options,
+            })
         }
-        DATA => Ok(Packet::Data { block: u16_at(buf, 2)?, data: buf[4..].to_vec() }),
-        ACK => Ok(Packet::Ack { block: u16_at(buf, 2)? }),
+        DATA => Ok(Packet::Data {
+            block: u16_at(buf, 2)?,
+            data: buf[4..].to_vec(),
+        }),
+        ACK => Ok(Packet::Ack {
+            block: u16_at(buf, 2)?,
+        }),
         ERROR => {
             let code = u16_at(buf, 2)?;
-            let message = strings(&buf[4..]).ok().and_then(|s| s.into_iter().next()).unwrap_or_default();
+            let message = strings(&buf[4..])
+                .ok()
+                .and_then(|s| s.into_iter().next())
+                .unwrap_or_default();
             Ok(Packet::Error { code, message })
         }
         _ => Err(Malformed("unknown opcode")),
@@ -91,7 +124,12 @@ pub fn encode(packet: &Packet) -> Vec<u8> {
         out.push(0);
     };
     match packet {
-        Packet::Request { write, file, mode, options } => {
+        Packet::Request {
+            write,
+            file,
+            mode,
+            options,
+        } => {
             out.extend_from_slice(&(if *write { WRQ } else { RRQ }).to_be_bytes());
             put_str(&mut out, file);
             put_str(&mut out, mode);
@@ -135,18 +173,49 @@ mod tests {
             write: false,
             file: "undionly.kpxe".into(),
             mode: "octet".into(),
-            options: vec![("blksize".into(), "1432".into()), ("tsize".into(), "0".into())],
+            options: vec![
+                ("blksize".into(), "1432".into()),
+                ("tsize".into(), "0".into()),
+            ],
         };
         assert_eq!(parse(&encode(&rrq)).unwrap(), rrq);
         let mixed = b"\x00\x01File\x00OCTET\x00BlkSize\x00512\x00";
-        let Packet::Request { mode, options, .. } = parse(mixed).unwrap() else { panic!() };
+        let Packet::Request { mode, options, .. } = parse(mixed).unwrap() else {
+            panic!()
+        };
         assert_eq!(mode, "octet");
         assert_eq!(options, vec![("blksize".to_string(), "512".to_string())]);
         assert_eq!(parse(&[0, 4, 1, 2]).unwrap(), Packet::Ack { block: 258 });
-        assert_eq!(parse(&encode(&Packet::Error { code: 1, message: "x".into() })).unwrap(), Packet::Error { code: 1, message: "x".into() });
-        for bad in [&b""[..], b"\x00", b"\x00\x09ab", b"\x00\x01file", b"\x00\x01file\x00", b"\x00\x01\x00octet\x00", b"\x00\x01f\x00octet\x00blksize\x00", b"\x00\x04\x01", b"\xff\xfe\xfd"] {
+        assert_eq!(
+            parse(&encode(&Packet::Error {
+                code: 1,
+                message: "x".into()
+            }))
+            .unwrap(),
+            Packet::Error {
+                code: 1,
+                message: "x".into()
+            }
+        );
+        for bad in [
+            &b""[..],
+            b"\x00",
+            b"\x00\x09ab",
+            b"\x00\x01file",
+            b"\x00\x01file\x00",
+            b"\x00\x01\x00octet\x00",
+            b"\x00\x01f\x00octet\x00blksize\x00",
+            b"\x00\x04\x01",
+            b"\xff\xfe\xfd",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(encode(&Packet::Data { block: 1, data: vec![7] }), vec![0, 3, 0, 1, 7]);
+        assert_eq!(
+            encode(&Packet::Data {
+                block: 1,
+                data: vec![7]
+            }),
+            vec![0, 3, 0, 1, 7]
+        );
     }
 }
