@@ -16,8 +16,9 @@ report() {
 
 # ready N LIMIT: the machine counts as ready when mkimage-booted.service has
 # reported `booted` (or, booted without a boot server, at multi-user.target).
-# Fails when that came more than LIMIT seconds after basic.target, with
-# systemd-analyze's critical chain: which unit held it.
+# Fails when that came more than LIMIT seconds after basic.target, with the
+# failed units and systemd-analyze's critical chain: which unit held it (a
+# unit that failed after a timeout is not in the chain; it is in the list).
 ready() {
 	systemctl is-system-running --wait >/dev/null 2>&1
 	at() { systemctl show -p ActiveEnterTimestampMonotonic --value "$1"; }
@@ -27,7 +28,8 @@ ready() {
 	if [ "$gap" -le "$2" ]; then
 		report "$1" 0 "$unit $gap s after basic.target"
 	else
-		report "$1" 1 "$unit $gap s after basic.target; what held it: $(systemd-analyze critical-chain --no-pager "$unit" 2>&1)"
+		report "$1" 1 "$unit $gap s after basic.target; failed units: $(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')
+what held it: $(systemd-analyze critical-chain --no-pager "$unit" 2>&1)"
 	fi
 }
 

@@ -13,8 +13,8 @@ pub mod objects;
 pub mod publish;
 
 pub use publish::{
-    hex, now, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch, staging_file,
-    utc, write_atomic,
+    hex, now, now_ms, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch,
+    staging_file, utc, write_atomic,
 };
 
 use std::collections::BTreeMap;

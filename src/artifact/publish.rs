@@ -117,6 +117,14 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// `YYYY-MM-DD HH:MM:SS` for seconds since the epoch (UTC).
 pub fn utc(secs: u64) -> String {
     let days = (secs / 86400) as i64;

@@ -20,7 +20,7 @@ use http::request::Parts;
 use http::Method;
 
 use super::{record, Failure, Inventory, Stage, Store, Summary};
-use crate::artifact::now;
+use crate::artifact::{now, now_ms};
 use crate::serve::http::RequestBody;
 use crate::serve::profiles::{normalize_mac, Facts, Selected};
 use crate::serve::reply::{query_param, AfterSent, Reply};
@@ -140,9 +140,10 @@ fn event(store: &Store, mac: &str, query: &str, ip: IpAddr) -> Reply {
         (_, Some(_)) => return Reply::text(400, "reason= goes with stage=failed only\n"),
         (_, None) => None,
     };
-    let t = now();
+    let ms = now_ms();
+    let t = ms / 1000;
     let updated = store.update(mac, t, |r| {
-        r.saw(stage, t);
+        r.saw_ms(stage, ms);
         r.ip = Some(ip.to_string());
         if failure.is_some() {
             r.failure = failure;
@@ -164,10 +165,11 @@ fn inventory(store: &Store, mac: &str, req: &Parts, ip: IpAddr) -> Reply {
         Ok(i) => i,
         Err(e) => return Reply::text(400, format!("inventory of {mac}: {e}\n")),
     };
-    let t = now();
+    let ms = now_ms();
+    let t = ms / 1000;
     let updated = store.update(mac, t, |r| {
         r.inventory = Some(inventory);
-        r.saw(Stage::Inventory, t);
+        r.saw_ms(Stage::Inventory, ms);
         r.ip = Some(ip.to_string());
     });
     saved(updated, mac, |r| {
@@ -199,9 +201,10 @@ fn saved(
 /// the profile and whether a selector chose it.
 pub fn script_served(store: &Store, mac: &str, ip: IpAddr, profile: &str, selected: Selected) {
     store.remember_fetcher(ip, mac);
-    let t = now();
+    let ms = now_ms();
+    let t = ms / 1000;
     let updated = store.update(mac, t, |r| {
-        r.saw(Stage::Script, t);
+        r.saw_ms(Stage::Script, ms);
         r.ip = Some(ip.to_string());
         r.profile = Some(profile.to_string());
         r.new = selected == Selected::Default;
@@ -223,8 +226,9 @@ pub fn fetched(store: &Arc<Store>, ip: IpAddr, kind: &str) -> Option<AfterSent> 
     let mac = store.fetcher(ip)?;
     let store = store.clone();
     Some(Box::new(move || {
-        let t = now();
-        if let Err(e) = store.update(&mac, t, |r| r.saw(stage, t)) {
+        let ms = now_ms();
+        let t = ms / 1000;
+        if let Err(e) = store.update(&mac, t, |r| r.saw_ms(stage, ms)) {
             tracing::warn!("{e}");
         }
     }))

@@ -47,7 +47,12 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seen {
     pub stage: Stage,
+    /// Seconds since the epoch.
     pub time: u64,
+    /// The same moment in milliseconds since the epoch, for time-to-ready
+    /// (`bench/boot-time.sh`); 0 in records written before it was kept.
+    #[serde(default)]
+    pub ms: u64,
 }
 
 /// The last failure a machine reported.
@@ -81,15 +86,26 @@ impl Record {
     /// kept in boot order whatever order reports arrive in (the init sends
     /// them in the background, at once), one entry per stage.
     pub fn saw(&mut self, stage: Stage, now: u64) {
+        self.saw_ms(stage, now * 1000);
+    }
+
+    /// `saw`, at `ms` milliseconds since the epoch.
+    pub fn saw_ms(&mut self, stage: Stage, ms: u64) {
+        let now = ms / 1000;
         if stage == Stage::Script {
             self.boots += 1;
             self.stages.clear();
         }
         match self.stages.iter_mut().find(|s| s.stage == stage) {
-            Some(seen) => seen.time = now,
+            Some(seen) => (seen.time, seen.ms) = (now, ms),
             None => {
                 let at = self.stages.partition_point(|s| s.stage < stage);
-                self.stages.insert(at, Seen { stage, time: now });
+                let seen = Seen {
+                    stage,
+                    time: now,
+                    ms,
+                };
+                self.stages.insert(at, seen);
             }
         }
         self.stage = self.stages.last().map(|s| s.stage);
@@ -267,6 +283,17 @@ mod tests {
         assert!(Inventory::parse(long.as_bytes())
             .unwrap_err()
             .contains("at most"));
+    }
+
+    #[test]
+    fn stages_keep_milliseconds_for_time_to_ready() {
+        let mut r = Record::new("52:54:00:00:00:01", 1);
+        r.saw_ms(Stage::Script, 1_000_250);
+        r.saw_ms(Stage::Booted, 1_031_900);
+        let seen: Vec<_> = r.stages.iter().map(|s| (s.time, s.ms)).collect();
+        assert_eq!(seen, [(1000, 1_000_250), (1031, 1_031_900)]);
+        let old: Seen = serde_json::from_str(r#"{"stage": "booted", "time": 5}"#).unwrap();
+        assert_eq!((old.time, old.ms), (5, 0));
     }
 
     #[test]
