@@ -6,9 +6,11 @@
 # the server's node record keeps per stage (milliseconds):
 #   script         boot script served → kernel sent whole
 #   kernel+initrd  kernel sent → initrd sent whole
-#   network        initrd sent → the init's NIC configured (kernel boot, modules, DHCP)
-#   download       NIC up → downloads started (image store mounted)
-#   verify         downloads started → every image downloaded and verified
+#   network        initrd sent → downloads start (kernel boot, modules, DHCP,
+#                  the image store mounted)
+#   download       downloads started → every image downloaded and verified
+#                  (overlays by sha256 as they arrive, then unpacked; the
+#                  basefs's dm-verity checks each block when it is read)
 #   mount          verified → union root mounted
 #   switch_root    mounted → about to switch root
 #   systemd        switch root → `booted` reported by mkimage-booted.service
@@ -33,12 +35,12 @@ for i in $(seq "$n"); do
   "$mk" boot-test --dir "$dir" --mac "$mac" --serial-log "$work/serial$i.log" >"$work/boot$i.log" 2>&1 \
     || { grep -E '^(FAIL|PASS)' "$work/boot$i.log" >&2; tail -20 "$work/serial$i.log" >&2; exit 1; }
   # The guest's uptime when mkimage-report said `booted`: from the kernel's start.
-  kernel=$(sed -n 's/^\[ *\([0-9.]*\)\].*mkimage-report: booted reported.*/\1/p' "$work/serial$i.log" | tail -n1)
+  kernel=$(grep -aoE '\[ *[0-9.]+\] mkimage-report\[[0-9]+\]: mkimage-report: booted reported' "$work/serial$i.log" | sed -E 's/^\[ *([0-9.]+)\].*/\1/' | tail -n1)
   python3 - "$record" "${kernel:-nan}" >>"$work/runs" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 t = {s["stage"]: s.get("ms") or s["time"] * 1000 for s in r["stages"]}
-order = ["script", "kernel", "initrd", "network", "download", "verified", "mounted", "switch-root", "booted"]
+order = ["script", "kernel", "initrd", "download", "verified", "mounted", "switch-root", "booted"]
 missing = [s for s in order if s not in t]
 if missing:
     sys.exit(f"the node record has no {', '.join(missing)} stage: {sys.argv[1]}")
@@ -51,7 +53,7 @@ done
 python3 - "$work/runs" "$n" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
-names = ["script", "kernel+initrd", "network", "download", "verify", "mount", "switch_root", "systemd"]
+names = ["script", "kernel+initrd", "network", "download", "mount", "switch_root", "systemd"]
 med = lambda xs: statistics.median(xs)
 total = med([r["total"] for r in runs])
 print(f"boots: {sys.argv[2]}")
