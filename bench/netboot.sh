@@ -33,9 +33,10 @@ play() { (cd "$work/proj" && "$mk" play playbooks/all.yml --out "$work/out" --va
 
 cold=$(secs play)
 again=$(secs play); again_built=$(built)
-# The discovery role's last task: enable lldpd (installed by its first task) too.
-sed -i 's/service: {name: mkimage-inventory, enabled: true}/service: {name: [mkimage-inventory, lldpd], enabled: true}/' "$work/proj/provisioners/discovery/tasks.yml"
-[ "$(tail -n1 "$work/proj/provisioners/discovery/tasks.yml")" = "  service: {name: [mkimage-inventory, lldpd], enabled: true}" ] || { echo "the discovery role's last task is not what this script edits" >&2; exit 1; }
+# The discovery role's last task: enable mkimage-discovery there too (already
+# enabled by an earlier task: the build changes, the image does not).
+sed -i 's/service: {name: mkimage-inventory, enabled: true}/service: {name: [mkimage-inventory, mkimage-discovery], enabled: true}/' "$work/proj/provisioners/discovery/tasks.yml"
+[ "$(tail -n1 "$work/proj/provisioners/discovery/tasks.yml")" = "  service: {name: [mkimage-inventory, mkimage-discovery], enabled: true}" ] || { echo "the discovery role's last task is not what this script edits" >&2; exit 1; }
 disc=$(secs play); disc_built=$(built)
 # The base role's last task: enable a getty on the serial console too.
 sed -i 's/name: \[systemd-networkd, mkimage-ssh-keygen, mkimage-boot-hooks, mkimage-booted, ssh\]/name: [systemd-networkd, mkimage-ssh-keygen, mkimage-boot-hooks, mkimage-booted, ssh, serial-getty@ttyS0]/' "$work/proj/provisioners/base/tasks.yml"

@@ -40,6 +40,9 @@ fetch() {
 			WHY=
 			if get "$URL" "$dest" 2>"$dest.err"; then
 				[ $# -eq 0 ] || run_check "$dest" "$@" || :
+			elif no_room "$dest"; then
+				rm -f "$dest" "$dest.err"
+				return 1
 			else
 				WHY="download failed: $(cat "$dest.err")"
 			fi
@@ -175,7 +178,7 @@ check_overlay() {
 	rm -rf "$layer"
 	mkdir -p "$layer"
 	inflate "$1" "$1.cpio" 2>"$1.cpio.err" || {
-		WHY="cannot decompress overlay: $(cat "$1.cpio.err")"
+		no_room "$1.cpio" || WHY="cannot decompress overlay: $(cat "$1.cpio.err")"
 		rm -f "$1.cpio"
 		return 1
 	}
@@ -226,10 +229,28 @@ overlay_job() { fetch "$2" "$IMAGES/overlay$1.cpio.gz" check_overlay "$1" "$3"; 
 # the kernel backs it with 2 MiB pages: in a TCG VM, downloading the basefs
 # into it costs the same as downloading it to /dev/null, into a plain tmpfs
 # 1.3-1.7x that. A kernel without transparent huge pages gets a plain one.
+# Its size is the RAM left for images (IMAGES_MIB): what the kernel says is
+# available, less RAM_RESERVE_MIB for the booted system itself. So images
+# that do not fit fill the tmpfs (a clean "needs … has …" failure, see
+# no_room) instead of the kernel's OOM killer taking a download.
 IMAGES=/run/mkimage/images
+RAM_RESERVE_MIB=48
+IMAGES_MIB=
 mount_images() {
 	mkdir -p "$IMAGES"
-	mount -t tmpfs -o mode=0700,huge=always tmpfs "$IMAGES" 2>/dev/null && return 0
+	avail=$(sed -n 's/^MemAvailable: *\([0-9]*\) kB/\1/p' /proc/meminfo)
+	IMAGES_MIB=$((avail / 1024 - RAM_RESERVE_MIB))
+	[ "$IMAGES_MIB" -gt 0 ] || IMAGES_MIB=1
+	say "RAM: $((avail / 1024)) MiB available; up to $IMAGES_MIB MiB for images"
+	mount -t tmpfs -o "mode=0700,huge=always,size=${IMAGES_MIB}m" tmpfs "$IMAGES" 2>/dev/null && return 0
 	say "no transparent huge pages: downloading into a plain tmpfs"
-	mount -t tmpfs -o mode=0700 tmpfs "$IMAGES" || fail "cannot mount a tmpfs on $IMAGES"
+	mount -t tmpfs -o "mode=0700,size=${IMAGES_MIB}m" tmpfs "$IMAGES" || fail "cannot mount a tmpfs on $IMAGES"
+}
+
+# no_room FILE: WHY says the images do not fit in this machine's RAM, when
+# the image store is full (a download or unpack that failed for room).
+no_room() {
+	used=$(df -m "$IMAGES" | awk 'NR == 2 { print $3 }')
+	[ "$used" -ge $((IMAGES_MIB - 1)) ] 2>/dev/null || return 1
+	WHY="not enough RAM: ${1##*/} needs more than the $IMAGES_MIB MiB this machine has for images (RAM available less $RAM_RESERVE_MIB MiB for the booted system), and $used MiB are taken; give the machine more RAM, or boot a profile with fewer or smaller overlays"
 }
