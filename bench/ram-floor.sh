@@ -3,7 +3,8 @@
 # which the default profile netboots to `booted` and passes boot-test's
 # assertions, found by bisection between LOW and HIGH. For each boot it
 # prints what holds the RAM at `booted`: /proc/meminfo's main lines, the
-# image store (the basefs), the unpacked overlays and the writable tmpfs.
+# image store (the basefs), the unpacked overlays (rw/layerN) and the
+# writable tmpfs (rw/upper).
 # A boot below the floor must fail in the init with one clear "not enough
 # RAM" line (never the OOM killer): that line is shown too.
 # The last line is `ram floor: N MiB`.
@@ -26,10 +27,9 @@ python3 - vars/boot.yml "$work/boot.yml" <<'PY'
 import sys, yaml
 conf = yaml.safe_load(open(sys.argv[1]))
 conf.setdefault("boot_test", {}).setdefault("expect", []).append({
-    "command": "grep -E '^(MemTotal|MemAvailable|Shmem|AnonPages|Slab|Cached):' /proc/meminfo;"
-               " df -m /run/mkimage/images /run/mkimage/rw | tail -n +2;"
-               " du -sm /run/mkimage/images /run/mkimage/rw/layer* /run/mkimage/rw/upper",
-    "matches": "MemTotal",
+    "command": "{ grep -E '^(MemTotal|MemAvailable|Shmem|AnonPages|Slab|Cached):' /proc/meminfo;"
+               " echo 'MiB used by:'; du -sm /run/mkimage/images /run/mkimage/rw/layer* /run/mkimage/rw/upper; } | sed 's/^/ram: /'",
+    "matches": "ram: MemTotal",
 })
 yaml.safe_dump(conf, open(sys.argv[2], "w"), sort_keys=False)
 PY
@@ -40,8 +40,7 @@ boot() {
   if "$mk" boot-test --dir "$dir" --boot-config "$work/boot.yml" --memory "$1" --timeout 600 \
        --serial-log "$log" >"$work/boot-$1.log" 2>&1; then
     echo "$1 MiB: booted; RAM at booted:"
-    grep -aoE 'mkimage-check: [0-9]+ out .*' "$log" | grep -E 'MemTotal|MemAvailable|Shmem|AnonPages|Slab|Cached|/run/mkimage|tmpfs' \
-      | sed -E 's/^mkimage-check: [0-9]+ out /    /'
+    grep -aoE 'mkimage-check: [0-9]+ out ram: .*' "$log" | sed -E 's/^mkimage-check: [0-9]+ out ram: /    /'
     return 0
   fi
   echo "$1 MiB: did not boot:"
