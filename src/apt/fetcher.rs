@@ -207,7 +207,7 @@ impl Fetcher {
                 self.src
                     .contents
                     .iter()
-                    .any(|c| name.contains(&format!("_{c}_Contents-")))
+                    .any(|c| name.ends_with(&format!("_{c}_Contents-all")))
             });
             found.sort();
             found
@@ -510,10 +510,15 @@ fn state_dir_name(suite: &str, source_line: &str) -> String {
     )
 }
 
-/// The `Contents-ARCH` index as an apt download target, off unless a
-/// source line turns it on (`Contents-mkimage=yes`).
-const CONTENTS_TARGET: &str = "Acquire::IndexTargets::deb::Contents-mkimage {\n  MetaKey \"$(COMPONENT)/Contents-$(ARCHITECTURE)\";\n  \
-     ShortDescription \"Contents-$(ARCHITECTURE)\";\n  Description \"$(RELEASE)/$(COMPONENT) $(ARCHITECTURE) Contents (mkimage)\";\n  \
+/// The `Contents-all` index as an apt download target, off unless a source
+/// line turns it on (`Contents-mkimage=yes`). Its MetaKey names no
+/// `$(ARCHITECTURE)`, so apt makes one target of it and never asks for
+/// `Contents-amd64`: the files of `Architecture: all` packages (every
+/// firmware package a kernel module's firmware comes from) are only in
+/// `Contents-all`, and an index the build does not read is one more a
+/// mirror caught mid-sync can fail it with.
+const CONTENTS_TARGET: &str = "Acquire::IndexTargets::deb::Contents-mkimage {\n  MetaKey \"$(COMPONENT)/Contents-all\";\n  \
+     ShortDescription \"Contents-all\";\n  Description \"$(RELEASE)/$(COMPONENT) all Contents (mkimage)\";\n  \
      DefaultEnabled \"false\";\n  PDiffs \"false\";\n};\n";
 
 /// The private sources.list: one line for the components, and one that
@@ -637,6 +642,24 @@ mod tests {
             .unwrap()
             .contains(" trixie main"));
         assert!(f.lists_present() && !trixie.lists_present());
+        // The firmware's Contents index: Contents-all alone, never Contents-ARCH.
+        let firmware = Fetcher::new(&AptSource {
+            components: vec!["main".into(), "non-free-firmware".into()],
+            contents: vec!["non-free-firmware".into()],
+            ..src.clone()
+        })
+        .unwrap();
+        let conf = fs::read_to_string(firmware.root.join("apt.conf")).unwrap();
+        assert!(
+            conf.contains("MetaKey \"$(COMPONENT)/Contents-all\";")
+                && !conf.contains("$(ARCHITECTURE)"),
+            "{conf}"
+        );
+        assert!(fs::read_to_string(firmware.root.join("etc/sources.list"))
+            .unwrap()
+            .contains(
+                " Contents-mkimage=yes] http://mirror.invalid/debian bookworm non-free-firmware\n"
+            ));
         src.keyring = dir.path().join("missing.gpg");
         assert!(Fetcher::new(&src)
             .err()
