@@ -2,7 +2,8 @@
 //! signed InRelease and the files a test needs, copied from the host's
 //! mirror, served with faults), against mkimage's real code: the initrd's
 //! firmware lookup (`initramfs::firmware::complete` through the private
-//! apt: `apt-get update` with the Contents index, `apt-get download`).
+//! apt: `apt-get update` with the Contents index, `apt-get download`) and
+//! `mkimage basefs` (mmdebstrap).
 //!
 //! - a needed index cut short (its size not InRelease's, as this
 //!   workplace's mirror serves one) is retried, each retry logged, then
@@ -169,4 +170,60 @@ fn a_404_fails_at_once() {
     assert_eq!(mirror.count(&fx.deb), 1, "{:?}", mirror.requests());
     assert!(!logged(&logs).contains("retry"), "{}", logged(&logs));
     assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+}
+
+#[test]
+fn mmdebstrap_retries_a_cut_short_packages_index_then_one_clear_line() {
+    require_root();
+    require("mmdebstrap", "mmdebstrap");
+    let fx = fixture();
+    let mirror = Mirror::start(&[]);
+    let p = Project::new();
+    let vars = p.write(
+        "vars/basefs.yml",
+        &format!(
+            "name: basefs\nsuite: {SUITE}\nvariant: minbase\nbootstrapper: mmdebstrap\nmirror: {}\n\
+             cache_dir: {}\nbootstrap_cache: false\nsource_date_epoch: 1700000000\n",
+            mirror.url,
+            p.path().join("cache").display()
+        ),
+    );
+    let o = p.run(&[
+        "basefs",
+        "--vars",
+        vars.to_str().unwrap(),
+        "--out",
+        p.out().to_str().unwrap(),
+    ]);
+    let served = std::fs::metadata(fx.root.join(MAIN_PACKAGES))
+        .unwrap()
+        .len();
+    let head = format!(
+        "the mirror {} serves {MAIN_PACKAGES} at {served} bytes but its signed InRelease says {} \
+         (a mirror caught mid-sync?)",
+        mirror.url, fx.sizes[MAIN_PACKAGES]
+    );
+    assert_clean_failure(
+        &p,
+        &o,
+        1,
+        &[
+            &format!("bootstrapping {SUITE} with mmdebstrap failed: {head}: retried 3 times over "),
+            "try again later or set mirror: in vars/common.yml",
+        ],
+    );
+    let err = stderr(&o);
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("mkimage: ") && last.contains(&head),
+        "the error is one line, the last:\n{err}"
+    );
+    for n in 1..=3 {
+        assert!(
+            err.contains(&format!("{head}; retry {n} of 3 in ")),
+            "retry {n} not logged:\n{err}"
+        );
+    }
+    assert_eq!(mirror.count(MAIN_PACKAGES), 4, "{:?}", mirror.requests());
+    eprintln!("{err}");
 }
