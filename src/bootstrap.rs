@@ -5,8 +5,11 @@
 //!
 //! A bootstrap that fails only in ways a mirror mends by itself
 //! (`apt::failure`: a file caught mid-sync, a 5xx, a dropped connection)
-//! runs again from an empty target; one that fails for good on the mirror
-//! says so in one line: the mirror's file and what is wrong with it.
+//! runs again from an empty target; one that fails for good says so in one
+//! line: the mirror's file and what is wrong with it, or the filesystem that
+//! filled up (`space`).
+
+mod space;
 
 use std::fs;
 use std::io::Write;
@@ -257,7 +260,7 @@ pub fn run(
         "mmdebstrap" => mmdebstrap(plan, &cache, target, pins)?,
         _ => debootstrap(plan, &cache, target),
     };
-    attempts(plan, &cmd, target, progress)
+    attempts(plan, &cmd, target, &cache, progress)
         .with_context(|| format!("bootstrapping {} with {program} failed", plan.suite))?;
     progress.done(format!(
         "bootstrapped in {:.1}s",
@@ -275,11 +278,12 @@ enum Attempt {
 
 /// Run the bootstrapper, again from an empty target while it fails only in
 /// ways that pass (`exec::Retry::MIRROR`); a failure for good is one line
-/// when it is the mirror's (`MirrorError`).
+/// when it is the mirror's (`MirrorError`) or a full disk (`space`).
 fn attempts(
     plan: &Plan,
     cmd: &crate::exec::Cmd,
     target: &Path,
+    cache: &Path,
     progress: &crate::progress::Progress,
 ) -> anyhow::Result<()> {
     use crate::apt::failure::{self, Failure, MirrorError};
@@ -297,6 +301,7 @@ fn attempts(
         found.push(kept.clone());
         found
     };
+    let before = space::Before::measure(target, cache);
     let mut first = true;
     let attempt = || -> Result<(), Attempt> {
         if !std::mem::take(&mut first) {
@@ -317,9 +322,7 @@ fn attempts(
         };
         let failures = failure::parse(output);
         let first = failures.first()?;
-        failures
-            .iter()
-            .all(Failure::transient)
+        (!space::is_full(output) && failures.iter().all(Failure::transient))
             .then(|| first.describe(mirror, &inreleases()))
     };
     let gave_up = match crate::exec::retry(crate::exec::Retry::MIRROR, attempt, passing) {
@@ -331,6 +334,18 @@ fn attempts(
         Attempt::Failed(error, output) => (error, output),
     };
     tracing::debug!("{error}");
+    if space::is_full(&output) {
+        let need = space::Need {
+            suite: &plan.suite,
+            variant: &plan.variant,
+            arch: &plan.arch,
+            components: &plan.components,
+            include: &plan.packages,
+            target,
+            inrelease: Some(&kept),
+        };
+        anyhow::bail!(space::full_error(&before, &need));
+    }
     let failures = failure::parse(&output);
     match MirrorError::new(
         &failures,
