@@ -10,7 +10,8 @@
 //!   fails in one line naming the mirror, the file and both sizes;
 //! - an index the build does not need (non-free-firmware's Contents-amd64,
 //!   cut short) is never asked for;
-//! - a 503 and reset connections the first time are retried and succeed;
+//! - a 503 and reset connections the first time are retried and succeed
+//!   (by apt itself), a 503 that outlasts apt's retries by mkimage;
 //! - a 404 fails at once, without retries.
 
 mod common;
@@ -142,6 +143,33 @@ fn a_503_and_resets_the_first_time_are_retried_and_succeed() {
             mirror.requests()
         );
     }
+}
+
+/// apt retries a 5xx 3 times itself (1 + 2 + 4 s); one that outlasts them
+/// fails the command, and mkimage runs it again.
+#[test]
+fn a_503_outlasting_apts_own_retries_is_retried_by_mkimage() {
+    let fx = fixture();
+    let mirror = Mirror::start(&[(
+        fx.deb.as_str(),
+        Fault::Status {
+            code: 503,
+            times: 4,
+        },
+    )]);
+    let cache = cache();
+    let (_guard, logs) = capture_logs();
+    let got = firmware_for(&source(&mirror, cache.path())).expect("retried to success");
+    assert!(got.packages.contains_key(&fx.package));
+    assert_eq!(mirror.count(&fx.deb), 5, "{:?}", mirror.requests());
+    let logged = logged(&logs);
+    assert!(
+        logged.contains(&format!(
+            "the mirror {} answers 503 Service Unavailable for {}; retry 1 of 3 in 2 s",
+            mirror.url, fx.deb
+        )) && !logged.contains("retry 2 of 3"),
+        "{logged}"
+    );
 }
 
 #[test]
