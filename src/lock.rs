@@ -146,7 +146,7 @@ mod tests {
         let (path, _) = (claimed.path.clone(), drop(claimed));
         drop((held, file));
         // A staged file nobody holds is being created (not stale) until it is old.
-        assert_eq!(stale(dir.path(), ours), [path.clone()]);
+        assert_eq!(stale(dir.path(), ours), std::slice::from_ref(&path));
         let old = std::time::SystemTime::now() - CLAIMING * 2;
         File::options()
             .write(true)
