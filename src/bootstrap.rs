@@ -2,6 +2,14 @@
 //! apt proxy and the shared `.deb` cache, and the cache of bootstrapped
 //! trees by their inputs (mounted read-only under a build, never modified);
 //! or the tree of a stage archive (`--from`), cached the same way.
+//!
+//! A bootstrap that fails only in ways a mirror mends by itself
+//! (`apt::failure`: a file caught mid-sync, a 5xx, a dropped connection)
+//! runs again from an empty target; one that fails for good says so in one
+//! line: the mirror's file and what is wrong with it, or the filesystem that
+//! filled up (`space`).
+
+mod space;
 
 use std::fs;
 use std::io::Write;
@@ -252,13 +260,110 @@ pub fn run(
         "mmdebstrap" => mmdebstrap(plan, &cache, target, pins)?,
         _ => debootstrap(plan, &cache, target),
     };
-    cmd.run_with(|line| progress.output(line))
+    attempts(plan, &cmd, target, &cache, progress)
         .with_context(|| format!("bootstrapping {} with {program} failed", plan.suite))?;
     progress.done(format!(
         "bootstrapped in {:.1}s",
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// A bootstrap attempt that failed: the bootstrapper (and its output), or
+/// emptying the target before another.
+enum Attempt {
+    Failed(crate::exec::ExecError, String),
+    Clear(anyhow::Error),
+}
+
+/// Run the bootstrapper, again from an empty target while it fails only in
+/// ways that pass (`exec::Retry::MIRROR`); a failure for good is one line
+/// when it is the mirror's (`MirrorError`) or a full disk (`space`).
+fn attempts(
+    plan: &Plan,
+    cmd: &crate::exec::Cmd,
+    target: &Path,
+    cache: &Path,
+    progress: &crate::progress::Progress,
+) -> anyhow::Result<()> {
+    use crate::apt::failure::{self, Failure, MirrorError};
+    let mirror = plan.mirror.trim_end_matches('/');
+    let kept = crate::apt::index::kept(&plan.cache_dir, mirror, &plan.suite);
+    // The InReleases that name the files of by-hash URLs.
+    let inreleases = || -> Vec<PathBuf> {
+        let lists = target.join("var/lib/apt/lists");
+        let mut found: Vec<PathBuf> = [lists.join("partial"), lists]
+            .iter()
+            .filter_map(|d| fs::read_dir(d).ok())
+            .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with("_InRelease"))
+            .collect();
+        found.push(kept.clone());
+        found
+    };
+    let before = space::Before::measure(target, cache);
+    let mut first = true;
+    let attempt = || -> Result<(), Attempt> {
+        if !std::mem::take(&mut first) {
+            clear(target).map_err(Attempt::Clear)?;
+        }
+        let mut output = String::new();
+        cmd.run_with(|line| {
+            progress.output(line);
+            output.push_str(line);
+            output.push('\n');
+        })
+        .map(drop)
+        .map_err(|e| Attempt::Failed(e, output))
+    };
+    let passing = |a: &Attempt| {
+        let Attempt::Failed(_, output) = a else {
+            return None;
+        };
+        let failures = failure::parse(output);
+        let first = failures.first()?;
+        (!space::is_full(output) && failures.iter().all(Failure::transient))
+            .then(|| first.describe(mirror, &inreleases()))
+    };
+    let gave_up = match crate::exec::retry(crate::exec::Retry::MIRROR, attempt, passing) {
+        Ok(()) => return Ok(()),
+        Err(gave_up) => gave_up,
+    };
+    let (error, output) = match gave_up.error {
+        Attempt::Clear(e) => return Err(e),
+        Attempt::Failed(error, output) => (error, output),
+    };
+    tracing::debug!("{error}");
+    if space::is_full(&output) {
+        let need = space::Need {
+            suite: &plan.suite,
+            variant: &plan.variant,
+            arch: &plan.arch,
+            components: &plan.components,
+            include: &plan.packages,
+            target,
+            inrelease: Some(&kept),
+        };
+        anyhow::bail!(space::full_error(&before, &need));
+    }
+    let failures = failure::parse(&output);
+    match MirrorError::new(
+        &failures,
+        mirror,
+        &inreleases(),
+        gave_up.retries,
+        gave_up.elapsed,
+    ) {
+        Some(e) => Err(e.into()),
+        None => Err(error.into()),
+    }
+}
+
+/// Empty the target for another attempt: what the bootstrapper mounted in
+/// it (the package cache, bound over its archives) first.
+fn clear(target: &Path) -> anyhow::Result<()> {
+    crate::sys::unmount_all(&crate::sys::REAL, target)?;
+    crate::sys::remove_tree(&crate::sys::REAL, target)
 }
 
 fn mmdebstrap(

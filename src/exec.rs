@@ -2,7 +2,9 @@
 //!
 //! Every command gets a chosen environment, `/dev/null` (or given bytes) as
 //! stdin, its quoted argv logged at debug level, and on failure an error that
-//! carries the program, its exit status and the last lines of its output.
+//! carries the program, its exit status and the last lines of its output;
+//! `retry` runs an attempt again, with backoff, on a failure its caller
+//! recognises as passing.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -326,6 +328,77 @@ fn spawn_error(program: &str, source: std::io::Error) -> ExecError {
     }
 }
 
+/// How often, and how long apart, to retry a failure that passes by itself
+/// (a mirror caught mid-sync, a 5xx, a dropped connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts after the first.
+    pub retries: u32,
+    /// The wait before the first retry; each later one waits twice the last.
+    pub first_delay: std::time::Duration,
+}
+
+impl Retry {
+    /// For anything fetched from a Debian mirror: 3 retries, 2 + 4 + 8 = 14 s
+    /// of waiting (apt itself has already retried 5xx and connection errors
+    /// 3 times, 1 + 2 + 4 s apart, before a command fails).
+    pub const MIRROR: Retry = Retry {
+        retries: 3,
+        first_delay: std::time::Duration::from_secs(2),
+    };
+    /// No retry: a first failure is the answer.
+    pub const NONE: Retry = Retry {
+        retries: 0,
+        first_delay: std::time::Duration::ZERO,
+    };
+}
+
+/// What `retry` gave up on: the last error, after how many retries, how
+/// long since the first attempt started.
+#[derive(Debug)]
+pub struct GaveUp<E> {
+    pub error: E,
+    pub retries: u32,
+    pub elapsed: std::time::Duration,
+}
+
+/// Run `attempt` until it succeeds, fails in a way `transient` does not
+/// recognise (it returns `None`), or has been retried `policy.retries`
+/// times. Each retry is logged with `transient`'s reason and the wait.
+pub fn retry<T, E>(
+    policy: Retry,
+    mut attempt: impl FnMut() -> Result<T, E>,
+    transient: impl Fn(&E) -> Option<String>,
+) -> Result<T, GaveUp<E>> {
+    let started = std::time::Instant::now();
+    let mut delay = policy.first_delay;
+    let mut retries = 0;
+    loop {
+        let error = match attempt() {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let reason = match transient(&error) {
+            Some(reason) if retries < policy.retries => reason,
+            _ => {
+                return Err(GaveUp {
+                    error,
+                    retries,
+                    elapsed: started.elapsed(),
+                })
+            }
+        };
+        retries += 1;
+        tracing::warn!(
+            "{reason}; retry {retries} of {} in {} s",
+            policy.retries,
+            delay.as_secs_f64()
+        );
+        std::thread::sleep(delay);
+        delay *= 2;
+    }
+}
+
 /// "exit status 3" or "killed by signal 9".
 pub fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -391,6 +464,50 @@ mod tests {
                 .to_string()
                 .contains("squashfs-tools")
         );
+    }
+
+    #[test]
+    fn retries_what_passes_and_stops_at_what_does_not() {
+        let quick = Retry {
+            retries: 3,
+            first_delay: std::time::Duration::from_millis(1),
+        };
+        let mut calls = 0;
+        let got = retry(
+            quick,
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err("busy")
+                } else {
+                    Ok(calls)
+                }
+            },
+            |e| Some(e.to_string()),
+        );
+        assert_eq!(got.unwrap(), 3);
+        let mut calls = 0;
+        let gave_up = retry(
+            quick,
+            || -> Result<(), &str> {
+                calls += 1;
+                Err("busy")
+            },
+            |e| Some(e.to_string()),
+        )
+        .unwrap_err();
+        assert_eq!((calls, gave_up.retries), (4, 3));
+        let mut calls = 0;
+        let gave_up = retry(
+            quick,
+            || -> Result<(), &str> {
+                calls += 1;
+                Err("404")
+            },
+            |_| None,
+        )
+        .unwrap_err();
+        assert_eq!((calls, gave_up.retries, gave_up.error), (1, 0, "404"));
     }
 
     #[test]

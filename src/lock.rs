@@ -5,7 +5,6 @@
 //! holder dies, even by SIGKILL).
 
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -76,14 +75,19 @@ pub fn claim_dir(parent: &Path, prefix: &str) -> anyhow::Result<Claimed> {
 /// creating it.
 const CLAIMING: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A staged file held by this process (`hold_file`) until this is dropped.
+pub type Held = Flock<File>;
+
 /// Hold a staged file (e.g. an artifact being written) while it is in use.
-pub fn hold_file(file: &File) -> std::io::Result<()> {
-    // SAFETY: flock on a descriptor this process owns for the call's duration.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+///
+/// The hold is released by the guard (`LOCK_UN`), not by closing: a flock
+/// belongs to the open file description, which a child forked by any other
+/// thread shares until it execs (or for good, if it never does), so a hold
+/// that ended only when the last descriptor closed would outlive its owner
+/// for as long as such a child kept its copy.
+pub fn hold_file(file: &File) -> std::io::Result<Held> {
+    let dup = file.try_clone()?;
+    Flock::lock(dup, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
 }
 
 /// Is nobody holding this claimed directory or staged file?
@@ -136,13 +140,13 @@ mod tests {
         let claimed = claim_dir(dir.path(), ".new.").unwrap();
         let staged = dir.path().join(".x.img.abc.tmp");
         let file = File::create(&staged).unwrap();
-        hold_file(&file).unwrap();
+        let held = hold_file(&file).unwrap();
         let ours = |n: &str| n.starts_with(".new.") || n.ends_with(".tmp");
         assert!(stale(dir.path(), ours).is_empty(), "held by this process");
         let (path, _) = (claimed.path.clone(), drop(claimed));
-        drop(file);
+        drop((held, file));
         // A staged file nobody holds is being created (not stale) until it is old.
-        assert_eq!(stale(dir.path(), ours), [path.clone()]);
+        assert_eq!(stale(dir.path(), ours), std::slice::from_ref(&path));
         let old = std::time::SystemTime::now() - CLAIMING * 2;
         File::options()
             .write(true)
@@ -168,5 +172,54 @@ mod tests {
             .set_times(fs::FileTimes::new().set_modified(old))
             .unwrap();
         assert!(abandoned(&claiming));
+    }
+
+    /// The flake of the test above (`left: [.new.…]`, `right: [.new.…,
+    /// .x.img.abc.tmp]`): another test thread's child, between fork and
+    /// exec, had a copy of the staged file's descriptor, and the hold lasted
+    /// until that copy closed. Here the child is parked there on purpose.
+    #[test]
+    fn a_hold_ends_with_its_guard_while_a_forked_child_has_the_descriptor() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join(".x.img.abc.tmp");
+        let file = File::create(&staged).unwrap();
+        let held = hold_file(&file).unwrap();
+        let (forked_r, forked_w) = nix::unistd::pipe().unwrap();
+        let (go_r, go_w) = nix::unistd::pipe().unwrap();
+        let (forked, go) = (forked_w.as_raw_fd(), go_r.as_raw_fd());
+        let child = std::thread::spawn(move || {
+            let mut cmd = std::process::Command::new("true");
+            // SAFETY: only write and read, async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut byte = 0u8;
+                    libc::write(forked, b"x".as_ptr().cast(), 1);
+                    libc::read(go, (&mut byte as *mut u8).cast(), 1);
+                    Ok(())
+                });
+            }
+            cmd.status()
+        });
+        let mut byte = [0u8; 1];
+        nix::unistd::read(forked_r.as_raw_fd(), &mut byte).unwrap();
+        // The child now has copies of `file` and of the hold's descriptor.
+        drop((held, file));
+        let old = std::time::SystemTime::now() - CLAIMING * 2;
+        File::options()
+            .write(true)
+            .open(&staged)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_modified(old))
+            .unwrap();
+        let seen = abandoned(&staged);
+        nix::unistd::write(&go_w, b"x").unwrap();
+        assert!(child.join().unwrap().unwrap().success());
+        drop((forked_w, go_r));
+        assert!(
+            seen,
+            "dropped by its owner, yet held through the child's copy"
+        );
     }
 }

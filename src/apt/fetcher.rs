@@ -8,13 +8,19 @@
 //! (`apt/SUITE-HASH/`: its own sources.list, lists, status file and
 //! archives), so a second build finds every `.deb` already there (checked by
 //! sha256) and downloads nothing, whichever suites share the cache.
+//!
+//! Whatever apt fetches is retried (`exec::Retry::MIRROR`) while it fails in
+//! a way a mirror mends by itself (`failure`: a file caught mid-sync, a 5xx,
+//! a dropped connection), and a fetch that fails for good is one line
+//! naming the mirror, the file and what is wrong with it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::exec::Cmd;
+use super::failure::{self, Failure, MirrorError};
+use crate::exec::{Cmd, Output, Retry};
 
 /// Where packages come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,7 +186,7 @@ impl Fetcher {
              Dir::Etc::Parts \"apt.conf.d\";\nDir::Etc::Preferences \"preferences\";\nDir::Etc::PreferencesParts \"preferences.d\";\n\
              Dir::Etc::TrustedParts \"trusted.gpg.d\";\nDir::State \"{r}/state\";\nDir::State::status \"{r}/state/status\";\n\
              Dir::Cache \"{r}/cache\";\nDebug::NoLocking \"1\";\nAPT::Architecture \"amd64\";\nAPT::Architectures {{ \"amd64\"; }};\n\
-             Acquire::Languages {{ \"none\"; }};\nAcquire::Retries \"3\";\n"
+             Acquire::Languages {{ \"none\"; }};\nAcquire::Retries \"3\";\nAcquire::Retries::Delay \"true\";\n"
         );
         if let Some(proxy) = &self.src.apt_proxy {
             conf.push_str(&format!("Acquire::http::Proxy \"{proxy}\";\n"));
@@ -207,7 +213,7 @@ impl Fetcher {
                 self.src
                     .contents
                     .iter()
-                    .any(|c| name.contains(&format!("_{c}_Contents-")))
+                    .any(|c| name.ends_with(&format!("_{c}_Contents-all")))
             });
             found.sort();
             found
@@ -225,20 +231,86 @@ impl Fetcher {
 
     /// Download one file from the mirror (apt's downloader, through the
     /// proxy) into a fresh temp dir in `dir` (builds in their sandboxes all
-    /// run as PID 1, so no name made from the pid is unique); the caller
-    /// moves the file out before the dir is dropped.
-    pub fn download(&self, url: &str, dir: &Path) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    /// run as PID 1, so no name made from the pid is unique), retried as
+    /// `retry` says; the caller moves the file out before the dir is dropped.
+    pub fn download(
+        &self,
+        url: &str,
+        dir: &Path,
+        retry: Retry,
+    ) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
         let tmp = tempfile::Builder::new()
             .prefix(".download.")
             .tempdir_in(dir)
             .with_context(|| format!("cannot create a temp dir in {}", dir.display()))?;
         let dest = tmp.path().join("file");
-        self.apt("/usr/lib/apt/apt-helper")
+        let cmd = self
+            .apt("/usr/lib/apt/apt-helper")
             .args(["-q", "download-file", url])
-            .arg(&dest)
-            .run()
+            .arg(&dest);
+        self.fetching(&cmd, retry)
             .with_context(|| format!("cannot download {url}"))?;
         Ok((tmp, dest))
+    }
+
+    /// Run an apt command that fetches from the mirror, again while it
+    /// fails only in ways that pass (`Failure::transient`), up to `retry`;
+    /// a failure to fetch is then one line (`MirrorError`), anything else
+    /// the command's own error.
+    fn fetching(&self, cmd: &Cmd, retry: Retry) -> anyhow::Result<Output> {
+        let attempt = || {
+            let mut output = String::new();
+            cmd.run_with(|line| {
+                output.push_str(line);
+                output.push('\n');
+            })
+            .map_err(|e| (e, output))
+        };
+        let passing = |(_, output): &(crate::exec::ExecError, String)| {
+            let failures = failure::parse(output);
+            let first = failures.first()?;
+            failures
+                .iter()
+                .all(Failure::transient)
+                .then(|| first.describe(&self.mirror, &self.inreleases()))
+        };
+        let gave_up = match crate::exec::retry(retry, attempt, passing) {
+            Ok(output) => return Ok(output),
+            Err(gave_up) => gave_up,
+        };
+        let (error, output) = gave_up.error;
+        let failures = failure::parse(&output);
+        match MirrorError::new(
+            &failures,
+            &self.mirror,
+            &self.inreleases(),
+            gave_up.retries,
+            gave_up.elapsed,
+        ) {
+            Some(mirror) => {
+                tracing::debug!("{error}");
+                Err(mirror.into())
+            }
+            None => Err(error.into()),
+        }
+    }
+
+    /// The suite's InRelease files at hand (this apt's lists, the one
+    /// being fetched, the index digest's), to name by-hash URLs by.
+    fn inreleases(&self) -> Vec<PathBuf> {
+        let lists = self.root.join("state/lists");
+        let mut found: Vec<PathBuf> = [lists.join("partial"), lists]
+            .iter()
+            .filter_map(|dir| fs::read_dir(dir).ok())
+            .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with("_InRelease"))
+            .collect();
+        found.push(super::index::kept(
+            &self.src.cache_dir,
+            &self.mirror,
+            &self.src.suite,
+        ));
+        found
     }
 
     fn apt(&self, program: &str) -> Cmd {
@@ -308,9 +380,11 @@ impl Fetcher {
     /// `apt-get update` against the private sources (once per fetcher).
     pub fn update(&self) -> anyhow::Result<()> {
         tracing::info!(mirror = %self.mirror, suite = %self.src.suite, "apt-get update (private lists)");
-        self.apt("apt-get")
-            .arg("update")
-            .run()
+        // --error-on=any: an index that could not be fetched (a connection
+        // that failed, say) fails the update instead of a warning and a
+        // package that "is not there" later.
+        let cmd = self.apt("apt-get").args(["update", "--error-on=any"]);
+        self.fetching(&cmd, Retry::MIRROR)
             .context("cannot fetch the package lists")?;
         self.updated.set(true);
         Ok(())
@@ -436,10 +510,11 @@ impl Fetcher {
         tracing::info!(package = %pkg.name, version = %pkg.version, "downloading");
         let dir = pkg.deb.parent().unwrap_or(&self.root);
         let tmp = tempfile::tempdir_in(dir).context("cannot create a download dir")?;
-        self.apt("apt-get")
+        let cmd = self
+            .apt("apt-get")
             .args(["download", &format!("{}={}", pkg.name, pkg.version)])
-            .cwd(tmp.path())
-            .run()
+            .cwd(tmp.path());
+        self.fetching(&cmd, Retry::MIRROR)
             .with_context(|| format!("cannot download {} {}", pkg.name, pkg.version))?;
         let got = fs::read_dir(tmp.path())?
             .filter_map(|e| e.ok())
@@ -510,10 +585,15 @@ fn state_dir_name(suite: &str, source_line: &str) -> String {
     )
 }
 
-/// The `Contents-ARCH` index as an apt download target, off unless a
-/// source line turns it on (`Contents-mkimage=yes`).
-const CONTENTS_TARGET: &str = "Acquire::IndexTargets::deb::Contents-mkimage {\n  MetaKey \"$(COMPONENT)/Contents-$(ARCHITECTURE)\";\n  \
-     ShortDescription \"Contents-$(ARCHITECTURE)\";\n  Description \"$(RELEASE)/$(COMPONENT) $(ARCHITECTURE) Contents (mkimage)\";\n  \
+/// The `Contents-all` index as an apt download target, off unless a source
+/// line turns it on (`Contents-mkimage=yes`). Its MetaKey names no
+/// `$(ARCHITECTURE)`, so apt makes one target of it and never asks for
+/// `Contents-amd64`: the files of `Architecture: all` packages (every
+/// firmware package a kernel module's firmware comes from) are only in
+/// `Contents-all`, and an index the build does not read is one more a
+/// mirror caught mid-sync can fail it with.
+const CONTENTS_TARGET: &str = "Acquire::IndexTargets::deb::Contents-mkimage {\n  MetaKey \"$(COMPONENT)/Contents-all\";\n  \
+     ShortDescription \"Contents-all\";\n  Description \"$(RELEASE)/$(COMPONENT) all Contents (mkimage)\";\n  \
      DefaultEnabled \"false\";\n  PDiffs \"false\";\n};\n";
 
 /// The private sources.list: one line for the components, and one that
@@ -637,6 +717,24 @@ mod tests {
             .unwrap()
             .contains(" trixie main"));
         assert!(f.lists_present() && !trixie.lists_present());
+        // The firmware's Contents index: Contents-all alone, never Contents-ARCH.
+        let firmware = Fetcher::new(&AptSource {
+            components: vec!["main".into(), "non-free-firmware".into()],
+            contents: vec!["non-free-firmware".into()],
+            ..src.clone()
+        })
+        .unwrap();
+        let conf = fs::read_to_string(firmware.root.join("apt.conf")).unwrap();
+        assert!(
+            conf.contains("MetaKey \"$(COMPONENT)/Contents-all\";")
+                && !conf.contains("$(ARCHITECTURE)"),
+            "{conf}"
+        );
+        assert!(fs::read_to_string(firmware.root.join("etc/sources.list"))
+            .unwrap()
+            .contains(
+                " Contents-mkimage=yes] http://mirror.invalid/debian bookworm non-free-firmware\n"
+            ));
         src.keyring = dir.path().join("missing.gpg");
         assert!(Fetcher::new(&src)
             .err()

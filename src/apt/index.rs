@@ -11,12 +11,22 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context;
 
 use super::{AptSource, Fetcher};
+use crate::exec::Retry;
+
+/// Where the last `InRelease` fetched for this mirror and suite is kept.
+pub fn kept(cache_dir: &Path, mirror: &str, suite: &str) -> PathBuf {
+    let url = format!("{}/dists/{suite}/InRelease", mirror.trim_end_matches('/'));
+    cache_dir.join("apt/index").join(format!(
+        "{}.InRelease",
+        &crate::artifact::sha256_bytes(url.as_bytes())[..16]
+    ))
+}
 
 /// What a digest stands for: `index:SUITE/COMPONENTS`.
 pub fn part_name(src: &AptSource) -> String {
@@ -32,13 +42,16 @@ pub fn digest(src: &AptSource) -> anyhow::Result<String> {
     if let Some(hash) = SEEN.lock().ok().and_then(|m| m.get(&memo_key).cloned()) {
         return Ok(hash);
     }
+    let kept = kept(&src.cache_dir, fetcher.mirror(), &src.suite);
     let dir = src.cache_dir.join("apt/index");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let kept = dir.join(format!(
-        "{}.InRelease",
-        &crate::artifact::sha256_bytes(url.as_bytes())[..16]
-    ));
-    let hash = match fetcher.download(&url, &dir) {
+    // With an InRelease to fall back on, a mirror that fails is not waited for.
+    let retry = if kept.is_file() {
+        Retry::NONE
+    } else {
+        Retry::MIRROR
+    };
+    let hash = match fetcher.download(&url, &dir, retry) {
         Ok((_tmp, got)) => {
             let hash = crate::artifact::sha256_file(&got)?.1;
             fs::rename(&got, &kept).with_context(|| format!("cannot keep {}", kept.display()))?;
@@ -53,7 +66,7 @@ pub fn digest(src: &AptSource) -> anyhow::Result<String> {
 }
 
 /// The last `InRelease` fetched, when the mirror cannot be reached now.
-fn offline(kept: &PathBuf, url: &str, err: anyhow::Error) -> anyhow::Result<String> {
+fn offline(kept: &Path, url: &str, err: anyhow::Error) -> anyhow::Result<String> {
     if kept.is_file() {
         tracing::warn!(
             "cannot fetch {url} ({}); using the index fetched before",

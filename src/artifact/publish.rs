@@ -25,7 +25,7 @@ pub fn write_atomic(
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
     // Held, so that another build's sweep of staged files in `dir` leaves it.
-    crate::lock::hold_file(tmp.as_file())
+    let _held = crate::lock::hold_file(tmp.as_file())
         .with_context(|| format!("cannot lock {}", tmp.path().display()))?;
     write(tmp.as_file_mut())
         .with_context(|| format!("cannot write {}", dir.join(name).display()))?;
@@ -61,9 +61,13 @@ pub fn publish(dir: &Path, name: &str, staged: &Path) -> anyhow::Result<(u64, St
     Ok((size, sha))
 }
 
+/// A staged artifact: its temp file, held (`lock::hold_file`) until dropped
+/// or kept.
+pub type Staged = tempfile::NamedTempFile<crate::lock::Held>;
+
 /// A temp path in `dir` for staging an artifact before `publish`; removed on
 /// drop unless published.
-pub fn staging_file(dir: &Path, name: &str) -> anyhow::Result<tempfile::NamedTempFile> {
+pub fn staging_file(dir: &Path, name: &str) -> anyhow::Result<Staged> {
     fs::create_dir_all(dir)
         .with_context(|| format!("cannot create output dir {}", dir.display()))?;
     let staged = tempfile::Builder::new()
@@ -73,9 +77,10 @@ pub fn staging_file(dir: &Path, name: &str) -> anyhow::Result<tempfile::NamedTem
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
     // Held while written, so a later build can tell it from one a killed
     // build left behind (see `lock::stale`).
-    crate::lock::hold_file(staged.as_file())
+    let held = crate::lock::hold_file(staged.as_file())
         .with_context(|| format!("cannot lock {}", staged.path().display()))?;
-    Ok(staged)
+    let (_file, path) = staged.into_parts();
+    Ok(tempfile::NamedTempFile::from_parts(held, path))
 }
 
 /// Size and hex sha256 of a file.

@@ -4,9 +4,11 @@
 //! package), and the initrd must bring the network up before anything else.
 //! The files a module declares (`firmware=` in its modinfo) are taken from
 //! the basefs when it has them, else from Debian's `non-free-firmware`
-//! component: its `Contents` index (fetched and verified by the private
+//! component: its `Contents-all` index (fetched and verified by the private
 //! apt, through the proxy and the `.deb` cache) names the package of each
-//! file. Each package's copyright file goes in beside its firmware.
+//! file — firmware packages are `Architecture: all`, so `Contents-amd64`
+//! (CPU microcode, the proprietary nvidia driver's GSP files) is never
+//! fetched. Each package's copyright file goes in beside its firmware.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::apt::fetcher::DebError;
 use crate::apt::Fetcher;
 
 /// The kernel package (name, version) of kernel `kver` among a basefs's
@@ -31,8 +32,12 @@ pub fn fetch(
     root: &Path,
 ) -> anyhow::Result<()> {
     tracing::info!(package = %name, %version, "the basefs ships no kernel image: taking it from its kernel package");
-    let pkg = fetcher.resolve_exact(name, version).with_context(|| {
-        format!("the basefs has no boot/vmlinuz-{kver} and its kernel package {name} {version} cannot be found; rebuild the basefs")
+    let pkg = fetcher.resolve_exact(name, version).map_err(|e| {
+        // Only a package the lists lack is the basefs's fault; a mirror that fails is not.
+        match e.downcast_ref() {
+            Some(DebError::NotFound { .. }) => e.context(format!("the basefs has no boot/vmlinuz-{kver} and its kernel package {name} {version} cannot be found; rebuild the basefs")),
+            _ => e,
+        }
     })?;
     let tree = fetcher.unpacked(&pkg)?;
     let image = tree.join(format!("boot/vmlinuz-{kver}"));

@@ -308,7 +308,7 @@ fn collect_firmware(
     Ok(pack::find_firmware(order, &kernel.firmware_dirs))
 }
 
-fn keep(staged: tempfile::NamedTempFile) -> anyhow::Result<PathBuf> {
+fn keep(staged: artifact::Staged) -> anyhow::Result<PathBuf> {
     let (_file, path) = staged.keep().context("cannot keep the staged file")?;
     Ok(path)
 }
