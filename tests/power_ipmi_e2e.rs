@@ -246,7 +246,10 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
     }
     let second = record(&served);
     assert_eq!(second["profile"], "plain", "{second}");
-    assert_eq!(second["boots"], 2, "{second}");
+    assert!(
+        second["boots"].as_u64() > first["boots"].as_u64(),
+        "a new boot: {second}"
+    );
     assert!(has_stage(&second, "booted"), "{second}");
     assert_eq!(second["power"]["state"], "on", "{second}");
     assert!(
@@ -327,8 +330,7 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
 
     // No password anywhere the lab can read.
     let mut seen = std::fs::read_to_string(&serve_log).unwrap_or_default() + &out + &err + &text;
-    for f in ["52-54-00-12-34-56.json"] {
-        seen += &std::fs::read_to_string(served.join(".state/nodes").join(f)).unwrap_or_default();
-    }
+    seen += &std::fs::read_to_string(served.join(".state/nodes/52-54-00-12-34-56.json"))
+        .unwrap_or_default();
     assert!(!seen.contains(PASSWORD), "the BMC password leaked");
 }

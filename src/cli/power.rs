@@ -81,6 +81,9 @@ fn load(a: &LabArgs, need_registry: bool) -> anyhow::Result<Loaded> {
         ))
         .into());
     }
+    // The whole file as the server reads it (unknown keys are errors), then its inventory.
+    mkimage::serve::profiles::BootConfig::load(&boot_config)
+        .map_err(|e| UsageError(e.to_string()))?;
     let lab = Lab::load(&boot_config)?;
     let credentials = lab
         .credentials_file

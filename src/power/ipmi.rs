@@ -106,7 +106,7 @@ impl Ipmi {
                     && !l.contains("Cipher Suites")
                     && !l.starts_with('>')
             })
-            .last()
+            .next_back()
             .unwrap_or("failed")
             .to_string();
         BmcError::Refused {

@@ -64,6 +64,15 @@ impl Registry {
         }
     }
 
+    /// Drop `mac`'s next-boot profile (a reprovision whose BMC failed).
+    pub fn clear_next_boot(&self, mac: &str) -> Result<(), String> {
+        match self {
+            Registry::Dir { served, .. } => next_boot::set(served, mac, None)
+                .map_err(|e| format!("cannot drop its next-boot profile: {e}")),
+            Registry::Server { .. } => self.post(mac, "next-boot", json!({ "profile": null })),
+        }
+    }
+
     /// Keep what the BMC said of `mac`'s power (best effort: a failure is logged).
     pub fn note_power(&self, mac: &str, state: Option<PowerState>, error: Option<String>) {
         let state = state.map(|s| s.name().to_string());

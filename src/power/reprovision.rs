@@ -161,6 +161,12 @@ fn one(
         }
     }
     if let Err(f) = boot_and_power(bmc.as_ref(), &t.name, &t.node.mac, registry, view) {
+        // The machine was not rebooted: its next boot, whenever it comes, is the boot config's again.
+        if req.profile.is_some() {
+            if let Err(e) = registry.clear_next_boot(&t.node.mac) {
+                tracing::warn!("{}: {e}", t.name);
+            }
+        }
         out.failure = Some(f);
         return out;
     }
@@ -257,6 +263,27 @@ fn furthest(r: &Record) -> Option<Stage> {
         .max()
 }
 
+/// How long a BMC may take to show the power state asked for (a real one
+/// takes seconds; sushy's fake driver up to 11).
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// The power state once it is what `action` asked for (on after on and
+/// cycle, off after off), or what it still is when [`SETTLE`] ran out.
+fn settle(bmc: &dyn Bmc, action: Action) -> Result<PowerState, super::BmcError> {
+    let want = match action {
+        Action::Off => PowerState::Off,
+        _ => PowerState::On,
+    };
+    let start = Instant::now();
+    loop {
+        let state = bmc.status()?;
+        if state == want || start.elapsed() >= SETTLE {
+            return Ok(state);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// `mkimage power`: each node's action, its answer or error as one line.
 pub fn power(
     targets: &[Target],
@@ -270,7 +297,9 @@ pub fn power(
         let result = connect(&t.name, &t.node, credentials, bmc_timeout).and_then(|bmc| {
             let done = match action {
                 Action::Status => bmc.status(),
-                _ => bmc.power(action).and_then(|()| bmc.status()),
+                _ => bmc
+                    .power(action)
+                    .and_then(|()| settle(bmc.as_ref(), action)),
             };
             if let Some(registry) = registry {
                 match &done {
