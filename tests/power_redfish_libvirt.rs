@@ -215,7 +215,7 @@ fn power_reprovision_a_libvirt_vm_through_sushy_redfish() {
         std::fs::read_to_string(&serve_log).unwrap_or_default()
     );
     assert!(
-        out.contains("lab-rf1: power on") && out.contains("lab-rf1: kernel"),
+        out.contains("lab-rf1: power on") && out.contains("reprovision: 1 node(s) reached kernel"),
         "{out}"
     );
     assert!(

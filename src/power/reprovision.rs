@@ -77,11 +77,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// `node07: booted` or `node07: FAILED at stage kernel: …`.
+    /// `node07: ok, at booted` or `node07: FAILED at stage kernel: …`.
     pub fn line(&self) -> String {
         let stage = self.reached.map_or("none", Stage::name);
         match &self.failure {
-            None => format!("{}: {stage}", self.name),
+            None => format!("{}: ok, at {stage}", self.name),
             Some(f) => format!("{}: FAILED at stage {stage}: {f}", self.name),
         }
     }
