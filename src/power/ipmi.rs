@@ -100,13 +100,12 @@ impl Ipmi {
         let why = tail
             .lines()
             .map(str::trim)
-            .filter(|l| {
+            .rfind(|l| {
                 !l.is_empty()
                     && !l.starts_with("Loading IANA")
                     && !l.contains("Cipher Suites")
                     && !l.starts_with('>')
             })
-            .next_back()
             .unwrap_or("failed")
             .to_string();
         BmcError::Refused {

@@ -1,7 +1,7 @@
 //! The one place that decides whether a request may change what the server
 //! does to a machine when the machine did not report it itself: a profile
 //! for its next boot, its power state as an operator saw it. Every such
-//! route asks [`allowed`] first.
+//! route asks [`refusal`] first.
 //!
 //! Today it allows every request, as the rest of the node API does: the
 //! admin token (`serve --admin-token-file`, the trust issue) goes here, and
@@ -11,9 +11,9 @@ use http::request::Parts;
 
 use super::reply::Reply;
 
-/// `Ok` when `req` may change state on an operator's behalf; else the
+/// `None` when `req` may change state on an operator's behalf; else the
 /// reply to send (401/403) instead.
-pub fn allowed(req: &Parts) -> Result<(), Reply> {
+pub fn refusal(req: &Parts) -> Option<Reply> {
     let _ = req;
-    Ok(())
+    None
 }
