@@ -298,3 +298,146 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `curl -X POST URL -d BODY`: the status and the body.
+fn post(url: &str, body: &str) -> (u16, String) {
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            url,
+        ])
+        .output()
+        .expect("curl");
+    let text = stdout(&o);
+    let (body, code) = text.trim_end().rsplit_once('\n').unwrap_or(("", "0"));
+    (code.parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn power_next_boot_profile_through_the_server_api_is_used_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let served = dir.join("builds");
+    std::fs::create_dir_all(&served).unwrap();
+    serve_support::build_bootable(&served, b"basefs");
+    let sim = IpmiSim::start(dir, PASSWORD, None);
+    credentials(
+        dir,
+        &format!("lab: {{username: admin, password: '{PASSWORD}'}}\n"),
+    );
+    let boot = dir.join("boot.yml");
+    std::fs::write(
+        &boot,
+        format!("default: discovery\nprofiles:\n  - name: discovery\n    args: mkimage.test=discovery\n  - name: rescue\n    args: mkimage.test=rescue\ncredentials_file: bmc.yml\nnodes:\n  n1:\n    mac: '52:54:00:00:03:01'\n    bmc: {{address: 127.0.0.1, port: {}, credentials: lab}}\n", sim.port),
+    )
+    .unwrap();
+    let server = serve_support::Server::start(
+        dir,
+        &served,
+        &["--tftp", "off", "--boot-config", boot.to_str().unwrap()],
+    );
+    let url = server.url("");
+    let url = url.trim_end_matches('/');
+    let script =
+        |mac: &str| serve_support::get(server.http, &format!("/boot.ipxe?mac={mac}")).text();
+    let test_arg = |s: &str| serve_support::kernel_arg(s, "mkimage.test");
+
+    // The API: checked, then used by exactly one boot script.
+    let api = format!("{url}/api/nodes/52:54:00:00:03:02/next-boot");
+    assert_eq!(post(&api, r#"{"profile": "nope"}"#).0, 400);
+    assert_eq!(post(&api, r#"{"profil": "rescue"}"#).0, 400);
+    assert_eq!(post(&api, r#"{"profile": "rescue"}"#).0, 200);
+    assert_eq!(
+        test_arg(&script("52:54:00:00:03:02")).as_deref(),
+        Some("rescue")
+    );
+    assert_eq!(
+        test_arg(&script("52:54:00:00:03:02")).as_deref(),
+        Some("discovery"),
+        "one-shot"
+    );
+    assert_eq!(post(&api, r#"{"profile": "rescue", "once": false}"#).0, 200);
+    for _ in 0..2 {
+        assert_eq!(
+            test_arg(&script("52:54:00:00:03:02")).as_deref(),
+            Some("rescue"),
+            "until changed"
+        );
+    }
+    assert_eq!(post(&api, r#"{"profile": null}"#).0, 200);
+    assert_eq!(
+        test_arg(&script("52:54:00:00:03:02")).as_deref(),
+        Some("discovery")
+    );
+    assert_eq!(
+        post(
+            &format!("{url}/api/nodes/52:54:00:00:03:02/power"),
+            r#"{"state": "sideways"}"#
+        )
+        .0,
+        400
+    );
+
+    // `reprovision --server`: the profile goes through the API, and the
+    // "machine" (this test, asking for its boot script as iPXE would once
+    // the BMC powered it on) is followed to the script stage.
+    let child = mkimage()
+        .args([
+            "reprovision",
+            "n1",
+            "--profile",
+            "rescue",
+            "--wait",
+            "script",
+            "--timeout",
+            "60s",
+            "--bmc-timeout",
+            "3",
+            "--server",
+            url,
+            "--boot-config",
+        ])
+        .arg(&boot)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut got = None;
+    while start.elapsed() < std::time::Duration::from_secs(60) {
+        if std::fs::read_to_string(sim.state.join("calls"))
+            .unwrap_or_default()
+            .contains("power 1")
+        {
+            got = test_arg(&script("52:54:00:00:03:01"));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{out}{err}");
+    assert_eq!(
+        got.as_deref(),
+        Some("rescue"),
+        "the machine's first script after the power-on"
+    );
+    assert!(
+        out.contains("n1: power on") && out.contains("n1: ok, at script"),
+        "{out}"
+    );
+    let record = serve_support::get(server.http, "/api/nodes/52:54:00:00:03:01").text();
+    assert!(
+        record.contains("\"profile\": \"rescue\"") && record.contains("\"state\": \"on\""),
+        "{record}"
+    );
+    assert!(!record.contains(PASSWORD));
+}
