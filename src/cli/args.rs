@@ -54,6 +54,11 @@ pub enum Command {
     Cache(CacheArgs),
     /// Pin every package version (and .deb sha256) the builds install in a lock file.
     Lock(LockArgs),
+    /// Power nodes on, off or cycle them, or ask their state, through their BMCs (IPMI, Redfish).
+    #[command(override_usage = "mkimage power [OPTIONS] NODE... on|off|cycle|status")]
+    Power(super::power::PowerArgs),
+    /// Boot nodes from the network into a profile through their BMCs, and follow them until a stage.
+    Reprovision(super::power::ReprovisionArgs),
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.
@@ -308,6 +313,12 @@ pub struct NodesArgs {
     /// JSON (`{"nodes": [...]}`, as GET /api/nodes) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// One machine (a MAC, or a node name of the boot config's inventory):
+    /// its record, power, and last boot as a timeline.
+    pub node: Option<String>,
+    /// The boot config whose inventory names nodes (default: vars/boot.yml if it exists).
+    #[arg(long)]
+    pub boot_config: Option<PathBuf>,
 }
 
 /// `mkimage publish OUT` (turned into `mkimage::serve::publish::Request`).

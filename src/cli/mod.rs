@@ -5,6 +5,7 @@
 //! usage or config mistake and 1 for a failed build.
 
 mod args;
+mod power;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -97,6 +98,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Inspect { file, summary } => mkimage::inspect::run(&absolute(&file)?, summary),
         Command::BootTest(a) => boot_test(a),
         Command::Iso(a) => iso(a),
+        Command::Power(a) => power::power(&a),
+        Command::Reprovision(a) => power::reprovision(&a),
         Command::Cache(a) => {
             let usage = |e: String| mkimage::UsageError(e);
             let req = mkimage::cache::Request {
@@ -166,6 +169,13 @@ fn nodes(a: &args::NodesArgs) -> anyhow::Result<()> {
             dir.display()
         ))
         .into());
+    }
+    if let Some(node) = &a.node {
+        return power::node(
+            &dir,
+            node,
+            boot_config_or_default(a.boot_config.as_deref())?.as_deref(),
+        );
     }
     let nodes = mkimage::serve::nodes::list(&dir)?;
     match a.json {

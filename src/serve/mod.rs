@@ -12,13 +12,17 @@
 //! signal. They share `State`, the metrics and the stop signal.
 
 pub mod adhoc;
+mod admin;
 pub mod dhcp;
 mod download;
 pub mod files;
 mod http;
 pub mod ipxe;
+mod live;
 pub mod metrics;
+pub mod next_boot;
 pub mod nodes;
+mod operator;
 mod options;
 mod pages;
 pub mod profiles;

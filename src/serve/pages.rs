@@ -1,6 +1,7 @@
 //! The status page at `/`: what is published (from manifest.json), which
 //! boot config decides who gets which overlays (and how to write one), the
-//! machines the node registry knows, and who fetched a boot script recently. Plain HTML, no scripts, escaped.
+//! machines the node registry knows, and who fetched a boot script recently. Plain HTML, escaped; the live section (`live`)
+//! polls for itself.
 
 use std::fmt::Write as _;
 
@@ -46,6 +47,7 @@ pub fn status(state: &State) -> Reply {
             );
         }
     }
+    html.push_str(&super::live::section(state, esc));
     match state.nodes.all() {
         Ok(records) => html.push_str(&super::nodes::show::html(
             &records
@@ -139,6 +141,16 @@ fn human_size(n: u64) -> String {
 }
 
 pub use crate::artifact::utc;
+
+/// `/status/nodes`: the live section alone, for the page to poll.
+pub fn nodes_fragment(state: &State) -> Reply {
+    Reply::bytes(
+        200,
+        "text/html; charset=utf-8",
+        super::live::fragment(state, esc),
+    )
+    .with(http::header::CACHE_CONTROL, "no-store")
+}
 
 #[cfg(test)]
 mod tests {

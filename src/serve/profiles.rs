@@ -56,6 +56,12 @@ pub struct BootConfig {
     /// Subnet (CIDR) → servers, for clients in it.
     #[serde(default)]
     pub servers_by_subnet: BTreeMap<String, Vec<String>>,
+    /// The lab inventory (`crate::inventory`: read and checked there).
+    #[serde(default)]
+    pub nodes: BTreeMap<String, crate::inventory::Node>,
+    /// The BMC credentials file the inventory's `bmc.credentials` name entries of.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
     /// What `mkimage boot-test` boots and asserts: its business, skipped here.
     #[serde(default)]
     pub boot_test: Option<serde::de::IgnoredAny>,
@@ -219,20 +225,7 @@ pub struct Resolved {
     pub args: String,
 }
 
-/// `aa:bb:cc:dd:ee:ff` from any common spelling (colons, hyphens, none).
-pub fn normalize_mac(s: &str) -> Option<String> {
-    let hex: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
-    if hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let hex = hex.to_ascii_lowercase();
-    Some(
-        (0..6)
-            .map(|i| &hex[2 * i..2 * i + 2])
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
-}
+pub use crate::inventory::normalize_mac;
 
 impl BootConfig {
     /// Read and validate a boot config file.

@@ -12,7 +12,7 @@ use http::Method;
 
 use super::reply::Reply;
 use super::state::State;
-use super::{dhcp, download, nodes, pages, script};
+use super::{dhcp, download, nodes, operator, pages, script};
 
 pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
     let path = req.uri.path();
@@ -21,6 +21,9 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
         return Reply::text(400, "request target must be a path\n");
     }
     if path.starts_with("/api/") {
+        if let Some(reply) = operator::route(state, req) {
+            return reply;
+        }
         return nodes::api::route(&state.nodes, req, query, client);
     }
     if req.method != Method::GET && req.method != Method::HEAD {
@@ -29,6 +32,7 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
     }
     match path {
         "/" => pages::status(state),
+        "/status/nodes" => pages::nodes_fragment(state),
         "/metrics" => {
             let records = state.nodes.all().unwrap_or_else(|e| {
                 tracing::warn!("{e}");

@@ -33,7 +33,10 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
     };
     let base_url = base_url(req, state);
     let mut reply = match render(state, mac.as_deref(), &base_url, client) {
-        Ok((script, profile, selected)) => {
+        Ok((script, profile, selected, next)) => {
+            if let (Some(mac), Some(next)) = (&mac, &next) {
+                super::next_boot::served(state.root.dir(), mac, next);
+            }
             // Recorded before the reply (not after it, as the kernel and
             // initrd are): a new boot clears the record's stages, so it must
             // be on the record before the machine can fetch its kernel.
@@ -71,7 +74,7 @@ fn render(
     mac: Option<&str>,
     base_url: &str,
     client: SocketAddr,
-) -> Result<(String, String, Selected), String> {
+) -> Result<(String, String, Selected, Option<super::next_boot::NextBoot>), String> {
     let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
         Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
@@ -79,9 +82,17 @@ fn render(
     };
     let inventory = mac.and_then(|m| nodes::api::inventory_of(&state.nodes, m));
     let facts = inventory.as_ref().map(|i| i as &dyn Facts);
-    let (resolved, selected): (Resolved, Selected) =
-        profiles::for_known_machine(config.as_ref(), mac, facts, &manifest)
-            .map_err(|e| e.to_string())?;
+    // An operator's profile for this machine's next boot comes first.
+    let next = mac.and_then(|m| super::next_boot::pick(state.root.dir(), config.as_ref(), m));
+    let (resolved, selected): (Resolved, Selected) = match &next {
+        Some((profile, _)) => (
+            profiles::resolve(profile, &manifest).map_err(|e| e.to_string())?,
+            Selected::Mac,
+        ),
+        None => profiles::for_known_machine(config.as_ref(), mac, facts, &manifest)
+            .map_err(|e| e.to_string())?,
+    };
+    let next = next.map(|(_, n)| n);
     let local = [&resolved.kernel, &resolved.initrd, &resolved.basefs]
         .into_iter()
         .chain(&resolved.overlays);
@@ -100,7 +111,7 @@ fn render(
         .scripts
         .render(&resolved, base_url, &servers, mac, &console)
         .map_err(|e| e.to_string())?;
-    Ok((script, resolved.profile, selected))
+    Ok((script, resolved.profile, selected, next))
 }
 
 /// `--public-url`, else `http://` + the Host the client asked for (if it is

@@ -7,13 +7,14 @@
 //! page, `/metrics` and `mkimage nodes` (`show`).
 
 pub mod api;
-mod record;
+pub mod record;
 pub mod show;
 mod store;
+pub mod timeline;
 
 use serde::{Deserialize, Serialize};
 
-pub use record::{Failure, Inventory, Record, Seen};
+pub use record::{Failure, Inventory, Power, Record, Seen};
 pub use show::{list, Summary};
 pub use store::{NodeError, Store, NODES};
 

@@ -42,6 +42,21 @@ pub struct Record {
     pub failure: Option<Failure>,
     #[serde(default)]
     pub inventory: Option<Inventory>,
+    /// Its power as an operator's command last saw it through the BMC.
+    #[serde(default)]
+    pub power: Option<Power>,
+}
+
+/// Power as `mkimage power`/`reprovision` last saw it (`serve::operator`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Power {
+    /// `on` or `off`; `None` when the BMC did not say.
+    pub state: Option<String>,
+    /// Why the BMC could not be asked or did not do it (never a password).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Seconds since the epoch.
+    pub time: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +94,7 @@ impl Record {
             stages: Vec::new(),
             failure: None,
             inventory: None,
+            power: None,
         }
     }
 

@@ -35,6 +35,9 @@ pub struct Summary {
     /// `STEP: REASON` of the last failure it reported.
     pub last_failure: Option<String>,
     pub last_failure_time: Option<u64>,
+    /// Its BMC's LAN address and MAC, as the discovery overlay read them in-band.
+    pub bmc_address: Option<String>,
+    pub bmc_mac: Option<String>,
 }
 
 impl Summary {
@@ -63,8 +66,20 @@ impl Summary {
                 None => f.reason.clone(),
             }),
             last_failure_time: r.failure.as_ref().map(|f| f.time),
+            bmc_address: bmc_field(inv, "address"),
+            bmc_mac: bmc_field(inv, "mac"),
         }
     }
+}
+
+/// A text field of the inventory's `bmc` object (`mkimage-discovery`'s
+/// `ipmitool lan print`), unless empty or all zeros.
+fn bmc_field(inv: Option<&super::Inventory>, key: &str) -> Option<String> {
+    inv.and_then(|i| i.other.get("bmc"))
+        .and_then(|b| b.get(key))
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty() && v.chars().any(|c| c.is_ascii_alphanumeric() && c != '0'))
+        .map(str::to_string)
 }
 
 /// The machines recorded under the served dir `dir` (for `mkimage nodes`).
@@ -80,7 +95,7 @@ pub fn json(nodes: &[Summary]) -> String {
     serde_json::json!({ "nodes": nodes }).to_string()
 }
 
-const COLUMNS: [&str; 13] = [
+const COLUMNS: [&str; 14] = [
     "MAC",
     "IP",
     "VENDOR",
@@ -94,6 +109,7 @@ const COLUMNS: [&str; 13] = [
     "STAGE",
     "LAST SEEN (UTC)",
     "LAST FAILURE",
+    "BMC",
 ];
 
 /// The cells of one row, in [`COLUMNS`] order.
@@ -117,6 +133,12 @@ fn cells(n: &Summary) -> Vec<String> {
         n.stage.map_or("-", Stage::name).to_string(),
         utc(n.last_seen),
         opt(&n.last_failure),
+        match (&n.bmc_address, &n.bmc_mac) {
+            (Some(a), Some(m)) => format!("{a} ({m})"),
+            (Some(a), None) => a.clone(),
+            (None, Some(m)) => m.clone(),
+            (None, None) => "-".into(),
+        },
     ]
 }
 
