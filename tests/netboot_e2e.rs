@@ -29,11 +29,19 @@ fn boot_test(p: &Project, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The MAC of the playbook test's VM.
+const MAC: &str = "52:54:00:e2:e0:01";
+
 #[test]
 fn playbook_then_netboot_passes_the_boot_config_assertions() {
     let p = played();
     let serial = p.path().join("serial.log");
-    let o = boot_test(p, &["--serial-log", serial.to_str().unwrap()]);
+    // A MAC of its own: the other tests boot the default one against the
+    // same served dir (and node registry) at the same time.
+    let o = boot_test(
+        p,
+        &["--mac", MAC, "--serial-log", serial.to_str().unwrap()],
+    );
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
     assert!(
         o.status.success(),
@@ -56,15 +64,15 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     assert!(
         json["nics"]
             .as_array()
-            .is_some_and(|n| n.iter().any(|n| n["mac"] == "52:54:00:12:34:56")),
+            .is_some_and(|n| n.iter().any(|n| n["mac"] == MAC)),
         "{json}"
     );
     // The server's node registry: boot-test asked it, and `mkimage nodes` reads it from the served dir.
     for check in [
-        "PASS the server's node record of 52:54:00:12:34:56 shows the booted stage",
-        "PASS the server's node record of 52:54:00:12:34:56 holds its inventory (vendor QEMU)",
+        &format!("PASS the server's node record of {MAC} shows the booted stage"),
+        &format!("PASS the server's node record of {MAC} holds its inventory (vendor QEMU)"),
     ] {
-        assert!(out.contains(check), "missing `{check}`:\n{out}");
+        assert!(out.contains(check.as_str()), "missing `{check}`:\n{out}");
     }
     let o = mkimage()
         .args(["nodes", "--json", "--dir"])
@@ -75,7 +83,7 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     let nodes: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let vm = nodes["nodes"]
         .as_array()
-        .and_then(|n| n.iter().find(|n| n["mac"] == "52:54:00:12:34:56"))
+        .and_then(|n| n.iter().find(|n| n["mac"] == MAC))
         .unwrap_or_else(|| panic!("{nodes}"));
     assert_eq!(vm["vendor"], "QEMU", "{vm}");
     let stages: Vec<&str> = vm["stages"]

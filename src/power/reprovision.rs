@@ -224,10 +224,12 @@ fn follow(
         });
         if let Some(r) = record.as_ref().filter(|r| r.boots > before) {
             out.reached = furthest(r);
-            if out.reached != shown {
-                shown = out.reached;
-                if let Some(s) = shown {
+            // Every stage of the new boot once, in boot order, even those
+            // it passed between two looks (a fast stage lasts under 500 ms).
+            for s in r.stages.iter().map(|s| s.stage) {
+                if s != Stage::Failed && shown.is_none_or(|seen| s > seen) {
                     view.stage(name, s.name());
+                    shown = Some(s);
                 }
             }
             if r.stage == Some(Stage::Failed) {
