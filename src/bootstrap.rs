@@ -178,6 +178,8 @@ fn fresh_id(key: &str) -> String {
 
 /// Where mmdebstrap keeps the apt options it was given.
 pub const MMDEBSTRAP_APT_CONF: &str = "etc/apt/apt.conf.d/99mmdebstrap";
+/// Where mmdebstrap keeps the dpkg options it was given.
+pub const MMDEBSTRAP_DPKG_CONF: &str = "etc/dpkg/dpkg.cfg.d/99mmdebstrap";
 
 /// Suffix of the stamp file whose mtime says when a cached tree was last used.
 pub const USED: &str = ".used";
@@ -393,7 +395,13 @@ fn mmdebstrap(
             q(cache)
         ))
         .arg(format!("--customize-hook=umount {archives}"))
-        .arg("--aptopt=APT::Keep-Downloaded-Packages \"true\"");
+        .arg("--aptopt=APT::Keep-Downloaded-Packages \"true\"")
+        // dpkg without fsync (the tree is packed afterwards; a crashed
+        // bootstrap starts over); the option's file is not shipped.
+        .arg("--dpkgopt=force-unsafe-io")
+        .arg(format!(
+            "--customize-hook=rm -f \"$1\"/{MMDEBSTRAP_DPKG_CONF}"
+        ));
     if let Some(proxy) = &plan.apt_proxy {
         cmd = cmd.arg(format!("--aptopt=Acquire::http::Proxy \"{proxy}\""));
     }

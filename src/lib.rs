@@ -28,6 +28,7 @@ pub mod stage;
 pub mod suite;
 pub mod sys;
 pub mod template;
+pub mod timings;
 pub mod yaml;
 
 pub use error::{exit_code, ConfigError, UsageError};

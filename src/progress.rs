@@ -73,6 +73,7 @@ impl Progress {
     /// Start a named step.
     pub fn step(&self, text: impl Into<String>) {
         let text = text.into();
+        crate::timings::mark(&text);
         match &self.bar {
             Some(bar) => {
                 bar.println(format!("==> {text}"));

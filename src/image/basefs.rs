@@ -147,6 +147,7 @@ fn pack(job: &Job, root: &Path, mut entry: Entry) -> anyhow::Result<Entry> {
         &job.plan.squashfs,
     )
     .with_context(|| format!("cannot write {}", entry.file))?;
+    job.progress.step(format!("verity {}", entry.file));
     let verity = crate::archive::verity::append_tree(&mut staged.as_file().try_clone()?)
         .with_context(|| format!("cannot append the dm-verity hash tree to {}", entry.file))?;
     let (size, sha256) = artifact::publish(out, &entry.file, staged.path())?;

@@ -145,13 +145,23 @@ pub fn run(req: &BuildRequest) -> anyhow::Result<()> {
         sys: &crate::sys::REAL,
         options: &req.options,
     };
-    build(&job)
+    build(&job)?;
+    print_times();
+    Ok(())
+}
+
+/// The time table of what was built (stderr: stdout holds the artifacts).
+fn print_times() {
+    if let Some(table) = crate::timings::table() {
+        eprint!("{table}");
+    }
 }
 
 /// Run one build inside the sandbox.
 pub fn build(job: &Job) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let plan = job.plan;
+    crate::timings::build(format!("{} `{}`", plan.kind.name(), plan.name));
     let published = match plan.kind {
         Kind::Basefs => basefs::build(job)?,
         Kind::Overlay => overlay::build(job)?,
@@ -316,5 +326,6 @@ fn play_plans(
         })?;
     }
     progress.finish();
+    print_times();
     Ok(())
 }

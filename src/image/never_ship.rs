@@ -33,6 +33,7 @@ pub const NEVER_SHIP: &[&str] = &[
     "etc/apt/apt.conf.d/00mkimage-build",
     // mmdebstrap keeps every --aptopt (our cache and proxy settings) here.
     "etc/apt/apt.conf.d/99mmdebstrap",
+    "etc/dpkg/dpkg.cfg.d/99mmdebstrap",
     "usr/sbin/policy-rc.d",
     // A lock file's pins and local repository, while building.
     "etc/apt/preferences.d/mkimage-lock.pref",

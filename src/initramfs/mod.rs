@@ -131,6 +131,7 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     apt.contents = vec![component];
     let apt = &apt;
     tracing::info!(source = ?opts.kernel, "step: locate kernel");
+    crate::timings::mark("initrd: locate kernel");
     let at = kernel::Locate {
         source: &opts.kernel,
         basefs: opts.basefs.as_deref(),
@@ -141,9 +142,11 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     let kernel = kernel::locate(&at, &|| Fetcher::new(apt))?;
 
     tracing::info!(version = %kernel.version, "step: resolve modules");
+    crate::timings::mark("initrd: resolve modules");
     let order = resolve_modules(&kernel, &opts.modules)?;
 
     tracing::info!("step: collect firmware");
+    crate::timings::mark("initrd: collect firmware");
     let in_basefs = if opts.firmware != firmware::Source::None {
         collect_firmware(&kernel, &order)?
     } else {
@@ -152,17 +155,21 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     let firmware = firmware::complete(&order, in_basefs, opts.firmware, &|| Fetcher::new(apt))?;
 
     tracing::info!("step: fetch busybox");
+    crate::timings::mark("initrd: fetch busybox");
     let busybox = busybox::fetch(&Fetcher::new(apt)?)?;
 
     tracing::info!("step: fetch dmsetup");
+    crate::timings::mark("initrd: fetch dmsetup");
     let dmsetup = dmsetup::fetch(&Fetcher::new(apt)?)?;
 
     tracing::info!("step: fetch libdeflate-gunzip");
+    crate::timings::mark("initrd: fetch libdeflate-gunzip");
     let inflate = inflate::fetch(&Fetcher::new(apt)?)?;
     let mut extra = inflate.files.clone();
     extra.extend(firmware.licenses.clone());
 
     tracing::info!("step: render init");
+    crate::timings::mark("initrd: render init");
     let init = pack::render_init(
         &opts.init_template,
         &opts.name,
@@ -184,6 +191,7 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     ));
 
     tracing::info!("step: pack initrd");
+    crate::timings::mark("initrd: pack initrd");
     let entries = pack::entries(&pack::Contents {
         kernel: &kernel,
         modules: &order,
@@ -206,6 +214,7 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
         .with_context(|| format!("cannot copy {}", kernel.vmlinuz.display()))?;
 
     tracing::info!("step: publish");
+    crate::timings::mark("initrd: publish");
     let module_names: Vec<String> = order.iter().map(|m| m.name.clone()).collect();
     let mut packages = std::collections::BTreeMap::new();
     if let Some((name, version)) = &kernel.package {

@@ -69,8 +69,10 @@ impl<'a> Chroot<'a> {
             b"#!/bin/sh\n# mkimage: no daemons start while building\nexit 101\n",
             0o755,
         )?;
+        // dpkg without fsync: the tree is packed afterwards, and a crashed
+        // build is thrown away, so a sync per unpacked file buys nothing.
         let mut apt_conf = String::from(
-            "APT::Keep-Downloaded-Packages \"true\";\nBinary::apt::APT::Keep-Downloaded-Packages \"true\";\nAPT::Install-Recommends \"false\";\nDpkg::Use-Pty \"false\";\n",
+            "APT::Keep-Downloaded-Packages \"true\";\nBinary::apt::APT::Keep-Downloaded-Packages \"true\";\nAPT::Install-Recommends \"false\";\nDpkg::Use-Pty \"false\";\nDPkg::Options:: \"--force-unsafe-io\";\n",
         );
         if let Some(proxy) = &opts.apt_proxy {
             apt_conf.push_str(&format!("Acquire::http::Proxy \"{proxy}\";\n"));
