@@ -106,10 +106,21 @@ fn render(builds: &[(String, Vec<(String, Duration)>)]) -> Option<String> {
         .unwrap_or(0)
         .clamp(20, 60);
     let mut out = format!("time by step ({:.1} s in all):\n", total.as_secs_f64());
-    for (build, rows) in builds.iter().filter(|b| !b.1.is_empty()) {
+    // Steps under a twentieth of a second (checks, markers) are left out.
+    let shown = |rows: &[(String, Duration)]| {
+        rows.iter()
+            .filter(|r| r.1 >= Duration::from_millis(50))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for (build, rows) in builds.iter() {
         let sum: Duration = rows.iter().map(|r| r.1).sum();
+        let rows = shown(rows);
+        if rows.is_empty() {
+            continue;
+        }
         out += &format!("  {build} ({:.1} s)\n", sum.as_secs_f64());
-        for (row, d) in rows {
+        for (row, d) in &rows {
             let name: String = row.chars().take(width).collect();
             out += &format!(
                 "    {name:<width$} {:>7.1} s {:>4.0}%\n",
