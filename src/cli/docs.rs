@@ -124,6 +124,19 @@ fn config_markdown(path: &Path, now: &str) -> anyhow::Result<String> {
         .map(|k| k.name)
         .filter(|n| !now.contains(&format!("### `{n}`")))
         .collect();
+    let unknown: Vec<&str> = now
+        .lines()
+        .filter_map(|l| l.strip_prefix("### `"))
+        .map(|l| l.trim_end_matches('`'))
+        .filter(|n| mkimage::config::keys::get(n).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "{}: sections for what is not a key (any more?): {}",
+            path.display(),
+            unknown.join(", ")
+        );
+    }
     if !missing.is_empty() {
         anyhow::bail!(
             "{}: no section (### `KEY`) for the key(s) {}",
