@@ -319,3 +319,34 @@ fn the_extraction_reads_synopses_and_spans() {
         ["reprovision", "NODE", "--wait", "STAGE", "--var", "a=b c"]
     );
 }
+
+#[test]
+fn man_pages_are_written_for_every_command() {
+    let p = Project::new();
+    let dir = p.path().join("man1");
+    let o = mkimage()
+        .arg("man")
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mkimage man: {}", stderr(&o));
+    for cmd in [
+        "mkimage",
+        "mkimage-serve",
+        "mkimage-play",
+        "mkimage-boot-test",
+        "mkimage-man",
+    ] {
+        let page = std::fs::read_to_string(dir.join(format!("{cmd}.1")))
+            .unwrap_or_else(|e| panic!("{cmd}.1: {e}"));
+        assert!(
+            page.contains("\n.TH "),
+            "{cmd}.1 is not a man page:\n{page}"
+        );
+    }
+    assert!(
+        !dir.join("mkimage-docs.1").exists(),
+        "the hidden `docs` command has no man page"
+    );
+}
