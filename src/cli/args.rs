@@ -59,6 +59,11 @@ pub enum Command {
     Power(super::power::PowerArgs),
     /// Boot nodes from the network into a profile through their BMCs, and follow them until a stage.
     Reprovision(super::power::ReprovisionArgs),
+    /// Write a man page for mkimage and each of its commands (clap_mangen).
+    Man(super::docs::ManArgs),
+    /// Regenerate docs/reference/cli.md and config.md's key table from the code.
+    #[command(hide = true)]
+    Docs(super::docs::DocsArgs),
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.

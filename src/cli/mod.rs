@@ -5,6 +5,7 @@
 //! usage or config mistake and 1 for a failed build.
 
 mod args;
+mod docs;
 mod power;
 
 use std::path::{Path, PathBuf};
@@ -100,6 +101,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Iso(a) => iso(a),
         Command::Power(a) => power::power(&a),
         Command::Reprovision(a) => power::reprovision(&a),
+        Command::Man(a) => docs::man(&a),
+        Command::Docs(a) => docs::docs(&a),
         Command::Cache(a) => {
             let usage = |e: String| mkimage::UsageError(e);
             let req = mkimage::cache::Request {
