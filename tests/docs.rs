@@ -161,6 +161,7 @@ fn generated_references_match_the_code() {
 fn every_command_line_in_the_docs_parses() {
     let mut failures = Vec::new();
     let mut count = 0;
+    let named_value = regex::Regex::new(r"invalid value '([^']*)'").unwrap();
     for (path, text) in pages() {
         if path == "docs/reference/cli.md" {
             continue; // generated from the definitions themselves
@@ -176,7 +177,6 @@ fn every_command_line_in_the_docs_parses() {
             let err = stderr(&o);
             // A flag mentioned without its value, or with a placeholder: the
             // flag exists (clap says "unexpected argument" for one that does not).
-            let named_value = regex::Regex::new(r"invalid value '([^']*)'").unwrap();
             let placeholder_value = named_value
                 .captures(&err)
                 .is_some_and(|c| placeholder(&c[1]));

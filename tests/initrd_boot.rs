@@ -100,7 +100,7 @@ fn overlay_entries() -> Vec<Entry> {
             0o644,
         ),
         Entry::new(
-            &format!("{wants}/dns-check.service"),
+            format!("{wants}/dns-check.service"),
             EntryKind::Symlink("/etc/systemd/system/dns-check.service".into()),
             0o777,
         ),

@@ -280,7 +280,7 @@ fn extract_from(img: &Image, pattern: &str, dest: &Path) -> Result<Vec<String>, 
             } else {
                 dest.join(asked).join(suffix)
             };
-            write_node(&img, node, &out, &mut dirs)?;
+            write_node(img, node, &out, &mut dirs)?;
         }
     }
     // Directory modes and times last, deepest first, so their contents could be written.

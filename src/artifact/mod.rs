@@ -156,7 +156,7 @@ mod tests {
             sha256: sha,
             ..Default::default()
         };
-        record(dir.path(), &[entry.clone()]).unwrap();
+        record(dir.path(), std::slice::from_ref(&entry)).unwrap();
         assert_eq!(
             Manifest::load(dir.path()).unwrap().find("basefs", "x"),
             Some(&entry)

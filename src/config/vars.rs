@@ -86,11 +86,11 @@ impl Vars {
             .map_err(|e| ConfigError(format!("{}: cannot read: {e}{}", path.display(), from())))?;
         let map: BTreeMap<String, Yaml> = yaml::parse(path, &text)?;
         self.texts.insert(path.to_path_buf(), text);
-        for key in map.keys().filter(|k| keys::get(k).is_none()) {
+        if let Some(key) = map.keys().find(|k| keys::get(k).is_none()) {
             let names = keys::KEYS.iter().map(|k| k.name);
             return Err(ConfigError(format!(
                 "{}: unknown field `{key}`{} (top-level keys: {})",
-                self.place(&Origin::File(path.to_path_buf()), &[key.clone()]),
+                self.place(&Origin::File(path.to_path_buf()), std::slice::from_ref(key)),
                 keys::hint(key, names.clone()),
                 names.collect::<Vec<_>>().join(", ")
             )));

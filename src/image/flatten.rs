@@ -252,7 +252,12 @@ mod tests {
         fs::write(l3.join("srv/data/more"), "m").unwrap();
         fs::write(l3.join("etc/keep.d/c"), "c").unwrap();
 
-        flatten(&[l3.clone(), l2.clone(), l1.clone()], &[base.clone()], &out).unwrap();
+        flatten(
+            &[l3.clone(), l2.clone(), l1.clone()],
+            std::slice::from_ref(&base),
+            &out,
+        )
+        .unwrap();
         let listing: Vec<String> = crate::archive::walk(&out)
             .unwrap()
             .iter()
@@ -304,8 +309,8 @@ mod tests {
             "attributes of the top-most layer"
         );
         assert!(
-            visible(&[base.clone()], Path::new("etc/keep.d/a"))
-                && !visible(&[base.clone()], Path::new("etc/tmp"))
+            visible(std::slice::from_ref(&base), Path::new("etc/keep.d/a"))
+                && !visible(std::slice::from_ref(&base), Path::new("etc/tmp"))
         );
         assert!(
             !visible(&[l1.clone(), base.clone()], Path::new("srv/data/sub")),

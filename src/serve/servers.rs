@@ -66,7 +66,7 @@ pub fn check_url(url: &str) -> Result<String, String> {
 
 /// Check and normalise both lists (called once when the boot config is read).
 pub fn check(
-    servers: &mut Vec<String>,
+    servers: &mut [String],
     by_subnet: &mut BTreeMap<String, Vec<String>>,
 ) -> Result<(), String> {
     for s in servers.iter_mut() {
@@ -142,15 +142,15 @@ mod tests {
     #[test]
     fn bad_entries_name_the_fix() {
         let mut by = BTreeMap::from([("10.0.1.0/33".to_string(), vec!["http://x".to_string()])]);
-        assert!(check(&mut vec![], &mut by)
+        assert!(check(&mut [], &mut by)
             .unwrap_err()
             .contains("ADDRESS/PREFIX"));
-        assert!(check(&mut vec!["ftp://x".into()], &mut BTreeMap::new())
+        assert!(check(&mut ["ftp://x".into()], &mut BTreeMap::new())
             .unwrap_err()
             .contains("http://HOST"));
-        assert!(check(&mut vec!["http://a,b".into()], &mut BTreeMap::new()).is_err());
+        assert!(check(&mut ["http://a,b".into()], &mut BTreeMap::new()).is_err());
         let mut empty = BTreeMap::from([("10.0.0.0/8".to_string(), vec![])]);
-        assert!(check(&mut vec![], &mut empty)
+        assert!(check(&mut [], &mut empty)
             .unwrap_err()
             .contains("lists no server"));
     }

@@ -111,24 +111,24 @@ fn event(store: &Store, mac: &str, query: &str, ip: IpAddr) -> Reply {
             ),
         );
     };
-    let text = |key: &str| -> Result<Option<String>, Reply> {
+    let text = |key: &str| -> Result<Option<String>, Box<Reply>> {
         match (
             query_param(query, key),
             query.split('&').any(|kv| kv.split('=').next() == Some(key)),
         ) {
             (Some(v), _) => record::text(&v)
                 .map(|()| Some(v))
-                .map_err(|e| Reply::text(400, format!("{key}=: {e}\n"))),
-            (None, true) => Err(Reply::text(
+                .map_err(|e| Box::new(Reply::text(400, format!("{key}=: {e}\n")))),
+            (None, true) => Err(Box::new(Reply::text(
                 400,
                 format!("{key}=: not valid percent-encoded UTF-8\n"),
-            )),
+            ))),
             (None, false) => Ok(None),
         }
     };
     let (step, reason) = match (text("step"), text("reason")) {
         (Ok(s), Ok(r)) => (s, r),
-        (Err(reply), _) | (_, Err(reply)) => return reply,
+        (Err(reply), _) | (_, Err(reply)) => return *reply,
     };
     let failure = match (stage, reason) {
         (Stage::Failed, Some(reason)) if !reason.trim().is_empty() => Some(Failure {

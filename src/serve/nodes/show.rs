@@ -217,7 +217,7 @@ mod tests {
             (s.vendor.as_deref(), s.cpus, s.disks, s.stages.len()),
             (Some("QEMU"), Some(2), Some(1), 2)
         );
-        let text = table(&[s.clone()]);
+        let text = table(std::slice::from_ref(&s));
         assert!(text.lines().next().unwrap().starts_with("MAC "), "{text}");
         assert!(
             text.contains("QEMU")
