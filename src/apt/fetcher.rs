@@ -89,15 +89,15 @@ pub struct Package {
     /// Path of the `.deb` in the cache (after `fetch`).
     pub deb: PathBuf,
     pub depends: String,
-    sha256: String,
+    pub(super) sha256: String,
 }
 
 /// A private apt rooted in the cache dir.
 pub struct Fetcher {
-    src: AptSource,
-    mirror: String,
-    root: PathBuf,
-    updated: std::cell::Cell<bool>,
+    pub(super) src: AptSource,
+    pub(super) mirror: String,
+    pub(super) root: PathBuf,
+    pub(super) updated: std::cell::Cell<bool>,
 }
 
 impl Fetcher {
@@ -179,7 +179,7 @@ impl Fetcher {
 
     /// The private apt.conf: read through APT_CONFIG before anything
     /// else, so the host's apt.conf.d, sources and state are never used.
-    fn config(&self) -> String {
+    pub(super) fn config(&self) -> String {
         let r = self.root.display();
         let mut conf = format!(
             "Dir::Etc \"{r}/etc\";\nDir::Etc::SourceList \"sources.list\";\nDir::Etc::SourceParts \"-\";\n\
@@ -257,7 +257,7 @@ impl Fetcher {
     /// fails only in ways that pass (`Failure::transient`), up to `retry`;
     /// a failure to fetch is then one line (`MirrorError`), anything else
     /// the command's own error.
-    fn fetching(&self, cmd: &Cmd, retry: Retry) -> anyhow::Result<Output> {
+    pub(super) fn fetching(&self, cmd: &Cmd, retry: Retry) -> anyhow::Result<Output> {
         let attempt = || {
             let mut output = String::new();
             cmd.run_with(|line| {
@@ -297,7 +297,7 @@ impl Fetcher {
 
     /// The suite's InRelease files at hand (this apt's lists, the one
     /// being fetched, the index digest's), to name by-hash URLs by.
-    fn inreleases(&self) -> Vec<PathBuf> {
+    pub(super) fn inreleases(&self) -> Vec<PathBuf> {
         let lists = self.root.join("state/lists");
         let mut found: Vec<PathBuf> = [lists.join("partial"), lists]
             .iter()
@@ -313,16 +313,16 @@ impl Fetcher {
         found
     }
 
-    fn apt(&self, program: &str) -> Cmd {
+    pub(super) fn apt(&self, program: &str) -> Cmd {
         Cmd::new(program).env("APT_CONFIG", self.root.join("apt.conf"))
     }
 
     /// Hold the cache's lock (concurrent builds share one cache).
-    fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    pub(super) fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
         crate::lock::exclusive(&self.root, "lock")
     }
 
-    fn lists_present(&self) -> bool {
+    pub(super) fn lists_present(&self) -> bool {
         fs::read_dir(self.root.join("state/lists"))
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
@@ -347,7 +347,7 @@ impl Fetcher {
     }
 
     /// A digest of the package lists' names, sizes and mtimes (and `name`).
-    fn lists_key(&self, name: &str) -> String {
+    pub(super) fn lists_key(&self, name: &str) -> String {
         let mut parts = vec![
             name.to_string(),
             self.config(),
@@ -388,179 +388,6 @@ impl Fetcher {
             .context("cannot fetch the package lists")?;
         self.updated.set(true);
         Ok(())
-    }
-
-    /// Resolve a package name to its candidate version, following a
-    /// `linux-image-*` metapackage (e.g. `linux-image-amd64`) to the real
-    /// versioned kernel package it depends on.
-    pub fn resolve(&self, name: &str) -> anyhow::Result<Package> {
-        let _lock = self.lock()?;
-        if !self.lists_present() {
-            self.update()?;
-        }
-        let mut pkg = match self.show(name) {
-            Ok(p) => p,
-            Err(_) if !self.updated.get() => {
-                self.update()?;
-                self.show(name)?
-            }
-            Err(e) => return Err(e),
-        };
-        for _ in 0..4 {
-            match kernel_dependency(&pkg.name, &pkg.depends) {
-                Some(real) => pkg = self.show(&real)?,
-                None => break,
-            }
-        }
-        Ok(pkg)
-    }
-
-    /// Exactly `name` = `version` (no metapackage is followed).
-    pub fn resolve_exact(&self, name: &str, version: &str) -> anyhow::Result<Package> {
-        let _lock = self.lock()?;
-        let spec = format!("{name}={version}");
-        if !self.lists_present() {
-            self.update()?;
-        }
-        match self.show(&spec) {
-            Err(_) if !self.updated.get() => {
-                self.update()?;
-                self.show(&spec)
-            }
-            other => other,
-        }
-    }
-
-    /// `apt-cache show` of the candidate, remembered per state of the lists
-    /// (the answer only changes when the lists do; saves apt's start-up).
-    fn show(&self, name: &str) -> anyhow::Result<Package> {
-        let key = self.lists_key(name);
-        let memo = self
-            .root
-            .join("show")
-            .join(format!("{}.txt", name.replace('/', "_")));
-        let text = match fs::read_to_string(&memo)
-            .ok()
-            .and_then(|t| t.strip_prefix(&format!("{key}\n")).map(str::to_string))
-        {
-            Some(text) => text,
-            None => {
-                let out = self
-                    .apt("apt-cache")
-                    .args(["show", "--no-all-versions", name])
-                    .run();
-                let Ok(out) = out else {
-                    return Err(DebError::NotFound {
-                        name: name.into(),
-                        suite: self.src.suite.clone(),
-                        mirror: self.mirror.clone(),
-                    }
-                    .into());
-                };
-                let dir = self.root.join("show");
-                fs::create_dir_all(&dir)?;
-                let body = format!("{key}\n{}", out.stdout);
-                crate::artifact::write_atomic(
-                    &dir,
-                    &format!("{}.txt", name.replace('/', "_")),
-                    |f| std::io::Write::write_all(f, body.as_bytes()),
-                )?;
-                out.stdout
-            }
-        };
-        let field = |key: &'static str| -> Result<String, DebError> {
-            super::deb822::first_field(&text, key).ok_or(DebError::MissingField {
-                name: name.into(),
-                field: key,
-            })
-        };
-        let filename = field("Filename")?;
-        let base = filename.rsplit('/').next().unwrap_or(&filename).to_string();
-        Ok(Package {
-            name: field("Package")?,
-            version: field("Version")?,
-            deb: self.root.join("debs").join(base),
-            depends: super::deb822::first_field(&text, "Depends").unwrap_or_default(),
-            sha256: field("SHA256")?,
-        })
-    }
-
-    /// Make sure the package's `.deb` is in the cache (verified by sha256),
-    /// downloading it only if it is not.
-    pub fn fetch(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
-        let _lock = self.lock()?;
-        self.fetch_locked(pkg)
-    }
-
-    fn fetch_locked(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
-        if pkg.deb.is_file() && crate::artifact::sha256_file(&pkg.deb)?.1 == pkg.sha256 {
-            tracing::debug!(deb = %pkg.deb.display(), "cached");
-            return Ok(pkg.deb.clone());
-        }
-        // The builds' shared `.deb` cache (apt in the chroot) may have it.
-        if let Some(name) = pkg.deb.file_name() {
-            let shared = self.src.cache_dir.join("debs").join(name);
-            if shared.is_file() && crate::artifact::sha256_file(&shared)?.1 == pkg.sha256 {
-                fs::copy(&shared, &pkg.deb).with_context(|| {
-                    format!("cannot copy {} into the apt cache", shared.display())
-                })?;
-                return Ok(pkg.deb.clone());
-            }
-        }
-        tracing::info!(package = %pkg.name, version = %pkg.version, "downloading");
-        let dir = pkg.deb.parent().unwrap_or(&self.root);
-        let tmp = tempfile::tempdir_in(dir).context("cannot create a download dir")?;
-        let cmd = self
-            .apt("apt-get")
-            .args(["download", &format!("{}={}", pkg.name, pkg.version)])
-            .cwd(tmp.path());
-        self.fetching(&cmd, Retry::MIRROR)
-            .with_context(|| format!("cannot download {} {}", pkg.name, pkg.version))?;
-        let got = fs::read_dir(tmp.path())?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .ok_or_else(|| anyhow::anyhow!("apt-get download left no .deb for {}", pkg.name))?;
-        let sha = crate::artifact::sha256_file(&got)?.1;
-        if sha != pkg.sha256 {
-            return Err(DebError::Checksum {
-                file: got.display().to_string(),
-                got: sha,
-                want: pkg.sha256.clone(),
-            }
-            .into());
-        }
-        fs::rename(&got, &pkg.deb)
-            .with_context(|| format!("cannot move the download to {}", pkg.deb.display()))?;
-        Ok(pkg.deb.clone())
-    }
-
-    /// The package's content, unpacked once into `cache/unpacked/NAME_VERSION`
-    /// and reused by later builds (unpacked to a temp dir, then renamed).
-    pub fn unpacked(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
-        let _lock = self.lock()?;
-        let dest = self.root.join("unpacked").join(format!(
-            "{}_{}",
-            pkg.name,
-            pkg.version.replace(':', "%3a")
-        ));
-        if dest.is_dir() {
-            return Ok(dest);
-        }
-        let deb = self.fetch_locked(pkg)?;
-        let parent = self.root.join("unpacked");
-        fs::create_dir_all(&parent)?;
-        let tmp = tempfile::tempdir_in(&parent).context("cannot create an unpack dir")?;
-        extract(&deb, tmp.path())?;
-        let tmp = tmp.keep();
-        if let Err(e) = fs::rename(&tmp, &dest) {
-            let _ = fs::remove_dir_all(&tmp);
-            if !dest.is_dir() {
-                return Err(e)
-                    .with_context(|| format!("cannot move unpacked {} into place", pkg.name));
-            }
-        }
-        Ok(dest)
     }
 }
 
@@ -622,50 +449,9 @@ fn source_lines(src: &AptSource, mirror: &str) -> String {
     text
 }
 
-/// `dpkg-deb -x DEB DEST`.
-pub fn extract(deb: &Path, dest: &Path) -> anyhow::Result<()> {
-    Cmd::new("dpkg-deb")
-        .arg("-x")
-        .arg(deb)
-        .arg(dest)
-        .run()
-        .with_context(|| format!("cannot unpack {}", deb.display()))?;
-    Ok(())
-}
-
-/// For a `linux-image-*` metapackage, the versioned `linux-image-*` package
-/// it depends on (first alternative).
-fn kernel_dependency(name: &str, depends: &str) -> Option<String> {
-    if !name.starts_with("linux-image-") {
-        return None;
-    }
-    depends
-        .split(',')
-        .filter_map(|d| d.split('|').next())
-        .map(|d| d.split_whitespace().next().unwrap_or("").to_string())
-        .find(|d| d.starts_with("linux-image-") && d != name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn follows_kernel_metapackage() {
-        let deps = "linux-image-6.1.0-28-amd64 (= 6.1.119-1)";
-        assert_eq!(
-            kernel_dependency("linux-image-amd64", deps).as_deref(),
-            Some("linux-image-6.1.0-28-amd64")
-        );
-        assert_eq!(
-            kernel_dependency(
-                "linux-image-6.1.0-28-amd64",
-                "kmod, linux-base (>= 4.3~), initramfs-tools | linux-initramfs-tool"
-            ),
-            None
-        );
-        assert_eq!(kernel_dependency("busybox-static", deps), None);
-    }
 
     #[test]
     fn private_config_carries_mirror_and_proxy() {

@@ -8,8 +8,10 @@ pub mod failure;
 pub mod fetcher;
 pub mod index;
 pub mod mirror;
+pub mod packages;
 
 pub use fetcher::{AptSource, Fetcher, Package};
+pub use packages::extract;
 
 /// The file (in `preferences.d/`) that holds a lock file's pins while building.
 pub const PREFERENCES: &str = "mkimage-lock.pref";
