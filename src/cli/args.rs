@@ -36,8 +36,10 @@ pub enum Command {
     /// Write a static tree (artifacts by hash, boot scripts, nginx config)
     /// that any static web server can boot machines from.
     Publish(PublishArgs),
-    /// Validate a vars file or playbook, its roles and --var names; build nothing.
-    Check(CheckArgs),
+    /// Validate a vars file or playbook, its roles and --var names; or a
+    /// boot config (--boot-config: profiles, lab inventory, node templates).
+    /// Builds nothing, needs no root.
+    Check(CheckCmd),
     /// List the entries of a squashfs, cpio.gz overlay or initrd.
     Inspect {
         /// The image to list.
@@ -139,6 +141,17 @@ pub struct CheckArgs {
     /// builds there first.
     #[arg(long, default_value = "builds")]
     pub out: PathBuf,
+}
+
+/// `mkimage check`: builds (as `lock` takes them), or a boot config.
+#[derive(Debug, clap::Args)]
+pub struct CheckCmd {
+    #[command(flatten)]
+    pub builds: CheckArgs,
+    /// A boot config (e.g. vars/boot.yml) instead: its keys, profiles, the
+    /// lab inventory (`nodes:`) and every node's templates.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["vars", "playbook"])]
+    pub boot_config: Option<PathBuf>,
 }
 
 /// `mkimage lock`: what to lock as `check` takes it, then where to write.
