@@ -144,6 +144,9 @@ fn render(
             &resolved.profile,
             base_url,
         );
+        if let Some(ip) = identity::node_of(c, mac).and_then(|(n, node)| identity::kernel_ip(n, node)) {
+            resolved.args = format!("{} {ip}", resolved.args).trim().to_string();
+        }
         match made {
             Ok(Some(art)) => resolved.overlays.push(art),
             Ok(None) => {}

@@ -193,6 +193,31 @@ pub fn node_of<'a>(config: &'a BootConfig, mac: &str) -> Option<(&'a str, &'a No
         .map(|(name, n)| (name.as_str(), n))
 }
 
+/// The kernel's `ip=` for the init's own download on node `name`'s static
+/// network (`ip=ADDRESS::GATEWAY:NETMASK:HOSTNAME::off:DNS0:DNS1`, on the
+/// NIC that booted, as `BOOTIF=` names it); `None` for DHCP, and for an
+/// IPv6, VLAN or bond setup, which the init does not make (it takes DHCP
+/// there, and the booted system its static network).
+pub fn kernel_ip(name: &str, node: &Node) -> Option<String> {
+    let net = node.network.as_ref()?;
+    if net.vlan.is_some() || !net.bond.is_empty() {
+        return None;
+    }
+    let first = net.address.to_vec().into_iter().next()?;
+    let (addr, prefix) = first.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    let mask = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - prefix).unwrap_or(0));
+    let gateway = net.gateway.clone().unwrap_or_default();
+    let dns: Vec<&str> = net.dns.iter().map(String::as_str).take(2).collect();
+    let hostname = node.hostname.as_deref().unwrap_or(name);
+    Some(format!(
+        "ip={addr}::{gateway}:{mask}:{hostname}::off:{}:{}",
+        dns.first().unwrap_or(&""),
+        dns.get(1).unwrap_or(&"")
+    ))
+}
+
 /// Node overlays made lately, by sha256, each with the one MAC it is for.
 #[derive(Default)]
 pub struct Cache {

@@ -206,3 +206,16 @@ fn check_names_file_line_and_column() {
         );
     }
 }
+
+#[test]
+fn a_static_network_is_the_init_s_ip_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BootConfig::load(&write(dir.path(), LAB)).unwrap();
+    let (name, node) = node_of(&config, "52:54:00:12:34:56").unwrap();
+    assert_eq!(
+        kernel_ip(name, node).as_deref(),
+        Some("ip=10.0.1.7::10.0.1.1:255.255.255.0:node07::off:10.0.1.1:")
+    );
+    let (name, node) = node_of(&config, "52:54:00:12:34:57").unwrap();
+    assert_eq!(kernel_ip(name, node), None, "DHCP");
+}
