@@ -29,7 +29,10 @@ fn curl_from(server: &Server, from: &str, path: &str) -> (u16, Vec<u8>) {
         .arg(server.url(path))
         .output()
         .expect("curl");
-    let code = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
+    let code = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     let mut body = Vec::new();
     std::fs::File::open(out.path())
         .unwrap()
@@ -44,7 +47,10 @@ fn node_overlay(script: &str) -> (String, String) {
     let shas = kernel_arg(script, "overlayfs.sha256").unwrap();
     let url = urls.rsplit(',').next().unwrap().to_string();
     let sha = shas.rsplit(',').next().unwrap().to_string();
-    assert!(url.contains("/node/") && url.ends_with("/node.cpio.gz"), "{script}");
+    assert!(
+        url.contains("/node/") && url.ends_with("/node.cpio.gz"),
+        "{script}"
+    );
     (url_path(&url).to_string(), sha)
 }
 
@@ -104,13 +110,18 @@ fn each_machine_gets_its_own_overlay_and_no_other() {
     // C's template fails: it boots without a node overlay, marked failed.
     let (_, script_c) = curl_from(&server, "127.0.0.3", &format!("/boot.ipxe?mac={C}"));
     let script_c = String::from_utf8(script_c).unwrap();
-    assert!(script_c.starts_with("#!ipxe") && !script_c.contains("/node/"), "{script_c}");
+    assert!(
+        script_c.starts_with("#!ipxe") && !script_c.contains("/node/"),
+        "{script_c}"
+    );
     let r = get(server.http, &format!("/api/nodes/{C}"));
     let record: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(record["stage"], "failed", "{record}");
     let reason = record["failure"]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("lab-node-09") && reason.contains("/etc/rack") && reason.contains("undefined"),
+        reason.contains("lab-node-09")
+            && reason.contains("/etc/rack")
+            && reason.contains("undefined"),
         "{reason}"
     );
 }
@@ -132,4 +143,36 @@ fn check_boot_config_names_the_duplicate() {
         2,
         &["vars/dup.yml:16:5: nodes.lab-node-09.mac", "lab-node-07"],
     );
+}
+
+#[test]
+fn publish_writes_each_node_s_overlay_and_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("builds");
+    std::fs::create_dir(&dir).unwrap();
+    build_bootable(&dir, b"base");
+    let boot = tmp.path().join("boot.yml");
+    std::fs::write(&boot, BOOT).unwrap();
+    let out = tmp.path().join("tree");
+    let o = common::mkimage()
+        .arg("publish")
+        .arg(&out)
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--boot-config")
+        .arg(&boot)
+        .args(["--public-url", "http://10.0.0.5/tree"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    for (mac, hostname) in [(A, "lab-node-07"), (B, "db08")] {
+        let script =
+            std::fs::read_to_string(out.join(format!("boot/{}.ipxe", mac.replace(':', "-"))))
+                .unwrap();
+        let (path, sha) = node_overlay(&script);
+        let rel = path.strip_prefix("/tree/").unwrap();
+        let bytes = std::fs::read(out.join(rel)).unwrap();
+        assert_eq!(sha256_hex(&bytes), sha);
+        assert_eq!(files(&bytes)["etc/hostname"], format!("{hostname}\n"));
+    }
 }

@@ -134,25 +134,13 @@ fn render(
             .map_err(|e| e.to_string())?,
     };
     let next = next.map(|(_, n)| n);
-    let (mut resolved, mut node_failure) = (resolved, None);
-    if let (Some(c), Some(path), Some(mac)) = (&config, &state.boot_config, mac) {
-        let made = identity::overlay_for(
-            &state.node_overlays,
-            c,
-            path,
-            mac,
-            &resolved.profile,
-            base_url,
-        );
-        if let Some(ip) = identity::node_of(c, mac).and_then(|(n, node)| identity::kernel_ip(n, node)) {
-            resolved.args = format!("{} {ip}", resolved.args).trim().to_string();
+    let mut resolved = resolved;
+    let node_failure = match (&config, &state.boot_config, mac) {
+        (Some(c), Some(path), Some(mac)) => {
+            identity::personalize(&mut resolved, &state.node_overlays, c, path, mac, base_url).err()
         }
-        match made {
-            Ok(Some(art)) => resolved.overlays.push(art),
-            Ok(None) => {}
-            Err(e) => node_failure = Some(e),
-        }
-    }
+        _ => None,
+    };
     let local = [&resolved.kernel, &resolved.initrd, &resolved.basefs]
         .into_iter()
         .chain(&resolved.overlays);

@@ -29,7 +29,7 @@ use http::request::Parts;
 use minijinja::Value;
 use serde_yaml_ng::Value as Yaml;
 
-use super::profiles::{normalize_mac, Art, BootConfig, Profile};
+use super::profiles::{normalize_mac, Art, BootConfig, Profile, Resolved};
 use crate::archive::cpio::{self, Entry, EntryKind};
 use crate::inventory::Node;
 use templates::Template;
@@ -277,6 +277,26 @@ pub fn overlay_for(
         sha256,
         verity: None,
     }))
+}
+
+/// Make `resolved` machine `mac`'s own: its static `ip=` for the init, and
+/// its node overlay as the last overlay (`Ok(None)`: not in the inventory).
+pub fn personalize(
+    resolved: &mut Resolved,
+    cache: &Cache,
+    config: &BootConfig,
+    config_path: &std::path::Path,
+    mac: &str,
+    base_url: &str,
+) -> Result<Option<Art>, RenderError> {
+    if let Some(ip) = node_of(config, mac).and_then(|(n, node)| kernel_ip(n, node)) {
+        resolved.args = format!("{} {ip}", resolved.args).trim().to_string();
+    }
+    let made = overlay_for(cache, config, config_path, mac, &resolved.profile, base_url)?;
+    if let Some(art) = &made {
+        resolved.overlays.push(art.clone());
+    }
+    Ok(made)
 }
 
 /// May this request have machine `mac`'s node overlay?
