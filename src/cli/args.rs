@@ -243,6 +243,11 @@ pub struct IsoArgs {
     /// Without --offline: the `mkimage serve` URL the init downloads from (http://HOST:PORT).
     #[arg(long)]
     pub server: Option<String>,
+    /// Bake one node of the boot config's inventory into the ISO: its
+    /// profile, its static network as the init's `ip=` (no DHCP needed),
+    /// and with --offline its node overlay.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
     /// The ISO file to write.
     #[arg(long)]
     pub output: PathBuf,

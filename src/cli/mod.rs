@@ -263,6 +263,7 @@ fn iso(a: args::IsoArgs) -> anyhow::Result<()> {
         dir: absolute(&a.dir)?,
         boot_config,
         profile: a.profile,
+        node: a.node,
         source,
         output: absolute(&a.output)?,
     };

@@ -232,5 +232,7 @@ fn boot_config_path(opts: &ServeOptions) -> anyhow::Result<Option<PathBuf>> {
         None => return Ok(None),
     };
     profiles::BootConfig::load(&path).map_err(|e| UsageError(e.to_string()))?;
+    // The lab inventory, checked with file:line:col (`mkimage check --boot-config`).
+    crate::inventory::Lab::load(&path).map_err(|e| UsageError(e.0))?;
     Ok(Some(path))
 }
