@@ -115,7 +115,8 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     copy_verified(&req.dir, &resolved.kernel, &root.join(grub::KERNEL))?;
     copy_verified(&req.dir, &resolved.initrd, &root.join(grub::INITRD))?;
     if req.source == Source::Media {
-        let from_dir = resolved.overlays.iter().filter(|a| a.remote.is_none());
+        let made = node_overlay.as_ref().map(|(a, _)| a);
+        let from_dir = resolved.overlays.iter().filter(|a| Some(*a) != made);
         for art in std::iter::once(&resolved.basefs).chain(from_dir) {
             copy_verified(
                 &req.dir,
