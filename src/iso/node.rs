@@ -14,14 +14,16 @@ use crate::serve::identity::{self, Cache};
 use crate::serve::profiles::{Art, BootConfig, Resolved};
 use crate::{ConfigError, UsageError};
 
-/// The node's resolved profile, and offline its overlay (on the medium as
-/// `Art::file`) with its bytes.
+/// A node overlay for the medium (at `Art::file`) and its bytes.
+pub type OnMedium = (Art, Vec<u8>);
+
+/// The node's resolved profile, and offline its overlay.
 pub fn personalize(
     req: &Request,
     config: Option<&BootConfig>,
     manifest: &Manifest,
     name: &str,
-) -> anyhow::Result<(Resolved, Option<(Art, Vec<u8>)>)> {
+) -> anyhow::Result<(Resolved, Option<OnMedium>)> {
     let (Some(config), Some(path)) = (config, req.boot_config.as_deref()) else {
         return Err(UsageError(format!(
             "--node {name}: give --boot-config FILE, the boot config whose `nodes:` has it"
