@@ -312,3 +312,58 @@ fetch /mkimage/base.squashfs {tmp}/missing || echo "WHY=$WHY"
         "{out}"
     );
 }
+
+#[test]
+fn node_iso_carries_its_static_network_and_offline_its_node_overlay() {
+    tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = artifacts(tmp.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}nodes:\n  node07:\n    mac: 52:54:00:12:34:56\n    profile: lab\n    network: {{address: 10.0.1.7/24, gateway: 10.0.1.1, dns: [10.0.1.1]}}\n    vars: {{rack: r12}}\n")).unwrap();
+    let net = tmp.path().join("net.iso");
+    let o = iso(
+        tmp.path(),
+        &config,
+        &["--server", "http://10.0.1.5:8080", "--node", "node07"],
+        &net,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8(extract(&net, "/mkimage/cmdline")).unwrap();
+    for want in [
+        " BOOTIF=01-52-54-00-12-34-56 ",
+        " ip=10.0.1.7::10.0.1.1:255.255.255.0:node07::off:10.0.1.1:",
+        "/disc.cpio.gz ",
+    ] {
+        assert!(line.contains(want), "{want} not in {line}");
+    }
+    let offline = tmp.path().join("offline.iso");
+    let o = iso(
+        tmp.path(),
+        &config,
+        &["--offline", "--node", "node07"],
+        &offline,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8(extract(&offline, "/mkimage/cmdline")).unwrap();
+    let node = extract(&offline, "/mkimage/node.cpio.gz");
+    assert!(
+        line.contains(&format!(
+            "overlayfs=/mkimage/disc.cpio.gz,/mkimage/node.cpio.gz overlayfs.sha256={},{} ",
+            sha256_hex(b"overlay bytes"),
+            sha256_hex(&node)
+        )),
+        "{line}"
+    );
+    let o = iso(
+        tmp.path(),
+        &config,
+        &["--offline", "--node", "node99"],
+        &offline,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--node node99: not in"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -36,8 +36,10 @@ pub enum Command {
     /// Write a static tree (artifacts by hash, boot scripts, nginx config)
     /// that any static web server can boot machines from.
     Publish(PublishArgs),
-    /// Validate a vars file or playbook, its roles and --var names; build nothing.
-    Check(CheckArgs),
+    /// Validate a vars file or playbook, its roles and --var names; or a
+    /// boot config (--boot-config: profiles, lab inventory, node templates).
+    /// Builds nothing, needs no root.
+    Check(CheckCmd),
     /// List the entries of a squashfs, cpio.gz overlay or initrd.
     Inspect {
         /// The image to list.
@@ -146,6 +148,17 @@ pub struct CheckArgs {
     pub out: PathBuf,
 }
 
+/// `mkimage check`: builds (as `lock` takes them), or a boot config.
+#[derive(Debug, clap::Args)]
+pub struct CheckCmd {
+    #[command(flatten)]
+    pub builds: CheckArgs,
+    /// A boot config (e.g. vars/boot.yml) instead: its keys, profiles, the
+    /// lab inventory (`nodes:`) and every node's templates.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["vars", "playbook"])]
+    pub boot_config: Option<PathBuf>,
+}
+
 /// `mkimage lock`: what to lock as `check` takes it, then where to write.
 #[derive(Debug, clap::Args)]
 pub struct LockArgs {
@@ -235,6 +248,11 @@ pub struct IsoArgs {
     /// Without --offline: the `mkimage serve` URL the init downloads from (http://HOST:PORT).
     #[arg(long)]
     pub server: Option<String>,
+    /// Bake one node of the boot config's inventory into the ISO: its
+    /// profile, its static network as the init's `ip=` (no DHCP needed),
+    /// and with --offline its node overlay.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
     /// The ISO file to write.
     #[arg(long)]
     pub output: PathBuf,

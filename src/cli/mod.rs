@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use args::{Cli, Command};
+use args::{CheckCmd, Cli, Command};
 use mkimage::config::check::Target;
 use mkimage::image::{BuildOptions, BuildRequest, Kind, PlayRequest};
 
@@ -78,7 +78,21 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             mkimage::image::play(&req)
         }
-        Command::Check(a) => {
+        Command::Check(CheckCmd {
+            boot_config: Some(file),
+            ..
+        }) => {
+            let s = mkimage::serve::identity::check::boot_config(&file)?;
+            println!(
+                "{}: ok ({} profiles, {} nodes, {} node files rendered)",
+                file.display(),
+                s.profiles,
+                s.nodes,
+                s.files
+            );
+            Ok(())
+        }
+        Command::Check(CheckCmd { builds: a, .. }) => {
             let target = target(a.vars, a.playbook)?;
             mkimage::image::check(&target, &a.vars_override, &absolute(&a.out)?)
         }
@@ -252,6 +266,7 @@ fn iso(a: args::IsoArgs) -> anyhow::Result<()> {
         dir: absolute(&a.dir)?,
         boot_config,
         profile: a.profile,
+        node: a.node,
         source,
         output: absolute(&a.output)?,
     };

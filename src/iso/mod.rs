@@ -11,6 +11,7 @@
 
 pub mod cmdline;
 pub mod grub;
+mod node;
 pub mod remaster;
 
 use std::fs;
@@ -52,6 +53,8 @@ pub struct Request {
     /// The boot config with the profiles (None: the basefs alone, no overlay).
     pub boot_config: Option<PathBuf>,
     pub profile: Option<String>,
+    /// A node of the boot config's inventory to bake in (`node::personalize`).
+    pub node: Option<String>,
     /// Where the init gets the basefs and overlays.
     pub source: Source,
     pub output: PathBuf,
@@ -70,7 +73,13 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         .as_deref()
         .map(BootConfig::load)
         .transpose()?;
-    let resolved = resolve(config.as_ref(), req.profile.as_deref(), &manifest)?;
+    let (resolved, node_overlay) = match &req.node {
+        Some(name) => node::personalize(req, config.as_ref(), &manifest, name)?,
+        None => (
+            resolve(config.as_ref(), req.profile.as_deref(), &manifest)?,
+            None,
+        ),
+    };
     let console = config
         .as_ref()
         .and_then(|c| c.console.clone())
@@ -106,13 +115,19 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     copy_verified(&req.dir, &resolved.kernel, &root.join(grub::KERNEL))?;
     copy_verified(&req.dir, &resolved.initrd, &root.join(grub::INITRD))?;
     if req.source == Source::Media {
-        for art in std::iter::once(&resolved.basefs).chain(&resolved.overlays) {
+        let made = node_overlay.as_ref().map(|(a, _)| a);
+        let from_dir = resolved.overlays.iter().filter(|a| Some(*a) != made);
+        for art in std::iter::once(&resolved.basefs).chain(from_dir) {
             copy_verified(
                 &req.dir,
                 art,
                 &root.join(cmdline::MEDIA_DIR).join(&art.file),
             )?;
         }
+    }
+    if let Some((art, bytes)) = &node_overlay {
+        let path = root.join(cmdline::MEDIA_DIR).join(&art.file);
+        fs::write(&path, bytes).map_err(|e| IsoError::io(&path, e))?;
     }
     let words = cmdline::grub_words(&line)
         .map_err(|e| UsageError(format!("profile `{}`: {e}", resolved.profile)))?;

@@ -17,6 +17,7 @@ pub mod dhcp;
 mod download;
 pub mod files;
 mod http;
+pub mod identity;
 pub mod ipxe;
 mod live;
 pub mod metrics;
@@ -130,6 +131,7 @@ async fn serve(
         local_addr,
         retry_delay: opts.retry_delay,
         nodes: Arc::new(nodes::Store::new(root.dir())),
+        node_overlays: identity::Cache::default(),
     });
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -230,5 +232,7 @@ fn boot_config_path(opts: &ServeOptions) -> anyhow::Result<Option<PathBuf>> {
         None => return Ok(None),
     };
     profiles::BootConfig::load(&path).map_err(|e| UsageError(e.to_string()))?;
+    // The lab inventory, checked with file:line:col (`mkimage check --boot-config`).
+    crate::inventory::Lab::load(&path).map_err(|e| UsageError(e.0))?;
     Ok(Some(path))
 }

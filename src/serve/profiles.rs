@@ -62,6 +62,12 @@ pub struct BootConfig {
     /// The BMC credentials file the inventory's `bmc.credentials` name entries of.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
+    /// The server's variables for node templates (`serve::identity`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_yaml_ng::Value>,
+    /// The node templates' folder (default: the built-in `nodes/templates/`).
+    #[serde(default)]
+    pub node_templates: Option<PathBuf>,
     /// What `mkimage boot-test` boots and asserts: its business, skipped here.
     #[serde(default)]
     pub boot_test: Option<serde::de::IgnoredAny>,
@@ -91,6 +97,9 @@ pub struct Profile {
     /// whose recorded inventory matches every one is selected.
     #[serde(default, rename = "match")]
     pub facts: BTreeMap<String, String>,
+    /// Variables for node templates (over the boot config's, under the node's).
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
 /// The facts `match:` may name.
@@ -295,15 +304,25 @@ impl BootConfig {
         self.select_for(mac, None).0
     }
 
-    /// The profile for a machine, and how it was chosen: one listing its
-    /// MAC, else the first whose `match:` facts all match `facts`, else the
-    /// first whose tags meet the MAC's tags in `hosts`, else `default`,
-    /// else the first.
+    /// The profile for a machine, and how it was chosen: its inventory
+    /// node's `profile:`, else one listing its MAC, else the first whose `match:` facts all match `facts`, else the
+    /// first whose tags meet the MAC's tags in `hosts` or its node's
+    /// `tags:`, else `default`, else the first.
     pub fn select_for(
         &self,
         mac: Option<&str>,
         facts: Option<&dyn Facts>,
     ) -> (Option<&Profile>, Selected) {
+        let node = mac.and_then(|m| {
+            self.nodes
+                .values()
+                .find(|n| normalize_mac(&n.mac).as_deref() == Some(m))
+        });
+        if let Some(p) = node.and_then(|n| n.profile.as_ref()) {
+            if let Some(p) = self.profiles.iter().find(|q| &q.name == p) {
+                return (Some(p), Selected::Mac);
+            }
+        }
         if let Some(mac) = mac {
             if let Some(p) = self
                 .profiles
@@ -324,11 +343,17 @@ impl BootConfig {
                 return (Some(p), Selected::Facts);
             }
         }
-        if let Some(tags) = mac.and_then(|m| self.hosts.get(m)) {
+        let tags: Vec<&String> = mac
+            .and_then(|m| self.hosts.get(m))
+            .into_iter()
+            .flatten()
+            .chain(node.into_iter().flat_map(|n| &n.tags))
+            .collect();
+        if !tags.is_empty() {
             if let Some(p) = self
                 .profiles
                 .iter()
-                .find(|p| p.tags.iter().any(|t| tags.contains(t)))
+                .find(|p| p.tags.iter().any(|t| tags.contains(&t)))
             {
                 return (Some(p), Selected::Tag);
             }

@@ -6,7 +6,9 @@
 //! - `sha256/HEX/NAME`: every artifact a profile names, by content (the
 //!   same paths `mkimage serve` uses, so the same caches work);
 //! - `boot/MAC.ipxe` (MAC as `aa-bb-cc-dd-ee-ff`): a script for every MAC
-//!   the boot config names (`macs:` and `hosts:`);
+//!   the boot config names (`macs:`, `hosts:` and the inventory's `nodes:`);
+//! - `node/MAC/HEX/node.cpio.gz`: each inventory node's overlay (its
+//!   script names it; a static server cannot keep it from other machines);
 //! - `default.ipxe`: the default profile's script;
 //! - `boot.ipxe`: a dispatcher — the machine's own script, else the default
 //!   (needs nothing from the server but files);
@@ -33,8 +35,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 
+use super::identity;
 use super::ipxe::{encode_path, Scripts, DEFAULT_CONSOLE};
-use super::profiles::{for_machine, BootConfig, Resolved};
+use super::profiles::{for_machine, normalize_mac, BootConfig, Resolved};
 use crate::artifact::{objects, sha256_file, write_atomic, Manifest};
 
 /// `mkimage publish`, paths absolute.
@@ -99,19 +102,35 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
                 .iter()
                 .flat_map(|p| p.macs.iter())
                 .chain(c.hosts.keys())
+                .cloned()
+                .chain(c.nodes.values().filter_map(|n| normalize_mac(&n.mac)))
         })
-        .cloned()
         .collect();
 
     let default =
         for_machine(config.as_ref(), None, &manifest).context("publish: the default profile")?;
     let mut machines = Vec::new();
+    let node_overlays = identity::Cache::default();
+    let mut personal = Vec::new();
     for mac in &macs {
-        let resolved = for_machine(config.as_ref(), Some(mac), &manifest)
+        let mut resolved = for_machine(config.as_ref(), Some(mac), &manifest)
             .with_context(|| format!("publish: machine {mac}"))?;
+        if let (Some(c), Some(path)) = (&config, &req.boot_config) {
+            let made = identity::personalize(&mut resolved, &node_overlays, c, path, mac, &base)
+                .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+            personal.extend(made.map(|art| (mac.clone(), art.sha256)));
+        }
         machines.push((mac.clone(), resolved));
     }
     fs::create_dir_all(&req.out).with_context(|| format!("cannot create {}", req.out.display()))?;
+    // Node overlays, each at the path its machine's script names.
+    for (mac, sha) in &personal {
+        if let Some(bytes) = node_overlays.get(mac, sha) {
+            let dir = req.out.join(format!("node/{mac}/{sha}"));
+            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            write_atomic(&dir, identity::FILE, |f| f.write_all(&bytes))?;
+        }
+    }
 
     // Artifacts first, so no script names an object not yet in place.
     let mut done = BTreeSet::new();

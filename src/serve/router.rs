@@ -1,5 +1,6 @@
 //! Which handler answers a request: the server's own pages (`/`,
 //! `/metrics`, `/boot.ipxe`), content-addressed artifacts (`/sha256/…`),
+//! node overlays (`/node/…`, each to its own machine only),
 //! the iPXE binaries (`/ipxe/…`, for UEFI HTTP boot), the node registry's
 //! API (`/api/nodes…`, which alone takes POST) and files in the served
 //! dir. Otherwise read-only: GET and HEAD only. Runs on the
@@ -12,7 +13,7 @@ use http::Method;
 
 use super::reply::Reply;
 use super::state::State;
-use super::{dhcp, download, nodes, operator, pages, script};
+use super::{dhcp, download, identity, nodes, operator, pages, script};
 
 pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
     let path = req.uri.path();
@@ -45,6 +46,9 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
             )
         }
         "/boot.ipxe" => script::boot(state, req, query, client),
+        _ if path.starts_with(identity::PREFIX) => {
+            identity::node_overlay(state, req, &path[identity::PREFIX.len()..], client)
+        }
         _ => match (
             path.strip_prefix("/sha256/"),
             path.strip_prefix(dhcp::HTTP_IPXE_PREFIX),

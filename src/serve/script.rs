@@ -1,6 +1,7 @@
 //! `/boot.ipxe[?mac=…]`: pick the machine's profile, resolve it against one
 //! manifest snapshot, make sure the content store has every artifact the
-//! script names, and render the script — so every URL and sha256 in one
+//! script names, add the machine's node overlay last (`identity`), and
+//! render the script — so every URL and sha256 in one
 //! script belongs to the same set of artifacts and stays servable.
 //!
 //! When no script can be made (nothing built yet, a profile naming an
@@ -13,6 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use http::request::Parts;
 
+use super::identity::{self, RenderError};
 use super::ipxe::DEFAULT_CONSOLE;
 use super::metrics::Boot;
 use super::profiles::{self, normalize_mac, BootConfig, Facts, Resolved, Selected};
@@ -33,7 +35,13 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
     };
     let base_url = base_url(req, state);
     let mut reply = match render(state, mac.as_deref(), &base_url, client) {
-        Ok((script, profile, selected, next)) => {
+        Ok(Made {
+            script,
+            profile,
+            selected,
+            next,
+            node_failure,
+        }) => {
             if let (Some(mac), Some(next)) = (&mac, &next) {
                 super::next_boot::served(state.root.dir(), mac, next);
             }
@@ -42,6 +50,9 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
             // be on the record before the machine can fetch its kernel.
             if let Some(mac) = &mac {
                 nodes::api::script_served(&state.nodes, mac, client.ip(), &profile, selected);
+                if let Some(failure) = &node_failure {
+                    node_failed(state, mac, failure);
+                }
             }
             state.metrics.boot(Boot {
                 time: artifact::now(),
@@ -67,14 +78,44 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
     reply
 }
 
-/// The script, the name of the profile it boots and how that profile was
-/// chosen (by the machine's recorded inventory too), or why there is none.
+/// A boot script and what went into it.
+struct Made {
+    script: String,
+    /// The profile it boots.
+    profile: String,
+    /// How that profile was chosen (by the machine's recorded inventory too).
+    selected: Selected,
+    next: Option<super::next_boot::NextBoot>,
+    /// Why the machine's node overlay is left out of it.
+    node_failure: Option<RenderError>,
+}
+
+/// The node overlay could not be made: the server log names node and
+/// template, and the machine's record shows the boot failed and why (it
+/// boots without its node overlay, never with an empty value in it).
+fn node_failed(state: &State, mac: &str, failure: &RenderError) {
+    tracing::warn!(mac = %mac, node = %failure.node, template = %failure.template, "node overlay left out: {failure}");
+    let ms = artifact::now_ms();
+    let updated = state.nodes.update(mac, ms / 1000, |r| {
+        r.saw_ms(nodes::Stage::Failed, ms);
+        r.failure = Some(nodes::record::Failure {
+            time: ms / 1000,
+            step: Some("node overlay".into()),
+            reason: failure.to_string(),
+        });
+    });
+    if let Err(e) = updated {
+        tracing::warn!("{e}");
+    }
+}
+
+/// The script for a machine, or why there is none.
 fn render(
     state: &State,
     mac: Option<&str>,
     base_url: &str,
     client: SocketAddr,
-) -> Result<(String, String, Selected, Option<super::next_boot::NextBoot>), String> {
+) -> Result<Made, String> {
     let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
         Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
@@ -93,6 +134,13 @@ fn render(
             .map_err(|e| e.to_string())?,
     };
     let next = next.map(|(_, n)| n);
+    let mut resolved = resolved;
+    let node_failure = match (&config, &state.boot_config, mac) {
+        (Some(c), Some(path), Some(mac)) => {
+            identity::personalize(&mut resolved, &state.node_overlays, c, path, mac, base_url).err()
+        }
+        _ => None,
+    };
     let local = [&resolved.kernel, &resolved.initrd, &resolved.basefs]
         .into_iter()
         .chain(&resolved.overlays);
@@ -111,7 +159,13 @@ fn render(
         .scripts
         .render(&resolved, base_url, &servers, mac, &console)
         .map_err(|e| e.to_string())?;
-    Ok((script, resolved.profile, selected, next))
+    Ok(Made {
+        script,
+        profile: resolved.profile,
+        selected,
+        next,
+        node_failure,
+    })
 }
 
 /// `--public-url`, else `http://` + the Host the client asked for (if it is

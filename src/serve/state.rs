@@ -28,4 +28,6 @@ pub struct State {
     pub retry_delay: Duration,
     /// The node registry (`DIR/.state/nodes`).
     pub nodes: Arc<Store>,
+    /// Node overlays made for boot scripts (`identity`).
+    pub node_overlays: super::identity::Cache,
 }

@@ -1,0 +1,46 @@
+//! `GET /node/MAC/SHA256/node.cpio.gz`: a node overlay, to its machine only
+//! ([`super::node_overlay_allowed`]); immutable, but for no shared cache.
+
+use std::net::SocketAddr;
+
+use http::request::Parts;
+
+use super::super::reply::Reply;
+use super::super::state::State;
+use super::{node_overlay_allowed, FILE};
+use crate::artifact::objects::is_sha256;
+use crate::inventory::normalize_mac;
+
+/// One machine's bytes: no shared cache (an nginx tier) may keep them.
+const PRIVATE: &str = "private, max-age=31536000, immutable";
+
+/// `rest` is what follows `/node/`.
+pub fn node_overlay(state: &State, req: &Parts, rest: &str, client: SocketAddr) -> Reply {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [mac, sha, file] = parts[..] else {
+        return Reply::text(404, format!("node overlays are /node/MAC/SHA256/{FILE}\n"));
+    };
+    let (Some(mac), true, true) = (normalize_mac(mac), is_sha256(sha), file == FILE) else {
+        return Reply::text(404, format!("node overlays are /node/MAC/SHA256/{FILE}\n"));
+    };
+    if !node_overlay_allowed(&state.nodes, &mac, req, client) {
+        tracing::warn!(
+            mac = %mac,
+            client = %client.ip(),
+            "node overlay refused: the request is not from that machine"
+        );
+        let mut reply = Reply::text(403, format!("{mac}'s node overlay is for {mac} only\n"));
+        reply.mac = Some(mac);
+        return reply;
+    }
+    let mut reply = match state.node_overlays.get(&mac, sha) {
+        Some(bytes) => Reply::bytes(200, "application/octet-stream", bytes)
+            .with(http::header::CACHE_CONTROL, PRIVATE),
+        None => Reply::text(
+            404,
+            format!("no node overlay {sha} for {mac} (the server restarted, or the node changed): fetch the boot script again\n"),
+        ),
+    };
+    reply.mac = Some(mac);
+    reply
+}
