@@ -20,6 +20,7 @@ mod netns;
 mod network;
 pub mod node;
 mod published;
+mod secure;
 pub mod vm;
 
 use std::net::{Ipv4Addr, TcpStream};
@@ -67,6 +68,11 @@ pub struct Request {
     pub published: bool,
     /// Boot this offline ISO as a CD-ROM, with no network (see `iso`).
     pub iso: Option<PathBuf>,
+    /// UEFI with Secure Boot enforced (see `secure`).
+    pub secure_boot: bool,
+    /// With `secure_boot`: sign a UKI with the site key in this dir and
+    /// enroll its certificate in the firmware's `db`.
+    pub keys: Option<PathBuf>,
 }
 
 /// Assertions used when the boot config declares none.
@@ -135,6 +141,11 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         .is_none()
         .then(|| network::Network::seen_as(req.proxy_dhcp));
     expect.extend(builtin_expect(dns_answer));
+    if req.secure_boot {
+        secure::preflight(req.keys.as_deref())?;
+        expect.push(Expect::SecureBoot { secure_boot: true });
+        expect.push(Expect::Lockdown { lockdown: true });
+    }
     if let Some(bad) = expect.iter().find_map(|e| e.validate().err()) {
         return Err(UsageError(format!(
             "{}: boot_test.expect: {bad}",
@@ -245,6 +256,18 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     spec.mac = mac;
     spec.uefi = req.uefi;
     net.wire(&mut spec, &script_url);
+    if req.secure_boot {
+        let setup = secure::Setup {
+            work: work.path(),
+            dir: &req.dir,
+            boot_config: &boot_yml,
+            listen,
+            port: port.context("--secure-boot boots from mkimage serve")?,
+            seen_as,
+            mac: &spec.mac.clone(),
+        };
+        secure::prepare(&setup, req.keys.as_deref(), &mut spec)?;
+    }
     let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
     let how = if req.proxy_dhcp {
         format!("proxyDHCP on {} beside a site DHCP server", lab::BRIDGE)
@@ -260,7 +283,11 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         "booting {} ({:?}{}, {} MiB) from {from} over {how}; console: {}",
         spec.mac,
         spec.nic,
-        if spec.uefi { ", UEFI" } else { "" },
+        match (spec.uefi, &spec.secure_boot) {
+            (_, Some(_)) => ", UEFI with Secure Boot",
+            (true, None) => ", UEFI",
+            (false, None) => "",
+        },
         spec.memory_mib,
         serial.display()
     );

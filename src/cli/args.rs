@@ -52,6 +52,11 @@ pub enum Command {
     Iso(IsoArgs),
     /// Show what the build caches hold, and prune them by age or size.
     Cache(CacheArgs),
+    /// The site's Secure Boot signing key: `keys init` writes it (0600) and its certificate.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Pin every package version (and .deb sha256) the builds install in a lock file.
     Lock(LockArgs),
     /// Power nodes on, off or cycle them, or ask their state, through their BMCs (IPMI, Redfish).
@@ -59,6 +64,18 @@ pub enum Command {
     Power(super::power::PowerArgs),
     /// Boot nodes from the network into a profile through their BMCs, and follow them until a stage.
     Reprovision(super::power::ReprovisionArgs),
+}
+
+/// `mkimage keys …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Write a new signing key (db.key, mode 0600) and its certificate
+    /// (db.crt PEM, db.cer DER) into DIR; never inside a served dir.
+    Init {
+        /// Where the key goes (made 0700).
+        #[arg(long, default_value = "keys")]
+        dir: PathBuf,
+    },
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.
@@ -206,6 +223,15 @@ pub struct BootTestArgs {
     /// Boot this offline ISO (mkimage iso --offline) as a CD-ROM, with no network, instead of netbooting.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["playbook", "proxy_dhcp", "via_nginx", "published"])]
     pub iso: Option<PathBuf>,
+    /// UEFI with Secure Boot enforced and Microsoft's keys (OVMF's Secure
+    /// Boot build): shim → Debian's signed GRUB → the signed kernel; asserts
+    /// Secure Boot and the kernel's lockdown in the booted system.
+    #[arg(long, conflicts_with_all = ["proxy_dhcp", "via_nginx", "published", "iso", "uefi"])]
+    pub secure_boot: bool,
+    /// With --secure-boot: boot the profile's UKI signed with the site key in
+    /// DIR (`mkimage keys init --dir DIR`), its certificate enrolled in db.
+    #[arg(long, value_name = "DIR", requires = "secure_boot")]
+    pub keys: Option<PathBuf>,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,

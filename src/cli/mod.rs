@@ -98,6 +98,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Inspect { file, summary } => mkimage::inspect::run(&absolute(&file)?, summary),
         Command::BootTest(a) => boot_test(a),
         Command::Iso(a) => iso(a),
+        Command::Keys {
+            command: args::KeysCommand::Init { dir },
+        } => keys_init(&absolute(&dir)?),
         Command::Power(a) => power::power(&a),
         Command::Reprovision(a) => power::reprovision(&a),
         Command::Cache(a) => {
@@ -156,8 +159,29 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         via_nginx: a.via_nginx.as_deref().map(absolute).transpose()?,
         published: a.published,
         iso: a.iso.as_deref().map(absolute).transpose()?,
+        secure_boot: a.secure_boot,
+        keys: a.keys.as_deref().map(absolute).transpose()?,
     };
     mkimage::boottest::run(&req)
+}
+
+/// `mkimage keys init`: the key, and how a site makes machines trust it.
+fn keys_init(dir: &Path) -> anyhow::Result<()> {
+    let keys = mkimage::secureboot::keys::init(dir)?;
+    println!(
+        "site key:    {} (mode 0600; keep it off the boot server's served dir)",
+        keys.key.display()
+    );
+    println!(
+        "certificate: {} (PEM), {} (DER)",
+        keys.cert.display(),
+        keys.der.display()
+    );
+    println!(
+        "enroll it in each machine's db (firmware setup or BMC), or in MOK: mokutil --import {}",
+        keys.der.display()
+    );
+    Ok(())
 }
 
 /// `mkimage nodes`: the registry's summaries, as a table or JSON.

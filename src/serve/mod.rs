@@ -16,6 +16,7 @@ mod admin;
 pub mod dhcp;
 mod download;
 pub mod files;
+pub mod grub;
 mod http;
 pub mod ipxe;
 mod live;

@@ -1,5 +1,5 @@
 //! Which handler answers a request: the server's own pages (`/`,
-//! `/metrics`, `/boot.ipxe`), content-addressed artifacts (`/sha256/…`),
+//! `/metrics`, `/boot.ipxe`, `/grub.cfg`), content-addressed artifacts (`/sha256/…`),
 //! the iPXE binaries (`/ipxe/…`, for UEFI HTTP boot), the node registry's
 //! API (`/api/nodes…`, which alone takes POST) and files in the served
 //! dir. Otherwise read-only: GET and HEAD only. Runs on the
@@ -44,7 +44,8 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
                 state.metrics.render() + &nodes::show::metrics(&records),
             )
         }
-        "/boot.ipxe" => script::boot(state, req, query, client),
+        "/boot.ipxe" => script::boot(state, req, query, client, script::Format::Ipxe),
+        "/grub.cfg" => script::boot(state, req, query, client, script::Format::Grub),
         _ => match (
             path.strip_prefix("/sha256/"),
             path.strip_prefix(dhcp::HTTP_IPXE_PREFIX),

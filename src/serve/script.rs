@@ -23,7 +23,16 @@ use crate::artifact::{self, Manifest};
 
 const SCRIPT: &str = "text/plain; charset=utf-8";
 
-pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Reply {
+/// What the machine's boot loader reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An iPXE script (`/boot.ipxe`).
+    Ipxe,
+    /// A GRUB config for the Secure Boot path (`/grub.cfg`, see `grub`).
+    Grub,
+}
+
+pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr, format: Format) -> Reply {
     let mac = match query_param(query, "mac") {
         Some(raw) => match normalize_mac(&raw) {
             Some(m) => Some(m),
@@ -32,7 +41,7 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
         None => None,
     };
     let base_url = base_url(req, state);
-    let mut reply = match render(state, mac.as_deref(), &base_url, client) {
+    let mut reply = match render(state, mac.as_deref(), &base_url, client, format) {
         Ok((script, profile, selected, next)) => {
             if let (Some(mac), Some(next)) = (&mac, &next) {
                 super::next_boot::served(state.root.dir(), mac, next);
@@ -57,7 +66,17 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
                 "no boot script yet, the machine will retry: {reason}"
             );
             state.metrics.retry_scripts.fetch_add(1, Relaxed);
-            match state.scripts.retry(&reason, &base_url, mac.as_deref(), state.retry_delay.as_secs()) {
+            let delay = state.retry_delay.as_secs();
+            let retry = match format {
+                Format::Ipxe => state
+                    .scripts
+                    .retry(&reason, &base_url, mac.as_deref(), delay)
+                    .map_err(|e| e.to_string()),
+                Format::Grub => {
+                    super::grub::retry(&reason, mac.as_deref(), delay).map_err(|e| e.to_string())
+                }
+            };
+            match retry {
                 Ok(script) => Reply::bytes(200, SCRIPT, script),
                 Err(e) => Reply::text(500, format!("#!ipxe\necho mkimage serve: the retry script template failed: {e}\nshell\n")),
             }
@@ -74,6 +93,7 @@ fn render(
     mac: Option<&str>,
     base_url: &str,
     client: SocketAddr,
+    format: Format,
 ) -> Result<(String, String, Selected, Option<super::next_boot::NextBoot>), String> {
     let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
@@ -107,10 +127,14 @@ fn render(
         .as_ref()
         .map(|c| servers::for_client(&c.servers, &c.servers_by_subnet, Some(client.ip())))
         .unwrap_or_default();
-    let script = state
-        .scripts
-        .render(&resolved, base_url, &servers, mac, &console)
-        .map_err(|e| e.to_string())?;
+    let script = match format {
+        Format::Ipxe => state
+            .scripts
+            .render(&resolved, base_url, &servers, mac, &console)
+            .map_err(|e| e.to_string())?,
+        Format::Grub => super::grub::render(&resolved, base_url, &servers, mac, &console)
+            .map_err(|e| e.to_string())?,
+    };
     Ok((script, resolved.profile, selected, next))
 }
 
