@@ -104,7 +104,9 @@ pub fn prepare(s: &Setup, keys: Option<&Path>, spec: &mut VmSpec) -> anyhow::Res
 fn site_uki(s: &Setup, keys: &Keys) -> anyhow::Result<(String, String)> {
     let manifest = Manifest::load(s.dir)?;
     let config = BootConfig::load(s.boot_config)?;
-    let (resolved, _) = profiles::for_known_machine(Some(&config), None, None, &manifest)?;
+    // The profile this machine gets (selected by its MAC, as for a script);
+    // the UKI is that profile's, with nothing of the machine in it.
+    let (resolved, _) = profiles::for_known_machine(Some(&config), Some(s.mac), None, &manifest)?;
     let console = config.console.as_deref().unwrap_or(DEFAULT_CONSOLE);
     let base_url = format!("http://{}:{}", s.seen_as, s.port);
     let cmdline = grub::kernel_args(&resolved, &base_url, &[], None, true, console);
