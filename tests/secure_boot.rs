@@ -5,12 +5,24 @@
 //! `mkimage keys init`, its certificate enrolled in the firmware's db. Both
 //! must pass every assertion of vars/boot.yml and show Secure Boot on and
 //! the kernel locked down in the booted system. The boots run one at a time.
+//!
+//! What Secure Boot firmware must refuse is here too, ignored by default
+//! (CI keeps to the two boots; `bench/secure-boot.sh` runs them with
+//! `--include-ignored`): a UKI of the played build signed with one site key
+//! while the firmware's db holds another's certificate, and Debian's
+//! unsigned `ipxe.efi` (which is why Secure Boot clients get shim, never
+//! iPXE). No OS boots: each ends at OVMF's "Access Denied".
 
 mod common;
 use common::*;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use mkimage::boottest::vm::{Boot, Vm, VmSpec};
+use mkimage::secureboot::{firmware, keys, uki};
 
 fn played() -> &'static Project {
     static BUILT: std::sync::OnceLock<Project> = std::sync::OnceLock::new();
@@ -138,4 +150,78 @@ fn site_signed_uki_boots_with_the_site_key_in_db() {
         !console.contains("BOOTIF="),
         "a machine's BOOTIF went into the signed UKI"
     );
+}
+
+/// Boot `nbp` from QEMU's TFTP server under Secure Boot (with `enroll` in
+/// db), in a network namespace of its own; the console once the firmware
+/// refused it, or what it showed instead.
+fn firmware_refuses(work: &Path, nbp: &Path, enroll: Option<&Path>) -> String {
+    let tftp = work.join("tftp");
+    std::fs::create_dir_all(&tftp).unwrap();
+    std::fs::copy(nbp, tftp.join("boot.efi")).unwrap();
+    let serial = work.join("serial.log");
+    let mut spec = VmSpec::netboot(&serial, "boot.efi");
+    spec.uefi = true;
+    spec.secure_boot = Some(firmware::vars(work, enroll).unwrap());
+    spec.tftp = Some(tftp);
+    spec.boot = Boot::Network { rom: false };
+    spec.memory_mib = 512;
+    spec.wrapper = ["unshare", "-n"].map(Into::into).to_vec();
+    let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut vm = Vm::start(&spec).unwrap();
+    let refused = vm.wait_for("Access Denied", Duration::from_secs(600));
+    let console = vm.log();
+    assert!(
+        refused,
+        "the firmware did not refuse {}:\n{}",
+        nbp.display(),
+        vm.tail(30)
+    );
+    assert!(
+        !console.contains("EFI stub:") && !console.contains("Linux version"),
+        "a kernel started"
+    );
+    console
+}
+
+#[test]
+#[ignore = "bench/secure-boot.sh runs it (CI keeps to two Secure Boot boots)"]
+fn a_uki_signed_by_another_key_is_refused_by_the_firmware() {
+    require_root();
+    let p = played();
+    let keys = tempfile::tempdir().unwrap();
+    let signer = keys::init(&keys.path().join("signer")).unwrap();
+    let enrolled = keys::init(&keys.path().join("enrolled")).unwrap();
+    let out = keys.path().join("uki.efi");
+    uki::build(
+        &uki::Parts {
+            kernel: &p.out().join("initrd.vmlinuz"),
+            initrd: &p.out().join("initrd.initrd"),
+            cmdline: "console=ttyS0,115200",
+            name: "refusal",
+        },
+        &signer,
+        &out,
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let console = firmware_refuses(work.path(), &out, Some(&enrolled.cert));
+    assert!(
+        console.contains("boot.efi"),
+        "the firmware never fetched the UKI"
+    );
+}
+
+#[test]
+#[ignore = "bench/secure-boot.sh runs it (CI keeps to two Secure Boot boots)"]
+fn unsigned_ipxe_efi_is_refused_under_secure_boot() {
+    require_root();
+    let ipxe = Path::new("/usr/lib/ipxe/ipxe.efi");
+    assert!(
+        ipxe.is_file(),
+        "{} is missing: apt-get install -y ipxe",
+        ipxe.display()
+    );
+    let work = tempfile::tempdir().unwrap();
+    firmware_refuses(work.path(), ipxe, None);
 }
