@@ -312,6 +312,12 @@ pub struct ServeArgs {
     /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
     #[arg(long)]
     pub ipxe_template: Option<PathBuf>,
+    /// What the proxyDHCP hands UEFI PXE clients: `ipxe` (ipxe.efi; Secure
+    /// Boot must be off) or `shim` (shim → Debian's signed network GRUB →
+    /// the signed kernel, for Secure Boot with factory keys; GRUB's configs,
+    /// kernel and initrd over TFTP). BIOS machines keep iPXE either way.
+    #[arg(long, default_value = "ipxe", value_parser = ["ipxe", "shim"])]
+    pub uefi_boot: String,
     /// Threads running HTTP, TFTP and the pruner (default: one per CPU).
     /// Connections are tasks, not threads: any number share these.
     #[arg(long)]

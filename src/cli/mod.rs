@@ -289,6 +289,10 @@ fn serve(a: &args::ServeArgs) -> anyhow::Result<()> {
     o.ipxe_dir = absolute(&a.ipxe_dir)?;
     o.proxy_dhcp = a.proxy_dhcp.clone();
     o.ipxe_template = a.ipxe_template.as_deref().map(absolute).transpose()?;
+    o.uefi_boot = match a.uefi_boot.as_str() {
+        "shim" => mkimage::serve::UefiBoot::Shim,
+        _ => mkimage::serve::UefiBoot::Ipxe,
+    };
     o.workers = a.workers.unwrap_or(o.workers);
     o.timeout = Duration::from_secs(a.timeout.max(1));
     o.grace = Duration::from_secs(a.grace);

@@ -41,49 +41,59 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr, format:
         None => None,
     };
     let base_url = base_url(req, state);
-    let mut reply = match render(state, mac.as_deref(), &base_url, client, format) {
+    let mut reply = match answer(state, mac.as_deref(), &base_url, client, format) {
+        Ok(script) => Reply::bytes(200, SCRIPT, script),
+        Err(e) => Reply::text(500, e),
+    };
+    reply.mac = mac;
+    reply
+}
+
+/// The script (or config) for `mac`, or the retry script when none can be
+/// made yet; `Err` only when even that template fails. Records the boot on
+/// the node and in the metrics, as every answered boot is.
+pub fn answer(
+    state: &State,
+    mac: Option<&str>,
+    base_url: &str,
+    client: SocketAddr,
+    format: Format,
+) -> Result<String, String> {
+    match render(state, mac, base_url, client, format) {
         Ok((script, profile, selected, next)) => {
-            if let (Some(mac), Some(next)) = (&mac, &next) {
+            if let (Some(mac), Some(next)) = (mac, &next) {
                 super::next_boot::served(state.root.dir(), mac, next);
             }
             // Recorded before the reply (not after it, as the kernel and
             // initrd are): a new boot clears the record's stages, so it must
             // be on the record before the machine can fetch its kernel.
-            if let Some(mac) = &mac {
+            if let Some(mac) = mac {
                 nodes::api::script_served(&state.nodes, mac, client.ip(), &profile, selected);
             }
             state.metrics.boot(Boot {
                 time: artifact::now(),
                 client: client.ip().to_string(),
-                mac: mac.clone(),
+                mac: mac.map(str::to_string),
                 profile,
             });
-            Reply::bytes(200, SCRIPT, script)
+            Ok(script)
         }
         Err(reason) => {
             tracing::warn!(
-                mac = mac.as_deref().unwrap_or("-"),
+                mac = mac.unwrap_or("-"),
                 "no boot script yet, the machine will retry: {reason}"
             );
             state.metrics.retry_scripts.fetch_add(1, Relaxed);
             let delay = state.retry_delay.as_secs();
-            let retry = match format {
-                Format::Ipxe => state
-                    .scripts
-                    .retry(&reason, &base_url, mac.as_deref(), delay)
-                    .map_err(|e| e.to_string()),
-                Format::Grub => {
-                    super::grub::retry(&reason, mac.as_deref(), delay).map_err(|e| e.to_string())
-                }
-            };
-            match retry {
-                Ok(script) => Reply::bytes(200, SCRIPT, script),
-                Err(e) => Reply::text(500, format!("#!ipxe\necho mkimage serve: the retry script template failed: {e}\nshell\n")),
+            match format {
+                Format::Ipxe => state.scripts.retry(&reason, base_url, mac, delay).map_err(|e| {
+                    format!("#!ipxe\necho mkimage serve: the retry script template failed: {e}\nshell\n")
+                }),
+                Format::Grub => super::grub::retry(&reason, mac, delay)
+                    .map_err(|e| format!("echo 'mkimage serve: the retry config template failed: {e}'\n")),
             }
         }
-    };
-    reply.mac = mac;
-    reply
+    }
 }
 
 /// The script, the name of the profile it boots and how that profile was
