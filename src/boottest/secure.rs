@@ -57,17 +57,8 @@ pub fn preflight(keys: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Set the VM up for the Secure Boot path. On the lab's layer-2 network
-/// (`lab`) the firmware finds shim through the proxyDHCP (`serve
-/// --uefi-boot shim`) and everything else on the server's TFTP; with user
-/// networking, fill QEMU's TFTP dir from the server.
-pub fn prepare(s: &Setup, keys: Option<&Path>, lab: bool, spec: &mut VmSpec) -> anyhow::Result<()> {
-    if lab {
-        spec.uefi = true;
-        spec.secure_boot = Some(firmware::vars(s.work, None)?);
-        spec.boot = Boot::Network { rom: false };
-        return Ok(());
-    }
+/// Fill the TFTP dir and set the VM up for the Secure Boot path.
+pub fn prepare(s: &Setup, keys: Option<&Path>, spec: &mut VmSpec) -> anyhow::Result<()> {
     let tftp = s.work.join("tftp");
     fs::create_dir_all(tftp.join("grub"))?;
     let base = format!("http://{}:{}", s.listen, s.port);
@@ -139,75 +130,6 @@ fn site_uki(s: &Setup, keys: &Keys) -> anyhow::Result<(String, String)> {
         resolved.profile
     );
     Ok((sha, name))
-}
-
-/// The Secure Boot path on the lab's network, from `mkimage serve`'s log:
-/// the proxyDHCP gave the firmware's UEFI PXE client shim (offer and PXE
-/// ack), and shim, GRUB, this machine's GRUB config and its kernel went
-/// over the server's TFTP.
-pub fn judge_lab(serve_log: &str, mac: &str) -> Vec<super::lab::Verdict> {
-    let seen = |needles: &[&str]| {
-        serve_log
-            .lines()
-            .any(|l| needles.iter().all(|n| l.contains(n)))
-    };
-    let shim = format!("file={}", secureboot::SHIM_NAME);
-    let mac_is = format!("mac={mac}");
-    let cfg = format!("path=grub/grub.cfg-{mac} ");
-    let checks = [
-        (
-            "proxyDHCP offered the firmware's UEFI PXE client shim (port 67)".to_string(),
-            seen(&[
-                "proxy-dhcp: offer",
-                &mac_is,
-                "client=uefi-pxe",
-                "port=67",
-                &shim,
-            ]),
-        ),
-        (
-            "proxyDHCP acked the firmware's PXE request with shim (port 4011)".to_string(),
-            seen(&["proxy-dhcp: ack", &mac_is, "port=4011", &shim]),
-        ),
-        (
-            "the firmware loaded shim over TFTP".to_string(),
-            seen(&[
-                "tftp",
-                &format!("path={} ", secureboot::SHIM_NAME),
-                "status=ok",
-            ]),
-        ),
-        (
-            "shim loaded Debian's signed GRUB over TFTP".to_string(),
-            seen(&[
-                "tftp",
-                &format!("path={} ", secureboot::GRUB_NAME),
-                "status=ok",
-            ]),
-        ),
-        (
-            format!("GRUB read the config made for {mac} over TFTP"),
-            seen(&["tftp", &cfg, "status=ok"]),
-        ),
-        (
-            "GRUB loaded the kernel by content over TFTP".to_string(),
-            seen(&["tftp", "path=sha256/", "vmlinuz", "status=ok"]),
-        ),
-    ];
-    checks
-        .into_iter()
-        .map(|(what, ok)| {
-            let v = if ok {
-                Ok(())
-            } else {
-                Err(format!(
-                    "not in the server's log; its last lines:\n{}",
-                    super::vm::tail(serve_log, 15)
-                ))
-            };
-            (what, v)
-        })
-        .collect()
 }
 
 /// The `/sha256/…` paths a GRUB config loads over TFTP (kernel, initrd).
