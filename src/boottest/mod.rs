@@ -185,7 +185,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
         .prefix("mkimage-boot-test.")
         .tempdir()?;
-    let net = network::Network::start(sys, work.path(), req.proxy_dhcp)?;
+    let net = network::Network::start(sys, work.path(), req.proxy_dhcp, req.secure_boot)?;
     let (listen, seen_as) = (net.listen(), network::Network::seen_as(req.proxy_dhcp));
 
     let (url, sha256) = checker::serve(&expect, listen, seen_as)?;
@@ -220,6 +220,10 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         let server = Cmd::new(&exe)
             .args(["serve", "--http", &format!("{listen}:{port}")])
             .args(net.serve_args())
+            .args(match (req.secure_boot, req.proxy_dhcp) {
+                (true, true) => &["--uefi-boot", "shim"][..],
+                _ => &[][..],
+            })
             .arg("--dir")
             .arg(&req.dir)
             .arg("--boot-config")
@@ -266,7 +270,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             seen_as,
             mac: &spec.mac.clone(),
         };
-        secure::prepare(&setup, req.keys.as_deref(), &mut spec)?;
+        secure::prepare(&setup, req.keys.as_deref(), req.proxy_dhcp, &mut spec)?;
     }
     let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
     let how = if req.proxy_dhcp {
@@ -304,12 +308,17 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         log = vm::strip_escapes(&guest.log());
     }
     drop(guest);
-    let mut host = net.judge(
-        work.path(),
-        &std::fs::read_to_string(&server_log).unwrap_or_default(),
-        &spec.mac,
-        spec.uefi,
-    );
+    let serve_log = std::fs::read_to_string(&server_log).unwrap_or_default();
+    let mut host = match (req.secure_boot, req.proxy_dhcp) {
+        // The site's lease, then the Secure Boot chain through the proxy.
+        (true, true) => {
+            let mut v = net.judge(work.path(), &serve_log, &spec.mac, false);
+            v.truncate(1);
+            v.extend(secure::judge_lab(&serve_log, &spec.mac));
+            v
+        }
+        _ => net.judge(work.path(), &serve_log, &spec.mac, spec.uefi),
+    };
     if req.published {
         host.extend(published::judge(work.path(), &spec.mac));
     }

@@ -57,8 +57,17 @@ pub fn preflight(keys: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fill the TFTP dir and set the VM up for the Secure Boot path.
-pub fn prepare(s: &Setup, keys: Option<&Path>, spec: &mut VmSpec) -> anyhow::Result<()> {
+/// Set the VM up for the Secure Boot path. On the lab's layer-2 network
+/// (`lab`) the firmware finds shim through the proxyDHCP (`serve
+/// --uefi-boot shim`) and everything else on the server's TFTP; with user
+/// networking, fill QEMU's TFTP dir from the server.
+pub fn prepare(s: &Setup, keys: Option<&Path>, lab: bool, spec: &mut VmSpec) -> anyhow::Result<()> {
+    if lab {
+        spec.uefi = true;
+        spec.secure_boot = Some(firmware::vars(s.work, None)?);
+        spec.boot = Boot::Network { rom: false };
+        return Ok(());
+    }
     let tftp = s.work.join("tftp");
     fs::create_dir_all(tftp.join("grub"))?;
     let base = format!("http://{}:{}", s.listen, s.port);
@@ -130,6 +139,60 @@ fn site_uki(s: &Setup, keys: &Keys) -> anyhow::Result<(String, String)> {
         resolved.profile
     );
     Ok((sha, name))
+}
+
+/// The Secure Boot path on the lab's network, from `mkimage serve`'s log:
+/// shim, GRUB, this machine's GRUB config and its kernel went over the
+/// server's TFTP (the firmware may take shim's name from the proxyDHCP or
+/// from the site's offer, which names the same file and server).
+pub fn judge_lab(serve_log: &str, mac: &str) -> Vec<super::lab::Verdict> {
+    let seen = |needles: &[&str]| {
+        serve_log
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+    };
+    // GRUB asks with a leading slash, the firmware and shim without.
+    let cfg = format!("grub/grub.cfg-{mac} status=ok");
+    let checks = [
+        (
+            "the firmware loaded shim over TFTP".to_string(),
+            seen(&[
+                "tftp",
+                &format!("path={} ", secureboot::SHIM_NAME),
+                "status=ok",
+            ]),
+        ),
+        (
+            "shim loaded Debian's signed GRUB over TFTP".to_string(),
+            seen(&[
+                "tftp",
+                &format!("path={} ", secureboot::GRUB_NAME),
+                "status=ok",
+            ]),
+        ),
+        (
+            format!("GRUB read the config made for {mac} over TFTP"),
+            seen(&["tftp", &cfg, "status=ok"]),
+        ),
+        (
+            "GRUB loaded the kernel by content over TFTP".to_string(),
+            seen(&["tftp", "sha256/", "vmlinuz status=ok"]),
+        ),
+    ];
+    checks
+        .into_iter()
+        .map(|(what, ok)| {
+            let v = if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "not in the server's log; its last lines:\n{}",
+                    super::vm::tail(serve_log, 15)
+                ))
+            };
+            (what, v)
+        })
+        .collect()
 }
 
 /// The `/sha256/…` paths a GRUB config loads over TFTP (kernel, initrd).

@@ -226,11 +226,19 @@ pub struct BootTestArgs {
     /// UEFI with Secure Boot enforced and Microsoft's keys (OVMF's Secure
     /// Boot build): shim → Debian's signed GRUB → the signed kernel; asserts
     /// Secure Boot and the kernel's lockdown in the booted system.
-    #[arg(long, conflicts_with_all = ["proxy_dhcp", "via_nginx", "published", "iso", "uefi"])]
+    /// With --proxy-dhcp: through `mkimage serve --uefi-boot shim` on the
+    /// lab's network (the proxyDHCP hands the firmware shim, the server's
+    /// TFTP the rest).
+    #[arg(long, conflicts_with_all = ["via_nginx", "published", "iso", "uefi"])]
     pub secure_boot: bool,
     /// With --secure-boot: boot the profile's UKI signed with the site key in
     /// DIR (`mkimage keys init --dir DIR`), its certificate enrolled in db.
-    #[arg(long, value_name = "DIR", requires = "secure_boot")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "secure_boot",
+        conflicts_with = "proxy_dhcp"
+    )]
     pub keys: Option<PathBuf>,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
