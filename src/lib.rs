@@ -23,6 +23,7 @@ pub mod lockfile;
 pub mod power;
 pub mod progress;
 pub mod provision;
+pub mod secureboot;
 pub mod serve;
 pub mod stage;
 pub mod suite;

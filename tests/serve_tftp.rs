@@ -182,3 +182,86 @@ fn tftp_transfers_options_and_errors() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// `serve --uefi-boot shim`: what shim, Debian's signed network GRUB and
+/// the GRUB config they read come over TFTP as (tftp-hpa, as firmware
+/// would ask): shim and GRUB by the names they load each other by, the
+/// stub config that sends a machine to its own, that machine's config
+/// (the same profile, URLs and digests as its iPXE script; kernel and
+/// initrd by TFTP path) and the kernel it names, from the content store.
+#[test]
+fn uefi_boot_shim_serves_the_secure_boot_chain_and_grub_configs_per_mac() {
+    require("curl", "curl");
+    for f in [
+        "/usr/lib/shim/shimx64.efi.signed",
+        "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+    ] {
+        assert!(
+            Path::new(f).is_file(),
+            "{f} is missing: apt-get install -y shim-signed grub-efi-amd64-signed"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("builds");
+    std::fs::create_dir(&dir).unwrap();
+    let basefs = serve_support::build_bootable(&dir, b"basefs");
+    let server = Server::start(
+        tmp.path(),
+        &dir,
+        &[
+            "--uefi-boot",
+            "shim",
+            "--public-url",
+            "http://10.9.0.1:8080",
+        ],
+    );
+    let t = server.tftp.expect("tftp address");
+    let (rc, shim) = curl_tftp(t, "shimx64.efi", &[]);
+    assert_eq!(
+        (rc, shim.len() as u64),
+        (
+            0,
+            std::fs::metadata("/usr/lib/shim/shimx64.efi.signed")
+                .unwrap()
+                .len()
+        )
+    );
+    let (rc, grub) = curl_tftp(t, "grubx64.efi", &[]);
+    assert_eq!(rc, 0);
+    assert_eq!(
+        sha256_hex(&grub),
+        sha256_hex(
+            &std::fs::read("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed").unwrap()
+        )
+    );
+    let (rc, stub) = curl_tftp(t, "grub/grub.cfg", &[]);
+    assert_eq!(rc, 0);
+    assert!(String::from_utf8_lossy(&stub).contains("configfile $prefix/grub.cfg-$net_default_mac"));
+    let (rc, cfg) = curl_tftp(t, "grub/grub.cfg-52:54:00:12:34:56", &[]);
+    let cfg = String::from_utf8(cfg).unwrap();
+    assert_eq!(rc, 0, "{cfg}");
+    let kernel_sha = sha256_hex(b"kernel");
+    let linux = cfg
+        .lines()
+        .find(|l| l.starts_with("linux "))
+        .unwrap_or_else(|| panic!("{cfg}"));
+    assert!(linux.starts_with(&format!("linux /sha256/{kernel_sha}/vmlinuz BOOTIF=01-52-54-00-12-34-56 mkimage.api=http://10.9.0.1:8080 basefs=http://10.9.0.1:8080/sha256/{}/base.squashfs", basefs.sha256)), "{linux}");
+    assert!(
+        cfg.contains(&format!(
+            "\ninitrd /sha256/{}/initrd.img\n",
+            sha256_hex(b"initrd")
+        )),
+        "{cfg}"
+    );
+    assert_eq!(
+        curl_tftp(t, &format!("sha256/{kernel_sha}/vmlinuz"), &[]),
+        (0, b"kernel".to_vec())
+    );
+    // Not a MAC, and not an object: not found; the plain files are served as before.
+    assert_ne!(curl_tftp(t, "grub/grub.cfg-nonsense", &[]).0, 0);
+    assert_ne!(
+        curl_tftp(t, &format!("sha256/{}/x", "0".repeat(64)), &[]).0,
+        0
+    );
+    assert_eq!(curl_tftp(t, "base.squashfs", &[]), (0, b"basefs".to_vec()));
+}

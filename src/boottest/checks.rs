@@ -30,7 +30,20 @@ pub enum Expect {
     /// `multi-user.target` where nothing reports) within this many seconds
     /// of `basic.target`; else the verdict names what held it.
     Ready { ready_within: u64 },
+    /// UEFI Secure Boot is (`true`) or is not enabled: the `SecureBoot`
+    /// EFI variable the booted kernel sees.
+    SecureBoot { secure_boot: bool },
+    /// The kernel is locked down (`/sys/kernel/security/lockdown` shows
+    /// `[integrity]` or `[confidentiality]`), as Debian's kernel does by
+    /// itself under Secure Boot.
+    Lockdown { lockdown: bool },
 }
+
+/// The `SecureBoot` EFI variable (4 attribute bytes, then 1 when enabled).
+const SECURE_BOOT_VAR: &str =
+    "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
+/// The kernel's lockdown state, the active one in brackets.
+const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
 
 impl Expect {
     pub fn describe(&self) -> String {
@@ -49,6 +62,18 @@ impl Expect {
             } => format!("`{command}` succeeds"),
             Expect::Ready { ready_within } => {
                 format!("booted within {ready_within} s of basic.target")
+            }
+            Expect::SecureBoot { secure_boot: true } => {
+                "Secure Boot enabled in the booted system (the SecureBoot EFI variable is 1)".into()
+            }
+            Expect::SecureBoot { secure_boot: false } => {
+                "Secure Boot disabled in the booted system".into()
+            }
+            Expect::Lockdown { lockdown: true } => {
+                format!("kernel lockdown on: {LOCKDOWN} shows [integrity] or [confidentiality]")
+            }
+            Expect::Lockdown { lockdown: false } => {
+                format!("kernel lockdown off: {LOCKDOWN} shows [none]")
             }
         }
     }
@@ -92,6 +117,8 @@ pub fn script(expect: &[Expect]) -> String {
                 format!("test -d /sys/module/{m}; report {n} $? \"\"", m = shell_quote(&module_loaded.replace('-', "_")))
             }
             Expect::Ready { ready_within } => format!("ready {n} {ready_within}"),
+            Expect::SecureBoot { .. } => format!("v=$(tail -c 1 {SECURE_BOOT_VAR} | od -An -tu1 | tr -d ' '); report {n} 0 \"SecureBoot=${{v:-absent}}\""),
+            Expect::Lockdown { .. } => format!("out=$(cat {LOCKDOWN} 2>&1); report {n} $? \"$out\""),
             Expect::Command { command, .. } => format!("out=$(sh -c {c} 2>&1); report {n} $? \"$out\"", c = shell_quote(command)),
         };
         s.push_str(&body);
@@ -178,6 +205,19 @@ fn judge_reported(e: &Expect, r: &Reported) -> Result<(), String> {
         },
         (Expect::Command { .. }, Some(rc)) => Err(format!("exit status {rc}: {}", text.trim())),
         (Expect::Ready { .. }, Some(rc)) if rc != 0 => Err(text.trim().to_string()),
+        (Expect::SecureBoot { secure_boot }, _) => {
+            match (text.trim() == "SecureBoot=1") == *secure_boot {
+                true => Ok(()),
+                false => Err(format!("the guest says {}", text.trim())),
+            }
+        }
+        (Expect::Lockdown { lockdown }, Some(0)) => {
+            let on = text.contains("[integrity]") || text.contains("[confidentiality]");
+            match on == *lockdown {
+                true => Ok(()),
+                false => Err(format!("{LOCKDOWN}: {}", text.trim())),
+            }
+        }
         (_, Some(0)) => Ok(()),
         (_, Some(rc)) => Err(format!("check exited {rc}")),
     }
@@ -260,6 +300,22 @@ mod tests {
         );
         let ok = "mkimage-check: 0 out mkimage-booted.service 3 s after basic.target\nmkimage-check: 0 exit 0\n";
         assert!(judge(&e, ok)[0].1.is_ok());
+    }
+
+    #[test]
+    fn secure_boot_and_lockdown_are_judged_from_the_guest() {
+        let e = vec![
+            Expect::SecureBoot { secure_boot: true },
+            Expect::Lockdown { lockdown: true },
+        ];
+        let ok = "mkimage-check: 0 out SecureBoot=1\nmkimage-check: 0 exit 0\nmkimage-check: 1 out none [integrity] confidentiality\nmkimage-check: 1 exit 0\n";
+        assert!(judge(&e, ok).iter().all(|(_, v)| v.is_ok()));
+        let off = "mkimage-check: 0 out SecureBoot=0\nmkimage-check: 0 exit 0\nmkimage-check: 1 out [none] integrity confidentiality\nmkimage-check: 1 exit 0\n";
+        let v = judge(&e, off);
+        assert_eq!(v[0].1, Err("the guest says SecureBoot=0".into()));
+        assert!(v[1].1.as_ref().unwrap_err().contains("[none]"));
+        assert!(v[0].0.starts_with("Secure Boot enabled"));
+        assert!(script(&e).contains("SecureBoot-8be4df61"));
     }
 
     #[test]

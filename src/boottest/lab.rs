@@ -63,7 +63,10 @@ pub fn preflight(ipxe_dir: &Path) -> Result<(), String> {
 }
 
 /// Build the network. Call inside boot-test's private network namespace.
-pub fn start(sys: &dyn Sys, scratch: &Path) -> anyhow::Result<Lab> {
+/// With `next_server`, the site's DHCP server names the boot server as
+/// next-server (siaddr) for UEFI PXE clients, as a site must for Debian's
+/// GRUB, which takes its TFTP server from the site's ACK, not the proxy's.
+pub fn start(sys: &dyn Sys, scratch: &Path, next_server: bool) -> anyhow::Result<Lab> {
     let ip = |args: &[&str]| Cmd::new("ip").args(args).run();
     ip(&["link", "add", BRIDGE, "type", "bridge"])?;
     ip(&["addr", "add", &format!("{SERVER}/{PREFIX}"), "dev", BRIDGE])?;
@@ -95,7 +98,7 @@ pub fn start(sys: &dyn Sys, scratch: &Path) -> anyhow::Result<Lab> {
     ])?;
     site_ip(&["link", "set", SITE_IFACE, "up"])?;
     let leases = scratch.join("site.leases");
-    let dhcp = vec![
+    let mut dhcp = vec![
         format!("--dhcp-range={RANGE}"),
         format!("--dhcp-leasefile={}", leases.display()),
         // No router: nothing leaves the namespaces.
@@ -104,6 +107,13 @@ pub fn start(sys: &dyn Sys, scratch: &Path) -> anyhow::Result<Lab> {
         "--no-ping".into(),
         "--log-dhcp".into(),
     ];
+    if next_server {
+        dhcp.push("--dhcp-match=set:efi64,option:client-arch,7".into());
+        dhcp.push(format!(
+            "--dhcp-boot=tag:efi64,{},,{SERVER}",
+            crate::secureboot::SHIM_NAME
+        ));
+    }
     let server = dns::Server {
         listen: SITE,
         answer: SERVER,

@@ -20,6 +20,7 @@ mod netns;
 mod network;
 pub mod node;
 mod published;
+mod secure;
 pub mod vm;
 
 use std::net::{Ipv4Addr, TcpStream};
@@ -67,6 +68,11 @@ pub struct Request {
     pub published: bool,
     /// Boot this offline ISO as a CD-ROM, with no network (see `iso`).
     pub iso: Option<PathBuf>,
+    /// UEFI with Secure Boot enforced (see `secure`).
+    pub secure_boot: bool,
+    /// With `secure_boot`: sign a UKI with the site key in this dir and
+    /// enroll its certificate in the firmware's `db`.
+    pub keys: Option<PathBuf>,
 }
 
 /// Assertions used when the boot config declares none.
@@ -135,6 +141,11 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         .is_none()
         .then(|| network::Network::seen_as(req.proxy_dhcp));
     expect.extend(builtin_expect(dns_answer));
+    if req.secure_boot {
+        secure::preflight(req.keys.as_deref())?;
+        expect.push(Expect::SecureBoot { secure_boot: true });
+        expect.push(Expect::Lockdown { lockdown: true });
+    }
     if let Some(bad) = expect.iter().find_map(|e| e.validate().err()) {
         return Err(UsageError(format!(
             "{}: boot_test.expect: {bad}",
@@ -174,7 +185,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
         .prefix("mkimage-boot-test.")
         .tempdir()?;
-    let net = network::Network::start(sys, work.path(), req.proxy_dhcp)?;
+    let net = network::Network::start(sys, work.path(), req.proxy_dhcp, req.secure_boot)?;
     let (listen, seen_as) = (net.listen(), network::Network::seen_as(req.proxy_dhcp));
 
     let (url, sha256) = checker::serve(&expect, listen, seen_as)?;
@@ -209,6 +220,10 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         let server = Cmd::new(&exe)
             .args(["serve", "--http", &format!("{listen}:{port}")])
             .args(net.serve_args())
+            .args(match (req.secure_boot, req.proxy_dhcp) {
+                (true, true) => &["--uefi-boot", "shim"][..],
+                _ => &[][..],
+            })
             .arg("--dir")
             .arg(&req.dir)
             .arg("--boot-config")
@@ -245,6 +260,18 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     spec.mac = mac;
     spec.uefi = req.uefi;
     net.wire(&mut spec, &script_url);
+    if req.secure_boot {
+        let setup = secure::Setup {
+            work: work.path(),
+            dir: &req.dir,
+            boot_config: &boot_yml,
+            listen,
+            port: port.context("--secure-boot boots from mkimage serve")?,
+            seen_as,
+            mac: &spec.mac.clone(),
+        };
+        secure::prepare(&setup, req.keys.as_deref(), req.proxy_dhcp, &mut spec)?;
+    }
     let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
     let how = if req.proxy_dhcp {
         format!("proxyDHCP on {} beside a site DHCP server", lab::BRIDGE)
@@ -260,7 +287,11 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         "booting {} ({:?}{}, {} MiB) from {from} over {how}; console: {}",
         spec.mac,
         spec.nic,
-        if spec.uefi { ", UEFI" } else { "" },
+        match (spec.uefi, &spec.secure_boot) {
+            (_, Some(_)) => ", UEFI with Secure Boot",
+            (true, None) => ", UEFI",
+            (false, None) => "",
+        },
         spec.memory_mib,
         serial.display()
     );
@@ -277,12 +308,17 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         log = vm::strip_escapes(&guest.log());
     }
     drop(guest);
-    let mut host = net.judge(
-        work.path(),
-        &std::fs::read_to_string(&server_log).unwrap_or_default(),
-        &spec.mac,
-        spec.uefi,
-    );
+    let serve_log = std::fs::read_to_string(&server_log).unwrap_or_default();
+    let mut host = match (req.secure_boot, req.proxy_dhcp) {
+        // The site's lease, then the Secure Boot chain through the proxy.
+        (true, true) => {
+            let mut v = net.judge(work.path(), &serve_log, &spec.mac, false);
+            v.truncate(1);
+            v.extend(secure::judge_lab(&serve_log, &spec.mac));
+            v
+        }
+        _ => net.judge(work.path(), &serve_log, &spec.mac, spec.uefi),
+    };
     if req.published {
         host.extend(published::judge(work.path(), &spec.mac));
     }

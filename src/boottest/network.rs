@@ -22,10 +22,17 @@ pub enum Network {
 
 impl Network {
     /// Start it. Call inside boot-test's private network namespace.
-    pub fn start(sys: &dyn Sys, scratch: &Path, proxy_dhcp: bool) -> anyhow::Result<Network> {
+    /// `next_server`: the lab's site DHCP server names the boot server as
+    /// next-server (what Debian's GRUB needs on the Secure Boot path).
+    pub fn start(
+        sys: &dyn Sys,
+        scratch: &Path,
+        proxy_dhcp: bool,
+        next_server: bool,
+    ) -> anyhow::Result<Network> {
         Ok(match proxy_dhcp {
             true => Network::Lab {
-                _lab: lab::start(sys, scratch)?,
+                _lab: lab::start(sys, scratch, next_server)?,
             },
             false => Network::User {
                 _dns: dns::start(sys, scratch, &dns::Server::user_net())?,

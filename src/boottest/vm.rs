@@ -81,6 +81,12 @@ pub struct VmSpec {
     pub net: Net,
     pub boot: Boot,
     pub serial: PathBuf,
+    /// With user networking: the directory QEMU's own TFTP server serves
+    /// (the DHCP `bootfile` is then a path in it).
+    pub tftp: Option<PathBuf>,
+    /// UEFI with Secure Boot enforced: OVMF's Secure Boot build on a q35
+    /// machine with SMM, and this copy of its variable store (the keys).
+    pub secure_boot: Option<PathBuf>,
     /// Run QEMU through this command (e.g. a script that enters a network
     /// namespace and starts servers first); empty: run it directly.
     pub wrapper: Vec<OsString>,
@@ -100,6 +106,8 @@ impl VmSpec {
             },
             boot: Boot::Network { rom: true },
             serial: serial.to_path_buf(),
+            tftp: None,
+            secure_boot: None,
             wrapper: Vec::new(),
         }
     }
@@ -126,9 +134,14 @@ impl VmSpec {
             "-smp",
             &self.cpus.to_string(),
         ]);
+        let tftp = self
+            .tftp
+            .as_ref()
+            .map(|d| format!(",tftp={}", d.display()))
+            .unwrap_or_default();
         let netdev = match &self.net {
-            Net::User { bootfile: Some(f) } => Some(format!("user,id=n0,bootfile={f}")),
-            Net::User { bootfile: None } => Some("user,id=n0".to_string()),
+            Net::User { bootfile: Some(f) } => Some(format!("user,id=n0{tftp},bootfile={f}")),
+            Net::User { bootfile: None } => Some(format!("user,id=n0{tftp}")),
             Net::Tap { ifname } => {
                 Some(format!("tap,id=n0,ifname={ifname},script=no,downscript=no"))
             }
@@ -153,7 +166,18 @@ impl VmSpec {
                 &format!("{},mac={},romfile=", self.nic.device(), self.mac),
             ]);
         }
-        if self.uefi {
+        if let Some(vars) = &self.secure_boot {
+            push(&[
+                "-machine",
+                "q35,smm=on",
+                "-global",
+                "driver=cfi.pflash01,property=secure,value=on",
+                "-drive",
+                &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_SECBOOT_CODE}"),
+                "-drive",
+                &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            ]);
+        } else if self.uefi {
             push(&["-bios", OVMF]);
         }
         match &self.boot {
@@ -188,6 +212,9 @@ impl VmSpec {
 /// UEFI firmware from Debian's ovmf package.
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
+/// OVMF's Secure Boot build (its variable store is a copy per boot).
+pub const OVMF_SECBOOT_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+
 /// A running guest; stopped by its pid when dropped.
 pub struct Vm {
     child: Child,
@@ -196,6 +223,12 @@ pub struct Vm {
 
 impl Vm {
     pub fn start(spec: &VmSpec) -> anyhow::Result<Vm> {
+        if spec.secure_boot.is_some() && !Path::new(OVMF_SECBOOT_CODE).is_file() {
+            return Err(crate::UsageError(format!(
+                "{OVMF_SECBOOT_CODE} is missing: apt-get install -y ovmf"
+            ))
+            .into());
+        }
         if spec.uefi && !Path::new(OVMF).is_file() {
             return Err(
                 crate::UsageError(format!("{OVMF} is missing: apt-get install -y ovmf")).into(),
@@ -366,6 +399,20 @@ mod tests {
         spec.nic = Nic::E1000;
         let pxe = text(&spec);
         assert!(pxe.contains("-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device e1000,netdev=n0,mac=52:54:00:12:34:56,romfile= -bios /usr/share/ovmf/OVMF.fd"), "{pxe}");
+        spec.secure_boot = Some("/t/vars.fd".into());
+        spec.net = Net::User {
+            bootfile: Some("shimx64.efi".into()),
+        };
+        spec.tftp = Some("/t/tftp".into());
+        let sb = text(&spec);
+        assert!(
+            sb.contains("-netdev user,id=n0,tftp=/t/tftp,bootfile=shimx64.efi "),
+            "{sb}"
+        );
+        assert!(sb.contains(" -machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd -drive if=pflash,format=raw,unit=1,file=/t/vars.fd "), "{sb}");
+        assert!(!sb.contains("-bios"), "{sb}");
+        spec.secure_boot = None;
+        spec.tftp = None;
         spec.net = Net::None;
         spec.boot = Boot::Cdrom("/t/x.iso".into());
         let cd = text(&spec);

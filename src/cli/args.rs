@@ -54,6 +54,11 @@ pub enum Command {
     Iso(IsoArgs),
     /// Show what the build caches hold, and prune them by age or size.
     Cache(CacheArgs),
+    /// The site's Secure Boot signing key: `keys init` writes it (0600) and its certificate.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Pin every package version (and .deb sha256) the builds install in a lock file.
     Lock(LockArgs),
     /// Power nodes on, off or cycle them, or ask their state, through their BMCs (IPMI, Redfish).
@@ -66,6 +71,18 @@ pub enum Command {
     /// Regenerate docs/reference/cli.md and config.md's key table from the code.
     #[command(hide = true)]
     Docs(super::docs::DocsArgs),
+}
+
+/// `mkimage keys …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Write a new signing key (db.key, mode 0600) and its certificate
+    /// (db.crt PEM, db.cer DER) into DIR; never inside a served dir.
+    Init {
+        /// Where the key goes (made 0700).
+        #[arg(long, default_value = "keys")]
+        dir: PathBuf,
+    },
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.
@@ -224,6 +241,23 @@ pub struct BootTestArgs {
     /// Boot this offline ISO (mkimage iso --offline) as a CD-ROM, with no network, instead of netbooting.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["playbook", "proxy_dhcp", "via_nginx", "published"])]
     pub iso: Option<PathBuf>,
+    /// UEFI with Secure Boot enforced and Microsoft's keys (OVMF's Secure
+    /// Boot build): shim → Debian's signed GRUB → the signed kernel; asserts
+    /// Secure Boot and the kernel's lockdown in the booted system.
+    /// With --proxy-dhcp: through `mkimage serve --uefi-boot shim` on the
+    /// lab's network (the proxyDHCP hands the firmware shim, the server's
+    /// TFTP the rest).
+    #[arg(long, conflicts_with_all = ["via_nginx", "published", "iso", "uefi"])]
+    pub secure_boot: bool,
+    /// With --secure-boot: boot the profile's UKI signed with the site key in
+    /// DIR (`mkimage keys init --dir DIR`), its certificate enrolled in db.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "secure_boot",
+        conflicts_with = "proxy_dhcp"
+    )]
+    pub keys: Option<PathBuf>,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,
@@ -309,6 +343,12 @@ pub struct ServeArgs {
     /// iPXE script template (default: the built-in ipxe/boot.ipxe.j2).
     #[arg(long)]
     pub ipxe_template: Option<PathBuf>,
+    /// What the proxyDHCP hands UEFI PXE clients: `ipxe` (ipxe.efi; Secure
+    /// Boot must be off) or `shim` (shim → Debian's signed network GRUB →
+    /// the signed kernel, for Secure Boot with factory keys; GRUB's configs,
+    /// kernel and initrd over TFTP). BIOS machines keep iPXE either way.
+    #[arg(long, default_value = "ipxe", value_parser = ["ipxe", "shim"])]
+    pub uefi_boot: String,
     /// Threads running HTTP, TFTP and the pruner (default: one per CPU).
     /// Connections are tasks, not threads: any number share these.
     #[arg(long)]

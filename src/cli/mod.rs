@@ -113,6 +113,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Inspect { file, summary } => mkimage::inspect::run(&absolute(&file)?, summary),
         Command::BootTest(a) => boot_test(a),
         Command::Iso(a) => iso(a),
+        Command::Keys {
+            command: args::KeysCommand::Init { dir },
+        } => keys_init(&absolute(&dir)?),
         Command::Power(a) => power::power(&a),
         Command::Reprovision(a) => power::reprovision(&a),
         Command::Man(a) => docs::man(&a),
@@ -173,8 +176,29 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         via_nginx: a.via_nginx.as_deref().map(absolute).transpose()?,
         published: a.published,
         iso: a.iso.as_deref().map(absolute).transpose()?,
+        secure_boot: a.secure_boot,
+        keys: a.keys.as_deref().map(absolute).transpose()?,
     };
     mkimage::boottest::run(&req)
+}
+
+/// `mkimage keys init`: the key, and how a site makes machines trust it.
+fn keys_init(dir: &Path) -> anyhow::Result<()> {
+    let keys = mkimage::secureboot::keys::init(dir)?;
+    println!(
+        "site key:    {} (mode 0600; keep it off the boot server's served dir)",
+        keys.key.display()
+    );
+    println!(
+        "certificate: {} (PEM), {} (DER)",
+        keys.cert.display(),
+        keys.der.display()
+    );
+    println!(
+        "enroll it in each machine's db (firmware setup or BMC), or in MOK: mokutil --import {}",
+        keys.der.display()
+    );
+    Ok(())
 }
 
 /// `mkimage nodes`: the registry's summaries, as a table or JSON.
@@ -283,6 +307,10 @@ fn serve(a: &args::ServeArgs) -> anyhow::Result<()> {
     o.ipxe_dir = absolute(&a.ipxe_dir)?;
     o.proxy_dhcp = a.proxy_dhcp.clone();
     o.ipxe_template = a.ipxe_template.as_deref().map(absolute).transpose()?;
+    o.uefi_boot = match a.uefi_boot.as_str() {
+        "shim" => mkimage::serve::UefiBoot::Shim,
+        _ => mkimage::serve::UefiBoot::Ipxe,
+    };
     o.workers = a.workers.unwrap_or(o.workers);
     o.timeout = Duration::from_secs(a.timeout.max(1));
     o.grace = Duration::from_secs(a.grace);

@@ -16,6 +16,7 @@ mod admin;
 pub mod dhcp;
 mod download;
 pub mod files;
+pub mod grub;
 mod http;
 pub mod identity;
 pub mod ipxe;
@@ -33,11 +34,12 @@ pub mod range;
 mod reply;
 mod router;
 mod script;
+mod secure_tftp;
 pub mod servers;
 mod state;
 pub mod tftp;
 
-pub use options::{ServeOptions, DEFAULT_BOOT_CONFIG, GRACE};
+pub use options::{ServeOptions, UefiBoot, DEFAULT_BOOT_CONFIG, GRACE};
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -71,6 +73,16 @@ pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
     let boot_config = boot_config_path(opts)?;
     if opts.proxy_dhcp.is_some() {
         dhcp::preflight(opts.tftp.is_some(), &[&opts.dir, &opts.ipxe_dir]).map_err(UsageError)?;
+    }
+    if opts.uefi_boot == UefiBoot::Shim {
+        crate::secureboot::factory_chain()?;
+        if opts.tftp.is_none() {
+            return Err(UsageError(
+                "--uefi-boot shim serves shim, GRUB and its configs over TFTP: drop --tftp off"
+                    .into(),
+            )
+            .into());
+        }
     }
     let scripts =
         ipxe::Scripts::new(opts.ipxe_template.as_deref()).map_err(|e| UsageError(e.to_string()))?;
@@ -157,9 +169,18 @@ async fn serve(
         let addr = socket.local_addr()?;
         let _ = writeln!(out, "listening tftp {addr}");
         let roots = [Some(root.clone()), ipxe].into_iter().flatten().collect();
+        let dynamic = (opts.uefi_boot == UefiBoot::Shim).then(|| {
+            let ip = match (&proxy, addr.ip()) {
+                (Some(p), _) => p.server(),
+                (None, std::net::IpAddr::V4(ip)) => ip,
+                (None, _) => std::net::Ipv4Addr::UNSPECIFIED,
+            };
+            let base = dhcp::base_url(opts.public_url.as_deref(), local_addr, ip);
+            secure_tftp::files(state.clone(), base)
+        });
         tasks.spawn(tftp::serve(
             socket,
-            Arc::new(tftp::Sources { roots }),
+            Arc::new(tftp::Sources { roots, dynamic }),
             metrics.clone(),
             stopped.clone(),
         ));
@@ -172,7 +193,17 @@ async fn serve(
             proxy.server()
         );
         let base = dhcp::base_url(opts.public_url.as_deref(), local_addr, proxy.server());
-        tasks.spawn(dhcp::serve(proxy, base, metrics.clone(), stopped.clone()));
+        let efi_file = match opts.uefi_boot {
+            UefiBoot::Ipxe => dhcp::EFI_FILE,
+            UefiBoot::Shim => crate::secureboot::SHIM_NAME,
+        };
+        tasks.spawn(dhcp::serve(
+            proxy,
+            base,
+            efi_file.to_string(),
+            metrics.clone(),
+            stopped.clone(),
+        ));
     }
     let _ = out.flush();
     tracing::info!(

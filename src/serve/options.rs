@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub proxy_dhcp: Option<String>,
     /// Boot script template (default: the built-in `ipxe/boot.ipxe.j2`).
     pub ipxe_template: Option<PathBuf>,
+    /// What UEFI PXE clients chain-load (see `UefiBoot`).
+    pub uefi_boot: UefiBoot,
     /// Threads of the async runtime that runs HTTP, TFTP and the pruner
     /// (file reads and hashing run on a small blocking pool beside them).
     pub workers: usize,
@@ -39,6 +41,18 @@ pub struct ServeOptions {
     /// How long a machine that asked before anything bootable existed waits
     /// before it asks again.
     pub retry_delay: Duration,
+}
+
+/// What the proxyDHCP hands UEFI PXE clients: one choice per server (a
+/// machine's DHCP request does not say whether Secure Boot is on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UefiBoot {
+    /// `ipxe.efi`: Secure Boot off (the default; Secure Boot refuses it).
+    Ipxe,
+    /// shim → Debian's signed network GRUB → the signed kernel, with GRUB
+    /// configs and the kernel and initrd over TFTP (`secure_tftp`); boots
+    /// with Secure Boot on or off.
+    Shim,
 }
 
 /// How long a superseded artifact stays servable at its content address
@@ -57,6 +71,7 @@ impl ServeOptions {
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             proxy_dhcp: None,
             ipxe_template: None,
+            uefi_boot: UefiBoot::Ipxe,
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),

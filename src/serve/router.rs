@@ -1,6 +1,6 @@
 //! Which handler answers a request: the server's own pages (`/`,
-//! `/metrics`, `/boot.ipxe`), content-addressed artifacts (`/sha256/…`),
-//! node overlays (`/node/…`, each to its own machine only),
+//! `/metrics`, `/boot.ipxe`, `/grub.cfg`), content-addressed artifacts
+//! (`/sha256/…`), node overlays (`/node/…`, each to its own machine only),
 //! the iPXE binaries (`/ipxe/…`, for UEFI HTTP boot), the node registry's
 //! API (`/api/nodes…`, which alone takes POST) and files in the served
 //! dir. Otherwise read-only: GET and HEAD only. Runs on the
@@ -45,7 +45,8 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
                 state.metrics.render() + &nodes::show::metrics(&records),
             )
         }
-        "/boot.ipxe" => script::boot(state, req, query, client),
+        "/boot.ipxe" => script::boot(state, req, query, client, script::Format::Ipxe),
+        "/grub.cfg" => script::boot(state, req, query, client, script::Format::Grub),
         _ if path.starts_with(identity::PREFIX) => {
             identity::node_overlay(state, req, &path[identity::PREFIX.len()..], client)
         }

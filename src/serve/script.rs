@@ -25,7 +25,16 @@ use crate::artifact::{self, Manifest};
 
 const SCRIPT: &str = "text/plain; charset=utf-8";
 
-pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Reply {
+/// What the machine's boot loader reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An iPXE script (`/boot.ipxe`).
+    Ipxe,
+    /// A GRUB config for the Secure Boot path (`/grub.cfg`, see `grub`).
+    Grub,
+}
+
+pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr, format: Format) -> Reply {
     let mac = match query_param(query, "mac") {
         Some(raw) => match normalize_mac(&raw) {
             Some(m) => Some(m),
@@ -34,7 +43,25 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
         None => None,
     };
     let base_url = base_url(req, state);
-    let mut reply = match render(state, mac.as_deref(), &base_url, client) {
+    let mut reply = match answer(state, mac.as_deref(), &base_url, client, format) {
+        Ok(script) => Reply::bytes(200, SCRIPT, script),
+        Err(e) => Reply::text(500, e),
+    };
+    reply.mac = mac;
+    reply
+}
+
+/// The script (or config) for `mac`, or the retry script when none can be
+/// made yet; `Err` only when even that template fails. Records the boot on
+/// the node and in the metrics, as every answered boot is.
+pub fn answer(
+    state: &State,
+    mac: Option<&str>,
+    base_url: &str,
+    client: SocketAddr,
+    format: Format,
+) -> Result<String, String> {
+    match render(state, mac, base_url, client, format) {
         Ok(Made {
             script,
             profile,
@@ -42,13 +69,13 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
             next,
             node_failure,
         }) => {
-            if let (Some(mac), Some(next)) = (&mac, &next) {
+            if let (Some(mac), Some(next)) = (mac, &next) {
                 super::next_boot::served(state.root.dir(), mac, next);
             }
             // Recorded before the reply (not after it, as the kernel and
             // initrd are): a new boot clears the record's stages, so it must
             // be on the record before the machine can fetch its kernel.
-            if let Some(mac) = &mac {
+            if let Some(mac) = mac {
                 nodes::api::script_served(&state.nodes, mac, client.ip(), &profile, selected);
                 if let Some(failure) = &node_failure {
                     node_failed(state, mac, failure);
@@ -57,25 +84,27 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
             state.metrics.boot(Boot {
                 time: artifact::now(),
                 client: client.ip().to_string(),
-                mac: mac.clone(),
+                mac: mac.map(str::to_string),
                 profile,
             });
-            Reply::bytes(200, SCRIPT, script)
+            Ok(script)
         }
         Err(reason) => {
             tracing::warn!(
-                mac = mac.as_deref().unwrap_or("-"),
+                mac = mac.unwrap_or("-"),
                 "no boot script yet, the machine will retry: {reason}"
             );
             state.metrics.retry_scripts.fetch_add(1, Relaxed);
-            match state.scripts.retry(&reason, &base_url, mac.as_deref(), state.retry_delay.as_secs()) {
-                Ok(script) => Reply::bytes(200, SCRIPT, script),
-                Err(e) => Reply::text(500, format!("#!ipxe\necho mkimage serve: the retry script template failed: {e}\nshell\n")),
+            let delay = state.retry_delay.as_secs();
+            match format {
+                Format::Ipxe => state.scripts.retry(&reason, base_url, mac, delay).map_err(|e| {
+                    format!("#!ipxe\necho mkimage serve: the retry script template failed: {e}\nshell\n")
+                }),
+                Format::Grub => super::grub::retry(&reason, mac, delay)
+                    .map_err(|e| format!("echo 'mkimage serve: the retry config template failed: {e}'\n")),
             }
         }
-    };
-    reply.mac = mac;
-    reply
+    }
 }
 
 /// A boot script and what went into it.
@@ -115,6 +144,7 @@ fn render(
     mac: Option<&str>,
     base_url: &str,
     client: SocketAddr,
+    format: Format,
 ) -> Result<Made, String> {
     let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
@@ -155,10 +185,14 @@ fn render(
         .as_ref()
         .map(|c| servers::for_client(&c.servers, &c.servers_by_subnet, Some(client.ip())))
         .unwrap_or_default();
-    let script = state
-        .scripts
-        .render(&resolved, base_url, &servers, mac, &console)
-        .map_err(|e| e.to_string())?;
+    let script = match format {
+        Format::Ipxe => state
+            .scripts
+            .render(&resolved, base_url, &servers, mac, &console)
+            .map_err(|e| e.to_string())?,
+        Format::Grub => super::grub::render(&resolved, base_url, &servers, mac, &console)
+            .map_err(|e| e.to_string())?,
+    };
     Ok(Made {
         script,
         profile: resolved.profile,

@@ -35,14 +35,33 @@ const MAX_TRANSFERS: i64 = 256;
 /// File bytes read per blocking read.
 const READ_AHEAD: usize = 256 * 1024;
 
-/// Where TFTP looks for files: the served dir first, then the iPXE dir.
+/// Files made per request (the Secure Boot path's GRUB configs, by the
+/// asking machine's MAC; see `secure_tftp`): `None` when the name is not
+/// one of them, else the open file (or why there is none, for the log).
+pub type Dynamic = dyn Fn(&str, SocketAddr) -> Option<Result<File, String>> + Send + Sync;
+
+/// Where TFTP looks for files: the made-per-request ones, then the served
+/// dir, then the iPXE dir.
 pub struct Sources {
     pub roots: Vec<Root>,
+    pub dynamic: Option<Arc<Dynamic>>,
 }
 
 impl Sources {
-    fn open(&self, name: &str) -> Result<(File, u64), PathError> {
+    fn open(&self, name: &str, peer: SocketAddr) -> Result<(File, u64), PathError> {
         let name = name.trim_start_matches('/');
+        if let Some(made) = self.dynamic.as_ref().and_then(|d| d(name, peer)) {
+            return match made.and_then(|f| {
+                let size = f.metadata().map_err(|e| e.to_string())?.len();
+                Ok((f, size))
+            }) {
+                Ok(x) => Ok(x),
+                Err(why) => {
+                    tracing::info!(client = %peer, path = %name, "tftp: {why}");
+                    Err(PathError::NotFound)
+                }
+            };
+        }
         let mut last = PathError::NotFound;
         for root in &self.roots {
             match root.open_name(name) {
@@ -225,7 +244,8 @@ async fn run_transfer(
         .await);
     }
     let (srcs, owned) = (sources.clone(), name.to_string());
-    let opened = tokio::task::spawn_blocking(move || srcs.open(&owned))
+    let peer = socket.peer_addr()?;
+    let opened = tokio::task::spawn_blocking(move || srcs.open(&owned, peer))
         .await
         .map_err(io::Error::other)?;
     let (file, size) = match opened {
@@ -383,6 +403,7 @@ mod tests {
         std::fs::write(dir.path().join("f"), &content).unwrap();
         let sources = Arc::new(Sources {
             roots: vec![Root::new(dir.path()).unwrap()],
+            dynamic: None,
         });
         let rt = tokio::runtime::Runtime::new().unwrap();
         let socket = rt.block_on(UdpSocket::bind("127.0.0.1:0")).unwrap();

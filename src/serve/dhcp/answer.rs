@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | iPXE | user class (77) `iPXE` | `BASE/boot.ipxe?mac=MAC` (HTTP) |
 //! | UEFI HTTP boot, x86-64 | vendor class `HTTPClient`, arch 16 | `BASE/ipxe/ipxe.efi` (HTTP) |
-//! | UEFI PXE, x86-64 | vendor class `PXEClient`, arch 7 or 9 | `ipxe.efi` (TFTP) |
+//! | UEFI PXE, x86-64 | vendor class `PXEClient`, arch 7 or 9 | `ipxe.efi` (TFTP); `shimx64.efi` with `--uefi-boot shim` |
 //! | BIOS PXE | vendor class `PXEClient`, arch 0 (or none) | `undionly.kpxe` (TFTP) |
 //!
 //! On port 67 a DHCPDISCOVER gets an OFFER, broadcast (the client has no
@@ -103,6 +103,9 @@ pub struct Config {
     pub server: Ipv4Addr,
     /// The base of its HTTP URLs, e.g. `http://10.0.0.5:8080`.
     pub base_url: String,
+    /// What UEFI PXE clients load over TFTP: `ipxe.efi`, or with
+    /// `serve --uefi-boot shim` shim (the Secure Boot path, `secure_tftp`).
+    pub efi_file: String,
 }
 
 /// A reply, where it goes, and what it told the client to load.
@@ -178,7 +181,7 @@ pub fn answer(
     let mac = req.mac_string();
     let file = match client {
         Client::BiosPxe => BIOS_FILE.to_string(),
-        Client::UefiPxe => EFI_FILE.to_string(),
+        Client::UefiPxe => cfg.efi_file.clone(),
         Client::UefiHttp => format!("{}{HTTP_IPXE_PREFIX}{EFI_FILE}", cfg.base_url),
         Client::Ipxe => format!("{}/boot.ipxe?mac={mac}", cfg.base_url),
     };

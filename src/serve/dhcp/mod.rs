@@ -66,12 +66,14 @@ impl Listener {
 pub async fn serve(
     listener: Listener,
     base_url: String,
+    efi_file: String,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let cfg = Config {
         server: listener.server,
         base_url,
+        efi_file,
     };
     let mut dhcp_buf = vec![0u8; packet::MAX_PACKET + 1];
     let mut pxe_buf = vec![0u8; packet::MAX_PACKET + 1];

@@ -15,6 +15,7 @@ fn cfg() -> Config {
     Config {
         server: SERVER,
         base_url: "http://10.9.0.1:8080".into(),
+        efi_file: super::EFI_FILE.into(),
     }
 }
 
@@ -95,6 +96,28 @@ fn bios_pxe_gets_undionly_over_tftp_without_discovery() {
         "no address yet: broadcast"
     );
     assert!(m.flags().broadcast());
+}
+
+#[test]
+fn with_uefi_boot_shim_uefi_pxe_gets_shim_and_bios_keeps_ipxe() {
+    let shim = Config {
+        efi_file: "shimx64.efi".into(),
+        ..cfg()
+    };
+    let uefi = parse(&discover(&[
+        (60, b"PXEClient:Arch:00007:UNDI:003000"),
+        (93, &[0, 7]),
+    ]))
+    .unwrap();
+    assert_eq!(
+        answer(&uefi, Port::Dhcp, peer(), &shim).unwrap().file,
+        "shimx64.efi"
+    );
+    let bios = parse(&discover(&[(60, b"PXEClient:Arch:00000:UNDI:002001")])).unwrap();
+    assert_eq!(
+        answer(&bios, Port::Dhcp, peer(), &shim).unwrap().file,
+        "undionly.kpxe"
+    );
 }
 
 #[test]

@@ -1,0 +1,254 @@
+//! `boot-test --secure-boot [--keys DIR]`: the VM is OVMF's Secure Boot
+//! build on q35 with SMM, its variable store a copy of Debian's with
+//! Microsoft's keys (and, with `--keys`, the site's certificate added to
+//! `db`), booting from the firmware's own PXE client (no iPXE ROM, which
+//! Secure Boot would refuse). QEMU's user networking hands it the NBP from
+//! QEMU's TFTP server, which boot-test fills from `mkimage serve` over HTTP:
+//!
+//! - factory keys: shim, Debian's signed network GRUB beside it as
+//!   `grubx64.efi`, the GRUB config the server renders for this MAC
+//!   (`/grub.cfg?mac=`, as `grub/grub.cfg` where that GRUB looks) and the
+//!   kernel and initrd it names by content (`/sha256/HEX/NAME`);
+//! - site key: the profile's UKI, built and signed with the site key into
+//!   the content store, fetched back by its content URL.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use super::vm::{Boot, Net, VmSpec};
+use crate::artifact::{self, objects, Manifest};
+use crate::secureboot::{self, firmware, keys::Keys, uki};
+use crate::serve::grub;
+use crate::serve::ipxe::DEFAULT_CONSOLE;
+use crate::serve::profiles::{self, BootConfig};
+
+/// Where the server runs and what the VM boots.
+pub struct Setup<'a> {
+    pub work: &'a Path,
+    pub dir: &'a Path,
+    pub boot_config: &'a Path,
+    pub listen: Ipv4Addr,
+    pub port: u16,
+    pub seen_as: Ipv4Addr,
+    pub mac: &'a str,
+}
+
+/// Check what the boot needs before anything starts.
+pub fn preflight(keys: Option<&Path>) -> anyhow::Result<()> {
+    secureboot::need(&[
+        (super::vm::OVMF_SECBOOT_CODE, "ovmf"),
+        (firmware::OVMF_VARS_MS, "ovmf"),
+    ])?;
+    match keys {
+        None => secureboot::factory_chain()?,
+        Some(dir) => {
+            Keys::load(dir)?;
+            secureboot::need(&[
+                (uki::STUB, "systemd-boot-efi"),
+                ("/usr/bin/sbsign", "sbsigntool"),
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Set the VM up for the Secure Boot path. On the lab's layer-2 network
+/// (`lab`) the firmware finds shim through the proxyDHCP (`serve
+/// --uefi-boot shim`) and everything else on the server's TFTP; with user
+/// networking, fill QEMU's TFTP dir from the server.
+pub fn prepare(s: &Setup, keys: Option<&Path>, lab: bool, spec: &mut VmSpec) -> anyhow::Result<()> {
+    if lab {
+        spec.uefi = true;
+        spec.secure_boot = Some(firmware::vars(s.work, None)?);
+        spec.boot = Boot::Network { rom: false };
+        return Ok(());
+    }
+    let tftp = s.work.join("tftp");
+    fs::create_dir_all(tftp.join("grub"))?;
+    let base = format!("http://{}:{}", s.listen, s.port);
+    let (bootfile, enroll) = match keys {
+        None => {
+            fs::copy(secureboot::SHIM, tftp.join(secureboot::SHIM_NAME))?;
+            fs::copy(secureboot::GRUB_NET, tftp.join(secureboot::GRUB_NAME))?;
+            // Asked as the guest would ask (its Host), so the URLs are the guest's.
+            let cfg = get_as_guest(s, &format!("/grub.cfg?mac={}", s.mac))?;
+            for path in tftp_paths(&cfg) {
+                download(
+                    &format!("{base}{path}"),
+                    &tftp.join(path.trim_start_matches('/')),
+                )?;
+            }
+            fs::write(tftp.join("grub/grub.cfg"), &cfg)?;
+            tracing::info!("Secure Boot with Microsoft's keys: shim → signed GRUB (config from {base}/grub.cfg?mac={}) → signed kernel", s.mac);
+            (secureboot::SHIM_NAME.to_string(), None)
+        }
+        Some(dir) => {
+            let keys = Keys::load(dir)?;
+            let (sha, name) = site_uki(s, &keys)?;
+            download(&format!("{base}/sha256/{sha}/{name}"), &tftp.join(&name))?;
+            tracing::info!(
+                "Secure Boot with the site key {}: UKI /sha256/{sha}/{name}",
+                keys.cert.display()
+            );
+            (name, Some(keys.cert))
+        }
+    };
+    spec.uefi = true;
+    spec.secure_boot = Some(firmware::vars(s.work, enroll.as_deref())?);
+    spec.tftp = Some(tftp);
+    spec.net = Net::User {
+        bootfile: Some(bootfile),
+    };
+    spec.boot = Boot::Network { rom: false };
+    Ok(())
+}
+
+/// The UKI of the profile the test boots (one per profile: no machine in
+/// it), signed with `keys` and added to the content store; its sha256 and name.
+fn site_uki(s: &Setup, keys: &Keys) -> anyhow::Result<(String, String)> {
+    let manifest = Manifest::load(s.dir)?;
+    let config = BootConfig::load(s.boot_config)?;
+    // The profile this machine gets (selected by its MAC, as for a script);
+    // the UKI is that profile's, with nothing of the machine in it.
+    let (resolved, _) = profiles::for_known_machine(Some(&config), Some(s.mac), None, &manifest)?;
+    let console = config.console.as_deref().unwrap_or(DEFAULT_CONSOLE);
+    let base_url = format!("http://{}:{}", s.seen_as, s.port);
+    let cmdline = grub::kernel_args(&resolved, &base_url, &[], None, true, console);
+    let name = format!("{}.efi", resolved.profile);
+    let staged = s.dir.join(format!(".{name}.uki"));
+    uki::build(
+        &uki::Parts {
+            kernel: &s.dir.join(&resolved.kernel.file),
+            initrd: &s.dir.join(&resolved.initrd.file),
+            cmdline: &cmdline,
+            name: &resolved.profile,
+        },
+        keys,
+        &staged,
+    )?;
+    let (_, sha) = artifact::publish::sha256_file(&staged)?;
+    objects::add(s.dir, &staged, &sha)?;
+    fs::remove_file(&staged)?;
+    tracing::info!(
+        "UKI for profile {}: sha256 {sha}, command line: {cmdline}",
+        resolved.profile
+    );
+    Ok((sha, name))
+}
+
+/// The Secure Boot path on the lab's network, from `mkimage serve`'s log:
+/// shim, GRUB, this machine's GRUB config and its kernel went over the
+/// server's TFTP (the firmware may take shim's name from the proxyDHCP or
+/// from the site's offer, which names the same file and server).
+pub fn judge_lab(serve_log: &str, mac: &str) -> Vec<super::lab::Verdict> {
+    let seen = |needles: &[&str]| {
+        serve_log
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+    };
+    // GRUB asks with a leading slash, the firmware and shim without.
+    let cfg = format!("grub/grub.cfg-{mac} status=ok");
+    let checks = [
+        (
+            "the firmware loaded shim over TFTP".to_string(),
+            seen(&[
+                "tftp",
+                &format!("path={} ", secureboot::SHIM_NAME),
+                "status=ok",
+            ]),
+        ),
+        (
+            "shim loaded Debian's signed GRUB over TFTP".to_string(),
+            seen(&[
+                "tftp",
+                &format!("path={} ", secureboot::GRUB_NAME),
+                "status=ok",
+            ]),
+        ),
+        (
+            format!("GRUB read the config made for {mac} over TFTP"),
+            seen(&["tftp", &cfg, "status=ok"]),
+        ),
+        (
+            "GRUB loaded the kernel by content over TFTP".to_string(),
+            seen(&["tftp", "sha256/", "vmlinuz status=ok"]),
+        ),
+    ];
+    checks
+        .into_iter()
+        .map(|(what, ok)| {
+            let v = if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "not in the server's log; its last lines:\n{}",
+                    super::vm::tail(serve_log, 15)
+                ))
+            };
+            (what, v)
+        })
+        .collect()
+}
+
+/// The `/sha256/…` paths a GRUB config loads over TFTP (kernel, initrd).
+fn tftp_paths(cfg: &str) -> Vec<String> {
+    cfg.lines()
+        .filter_map(|l| {
+            l.strip_prefix("linux ")
+                .or_else(|| l.strip_prefix("initrd "))
+        })
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|p| p.starts_with("/sha256/") && !p.contains(".."))
+        .map(str::to_string)
+        .collect()
+}
+
+/// GET `path` from the server with the Host header the guest would send.
+fn get_as_guest(s: &Setup, path: &str) -> anyhow::Result<String> {
+    let mut tcp = TcpStream::connect((s.listen, s.port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
+        s.seen_as, s.port
+    )?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text)?;
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => bail!("GET {path}: {}", text.lines().next().unwrap_or("no reply")),
+    }
+}
+
+fn download(url: &str, to: &Path) -> anyhow::Result<PathBuf> {
+    let mut reply = ureq::get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut file = fs::File::create(to)?;
+    std::io::copy(&mut reply.body_mut().as_reader(), &mut file)
+        .with_context(|| format!("GET {url}"))?;
+    if fs::metadata(to)?.len() == 0 {
+        bail!("GET {url}: empty");
+    }
+    Ok(to.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_files_grub_loads() {
+        let cfg = "set timeout=0\nlinux /sha256/aa/vmlinuz BOOTIF=01-x\ninitrd /sha256/bb/initrd.initrd\nboot\n";
+        assert_eq!(
+            super::tftp_paths(cfg),
+            ["/sha256/aa/vmlinuz", "/sha256/bb/initrd.initrd"]
+        );
+    }
+}

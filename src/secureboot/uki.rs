@@ -1,0 +1,151 @@
+//! Unified kernel images: systemd-boot's EFI stub (`linuxx64.efi.stub`,
+//! package systemd-boot-efi) with the kernel, the initrd, the command line
+//! and an os-release added as PE sections by `objcopy`, then signed with
+//! the site key by `sbsign`. The firmware verifies the signature over all
+//! of it, so the command line — the basefs's URL, sha256 and dm-verity root
+//! hash, each overlay's sha256 — is as trusted as the kernel. A UKI is made
+//! per profile and holds nothing about one machine.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use super::keys::Keys;
+use crate::exec::Cmd;
+
+/// systemd-boot-efi's stub.
+pub const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+/// What goes into one UKI.
+#[derive(Debug, Clone)]
+pub struct Parts<'a> {
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub cmdline: &'a str,
+    /// A name for its os-release (`PRETTY_NAME`): the profile.
+    pub name: &'a str,
+}
+
+/// Where the stub's last section ends (VMA + size) and its section alignment.
+fn stub_layout(stub: &Path) -> anyhow::Result<(u64, u64)> {
+    let headers = Cmd::new("objdump")
+        .arg("-h")
+        .arg("-w")
+        .arg(stub)
+        .run()?
+        .stdout;
+    let mut end = 0;
+    for line in headers.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Idx Name Size VMA LMA File-off Algn Flags...
+        if f.len() >= 7 && f[0].parse::<u32>().is_ok() {
+            let size = u64::from_str_radix(f[2], 16)?;
+            let vma = u64::from_str_radix(f[3], 16)?;
+            end = end.max(vma + size);
+        }
+    }
+    let private = Cmd::new("objdump").arg("-p").arg(stub).run()?.stdout;
+    let align = private
+        .lines()
+        .find_map(|l| l.strip_prefix("SectionAlignment"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0x1000);
+    if end == 0 {
+        bail!("{}: objdump shows no sections", stub.display());
+    }
+    Ok((end, align.max(0x1000)))
+}
+
+fn align_up(n: u64, to: u64) -> u64 {
+    n.div_ceil(to) * to
+}
+
+/// Build the UKI for `parts`, signed with `keys`, at `out` (written whole
+/// or not at all).
+pub fn build(parts: &Parts, keys: &Keys, out: &Path) -> anyhow::Result<()> {
+    super::need(&[
+        (STUB, "systemd-boot-efi"),
+        ("/usr/bin/objcopy", "binutils"),
+        ("/usr/bin/sbsign", "sbsigntool"),
+    ])?;
+    let dir = out.parent().context("the UKI path has no directory")?;
+    let work = tempfile::Builder::new().prefix(".uki.").tempdir_in(dir)?;
+    let osrel = work.path().join("os-release");
+    fs::write(
+        &osrel,
+        format!(
+            "ID=mkimage\nNAME=mkimage\nPRETTY_NAME=\"mkimage netboot ({})\"\n",
+            parts.name.replace(['"', '\\', '\n'], "_")
+        ),
+    )?;
+    let cmdline = work.path().join("cmdline");
+    fs::write(&cmdline, parts.cmdline)?;
+    let (end, align) = stub_layout(Path::new(STUB))?;
+    let mut at = align_up(end, align);
+    let mut objcopy = Cmd::new("objcopy");
+    for (name, file) in [
+        (".osrel", osrel.as_path()),
+        (".cmdline", cmdline.as_path()),
+        (".initrd", parts.initrd),
+        (".linux", parts.kernel),
+    ] {
+        let size = fs::metadata(file)
+            .with_context(|| format!("cannot read {}", file.display()))?
+            .len();
+        let mut add = std::ffi::OsString::from(format!("{name}="));
+        add.push(file);
+        objcopy = objcopy
+            .arg("--add-section")
+            .arg(add)
+            .arg("--change-section-vma")
+            .arg(format!("{name}={at:#x}"));
+        at = align_up(at + size, align);
+    }
+    let unsigned = work.path().join("unsigned.efi");
+    objcopy
+        .arg(STUB)
+        .arg(&unsigned)
+        .run()
+        .context("objcopy could not assemble the UKI")?;
+    let signed = work.path().join("signed.efi");
+    Cmd::new("sbsign")
+        .arg("--key")
+        .arg(&keys.key)
+        .arg("--cert")
+        .arg(&keys.cert)
+        .arg("--output")
+        .arg(&signed)
+        .arg(&unsigned)
+        .run()
+        .context("sbsign could not sign the UKI with the site key")?;
+    Cmd::new("sbverify")
+        .arg("--cert")
+        .arg(&keys.cert)
+        .arg(&signed)
+        .run()
+        .context("the signed UKI does not verify against the site certificate")?;
+    fs::rename(&signed, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+/// The command line a UKI carries (its `.cmdline` section).
+pub fn cmdline_of(uki: &Path) -> anyhow::Result<String> {
+    let work = tempfile::tempdir()?;
+    let out = work.path().join("cmdline");
+    Cmd::new("objcopy")
+        .args(["-O", "binary", "--only-section=.cmdline"])
+        .arg(uki)
+        .arg(&out)
+        .run()?;
+    Ok(fs::read_to_string(out)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sections_align_up() {
+        assert_eq!(super::align_up(0x19134, 0x1000), 0x1a000);
+        assert_eq!(super::align_up(0x2000, 0x1000), 0x2000);
+    }
+}

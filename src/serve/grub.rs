@@ -1,0 +1,204 @@
+//! GRUB configs for the Secure Boot path with factory keys: shim →
+//! Debian's signed GRUB network image → Debian's signed kernel → the
+//! initrd. The profile is picked and resolved exactly as for an iPXE
+//! script (`script::render`); only the rendering differs: that GRUB has no
+//! HTTP, so the kernel and initrd are named by TFTP path (the same
+//! content-addressed `/sha256/HEX/NAME` the HTTP server answers), while the
+//! basefs and overlays keep their HTTP URLs, which the init fetches and
+//! verifies. `kernel_args` is also the command line a signed UKI carries
+//! (without the machine's `BOOTIF=`: one UKI per profile).
+
+use minijinja::{context, Environment, UndefinedBehavior};
+
+use super::ipxe::encode_path;
+use super::profiles::{Art, Resolved};
+
+/// The per-machine config template (the file in the repository).
+pub const TEMPLATE: &str = include_str!("../../grub/netboot.cfg.j2");
+/// The config for a machine no boot can be made for yet.
+pub const RETRY_TEMPLATE: &str = include_str!("../../grub/retry.cfg.j2");
+
+/// An artifact's URL on the server at `base_url` (or its own, if remote).
+fn url(a: &Art, base_url: &str) -> String {
+    match &a.remote {
+        Some(url) => url.clone(),
+        None => format!("{base_url}/sha256/{}/{}", a.sha256, encode_path(&a.file)),
+    }
+}
+
+/// The kernel command line for `resolved`: the boot contract's URLs and
+/// digests on `base_url`, the fallback servers, the console and the
+/// profile's own arguments; `BOOTIF=` only when the machine is known.
+pub fn kernel_args(
+    resolved: &Resolved,
+    base_url: &str,
+    servers: &[String],
+    mac: Option<&str>,
+    reports: bool,
+    console: &str,
+) -> String {
+    let mut args = Vec::new();
+    if let Some(mac) = mac {
+        args.push(format!("BOOTIF=01-{}", mac.replace(':', "-")));
+    }
+    if reports {
+        args.push(format!("mkimage.api={base_url}"));
+    }
+    let basefs = &resolved.basefs;
+    args.push(format!("basefs={}", url(basefs, base_url)));
+    args.push(format!("basefs.sha256={}", basefs.sha256));
+    if let Some(verity) = &basefs.verity {
+        args.push(format!("basefs.verity={verity}"));
+    }
+    if !resolved.overlays.is_empty() {
+        let urls: Vec<String> = resolved.overlays.iter().map(|o| url(o, base_url)).collect();
+        let shas: Vec<&str> = resolved
+            .overlays
+            .iter()
+            .map(|o| o.sha256.as_str())
+            .collect();
+        args.push(format!("overlayfs={}", urls.join(",")));
+        args.push(format!("overlayfs.sha256={}", shas.join(",")));
+    }
+    if servers.len() > 1 {
+        args.push(format!("mkimage.servers={}", servers.join(",")));
+    }
+    args.extend(
+        [console, resolved.args.as_str()]
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().to_string()),
+    );
+    args.join(" ")
+}
+
+/// Quote one command-line word for GRUB's script parser when it needs it
+/// (GRUB expands `$` and splits on its operators, as a shell does).
+fn grub_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.,:/=+@%".contains(c);
+    if word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Text for a GRUB `echo '…'`: one line, no quotes.
+fn echo_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c == '\'' || c.is_control() { '_' } else { c })
+        .take(400)
+        .collect()
+}
+
+/// The GRUB config that boots `resolved` on `mac` (or any machine).
+pub fn render(
+    resolved: &Resolved,
+    base_url: &str,
+    servers: &[String],
+    mac: Option<&str>,
+    console: &str,
+) -> Result<String, minijinja::Error> {
+    let first = servers.first().map_or(base_url, String::as_str);
+    let args = kernel_args(resolved, first, servers, mac, true, console);
+    let args: Vec<String> = args.split_whitespace().map(grub_word).collect();
+    let tftp = |a: &Art| format!("/sha256/{}/{}", a.sha256, encode_path(&a.file));
+    env()?.get_template("grub.cfg")?.render(context! {
+        profile => echo_text(&resolved.profile),
+        mac => mac,
+        server => echo_text(first),
+        kernel => tftp(&resolved.kernel),
+        initrd => tftp(&resolved.initrd),
+        args => args.join(" "),
+    })
+}
+
+/// The GRUB config for a machine no boot can be made for yet: says why,
+/// waits, reads its config again.
+pub fn retry(reason: &str, mac: Option<&str>, delay_secs: u64) -> Result<String, minijinja::Error> {
+    env()?.get_template("retry.cfg")?.render(context! {
+        reason => echo_text(reason),
+        mac => mac,
+        delay => delay_secs.max(1),
+    })
+}
+
+fn env() -> Result<Environment<'static>, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.add_template("grub.cfg", TEMPLATE)?;
+    env.add_template("retry.cfg", RETRY_TEMPLATE)?;
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn art(file: &str, c: char) -> Art {
+        Art {
+            file: file.into(),
+            sha256: c.to_string().repeat(64),
+            verity: None,
+            remote: None,
+        }
+    }
+
+    fn resolved() -> Resolved {
+        let mut basefs = art("basefs.squashfs", 'b');
+        basefs.verity = Some(format!("{}:4096", "d".repeat(64)));
+        Resolved {
+            profile: "discovery".into(),
+            kernel: art("vmlinuz", 'a'),
+            initrd: art("initrd.initrd", 'c'),
+            basefs,
+            overlays: vec![art("discovery.cpio.gz", 'e')],
+            args: "rootsize=2G quiet".into(),
+        }
+    }
+
+    #[test]
+    fn config_names_kernel_by_tftp_path_and_the_rest_by_url() {
+        let r = resolved();
+        let cfg = render(
+            &r,
+            "http://10.0.2.2:8080",
+            &[],
+            Some("52:54:00:12:34:56"),
+            "console=ttyS0,115200",
+        )
+        .unwrap();
+        let linux = cfg.lines().find(|l| l.starts_with("linux ")).unwrap();
+        assert!(linux.starts_with(&format!("linux /sha256/{}/vmlinuz BOOTIF=01-52-54-00-12-34-56 mkimage.api=http://10.0.2.2:8080 basefs=http://10.0.2.2:8080/sha256/{}/basefs.squashfs", "a".repeat(64), "b".repeat(64))), "{linux}");
+        assert!(linux.contains(&format!("basefs.verity={}:4096", "d".repeat(64))));
+        assert!(linux.contains(&format!("overlayfs.sha256={}", "e".repeat(64))));
+        assert!(
+            linux.ends_with("console=ttyS0,115200 rootsize=2G quiet"),
+            "{linux}"
+        );
+        assert!(cfg.contains(&format!(
+            "\ninitrd /sha256/{}/initrd.initrd\nboot\n",
+            "c".repeat(64)
+        )));
+    }
+
+    #[test]
+    fn uki_args_carry_no_machine() {
+        let args = kernel_args(&resolved(), "http://s", &[], None, true, "");
+        assert!(!args.contains("BOOTIF"), "{args}");
+        assert!(args.starts_with("mkimage.api=http://s basefs=http://s/sha256/"));
+    }
+
+    #[test]
+    fn odd_words_are_quoted() {
+        assert_eq!(grub_word("a=$(x)"), "'a=$(x)'");
+        assert_eq!(grub_word("console=ttyS0,115200"), "console=ttyS0,115200");
+        let retry = retry("no 'basefs'", None, 0).unwrap();
+        assert!(
+            retry.contains("echo 'mkimage: cannot boot this machine yet: no _basefs_'"),
+            "{retry}"
+        );
+        assert!(retry.contains("sleep 1\n"));
+    }
+}
