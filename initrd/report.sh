@@ -7,12 +7,15 @@
 # stages itself, so reports may arrive in any order. API comes from
 # mkimage.api= (the boot script sets it), the MAC from BOOTIF= or, without
 # one, the NIC the init configured (report_from); with neither, nothing is
-# sent (offline media boots).
+# sent (offline media boots). The boot token (mkimage.token=, fresh in each
+# boot script) goes along as `Authorization: Bearer`: the server refuses
+# reports without the token its script carried.
 #
 # `timeout wget`, not `wget -T`: bookworm's busybox 1.35 wget dies of
 # SIGSEGV on -T before it sends anything.
 
 API=
+TOKEN=
 REPORT_MAC=
 REPORT_TIMEOUT=5
 
@@ -38,6 +41,10 @@ report() {
 	[ -n "$API" ] && [ -n "$REPORT_MAC" ] || return 0
 	url="$API/api/nodes/$REPORT_MAC/event?stage=$1"
 	[ $# -ge 3 ] && url="$url&step=$(urlencode "$2")&reason=$(urlencode "$3")"
-	(timeout "$REPORT_TIMEOUT" wget -q -O /dev/null "$url" >/dev/null 2>&1 &)
+	if [ -n "$TOKEN" ]; then
+		(timeout "$REPORT_TIMEOUT" wget -q -O /dev/null --header "Authorization: Bearer $TOKEN" "$url" >/dev/null 2>&1 &)
+	else
+		(timeout "$REPORT_TIMEOUT" wget -q -O /dev/null "$url" >/dev/null 2>&1 &)
+	fi
 	return 0
 }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use http::request::Parts;
+use http::Method;
 
 use super::ipxe::DEFAULT_CONSOLE;
 use super::metrics::Boot;
@@ -32,15 +33,22 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr) -> Repl
         None => None,
     };
     let base_url = base_url(req, state);
-    let mut reply = match render(state, mac.as_deref(), &base_url, client) {
+    // HEAD is a look, not a boot: no token, no stage, no one-shot used.
+    let boot = req.method != Method::HEAD;
+    let token = mac
+        .as_deref()
+        .filter(|_| boot)
+        .map(|m| state.tokens.issue(m));
+    let token = token.as_ref().map(|t| t.as_str());
+    let mut reply = match render(state, mac.as_deref(), &base_url, client, token) {
         Ok((script, profile, selected, next)) => {
-            if let (Some(mac), Some(next)) = (&mac, &next) {
+            if let (Some(mac), Some(next), true) = (&mac, &next, boot) {
                 super::next_boot::served(state.root.dir(), mac, next);
             }
             // Recorded before the reply (not after it, as the kernel and
             // initrd are): a new boot clears the record's stages, so it must
             // be on the record before the machine can fetch its kernel.
-            if let Some(mac) = &mac {
+            if let (Some(mac), true) = (&mac, boot) {
                 nodes::api::script_served(&state.nodes, mac, client.ip(), &profile, selected);
             }
             state.metrics.boot(Boot {
@@ -74,12 +82,14 @@ fn render(
     mac: Option<&str>,
     base_url: &str,
     client: SocketAddr,
+    token: Option<&str>,
 ) -> Result<(String, String, Selected, Option<super::next_boot::NextBoot>), String> {
     let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
         Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
         None => None,
     };
+    // Only facts that came with the machine's boot token select a profile.
     let inventory = mac.and_then(|m| nodes::api::inventory_of(&state.nodes, m));
     let facts = inventory.as_ref().map(|i| i as &dyn Facts);
     // An operator's profile for this machine's next boot comes first.
@@ -109,7 +119,7 @@ fn render(
         .unwrap_or_default();
     let script = state
         .scripts
-        .render(&resolved, base_url, &servers, mac, &console)
+        .render_with_token(&resolved, base_url, &servers, mac, &console, token)
         .map_err(|e| e.to_string())?;
     Ok((script, resolved.profile, selected, next))
 }
