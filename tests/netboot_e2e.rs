@@ -38,10 +38,7 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
     let serial = p.path().join("serial.log");
     // A MAC of its own: the other tests boot the default one against the
     // same served dir (and node registry) at the same time.
-    let o = boot_test(
-        p,
-        &["--mac", MAC, "--serial-log", serial.to_str().unwrap()],
-    );
+    let o = boot_test(p, &["--mac", MAC, "--serial-log", serial.to_str().unwrap()]);
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
     assert!(
         o.status.success(),

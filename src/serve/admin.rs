@@ -47,7 +47,7 @@ impl Admin {
                 path
             }
         };
-        let token = read(&path)?;
+        let token = read_token(&path)?;
         Ok((
             Admin {
                 token,
@@ -116,7 +116,8 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
-fn read(path: &Path) -> Result<String, String> {
+/// The token in `path`, refused if group or others can read the file.
+pub fn read_token(path: &Path) -> Result<String, String> {
     let meta =
         fs::metadata(path).map_err(|e| format!("admin token file {}: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;

@@ -12,7 +12,7 @@
 //! signal. They share `State`, the metrics and the stop signal.
 
 pub mod adhoc;
-mod admin;
+pub mod admin;
 pub mod dhcp;
 mod download;
 pub mod files;
