@@ -29,9 +29,9 @@ use http::HeaderMap;
 /// How long a token stays valid after it was issued.
 pub const WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// How many of a MAC's newest tokens are valid at once.
-pub const PER_MAC: usize = 4;
+pub const PER_MAC: usize = 32;
 /// The most MACs whose tokens are held.
-pub const MAX_MACS: usize = 65_536;
+pub const MAX_MACS: usize = 16_384;
 /// Random bytes in a token (hex-encoded on the command line).
 const BYTES: usize = 16;
 

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ pub struct Server {
     pub child: Child,
     pub http: SocketAddr,
     pub tftp: Option<SocketAddr>,
+    /// The served dir (its `.state/admin.token` is the admin token).
+    pub dir: PathBuf,
 }
 
 impl Server {
@@ -66,7 +68,26 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, http, tftp }
+        Server {
+            child,
+            http,
+            tftp,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The server's admin token (made on first start in DIR/.state).
+    pub fn admin(&self) -> String {
+        std::fs::read_to_string(self.dir.join(".state/admin.token"))
+            .expect("the server's admin token")
+            .trim()
+            .to_string()
+    }
+
+    /// `GET target` with the admin token (the node API, the status page).
+    pub fn get_admin(&self, target: &str) -> Reply {
+        let auth = format!("Bearer {}", self.admin());
+        request(self.http, "GET", target, &[("Authorization", &auth)])
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -126,6 +147,18 @@ pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &
 
 pub fn get(addr: SocketAddr, target: &str) -> Reply {
     request(addr, "GET", target, &[])
+}
+
+/// `GET target` with `Authorization: Bearer TOKEN` (a boot token).
+pub fn get_with(addr: SocketAddr, target: &str, token: &str) -> Reply {
+    let auth = format!("Bearer {token}");
+    request(addr, "GET", target, &[("Authorization", &auth)])
+}
+
+/// The boot token a boot script for `mac` carries (`mkimage.token=`).
+pub fn boot_token(addr: SocketAddr, mac: &str) -> String {
+    let script = get(addr, &format!("/boot.ipxe?mac={mac}")).text();
+    kernel_arg(&script, "mkimage.token").expect("a boot token on the kernel line")
 }
 
 fn parse(raw: &[u8], head: bool) -> Reply {
