@@ -28,6 +28,21 @@ report_from() {
 	fi
 }
 
+# report_token: keep this boot's token in /run/mkimage/token (0600; /run
+# moves into the booted system, whose mkimage-report reads it). Without
+# mkimage.token= on the command line (a medium made by `mkimage iso
+# --server`: one image for every machine), ask the server for one as iPXE
+# would: the boot script for this MAC carries it.
+report_token() {
+	[ -n "$API" ] && [ -n "$REPORT_MAC" ] || return 0
+	if [ -z "$TOKEN" ]; then
+		TOKEN=$(timeout "$REPORT_TIMEOUT" wget -q -O - "$API/boot.ipxe?mac=$REPORT_MAC" 2>/dev/null |
+			sed -n 's/.* mkimage\.token=\([0-9a-f]*\).*/\1/p' | head -n 1)
+	fi
+	[ -n "$TOKEN" ] && [ -d /run/mkimage ] && (umask 077 && echo "$TOKEN" >/run/mkimage/token)
+	return 0
+}
+
 # urlencode TEXT: printable ASCII only (control characters become spaces,
 # anything else is dropped), at most 300 bytes, every byte as %XX.
 urlencode() {

@@ -626,3 +626,19 @@ fn concurrent_reports_about_one_machine_lose_no_update() {
         .collect();
     assert_eq!(names.len(), 1, "no temp files left: {names:?}");
 }
+
+#[test]
+fn a_medium_booted_init_asks_the_server_for_its_token() {
+    require("busybox", "busybox");
+    let (tmp, dir) = setup();
+    let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
+    let base = format!("http://{}", server.http);
+    // No mkimage.token= (an ISO made with --server): report.sh asks for one.
+    init_reports(tmp.path(), (&base, ""), "report network");
+    init_reports(tmp.path(), (&base, ""), "report_token\nreport network");
+    let r = wait_for(&server, "the report with a fetched token", |s| {
+        s.iter().any(|x| x == "network")
+    });
+    assert_eq!(stages(&r), ["script", "network"], "{r}");
+    assert_eq!(r["boots"], 1, "the report without a token was refused");
+}
