@@ -258,7 +258,7 @@ pub fn script_served(store: &Store, mac: &str, ip: IpAddr, profile: &str, select
     store.remember_fetcher(ip, mac);
     let ms = now_ms();
     let t = ms / 1000;
-    let updated = store.update(mac, t, |r| {
+    let updated = store.update_fast(mac, t, |r| {
         r.saw_ms(Stage::Script, ms);
         r.ip = Some(ip.to_string());
         r.boot_ip = Some(ip.to_string());
@@ -284,7 +284,7 @@ pub fn fetched(store: &Arc<Store>, ip: IpAddr, kind: &str) -> Option<AfterSent> 
     Some(Box::new(move || {
         let ms = now_ms();
         let t = ms / 1000;
-        if let Err(e) = store.update(&mac, t, |r| r.saw_ms(stage, ms)) {
+        if let Err(e) = store.update_fast(&mac, t, |r| r.saw_ms(stage, ms)) {
             tracing::warn!("{e}");
         }
     }))

@@ -89,12 +89,36 @@ impl Store {
     }
 
     /// Change `mac`'s record (a new one if it has none) with `change`, and
-    /// write it; returns what was written. `last_seen` becomes `now`.
+    /// write it durably (the file and the directory fsynced: a report that
+    /// got its 200 survives a power cut); returns what was written.
+    /// `last_seen` becomes `now`.
     pub fn update(
         &self,
         mac: &str,
         now: u64,
         change: impl FnOnce(&mut Record),
+    ) -> Result<Record, NodeError> {
+        self.update_with(mac, now, change, true)
+    }
+
+    /// `update` without the fsyncs, for what the server saw itself (a boot
+    /// script served, a kernel fetched), which is on a boot's latency path
+    /// and which the next boot sees again anyway.
+    pub fn update_fast(
+        &self,
+        mac: &str,
+        now: u64,
+        change: impl FnOnce(&mut Record),
+    ) -> Result<Record, NodeError> {
+        self.update_with(mac, now, change, false)
+    }
+
+    fn update_with(
+        &self,
+        mac: &str,
+        now: u64,
+        change: impl FnOnce(&mut Record),
+        durable: bool,
     ) -> Result<Record, NodeError> {
         let lock = self
             .locks
@@ -115,11 +139,11 @@ impl Store {
         };
         change(&mut record);
         record.last_seen = record.last_seen.max(now);
-        self.write(&path, &record)?;
+        self.write(&path, &record, durable)?;
         Ok(record)
     }
 
-    fn write(&self, path: &Path, record: &Record) -> Result<(), NodeError> {
+    fn write(&self, path: &Path, record: &Record, durable: bool) -> Result<(), NodeError> {
         fs::create_dir_all(&self.dir).map_err(|source| NodeError::Create {
             path: self.dir.clone(),
             source,
@@ -136,7 +160,15 @@ impl Store {
         let mut json = serde_json::to_vec_pretty(record).map_err(|e| werr(e.into()))?;
         json.push(b'\n');
         tmp.write_all(&json).map_err(werr)?;
+        if durable {
+            tmp.as_file().sync_all().map_err(werr)?;
+        }
         tmp.persist(path).map_err(|e| werr(e.error))?;
+        if durable {
+            fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(werr)?;
+        }
         Ok(())
     }
 
