@@ -8,13 +8,14 @@
 
 mod serve_support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serve_support::{build_bootable, get, get_with, kernel_arg, request, require, Server};
+use serve_support::{
+    build_bootable, curl, get, get_with, init_reports, kernel_arg, post_raw, request, require,
+    Server,
+};
 
 const MAC: &str = "52:54:00:12:34:56";
 const INVENTORY: &str = r#"{"system":{"vendor":"QEMU","product":"Standard PC (i440FX + PIIX, 1996)","serial":""},"cpu":{"model":"QEMU Virtual CPU","count":2},"memory_kb":1500000,"nics":[{"name":"ens3","mac":"52:54:00:12:34:56","driver":"virtio_net","speed_mbps":-1,"link":true}],"disks":[{"name":"vda","size_bytes":8589934592,"model":"","rotational":true}]}"#;
@@ -67,17 +68,6 @@ fn wait_for(server: &Server, what: &str, done: impl Fn(&[String]) -> bool) -> se
     }
 }
 
-fn curl(args: &[&str]) -> (u16, String) {
-    let o = Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn mkimage_nodes(dir: &Path, json: bool) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mkimage"));
     c.args(["nodes", "--dir"]).arg(dir);
@@ -85,32 +75,6 @@ fn mkimage_nodes(dir: &Path, json: bool) -> std::process::Output {
         c.arg("--json");
     }
     c.output().unwrap()
-}
-
-/// The init's `report.sh`, run by busybox sh with busybox's applets alone
-/// on PATH (as in the initrd): `calls` after sourcing it.
-fn init_reports(tmp: &Path, (api, token): (&str, &str), calls: &str) {
-    let bin = tmp.join("busybox-bin");
-    if !bin.exists() {
-        std::fs::create_dir(&bin).unwrap();
-        for applet in [
-            "sh", "timeout", "wget", "tr", "od", "head", "sed", "cat", "printf",
-        ] {
-            std::os::unix::fs::symlink("/bin/busybox", bin.join(applet)).unwrap();
-        }
-    }
-    let script = format!(". {}/initrd/report.sh\nAPI={api}\nTOKEN={token}\nBOOTIF=01-52-54-00-12-34-56\nreport_from eth0\n{calls}\n", env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new(bin.join("sh"))
-        .arg("-c")
-        .arg(&script)
-        .env_clear()
-        .env("PATH", &bin)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
-        "report.sh: {o:?}"
-    );
 }
 
 #[test]
@@ -364,25 +328,6 @@ got cd\"");
     );
 }
 
-/// A raw request with a body, sent as written.
-fn post_raw(addr: SocketAddr, target: &str, headers: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head =
-        format!("POST {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
 #[test]
 fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
     require("curl", "curl");
@@ -625,20 +570,4 @@ fn concurrent_reports_about_one_machine_lose_no_update() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 1, "no temp files left: {names:?}");
-}
-
-#[test]
-fn a_medium_booted_init_asks_the_server_for_its_token() {
-    require("busybox", "busybox");
-    let (tmp, dir) = setup();
-    let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
-    let base = format!("http://{}", server.http);
-    // No mkimage.token= (an ISO made with --server): report.sh asks for one.
-    init_reports(tmp.path(), (&base, ""), "report network");
-    init_reports(tmp.path(), (&base, ""), "report_token\nreport network");
-    let r = wait_for(&server, "the report with a fetched token", |s| {
-        s.iter().any(|x| x == "network")
-    });
-    assert_eq!(stages(&r), ["script", "network"], "{r}");
-    assert_eq!(r["boots"], 1, "the report without a token was refused");
 }

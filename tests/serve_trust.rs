@@ -293,3 +293,30 @@ fn a_trusted_proxys_forwarded_address_is_the_client() {
         "127.0.0.1 is no trusted proxy here"
     );
 }
+
+#[test]
+fn a_medium_booted_init_asks_the_server_for_its_token() {
+    serve_support::require("busybox", "busybox");
+    let (tmp, dir) = setup();
+    let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
+    let base = format!("http://{}", server.http);
+    // No mkimage.token= (an ISO made with --server): refused, until
+    // report.sh asks the server for one.
+    serve_support::init_reports(tmp.path(), (&base, ""), "report network");
+    serve_support::init_reports(tmp.path(), (&base, ""), "report_token\nreport network");
+    let start = std::time::Instant::now();
+    loop {
+        let r = server.get_admin(&format!("/api/nodes/{MAC}"));
+        let text = r.text();
+        if text.contains("\"network\"") {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["boots"], 1, "{text}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no network stage: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
