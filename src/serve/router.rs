@@ -44,14 +44,15 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
             false => Reply::text(401, "sign in on the status page (/) with the admin token\n"),
         },
         "/metrics" => {
-            let records = state.nodes.all().unwrap_or_else(|e| {
+            // Counted from the registry's tallies, not read record by record.
+            let tallies = state.nodes.tallies().unwrap_or_else(|e| {
                 tracing::warn!("{e}");
                 Vec::new()
             });
             Reply::bytes(
                 200,
                 "text/plain; version=0.0.4",
-                state.metrics.render() + &nodes::show::metrics(&records),
+                state.metrics.render() + &nodes::show::metrics_of(&tallies),
             )
         }
         "/boot.ipxe" => script::boot(state, req, query, client),

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{file_name, Record};
+use super::{file_name, Record, Stage};
 
 /// The registry, relative to the served dir.
 pub const NODES: &str = ".state/nodes";
@@ -58,7 +58,13 @@ pub struct Store {
     dir: PathBuf,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     fetchers: Mutex<HashMap<IpAddr, Fetcher>>,
+    /// Each record's latest stage and whether it is new, for `/metrics`:
+    /// read from disk once, then kept up to date by every write.
+    tallies: Mutex<Option<HashMap<String, Tally>>>,
 }
+
+/// What `/metrics` counts of a record.
+pub type Tally = (Option<Stage>, bool);
 
 /// The last machine that fetched a script from an address, and whether
 /// another one did too within the window.
@@ -75,6 +81,7 @@ impl Store {
             dir: served.join(NODES),
             locks: Mutex::default(),
             fetchers: Mutex::default(),
+            tallies: Mutex::default(),
         }
     }
 
@@ -86,6 +93,17 @@ impl Store {
     /// Every record, by MAC.
     pub fn all(&self) -> Result<Vec<Record>, NodeError> {
         read_all(&self.dir)
+    }
+
+    /// Every record's latest stage and whether it is new, without reading
+    /// the records (only the first call does).
+    pub fn tallies(&self) -> Result<Vec<Tally>, NodeError> {
+        let mut tallies = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
+        if tallies.is_none() {
+            let all = read_all(&self.dir)?;
+            *tallies = Some(all.into_iter().map(|r| (r.mac, (r.stage, r.new))).collect());
+        }
+        Ok(tallies.iter().flat_map(|t| t.values().copied()).collect())
     }
 
     /// Change `mac`'s record (a new one if it has none) with `change`, and
@@ -140,6 +158,14 @@ impl Store {
         change(&mut record);
         record.last_seen = record.last_seen.max(now);
         self.write(&path, &record, durable)?;
+        if let Some(t) = self
+            .tallies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            t.insert(mac.to_string(), (record.stage, record.new));
+        }
         Ok(record)
     }
 
