@@ -16,6 +16,8 @@ pub mod admin;
 pub mod dhcp;
 mod download;
 pub mod files;
+#[cfg(test)]
+mod fuzz;
 mod http;
 pub mod ipxe;
 mod live;

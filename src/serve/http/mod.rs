@@ -23,6 +23,8 @@ mod head;
 mod send;
 
 pub use body::RequestBody;
+#[cfg(test)]
+pub use head::parse as parse_head;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
