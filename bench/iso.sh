@@ -57,7 +57,7 @@ net=$(unshare -n -- bash -c '
     source bench/iso-qemu.sh
     qemu_until "$3/net.log" "mkimage-report: inventory reported" 900 -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= -cdrom "$3/net.iso" -boot d
     rc=$?
-    curl -s http://127.0.0.1:18081/api/nodes/52:54:00:12:34:56 >"$3/net-node.json"
+    curl -s -H "Authorization: Bearer $(cat "$2/.state/admin.token")" http://127.0.0.1:18081/api/nodes/52:54:00:12:34:56 >"$3/net-node.json"
     kill $server; wait $server 2>/dev/null
     exit $rc' _ "$mk" "$dir" "$work")
 stages=$(python3 -c 'import json, sys; print(" ".join(s["stage"] for s in json.load(open(sys.argv[1]))["stages"]))' "$work/net-node.json") ||

@@ -50,7 +50,12 @@ media_mount() {
 # medium; on failure the reason is on stderr.
 get() {
 	if [ -z "$MEDIA" ]; then
-		wget -q -O "$2" "$1"
+		case "$1" in
+		# A node overlay is served to its machine only: the boot token
+		# (never sent to any other URL, such as a remote overlay's server).
+		*/node/*) wget -q -O "$2" ${TOKEN:+--header "Authorization: Bearer $TOKEN"} "$1" ;;
+		*) wget -q -O "$2" "$1" ;;
+		esac
 		return
 	fi
 	if [ ! -f "$MEDIA_DIR$1" ]; then

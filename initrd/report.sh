@@ -7,12 +7,15 @@
 # stages itself, so reports may arrive in any order. API comes from
 # mkimage.api= (the boot script sets it), the MAC from BOOTIF= or, without
 # one, the NIC the init configured (report_from); with neither, nothing is
-# sent (offline media boots).
+# sent (offline media boots). The boot token (mkimage.token=, fresh in each
+# boot script) goes along as `Authorization: Bearer`: the server refuses
+# reports without the token its script carried.
 #
 # `timeout wget`, not `wget -T`: bookworm's busybox 1.35 wget dies of
 # SIGSEGV on -T before it sends anything.
 
 API=
+TOKEN=
 REPORT_MAC=
 REPORT_TIMEOUT=5
 
@@ -23,6 +26,21 @@ report_from() {
 	else
 		REPORT_MAC=$(cat "/sys/class/net/$1/address" 2>/dev/null)
 	fi
+}
+
+# report_token: keep this boot's token in /run/mkimage/token (0600; /run
+# moves into the booted system, whose mkimage-report reads it). Without
+# mkimage.token= on the command line (a medium made by `mkimage iso
+# --server`: one image for every machine), ask the server for one as iPXE
+# would: the boot script for this MAC carries it.
+report_token() {
+	[ -n "$API" ] && [ -n "$REPORT_MAC" ] || return 0
+	if [ -z "$TOKEN" ]; then
+		TOKEN=$(timeout "$REPORT_TIMEOUT" wget -q -O - "$API/boot.ipxe?mac=$REPORT_MAC" 2>/dev/null |
+			sed -n 's/.* mkimage\.token=\([0-9a-f]*\).*/\1/p' | head -n 1)
+	fi
+	[ -n "$TOKEN" ] && [ -d /run/mkimage ] && (umask 077 && echo "$TOKEN" >/run/mkimage/token)
+	return 0
 }
 
 # urlencode TEXT: printable ASCII only (control characters become spaces,
@@ -38,6 +56,10 @@ report() {
 	[ -n "$API" ] && [ -n "$REPORT_MAC" ] || return 0
 	url="$API/api/nodes/$REPORT_MAC/event?stage=$1"
 	[ $# -ge 3 ] && url="$url&step=$(urlencode "$2")&reason=$(urlencode "$3")"
-	(timeout "$REPORT_TIMEOUT" wget -q -O /dev/null "$url" >/dev/null 2>&1 &)
+	if [ -n "$TOKEN" ]; then
+		(timeout "$REPORT_TIMEOUT" wget -q -O /dev/null --header "Authorization: Bearer $TOKEN" "$url" >/dev/null 2>&1 &)
+	else
+		(timeout "$REPORT_TIMEOUT" wget -q -O /dev/null "$url" >/dev/null 2>&1 &)
+	fi
 	return 0
 }

@@ -192,7 +192,7 @@ fn power_against_good_and_broken_bmcs_gives_one_clear_line_per_node() {
         &served,
         &["--tftp", "off", "--boot-config", boot.to_str().unwrap()],
     );
-    let page = serve_support::get(server.http, "/").text();
+    let page = server.get_admin("/").text();
     assert!(
         page.contains("Machines, live") && page.contains("good-ipmi"),
         "{page}"
@@ -201,7 +201,7 @@ fn power_against_good_and_broken_bmcs_gives_one_clear_line_per_node() {
         page.contains("refused the credentials"),
         "the BMC error on the page"
     );
-    let api = serve_support::get(server.http, "/api/nodes/52:54:00:00:01:03").text();
+    let api = server.get_admin("/api/nodes/52:54:00:00:01:03").text();
     assert!(
         api.contains("\"power\"") && api.contains("refused the credentials"),
         "{api}"
@@ -299,10 +299,12 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// `curl -X POST URL -d BODY`: the status and the body.
-fn post(url: &str, body: &str) -> (u16, String) {
+/// `curl -X POST URL -d BODY` with the admin token: the status and the body.
+fn post(url: &str, admin: &str, body: &str) -> (u16, String) {
     let o = Command::new("curl")
         .args([
+            "-H",
+            &format!("Authorization: Bearer {admin}"),
             "-s",
             "-w",
             "\n%{http_code}",
@@ -349,12 +351,19 @@ fn power_next_boot_profile_through_the_server_api_is_used_once() {
     let script =
         |mac: &str| serve_support::get(server.http, &format!("/boot.ipxe?mac={mac}")).text();
     let test_arg = |s: &str| serve_support::kernel_arg(s, "mkimage.test");
+    let admin = server.admin();
+    let api = format!("{url}/api/nodes/52:54:00:00:03:02/next-boot");
+    assert_eq!(
+        post(&api, "wrong", r#"{"profile": "rescue"}"#).0,
+        401,
+        "next-boot needs the admin token"
+    );
 
     // The API: checked, then used by exactly one boot script.
     let api = format!("{url}/api/nodes/52:54:00:00:03:02/next-boot");
-    assert_eq!(post(&api, r#"{"profile": "nope"}"#).0, 400);
-    assert_eq!(post(&api, r#"{"profil": "rescue"}"#).0, 400);
-    assert_eq!(post(&api, r#"{"profile": "rescue"}"#).0, 200);
+    assert_eq!(post(&api, &admin, r#"{"profile": "nope"}"#).0, 400);
+    assert_eq!(post(&api, &admin, r#"{"profil": "rescue"}"#).0, 400);
+    assert_eq!(post(&api, &admin, r#"{"profile": "rescue"}"#).0, 200);
     assert_eq!(
         test_arg(&script("52:54:00:00:03:02")).as_deref(),
         Some("rescue")
@@ -364,7 +373,10 @@ fn power_next_boot_profile_through_the_server_api_is_used_once() {
         Some("discovery"),
         "one-shot"
     );
-    assert_eq!(post(&api, r#"{"profile": "rescue", "once": false}"#).0, 200);
+    assert_eq!(
+        post(&api, &admin, r#"{"profile": "rescue", "once": false}"#).0,
+        200
+    );
     for _ in 0..2 {
         assert_eq!(
             test_arg(&script("52:54:00:00:03:02")).as_deref(),
@@ -372,7 +384,7 @@ fn power_next_boot_profile_through_the_server_api_is_used_once() {
             "until changed"
         );
     }
-    assert_eq!(post(&api, r#"{"profile": null}"#).0, 200);
+    assert_eq!(post(&api, &admin, r#"{"profile": null}"#).0, 200);
     assert_eq!(
         test_arg(&script("52:54:00:00:03:02")).as_deref(),
         Some("discovery")
@@ -380,6 +392,7 @@ fn power_next_boot_profile_through_the_server_api_is_used_once() {
     assert_eq!(
         post(
             &format!("{url}/api/nodes/52:54:00:00:03:02/power"),
+            &admin,
             r#"{"state": "sideways"}"#
         )
         .0,
@@ -403,8 +416,10 @@ fn power_next_boot_profile_through_the_server_api_is_used_once() {
             "3",
             "--server",
             url,
-            "--boot-config",
+            "--admin-token-file",
         ])
+        .arg(served.join(".state/admin.token"))
+        .arg("--boot-config")
         .arg(&boot)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -434,7 +449,7 @@ fn power_next_boot_profile_through_the_server_api_is_used_once() {
         out.contains("n1: power on") && out.contains("n1: ok, at script"),
         "{out}"
     );
-    let record = serve_support::get(server.http, "/api/nodes/52:54:00:00:03:01").text();
+    let record = server.get_admin("/api/nodes/52:54:00:00:03:01").text();
     assert!(
         record.contains("\"profile\": \"rescue\"") && record.contains("\"state\": \"on\""),
         "{record}"

@@ -11,7 +11,7 @@ mod serve_support;
 use std::io::Read;
 use std::process::Command;
 
-use serve_support::{build_bootable, get, kernel_arg, require, sha256_hex, url_path, Server};
+use serve_support::{build_bootable, kernel_arg, require, sha256_hex, url_path, Server};
 
 const A: &str = "52:54:00:12:34:56";
 const B: &str = "52:54:00:12:34:57";
@@ -21,10 +21,17 @@ const BOOT: &str = "default: discovery\nvars: {site: lab1}\nprofiles:\n  - name:
 
 /// GET `path` from the source address `from` (a loopback address), with curl.
 fn curl_from(server: &Server, from: &str, path: &str) -> (u16, Vec<u8>) {
+    curl_with(server, from, path, None)
+}
+
+/// `curl_from`, with a boot token as `Authorization: Bearer` when given.
+fn curl_with(server: &Server, from: &str, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
     let out = tempfile::NamedTempFile::new().unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
     let o = Command::new("curl")
         .args(["-sS", "--interface", from, "-o"])
         .arg(out.path())
+        .args(auth.iter().flat_map(|a| ["-H", a.as_str()]))
         .args(["-w", "%{http_code}"])
         .arg(server.url(path))
         .output()
@@ -85,27 +92,36 @@ fn each_machine_gets_its_own_overlay_and_no_other() {
     assert_eq!(code, 200);
     let script_a = String::from_utf8(script_a).unwrap();
     let (path_a, sha_a) = node_overlay(&script_a);
+    let token_a = kernel_arg(&script_a, "mkimage.token").expect("A's boot token");
     let (_, script_b) = curl_from(&server, "127.0.0.2", &format!("/boot.ipxe?mac={B}"));
-    let (path_b, _) = node_overlay(&String::from_utf8(script_b).unwrap());
+    let script_b = String::from_utf8(script_b).unwrap();
+    let (path_b, _) = node_overlay(&script_b);
+    let token_b = kernel_arg(&script_b, "mkimage.token").expect("B's boot token");
 
-    let (code, overlay) = curl_from(&server, "127.0.0.1", &path_a);
+    let (code, overlay) = curl_with(&server, "127.0.0.1", &path_a, Some(&token_a));
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&overlay));
     assert_eq!(sha256_hex(&overlay), sha_a, "served as the script names it");
     let f = files(&overlay);
     assert_eq!(f["etc/hostname"], "lab-node-07\n");
     assert_eq!(f["etc/rack"], "r12 compute lab1\n");
 
-    // Another machine asks for A's overlay: refused, and for its own: served.
-    let (code, body) = curl_from(&server, "127.0.0.2", &path_a);
+    // Another machine asks for A's overlay with its own token: refused; with
+    // no token, even from A's address: refused; for its own: served.
+    let (code, body) = curl_with(&server, "127.0.0.2", &path_a, Some(&token_b));
     assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
-    let (code, _) = curl_from(&server, "127.0.0.3", &path_a);
-    assert_eq!(code, 403, "an address no machine booted from");
-    let (code, overlay_b) = curl_from(&server, "127.0.0.2", &path_b);
+    let (code, _) = curl_from(&server, "127.0.0.1", &path_a);
+    assert_eq!(code, 403, "no boot token");
+    let (code, _) = curl_with(&server, "127.0.0.3", &path_a, Some("00ff"));
+    assert_eq!(code, 403, "a token never issued");
+    let (code, overlay_b) = curl_with(&server, "127.0.0.2", &path_b, Some(&token_b));
     assert_eq!(code, 200);
     assert_eq!(files(&overlay_b)["etc/hostname"], "db08\n");
     // A path naming A with B's content address: not A's overlay.
     let forged = path_b.replace(&B.to_string(), A);
-    assert_eq!(curl_from(&server, "127.0.0.1", &forged).0, 404);
+    assert_eq!(
+        curl_with(&server, "127.0.0.1", &forged, Some(&token_a)).0,
+        404
+    );
 
     // C's template fails: it boots without a node overlay, marked failed.
     let (_, script_c) = curl_from(&server, "127.0.0.3", &format!("/boot.ipxe?mac={C}"));
@@ -114,7 +130,7 @@ fn each_machine_gets_its_own_overlay_and_no_other() {
         script_c.starts_with("#!ipxe") && !script_c.contains("/node/"),
         "{script_c}"
     );
-    let r = get(server.http, &format!("/api/nodes/{C}"));
+    let r = server.get_admin(&format!("/api/nodes/{C}"));
     let record: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(record["stage"], "failed", "{record}");
     let reason = record["failure"]["reason"].as_str().unwrap();

@@ -8,13 +8,14 @@
 
 mod serve_support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serve_support::{build_bootable, get, kernel_arg, request, require, Server};
+use serve_support::{
+    build_bootable, curl, get, get_with, init_reports, kernel_arg, post_raw, request, require,
+    Server,
+};
 
 const MAC: &str = "52:54:00:12:34:56";
 const INVENTORY: &str = r#"{"system":{"vendor":"QEMU","product":"Standard PC (i440FX + PIIX, 1996)","serial":""},"cpu":{"model":"QEMU Virtual CPU","count":2},"memory_kb":1500000,"nics":[{"name":"ens3","mac":"52:54:00:12:34:56","driver":"virtio_net","speed_mbps":-1,"link":true}],"disks":[{"name":"vda","size_bytes":8589934592,"model":"","rotational":true}]}"#;
@@ -40,7 +41,7 @@ fn record_file(dir: &Path) -> PathBuf {
 }
 
 fn record(server: &Server) -> serde_json::Value {
-    let r = get(server.http, &format!("/api/nodes/{MAC}"));
+    let r = server.get_admin(&format!("/api/nodes/{MAC}"));
     assert_eq!(r.status, 200, "{}", r.text());
     serde_json::from_slice(&r.body).unwrap()
 }
@@ -67,17 +68,6 @@ fn wait_for(server: &Server, what: &str, done: impl Fn(&[String]) -> bool) -> se
     }
 }
 
-fn curl(args: &[&str]) -> (u16, String) {
-    let o = Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn mkimage_nodes(dir: &Path, json: bool) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mkimage"));
     c.args(["nodes", "--dir"]).arg(dir);
@@ -85,32 +75,6 @@ fn mkimage_nodes(dir: &Path, json: bool) -> std::process::Output {
         c.arg("--json");
     }
     c.output().unwrap()
-}
-
-/// The init's `report.sh`, run by busybox sh with busybox's applets alone
-/// on PATH (as in the initrd): `calls` after sourcing it.
-fn init_reports(tmp: &Path, api: &str, calls: &str) {
-    let bin = tmp.join("busybox-bin");
-    if !bin.exists() {
-        std::fs::create_dir(&bin).unwrap();
-        for applet in [
-            "sh", "timeout", "wget", "tr", "od", "head", "sed", "cat", "printf",
-        ] {
-            std::os::unix::fs::symlink("/bin/busybox", bin.join(applet)).unwrap();
-        }
-    }
-    let script = format!(". {}/initrd/report.sh\nAPI={api}\nBOOTIF=01-52-54-00-12-34-56\nreport_from eth0\n{calls}\n", env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new(bin.join("sh"))
-        .arg("-c")
-        .arg(&script)
-        .env_clear()
-        .env("PATH", &bin)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
-        "report.sh: {o:?}"
-    );
 }
 
 #[test]
@@ -130,6 +94,7 @@ fn a_boot_is_recorded_stage_by_stage_then_selected_by_its_facts_and_survives_a_r
         "{script}"
     );
     assert!(!script.contains(" vm=1"), "{script}");
+    let token = kernel_arg(&script, "mkimage.token").expect("a boot token");
     let r = record(&server);
     assert_eq!(
         (r["profile"].as_str(), r["new"].as_bool(), stages(&r)),
@@ -163,7 +128,7 @@ fn a_boot_is_recorded_stage_by_stage_then_selected_by_its_facts_and_survives_a_r
     assert_eq!(curl(&[&initrd]).0, 200);
     wait_for(&server, "kernel and initrd", |s| s.len() == 3);
     // 4, 5. the init's steps up to a failure with its reason, sent by report.sh.
-    init_reports(tmp.path(), &base, "report network\nreport download\nreport failed 'download basefs' \"sha256 mismatch: expected ab,
+    init_reports(tmp.path(), (&base, &token), "report network\nreport download\nreport failed 'download basefs' \"sha256 mismatch: expected ab,
 got cd\"");
     let r = wait_for(&server, "the init's reports", |s| {
         s.last().map(String::as_str) == Some("failed") && s.len() == 6
@@ -182,12 +147,14 @@ got cd\"");
     );
 
     // A second boot that gets through: every stage, in boot order.
-    get(server.http, &format!("/boot.ipxe?mac={MAC}"));
+    let script = get(server.http, &format!("/boot.ipxe?mac={MAC}")).text();
+    let token = kernel_arg(&script, "mkimage.token").expect("a boot token");
+    let auth = format!("Authorization: Bearer {token}");
     assert_eq!(curl(&[&kernel]).0, 200);
     assert_eq!(curl(&[&initrd]).0, 200);
     init_reports(
         tmp.path(),
-        &base,
+        (&base, &token),
         "report network\nreport download\nreport verified\nreport mounted\nreport switch-root",
     );
     wait_for(&server, "the init's reports", |s| {
@@ -199,6 +166,8 @@ got cd\"");
             "-fsS",
             "-m",
             "5",
+            "-H",
+            &auth,
             &format!("{base}/api/nodes/{MAC}/event?stage=booted")
         ])
         .0,
@@ -208,6 +177,8 @@ got cd\"");
         "-fsS",
         "-m",
         "10",
+        "-H",
+        &auth,
         "-H",
         "Content-Type: application/json",
         "--data-binary",
@@ -243,7 +214,7 @@ got cd\"");
 
     // The listings: /api/nodes, the status page, /metrics, mkimage nodes.
     let list: serde_json::Value =
-        serde_json::from_slice(&get(server.http, "/api/nodes").body).unwrap();
+        serde_json::from_slice(&server.get_admin("/api/nodes").body).unwrap();
     let n = &list["nodes"][0];
     assert_eq!(
         (
@@ -260,7 +231,12 @@ got cd\"");
         n["last_failure"], "download basefs: sha256 mismatch: expected ab, got cd",
         "{list}"
     );
-    let page = get(server.http, "/").text();
+    let open = get(server.http, "/").text();
+    assert!(
+        !open.contains(MAC) && open.contains("action=\"/api/login\""),
+        "without the admin token, no machines and a sign-in form: {open}"
+    );
+    let page = server.get_admin("/").text();
     assert!(
         page.contains("<h2>Nodes</h2>")
             && page.contains(MAC)
@@ -352,33 +328,18 @@ got cd\"");
     );
 }
 
-/// A raw request with a body, sent as written.
-fn post_raw(addr: SocketAddr, target: &str, headers: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head =
-        format!("POST {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
 #[test]
 fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
     require("curl", "curl");
     let (tmp, dir) = setup();
     let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
     let (a, base) = (server.http, format!("http://{}", server.http));
-    get(a, &format!("/boot.ipxe?mac={MAC}"));
+    let token = serve_support::boot_token(a, MAC);
+    let other = serve_support::boot_token(a, "52:54:00:99:99:99");
+    let auth = format!("Authorization: Bearer {token}");
     let (code, _) = curl(&[
+        "-H",
+        &auth,
         "--data-binary",
         INVENTORY,
         &format!("{base}/api/nodes/{MAC}/inventory"),
@@ -464,7 +425,7 @@ fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
         (&format!("/api/nodes/{MAC}/other"), 404, "no such API"),
         ("/api/other", 404, "no such API"),
     ] {
-        let r = get(a, target);
+        let r = get_with(a, target, &token);
         assert_eq!(r.status, status, "{target}: {}", r.text());
         assert!(r.text().contains(why), "{target}: {}", r.text());
         unchanged(target);
@@ -473,7 +434,7 @@ fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
         "/api/nodes/{MAC}/event?stage=failed&reason={}",
         "x".repeat(600)
     );
-    assert_eq!(get(a, &long).status, 400);
+    assert_eq!(get_with(a, &long, &token).status, 400);
     unchanged("a 600-byte reason");
 
     let inventory = format!("{base}/api/nodes/{MAC}/inventory");
@@ -496,12 +457,20 @@ fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
         ("{\"nics\": \"eth0\"}".to_string(), 400, "nics"),
         (format!("@{}", huge.display()), 413, "over the limit"),
     ] {
-        let (code, text) = curl(&["-H", "Expect:", "--data-binary", &body, &inventory]);
+        let (code, text) = curl(&[
+            "-H",
+            &auth,
+            "-H",
+            "Expect:",
+            "--data-binary",
+            &body,
+            &inventory,
+        ]);
         assert_eq!(code, status, "{body:.60}: {text}");
         assert!(text.contains(why), "{body:.60}: {text}");
         unchanged(&body);
     }
-    let (code, text) = curl(&["-X", "POST", &inventory]);
+    let (code, text) = curl(&["-H", &auth, "-X", "POST", &inventory]);
     assert_eq!(code, 400, "an empty body: {text}");
     let (code, text) = post_raw(
         a,
@@ -524,11 +493,40 @@ fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
     let r = request(a, "DELETE", &format!("/api/nodes/{MAC}"), &[]);
     assert_eq!(r.status, 405);
     unchanged("refused requests");
-    // Still serving, and the record still takes good reports.
-    assert_eq!(
-        get(a, &format!("/api/nodes/{MAC}/event?stage=booted")).status,
-        200
+    // Reports without the MAC's own boot token: 403, nothing changes.
+    let booted = format!("/api/nodes/{MAC}/event?stage=booted");
+    for (why, r) in [
+        ("no token", get(a, &booted)),
+        ("another MAC's token", get_with(a, &booted, &other)),
+        ("a made-up token", get_with(a, &booted, &"0".repeat(32))),
+    ] {
+        assert_eq!(r.status, 403, "{why}: {}", r.text());
+        assert!(r.text().contains("mkimage.token="), "{why}: {}", r.text());
+        assert!(
+            !r.text().contains(&token),
+            "{why}: never a token in an error"
+        );
+    }
+    let (code, text) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {other}"),
+        "--data-binary",
+        INVENTORY,
+        &inventory,
+    ]);
+    assert_eq!(code, 403, "{text}");
+    unchanged("reports without the MAC's boot token");
+    // HEAD checks a report but records nothing.
+    let r = request(
+        a,
+        "HEAD",
+        &booted,
+        &[("Authorization", &format!("Bearer {token}"))],
     );
+    assert_eq!(r.status, 200);
+    unchanged("HEAD of a report");
+    // Still serving, and the record still takes good reports.
+    assert_eq!(get_with(a, &booted, &token).status, 200);
     assert_ne!(std::fs::read(record_file(&dir)).unwrap(), before);
 }
 
@@ -542,13 +540,13 @@ fn concurrent_reports_about_one_machine_lose_no_update() {
         .map(|t| {
             std::thread::spawn(move || {
                 for i in 0..20 {
-                    assert_eq!(get(a, &format!("/boot.ipxe?mac={MAC}")).status, 200);
+                    let token = serve_support::boot_token(a, MAC);
                     let target = if (t + i) % 2 == 0 {
                         format!("/api/nodes/{MAC}/event?stage=network")
                     } else {
                         format!("/api/nodes/{MAC}/event?stage=booted")
                     };
-                    assert_eq!(get(a, &target).status, 200);
+                    assert_eq!(get_with(a, &target, &token).status, 200);
                 }
             })
         })

@@ -176,8 +176,8 @@ fn profiles_by_mac_tag_and_default() {
     assert_consistent(&plain);
     assert_eq!(get(a, "/boot.ipxe?mac=nonsense").status, 400);
 
-    // The status page shows the artifacts and who booted.
-    let page = get(a, "/").text();
+    // The status page shows the artifacts and, with the admin token, who booted.
+    let page = server.get_admin("/").text();
     assert!(
         page.contains("raid.cpio.gz")
             && page.contains(&disc.sha256)

@@ -304,7 +304,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     });
     let mut log = vm::strip_escapes(&guest.log());
     if let (true, Some(port)) = (log.contains("mkimage-init: FAILED"), port) {
-        node::await_failure(listen, port, &spec.mac);
+        node::await_failure(listen, port, &node::admin_token(&req.dir), &spec.mac);
         log = vm::strip_escapes(&guest.log());
     }
     drop(guest);
@@ -325,7 +325,13 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     // The node registry, on the server that served the boot (a published tree has none).
     if let Some(port) = port {
         let settled = matches!(stop, vm::Stop::Done) && !log.contains("mkimage-init: FAILED");
-        host.extend(node::judge(listen, port, &spec.mac, &log, settled));
+        let admin = node::admin_token(&req.dir);
+        host.extend(node::judge(
+            (listen, port, &admin),
+            &spec.mac,
+            &log,
+            settled,
+        ));
     }
     judge(
         &expect,

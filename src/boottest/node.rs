@@ -21,11 +21,25 @@ const SETTLE: Duration = Duration::from_secs(15);
 
 /// `GET path` from the server at `ip:port`: (status, body).
 pub fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    http_get_as(ip, port, path, None)
+}
+
+/// `http_get`, with the server's admin token when given.
+pub fn http_get_as(
+    ip: Ipv4Addr,
+    port: u16,
+    path: &str,
+    admin: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut s =
         TcpStream::connect((ip, port)).with_context(|| format!("cannot connect to {ip}:{port}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = admin
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
     )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
@@ -44,11 +58,16 @@ const DISCOVERY_LINE: &str = "mkimage-discovery: {";
 /// The verdicts on `mac`'s record (the inventory's only if `console` shows
 /// the discovery overlay ran); waits, polling the API, up to [`SETTLE`]
 /// for them to hold when `wait`.
-pub fn judge(ip: Ipv4Addr, port: u16, mac: &str, console: &str, wait: bool) -> Vec<Verdict> {
+pub fn judge(
+    (ip, port, admin): (Ipv4Addr, u16, &str),
+    mac: &str,
+    console: &str,
+    wait: bool,
+) -> Vec<Verdict> {
     let discovered = console.contains(DISCOVERY_LINE);
     let start = Instant::now();
     loop {
-        let mut verdicts = verdicts(fetch(ip, port, mac));
+        let mut verdicts = verdicts(fetch(ip, port, admin, mac));
         if !discovered {
             verdicts.truncate(1);
         }
@@ -62,17 +81,23 @@ pub fn judge(ip: Ipv4Addr, port: u16, mac: &str, console: &str, wait: bool) -> V
 /// After the init printed its failure: give its report (sent in the
 /// background, a TCG guest is slow) up to [`SETTLE`] to reach the record
 /// before the VM is stopped.
-pub fn await_failure(ip: Ipv4Addr, port: u16, mac: &str) {
+pub fn await_failure(ip: Ipv4Addr, port: u16, admin: &str, mac: &str) {
     let start = Instant::now();
     while start.elapsed() < SETTLE
-        && !fetch(ip, port, mac).is_ok_and(|r| r.stage == Some(Stage::Failed))
+        && !fetch(ip, port, admin, mac).is_ok_and(|r| r.stage == Some(Stage::Failed))
     {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-fn fetch(ip: Ipv4Addr, port: u16, mac: &str) -> Result<Record, String> {
-    match http_get(ip, port, &format!("/api/nodes/{mac}")) {
+/// The server's admin token, from the served dir it keeps it in.
+pub fn admin_token(served: &std::path::Path) -> String {
+    crate::serve::admin::read_token(&served.join(crate::serve::admin::ADMIN_TOKEN))
+        .unwrap_or_default()
+}
+
+fn fetch(ip: Ipv4Addr, port: u16, admin: &str, mac: &str) -> Result<Record, String> {
+    match http_get_as(ip, port, &format!("/api/nodes/{mac}"), Some(admin)) {
         Ok((200, body)) => serde_json::from_str(&body)
             .map_err(|e| format!("GET /api/nodes/{mac}: not a record: {e}")),
         Ok((status, body)) => Err(format!("GET /api/nodes/{mac}: {status} {}", body.trim())),

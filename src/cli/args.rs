@@ -365,6 +365,18 @@ pub struct ServeArgs {
     /// before asking again.
     #[arg(long, default_value_t = 20)]
     pub retry_delay: u64,
+    /// File holding the admin token (mode 0600) that GET /api/nodes…,
+    /// next-boot, power and the status page's machines need (default:
+    /// DIR/.state/admin.token, made on first start).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Show the machines on the status page without the admin token.
+    #[arg(long)]
+    pub public_status: bool,
+    /// Proxies (CIDR, e.g. 127.0.0.1/32) whose X-Forwarded-For or
+    /// Forwarded header names the client; other peers' are ignored.
+    #[arg(long, value_name = "CIDR", num_args = 1..)]
+    pub trusted_proxy: Vec<String>,
 }
 
 /// `mkimage nodes`: the node registry of a served dir.

@@ -315,5 +315,8 @@ fn serve(a: &args::ServeArgs) -> anyhow::Result<()> {
     o.timeout = Duration::from_secs(a.timeout.max(1));
     o.grace = Duration::from_secs(a.grace);
     o.retry_delay = Duration::from_secs(a.retry_delay.max(1));
+    o.admin_token_file = a.admin_token_file.as_deref().map(absolute).transpose()?;
+    o.public_status = a.public_status;
+    o.trusted_proxies = a.trusted_proxy.clone();
     mkimage::serve::run(&o)
 }

@@ -25,6 +25,10 @@ pub struct LabArgs {
     /// Use this `mkimage serve`'s node API (http://HOST:PORT) instead of --dir.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
+    /// With --server: the server's admin token file (default:
+    /// DIR/.state/admin.token, if this host has it).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    pub admin_token_file: Option<PathBuf>,
     /// Seconds one BMC request may take.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub bmc_timeout: u64,
@@ -72,6 +76,20 @@ struct Loaded {
     registry: Option<Registry>,
 }
 
+/// The admin token for `--server`: `--admin-token-file`, else the served
+/// dir's own when this is the server's host, else none (the server says 401).
+fn admin_token(a: &LabArgs) -> anyhow::Result<Option<String>> {
+    let default = absolute(&a.dir)?.join(mkimage::serve::admin::ADMIN_TOKEN);
+    let path = match &a.admin_token_file {
+        Some(f) => absolute(f)?,
+        None if default.is_file() => default,
+        None => return Ok(None),
+    };
+    mkimage::serve::admin::read_token(&path)
+        .map(Some)
+        .map_err(|e| UsageError(e).into())
+}
+
 fn load(a: &LabArgs, need_registry: bool) -> anyhow::Result<Loaded> {
     let boot_config = absolute(&a.boot_config)?;
     if !boot_config.is_file() {
@@ -92,7 +110,7 @@ fn load(a: &LabArgs, need_registry: bool) -> anyhow::Result<Loaded> {
         .transpose()?;
     let registry = match &a.server {
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-            Some(Registry::server(url))
+            Some(Registry::server(url, admin_token(a)?))
         }
         Some(url) => {
             return Err(UsageError(format!("--server {url}: give http://HOST:PORT")).into())

@@ -18,8 +18,12 @@ use crate::serve::nodes::{Power, Record, Store};
 pub enum Registry {
     /// The served dir (`DIR/.state/…`).
     Dir { served: PathBuf, store: Store },
-    /// `mkimage serve`'s base URL.
-    Server { url: String, agent: ureq::Agent },
+    /// `mkimage serve`'s base URL, and its admin token (never logged).
+    Server {
+        url: String,
+        agent: ureq::Agent,
+        token: Option<String>,
+    },
 }
 
 impl Registry {
@@ -28,7 +32,9 @@ impl Registry {
         Registry::Dir { served, store }
     }
 
-    pub fn server(url: &str) -> Registry {
+    /// The node API at `url`, with the server's admin token (`serve
+    /// --admin-token-file`) when there is one.
+    pub fn server(url: &str, token: Option<String>) -> Registry {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .http_status_as_error(false)
@@ -37,6 +43,7 @@ impl Registry {
         Registry::Server {
             url: url.trim_end_matches('/').to_string(),
             agent,
+            token,
         }
     }
 
@@ -100,12 +107,13 @@ impl Registry {
     pub fn record(&self, mac: &str) -> Result<Option<Record>, String> {
         match self {
             Registry::Dir { store, .. } => store.get(mac).map_err(|e| e.to_string()),
-            Registry::Server { url, agent } => {
+            Registry::Server { url, agent, token } => {
                 let target = format!("{url}/api/nodes/{mac}");
-                let mut resp = agent
-                    .get(&target)
-                    .call()
-                    .map_err(|e| format!("{target}: {e}"))?;
+                let mut req = agent.get(&target);
+                if let Some(t) = token {
+                    req = req.header("Authorization", &format!("Bearer {t}"));
+                }
+                let mut resp = req.call().map_err(|e| format!("{target}: {e}"))?;
                 match resp.status().as_u16() {
                     404 => Ok(None),
                     200 => resp
@@ -113,21 +121,25 @@ impl Registry {
                         .read_json::<Record>()
                         .map(Some)
                         .map_err(|e| format!("{target}: {e}")),
-                    s => Err(format!("{target}: HTTP {s}")),
+                    s => Err(format!(
+                        "{target}: HTTP {s}: {}",
+                        resp.body_mut().read_to_string().unwrap_or_default().trim()
+                    )),
                 }
             }
         }
     }
 
     fn post(&self, mac: &str, what: &str, body: serde_json::Value) -> Result<(), String> {
-        let Registry::Server { url, agent } = self else {
+        let Registry::Server { url, agent, token } = self else {
             return Ok(());
         };
         let target = format!("{url}/api/nodes/{mac}/{what}");
-        let mut resp = agent
-            .post(&target)
-            .send_json(body)
-            .map_err(|e| format!("{target}: {e}"))?;
+        let mut req = agent.post(&target);
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = req.send_json(body).map_err(|e| format!("{target}: {e}"))?;
         match resp.status().as_u16() {
             200 => Ok(()),
             s => Err(format!(

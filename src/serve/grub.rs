@@ -98,9 +98,15 @@ pub fn render(
     servers: &[String],
     mac: Option<&str>,
     console: &str,
+    token: Option<&str>,
 ) -> Result<String, minijinja::Error> {
     let first = servers.first().map_or(base_url, String::as_str);
-    let args = kernel_args(resolved, first, servers, mac, true, console);
+    let mut args = kernel_args(resolved, first, servers, mac, true, console);
+    // The machine's boot token (`serve::tokens`): here, never in
+    // `kernel_args`, which a signed UKI's command line shares.
+    if let Some(token) = token {
+        args.push_str(&format!(" mkimage.token={token}"));
+    }
     let args: Vec<String> = args.split_whitespace().map(grub_word).collect();
     let tftp = |a: &Art| format!("/sha256/{}/{}", a.sha256, encode_path(&a.file));
     env()?.get_template("grub.cfg")?.render(context! {
@@ -167,6 +173,7 @@ mod tests {
             &[],
             Some("52:54:00:12:34:56"),
             "console=ttyS0,115200",
+            Some("0a1b"),
         )
         .unwrap();
         let linux = cfg.lines().find(|l| l.starts_with("linux ")).unwrap();
@@ -174,7 +181,7 @@ mod tests {
         assert!(linux.contains(&format!("basefs.verity={}:4096", "d".repeat(64))));
         assert!(linux.contains(&format!("overlayfs.sha256={}", "e".repeat(64))));
         assert!(
-            linux.ends_with("console=ttyS0,115200 rootsize=2G quiet"),
+            linux.ends_with("console=ttyS0,115200 rootsize=2G quiet mkimage.token=0a1b"),
             "{linux}"
         );
         assert!(cfg.contains(&format!(

@@ -103,6 +103,20 @@ impl Scripts {
         mac: Option<&str>,
         console: &str,
     ) -> Result<String, ScriptError> {
+        self.render_with_token(resolved, base_url, servers, mac, console, None)
+    }
+
+    /// `render`, with the machine's boot token (`serve::tokens`) as
+    /// `mkimage.token=` beside `mkimage.api=` (published trees have none).
+    pub fn render_with_token(
+        &self,
+        resolved: &Resolved,
+        base_url: &str,
+        servers: &[String],
+        mac: Option<&str>,
+        console: &str,
+        token: Option<&str>,
+    ) -> Result<String, ScriptError> {
         fn link<'a>(a: &'a Art, base_url: &str) -> Link<'a> {
             let url = match &a.remote {
                 Some(url) => url.clone(),
@@ -154,6 +168,7 @@ impl Scripts {
             overlays => overlays,
             servers => on,
             reports => self.reports,
+            token => token,
         })?)
     }
 }

@@ -12,10 +12,12 @@
 //! signal. They share `State`, the metrics and the stop signal.
 
 pub mod adhoc;
-mod admin;
+pub mod admin;
 pub mod dhcp;
 mod download;
 pub mod files;
+#[cfg(test)]
+mod fuzz;
 pub mod grub;
 mod http;
 pub mod identity;
@@ -28,6 +30,7 @@ mod operator;
 mod options;
 mod pages;
 pub mod profiles;
+pub mod proxy;
 mod prune;
 pub mod publish;
 pub mod range;
@@ -38,6 +41,7 @@ mod secure_tftp;
 pub mod servers;
 mod state;
 pub mod tftp;
+pub mod tokens;
 
 pub use options::{ServeOptions, UefiBoot, DEFAULT_BOOT_CONFIG, GRACE};
 
@@ -84,6 +88,23 @@ pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
             .into());
         }
     }
+    let trusted_proxies = opts
+        .trusted_proxies
+        .iter()
+        .map(|c| proxy::Cidr::parse(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError)?;
+    let (mut admin, admin_path) =
+        admin::Admin::load(root.dir(), opts.admin_token_file.as_deref()).map_err(UsageError)?;
+    admin.public_status = opts.public_status;
+    tracing::info!(
+        "admin token (for GET /api/nodes, next-boot, power and the status page's machines): {}",
+        admin_path.display()
+    );
+    let trust = Trust {
+        admin,
+        trusted_proxies,
+    };
     let scripts =
         ipxe::Scripts::new(opts.ipxe_template.as_deref()).map_err(|e| UsageError(e.to_string()))?;
     raise_fd_limit();
@@ -94,7 +115,7 @@ pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the server runtime")?;
-    let result = runtime.block_on(serve(opts, root, boot_config, scripts));
+    let result = runtime.block_on(serve(opts, root, boot_config, scripts, trust));
     // Downloads still in progress are cut here.
     runtime.shutdown_timeout(Duration::from_millis(500));
     result
@@ -105,6 +126,7 @@ async fn serve(
     root: files::Root,
     boot_config: Option<PathBuf>,
     scripts: ipxe::Scripts,
+    trust: Trust,
 ) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -144,12 +166,17 @@ async fn serve(
         retry_delay: opts.retry_delay,
         nodes: Arc::new(nodes::Store::new(root.dir())),
         node_overlays: identity::Cache::default(),
+        tokens: tokens::Tokens::default(),
+        admin: trust.admin,
+        trusted_proxies: trust.trusted_proxies,
     });
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let router_state = state.clone();
-    let router: Arc<http::Handler> =
-        Arc::new(move |req, client| router::route(&router_state, req, client));
+    let router: Arc<http::Handler> = Arc::new(move |req, peer| {
+        let client = proxy::client(peer, &req.headers, &router_state.trusted_proxies);
+        router::route(&router_state, req, client)
+    });
     tasks.spawn(http::serve(
         listener,
         router,
@@ -220,6 +247,12 @@ async fn serve(
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Who the server trusts: the admin token, the proxies.
+struct Trust {
+    admin: admin::Admin,
+    trusted_proxies: Vec<proxy::Cidr>,
 }
 
 /// The HTTP listening socket, with a backlog deep enough for a boot storm.

@@ -36,7 +36,7 @@ pub fn route(state: &State, req: &Parts) -> Option<Reply> {
                 .with(http::header::ALLOW, "POST"),
         );
     }
-    if let Some(reply) = admin::refusal(req) {
+    if let Some(reply) = admin::refusal(&state.admin, req) {
         return Some(reply);
     }
     let Some(mac) = normalize_mac(raw) else {

@@ -41,6 +41,14 @@ pub struct ServeOptions {
     /// How long a machine that asked before anything bootable existed waits
     /// before it asks again.
     pub retry_delay: Duration,
+    /// The admin token's file (0600); `None`: `DIR/.state/admin.token`,
+    /// made on first start.
+    pub admin_token_file: Option<PathBuf>,
+    /// The status page shows the machines without the admin token.
+    pub public_status: bool,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` names the client
+    /// (`CIDR` strings, checked when the server starts).
+    pub trusted_proxies: Vec<String>,
 }
 
 /// What the proxyDHCP hands UEFI PXE clients: one choice per server (a
@@ -78,6 +86,9 @@ impl ServeOptions {
             timeout: Duration::from_secs(30),
             grace: GRACE,
             retry_delay: Duration::from_secs(20),
+            admin_token_file: None,
+            public_status: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -5,11 +5,58 @@
 
 use std::fmt::Write as _;
 
-use super::reply::Reply;
+use http::request::Parts;
+
+use super::http::RequestBody;
+use super::reply::{query_param, Reply};
 use super::state::State;
 use crate::artifact::Manifest;
 
-pub fn status(state: &State) -> Reply {
+/// Whether `req` may see the machines: `--public-status`, or the admin
+/// token (header, or the cookie the sign-in form sets).
+pub fn machines_shown(state: &State, req: &Parts) -> bool {
+    state.admin.public_status || state.admin.allows(&req.headers)
+}
+
+/// `POST /api/login` (the status page's form, `token=…`): the HttpOnly,
+/// SameSite cookie, then back to the page; a wrong token is a 401.
+pub fn login(state: &State, req: &Parts) -> Reply {
+    if req.method != http::Method::POST {
+        return Reply::text(405, "/api/login takes POST\n").with(http::header::ALLOW, "POST");
+    }
+    let body = req
+        .extensions
+        .get::<RequestBody>()
+        .map(|b| b.0.as_slice())
+        .unwrap_or_default();
+    let form = String::from_utf8_lossy(body);
+    let token = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .and_then(|v| query_param(&format!("t={v}"), "t"))
+        .unwrap_or_default();
+    if !state.admin.is_token(&token) {
+        return Reply::text(
+            401,
+            "wrong admin token (see serve's log for where it is kept)\n",
+        );
+    }
+    let cookie = format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000",
+        super::admin::COOKIE,
+        state.admin.cookie()
+    );
+    Reply::new(303, super::reply::Body::Empty)
+        .with(http::header::LOCATION, "/")
+        .with(http::header::SET_COOKIE, &cookie)
+}
+
+const SIGN_IN: &str = "<h2>Machines</h2>\n<p>The machines, their timelines and recent boots need the server's admin token \
+(<code>serve --admin-token-file</code>, else <code>DIR/.state/admin.token</code> on the server).</p>\n\
+<form method=\"post\" action=\"/api/login\"><input type=\"password\" name=\"token\" autocomplete=\"current-password\"> \
+<button>Sign in</button></form>\n";
+
+pub fn status(state: &State, req: &Parts) -> Reply {
     let mut html = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>mkimage serve</title>\n\
          <style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}code{font-size:90%}</style></head><body>\n",
@@ -46,6 +93,12 @@ pub fn status(state: &State) -> Reply {
                 esc(&format!("{e:#}"))
             );
         }
+    }
+    if !machines_shown(state, req) {
+        html.push_str(SIGN_IN);
+        html.push_str("</body></html>\n");
+        return Reply::bytes(200, "text/html; charset=utf-8", html)
+            .with(http::header::CACHE_CONTROL, "no-store");
     }
     html.push_str(&super::live::section(state, esc));
     match state.nodes.all() {

@@ -22,27 +22,38 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
         return Reply::text(400, "request target must be a path\n");
     }
     if path.starts_with("/api/") {
+        if path == "/api/login" {
+            return pages::login(state, req);
+        }
         if let Some(reply) = operator::route(state, req) {
             return reply;
         }
-        return nodes::api::route(&state.nodes, req, query, client);
+        let guards = nodes::api::Guards {
+            admin: &state.admin,
+            tokens: &state.tokens,
+        };
+        return nodes::api::route(&state.nodes, &guards, req, query, client);
     }
     if req.method != Method::GET && req.method != Method::HEAD {
         return Reply::text(405, "read-only server: GET and HEAD only\n")
             .with(http::header::ALLOW, "GET, HEAD");
     }
     match path {
-        "/" => pages::status(state),
-        "/status/nodes" => pages::nodes_fragment(state),
+        "/" => pages::status(state, req),
+        "/status/nodes" => match pages::machines_shown(state, req) {
+            true => pages::nodes_fragment(state),
+            false => Reply::text(401, "sign in on the status page (/) with the admin token\n"),
+        },
         "/metrics" => {
-            let records = state.nodes.all().unwrap_or_else(|e| {
+            // Counted from the registry's tallies, not read record by record.
+            let tallies = state.nodes.tallies().unwrap_or_else(|e| {
                 tracing::warn!("{e}");
                 Vec::new()
             });
             Reply::bytes(
                 200,
                 "text/plain; version=0.0.4",
-                state.metrics.render() + &nodes::show::metrics(&records),
+                state.metrics.render() + &nodes::show::metrics_of(&tallies),
             )
         }
         "/boot.ipxe" => script::boot(state, req, query, client, script::Format::Ipxe),

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use http::request::Parts;
+use http::Method;
 
 use super::identity::{self, RenderError};
 use super::ipxe::DEFAULT_CONSOLE;
@@ -43,7 +44,9 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr, format:
         None => None,
     };
     let base_url = base_url(req, state);
-    let mut reply = match answer(state, mac.as_deref(), &base_url, client, format) {
+    // HEAD is a look, not a boot: no token, no stage, no one-shot used.
+    let is_boot = req.method != Method::HEAD;
+    let mut reply = match answer(state, mac.as_deref(), &base_url, client, format, is_boot) {
         Ok(script) => Reply::bytes(200, SCRIPT, script),
         Err(e) => Reply::text(500, e),
     };
@@ -52,16 +55,20 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr, format:
 }
 
 /// The script (or config) for `mac`, or the retry script when none can be
-/// made yet; `Err` only when even that template fails. Records the boot on
-/// the node and in the metrics, as every answered boot is.
+/// made yet; `Err` only when even that template fails. A boot (`is_boot`;
+/// not a HEAD) gets a fresh boot token for the MAC, and is recorded on the
+/// node (a one-shot profile used) and in the metrics.
 pub fn answer(
     state: &State,
     mac: Option<&str>,
     base_url: &str,
     client: SocketAddr,
     format: Format,
+    is_boot: bool,
 ) -> Result<String, String> {
-    match render(state, mac, base_url, client, format) {
+    let token = mac.filter(|_| is_boot).map(|m| state.tokens.issue(m));
+    let token = token.as_ref().map(|t| t.as_str());
+    match render(state, mac, base_url, client, format, token) {
         Ok(Made {
             script,
             profile,
@@ -69,13 +76,13 @@ pub fn answer(
             next,
             node_failure,
         }) => {
-            if let (Some(mac), Some(next)) = (mac, &next) {
+            if let (Some(mac), Some(next), true) = (mac, &next, is_boot) {
                 super::next_boot::served(state.root.dir(), mac, next);
             }
             // Recorded before the reply (not after it, as the kernel and
             // initrd are): a new boot clears the record's stages, so it must
             // be on the record before the machine can fetch its kernel.
-            if let Some(mac) = mac {
+            if let (Some(mac), true) = (mac, is_boot) {
                 nodes::api::script_served(&state.nodes, mac, client.ip(), &profile, selected);
                 if let Some(failure) = &node_failure {
                     node_failed(state, mac, failure);
@@ -145,12 +152,14 @@ fn render(
     base_url: &str,
     client: SocketAddr,
     format: Format,
+    token: Option<&str>,
 ) -> Result<Made, String> {
     let manifest = Manifest::load(state.root.dir()).map_err(|e| format!("{e:#}"))?;
     let config = match &state.boot_config {
         Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
         None => None,
     };
+    // Only facts that came with the machine's boot token select a profile.
     let inventory = mac.and_then(|m| nodes::api::inventory_of(&state.nodes, m));
     let facts = inventory.as_ref().map(|i| i as &dyn Facts);
     // An operator's profile for this machine's next boot comes first.
@@ -188,9 +197,9 @@ fn render(
     let script = match format {
         Format::Ipxe => state
             .scripts
-            .render(&resolved, base_url, &servers, mac, &console)
+            .render_with_token(&resolved, base_url, &servers, mac, &console, token)
             .map_err(|e| e.to_string())?,
-        Format::Grub => super::grub::render(&resolved, base_url, &servers, mac, &console)
+        Format::Grub => super::grub::render(&resolved, base_url, &servers, mac, &console, token)
             .map_err(|e| e.to_string())?,
     };
     Ok(Made {

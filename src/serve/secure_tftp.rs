@@ -35,7 +35,7 @@ pub fn files(state: Arc<State>, base_url: String) -> Arc<Dynamic> {
                 let Some(mac) = normalize_mac(mac) else {
                     return Some(Err(format!("{mac}: not a MAC address")));
                 };
-                let cfg = script::answer(&state, Some(&mac), &base_url, peer, Format::Grub)
+                let cfg = script::answer(&state, Some(&mac), &base_url, peer, Format::Grub, true)
                     .unwrap_or_else(|e| e);
                 return Some(bytes(cfg.as_bytes()));
             }

@@ -8,10 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::admin::Admin;
 use super::files::{Root, ShaCache};
 use super::ipxe::Scripts;
 use super::metrics::Metrics;
 use super::nodes::Store;
+use super::proxy::Cidr;
+use super::tokens::Tokens;
 
 pub struct State {
     pub root: Root,
@@ -30,4 +33,10 @@ pub struct State {
     pub nodes: Arc<Store>,
     /// Node overlays made for boot scripts (`identity`).
     pub node_overlays: super::identity::Cache,
+    /// Boot tokens issued with boot scripts (`tokens`).
+    pub tokens: Tokens,
+    /// The admin token and `--public-status`.
+    pub admin: Admin,
+    /// `--trusted-proxy`: peers whose forwarded client address counts.
+    pub trusted_proxies: Vec<Cidr>,
 }

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ pub struct Server {
     pub child: Child,
     pub http: SocketAddr,
     pub tftp: Option<SocketAddr>,
+    /// The served dir (its `.state/admin.token` is the admin token).
+    pub dir: PathBuf,
 }
 
 impl Server {
@@ -66,7 +68,26 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, http, tftp }
+        Server {
+            child,
+            http,
+            tftp,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The server's admin token (made on first start in DIR/.state).
+    pub fn admin(&self) -> String {
+        std::fs::read_to_string(self.dir.join(".state/admin.token"))
+            .expect("the server's admin token")
+            .trim()
+            .to_string()
+    }
+
+    /// `GET target` with the admin token (the node API, the status page).
+    pub fn get_admin(&self, target: &str) -> Reply {
+        let auth = format!("Bearer {}", self.admin());
+        request(self.http, "GET", target, &[("Authorization", &auth)])
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -126,6 +147,18 @@ pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &
 
 pub fn get(addr: SocketAddr, target: &str) -> Reply {
     request(addr, "GET", target, &[])
+}
+
+/// `GET target` with `Authorization: Bearer TOKEN` (a boot token).
+pub fn get_with(addr: SocketAddr, target: &str, token: &str) -> Reply {
+    let auth = format!("Bearer {token}");
+    request(addr, "GET", target, &[("Authorization", &auth)])
+}
+
+/// The boot token a boot script for `mac` carries (`mkimage.token=`).
+pub fn boot_token(addr: SocketAddr, mac: &str) -> String {
+    let script = get(addr, &format!("/boot.ipxe?mac={mac}")).text();
+    kernel_arg(&script, "mkimage.token").expect("a boot token on the kernel line")
 }
 
 fn parse(raw: &[u8], head: bool) -> Reply {
@@ -300,4 +333,61 @@ pub fn kernel_arg(script: &str, key: &str) -> Option<String> {
 pub fn url_path(url: &str) -> &str {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     rest.find('/').map(|i| &rest[i..]).unwrap_or("/")
+}
+
+/// `curl -sS ARGS…`: the status and the body.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let o = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The init's `report.sh`, run by busybox sh with busybox's applets alone
+/// on PATH (as in the initrd): `calls` after sourcing it.
+pub fn init_reports(tmp: &Path, (api, token): (&str, &str), calls: &str) {
+    let bin = tmp.join("busybox-bin");
+    if !bin.exists() {
+        std::fs::create_dir(&bin).unwrap();
+        for applet in [
+            "sh", "timeout", "wget", "tr", "od", "head", "sed", "cat", "printf",
+        ] {
+            std::os::unix::fs::symlink("/bin/busybox", bin.join(applet)).unwrap();
+        }
+    }
+    let script = format!(". {}/initrd/report.sh\nAPI={api}\nTOKEN={token}\nBOOTIF=01-52-54-00-12-34-56\nreport_from eth0\n{calls}\n", env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(bin.join("sh"))
+        .arg("-c")
+        .arg(&script)
+        .env_clear()
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "report.sh: {o:?}"
+    );
+}
+
+/// A raw request with a body, sent as written.
+pub fn post_raw(addr: SocketAddr, target: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head =
+        format!("POST {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }

@@ -12,6 +12,8 @@
 
 mod answer;
 mod packet;
+#[cfg(test)]
+pub use packet::parse as parse_packet;
 mod sockets;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,8 @@ mod head;
 mod send;
 
 pub use body::RequestBody;
+#[cfg(test)]
+pub use head::parse as parse_head;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -88,10 +90,12 @@ async fn connection(
             match tokio::time::timeout(timeout, head::read(&mut stream, &mut buf)).await {
                 Ok(Ok(Some(Ok(parsed)))) => parsed,
                 Ok(Ok(Some(Err(Refused::TooLarge)))) => {
-                    return send::refuse(&mut stream, 431, "request head too large", timeout).await
+                    send::refuse(&mut stream, 431, "request head too large", timeout).await;
+                    return send::linger(stream).await;
                 }
                 Ok(Ok(Some(Err(Refused::Malformed(why))))) => {
-                    return send::refuse(&mut stream, 400, &why, timeout).await
+                    send::refuse(&mut stream, 400, &why, timeout).await;
+                    return send::linger(stream).await;
                 }
                 // Closed, reset, or no complete head within the timeout.
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
@@ -107,8 +111,15 @@ async fn connection(
             .unwrap_or_else(|| parts.uri.to_string());
         let method = parts.method.to_string();
         let mut refused = None;
-        if head.has_body && body::accepted(&parts) {
-            match tokio::time::timeout(timeout, body::read(&mut stream, &mut buf, &parts)).await {
+        let expect = parts.headers.get(http::header::EXPECT);
+        if expect.is_some() && !head.expect_continue {
+            refused = Some(Reply::text(
+                417,
+                "the only expectation served is 100-continue\n",
+            ));
+        } else if head.has_body && body::accepted(&parts) {
+            let reading = body::read(&mut stream, &mut buf, &parts, head.expect_continue);
+            match tokio::time::timeout(timeout, reading).await {
                 Ok(Ok(Ok(bytes))) => drop(parts.extensions.insert(bytes)),
                 Ok(Ok(Err(body::Refused(status, why)))) => {
                     refused = Some(Reply::text(status, format!("{why}\n")))
@@ -163,8 +174,13 @@ async fn connection(
             complete = sent.complete,
             "http"
         );
-        if !sent.complete || !keep_alive {
+        if !sent.complete {
             return;
+        }
+        if !keep_alive {
+            // An unread body may still be on the wire: read it away
+            // briefly, so the client gets the reply, not a reset.
+            return send::linger(stream).await;
         }
     }
 }

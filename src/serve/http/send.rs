@@ -82,6 +82,31 @@ pub async fn refuse(stream: &mut TcpStream, status: u16, why: &str, timeout: Dur
     .await;
 }
 
+/// How long [`linger`] waits for the client to close.
+const LINGER: Duration = Duration::from_secs(2);
+/// The most bytes [`linger`] reads away.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Close after a final reply without a reset: send FIN, then read and drop
+/// what the client still sends (a body not read, pipelined requests) until
+/// it closes, for at most [`LINGER`] and [`LINGER_BYTES`]. Nothing read
+/// here is taken as a request.
+pub async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut chunk = [0u8; 8192];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 fn head(
     status: StatusCode,
     mut headers: http::HeaderMap,

@@ -21,7 +21,6 @@ pub mod templates;
 pub use route::node_overlay;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -301,23 +300,13 @@ pub fn personalize(
 
 /// May this request have machine `mac`'s node overlay?
 ///
-/// The one access decision for node overlays (`/node/MAC/…`). Today it
-/// refuses a request from an address whose latest boot script went to
-/// another machine, or to several machines, or to none lately: the node
-/// registry's fetcher of `client`'s address must be `mac` itself.
-///
-/// LEAD: on merging the trust branch, make this also require the machine's
-/// boot token — `tokens::verify(mac, presented)` with `presented` the
-/// `Authorization: Bearer TOKEN` header of `req` (the init sends it from
-/// initrd/fetch.sh's `get` for URLs under `/node/`) — and nothing else.
-pub fn node_overlay_allowed(
-    nodes: &super::nodes::Store,
-    mac: &str,
-    req: &Parts,
-    client: SocketAddr,
-) -> bool {
-    let _ = req; // the boot token's header, once wired (see above)
-    nodes.fetcher(client.ip()).as_deref() == Some(mac)
+/// The one access decision for node overlays (`/node/MAC/…`): the request
+/// carries a boot token issued to `mac` (`Authorization: Bearer TOKEN`,
+/// which the init sends from the `mkimage.token=` of its command line; see
+/// `serve::tokens`). Another host — or the machine in a boot long past —
+/// gets nothing, whatever its address.
+pub fn node_overlay_allowed(tokens: &super::tokens::Tokens, mac: &str, req: &Parts) -> bool {
+    super::tokens::bearer(&req.headers).is_some_and(|t| tokens.verify(mac, t))
 }
 
 #[cfg(test)]

@@ -23,11 +23,11 @@ pub fn node_overlay(state: &State, req: &Parts, rest: &str, client: SocketAddr) 
     let (Some(mac), true, true) = (normalize_mac(mac), is_sha256(sha), file == FILE) else {
         return Reply::text(404, format!("node overlays are /node/MAC/SHA256/{FILE}\n"));
     };
-    if !node_overlay_allowed(&state.nodes, &mac, req, client) {
+    if !node_overlay_allowed(&state.tokens, &mac, req) {
         tracing::warn!(
             mac = %mac,
             client = %client.ip(),
-            "node overlay refused: the request is not from that machine"
+            "node overlay refused: no boot token of that machine"
         );
         let mut reply = Reply::text(403, format!("{mac}'s node overlay is for {mac} only\n"));
         reply.mac = Some(mac);

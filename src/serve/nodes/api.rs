@@ -7,6 +7,11 @@
 //!   `wget` or curl; `failed` carries the reason);
 //! - `POST /api/nodes/MAC/inventory`: the discovery overlay's JSON.
 //!
+//! Reads need the admin token (`serve::admin`); a machine's reports need
+//! the boot token its boot script carried (`serve::tokens`), sent as
+//! `Authorization: Bearer TOKEN`: without it, 403 and nothing changes.
+//! HEAD on `…/event` checks the request but records nothing.
+//!
 //! Bad input (a MAC that is not one, an unknown stage, text with control
 //! characters, a body that is not an inventory) is a 4xx naming what is
 //! wrong, and changes nothing. The server's own observations — a script
@@ -21,9 +26,11 @@ use http::Method;
 
 use super::{record, Failure, Inventory, Stage, Store, Summary};
 use crate::artifact::{now, now_ms};
+use crate::serve::admin::{self, Admin};
 use crate::serve::http::RequestBody;
 use crate::serve::profiles::{normalize_mac, Facts, Selected};
 use crate::serve::reply::{query_param, AfterSent, Reply};
+use crate::serve::tokens::{self, Tokens};
 
 const JSON: &str = "application/json";
 
@@ -33,8 +40,20 @@ impl Facts for Inventory {
     }
 }
 
+/// Who may do what: the admin token for reads, boot tokens for reports.
+pub struct Guards<'a> {
+    pub admin: &'a Admin,
+    pub tokens: &'a Tokens,
+}
+
 /// Answer a request under `/api/`.
-pub fn route(store: &Store, req: &Parts, query: &str, client: SocketAddr) -> Reply {
+pub fn route(
+    store: &Store,
+    guards: &Guards,
+    req: &Parts,
+    query: &str,
+    client: SocketAddr,
+) -> Reply {
     let path = req.uri.path();
     let Some(rest) = path.strip_prefix("/api/nodes") else {
         return Reply::text(404, format!("{path}: no such API (see /api/nodes)\n"));
@@ -59,15 +78,47 @@ pub fn route(store: &Store, req: &Parts, query: &str, client: SocketAddr) -> Rep
     let allow = |methods: &str| {
         Reply::text(405, format!("{path} takes {methods}\n")).with(http::header::ALLOW, methods)
     };
+    let read =
+        |answer: &dyn Fn() -> Reply| admin::refusal(guards.admin, req).unwrap_or_else(answer);
+    let report = |mac: &str, answer: &dyn Fn() -> Reply| match own_token(guards.tokens, req, mac) {
+        Some(refused) => refused,
+        None => answer(),
+    };
+    let record = req.method != Method::HEAD;
     match (segments.as_slice(), mac) {
-        ([], _) if get => list(store),
-        ([_], Some(mac)) if get => one(store, &mac),
-        ([_, "event"], Some(mac)) if get => event(store, &mac, query, client.ip()),
-        ([_, "inventory"], Some(mac)) if post => inventory(store, &mac, req, client.ip()),
+        ([], _) if get => read(&|| list(store)),
+        ([_], Some(mac)) if get => read(&|| one(store, &mac)),
+        ([_, "event"], Some(mac)) if get => {
+            report(&mac, &|| event(store, &mac, query, client.ip(), record))
+        }
+        ([_, "inventory"], Some(mac)) if post => {
+            report(&mac, &|| inventory(store, &mac, req, client.ip()))
+        }
         ([] | [_], _) | ([_, "event"], _) => allow("GET, HEAD"),
         ([_, "inventory"], _) => allow("POST"),
         _ => Reply::text(404, format!("{path}: no such API (see /api/nodes)\n")),
     }
+}
+
+/// `None` when `req` carries a boot token issued to `mac`; else the 403.
+fn own_token(tokens: &Tokens, req: &Parts, mac: &str) -> Option<Reply> {
+    let presented = tokens::bearer(&req.headers);
+    if presented.is_some_and(|t| tokens.verify(mac, t)) {
+        return None;
+    }
+    let why = match presented {
+        None => "no boot token",
+        Some(_) => "a boot token that is not",
+    };
+    let mut reply = Reply::text(
+        403,
+        format!(
+            "report for {mac} refused: {why} issued to it in its current boot; send the \
+             mkimage.token= of its boot script as `Authorization: Bearer TOKEN`\n"
+        ),
+    );
+    reply.mac = Some(mac.to_string());
+    Some(reply)
 }
 
 fn list(store: &Store) -> Reply {
@@ -94,7 +145,7 @@ fn one(store: &Store, mac: &str) -> Reply {
 }
 
 /// `?stage=…`: checked whole before the record is touched.
-fn event(store: &Store, mac: &str, query: &str, ip: IpAddr) -> Reply {
+fn event(store: &Store, mac: &str, query: &str, ip: IpAddr, record: bool) -> Reply {
     let Some(name) = query_param(query, "stage") else {
         return Reply::text(
             400,
@@ -140,6 +191,9 @@ fn event(store: &Store, mac: &str, query: &str, ip: IpAddr) -> Reply {
         (_, Some(_)) => return Reply::text(400, "reason= goes with stage=failed only\n"),
         (_, None) => None,
     };
+    if !record {
+        return Reply::text(200, "ok\n");
+    }
     let ms = now_ms();
     let t = ms / 1000;
     let updated = store.update(mac, t, |r| {
@@ -169,6 +223,7 @@ fn inventory(store: &Store, mac: &str, req: &Parts, ip: IpAddr) -> Reply {
     let t = ms / 1000;
     let updated = store.update(mac, t, |r| {
         r.inventory = Some(inventory);
+        r.inventory_authenticated = true;
         r.saw_ms(Stage::Inventory, ms);
         r.ip = Some(ip.to_string());
     });
@@ -203,9 +258,10 @@ pub fn script_served(store: &Store, mac: &str, ip: IpAddr, profile: &str, select
     store.remember_fetcher(ip, mac);
     let ms = now_ms();
     let t = ms / 1000;
-    let updated = store.update(mac, t, |r| {
+    let updated = store.update_fast(mac, t, |r| {
         r.saw_ms(Stage::Script, ms);
         r.ip = Some(ip.to_string());
+        r.boot_ip = Some(ip.to_string());
         r.profile = Some(profile.to_string());
         r.new = selected == Selected::Default;
     });
@@ -228,13 +284,19 @@ pub fn fetched(store: &Arc<Store>, ip: IpAddr, kind: &str) -> Option<AfterSent> 
     Some(Box::new(move || {
         let ms = now_ms();
         let t = ms / 1000;
-        if let Err(e) = store.update(&mac, t, |r| r.saw_ms(stage, ms)) {
+        if let Err(e) = store.update_fast(&mac, t, |r| r.saw_ms(stage, ms)) {
             tracing::warn!("{e}");
         }
     }))
 }
 
-/// The recorded inventory of `mac`, for selecting its profile by facts.
+/// The recorded inventory of `mac`, for selecting its profile by facts:
+/// only one that came with a valid boot token.
 pub fn inventory_of(store: &Store, mac: &str) -> Option<Inventory> {
-    store.get(mac).ok().flatten().and_then(|r| r.inventory)
+    store
+        .get(mac)
+        .ok()
+        .flatten()
+        .filter(|r| r.inventory_authenticated)
+        .and_then(|r| r.inventory)
 }

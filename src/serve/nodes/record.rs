@@ -23,6 +23,10 @@ pub struct Record {
     /// The address its last request came from.
     #[serde(default)]
     pub ip: Option<String>,
+    /// The address its latest boot script went to (behind a trusted
+    /// proxy, the address the proxy forwarded for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_ip: Option<String>,
     /// The profile its last boot script was made for.
     #[serde(default)]
     pub profile: Option<String>,
@@ -42,6 +46,11 @@ pub struct Record {
     pub failure: Option<Failure>,
     #[serde(default)]
     pub inventory: Option<Inventory>,
+    /// The inventory came with a valid boot token (`serve::tokens`): only
+    /// then do its facts select a profile (`match:`). False in records
+    /// written before tokens existed.
+    #[serde(default)]
+    pub inventory_authenticated: bool,
     /// Its power as an operator's command last saw it through the BMC.
     #[serde(default)]
     pub power: Option<Power>,
@@ -87,6 +96,7 @@ impl Record {
             first_seen: now,
             last_seen: now,
             ip: None,
+            boot_ip: None,
             profile: None,
             new: false,
             stage: None,
@@ -94,6 +104,7 @@ impl Record {
             stages: Vec::new(),
             failure: None,
             inventory: None,
+            inventory_authenticated: false,
             power: None,
         }
     }

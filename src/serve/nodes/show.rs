@@ -186,12 +186,18 @@ pub fn html(nodes: &[Summary], esc: impl Fn(&str) -> String) -> String {
 
 /// `mkimage_nodes{stage=…}`: machines by their latest stage (every stage listed).
 pub fn metrics(records: &[Record]) -> String {
+    let tallies: Vec<super::store::Tally> = records.iter().map(|r| (r.stage, r.new)).collect();
+    metrics_of(&tallies)
+}
+
+/// `metrics`, from each record's latest stage and whether it is new.
+pub fn metrics_of(records: &[super::store::Tally]) -> String {
     let mut out = String::from("# HELP mkimage_nodes Machines in the node registry, by the latest boot stage seen.\n# TYPE mkimage_nodes gauge\n");
     for stage in Stage::ALL {
-        let n = records.iter().filter(|r| r.stage == Some(stage)).count();
+        let n = records.iter().filter(|r| r.0 == Some(stage)).count();
         let _ = writeln!(out, "mkimage_nodes{{stage=\"{}\"}} {n}", stage.name());
     }
-    let new = records.iter().filter(|r| r.new).count();
+    let new = records.iter().filter(|r| r.1).count();
     let _ = writeln!(out, "# HELP mkimage_nodes_new Machines no profile selects (they boot the default).\n# TYPE mkimage_nodes_new gauge\nmkimage_nodes_new {new}");
     out
 }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{file_name, Record};
+use super::{file_name, Record, Stage};
 
 /// The registry, relative to the served dir.
 pub const NODES: &str = ".state/nodes";
@@ -58,7 +58,13 @@ pub struct Store {
     dir: PathBuf,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     fetchers: Mutex<HashMap<IpAddr, Fetcher>>,
+    /// Each record's latest stage and whether it is new, for `/metrics`:
+    /// read from disk once, then kept up to date by every write.
+    tallies: Mutex<Option<HashMap<String, Tally>>>,
 }
+
+/// What `/metrics` counts of a record.
+pub type Tally = (Option<Stage>, bool);
 
 /// The last machine that fetched a script from an address, and whether
 /// another one did too within the window.
@@ -75,6 +81,7 @@ impl Store {
             dir: served.join(NODES),
             locks: Mutex::default(),
             fetchers: Mutex::default(),
+            tallies: Mutex::default(),
         }
     }
 
@@ -88,13 +95,48 @@ impl Store {
         read_all(&self.dir)
     }
 
+    /// Every record's latest stage and whether it is new, without reading
+    /// the records (only the first call does).
+    pub fn tallies(&self) -> Result<Vec<Tally>, NodeError> {
+        let mut tallies = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
+        if tallies.is_none() {
+            let all = read_all(&self.dir)?;
+            *tallies = Some(all.into_iter().map(|r| (r.mac, (r.stage, r.new))).collect());
+        }
+        Ok(tallies.iter().flat_map(|t| t.values().copied()).collect())
+    }
+
     /// Change `mac`'s record (a new one if it has none) with `change`, and
-    /// write it; returns what was written. `last_seen` becomes `now`.
+    /// write it durably (the file and the directory fsynced: a report that
+    /// got its 200 survives a power cut); returns what was written.
+    /// `last_seen` becomes `now`.
     pub fn update(
         &self,
         mac: &str,
         now: u64,
         change: impl FnOnce(&mut Record),
+    ) -> Result<Record, NodeError> {
+        self.update_with(mac, now, change, true)
+    }
+
+    /// `update` without the fsyncs, for what the server saw itself (a boot
+    /// script served, a kernel fetched), which is on a boot's latency path
+    /// and which the next boot sees again anyway.
+    pub fn update_fast(
+        &self,
+        mac: &str,
+        now: u64,
+        change: impl FnOnce(&mut Record),
+    ) -> Result<Record, NodeError> {
+        self.update_with(mac, now, change, false)
+    }
+
+    fn update_with(
+        &self,
+        mac: &str,
+        now: u64,
+        change: impl FnOnce(&mut Record),
+        durable: bool,
     ) -> Result<Record, NodeError> {
         let lock = self
             .locks
@@ -115,11 +157,19 @@ impl Store {
         };
         change(&mut record);
         record.last_seen = record.last_seen.max(now);
-        self.write(&path, &record)?;
+        self.write(&path, &record, durable)?;
+        if let Some(t) = self
+            .tallies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            t.insert(mac.to_string(), (record.stage, record.new));
+        }
         Ok(record)
     }
 
-    fn write(&self, path: &Path, record: &Record) -> Result<(), NodeError> {
+    fn write(&self, path: &Path, record: &Record, durable: bool) -> Result<(), NodeError> {
         fs::create_dir_all(&self.dir).map_err(|source| NodeError::Create {
             path: self.dir.clone(),
             source,
@@ -136,7 +186,15 @@ impl Store {
         let mut json = serde_json::to_vec_pretty(record).map_err(|e| werr(e.into()))?;
         json.push(b'\n');
         tmp.write_all(&json).map_err(werr)?;
+        if durable {
+            tmp.as_file().sync_all().map_err(werr)?;
+        }
         tmp.persist(path).map_err(|e| werr(e.error))?;
+        if durable {
+            fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(werr)?;
+        }
         Ok(())
     }
 
