@@ -79,7 +79,11 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
             ])
             .arg(&served)
             .arg("--boot-config")
-            .arg(&boot),
+            .arg(&boot)
+            // Chromium watches the page without signing in (the sign-in
+            // form and the admin token are tested in serve_trust and
+            // serve_profiles); reprovision reads DIR/.state/admin.token.
+            .arg("--public-status"),
         &serve_log,
     );
     wait_until("mkimage serve", Duration::from_secs(20), &serve_log, || {
