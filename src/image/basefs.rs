@@ -150,6 +150,7 @@ fn pack(job: &Job, root: &Path, mut entry: Entry) -> anyhow::Result<Entry> {
     job.progress.step(format!("verity {}", entry.file));
     let verity = crate::archive::verity::append_tree(&mut staged.as_file().try_clone()?)
         .with_context(|| format!("cannot append the dm-verity hash tree to {}", entry.file))?;
+    job.progress.step(format!("publish {}", entry.file));
     let (size, sha256) = artifact::publish(out, &entry.file, staged.path())?;
     let _ = staged.keep();
     job.progress.done(format!(
