@@ -1,7 +1,7 @@
 #!/bin/bash
 # Secure Boot: what CI leaves out (CI boots once with factory keys and once
-# with a site-signed UKI, in tests/secure_boot.rs):
-#  1. the firmware's refusals (tests/secure_boot.rs, --ignored): a
+# with a site-signed UKI, in tests/qemu/secure_boot.rs):
+#  1. the firmware's refusals (tests/qemu/secure_boot.rs, --ignored): a
 #     UKI signed by another key than the one in db, and Debian's unsigned
 #     ipxe.efi — each must end at OVMF's "Access Denied", no kernel started;
 #  2. the factory-keys chain on the lab's layer-2 network: serve
@@ -22,7 +22,7 @@ if [ -z "$dir" ]; then
     dir=$work/play
     "$mk" play playbooks/all.yml --out "$dir" --var "cache_dir=$cache" >"$work/play.log" 2>&1 || { tail -20 "$work/play.log" >&2; exit 1; }
 fi
-t=$(secs cargo test --release --test secure_boot -- --ignored --test-threads 1)
+t=$(secs cargo test --release --test qemu secure_boot:: -- --ignored --test-threads 1)
 echo "refusals (another key's UKI, unsigned ipxe.efi): both refused by the firmware in $t s"
 t=$(secs "$mk" boot-test --dir "$dir" --secure-boot --proxy-dhcp)
 echo "factory keys, lab network (proxyDHCP, --uefi-boot shim): $(grep -c '^PASS' "$work/last.log") assertions passed in $t s"
