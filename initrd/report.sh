@@ -16,6 +16,7 @@
 
 API=
 TOKEN=
+NODE_OVERLAY=
 REPORT_MAC=
 REPORT_TIMEOUT=5
 
@@ -36,10 +37,55 @@ report_from() {
 report_token() {
 	[ -n "$API" ] && [ -n "$REPORT_MAC" ] || return 0
 	if [ -z "$TOKEN" ]; then
-		TOKEN=$(timeout "$REPORT_TIMEOUT" wget -q -O - "$API/boot.ipxe?mac=$REPORT_MAC" 2>/dev/null |
-			sed -n 's/.* mkimage\.token=\([0-9a-f]*\).*/\1/p' | head -n 1)
+		line=$(timeout "$REPORT_TIMEOUT" wget -q -O - "$API/boot.ipxe?mac=$REPORT_MAC" 2>/dev/null |
+			grep -m 1 ' mkimage\.token=')
+		TOKEN=$(echo "$line" | sed -n 's/.* mkimage\.token=\([0-9a-f]*\).*/\1/p')
+		[ -n "$TOKEN" ] && node_overlay_from "$line"
 	fi
 	[ -n "$TOKEN" ] && [ -d /run/mkimage ] && (umask 077 && echo "$TOKEN" >/run/mkimage/token)
+	return 0
+}
+
+# node_overlay_from LINE: with mkimage.node-overlay=script (which `mkimage
+# iso --server` puts on the medium's command line), the node overlay the
+# boot script's kernel LINE names (a URL on $API under /node/, with its
+# sha256 at the same place in overlayfs.sha256=) becomes this boot's last
+# overlay, so a machine booted from a medium gets its identity (hostname,
+# static network, keys) as an iPXE-booted one does, on the same trust (a
+# script over HTTP). Only from the server that issued the token: it alone
+# accepts it. A signed UKI's command line does not say it: its node overlay
+# would be the one thing its signature does not cover.
+node_overlay_from() {
+	case "$1" in *" overlayfs="*"/node/"*) ;; *) return 0 ;; esac
+	if [ "$NODE_OVERLAY" != script ]; then
+		say "the boot script names a node overlay; not taken: the command line has no mkimage.node-overlay=script (a signed UKI trusts only what its signature covers)"
+		return 0
+	fi
+	urls=
+	shas=
+	for w in $1; do
+		case "$w" in
+		overlayfs=*) urls=${w#*=} ;;
+		overlayfs.sha256=*) shas=${w#*=} ;;
+		esac
+	done
+	# Appended only where each overlay of the command line has its digest.
+	[ "${OVERLAYS:+x}$(echo "$OVERLAYS" | tr -cd ,)" = "${OVERLAYS_SHA:+x}$(echo "$OVERLAYS_SHA" | tr -cd ,)" ] || {
+		say "warning: the command line's overlays and their sha256s differ in number; no node overlay added"
+		return 0
+	}
+	n=0
+	for u in $(echo "$urls" | tr ',' ' '); do
+		n=$((n + 1))
+		case "$u" in "$API"/node/*) ;; *) continue ;; esac
+		sha=$(echo "$shas" | tr ',' '\n' | sed -n "${n}p")
+		case "$sha" in *[!0-9a-f]* | "") continue ;; esac
+		[ ${#sha} -eq 64 ] || continue
+		OVERLAYS="${OVERLAYS:+$OVERLAYS,}$u"
+		OVERLAYS_SHA="${OVERLAYS_SHA:+$OVERLAYS_SHA,}$sha"
+		say "node overlay from the boot script of $REPORT_MAC: $u"
+		return 0
+	done
 	return 0
 }
 

@@ -192,3 +192,107 @@ fn publish_writes_each_node_s_overlay_and_script() {
         assert_eq!(files(&bytes)["etc/hostname"], format!("{hostname}\n"));
     }
 }
+
+/// `lines` run by busybox sh with the init's `fetch.sh` and `report.sh`
+/// sourced and busybox's applets alone on PATH (as in the initrd); stdout.
+fn init_shell(tmp: &std::path::Path, lines: &str) -> String {
+    let bin = tmp.join("busybox-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for applet in [
+        "sh", "timeout", "wget", "tr", "od", "head", "sed", "cat", "printf", "grep", "echo",
+    ] {
+        let _ = std::os::unix::fs::symlink("/bin/busybox", bin.join(applet));
+    }
+    let initrd = concat!(env!("CARGO_MANIFEST_DIR"), "/initrd");
+    let script = format!(
+        "say() {{ echo \"say: $*\"; }}\n. {initrd}/fetch.sh\n. {initrd}/report.sh\n{lines}\n"
+    );
+    let o = Command::new(bin.join("sh"))
+        .arg("-c")
+        .arg(&script)
+        .env_clear()
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "init shell: {o:?}");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A medium made by `iso --server` (or a UKI) has no token on its command
+/// line: the init fetches its MAC's boot script for one, and takes the node
+/// overlay that script names (its URL on the same server, its sha256) as
+/// its last overlay, which the token then fetches. Fallback servers are
+/// never asked for a node overlay.
+#[test]
+fn a_medium_boot_takes_its_node_overlay_from_the_boot_script() {
+    require("curl", "curl");
+    require("busybox", "busybox");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("builds");
+    std::fs::create_dir(&dir).unwrap();
+    build_bootable(&dir, b"base");
+    let boot = tmp.path().join("boot.yml");
+    std::fs::write(&boot, BOOT).unwrap();
+    let server = Server::start(tmp.path(), &dir, &["--boot-config", boot.to_str().unwrap()]);
+    let api = server.url("");
+    let api = api.trim_end_matches('/');
+    let out = init_shell(
+        tmp.path(),
+        &format!(
+            "API={api}\nNODE_OVERLAY=script\nBOOTIF=01-52-54-00-12-34-57\nOVERLAYS=/mkimage/a.cpio.gz\nOVERLAYS_SHA={a}\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS\"\necho \"shas=$OVERLAYS_SHA\"\necho \"token=$TOKEN\"",
+            a = "a".repeat(64)
+        ),
+    );
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+            .to_string()
+    };
+    let overlays = field("overlays");
+    let (first, node_url) = overlays.split_once(',').expect(&out);
+    assert_eq!(first, "/mkimage/a.cpio.gz");
+    assert!(node_url.starts_with(&format!("{api}/node/{B}/")), "{out}");
+    let shas = field("shas");
+    let sha = shas.split(',').nth(1).expect(&out);
+    let token = field("token");
+    assert_eq!(token.len(), 32, "{out}");
+    assert!(
+        out.contains(&format!(
+            "say: node overlay from the boot script of 52-54-00-12-34-57: {node_url}"
+        )),
+        "{out}"
+    );
+    let (code, bytes) = curl_with(&server, "127.0.0.1", url_path(node_url), Some(&token));
+    assert_eq!(code, 200);
+    assert_eq!(sha256_hex(&bytes), sha);
+    assert_eq!(files(&bytes)["etc/hostname"], "db08\n");
+
+    // Overlays and digests that do not pair up: nothing is added.
+    let out = init_shell(
+        tmp.path(),
+        &format!("API={api}\nNODE_OVERLAY=script\nBOOTIF=01-52-54-00-12-34-57\nOVERLAYS=/mkimage/a.cpio.gz\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS\""),
+    );
+    assert!(out.contains("overlays=/mkimage/a.cpio.gz\n"), "{out}");
+    // A command line that does not ask for it (a signed UKI's): not taken.
+    let out = init_shell(
+        tmp.path(),
+        &format!("API={api}\nBOOTIF=01-52-54-00-12-34-57\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS token=${{#TOKEN}}\""),
+    );
+    assert!(
+        out.contains("not taken: the command line has no mkimage.node-overlay=script")
+            && out.contains("overlays= token=32\n"),
+        "{out}"
+    );
+
+    // Mirrors: any image on a fallback server, but a node overlay only from
+    // the server whose token this boot holds.
+    let out = init_shell(
+        tmp.path(),
+        "SERVERS=http://a:1,http://b:2\nmirrors http://a:1/sha256/ab/basefs.squashfs\nmirrors http://a:1/node/52:54:00:12:34:56/ab/node.cpio.gz",
+    );
+    assert_eq!(
+        out,
+        "http://a:1/sha256/ab/basefs.squashfs\nhttp://b:2/sha256/ab/basefs.squashfs\nhttp://a:1/node/52:54:00:12:34:56/ab/node.cpio.gz\n"
+    );
+}

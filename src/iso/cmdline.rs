@@ -54,9 +54,11 @@ pub fn render(resolved: &Resolved, source: &Source, console: &str) -> String {
         words.push(format!("overlayfs.sha256={}", join(&|a| a.sha256.clone())));
     }
     // Online, the machine reports its boot to the server's node registry,
-    // as a netbooted one does.
+    // as a netbooted one does, and takes its node overlay from the boot
+    // script it fetches there for its token (initrd/report.sh).
     if let Source::Server(base) = source {
         words.push(format!("mkimage.api={base}"));
+        words.push("mkimage.node-overlay=script".to_string());
     }
     words.extend(
         [console, resolved.args.as_str()]
@@ -173,8 +175,8 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains(" mkimage.api=http://10.0.0.1:8080 "),
-            "reports to the server: {line}"
+            line.contains(" mkimage.api=http://10.0.0.1:8080 mkimage.node-overlay=script "),
+            "reports to the server, takes its node overlay from there: {line}"
         );
         assert!(line.ends_with(" rootsize=2G"), "{line}");
     }
