@@ -193,19 +193,32 @@ fn publish_writes_each_node_s_overlay_and_script() {
     }
 }
 
-/// `lines` run by busybox sh with the init's `fetch.sh` and `report.sh`
+/// `lines` run by busybox sh with the init's `fetch.sh`, `media.sh` and `report.sh`
 /// sourced and busybox's applets alone on PATH (as in the initrd); stdout.
 fn init_shell(tmp: &std::path::Path, lines: &str) -> String {
     let bin = tmp.join("busybox-bin");
     std::fs::create_dir_all(&bin).unwrap();
     for applet in [
-        "sh", "timeout", "wget", "tr", "od", "head", "sed", "cat", "printf", "grep", "echo",
+        "sh",
+        "timeout",
+        "wget",
+        "tr",
+        "od",
+        "head",
+        "sed",
+        "cat",
+        "printf",
+        "grep",
+        "echo",
+        "rm",
+        "sha256sum",
+        "cut",
     ] {
         let _ = std::os::unix::fs::symlink("/bin/busybox", bin.join(applet));
     }
     let initrd = concat!(env!("CARGO_MANIFEST_DIR"), "/initrd");
     let script = format!(
-        "say() {{ echo \"say: $*\"; }}\n. {initrd}/fetch.sh\n. {initrd}/report.sh\n{lines}\n"
+        "say() {{ echo \"say: $*\"; }}\n. {initrd}/fetch.sh\n. {initrd}/media.sh\n. {initrd}/report.sh\n{lines}\n"
     );
     let o = Command::new(bin.join("sh"))
         .arg("-c")
@@ -295,4 +308,64 @@ fn a_medium_boot_takes_its_node_overlay_from_the_boot_script() {
         out,
         "http://a:1/sha256/ab/basefs.squashfs\nhttp://b:2/sha256/ab/basefs.squashfs\nhttp://a:1/node/52:54:00:12:34:56/ab/node.cpio.gz\n"
     );
+}
+
+/// A server restart forgets every boot token (they live in its memory
+/// only). A machine whose script came before it is refused its node overlay
+/// once; its init then fetches its boot script again for a fresh token (as
+/// a medium boot does), and gets the same overlay at the same URL. Once per
+/// boot: a second refusal fails the download, with the server's reason.
+#[test]
+fn a_node_overlay_is_fetched_again_with_a_fresh_token_after_a_server_restart() {
+    require("curl", "curl");
+    require("busybox", "busybox");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("builds");
+    std::fs::create_dir(&dir).unwrap();
+    build_bootable(&dir, b"base");
+    let boot = tmp.path().join("boot.yml");
+    std::fs::write(&boot, BOOT).unwrap();
+    let args = ["--boot-config", boot.to_str().unwrap()];
+    let mut before = Server::start(tmp.path(), &dir, &args);
+    let (_, script) = curl_from(&before, "127.0.0.1", &format!("/boot.ipxe?mac={B}"));
+    let script = String::from_utf8(script).unwrap();
+    let (path, sha) = node_overlay(&script);
+    let old = kernel_arg(&script, "mkimage.token").unwrap();
+    assert!(before.stop().success());
+
+    let mut after = Server::start(tmp.path(), &dir, &args);
+    assert_eq!(curl_with(&after, "127.0.0.1", &path, Some(&old)).0, 403);
+    let api = after.url("");
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let dest = tmp.path().join("node.cpio.gz");
+    let fetch = format!(
+        "API={api}\nRUN_DIR={run}\nTOKEN={old}\nBOOTIF=01-52-54-00-12-34-57\nreport_from eth0\nif get {api}{path} {dest}; then sha256sum {dest} | cut -d' ' -f1; else echo failed; fi",
+        api = api.trim_end_matches('/'),
+        run = run.display(),
+        dest = dest.display(),
+    );
+    let out = init_shell(tmp.path(), &fetch);
+    assert!(
+        out.contains("say: the server refused the node overlay"),
+        "{out}"
+    );
+    assert!(out.ends_with(&format!("{sha}\n")), "{out}");
+    let fresh = std::fs::read_to_string(run.join("token")).unwrap();
+    assert!(fresh.trim().len() == 32 && fresh.trim() != old, "{fresh}");
+    assert_eq!(
+        files(&std::fs::read(&dest).unwrap())["etc/hostname"],
+        "db08\n"
+    );
+
+    // Restarted again: this boot already renewed its token once.
+    assert!(after.stop().success());
+    let again = Server::start(tmp.path(), &dir, &args);
+    let api2 = again.url("");
+    let out = init_shell(
+        tmp.path(),
+        &fetch.replace(api.trim_end_matches('/'), api2.trim_end_matches('/')),
+    );
+    assert!(out.ends_with("failed\n"), "{out}");
+    assert!(!out.contains("say: the server refused"), "{out}");
 }
