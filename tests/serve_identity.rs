@@ -159,6 +159,46 @@ fn check_boot_config_names_the_duplicate() {
         2,
         &["vars/dup.yml:16:5: nodes.lab-node-09.mac", "lab-node-07"],
     );
+
+    // The inventory in a file the boot config includes: its nodes count,
+    // and its mistakes name that file's line and column.
+    let split = BOOT.find("  lab-node-08:").unwrap();
+    p.write(
+        "vars/main.yml",
+        &format!("{}include: lab.yml\n", &BOOT[..split]),
+    );
+    p.write("vars/lab.yml", &format!("nodes:\n{}", &BOOT[split..]));
+    let o = p.run(&["check", "--boot-config", "vars/main.yml"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(
+        common::stdout(&o).contains("3 nodes"),
+        "{}",
+        common::stdout(&o)
+    );
+    // The server reads them too: an included node gets its node overlay.
+    let dir = p.path().join("served");
+    std::fs::create_dir(&dir).unwrap();
+    build_bootable(&dir, b"base");
+    let main = p.path().join("vars/main.yml");
+    let server = Server::start(p.path(), &dir, &["--boot-config", main.to_str().unwrap()]);
+    let (_, script) = curl_from(&server, "127.0.0.1", &format!("/boot.ipxe?mac={B}"));
+    let (path, _) = node_overlay(&String::from_utf8(script).unwrap());
+    assert!(path.starts_with(&format!("/node/{B}/")), "{path}");
+    drop(server);
+    p.write(
+        "vars/lab.yml",
+        &format!("nodes:\n{}", &BOOT[split..]).replace("52:54:00:12:34:58", "52:54:00:12:34:56"),
+    );
+    let o = p.run(&["check", "--boot-config", "vars/main.yml"]);
+    common::assert_clean_failure(
+        &p,
+        &o,
+        2,
+        &["vars/lab.yml:7:5: nodes.lab-node-09.mac", "lab-node-07"],
+    );
+    p.write("vars/lab.yml", "nodes: {}\nprofiles: []\n");
+    let o = p.run(&["check", "--boot-config", "vars/main.yml"]);
+    common::assert_clean_failure(&p, &o, 2, &["vars/lab.yml:2:1", "profiles"]);
 }
 
 #[test]
