@@ -395,6 +395,43 @@ mod tests {
     }
 
     #[test]
+    fn included_files_add_nodes_and_their_mistakes_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot.yml");
+        let one = "nodes:\n  a:\n    mac: 52:54:00:00:00:01\ninclude: [lab.yml]\n";
+        std::fs::write(
+            dir.path().join("lab.yml"),
+            "nodes:\n  b:\n    mac: 52:54:00:00:00:02\n",
+        )
+        .unwrap();
+        let lab = Lab::parse(&boot, one).unwrap();
+        assert_eq!(lab.nodes.keys().collect::<Vec<_>>(), ["a", "b"]);
+        for (text, line, why) in [
+            (
+                "nodes:\n  c:\n    mac: 52:54:00:00:00:01\n",
+                3,
+                "node `a`'s MAC too",
+            ),
+            (
+                "nodes:\n  a:\n    mac: 52:54:00:00:00:03\n",
+                2,
+                "defined before",
+            ),
+            ("nodes: {}\nprofiles: []\n", 2, "unknown field `profiles`"),
+        ] {
+            std::fs::write(dir.path().join("lab.yml"), text).unwrap();
+            let err = Lab::parse(&boot, one).unwrap_err().0;
+            let want = format!("{}:{line}:", dir.path().join("lab.yml").display());
+            assert!(err.starts_with(&want) && err.contains(why), "{text}: {err}");
+        }
+        let err = Lab::parse(&boot, "include: nowhere.yml\n").unwrap_err().0;
+        assert!(
+            err.contains("boot.yml:1:") && err.contains("cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn mistakes_name_file_line_and_column() {
         for (bad, line, why) in [
             ("nodes:\n  a:\n    mac: 52:54:00:00:00:01\n    macc: x\n", 4, "unknown field `macc`"),
