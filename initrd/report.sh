@@ -123,7 +123,12 @@ node_overlay_from() {
 	n=0
 	for u in $(echo "$urls" | tr ',' ' '); do
 		n=$((n + 1))
-		case "$u" in "$API"/node/*) ;; *) continue ;; esac
+		case "$u" in */node/*) ;; *) continue ;; esac
+		case "$u" in "$API"/node/*) ;; *)
+			say "the boot script's node overlay $u is not on $API (mkimage.api=), the server whose token this is; not taken (give mkimage iso --server the URL the server calls itself)"
+			return 0
+			;;
+		esac
 		sha=$(echo "$shas" | tr ',' '\n' | sed -n "${n}p")
 		case "$sha" in *[!0-9a-f]* | "") continue ;; esac
 		[ ${#sha} -eq 64 ] || continue

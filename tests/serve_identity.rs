@@ -338,6 +338,29 @@ fn a_medium_boot_takes_its_node_overlay_from_the_boot_script() {
         "{out}"
     );
 
+    // A server that calls itself by another URL than the medium's: its
+    // node overlay URL is not under mkimage.api=, so the token stays home.
+    let public = Server::start(
+        tmp.path(),
+        &dir,
+        &[
+            "--boot-config",
+            boot.to_str().unwrap(),
+            "--public-url",
+            "http://boot.lab:8080",
+        ],
+    );
+    let out = init_shell(
+        tmp.path(),
+        &format!("API={}\nNODE_OVERLAY=script\nBOOTIF=01-52-54-00-12-34-57\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS\"", public.url("").trim_end_matches('/')),
+    );
+    assert!(
+        out.contains("say: the boot script's node overlay http://boot.lab:8080/node/")
+            && out.contains("overlays=\n"),
+        "{out}"
+    );
+    drop(public);
+
     // Mirrors: any image on a fallback server, but a node overlay only from
     // the server whose token this boot holds.
     let out = init_shell(
