@@ -244,7 +244,13 @@ mount_images() {
 	avail=$(sed -n 's/^MemAvailable: *\([0-9]*\) kB/\1/p' /proc/meminfo)
 	IMAGES_MIB=$((avail / 1024 - RAM_RESERVE_MIB))
 	[ "$IMAGES_MIB" -gt 0 ] || IMAGES_MIB=1
-	say "RAM: $((avail / 1024)) MiB available; up to $IMAGES_MIB MiB for images"
+	say "RAM: $((avail / 1024)) MiB available; up to $IMAGES_MIB MiB for images${NEED:+; the images need $NEED MiB}"
+	# mkimage.need= (the server's sum of the images' sizes): a machine too
+	# small for them fails here, in one line, before any download.
+	case "$NEED" in
+	'' | *[!0-9]*) ;;
+	*) [ "$NEED" -le "$IMAGES_MIB" ] || fail "not enough RAM: the images need $NEED MiB, this machine has $IMAGES_MIB MiB for them ($((avail / 1024)) MiB available less $RAM_RESERVE_MIB MiB for the booted system); give it at least $((NEED - IMAGES_MIB)) MiB more RAM, or boot a profile with fewer or smaller overlays" ;;
+	esac
 	mount -t tmpfs -o "mode=0700,huge=always,size=${IMAGES_MIB}m" tmpfs "$IMAGES" 2>/dev/null && return 0
 	say "no transparent huge pages: downloading into a plain tmpfs"
 	mount -t tmpfs -o "mode=0700,size=${IMAGES_MIB}m" tmpfs "$IMAGES" || fail "cannot mount a tmpfs on $IMAGES"

@@ -314,6 +314,39 @@ fn malformed_verity_parameter_is_refused_with_the_fix() {
 }
 
 #[test]
+fn images_larger_than_the_ram_are_refused_before_any_download() {
+    let b = boot();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let port = initrd_support::free_port();
+    let mut vm = start(
+        b,
+        port,
+        &format!("basefs=http://10.0.2.2:{port}/basefs.squashfs mkimage.need=100000"),
+        "need",
+    );
+    let exited = vm.wait_exit(Duration::from_secs(240));
+    let log = vm.log();
+    assert!(
+        exited,
+        "VM did not reboot after the failure:\n{}",
+        vm.tail()
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("not enough RAM: the images need 100000 MiB, this machine has "))
+        .unwrap_or_else(|| panic!("no RAM line:\n{}", vm.tail()));
+    assert!(
+        line.contains("MiB for them") && line.contains("more RAM"),
+        "{line}"
+    );
+    assert!(
+        !log.contains("step: download basefs"),
+        "the RAM check must stop the boot before any download:\n{}",
+        vm.tail()
+    );
+}
+
+#[test]
 fn wrong_sha256_is_retried_then_fails_loudly() {
     let b = boot();
     let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());

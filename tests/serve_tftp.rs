@@ -245,7 +245,14 @@ fn uefi_boot_shim_serves_the_secure_boot_chain_and_grub_configs_per_mac() {
         .lines()
         .find(|l| l.starts_with("linux "))
         .unwrap_or_else(|| panic!("{cfg}"));
-    assert!(linux.starts_with(&format!("linux /sha256/{kernel_sha}/vmlinuz BOOTIF=01-52-54-00-12-34-56 mkimage.api=http://10.9.0.1:8080 basefs=http://10.9.0.1:8080/sha256/{}/base.squashfs", basefs.sha256)), "{linux}");
+    assert!(linux.starts_with(&format!("linux /sha256/{kernel_sha}/vmlinuz BOOTIF=01-52-54-00-12-34-56 mkimage.api=http://10.9.0.1:8080 mkimage.token=")), "{linux}");
+    assert!(
+        linux.contains(&format!(
+            " basefs=http://10.9.0.1:8080/sha256/{}/base.squashfs ",
+            basefs.sha256
+        )),
+        "{linux}"
+    );
     assert!(
         cfg.contains(&format!(
             "\ninitrd /sha256/{}/initrd.img\n",

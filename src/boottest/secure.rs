@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use super::vm::{Boot, Net, VmSpec};
 use crate::artifact::{self, objects, Manifest};
 use crate::secureboot::{self, firmware, keys::Keys, uki};
-use crate::serve::grub;
+use crate::serve::cmdline::{Cmdline, Source};
 use crate::serve::ipxe::DEFAULT_CONSOLE;
 use crate::serve::profiles::{self, BootConfig};
 
@@ -118,7 +118,20 @@ fn site_uki(s: &Setup, keys: &Keys) -> anyhow::Result<(String, String)> {
     let (resolved, _) = profiles::for_known_machine(Some(&config), Some(s.mac), None, &manifest)?;
     let console = config.console.as_deref().unwrap_or(DEFAULT_CONSOLE);
     let base_url = format!("http://{}:{}", s.seen_as, s.port);
-    let cmdline = grub::kernel_args(&resolved, &base_url, &[], None, true, console);
+    // One UKI per profile: no `BOOTIF=`, no boot token.
+    let cmdline = Cmdline {
+        resolved: &resolved,
+        source: Source::Server(base_url),
+        servers: &[],
+        bootif: None,
+        reports: true,
+        token: None,
+        // A node overlay would be the one thing its signature does not
+        // cover (docs/nodes.md, "Signed UKIs").
+        node_overlay_from_script: false,
+        console,
+    }
+    .render();
     let name = format!("{}.efi", resolved.profile);
     let staged = s.dir.join(format!(".{name}.uki"));
     uki::build(

@@ -6,67 +6,27 @@
 //! online, they are content-addressed URLs on the server, and
 //! `mkimage.api=` has the machine report its boot there.
 
-use crate::serve::ipxe::encode_path;
-use crate::serve::profiles::{Art, Resolved};
-
-/// Where the images live on an offline medium.
-pub const MEDIA_DIR: &str = "mkimage";
-
-/// Where the init finds the images.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Source {
-    /// On the medium itself (`--offline`).
-    Media,
-    /// On `mkimage serve` at this base URL (no trailing slash).
-    Server(String),
-}
-
-/// The location of one image as the init is told it.
-fn location(art: &Art, source: &Source) -> String {
-    match (source, &art.remote) {
-        (Source::Media, _) => format!("/{MEDIA_DIR}/{}", art.file),
-        (Source::Server(_), Some(url)) => url.clone(),
-        (Source::Server(base), None) => {
-            format!("{base}/sha256/{}/{}", art.sha256, encode_path(&art.file))
-        }
-    }
-}
+use crate::serve::cmdline::Cmdline;
+pub use crate::serve::cmdline::{Source, MEDIA_DIR};
+use crate::serve::profiles::Resolved;
 
 /// The command line without the medium's label (which is derived from it).
+/// Online, the machine reports its boot to the server's node registry, as a
+/// netbooted one does.
 pub fn render(resolved: &Resolved, source: &Source, console: &str) -> String {
-    let mut words = vec![
-        format!("basefs={}", location(&resolved.basefs, source)),
-        format!("basefs.sha256={}", resolved.basefs.sha256),
-    ];
-    if let Some(v) = &resolved.basefs.verity {
-        words.push(format!("basefs.verity={v}"));
+    Cmdline {
+        resolved,
+        source: source.clone(),
+        servers: &[],
+        bootif: None,
+        reports: true,
+        token: None,
+        // Its node overlay comes from the boot script the init fetches
+        // for its token (initrd/report.sh); a medium names none itself.
+        node_overlay_from_script: matches!(source, Source::Server(_)),
+        console,
     }
-    if !resolved.overlays.is_empty() {
-        let join = |f: &dyn Fn(&Art) -> String| {
-            resolved
-                .overlays
-                .iter()
-                .map(f)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        words.push(format!("overlayfs={}", join(&|a| location(a, source))));
-        words.push(format!("overlayfs.sha256={}", join(&|a| a.sha256.clone())));
-    }
-    // Online, the machine reports its boot to the server's node registry,
-    // as a netbooted one does, and takes its node overlay from the boot
-    // script it fetches there for its token (initrd/report.sh).
-    if let Source::Server(base) = source {
-        words.push(format!("mkimage.api={base}"));
-        words.push("mkimage.node-overlay=script".to_string());
-    }
-    words.extend(
-        [console, resolved.args.as_str()]
-            .into_iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| s.trim().to_string()),
-    );
-    words.join(" ")
+    .render()
 }
 
 /// The ISO 9660 volume id of an offline medium: names its content, so two
@@ -118,38 +78,25 @@ pub fn grub_words(cmdline: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn art(file: &str, sha: char) -> Art {
-        Art {
-            file: file.into(),
-            sha256: sha.to_string().repeat(64),
-            verity: None,
-            remote: None,
-        }
-    }
+    use crate::serve::cmdline::fixtures::{self, art};
 
     fn resolved() -> Resolved {
-        let mut basefs = art("base.squashfs", 'a');
-        basefs.verity = Some(format!("{}:4096", "c".repeat(64)));
-        Resolved {
-            profile: "p".into(),
-            kernel: art("vmlinuz", '1'),
-            initrd: art("initrd", '2'),
-            basefs,
-            overlays: vec![art("disc.cpio.gz", 'b'), art("x.cpio.gz", 'd')],
-            args: "rootsize=2G ".into(),
-        }
+        let mut r = fixtures::resolved(vec![art("disc.cpio.gz", 'e'), art("x.cpio.gz", 'f')]);
+        r.basefs.size = Some(3 << 20);
+        r.overlays[0].size = Some(1 << 20);
+        r.overlays[1].size = Some(1);
+        r
     }
 
     #[test]
     fn offline_names_paths_on_the_medium() {
         let line = render(&resolved(), &Source::Media, "console=ttyS0,115200");
         let want = format!(
-            "basefs=/mkimage/base.squashfs basefs.sha256={a} basefs.verity={c}:4096 overlayfs=/mkimage/disc.cpio.gz,/mkimage/x.cpio.gz overlayfs.sha256={b},{d} console=ttyS0,115200 rootsize=2G",
-            a = "a".repeat(64),
+            "basefs=/mkimage/basefs.squashfs basefs.sha256={b} basefs.verity={d}:4096 overlayfs=/mkimage/disc.cpio.gz,/mkimage/x.cpio.gz overlayfs.sha256={e},{f} mkimage.need=5 console=ttyS0,115200 rootsize=2G quiet",
             b = "b".repeat(64),
-            c = "c".repeat(64),
-            d = "d".repeat(64)
+            d = "d".repeat(64),
+            e = "e".repeat(64),
+            f = "f".repeat(64)
         );
         assert_eq!(line, want);
         assert_eq!(label(&line).len(), 16);
@@ -162,11 +109,12 @@ mod tests {
         let mut r = resolved();
         r.overlays.truncate(1);
         r.overlays[0].remote = Some("http://10.0.0.7/o.cpio.gz".into());
+        r.overlays[0].size = None;
         let line = render(&r, &Source::Server("http://10.0.0.1:8080".into()), "");
         assert!(
             line.starts_with(&format!(
-                "basefs=http://10.0.0.1:8080/sha256/{}/base.squashfs ",
-                "a".repeat(64)
+                "mkimage.api=http://10.0.0.1:8080 basefs=http://10.0.0.1:8080/sha256/{}/basefs.squashfs ",
+                "b".repeat(64)
             )),
             "{line}"
         );
@@ -175,10 +123,14 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains(" mkimage.api=http://10.0.0.1:8080 mkimage.node-overlay=script "),
+            !line.contains("mkimage.need="),
+            "a remote overlay's size is unknown: {line}"
+        );
+        assert!(
+            line.contains("mkimage.api=http://10.0.0.1:8080 mkimage.node-overlay=script "),
             "reports to the server, takes its node overlay from there: {line}"
         );
-        assert!(line.ends_with(" rootsize=2G"), "{line}");
+        assert!(line.ends_with(" rootsize=2G quiet"), "{line}");
     }
 
     #[test]

@@ -5,72 +5,18 @@
 //! HTTP, so the kernel and initrd are named by TFTP path (the same
 //! content-addressed `/sha256/HEX/NAME` the HTTP server answers), while the
 //! basefs and overlays keep their HTTP URLs, which the init fetches and
-//! verifies. `kernel_args` is also the command line a signed UKI carries
-//! (without the machine's `BOOTIF=`: one UKI per profile).
+//! verifies. The command line is `serve::cmdline`'s, as for every boot.
 
 use minijinja::{context, Environment, UndefinedBehavior};
 
-use super::ipxe::encode_path;
+use super::cmdline::encode_path;
+use super::cmdline::{bootif, Cmdline, Source};
 use super::profiles::{Art, Resolved};
 
 /// The per-machine config template (the file in the repository).
 pub const TEMPLATE: &str = include_str!("../../grub/netboot.cfg.j2");
 /// The config for a machine no boot can be made for yet.
 pub const RETRY_TEMPLATE: &str = include_str!("../../grub/retry.cfg.j2");
-
-/// An artifact's URL on the server at `base_url` (or its own, if remote).
-fn url(a: &Art, base_url: &str) -> String {
-    match &a.remote {
-        Some(url) => url.clone(),
-        None => format!("{base_url}/sha256/{}/{}", a.sha256, encode_path(&a.file)),
-    }
-}
-
-/// The kernel command line for `resolved`: the boot contract's URLs and
-/// digests on `base_url`, the fallback servers, the console and the
-/// profile's own arguments; `BOOTIF=` only when the machine is known.
-pub fn kernel_args(
-    resolved: &Resolved,
-    base_url: &str,
-    servers: &[String],
-    mac: Option<&str>,
-    reports: bool,
-    console: &str,
-) -> String {
-    let mut args = Vec::new();
-    if let Some(mac) = mac {
-        args.push(format!("BOOTIF=01-{}", mac.replace(':', "-")));
-    }
-    if reports {
-        args.push(format!("mkimage.api={base_url}"));
-    }
-    let basefs = &resolved.basefs;
-    args.push(format!("basefs={}", url(basefs, base_url)));
-    args.push(format!("basefs.sha256={}", basefs.sha256));
-    if let Some(verity) = &basefs.verity {
-        args.push(format!("basefs.verity={verity}"));
-    }
-    if !resolved.overlays.is_empty() {
-        let urls: Vec<String> = resolved.overlays.iter().map(|o| url(o, base_url)).collect();
-        let shas: Vec<&str> = resolved
-            .overlays
-            .iter()
-            .map(|o| o.sha256.as_str())
-            .collect();
-        args.push(format!("overlayfs={}", urls.join(",")));
-        args.push(format!("overlayfs.sha256={}", shas.join(",")));
-    }
-    if servers.len() > 1 {
-        args.push(format!("mkimage.servers={}", servers.join(",")));
-    }
-    args.extend(
-        [console, resolved.args.as_str()]
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| s.trim().to_string()),
-    );
-    args.join(" ")
-}
 
 /// Quote one command-line word for GRUB's script parser when it needs it
 /// (GRUB expands `$` and splits on its operators, as a shell does).
@@ -101,12 +47,17 @@ pub fn render(
     token: Option<&str>,
 ) -> Result<String, minijinja::Error> {
     let first = servers.first().map_or(base_url, String::as_str);
-    let mut args = kernel_args(resolved, first, servers, mac, true, console);
-    // The machine's boot token (`serve::tokens`): here, never in
-    // `kernel_args`, which a signed UKI's command line shares.
-    if let Some(token) = token {
-        args.push_str(&format!(" mkimage.token={token}"));
+    let args = Cmdline {
+        resolved,
+        source: Source::Server(first.to_string()),
+        servers,
+        bootif: mac.map(bootif),
+        reports: true,
+        token,
+        node_overlay_from_script: false,
+        console,
     }
+    .render();
     let args: Vec<String> = args.split_whitespace().map(grub_word).collect();
     let tftp = |a: &Art| format!("/sha256/{}/{}", a.sha256, encode_path(&a.file));
     env()?.get_template("grub.cfg")?.render(context! {
@@ -141,27 +92,10 @@ fn env() -> Result<Environment<'static>, minijinja::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn art(file: &str, c: char) -> Art {
-        Art {
-            file: file.into(),
-            sha256: c.to_string().repeat(64),
-            verity: None,
-            remote: None,
-        }
-    }
+    use crate::serve::cmdline::fixtures::{self, art};
 
     fn resolved() -> Resolved {
-        let mut basefs = art("basefs.squashfs", 'b');
-        basefs.verity = Some(format!("{}:4096", "d".repeat(64)));
-        Resolved {
-            profile: "discovery".into(),
-            kernel: art("vmlinuz", 'a'),
-            initrd: art("initrd.initrd", 'c'),
-            basefs,
-            overlays: vec![art("discovery.cpio.gz", 'e')],
-            args: "rootsize=2G quiet".into(),
-        }
+        fixtures::resolved(vec![art("discovery.cpio.gz", 'e')])
     }
 
     #[test]
@@ -177,24 +111,17 @@ mod tests {
         )
         .unwrap();
         let linux = cfg.lines().find(|l| l.starts_with("linux ")).unwrap();
-        assert!(linux.starts_with(&format!("linux /sha256/{}/vmlinuz BOOTIF=01-52-54-00-12-34-56 mkimage.api=http://10.0.2.2:8080 basefs=http://10.0.2.2:8080/sha256/{}/basefs.squashfs", "a".repeat(64), "b".repeat(64))), "{linux}");
+        assert!(linux.starts_with(&format!("linux /sha256/{}/vmlinuz BOOTIF=01-52-54-00-12-34-56 mkimage.api=http://10.0.2.2:8080 mkimage.token=0a1b basefs=http://10.0.2.2:8080/sha256/{}/basefs.squashfs", "a".repeat(64), "b".repeat(64))), "{linux}");
         assert!(linux.contains(&format!("basefs.verity={}:4096", "d".repeat(64))));
         assert!(linux.contains(&format!("overlayfs.sha256={}", "e".repeat(64))));
         assert!(
-            linux.ends_with("console=ttyS0,115200 rootsize=2G quiet mkimage.token=0a1b"),
+            linux.ends_with("console=ttyS0,115200 rootsize=2G quiet"),
             "{linux}"
         );
         assert!(cfg.contains(&format!(
             "\ninitrd /sha256/{}/initrd.initrd\nboot\n",
             "c".repeat(64)
         )));
-    }
-
-    #[test]
-    fn uki_args_carry_no_machine() {
-        let args = kernel_args(&resolved(), "http://s", &[], None, true, "");
-        assert!(!args.contains("BOOTIF"), "{args}");
-        assert!(args.starts_with("mkimage.api=http://s basefs=http://s/sha256/"));
     }
 
     #[test]

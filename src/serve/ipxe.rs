@@ -9,6 +9,7 @@ use std::path::Path;
 use minijinja::{context, Environment, UndefinedBehavior};
 use serde::Serialize;
 
+use super::cmdline::{bootif, location, Cmdline, Source};
 use super::profiles::{Art, Resolved};
 
 /// The built-in script template (the file in the repository).
@@ -38,11 +39,13 @@ pub struct Scripts {
     reports: bool,
 }
 
+/// One artifact as a template sees it (for templates of an older shape;
+/// the built-in one uses each server's `cmdline`).
 #[derive(Serialize)]
-struct Link<'a> {
-    file: &'a str,
-    sha256: &'a str,
-    verity: Option<&'a str>,
+struct Link {
+    file: String,
+    sha256: String,
+    verity: Option<String>,
     url: String,
 }
 
@@ -93,22 +96,11 @@ impl Scripts {
 
     /// Render the script for `resolved`; `base_url` has no trailing slash.
     /// `servers` (base URLs, tried in order; empty: `base_url` alone) each
-    /// get a try at the kernel and initrd, and go to the init as
-    /// `mkimage.servers=` when there is more than one.
+    /// get a try at the kernel and initrd, with a command line
+    /// (`serve::cmdline`) naming that server's URLs; the init gets them all
+    /// as `mkimage.servers=` when there is more than one. `token` is the
+    /// machine's boot token (`serve::tokens`; published trees have none).
     pub fn render(
-        &self,
-        resolved: &Resolved,
-        base_url: &str,
-        servers: &[String],
-        mac: Option<&str>,
-        console: &str,
-    ) -> Result<String, ScriptError> {
-        self.render_with_token(resolved, base_url, servers, mac, console, None)
-    }
-
-    /// `render`, with the machine's boot token (`serve::tokens`) as
-    /// `mkimage.token=` beside `mkimage.api=` (published trees have none).
-    pub fn render_with_token(
         &self,
         resolved: &Resolved,
         base_url: &str,
@@ -117,48 +109,58 @@ impl Scripts {
         console: &str,
         token: Option<&str>,
     ) -> Result<String, ScriptError> {
-        fn link<'a>(a: &'a Art, base_url: &str) -> Link<'a> {
-            let url = match &a.remote {
-                Some(url) => url.clone(),
-                None => format!("{base_url}/sha256/{}/{}", a.sha256, encode_path(&a.file)),
-            };
-            Link {
-                file: &a.file,
-                sha256: &a.sha256,
-                verity: a.verity.as_deref(),
-                url,
-            }
-        }
         let own = [base_url.to_string()];
         let servers = if servers.is_empty() {
             &own[..]
         } else {
             servers
         };
-        let on: Vec<Server> = servers
-            .iter()
-            .map(|s| Server {
-                url: s.clone(),
-                kernel: link(&resolved.kernel, s).url,
-                initrd: link(&resolved.initrd, s).url,
-                basefs: link(&resolved.basefs, s).url,
-                overlays: resolved.overlays.iter().map(|o| link(o, s).url).collect(),
-            })
-            .collect();
-        let first = &servers[0];
-        let link = |a| link(a, first);
-        let overlays: Vec<Link> = resolved.overlays.iter().map(link).collect();
         let bootif = match mac {
-            Some(m) => format!("BOOTIF=01-{}", m.replace(':', "-")),
+            Some(m) => bootif(m),
             None => "BOOTIF=01-${netX/mac:hexhyp}".to_string(),
         };
-        let self_url = self_url(base_url, mac);
+        let on: Vec<Server> = servers
+            .iter()
+            .map(|s| {
+                let source = Source::Server(s.clone());
+                let cmdline = Cmdline {
+                    resolved,
+                    source: source.clone(),
+                    servers,
+                    bootif: Some(bootif.clone()),
+                    reports: self.reports,
+                    token,
+                    node_overlay_from_script: false,
+                    console,
+                };
+                Server {
+                    url: s.clone(),
+                    kernel: location(&resolved.kernel, &source),
+                    initrd: location(&resolved.initrd, &source),
+                    basefs: location(&resolved.basefs, &source),
+                    overlays: resolved
+                        .overlays
+                        .iter()
+                        .map(|o| location(o, &source))
+                        .collect(),
+                    cmdline: cmdline.render(),
+                }
+            })
+            .collect();
+        let first = Source::Server(servers[0].clone());
+        let link = |a: &'_ Art| Link {
+            file: a.file.clone(),
+            sha256: a.sha256.clone(),
+            verity: a.verity.clone(),
+            url: location(a, &first),
+        };
+        let overlays: Vec<Link> = resolved.overlays.iter().map(link).collect();
         let template = self.env.get_template("boot.ipxe")?;
         Ok(template.render(context! {
             profile => resolved.profile,
             mac => mac,
             base_url => base_url,
-            self_url => self_url,
+            self_url => self_url(base_url, mac),
             bootif => bootif,
             console => console,
             args => resolved.args,
@@ -181,6 +183,8 @@ struct Server {
     initrd: String,
     basefs: String,
     overlays: Vec<String>,
+    /// The whole kernel command line for a boot from this server.
+    cmdline: String,
 }
 
 /// Where the machine fetches its script again.
@@ -201,19 +205,6 @@ fn console_text(s: &str) -> String {
         .collect()
 }
 
-/// Percent-encode a file name for a URL path (unreserved characters stay).
-pub fn encode_path(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/+".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +215,7 @@ mod tests {
             sha256: format!("{f}sha"),
             verity: None,
             remote: None,
+            size: None,
         }
     }
 
@@ -252,6 +244,7 @@ mod tests {
                 &[],
                 Some("52:54:00:12:34:56"),
                 DEFAULT_CONSOLE,
+                Some("t0k"),
             )
             .unwrap();
         assert!(s.starts_with("#!ipxe\n"), "{s}");
@@ -259,7 +252,7 @@ mod tests {
         for want in [
             "kernel http://10.0.2.2:8080/sha256/vmlinuzsha/vmlinuz ",
             " BOOTIF=01-52-54-00-12-34-56 ",
-            " mkimage.api=http://10.0.2.2:8080 ",
+            " mkimage.api=http://10.0.2.2:8080 mkimage.token=t0k ",
             " basefs=http://10.0.2.2:8080/sha256/base.squashfssha/base.squashfs basefs.sha256=base.squashfssha ",
             " overlayfs=http://10.0.2.2:8080/sha256/a.cpio.gzsha/a.cpio.gz,http://10.0.2.2:8080/sha256/b c.cpio.gzsha/b%20c.cpio.gz,http://10.0.2.2:9/c.cpio.gz overlayfs.sha256=a.cpio.gzsha,b c.cpio.gzsha,c.cpio.gzsha ",
             " console=tty0 console=ttyS0,115200 rootsize=2G || goto failed",
@@ -284,13 +277,17 @@ mod tests {
                 &[],
                 None,
                 "",
+                None,
             )
             .unwrap();
         assert!(
             none.contains(" basefs.sha256=base.squashfssha basefs.verity=abc:4096"),
             "{none}"
         );
-        assert!(!none.contains("overlayfs="), "{none}");
+        assert!(
+            !none.contains("overlayfs=") && !none.contains("token"),
+            "{none}"
+        );
         assert!(none.contains("BOOTIF=01-${netX/mac:hexhyp}"), "{none}");
     }
 
@@ -307,7 +304,7 @@ mod tests {
         let servers = ["http://a:1".to_string(), "http://b:2".to_string()];
         let s = Scripts::new(None)
             .unwrap()
-            .render(&r, "http://a:1", &servers, None, "")
+            .render(&r, "http://a:1", &servers, None, "", None)
             .unwrap();
         let kernels: Vec<&str> = s.lines().filter(|l| l.starts_with("kernel ")).collect();
         assert_eq!(kernels.len(), 2, "{s}");
@@ -341,7 +338,7 @@ mod tests {
         );
         let one = Scripts::new(None)
             .unwrap()
-            .render(&r, "http://a:1", &[], None, "")
+            .render(&r, "http://a:1", &[], None, "", None)
             .unwrap();
         assert!(
             !one.contains("mkimage.servers=") && !one.contains(":server1"),
@@ -350,7 +347,7 @@ mod tests {
         let quiet = Scripts::new(None)
             .unwrap()
             .without_reports()
-            .render(&r, "http://a:1", &[], None, "")
+            .render(&r, "http://a:1", &[], None, "", None)
             .unwrap();
         assert!(
             !quiet.contains("mkimage.api=")

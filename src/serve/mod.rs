@@ -13,6 +13,7 @@
 
 pub mod adhoc;
 pub mod admin;
+pub mod cmdline;
 pub mod dhcp;
 mod download;
 pub mod files;

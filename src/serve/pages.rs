@@ -71,7 +71,7 @@ pub fn status(state: &State, req: &Parts) -> Reply {
         Ok(m) => {
             html.push_str("<table><tr><th>file</th><th>kind</th><th>name</th><th>size</th><th>sha256 (immutable URL)</th><th>built (UTC)</th></tr>\n");
             for e in m.artifacts.values() {
-                let file = esc(&super::ipxe::encode_path(&e.file));
+                let file = esc(&super::cmdline::encode_path(&e.file));
                 let _ = writeln!(
                     html,
                     "<tr><td><a href=\"/{file}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/sha256/{}/{file}\"><code>{}</code></a></td><td>{}</td></tr>",

@@ -224,6 +224,9 @@ pub struct Art {
     pub verity: Option<String>,
     /// Served elsewhere (`None`: in the served dir).
     pub remote: Option<String>,
+    /// Its size in bytes, when known (the manifest's; `mkimage.need=`).
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 /// A profile resolved against one manifest snapshot.
@@ -379,6 +382,7 @@ fn art(e: &Entry) -> Art {
         sha256: e.sha256.clone(),
         verity: e.verity.as_ref().map(|v| v.cmdline()),
         remote: None,
+        size: Some(e.size),
     }
 }
 
@@ -400,6 +404,7 @@ fn overlay(
                 sha256: sha256.clone(),
                 verity: None,
                 remote: Some(url.clone()),
+                size: None,
             })
         }
     }

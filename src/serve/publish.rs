@@ -35,8 +35,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 
+use super::cmdline::encode_path;
 use super::identity;
-use super::ipxe::{encode_path, Scripts, DEFAULT_CONSOLE};
+use super::ipxe::{Scripts, DEFAULT_CONSOLE};
 use super::profiles::{for_machine, normalize_mac, BootConfig, Resolved};
 use crate::artifact::{objects, sha256_file, write_atomic, Manifest};
 
@@ -149,7 +150,7 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
         .map(|c| c.servers.clone())
         .unwrap_or_default();
     let render =
-        |r: &Resolved, mac: Option<&str>| scripts.render(r, &base, &servers, mac, &console);
+        |r: &Resolved, mac: Option<&str>| scripts.render(r, &base, &servers, mac, &console, None);
     for (mac, resolved) in &machines {
         let script = render(resolved, Some(mac))?;
         write_atomic(&req.out.join("boot"), &script_name(mac), |f| {

@@ -197,7 +197,7 @@ fn render(
     let script = match format {
         Format::Ipxe => state
             .scripts
-            .render_with_token(&resolved, base_url, &servers, mac, &console, token)
+            .render(&resolved, base_url, &servers, mac, &console, token)
             .map_err(|e| e.to_string())?,
         Format::Grub => super::grub::render(&resolved, base_url, &servers, mac, &console, token)
             .map_err(|e| e.to_string())?,

@@ -269,12 +269,14 @@ pub fn overlay_for(
     let files = render(name, &templates, &ctx)?;
     let bytes = pack(&files).map_err(|e| fail("(packing)", e.to_string()))?;
     let sha256 = crate::artifact::sha256_bytes(&bytes);
+    let size = Some(bytes.len() as u64);
     cache.keep(&sha256, mac, Bytes::from(bytes));
     Ok(Some(Art {
         file: FILE.to_string(),
         remote: Some(format!("{base_url}{PREFIX}{mac}/{sha256}/{FILE}")),
         sha256,
         verity: None,
+        size,
     }))
 }
 
