@@ -54,6 +54,7 @@ pub fn render(
         bootif: mac.map(bootif),
         reports: true,
         token,
+        node_overlay_from_script: false,
         console,
     }
     .render();

@@ -203,7 +203,7 @@ fn network_iso_names_the_server_and_carries_no_images() {
     assert!(o.status.success(), "{}", stderr(&o));
     let line = String::from_utf8(extract(&out, "/mkimage/cmdline")).unwrap();
     let sha = sha256_hex(&vec![7u8; 300_000]);
-    assert_eq!(line, format!("mkimage.api=http://10.0.0.1:8080 basefs=http://10.0.0.1:8080/sha256/{sha}/base.squashfs basefs.sha256={sha} mkimage.need=1 console=ttyS0,115200\n"));
+    assert_eq!(line, format!("mkimage.api=http://10.0.0.1:8080 mkimage.node-overlay=script basefs=http://10.0.0.1:8080/sha256/{sha}/base.squashfs basefs.sha256={sha} mkimage.need=1 console=ttyS0,115200\n"));
     assert!(!files(&out).iter().any(|f| f.ends_with(".squashfs")));
 }
 

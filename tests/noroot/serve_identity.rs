@@ -159,6 +159,46 @@ fn check_boot_config_names_the_duplicate() {
         2,
         &["vars/dup.yml:16:5: nodes.lab-node-09.mac", "lab-node-07"],
     );
+
+    // The inventory in a file the boot config includes: its nodes count,
+    // and its mistakes name that file's line and column.
+    let split = BOOT.find("  lab-node-08:").unwrap();
+    p.write(
+        "vars/main.yml",
+        &format!("{}include: lab.yml\n", &BOOT[..split]),
+    );
+    p.write("vars/lab.yml", &format!("nodes:\n{}", &BOOT[split..]));
+    let o = p.run(&["check", "--boot-config", "vars/main.yml"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(
+        common::stdout(&o).contains("3 nodes"),
+        "{}",
+        common::stdout(&o)
+    );
+    // The server reads them too: an included node gets its node overlay.
+    let dir = p.path().join("served");
+    std::fs::create_dir(&dir).unwrap();
+    build_bootable(&dir, b"base");
+    let main = p.path().join("vars/main.yml");
+    let server = Server::start(p.path(), &dir, &["--boot-config", main.to_str().unwrap()]);
+    let (_, script) = curl_from(&server, "127.0.0.1", &format!("/boot.ipxe?mac={B}"));
+    let (path, _) = node_overlay(&String::from_utf8(script).unwrap());
+    assert!(path.starts_with(&format!("/node/{B}/")), "{path}");
+    drop(server);
+    p.write(
+        "vars/lab.yml",
+        &format!("nodes:\n{}", &BOOT[split..]).replace("52:54:00:12:34:58", "52:54:00:12:34:56"),
+    );
+    let o = p.run(&["check", "--boot-config", "vars/main.yml"]);
+    common::assert_clean_failure(
+        &p,
+        &o,
+        2,
+        &["vars/lab.yml:7:5: nodes.lab-node-09.mac", "lab-node-07"],
+    );
+    p.write("vars/lab.yml", "nodes: {}\nprofiles: []\n");
+    let o = p.run(&["check", "--boot-config", "vars/main.yml"]);
+    common::assert_clean_failure(&p, &o, 2, &["vars/lab.yml:2:1", "profiles"]);
 }
 
 #[test]
@@ -191,4 +231,204 @@ fn publish_writes_each_node_s_overlay_and_script() {
         assert_eq!(sha256_hex(&bytes), sha);
         assert_eq!(files(&bytes)["etc/hostname"], format!("{hostname}\n"));
     }
+}
+
+/// `lines` run by busybox sh with the init's `fetch.sh`, `media.sh` and `report.sh`
+/// sourced and busybox's applets alone on PATH (as in the initrd); stdout.
+fn init_shell(tmp: &std::path::Path, lines: &str) -> String {
+    let bin = tmp.join("busybox-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for applet in [
+        "sh",
+        "timeout",
+        "wget",
+        "tr",
+        "od",
+        "head",
+        "sed",
+        "cat",
+        "printf",
+        "grep",
+        "echo",
+        "rm",
+        "sha256sum",
+        "cut",
+    ] {
+        let _ = std::os::unix::fs::symlink("/bin/busybox", bin.join(applet));
+    }
+    let initrd = concat!(env!("CARGO_MANIFEST_DIR"), "/initrd");
+    let script = format!(
+        "say() {{ echo \"say: $*\"; }}\n. {initrd}/fetch.sh\n. {initrd}/media.sh\n. {initrd}/report.sh\n{lines}\n"
+    );
+    let o = Command::new(bin.join("sh"))
+        .arg("-c")
+        .arg(&script)
+        .env_clear()
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "init shell: {o:?}");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A medium made by `iso --server` (or a UKI) has no token on its command
+/// line: the init fetches its MAC's boot script for one, and takes the node
+/// overlay that script names (its URL on the same server, its sha256) as
+/// its last overlay, which the token then fetches. Fallback servers are
+/// never asked for a node overlay.
+#[test]
+fn a_medium_boot_takes_its_node_overlay_from_the_boot_script() {
+    require("curl", "curl");
+    require("busybox", "busybox");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("builds");
+    std::fs::create_dir(&dir).unwrap();
+    build_bootable(&dir, b"base");
+    let boot = tmp.path().join("boot.yml");
+    std::fs::write(&boot, BOOT).unwrap();
+    let server = Server::start(tmp.path(), &dir, &["--boot-config", boot.to_str().unwrap()]);
+    let api = server.url("");
+    let api = api.trim_end_matches('/');
+    let out = init_shell(
+        tmp.path(),
+        &format!(
+            "API={api}\nNODE_OVERLAY=script\nBOOTIF=01-52-54-00-12-34-57\nOVERLAYS=/mkimage/a.cpio.gz\nOVERLAYS_SHA={a}\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS\"\necho \"shas=$OVERLAYS_SHA\"\necho \"token=$TOKEN\"",
+            a = "a".repeat(64)
+        ),
+    );
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+            .to_string()
+    };
+    let overlays = field("overlays");
+    let (first, node_url) = overlays.split_once(',').expect(&out);
+    assert_eq!(first, "/mkimage/a.cpio.gz");
+    assert!(node_url.starts_with(&format!("{api}/node/{B}/")), "{out}");
+    let shas = field("shas");
+    let sha = shas.split(',').nth(1).expect(&out);
+    let token = field("token");
+    assert_eq!(token.len(), 32, "{out}");
+    assert!(
+        out.contains(&format!(
+            "say: node overlay from the boot script of 52-54-00-12-34-57: {node_url}"
+        )),
+        "{out}"
+    );
+    let (code, bytes) = curl_with(&server, "127.0.0.1", url_path(node_url), Some(&token));
+    assert_eq!(code, 200);
+    assert_eq!(sha256_hex(&bytes), sha);
+    assert_eq!(files(&bytes)["etc/hostname"], "db08\n");
+
+    // Overlays and digests that do not pair up: nothing is added.
+    let out = init_shell(
+        tmp.path(),
+        &format!("API={api}\nNODE_OVERLAY=script\nBOOTIF=01-52-54-00-12-34-57\nOVERLAYS=/mkimage/a.cpio.gz\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS\""),
+    );
+    assert!(out.contains("overlays=/mkimage/a.cpio.gz\n"), "{out}");
+    // A command line that does not ask for it (a signed UKI's): not taken.
+    let out = init_shell(
+        tmp.path(),
+        &format!("API={api}\nBOOTIF=01-52-54-00-12-34-57\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS token=${{#TOKEN}}\""),
+    );
+    assert!(
+        out.contains("not taken: the command line has no mkimage.node-overlay=script")
+            && out.contains("overlays= token=32\n"),
+        "{out}"
+    );
+
+    // A server that calls itself by another URL than the medium's: its
+    // node overlay URL is not under mkimage.api=, so the token stays home.
+    let public = Server::start(
+        tmp.path(),
+        &dir,
+        &[
+            "--boot-config",
+            boot.to_str().unwrap(),
+            "--public-url",
+            "http://boot.lab:8080",
+        ],
+    );
+    let out = init_shell(
+        tmp.path(),
+        &format!("API={}\nNODE_OVERLAY=script\nBOOTIF=01-52-54-00-12-34-57\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS\"", public.url("").trim_end_matches('/')),
+    );
+    assert!(
+        out.contains("say: the boot script's node overlay http://boot.lab:8080/node/")
+            && out.contains("overlays=\n"),
+        "{out}"
+    );
+    drop(public);
+
+    // Mirrors: any image on a fallback server, but a node overlay only from
+    // the server whose token this boot holds.
+    let out = init_shell(
+        tmp.path(),
+        "SERVERS=http://a:1,http://b:2\nmirrors http://a:1/sha256/ab/basefs.squashfs\nmirrors http://a:1/node/52:54:00:12:34:56/ab/node.cpio.gz",
+    );
+    assert_eq!(
+        out,
+        "http://a:1/sha256/ab/basefs.squashfs\nhttp://b:2/sha256/ab/basefs.squashfs\nhttp://a:1/node/52:54:00:12:34:56/ab/node.cpio.gz\n"
+    );
+}
+
+/// A server restart forgets every boot token (they live in its memory
+/// only). A machine whose script came before it is refused its node overlay
+/// once; its init then fetches its boot script again for a fresh token (as
+/// a medium boot does), and gets the same overlay at the same URL. Once per
+/// boot: a second refusal fails the download, with the server's reason.
+#[test]
+fn a_node_overlay_is_fetched_again_with_a_fresh_token_after_a_server_restart() {
+    require("curl", "curl");
+    require("busybox", "busybox");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("builds");
+    std::fs::create_dir(&dir).unwrap();
+    build_bootable(&dir, b"base");
+    let boot = tmp.path().join("boot.yml");
+    std::fs::write(&boot, BOOT).unwrap();
+    let args = ["--boot-config", boot.to_str().unwrap()];
+    let mut before = Server::start(tmp.path(), &dir, &args);
+    let (_, script) = curl_from(&before, "127.0.0.1", &format!("/boot.ipxe?mac={B}"));
+    let script = String::from_utf8(script).unwrap();
+    let (path, sha) = node_overlay(&script);
+    let old = kernel_arg(&script, "mkimage.token").unwrap();
+    assert!(before.stop().success());
+
+    let mut after = Server::start(tmp.path(), &dir, &args);
+    assert_eq!(curl_with(&after, "127.0.0.1", &path, Some(&old)).0, 403);
+    let api = after.url("");
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let dest = tmp.path().join("node.cpio.gz");
+    let fetch = format!(
+        "API={api}\nRUN_DIR={run}\nTOKEN={old}\nBOOTIF=01-52-54-00-12-34-57\nreport_from eth0\nif get {api}{path} {dest}; then sha256sum {dest} | cut -d' ' -f1; else echo failed; fi",
+        api = api.trim_end_matches('/'),
+        run = run.display(),
+        dest = dest.display(),
+    );
+    let out = init_shell(tmp.path(), &fetch);
+    assert!(
+        out.contains("say: the server refused the node overlay"),
+        "{out}"
+    );
+    assert!(out.ends_with(&format!("{sha}\n")), "{out}");
+    let fresh = std::fs::read_to_string(run.join("token")).unwrap();
+    assert!(fresh.trim().len() == 32 && fresh.trim() != old, "{fresh}");
+    assert_eq!(
+        files(&std::fs::read(&dest).unwrap())["etc/hostname"],
+        "db08\n"
+    );
+
+    // Restarted again: this boot already renewed its token once.
+    assert!(after.stop().success());
+    let again = Server::start(tmp.path(), &dir, &args);
+    let api2 = again.url("");
+    let out = init_shell(
+        tmp.path(),
+        &fetch.replace(api.trim_end_matches('/'), api2.trim_end_matches('/')),
+    );
+    assert!(out.ends_with("failed\n"), "{out}");
+    assert!(!out.contains("say: the server refused"), "{out}");
 }
