@@ -9,7 +9,7 @@
 //! boot script it fetches for its token, reach `booted`, and show in the
 //! registry with that address and its hostname.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::path::Path;
@@ -135,6 +135,7 @@ fn stages(record: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn iso_with_a_static_address_boots_where_no_dhcp_answers() {
+    let _vm = crate::one_at_a_time();
     require("qemu-system-x86_64", "qemu-system-x86");
     require("xorriso", "xorriso");
     require("ip", "iproute2");
