@@ -232,9 +232,14 @@ impl Sushy {
         )
         .unwrap();
         let log = d.join("sushy.log");
+        // The fake driver keeps its state in $TMPDIR/sushy-emulator: one of
+        // its own, not a /tmp one shared with other runs and users.
         let guard = spawn(
             "sushy-emulator",
-            Command::new(SUSHY).arg("--config").arg(&conf),
+            Command::new(SUSHY)
+                .arg("--config")
+                .arg(&conf)
+                .env("TMPDIR", &d),
             &log,
         );
         wait_until("sushy-emulator", Duration::from_secs(60), &log, || {
