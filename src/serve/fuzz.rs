@@ -4,7 +4,7 @@
 //! none may allocate by a length the input claims (the parsers only ever
 //! slice what they were given; the body reader checks Content-Length
 //! against its limit before reading, see `http::body`). The init's
-//! command-line parser is shell, not Rust: `tests/serve_nodes.rs` runs it.
+//! command-line parser is shell, not Rust: `tests/noroot/serve_nodes.rs` runs it.
 
 use proptest::prelude::*;
 
