@@ -256,8 +256,9 @@ fn saved(
 /// the profile and whether a selector chose it, and `more` (if any) after
 /// that. Only memory is touched here, on the script's latency path: its
 /// kernel and initrd fetches from `ip` are the machine's from now on, and
-/// the record's change is queued ([`Store::defer`]); the returned action
-/// writes it once the reply is out. Any earlier read or change of the
+/// the record's change is queued ([`Store::defer`]); the returned action,
+/// run once the reply is out, hands it to the registry's writer thread
+/// ([`Store::flush_later`]). Any earlier read or change of the
 /// record writes it first, so the queue keeps the boot's stages in order.
 pub fn script_served(
     store: &Arc<Store>,
@@ -284,11 +285,7 @@ pub fn script_served(
         tracing::warn!("{e}");
     }
     let (store, mac) = (store.clone(), mac.to_string());
-    Box::new(move || {
-        if let Err(e) = store.flush(&mac) {
-            tracing::warn!("{e}");
-        }
-    })
+    Box::new(move || store.flush_later(&mac))
 }
 
 /// What to do once an artifact of `kind` went out whole to `ip`: the

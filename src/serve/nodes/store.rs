@@ -31,7 +31,8 @@ use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::{file_name, Record, Stage};
@@ -74,6 +75,9 @@ pub struct Store {
     tallies: Mutex<Option<HashMap<String, Tally>>>,
     /// Changes queued by `defer`, by MAC, oldest first.
     deferred: Mutex<HashMap<String, Vec<Deferred>>>,
+    /// The thread that writes deferred changes (`flush_later`), started on
+    /// first use; `None` if it could not be.
+    writer: OnceLock<Option<Sender<String>>>,
 }
 
 /// A change to a record, queued to be written later.
@@ -105,6 +109,7 @@ impl Store {
             fetchers: Mutex::default(),
             tallies: Mutex::default(),
             deferred: Mutex::default(),
+            writer: OnceLock::new(),
         }
     }
 
@@ -185,6 +190,33 @@ impl Store {
             self.change(mac, None::<(u64, fn(&mut Record))>, false)?;
         }
         Ok(())
+    }
+
+    /// Have the changes deferred for `mac` written soon, by a thread of the
+    /// registry's own: their disk writes never hold one of the request
+    /// handlers' threads, which the next boot scripts need. Written here
+    /// and now if that thread cannot be started.
+    pub fn flush_later(self: &Arc<Self>, mac: &str) {
+        let writer = self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<String>();
+            let store: Weak<Store> = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new()
+                .name("mkimage-records".into())
+                .spawn(move || {
+                    // Ends when the store (and with it the sender) is gone.
+                    while let Ok(mac) = rx.recv() {
+                        let Some(store) = store.upgrade() else { break };
+                        store.flush(&mac).unwrap_or_else(|e| tracing::warn!("{e}"));
+                    }
+                });
+            spawned.ok().map(|_| tx)
+        });
+        let sent = writer
+            .as_ref()
+            .is_some_and(|tx| tx.send(mac.to_string()).is_ok());
+        if !sent {
+            self.flush(mac).unwrap_or_else(|e| tracing::warn!("{e}"));
+        }
     }
 
     /// Write every deferred change.
@@ -478,6 +510,29 @@ mod tests {
         store.flush_all().unwrap();
         let names: Vec<_> = fs::read_dir(dir.path().join(NODES)).unwrap().collect();
         assert_eq!(names.len(), 2, "no temp files left");
+    }
+
+    #[test]
+    fn the_writer_thread_writes_what_is_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(dir.path()));
+        let file = |mac: &str| dir.path().join(NODES).join(file_name(mac));
+        let macs: Vec<String> = (0..50).map(|i| format!("52:54:00:00:01:{i:02x}")).collect();
+        for mac in &macs {
+            let change: Change = Box::new(|r: &mut Record| r.saw_ms(Stage::Script, 5_000));
+            store.defer(mac, 5, change).unwrap();
+            store.flush_later(mac);
+        }
+        // Waits on the files the thread writes (no read: a read would write them itself).
+        let start = Instant::now();
+        while !macs.iter().all(|m| file(m).exists()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the writer thread wrote them"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(store.deferred.lock().unwrap().is_empty());
     }
 
     #[test]
