@@ -34,18 +34,19 @@ bench_artifact base.squashfs basefs base 1
 bench_manifest
 printf 'profiles:\n  - name: plain\n  - name: vms\n    match: {vendor: qemu}\n' > "$work/boot.yml"
 
-# start_server DIR: `mkimage serve` on DIR; prints its address.
+# start_server DIR: `mkimage serve` on DIR (its pid in `pids`, stopped on
+# exit); sets `started` to its address.
 start_server() {
   (cd "$work" && exec "$mkimage" serve --dir "$1" --http 127.0.0.1:0 --tftp off --boot-config "$work/boot.yml" 2>/dev/null > "$1.out") &
   pids+=($!)
   for _ in $(seq 100); do grep -q '^listening http ' "$1.out" 2>/dev/null && break; sleep 0.1; done
-  sed -n 's/^listening http //p' "$1.out"
+  started=$(sed -n 's/^listening http //p' "$1.out")
 }
 # Two servers on copies of one dir: the script side makes a record per
 # request (tens of thousands), which `list` must not read.
 cp -a "$dir" "$work/scripts"
-addr=$(start_server "$dir")
-saddr=$(start_server "$work/scripts")
+start_server "$dir"; addr=$started
+start_server "$work/scripts"; saddr=$started
 [ -n "$addr" ] && [ -n "$saddr" ] || { echo "bench/nodes.sh: mkimage serve did not start" >&2; exit 1; }
 admin=$(cat "$dir/.state/admin.token")
 
