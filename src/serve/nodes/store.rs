@@ -244,7 +244,9 @@ impl Store {
 
     /// Under `mac`'s writer lock: its deferred changes, then `change`
     /// (`None`: only the deferred ones; nothing is written if there are
-    /// none), written back; returns what was written.
+    /// none), written back; returns what was written. The MAC stays in the
+    /// deferred map (an empty list) until the write is done, so a reader's
+    /// `flush` waits for a write in flight instead of reading the old record.
     fn change(
         &self,
         mac: &str,
@@ -263,8 +265,25 @@ impl Store {
             .deferred
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(mac)
+            .get_mut(mac)
+            .map(std::mem::take)
             .unwrap_or_default();
+        let written = self.apply(mac, deferred, change, durable);
+        let mut map = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(mac).is_some_and(Vec::is_empty) {
+            map.remove(mac);
+        }
+        written
+    }
+
+    /// `change`'s read, changes and write, under the writer lock.
+    fn apply(
+        &self,
+        mac: &str,
+        deferred: Vec<Deferred>,
+        change: Option<(u64, impl FnOnce(&mut Record))>,
+        durable: bool,
+    ) -> Result<Option<Record>, NodeError> {
         let Some(first) = deferred
             .first()
             .map(|d| d.now)
@@ -525,14 +544,38 @@ mod tests {
         }
         // Waits on the files the thread writes (no read: a read would write them itself).
         let start = Instant::now();
-        while !macs.iter().all(|m| file(m).exists()) {
+        let written =
+            || macs.iter().all(|m| file(m).exists()) && store.deferred.lock().unwrap().is_empty();
+        while !written() {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "the writer thread wrote them"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(store.deferred.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_read_waits_for_a_deferred_write_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(dir.path()));
+        let mac = "52:54:00:00:00:0b";
+        let (started, begun) = mpsc::channel();
+        let change: Change = Box::new(move |r: &mut Record| {
+            started.send(()).unwrap();
+            // Still being written when the reader below asks.
+            std::thread::sleep(Duration::from_millis(200));
+            r.saw_ms(Stage::Script, 7_000);
+        });
+        store.defer(mac, 7, change).unwrap();
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || store.flush(mac).unwrap())
+        };
+        begun.recv().unwrap();
+        let r = store.get(mac).unwrap().expect("the record being written");
+        assert_eq!(r.stage, Some(Stage::Script));
+        writer.join().unwrap();
     }
 
     #[test]
