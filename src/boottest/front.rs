@@ -26,13 +26,17 @@ impl Drop for Front {
     }
 }
 
-/// Start nginx in `work` from `conf` (the cache-tier config) on `listen`,
-/// in front of mkimage on `listen`:`upstream`.
-pub fn start(work: &Path, conf: &Path, listen: Ipv4Addr, upstream: u16) -> anyhow::Result<Front> {
+/// Start nginx in `work` from `conf` (the cache-tier config) on
+/// `listen`:`port`, in front of mkimage on `listen`:`upstream`.
+pub fn start(
+    work: &Path,
+    conf: &Path,
+    (listen, port): (Ipv4Addr, u16),
+    upstream: u16,
+) -> anyhow::Result<Front> {
     need_nginx("--via-nginx")?;
     let text = std::fs::read_to_string(conf)
         .with_context(|| format!("cannot read --via-nginx {}", conf.display()))?;
-    let port = super::free_port(listen)?;
     let prefix = work.join("nginx");
     std::fs::create_dir_all(prefix.join("logs"))?;
     let mut site = text;

@@ -34,6 +34,12 @@ const SITE: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
 const PREFIX: u8 = 24;
 const RANGE: &str = "10.9.0.100,10.9.0.199,255.255.255.0,1h";
 /// Link names (inside boot-test's own namespace, so they clash with nothing).
+/// Whether `ip` is one the site's DHCP server leases (`RANGE`).
+pub fn leased(ip: Ipv4Addr) -> bool {
+    let [a, b, c, d] = ip.octets();
+    [a, b, c] == [10, 9, 0] && (100..=199).contains(&d)
+}
+
 pub const BRIDGE: &str = "br0";
 pub const TAP: &str = "tap0";
 const SITE_PORT: &str = "site0";

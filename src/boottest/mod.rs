@@ -215,11 +215,29 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         (url, None, Some(tree), None)
     } else {
         let port = free_port(listen)?;
+        let nginx_port = req
+            .via_nginx
+            .as_ref()
+            .map(|_| free_port(listen))
+            .transpose()?;
         let exe = std::env::current_exe().context("cannot find the mkimage binary")?;
         // The server keeps its state (content store, nodes) under --dir, as `serve` does.
         let server = Cmd::new(&exe)
             .args(["serve", "--http", &format!("{listen}:{port}")])
             .args(net.serve_args())
+            // nginx's requests come from `listen`: its X-Forwarded-For
+            // counts. On the lab's network the proxyDHCP hands out the
+            // server's URL: nginx's, so the whole boot goes through it.
+            .args(match (nginx_port, req.proxy_dhcp) {
+                (Some(n), true) => vec![
+                    "--trusted-proxy".to_string(),
+                    format!("{listen}/32"),
+                    "--public-url".to_string(),
+                    format!("http://{seen_as}:{n}"),
+                ],
+                (Some(_), false) => vec!["--trusted-proxy".to_string(), format!("{listen}/32")],
+                (None, _) => vec![],
+            })
             .args(match (req.secure_boot, req.proxy_dhcp) {
                 (true, true) => &["--uefi-boot", "shim"][..],
                 _ => &[][..],
@@ -244,7 +262,8 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         let front = req
             .via_nginx
             .as_deref()
-            .map(|conf| front::start(work.path(), conf, listen, port))
+            .zip(nginx_port)
+            .map(|(conf, n)| front::start(work.path(), conf, (listen, n), port))
             .transpose()?;
         let entry = front.as_ref().map_or(port, |f| f.port);
         (
@@ -332,6 +351,13 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             &log,
             settled,
         ));
+        if front.is_some() && req.proxy_dhcp {
+            host.push(node::judge_own_address(
+                (listen, port, &admin),
+                &spec.mac,
+                listen,
+            ));
+        }
     }
     judge(
         &expect,

@@ -96,6 +96,41 @@ pub fn admin_token(served: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
+/// Behind the nginx tier on the lab's network (`--via-nginx` with
+/// `--proxy-dhcp`; the server trusts nginx's address, `--trusted-proxy`):
+/// the record's addresses are the VM's own lease, not the proxy's.
+pub fn judge_own_address(
+    (ip, port, admin): (Ipv4Addr, u16, &str),
+    mac: &str,
+    proxy: Ipv4Addr,
+) -> Verdict {
+    own_address(fetch(ip, port, admin, mac), mac, proxy)
+}
+
+fn own_address(record: Result<Record, String>, mac: &str, proxy: Ipv4Addr) -> Verdict {
+    let verdict = record.and_then(|r| {
+        let own = |a: &Option<String>| {
+            a.as_deref()
+                .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                .is_some_and(super::lab::leased)
+        };
+        match own(&r.ip) && own(&r.boot_ip) {
+            true => Ok(()),
+            false => Err(format!(
+                "ip {}, boot_ip {}",
+                r.ip.as_deref().unwrap_or("none"),
+                r.boot_ip.as_deref().unwrap_or("none")
+            )),
+        }
+    });
+    (
+        format!(
+            "behind nginx ({proxy}), the node record of {mac} has the VM's own address (its lease)"
+        ),
+        verdict,
+    )
+}
+
 fn fetch(ip: Ipv4Addr, port: u16, admin: &str, mac: &str) -> Result<Record, String> {
     match http_get_as(ip, port, &format!("/api/nodes/{mac}"), Some(admin)) {
         Ok((200, body)) => serde_json::from_str(&body)
@@ -161,5 +196,21 @@ mod tests {
         assert!(verdicts(Ok(r)).iter().all(|(_, v)| v.is_ok()));
         let v = verdicts(Err("GET /api/nodes/x: 404".into()));
         assert!(v.iter().all(|(_, v)| v.is_err()) && v[0].0.contains("the VM"));
+    }
+
+    #[test]
+    fn behind_the_proxy_the_record_has_the_vms_own_lease() {
+        let proxy = Ipv4Addr::new(10, 9, 0, 1);
+        let mut r = Record::new("52:54:00:12:34:56", 1);
+        (r.ip, r.boot_ip) = (Some("10.9.0.150".into()), Some("10.9.0.150".into()));
+        assert_eq!(own_address(Ok(r.clone()), &r.mac, proxy).1, Ok(()));
+        r.boot_ip = Some("10.9.0.1".into());
+        assert_eq!(
+            own_address(Ok(r.clone()), &r.mac, proxy).1,
+            Err("ip 10.9.0.150, boot_ip 10.9.0.1".into()),
+            "the proxy's address"
+        );
+        r.ip = None;
+        assert!(own_address(Ok(r.clone()), &r.mac, proxy).1.is_err());
     }
 }

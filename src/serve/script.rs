@@ -19,7 +19,7 @@ use super::identity::{self, RenderError};
 use super::ipxe::DEFAULT_CONSOLE;
 use super::metrics::Boot;
 use super::profiles::{self, normalize_mac, BootConfig, Facts, Resolved, Selected};
-use super::reply::{header, query_param, Reply};
+use super::reply::{header, query_param, AfterSent, Reply};
 use super::state::State;
 use super::{download, nodes, servers};
 use crate::artifact::{self, Manifest};
@@ -46,18 +46,22 @@ pub fn boot(state: &State, req: &Parts, query: &str, client: SocketAddr, format:
     let base_url = base_url(req, state);
     // HEAD is a look, not a boot: no token, no stage, no one-shot used.
     let is_boot = req.method != Method::HEAD;
-    let mut reply = match answer(state, mac.as_deref(), &base_url, client, format, is_boot) {
+    let (script, record) = answer(state, mac.as_deref(), &base_url, client, format, is_boot);
+    let mut reply = match script {
         Ok(script) => Reply::bytes(200, SCRIPT, script),
         Err(e) => Reply::text(500, e),
     };
     reply.mac = mac;
+    reply.after_sent = record;
     reply
 }
 
 /// The script (or config) for `mac`, or the retry script when none can be
 /// made yet; `Err` only when even that template fails. A boot (`is_boot`;
-/// not a HEAD) gets a fresh boot token for the MAC, and is recorded on the
-/// node (a one-shot profile used) and in the metrics.
+/// not a HEAD) gets a fresh boot token for the MAC and is counted in the
+/// metrics; a one-shot profile it used is used up. Its record's new boot is
+/// queued, not written ([`nodes::api::script_served`]): the second value
+/// writes it, for the caller to run once the script went out.
 pub fn answer(
     state: &State,
     mac: Option<&str>,
@@ -65,7 +69,8 @@ pub fn answer(
     client: SocketAddr,
     format: Format,
     is_boot: bool,
-) -> Result<String, String> {
+) -> (Result<String, String>, Option<AfterSent>) {
+    // In memory: valid before the machine has the script that carries it.
     let token = mac.filter(|_| is_boot).map(|m| state.tokens.issue(m));
     let token = token.as_ref().map(|t| t.as_str());
     match render(state, mac, base_url, client, format, token) {
@@ -79,38 +84,58 @@ pub fn answer(
             if let (Some(mac), Some(next), true) = (mac, &next, is_boot) {
                 super::next_boot::served(state.root.dir(), mac, next);
             }
-            // Recorded before the reply (not after it, as the kernel and
-            // initrd are): a new boot clears the record's stages, so it must
-            // be on the record before the machine can fetch its kernel.
-            if let (Some(mac), true) = (mac, is_boot) {
-                nodes::api::script_served(&state.nodes, mac, client.ip(), &profile, selected);
-                if let Some(failure) = &node_failure {
-                    node_failed(state, mac, failure);
+            let record = match (mac, is_boot) {
+                (Some(mac), true) => {
+                    let failed = node_failure.map(|f| node_failed(mac, f));
+                    let ip = client.ip();
+                    Some(nodes::api::script_served(
+                        &state.nodes,
+                        mac,
+                        ip,
+                        &profile,
+                        selected,
+                        failed,
+                    ))
                 }
-            }
+                _ => None,
+            };
             state.metrics.boot(Boot {
                 time: artifact::now(),
                 client: client.ip().to_string(),
                 mac: mac.map(str::to_string),
                 profile,
             });
-            Ok(script)
+            (Ok(script), record)
         }
-        Err(reason) => {
-            tracing::warn!(
-                mac = mac.unwrap_or("-"),
-                "no boot script yet, the machine will retry: {reason}"
-            );
-            state.metrics.retry_scripts.fetch_add(1, Relaxed);
-            let delay = state.retry_delay.as_secs();
-            match format {
-                Format::Ipxe => state.scripts.retry(&reason, base_url, mac, delay).map_err(|e| {
-                    format!("#!ipxe\necho mkimage serve: the retry script template failed: {e}\nshell\n")
-                }),
-                Format::Grub => super::grub::retry(&reason, mac, delay)
-                    .map_err(|e| format!("echo 'mkimage serve: the retry config template failed: {e}'\n")),
-            }
-        }
+        Err(reason) => (retry(state, mac, base_url, format, &reason), None),
+    }
+}
+
+/// The retry script, for when no script can be made (`reason`).
+fn retry(
+    state: &State,
+    mac: Option<&str>,
+    base_url: &str,
+    format: Format,
+    reason: &str,
+) -> Result<String, String> {
+    tracing::warn!(
+        mac = mac.unwrap_or("-"),
+        "no boot script yet, the machine will retry: {reason}"
+    );
+    state.metrics.retry_scripts.fetch_add(1, Relaxed);
+    let delay = state.retry_delay.as_secs();
+    match format {
+        Format::Ipxe => state
+            .scripts
+            .retry(reason, base_url, mac, delay)
+            .map_err(|e| {
+                format!(
+                    "#!ipxe\necho mkimage serve: the retry script template failed: {e}\nshell\n"
+                )
+            }),
+        Format::Grub => super::grub::retry(reason, mac, delay)
+            .map_err(|e| format!("echo 'mkimage serve: the retry config template failed: {e}'\n")),
     }
 }
 
@@ -129,20 +154,17 @@ struct Made {
 /// The node overlay could not be made: the server log names node and
 /// template, and the machine's record shows the boot failed and why (it
 /// boots without its node overlay, never with an empty value in it).
-fn node_failed(state: &State, mac: &str, failure: &RenderError) {
+fn node_failed(mac: &str, failure: RenderError) -> nodes::Change {
     tracing::warn!(mac = %mac, node = %failure.node, template = %failure.template, "node overlay left out: {failure}");
     let ms = artifact::now_ms();
-    let updated = state.nodes.update(mac, ms / 1000, |r| {
+    Box::new(move |r: &mut nodes::Record| {
         r.saw_ms(nodes::Stage::Failed, ms);
         r.failure = Some(nodes::record::Failure {
             time: ms / 1000,
             step: Some("node overlay".into()),
             reason: failure.to_string(),
         });
-    });
-    if let Err(e) = updated {
-        tracing::warn!("{e}");
-    }
+    })
 }
 
 /// The script for a machine, or why there is none.

@@ -35,9 +35,15 @@ pub fn files(state: Arc<State>, base_url: String) -> Arc<Dynamic> {
                 let Some(mac) = normalize_mac(mac) else {
                     return Some(Err(format!("{mac}: not a MAC address")));
                 };
-                let cfg = script::answer(&state, Some(&mac), &base_url, peer, Format::Grub, true)
-                    .unwrap_or_else(|e| e);
-                return Some(bytes(cfg.as_bytes()));
+                let (cfg, record) =
+                    script::answer(&state, Some(&mac), &base_url, peer, Format::Grub, true);
+                let file = bytes(cfg.unwrap_or_else(|e| e).as_bytes());
+                // TFTP has no "reply sent" moment here: the new boot is
+                // written before the transfer starts.
+                if let Some(record) = record {
+                    record();
+                }
+                return Some(file);
             }
             let (hex, _name) = name.strip_prefix("sha256/")?.split_once('/')?;
             Some(

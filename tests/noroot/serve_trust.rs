@@ -10,7 +10,7 @@ use crate::serve_support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -319,4 +319,132 @@ fn a_medium_booted_init_asks_the_server_for_its_token() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// One response read off a keep-alive connection: status, body.
+fn one_reply(s: &mut TcpStream) -> (u16, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("a reply head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .expect("Content-Length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, body)
+}
+
+/// Wait (on the file the server writes, not a read through the API, which
+/// would write what is queued itself) until the record satisfies `done`.
+fn wait_for_record(
+    dir: &Path,
+    mac: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let file = dir
+        .join(".state/nodes")
+        .join(format!("{}.json", mac.replace(':', "-")));
+    let start = std::time::Instant::now();
+    loop {
+        let r = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match r {
+            Some(r) if done(&r) => return r,
+            r => assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "record of {mac}: {r:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stage_names(r: &serde_json::Value) -> Vec<&str> {
+    r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_script_stage_is_written_after_the_reply_and_before_what_follows_it() {
+    let (tmp, dir) = setup();
+    let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
+    // On one keep-alive connection, as iPXE does: the script, then at once
+    // the kernel it names. The script's record write comes after its reply
+    // went out, and still lands before the kernel's stage.
+    let mut s = TcpStream::connect(server.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("GET /boot.ipxe?mac={MAC} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let (status, script) = one_reply(&mut s);
+    let script = String::from_utf8(script).unwrap();
+    assert_eq!(status, 200, "{script}");
+    let token = serve_support::kernel_arg(&script, "mkimage.token").expect("a boot token");
+    let kernel = script
+        .lines()
+        .find(|l| l.starts_with("kernel "))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
+    let kernel = serve_support::url_path(kernel).to_string();
+    s.write_all(format!("GET {kernel} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(one_reply(&mut s).0, 200);
+    let r = wait_for_record(&dir, MAC, |r| stage_names(r).len() == 2);
+    assert_eq!(stage_names(&r), ["script", "kernel"], "{r}");
+    assert_eq!(
+        (r["boots"].as_u64(), r["boot_ip"].as_str()),
+        (Some(1), Some("127.0.0.1")),
+        "{r}"
+    );
+
+    // A second boot's script, then at once its inventory (the token it
+    // carries is good as soon as the script is out): the new boot starts
+    // the list, the inventory follows it, whichever write ran first.
+    s.write_all(format!("GET /boot.ipxe?mac={MAC} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let (_, script) = one_reply(&mut s);
+    let token2 =
+        serve_support::kernel_arg(&String::from_utf8(script).unwrap(), "mkimage.token").unwrap();
+    assert_ne!(token, token2);
+    let post = format!(
+        "POST /api/nodes/{MAC}/inventory HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token2}\r\nContent-Length: {}\r\n\r\n{INVENTORY}",
+        INVENTORY.len()
+    );
+    s.write_all(post.as_bytes()).unwrap();
+    let (status, body) = one_reply(&mut s);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let r = wait_for_record(&dir, MAC, |r| r["boots"] == 2);
+    assert_eq!(stage_names(&r), ["script", "inventory"], "{r}");
+    assert_eq!(r["inventory_authenticated"], true, "{r}");
+    // A HEAD of the script is no boot: the record stays as it is.
+    s.write_all(format!("HEAD /boot.ipxe?mac={MAC} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let r = server.get_admin(&format!("/api/nodes/{MAC}"));
+    let r: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (r["boots"].as_u64(), stage_names(&r)),
+        (Some(2), vec!["script", "inventory"])
+    );
 }

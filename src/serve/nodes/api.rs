@@ -24,7 +24,7 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::Method;
 
-use super::{record, Failure, Inventory, Stage, Store, Summary};
+use super::{record, Change, Failure, Inventory, Record, Stage, Store, Summary};
 use crate::artifact::{now, now_ms};
 use crate::serve::admin::{self, Admin};
 use crate::serve::http::RequestBody;
@@ -252,22 +252,40 @@ fn saved(
     reply
 }
 
-/// A boot script for `mac` went to `ip`: a new boot on its record, with
-/// the profile and whether a selector chose it.
-pub fn script_served(store: &Store, mac: &str, ip: IpAddr, profile: &str, selected: Selected) {
+/// A boot script for `mac` is going to `ip`: a new boot on its record, with
+/// the profile and whether a selector chose it, and `more` (if any) after
+/// that. Only memory is touched here, on the script's latency path: its
+/// kernel and initrd fetches from `ip` are the machine's from now on, and
+/// the record's change is queued ([`Store::defer`]); the returned action,
+/// run once the reply is out, hands it to the registry's writer thread
+/// ([`Store::flush_later`]). Any earlier read or change of the
+/// record writes it first, so the queue keeps the boot's stages in order.
+pub fn script_served(
+    store: &Arc<Store>,
+    mac: &str,
+    ip: IpAddr,
+    profile: &str,
+    selected: Selected,
+    more: Option<Change>,
+) -> AfterSent {
     store.remember_fetcher(ip, mac);
     let ms = now_ms();
-    let t = ms / 1000;
-    let updated = store.update_fast(mac, t, |r| {
+    let profile = profile.to_string();
+    let change: Change = Box::new(move |r: &mut Record| {
         r.saw_ms(Stage::Script, ms);
         r.ip = Some(ip.to_string());
         r.boot_ip = Some(ip.to_string());
-        r.profile = Some(profile.to_string());
+        r.profile = Some(profile);
         r.new = selected == Selected::Default;
+        if let Some(more) = more {
+            more(r);
+        }
     });
-    if let Err(e) = updated {
+    if let Err(e) = store.defer(mac, ms / 1000, change) {
         tracing::warn!("{e}");
     }
+    let (store, mac) = (store.clone(), mac.to_string());
+    Box::new(move || store.flush_later(&mac))
 }
 
 /// What to do once an artifact of `kind` went out whole to `ip`: the

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use record::{Failure, Inventory, Power, Record, Seen};
 pub use show::{list, Summary};
-pub use store::{NodeError, Store, NODES};
+pub use store::{Change, NodeError, Store, NODES};
 
 /// A boot stage, in the order a boot goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -7,8 +7,17 @@
 //! concurrent reports about one machine lose no update; reports about
 //! different machines do not wait for each other. The file on disk is the
 //! truth: nothing is cached, so records survive restarts and every reader
-//! sees the same thing. The rename is not fsynced: a crash of the host may
-//! lose the last report, never leave a torn record.
+//! sees the same thing. A machine's own reports are fsynced (`update`);
+//! what the server saw itself is not (`update_fast`, `defer`): a crash of
+//! the host may lose those, never leave a torn record.
+//!
+//! A change can also be deferred (`defer`): queued in memory, cheaply, on a
+//! boot script's latency path, and written once the reply is out
+//! (`flush`). Until then it is still the record's next change: any other
+//! update of that record applies the queued ones first, in the order they
+//! were queued, and every read (`get`, `all`, `tallies`) flushes them first,
+//! so nothing that comes later — a kernel fetched, a stage reported — is
+//! overwritten by a late write, and no reader sees a record without them.
 //!
 //! It also remembers which MAC fetched a boot script from which address, so
 //! the kernel and initrd fetches (content-addressed URLs without a MAC, for
@@ -22,7 +31,8 @@ use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::{file_name, Record, Stage};
@@ -34,6 +44,8 @@ pub const NODES: &str = ".state/nodes";
 const FETCH_WINDOW: Duration = Duration::from_secs(600);
 /// Addresses remembered before old ones are dropped.
 const MAX_FETCHERS: usize = 16384;
+/// MACs with deferred changes held before a new one is written at once.
+const MAX_DEFERRED: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -61,6 +73,20 @@ pub struct Store {
     /// Each record's latest stage and whether it is new, for `/metrics`:
     /// read from disk once, then kept up to date by every write.
     tallies: Mutex<Option<HashMap<String, Tally>>>,
+    /// Changes queued by `defer`, by MAC, oldest first.
+    deferred: Mutex<HashMap<String, Vec<Deferred>>>,
+    /// The thread that writes deferred changes (`flush_later`), started on
+    /// first use; `None` if it could not be.
+    writer: OnceLock<Option<Sender<String>>>,
+}
+
+/// A change to a record, queued to be written later.
+pub type Change = Box<dyn FnOnce(&mut Record) + Send + 'static>;
+
+struct Deferred {
+    /// Seconds since the epoch when it was queued (the record's `last_seen`).
+    now: u64,
+    change: Change,
 }
 
 /// What `/metrics` counts of a record.
@@ -82,22 +108,27 @@ impl Store {
             locks: Mutex::default(),
             fetchers: Mutex::default(),
             tallies: Mutex::default(),
+            deferred: Mutex::default(),
+            writer: OnceLock::new(),
         }
     }
 
     /// One machine's record (`mac` normalized), if it has one.
     pub fn get(&self, mac: &str) -> Result<Option<Record>, NodeError> {
+        self.flush(mac).unwrap_or_else(|e| tracing::warn!("{e}"));
         read(&self.dir.join(file_name(mac)))
     }
 
     /// Every record, by MAC.
     pub fn all(&self) -> Result<Vec<Record>, NodeError> {
+        self.flush_all().unwrap_or_else(|e| tracing::warn!("{e}"));
         read_all(&self.dir)
     }
 
     /// Every record's latest stage and whether it is new, without reading
     /// the records (only the first call does).
     pub fn tallies(&self) -> Result<Vec<Tally>, NodeError> {
+        self.flush_all().unwrap_or_else(|e| tracing::warn!("{e}"));
         let mut tallies = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
         if tallies.is_none() {
             let all = read_all(&self.dir)?;
@@ -131,6 +162,75 @@ impl Store {
         self.update_with(mac, now, change, false)
     }
 
+    /// Queue `change` to `mac`'s record, to be written by [`Store::flush`]
+    /// (or before any other change to, or read of, that record). Costs a
+    /// map insert, unless too many MACs wait already: then it is written at
+    /// once.
+    pub fn defer(&self, mac: &str, now: u64, change: Change) -> Result<(), NodeError> {
+        let mut deferred = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+        if deferred.len() < MAX_DEFERRED || deferred.contains_key(mac) {
+            deferred
+                .entry(mac.to_string())
+                .or_default()
+                .push(Deferred { now, change });
+            return Ok(());
+        }
+        drop(deferred);
+        self.update_fast(mac, now, change).map(drop)
+    }
+
+    /// Write the changes deferred for `mac`, if any.
+    pub fn flush(&self, mac: &str) -> Result<(), NodeError> {
+        let waiting = self
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(mac);
+        if waiting {
+            self.change(mac, None::<(u64, fn(&mut Record))>, false)?;
+        }
+        Ok(())
+    }
+
+    /// Have the changes deferred for `mac` written soon, by a thread of the
+    /// registry's own: their disk writes never hold one of the request
+    /// handlers' threads, which the next boot scripts need. Written here
+    /// and now if that thread cannot be started.
+    pub fn flush_later(self: &Arc<Self>, mac: &str) {
+        let writer = self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<String>();
+            let store: Weak<Store> = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new()
+                .name("mkimage-records".into())
+                .spawn(move || {
+                    // Ends when the store (and with it the sender) is gone.
+                    while let Ok(mac) = rx.recv() {
+                        let Some(store) = store.upgrade() else { break };
+                        store.flush(&mac).unwrap_or_else(|e| tracing::warn!("{e}"));
+                    }
+                });
+            spawned.ok().map(|_| tx)
+        });
+        let sent = writer
+            .as_ref()
+            .is_some_and(|tx| tx.send(mac.to_string()).is_ok());
+        if !sent {
+            self.flush(mac).unwrap_or_else(|e| tracing::warn!("{e}"));
+        }
+    }
+
+    /// Write every deferred change.
+    pub fn flush_all(&self) -> Result<(), NodeError> {
+        let macs: Vec<String> = self
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        macs.iter().try_for_each(|mac| self.flush(mac))
+    }
+
     fn update_with(
         &self,
         mac: &str,
@@ -138,6 +238,21 @@ impl Store {
         change: impl FnOnce(&mut Record),
         durable: bool,
     ) -> Result<Record, NodeError> {
+        let record = self.change(mac, Some((now, change)), durable)?;
+        Ok(record.expect("a change writes the record"))
+    }
+
+    /// Under `mac`'s writer lock: its deferred changes, then `change`
+    /// (`None`: only the deferred ones; nothing is written if there are
+    /// none), written back; returns what was written. The MAC stays in the
+    /// deferred map (an empty list) until the write is done, so a reader's
+    /// `flush` waits for a write in flight instead of reading the old record.
+    fn change(
+        &self,
+        mac: &str,
+        change: Option<(u64, impl FnOnce(&mut Record))>,
+        durable: bool,
+    ) -> Result<Option<Record>, NodeError> {
         let lock = self
             .locks
             .lock()
@@ -146,17 +261,53 @@ impl Store {
             .or_default()
             .clone();
         let _one_writer = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let deferred = self
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(mac)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let written = self.apply(mac, deferred, change, durable);
+        let mut map = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(mac).is_some_and(Vec::is_empty) {
+            map.remove(mac);
+        }
+        written
+    }
+
+    /// `change`'s read, changes and write, under the writer lock.
+    fn apply(
+        &self,
+        mac: &str,
+        deferred: Vec<Deferred>,
+        change: Option<(u64, impl FnOnce(&mut Record))>,
+        durable: bool,
+    ) -> Result<Option<Record>, NodeError> {
+        let Some(first) = deferred
+            .first()
+            .map(|d| d.now)
+            .or(change.as_ref().map(|c| c.0))
+        else {
+            return Ok(None);
+        };
         let path = self.dir.join(file_name(mac));
         let mut record = match read(&path) {
             Ok(Some(r)) if r.mac == mac => r,
-            Ok(_) => Record::new(mac, now),
+            Ok(_) => Record::new(mac, first),
             Err(e) => {
                 tracing::warn!("{e}; starting the record afresh");
-                Record::new(mac, now)
+                Record::new(mac, first)
             }
         };
-        change(&mut record);
-        record.last_seen = record.last_seen.max(now);
+        for d in deferred {
+            (d.change)(&mut record);
+            record.last_seen = record.last_seen.max(d.now);
+        }
+        if let Some((now, change)) = change {
+            change(&mut record);
+            record.last_seen = record.last_seen.max(now);
+        }
         self.write(&path, &record, durable)?;
         if let Some(t) = self
             .tallies
@@ -166,7 +317,7 @@ impl Store {
         {
             t.insert(mac.to_string(), (record.stage, record.new));
         }
-        Ok(record)
+        Ok(Some(record))
     }
 
     fn write(&self, path: &Path, record: &Record, durable: bool) -> Result<(), NodeError> {
@@ -326,6 +477,105 @@ mod tests {
         assert_eq!(all.len(), 1);
         let r = again.update(mac, 1, |r| r.saw(Stage::Booted, 1)).unwrap();
         assert_eq!((r.boots, r.stage), (200, Some(Stage::Booted)));
+    }
+
+    #[test]
+    fn deferred_changes_come_first_whenever_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let mac = "52:54:00:00:00:09";
+        let file = dir.path().join(NODES).join(file_name(mac));
+        let script =
+            |ms: u64| -> Change { Box::new(move |r: &mut Record| r.saw_ms(Stage::Script, ms)) };
+        // Queued, not written: nothing on disk until a flush.
+        store.defer(mac, 10, script(10_000)).unwrap();
+        assert!(!file.exists(), "a deferred change costs no write");
+        store.flush(mac).unwrap();
+        let r = store.get(mac).unwrap().unwrap();
+        assert_eq!((r.boots, r.stage), (1, Some(Stage::Script)));
+        // A kernel fetched before the next boot's script was written: the
+        // script still goes first, and the late flush changes nothing.
+        store.defer(mac, 20, script(20_000)).unwrap();
+        store
+            .update_fast(mac, 21, |r| r.saw_ms(Stage::Kernel, 21_000))
+            .unwrap();
+        store.flush(mac).unwrap();
+        let r = store.get(mac).unwrap().unwrap();
+        let seen: Vec<_> = r.stages.iter().map(|s| (s.stage, s.ms)).collect();
+        assert_eq!(seen, [(Stage::Script, 20_000), (Stage::Kernel, 21_000)]);
+        assert_eq!(
+            (r.boots, r.stage, r.last_seen),
+            (2, Some(Stage::Kernel), 21)
+        );
+        // Reads write what is queued first: one record, two scripts in order.
+        store.defer(mac, 30, script(30_000)).unwrap();
+        store.defer(mac, 31, script(31_000)).unwrap();
+        assert_eq!(
+            store.tallies().unwrap(),
+            [(Some(Stage::Script), false)],
+            "the tallies count it"
+        );
+        let all = store.all().unwrap();
+        assert_eq!(
+            (all.len(), all[0].boots, all[0].stages[0].ms),
+            (1, 4, 31_000)
+        );
+        // A new machine's first record comes from its deferred change alone.
+        store
+            .defer("52:54:00:00:00:0a", 40, script(40_000))
+            .unwrap();
+        let r = store.get("52:54:00:00:00:0a").unwrap().unwrap();
+        assert_eq!((r.first_seen, r.boots), (40, 1));
+        store.flush_all().unwrap();
+        let names: Vec<_> = fs::read_dir(dir.path().join(NODES)).unwrap().collect();
+        assert_eq!(names.len(), 2, "no temp files left");
+    }
+
+    #[test]
+    fn the_writer_thread_writes_what_is_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(dir.path()));
+        let file = |mac: &str| dir.path().join(NODES).join(file_name(mac));
+        let macs: Vec<String> = (0..50).map(|i| format!("52:54:00:00:01:{i:02x}")).collect();
+        for mac in &macs {
+            let change: Change = Box::new(|r: &mut Record| r.saw_ms(Stage::Script, 5_000));
+            store.defer(mac, 5, change).unwrap();
+            store.flush_later(mac);
+        }
+        // Waits on the files the thread writes (no read: a read would write them itself).
+        let start = Instant::now();
+        let written =
+            || macs.iter().all(|m| file(m).exists()) && store.deferred.lock().unwrap().is_empty();
+        while !written() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the writer thread wrote them"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_read_waits_for_a_deferred_write_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(dir.path()));
+        let mac = "52:54:00:00:00:0b";
+        let (started, begun) = mpsc::channel();
+        let change: Change = Box::new(move |r: &mut Record| {
+            started.send(()).unwrap();
+            // Still being written when the reader below asks.
+            std::thread::sleep(Duration::from_millis(200));
+            r.saw_ms(Stage::Script, 7_000);
+        });
+        store.defer(mac, 7, change).unwrap();
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || store.flush(mac).unwrap())
+        };
+        begun.recv().unwrap();
+        let r = store.get(mac).unwrap().expect("the record being written");
+        assert_eq!(r.stage, Some(Stage::Script));
+        writer.join().unwrap();
     }
 
     #[test]
