@@ -33,3 +33,6 @@ pub mod timings;
 pub mod yaml;
 
 pub use error::{exit_code, ConfigError, UsageError};
+
+#[cfg(test)]
+mod layering_tests;

@@ -32,7 +32,7 @@ pub fn start(work: &Path, conf: &Path, listen: Ipv4Addr, upstream: u16) -> anyho
     need_nginx("--via-nginx")?;
     let text = std::fs::read_to_string(conf)
         .with_context(|| format!("cannot read --via-nginx {}", conf.display()))?;
-    let port = super::free_port(listen)?;
+    let port = super::ports::free_port(listen)?;
     let prefix = work.join("nginx");
     std::fs::create_dir_all(prefix.join("logs"))?;
     let mut site = text;
@@ -79,7 +79,7 @@ pub fn spawn(prefix: &Path, site: &str, listen: Ipv4Addr, port: u16) -> anyhow::
         .die_with_parent()
         .spawn(std::process::Stdio::null(), std::process::Stdio::from(log))?;
     let front = Front { child, port };
-    super::wait_for_port(listen, port, "nginx").with_context(|| {
+    super::ports::wait_for_port(listen, port, "nginx").with_context(|| {
         std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
     })?;
     Ok(front)

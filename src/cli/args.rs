@@ -67,10 +67,10 @@ pub enum Command {
     /// Boot nodes from the network into a profile through their BMCs, and follow them until a stage.
     Reprovision(super::power::ReprovisionArgs),
     /// Write a man page for mkimage and each of its commands (clap_mangen).
-    Man(super::docs::ManArgs),
+    Man(ManArgs),
     /// Regenerate docs/reference/cli.md and config.md's key table from the code.
     #[command(hide = true)]
-    Docs(super::docs::DocsArgs),
+    Docs(DocsArgs),
 }
 
 /// `mkimage keys …`.
@@ -417,4 +417,24 @@ pub struct PublishArgs {
     /// in it (removed by the first publish after that).
     #[arg(long, default_value_t = mkimage::serve::GRACE.as_secs())]
     pub grace: u64,
+}
+
+/// `mkimage docs`: regenerate the generated references (hidden: a
+/// maintainer's command, run from the repository root).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DocsArgs {
+    /// The docs dir (its reference/cli.md and reference/config.md).
+    #[arg(long, default_value = "docs")]
+    pub dir: PathBuf,
+    /// Write nothing; fail when a generated part differs from the code.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `mkimage man --dir DIR`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManArgs {
+    /// Where the pages go (created), e.g. /usr/local/share/man/man1.
+    #[arg(long)]
+    pub dir: PathBuf,
 }

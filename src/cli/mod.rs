@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use args::{CheckCmd, Cli, Command};
-use mkimage::config::check::Target;
+use mkimage::image::check::Target;
 use mkimage::image::{BuildOptions, BuildRequest, Kind, PlayRequest};
 
 pub fn main() -> ExitCode {

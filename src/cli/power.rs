@@ -11,7 +11,7 @@ use mkimage::power::{self, reprovision, targets, Action, Credentials};
 use mkimage::serve::nodes::Stage;
 use mkimage::UsageError;
 
-use super::absolute;
+use mkimage::config::absolute;
 
 /// Where the lab is described and where the server keeps its state.
 #[derive(Debug, Clone, clap::Args)]

@@ -5,7 +5,7 @@
 //! anything is bootstrapped. `keys` is the one table of top-level keys,
 //! `playbook` reads playbooks, `check` validates roles and `--var` names.
 
-pub mod check;
+pub mod initrd;
 pub mod keys;
 pub(crate) mod modules;
 mod plan;
@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value as Yaml;
 
 pub use crate::ConfigError;
+pub use keys::Kind;
 pub use modules::{ModuleSelection, DEFAULT_DROP, DEFAULT_KEEP};
-pub use plan::{Bootstrapper, InitrdPlan, KernelChoice, Kind, Plan};
+pub use plan::{Bootstrapper, InitrdPlan, KernelChoice, Plan};
 pub use vars::Vars;
 
 /// Load and validate the plan of one build of `kind` into `out`.

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+pub use crate::config::initrd::{Compression, InitDefaults};
 pub use kernel::KernelSource;
-pub use pack::Compression;
 
 use crate::apt::{AptSource, Fetcher};
 use crate::artifact::{self, Entry};
@@ -56,30 +56,6 @@ pub struct InitrdOptions {
     /// Where files read out of a squashfs basefs are put while building
     /// (default: a temp dir in `out_dir`).
     pub scratch: Option<PathBuf>,
-}
-
-/// The init's defaults for what the kernel command line can override.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InitDefaults {
-    /// `mkimage.onfail=`: `shell` or `reboot`.
-    pub onfail: String,
-    /// `mkimage.retries=`: download attempts per file.
-    pub retries: u32,
-    /// `mkimage.backoff=`: seconds before the first retry (doubling).
-    pub backoff: u32,
-    /// `rootsize=`: tmpfs size for the writable layer.
-    pub rootsize: String,
-}
-
-impl Default for InitDefaults {
-    fn default() -> Self {
-        InitDefaults {
-            onfail: "shell".into(),
-            retries: 5,
-            backoff: 2,
-            rootsize: "50%".into(),
-        }
-    }
 }
 
 impl InitrdOptions {

@@ -7,7 +7,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{Prepared, TaskError};
+use super::role::TaskError;
+use super::Prepared;
 use crate::template::Templater;
 use serde_yaml_ng::Value as Yaml;
 
