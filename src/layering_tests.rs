@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 /// ARCHITECTURE.md's "Modules, lowest first".
 pub(crate) const LAYERS: &[&[&str]] = &[
     &["error"],
+    &["hex"],
     &["progress", "timings"],
     &["suite"],
     &["exec"],
@@ -22,6 +23,7 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["lock"],
     &["sys"],
     &["archive"],
+    &["kmod"],
     &["artifact"],
     &["apt"],
     &["lockfile"],

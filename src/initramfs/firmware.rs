@@ -13,10 +13,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::modules::Module;
 use super::pack::Firmware;
 use crate::apt::Fetcher;
 pub use crate::config::initrd::FirmwareSource as Source;
+use crate::kmod::Module;
 
 /// The archive component Debian ships firmware in (bookworm and later).
 pub const COMPONENT: &str = "non-free-firmware";

@@ -49,7 +49,7 @@ impl Prepared<'_> {
                 h.update(packages.as_bytes());
             }
         }
-        Ok(crate::artifact::hex(&h.finalize()))
+        Ok(crate::hex::hex(&h.finalize()))
     }
 }
 

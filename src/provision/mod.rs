@@ -321,36 +321,20 @@ fn render_task(
     Ok((rendered, task))
 }
 
+/// Run the task's module (the one `Task::modules` finds).
 fn dispatch(run: &Run, task: &Task) -> anyhow::Result<()> {
-    if let Some(a) = &task.apt {
-        return system::apt(run, a);
+    use task::Module;
+    match task.modules().first() {
+        Some(Module::Apt(a)) => system::apt(run, a),
+        Some(Module::Copy(c)) => files::copy(run, c),
+        Some(Module::Template(c)) => files::template(run, c),
+        Some(Module::File(f)) => files::file(run, f),
+        Some(Module::LineInFile(l)) => files::lineinfile(run, l),
+        Some(Module::Shell(s)) => system::shell(run, s),
+        Some(Module::Command(c)) => system::command(run, c),
+        Some(Module::User(u)) => system::user(run, u),
+        Some(Module::Service(s)) => system::service(run, s),
+        Some(Module::Debconf(d)) => system::debconf(run, d),
+        None => anyhow::bail!("no module"),
     }
-    if let Some(c) = &task.copy {
-        return files::copy(run, c);
-    }
-    if let Some(c) = &task.template {
-        return files::template(run, c);
-    }
-    if let Some(f) = &task.file {
-        return files::file(run, f);
-    }
-    if let Some(l) = &task.lineinfile {
-        return files::lineinfile(run, l);
-    }
-    if let Some(s) = &task.shell {
-        return system::shell(run, s);
-    }
-    if let Some(c) = &task.command {
-        return system::command(run, c);
-    }
-    if let Some(u) = &task.user {
-        return system::user(run, u);
-    }
-    if let Some(s) = &task.service {
-        return system::service(run, s);
-    }
-    if let Some(d) = &task.debconf {
-        return system::debconf(run, d);
-    }
-    anyhow::bail!("no module")
 }

@@ -75,7 +75,7 @@ pub fn load_role(dir: &Path, name: &str) -> Result<Role, ConfigError> {
         if modules.len() != 1 {
             let (line, col) = yaml::locate(&text, &[i.to_string()]);
             let what = if modules.is_empty() {
-                format!("no module (use one of: {})", task::MODULES.join(", "))
+                format!("no module (use one of: {})", task::all_modules().join(", "))
             } else {
                 format!("more than one module ({})", modules.join(", "))
             };
