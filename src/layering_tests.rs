@@ -245,7 +245,6 @@ fn graph(src: &Path) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
             toks: &toks,
             krate: *krate,
             scope: module.clone(),
-            file_depth: module.len(),
             by_module: &by_module,
             aliases: BTreeMap::new(),
             targets: BTreeSet::new(),
@@ -263,7 +262,6 @@ struct Reader<'a> {
     krate: Crate,
     /// The module the tokens being read are in (the file's, or an inline one).
     scope: Vec<String>,
-    file_depth: usize,
     by_module: &'a BTreeMap<&'a Module, &'a PathBuf>,
     /// Names `use` brought in that are modules.
     aliases: BTreeMap<String, Module>,
@@ -311,21 +309,22 @@ impl Reader<'_> {
                     i = self.use_tree(i + 1, None);
                     continue;
                 }
-                Tok::Ident(_) if i == 0 || self.toks[i - 1] != Tok::Path => {
-                    if self.toks.get(i + 1) == Some(&Tok::Path) {
-                        let mut segs = Vec::new();
-                        let mut j = i;
-                        while let Some(s) = self.ident(j) {
-                            segs.push(s.to_string());
-                            if self.toks.get(j + 1) != Some(&Tok::Path) {
-                                break;
-                            }
-                            j += 2;
+                Tok::Ident(_)
+                    if (i == 0 || self.toks[i - 1] != Tok::Path)
+                        && self.toks.get(i + 1) == Some(&Tok::Path) =>
+                {
+                    let mut segs = Vec::new();
+                    let mut j = i;
+                    while let Some(s) = self.ident(j) {
+                        segs.push(s.to_string());
+                        if self.toks.get(j + 1) != Some(&Tok::Path) {
+                            break;
                         }
-                        self.resolve(&segs);
-                        i = j + 1;
-                        continue;
+                        j += 2;
                     }
+                    self.resolve(&segs);
+                    i = j + 1;
+                    continue;
                 }
                 _ => {}
             }
@@ -438,7 +437,6 @@ impl Reader<'_> {
         while !self.is_module(&file_module) && !file_module.1.is_empty() {
             file_module.1.pop();
         }
-        let _ = self.file_depth;
         if let Some(file) = self.by_module.get(&file_module) {
             self.targets.insert((*file).clone());
         }

@@ -96,7 +96,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         }
     }
     if req.proxy_dhcp {
-        lab::preflight(Path::new(IPXE_DIR)).map_err(UsageError)?;
+        lab::preflight(Path::new(crate::serve::DEFAULT_IPXE_DIR)).map_err(UsageError)?;
     }
     let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
     let mut expect = if test.expect.is_empty() {
@@ -359,8 +359,6 @@ fn second_boot_from_cache(
 }
 
 /// Where Debian's `ipxe` package puts the binaries `mkimage serve` hands out.
-const IPXE_DIR: &str = "/usr/lib/ipxe";
-
 /// Stops the server child by pid when the test ends, however it ends.
 struct Guard(std::process::Child);
 

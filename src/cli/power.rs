@@ -17,7 +17,7 @@ use mkimage::config::absolute;
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabArgs {
     /// The boot config with the `nodes:` inventory and `credentials_file:`.
-    #[arg(long, default_value = "vars/boot.yml")]
+    #[arg(long, default_value = mkimage::serve::DEFAULT_BOOT_CONFIG)]
     pub boot_config: PathBuf,
     /// The served dir (its state: next-boot profiles, node records), on the server's host.
     #[arg(long, default_value = "builds")]

@@ -35,11 +35,10 @@ pub fn load(
 
 /// The plan of already-read vars.
 pub fn plan_of(vars: &Vars, kind: Kind, out: &Path) -> Result<Plan, ConfigError> {
-    let mut defaults = vec![
-        ("suite", Yaml::from("bookworm")),
-        ("variant", Yaml::from("minbase")),
-        ("arch", Yaml::from("amd64")),
-    ];
+    let mut defaults: Vec<(&str, Yaml)> = plan::TEMPLATE_DEFAULTS
+        .iter()
+        .map(|(k, v)| (*k, Yaml::from(*v)))
+        .collect();
     let mirror_set = vars
         .keys
         .get("mirror")

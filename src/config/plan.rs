@@ -16,6 +16,21 @@ use super::vars::{Origin, Vars};
 use crate::archive::squashfs::SquashfsOptions;
 use crate::ConfigError;
 
+/// `suite:` when a build does not say.
+pub const DEFAULT_SUITE: &str = "bookworm";
+/// `variant:` when a build does not say.
+pub const DEFAULT_VARIANT: &str = "minbase";
+/// `arch:` when a build does not say.
+pub const DEFAULT_ARCH: &str = "amd64";
+
+/// The defaults templates see (`{{ suite }}`…) when the vars do not set
+/// them: the same values the plan falls back to.
+pub const TEMPLATE_DEFAULTS: [(&str, &str); 3] = [
+    ("suite", DEFAULT_SUITE),
+    ("variant", DEFAULT_VARIANT),
+    ("arch", DEFAULT_ARCH),
+];
+
 /// Which program bootstraps the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -246,11 +261,11 @@ pub fn build(
             format!("`{p}` must be an http:// URL such as http://127.0.0.1:3142"),
         ));
     }
-    let suite = r.string("suite", "bookworm")?;
+    let suite = r.string("suite", DEFAULT_SUITE)?;
     if let Some(why) = crate::suite::unsupported(&suite) {
         return Err(r.err(&["suite"], why));
     }
-    let variant = r.string("variant", "minbase")?;
+    let variant = r.string("variant", DEFAULT_VARIANT)?;
     if !VARIANTS.contains(&variant.as_str()) {
         return Err(r.err(
             &["variant"],
@@ -260,7 +275,7 @@ pub fn build(
             ),
         ));
     }
-    let arch = r.string("arch", "amd64")?;
+    let arch = r.string("arch", DEFAULT_ARCH)?;
     if !is_word(&arch) {
         return Err(r.err(
             &["arch"],
