@@ -368,50 +368,56 @@ fn show(src: &Path, f: &Path) -> String {
     f.strip_prefix(src).unwrap_or(f).display().to_string()
 }
 
-/// Each cycle between files, as a path that comes back to where it starts.
-fn cycles(g: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<Vec<PathBuf>> {
-    // Tarjan's strongly connected components, then one cycle in each.
-    struct T<'a> {
-        g: &'a BTreeMap<PathBuf, BTreeSet<PathBuf>>,
-        index: BTreeMap<&'a PathBuf, usize>,
-        low: BTreeMap<&'a PathBuf, usize>,
-        stack: Vec<&'a PathBuf>,
-        on: BTreeSet<&'a PathBuf>,
-        sccs: Vec<Vec<&'a PathBuf>>,
-    }
-    fn visit<'a>(t: &mut T<'a>, v: &'a PathBuf) {
-        let n = t.index.len();
-        t.index.insert(v, n);
-        t.low.insert(v, n);
-        t.stack.push(v);
-        t.on.insert(v);
-        for w in t.g.get(v).into_iter().flatten() {
-            if !t.index.contains_key(w) {
-                visit(t, w);
-                let lw = t.low[w];
-                let lv = t.low.get_mut(v).expect("visited");
-                *lv = (*lv).min(lw);
-            } else if t.on.contains(w) {
-                let iw = t.index[w];
-                let lv = t.low.get_mut(v).expect("visited");
-                *lv = (*lv).min(iw);
-            }
+/// Tarjan's strongly connected components of the file graph.
+struct Tarjan<'a> {
+    g: &'a BTreeMap<PathBuf, BTreeSet<PathBuf>>,
+    index: BTreeMap<&'a PathBuf, usize>,
+    low: BTreeMap<&'a PathBuf, usize>,
+    stack: Vec<&'a PathBuf>,
+    on: BTreeSet<&'a PathBuf>,
+    /// The components of more than one file.
+    sccs: Vec<Vec<&'a PathBuf>>,
+}
+
+impl<'a> Tarjan<'a> {
+    fn visit(&mut self, v: &'a PathBuf) {
+        let n = self.index.len();
+        self.index.insert(v, n);
+        self.low.insert(v, n);
+        self.stack.push(v);
+        self.on.insert(v);
+        for w in self.g.get(v).into_iter().flatten() {
+            let reached = if !self.index.contains_key(w) {
+                self.visit(w);
+                self.low[w]
+            } else if self.on.contains(w) {
+                self.index[w]
+            } else {
+                continue;
+            };
+            let lv = self.low.get_mut(v).expect("visited");
+            *lv = (*lv).min(reached);
         }
-        if t.low[v] == t.index[v] {
+        if self.low[v] == self.index[v] {
             let mut scc = Vec::new();
-            while let Some(w) = t.stack.pop() {
-                t.on.remove(w);
+            while let Some(w) = self.stack.pop() {
+                self.on.remove(w);
                 scc.push(w);
                 if w == v {
                     break;
                 }
             }
             if scc.len() > 1 {
-                t.sccs.push(scc);
+                self.sccs.push(scc);
             }
         }
     }
-    let mut t = T {
+}
+
+/// Each cycle between files, as a path that comes back to where it starts:
+/// one (a shortest) in each strongly connected component.
+fn cycles(g: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<Vec<PathBuf>> {
+    let mut t = Tarjan {
         g,
         index: BTreeMap::new(),
         low: BTreeMap::new(),
@@ -421,42 +427,42 @@ fn cycles(g: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<Vec<PathBuf>> {
     };
     for v in g.keys() {
         if !t.index.contains_key(v) {
-            visit(&mut t, v);
+            t.visit(v);
         }
     }
-    t.sccs
-        .iter()
-        .map(|scc| {
-            let members: BTreeSet<&PathBuf> = scc.iter().copied().collect();
-            let start = *members.iter().next().expect("not empty");
-            // Shortest way back to `start` inside the component.
-            let mut prev: BTreeMap<&PathBuf, &PathBuf> = BTreeMap::new();
-            let mut queue = std::collections::VecDeque::from([start]);
-            let mut end = start;
-            'search: while let Some(v) = queue.pop_front() {
-                for w in g.get(v).into_iter().flatten() {
-                    if w == start {
-                        end = v;
-                        break 'search;
-                    }
-                    if members.contains(w) && !prev.contains_key(w) {
-                        prev.insert(w, v);
-                        queue.push_back(w);
-                    }
-                }
+    t.sccs.iter().map(|scc| cycle_in(g, scc)).collect()
+}
+
+/// A shortest cycle through the first file of the component `scc`.
+fn cycle_in(g: &BTreeMap<PathBuf, BTreeSet<PathBuf>>, scc: &[&PathBuf]) -> Vec<PathBuf> {
+    let members: BTreeSet<&PathBuf> = scc.iter().copied().collect();
+    let start = *members.iter().next().expect("not empty");
+    // Shortest way back to `start` inside the component.
+    let mut prev: BTreeMap<&PathBuf, &PathBuf> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    let mut end = start;
+    'search: while let Some(v) = queue.pop_front() {
+        for w in g.get(v).into_iter().flatten() {
+            if w == start {
+                end = v;
+                break 'search;
             }
-            let mut path = vec![start.clone()];
-            let mut v = end;
-            while v != start {
-                path.push(v.clone());
-                v = prev[v];
+            if members.contains(w) && !prev.contains_key(w) {
+                prev.insert(w, v);
+                queue.push_back(w);
             }
-            path.push(start.clone());
-            let n = path.len();
-            path[1..n - 1].reverse();
-            path
-        })
-        .collect()
+        }
+    }
+    let mut path = vec![start.clone()];
+    let mut v = end;
+    while v != start {
+        path.push(v.clone());
+        v = prev[v];
+    }
+    path.push(start.clone());
+    let n = path.len();
+    path[1..n - 1].reverse();
+    path
 }
 
 #[test]

@@ -21,26 +21,8 @@ pub(super) fn tokens(src: &str) -> Vec<Tok> {
     while i < c.len() {
         let ch = c[i];
         let next = c.get(i + 1).copied().unwrap_or('\0');
-        if ch == '/' && next == '/' {
-            while i < c.len() && c[i] != '\n' {
-                i += 1;
-            }
-        } else if ch == '/' && next == '*' {
-            let mut depth = 0;
-            while i < c.len() {
-                if c[i] == '/' && c.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
+        if ch == '/' && (next == '/' || next == '*') {
+            i = comment_end(&c, i);
         } else if (ch == 'r' || (ch == 'b' && next == 'r'))
             && matches!(c.get(i + 1 + usize::from(ch == 'b')), Some('#') | Some('"'))
             && raw_string_end(&c, i + 1 + usize::from(ch == 'b')).is_some()
@@ -116,4 +98,30 @@ fn raw_string_end(c: &[char], mut i: usize) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// Where the comment starting at `i` (`//` or `/*`, nested) ends.
+fn comment_end(c: &[char], mut i: usize) -> usize {
+    if c.get(i + 1) == Some(&'/') {
+        while i < c.len() && c[i] != '\n' {
+            i += 1;
+        }
+        return i;
+    }
+    let mut depth = 0;
+    while i < c.len() {
+        if c[i] == '/' && c.get(i + 1) == Some(&'*') {
+            depth += 1;
+            i += 2;
+        } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                break;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    i
 }
