@@ -68,7 +68,7 @@ pub fn module_subsystem(path: &str) -> Option<(String, String)> {
         .or_else(|| path.strip_prefix("lib/modules/"))?;
     let (version, rest) = rest.split_once('/')?;
     let rel = rest.strip_prefix("kernel/")?;
-    crate::initramfs::modules::module_name(Path::new(rel))?;
+    crate::kmod::module_name(Path::new(rel))?;
     let dirs: Vec<&str> = rel.split('/').collect();
     let dirs = &dirs[..dirs.len() - 1];
     let key = if dirs.is_empty() {

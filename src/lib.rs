@@ -12,12 +12,14 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod hex;
 pub mod image;
 pub mod initramfs;
 pub mod inspect;
 pub mod inspect_summary;
 pub mod inventory;
 pub mod iso;
+pub mod kmod;
 pub mod lock;
 pub mod lockfile;
 pub mod power;
@@ -33,3 +35,6 @@ pub mod timings;
 pub mod yaml;
 
 pub use error::{exit_code, ConfigError, UsageError};
+
+#[cfg(test)]
+mod layering_tests;

@@ -22,6 +22,18 @@ use anyhow::Context;
 use super::failure::{self, Failure, MirrorError};
 use crate::exec::{Cmd, Output, Retry};
 
+/// The file (in `preferences.d/`) that holds a lock file's pins while building.
+pub const PREFERENCES: &str = "mkimage-lock.pref";
+
+/// Where the last `InRelease` fetched for this mirror and suite is kept.
+pub fn kept(cache_dir: &Path, mirror: &str, suite: &str) -> PathBuf {
+    let url = format!("{}/dists/{suite}/InRelease", mirror.trim_end_matches('/'));
+    cache_dir.join("apt/index").join(format!(
+        "{}.InRelease",
+        &crate::artifact::sha256_bytes(url.as_bytes())[..16]
+    ))
+}
+
 /// Where packages come from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AptSource {
@@ -105,7 +117,7 @@ impl Fetcher {
     pub fn new(src: &AptSource) -> anyhow::Result<Fetcher> {
         let mirror = match &src.mirror {
             Some(m) => m.trim_end_matches('/').to_string(),
-            None => super::host_mirror()?,
+            None => super::mirror::host_mirror()?,
         };
         if !src.keyring.is_file() {
             return Err(DebError::NoKeyring(src.keyring.clone()).into());
@@ -139,14 +151,12 @@ impl Fetcher {
                 let _ = fs::remove_dir_all(&tmp);
             }
         }
-        let prefs = root.join("etc/preferences.d").join(super::PREFERENCES);
+        let prefs = root.join("etc/preferences.d").join(PREFERENCES);
         match &src.preferences {
             Some(text) if fs::read_to_string(&prefs).ok().as_deref() != Some(text.as_str()) => {
-                crate::artifact::write_atomic(
-                    &root.join("etc/preferences.d"),
-                    super::PREFERENCES,
-                    |f| std::io::Write::write_all(f, text.as_bytes()),
-                )?;
+                crate::artifact::write_atomic(&root.join("etc/preferences.d"), PREFERENCES, |f| {
+                    std::io::Write::write_all(f, text.as_bytes())
+                })?;
             }
             Some(_) => {}
             None => {
@@ -305,11 +315,7 @@ impl Fetcher {
             .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()))
             .filter(|p| p.to_string_lossy().ends_with("_InRelease"))
             .collect();
-        found.push(super::index::kept(
-            &self.src.cache_dir,
-            &self.mirror,
-            &self.src.suite,
-        ));
+        found.push(kept(&self.src.cache_dir, &self.mirror, &self.src.suite));
         found
     }
 

@@ -11,22 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Context;
 
-use super::{AptSource, Fetcher};
+pub use super::fetcher::kept;
+use super::fetcher::{AptSource, Fetcher};
 use crate::exec::Retry;
-
-/// Where the last `InRelease` fetched for this mirror and suite is kept.
-pub fn kept(cache_dir: &Path, mirror: &str, suite: &str) -> PathBuf {
-    let url = format!("{}/dists/{suite}/InRelease", mirror.trim_end_matches('/'));
-    cache_dir.join("apt/index").join(format!(
-        "{}.InRelease",
-        &crate::artifact::sha256_bytes(url.as_bytes())[..16]
-    ))
-}
 
 /// What a digest stands for: `index:SUITE/COMPONENTS`.
 pub fn part_name(src: &AptSource) -> String {

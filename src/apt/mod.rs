@@ -10,9 +10,7 @@ pub mod index;
 pub mod mirror;
 pub mod packages;
 
-pub use fetcher::{AptSource, Fetcher, Package};
+pub use fetcher::{AptSource, Fetcher, Package, PREFERENCES};
 pub use packages::extract;
 
-/// The file (in `preferences.d/`) that holds a lock file's pins while building.
-pub const PREFERENCES: &str = "mkimage-lock.pref";
 pub use mirror::host_mirror;

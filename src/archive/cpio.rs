@@ -196,9 +196,9 @@ pub fn read_newc_prefix(buf: &[u8]) -> io::Result<(Vec<ReadEntry>, usize)> {
 
 impl ReadEntry {
     /// The entry as `inspect` lists it.
-    pub fn listing(&self) -> super::ListEntry {
+    pub fn listing(&self) -> super::listing::ListEntry {
         let is_link = self.mode & libc::S_IFMT == libc::S_IFLNK;
-        super::ListEntry {
+        super::listing::ListEntry {
             path: self.path.clone(),
             mode: self.mode,
             uid: self.uid,

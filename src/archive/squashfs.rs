@@ -19,9 +19,10 @@ use backhand::compression::{CompressionOptions, Compressor as BhCompressor, Gzip
 use backhand::{CompressionExtra, ExtraXz, FilesystemCompressor, FilesystemWriter, NodeHeader};
 use serde::{Deserialize, Serialize};
 
+use super::error::{bh_text, ArchiveError, XATTR_REPORT_LIMIT};
 use super::squashfs_par::Ahead;
 use super::walk::walk;
-use super::{bh_text, xattr, ArchiveError, XATTR_REPORT_LIMIT};
+use super::xattr;
 use crate::exec::Cmd;
 
 /// Squashfs data compressor.

@@ -133,7 +133,7 @@ impl CompressionAction for AheadCompressor {
 fn compress(input: &[u8], fc: FilesystemCompressor, block_size: u32) -> Result<Vec<u8>, String> {
     std::panic::catch_unwind(|| DefaultCompressor.compress(input, fc, block_size))
         .map_err(|_| "compressor panicked".to_string())
-        .and_then(|r| r.map_err(|e| super::bh_text(&e)))
+        .and_then(|r| r.map_err(|e| super::error::bh_text(&e)))
 }
 
 /// The compressed form of `bytes` if it was planned, else None.

@@ -11,8 +11,9 @@ use std::path::Path;
 
 use backhand::{FilesystemReader, InnerNode, Node, SquashfsFileReader};
 
+use super::error::ArchiveError;
+use super::listing::ListEntry;
 use super::walk::glob_match;
-use super::{ArchiveError, ListEntry};
 
 /// Maximum symlinks followed while resolving one path (as Linux's 40).
 const MAX_HOPS: usize = 40;
@@ -41,7 +42,10 @@ impl Image<'_> {
         let fs = FilesystemReader::from_reader(BufReader::new(file)).map_err(|e| {
             ArchiveError::Squashfs {
                 path: path.to_path_buf(),
-                what: format!("not a readable squashfs v4 image: {}", super::bh_text(&e)),
+                what: format!(
+                    "not a readable squashfs v4 image: {}",
+                    super::error::bh_text(&e)
+                ),
             }
         })?;
         let index = fs
@@ -142,7 +146,7 @@ impl Image<'_> {
             .reader_checked()
             .map_err(|e| ArchiveError::Squashfs {
                 path: self.path.clone(),
-                what: format!("/{}: {}", rel_of(node), super::bh_text(&e)),
+                what: format!("/{}: {}", rel_of(node), super::error::bh_text(&e)),
             })?;
         io::copy(&mut reader, out).map_err(|e| ArchiveError::Squashfs {
             path: self.path.clone(),

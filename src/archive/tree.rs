@@ -9,8 +9,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::cpio::{Entry, EntryKind};
+use super::error::{ArchiveError, XATTR_REPORT_LIMIT};
 use super::walk::{path_pattern_matches, walk_filtered, WalkItem};
-use super::{xattr, ArchiveError, XATTR_REPORT_LIMIT};
+use super::xattr;
 
 /// How a tree is turned into cpio entries.
 #[derive(Debug, Clone, Default)]

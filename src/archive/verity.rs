@@ -20,6 +20,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::hex::hex;
+
 /// Data and hash block size.
 pub const BLOCK: u64 = 4096;
 const DIGEST: usize = 32;
@@ -99,10 +101,6 @@ fn tree(mut hashes: Vec<[u8; DIGEST]>) -> (Vec<Vec<u8>>, [u8; DIGEST]) {
         levels.push(level);
     }
     (levels, hashes.first().copied().unwrap_or_default())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ pub fn combined(parts: &BTreeMap<String, String>) -> String {
         h.update(hash.as_bytes());
         h.update(b"\n");
     }
-    super::hex(&h.finalize())
+    crate::hex::hex(&h.finalize())
 }
 
 /// Each file and symlink under `dir` (relative path → sha256 of its mode
@@ -128,7 +128,7 @@ pub fn tree_hashes(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
         };
         out.push((
             rel.to_string_lossy().into_owned(),
-            super::hex(&h.finalize()),
+            crate::hex::hex(&h.finalize()),
         ));
     }
     Ok(out)

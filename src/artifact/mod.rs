@@ -13,7 +13,7 @@ pub mod objects;
 pub mod publish;
 
 pub use publish::{
-    hex, now, now_ms, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch,
+    now, now_ms, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch,
     staging_file, utc, write_atomic, Staged,
 };
 

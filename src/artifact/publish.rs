@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
+use crate::hex::hex;
+
 /// Write `dir/name` atomically: `write` fills a temp file in `dir`, which is
 /// synced and renamed over `name`. On error the temp file is removed and any
 /// existing `name` is untouched.
@@ -108,10 +110,6 @@ pub fn sha256_reader(reader: &mut impl Read) -> io::Result<(u64, String)> {
 /// Hex sha256 of bytes.
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Seconds since the epoch, now.

@@ -10,8 +10,9 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
@@ -105,7 +106,7 @@ pub fn start(sys: &dyn Sys, scratch: &Path, server: &Server) -> anyhow::Result<D
         .spawn(Stdio::null(), Stdio::from(log))
         .context("cannot start dnsmasq")?;
     let mut dns = Dns { child };
-    super::wait_for_udp_dns(server.answer, &mut dns.child)?;
+    wait_for_udp_dns(server.answer, &mut dns.child)?;
     Ok(dns)
 }
 
@@ -113,4 +114,31 @@ impl Drop for Dns {
     fn drop(&mut self) {
         super::vm::stop_child(&mut self.child);
     }
+}
+
+/// Wait until the test's DNS server (`dnsmasq`) answers its name with `answer`.
+pub(super) fn wait_for_udp_dns(
+    answer: Ipv4Addr,
+    dnsmasq: &mut std::process::Child,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let answer = answer.to_string();
+    while start.elapsed() < Duration::from_secs(20) {
+        if Cmd::new("getent")
+            .args(["hosts", NAME])
+            .run()
+            .is_ok_and(|o| o.stdout.starts_with(&format!("{answer} ")))
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = dnsmasq.try_wait() {
+            bail!(
+                "dnsmasq exited ({}) before answering {}",
+                crate::exec::describe_status(status),
+                NAME
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("dnsmasq did not answer {} within 20 s", NAME)
 }

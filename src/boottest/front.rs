@@ -83,7 +83,7 @@ pub fn spawn(prefix: &Path, site: &str, listen: Ipv4Addr, port: u16) -> anyhow::
         .die_with_parent()
         .spawn(std::process::Stdio::null(), std::process::Stdio::from(log))?;
     let front = Front { child, port };
-    super::wait_for_port(listen, port, "nginx").with_context(|| {
+    super::ports::wait_for_port(listen, port, "nginx").with_context(|| {
         std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
     })?;
     Ok(front)

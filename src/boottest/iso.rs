@@ -8,7 +8,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{checker, vm, BootTestConfig, Expect, Request};
+use super::checks::Expect;
+use super::config::BootTestConfig;
+use super::request::Request;
+use super::{checker, vm};
 
 pub fn run(
     req: &Request,
@@ -60,7 +63,7 @@ pub fn run(
     let log = vm::strip_escapes(&guest.log());
     drop(guest);
     // No network: nothing for the host to have seen of the boot.
-    super::judge(
+    super::judge::judge(
         expect,
         &log,
         Vec::new(),

@@ -15,16 +15,19 @@ pub mod config;
 pub mod dns;
 pub mod front;
 mod iso;
+mod judge;
 pub mod lab;
 mod netns;
 mod network;
 pub mod node;
+pub mod ports;
 mod published;
+mod request;
 mod secure;
 pub mod vm;
 
-use std::net::{Ipv4Addr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -35,45 +38,10 @@ use crate::sys::Sys;
 use crate::UsageError;
 pub use checks::Expect;
 pub use config::BootTestConfig;
+use judge::judge;
+pub use ports::{free_port, wait_for_port};
+pub use request::Request;
 pub use vm::Nic;
-
-/// `mkimage boot-test`, resolved by the CLI (paths absolute).
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// Build this playbook first (into `dir`), then boot its output.
-    pub playbook: Option<PathBuf>,
-    pub overrides: Vec<String>,
-    /// The directory holding the artifacts (what `mkimage serve` serves).
-    pub dir: PathBuf,
-    /// Boot config with profiles and `boot_test:` assertions.
-    pub boot_config: PathBuf,
-    /// True when `boot_config` is the default path (it may be missing).
-    pub boot_config_is_default: bool,
-    pub profile: Option<String>,
-    pub mac: String,
-    pub nic: Nic,
-    pub memory: Option<u32>,
-    pub timeout: Option<u64>,
-    pub uefi: bool,
-    /// Boot on a layer-2 network through `mkimage serve --proxy-dhcp` (see `lab`).
-    pub proxy_dhcp: bool,
-    /// Extra kernel arguments for this boot.
-    pub append: String,
-    pub serial_log: Option<PathBuf>,
-    /// Boot through nginx run from this cache-tier config, then boot again
-    /// and check the basefs came from nginx's cache (see `front`).
-    pub via_nginx: Option<PathBuf>,
-    /// Boot from a `mkimage publish`ed tree served by nginx alone, with no
-    /// `mkimage serve` running (see `published`).
-    pub published: bool,
-    /// Boot this offline ISO as a CD-ROM, with no network (see `iso`).
-    pub iso: Option<PathBuf>,
-    /// UEFI with Secure Boot enforced (see `secure`).
-    pub secure_boot: bool,
-    /// With `secure_boot`: sign a UKI with the site key in this dir and
-    /// enroll its certificate in the firmware's `db`.
-    pub keys: Option<PathBuf>,
-}
 
 /// Assertions used when the boot config declares none.
 fn default_expect() -> Vec<Expect> {
@@ -128,7 +96,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         }
     }
     if req.proxy_dhcp {
-        lab::preflight(Path::new(IPXE_DIR)).map_err(UsageError)?;
+        lab::preflight(Path::new(crate::serve::DEFAULT_IPXE_DIR)).map_err(UsageError)?;
     }
     let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
     let mut expect = if test.expect.is_empty() {
@@ -417,126 +385,6 @@ fn second_boot_from_cache(
 }
 
 /// Where Debian's `ipxe` package puts the binaries `mkimage serve` hands out.
-const IPXE_DIR: &str = "/usr/lib/ipxe";
-
-/// The verdict from the console: the boot's own failure first, then each
-/// assertion, then what the host saw (`host`).
-fn judge(
-    expect: &[Expect],
-    log: &str,
-    host: Vec<lab::Verdict>,
-    stop: vm::Stop,
-    timeout: Duration,
-    elapsed: f64,
-) -> anyhow::Result<()> {
-    // What the host saw of the boot's path goes with every failure: it shows where the boot stopped.
-    let seen: String = host
-        .iter()
-        .map(|(what, v)| format!("{}\n", verdict_line(what, v)))
-        .collect();
-    let tail = || {
-        format!(
-            "{}{}",
-            vm::tail(log, 40),
-            if seen.is_empty() {
-                String::new()
-            } else {
-                format!("\nthe boot's path, as the host saw it:\n{seen}")
-            }
-        )
-    };
-    if let Some(line) = log
-        .lines()
-        .find(|l| l.contains("mkimage-init: FAILED") || l.contains("Kernel panic"))
-    {
-        bail!(
-            "boot-test: the boot failed after {elapsed:.0}s: {}\nconsole tail:\n{}",
-            line.trim(),
-            tail()
-        );
-    }
-    match stop {
-        vm::Stop::Done => {}
-        vm::Stop::Timeout => bail!(
-            "boot-test: no result within {}s (the checks never finished)\nconsole tail:\n{}",
-            timeout.as_secs(),
-            tail()
-        ),
-        vm::Stop::Exited(how) => bail!(
-            "boot-test: QEMU exited ({how}) before the checks finished\nconsole tail:\n{}",
-            tail()
-        ),
-    }
-    let mut verdicts = checks::judge(expect, log);
-    verdicts.extend(host);
-    for (what, v) in &verdicts {
-        println!("{}", verdict_line(what, v));
-    }
-    let failed: Vec<String> = verdicts
-        .iter()
-        .filter_map(|(what, v)| v.as_ref().err().map(|why| format!("{what}: {why}")))
-        .collect();
-    if !failed.is_empty() {
-        bail!(
-            "boot-test: {} of {} assertions failed: {}\nconsole tail:\n{}",
-            failed.len(),
-            verdicts.len(),
-            failed.join("; "),
-            tail()
-        );
-    }
-    println!(
-        "boot-test: {} assertions passed in {elapsed:.0}s",
-        verdicts.len()
-    );
-    Ok(())
-}
-
-fn verdict_line(what: &str, verdict: &Result<(), String>) -> String {
-    format!("{} {what}", if verdict.is_ok() { "PASS" } else { "FAIL" })
-}
-
-/// A free TCP port on `ip` (in the private namespace nothing else runs).
-pub fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
-}
-
-/// Wait until something accepts connections on `ip`:`port`.
-pub fn wait_for_port(ip: Ipv4Addr, port: u16, what: &str) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if TcpStream::connect((ip, port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("{what} did not start on {ip}:{port}")
-}
-
-/// Wait until the test's DNS server (`dnsmasq`) answers its name with `answer`.
-fn wait_for_udp_dns(answer: Ipv4Addr, dnsmasq: &mut std::process::Child) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let answer = answer.to_string();
-    while start.elapsed() < Duration::from_secs(20) {
-        if Cmd::new("getent")
-            .args(["hosts", dns::NAME])
-            .run()
-            .is_ok_and(|o| o.stdout.starts_with(&format!("{answer} ")))
-        {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = dnsmasq.try_wait() {
-            bail!(
-                "dnsmasq exited ({}) before answering {}",
-                crate::exec::describe_status(status),
-                dns::NAME
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("dnsmasq did not answer {} within 20 s", dns::NAME)
-}
-
 /// Stops the server child by pid when the test ends, however it ends.
 struct Guard(std::process::Child);
 

@@ -31,7 +31,7 @@ pub fn start(
     seen_as: Ipv4Addr,
 ) -> anyhow::Result<(Front, String)> {
     front::need_nginx("--published")?;
-    let port = super::free_port(listen)?;
+    let port = super::ports::free_port(listen)?;
     let public_url = format!("http://{seen_as}:{port}");
     let tree = work.join(TREE);
     let req = publish::Request {

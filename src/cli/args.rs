@@ -67,10 +67,10 @@ pub enum Command {
     /// Boot nodes from the network into a profile through their BMCs, and follow them until a stage.
     Reprovision(super::power::ReprovisionArgs),
     /// Write a man page for mkimage and each of its commands (clap_mangen).
-    Man(super::docs::ManArgs),
+    Man(ManArgs),
     /// Regenerate docs/reference/cli.md and config.md's key table from the code.
     #[command(hide = true)]
-    Docs(super::docs::DocsArgs),
+    Docs(DocsArgs),
 }
 
 /// `mkimage keys …`.
@@ -198,7 +198,7 @@ pub struct BootTestArgs {
     #[arg(long, default_value = "builds")]
     pub dir: PathBuf,
     /// Boot config with profiles and `boot_test:` assertions.
-    #[arg(long, default_value = "vars/boot.yml")]
+    #[arg(long, default_value = mkimage::serve::DEFAULT_BOOT_CONFIG)]
     pub boot_config: PathBuf,
     /// Profile to boot (default: boot_test.profile, else the default profile).
     #[arg(long)]
@@ -319,10 +319,10 @@ pub struct ServeArgs {
     #[arg(long, default_value = "builds")]
     pub dir: PathBuf,
     /// HTTP listen address (port 0 picks a free port; the bound address is printed).
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long, default_value = mkimage::serve::DEFAULT_HTTP)]
     pub http: String,
     /// TFTP listen address ("off" to disable).
-    #[arg(long, default_value = "0.0.0.0:69")]
+    #[arg(long, default_value = mkimage::serve::DEFAULT_TFTP)]
     pub tftp: String,
     /// Boot profiles (default: vars/boot.yml if it exists; without one every
     /// machine boots the basefs alone, no overlay).
@@ -333,7 +333,7 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
     /// Directory with the iPXE binaries served over TFTP and under /ipxe/ over
     /// HTTP (Debian's `ipxe` package).
-    #[arg(long, default_value = "/usr/lib/ipxe")]
+    #[arg(long, default_value = mkimage::serve::DEFAULT_IPXE_DIR)]
     pub ipxe_dir: PathBuf,
     /// Answer PXE, UEFI HTTP boot and iPXE clients on this interface as a
     /// proxyDHCP, beside the site's DHCP server (which keeps handing out the
@@ -355,7 +355,7 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
     /// Seconds a client may take to send its request head, or stall (take
     /// no response data) before it is dropped.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = mkimage::serve::DEFAULT_TIMEOUT.as_secs())]
     pub timeout: u64,
     /// Seconds a superseded artifact stays servable at its content-addressed
     /// URL (/sha256/HEX/NAME) after a rebuild replaced it.
@@ -363,7 +363,7 @@ pub struct ServeArgs {
     pub grace: u64,
     /// Seconds a machine that asked before anything bootable existed waits
     /// before asking again.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = mkimage::serve::DEFAULT_RETRY_DELAY.as_secs())]
     pub retry_delay: u64,
     /// File holding the admin token (mode 0600) that GET /api/nodes…,
     /// next-boot, power and the status page's machines need (default:
@@ -417,4 +417,24 @@ pub struct PublishArgs {
     /// in it (removed by the first publish after that).
     #[arg(long, default_value_t = mkimage::serve::GRACE.as_secs())]
     pub grace: u64,
+}
+
+/// `mkimage docs`: regenerate the generated references (hidden: a
+/// maintainer's command, run from the repository root).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DocsArgs {
+    /// The docs dir (its reference/cli.md and reference/config.md).
+    #[arg(long, default_value = "docs")]
+    pub dir: PathBuf,
+    /// Write nothing; fail when a generated part differs from the code.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `mkimage man --dir DIR`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManArgs {
+    /// Where the pages go (created), e.g. /usr/local/share/man/man1.
+    #[arg(long)]
+    pub dir: PathBuf,
 }

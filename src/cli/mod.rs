@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use args::{CheckCmd, Cli, Command};
-use mkimage::config::check::Target;
+use mkimage::image::check::Target;
 use mkimage::image::{BuildOptions, BuildRequest, Kind, PlayRequest};
 
 pub fn main() -> ExitCode {
@@ -162,7 +162,7 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         playbook: a.playbook.as_deref().map(absolute).transpose()?,
         overrides: a.vars_override,
         dir: absolute(&a.dir)?,
-        boot_config_is_default: a.boot_config == Path::new("vars/boot.yml"),
+        boot_config_is_default: a.boot_config == Path::new(mkimage::serve::DEFAULT_BOOT_CONFIG),
         boot_config: absolute(&a.boot_config)?,
         profile: a.profile,
         mac: a.mac,
@@ -258,12 +258,9 @@ fn publish(a: &args::PublishArgs) -> anyhow::Result<()> {
 
 /// The boot config given, else vars/boot.yml when it exists (as `serve` does).
 fn boot_config_or_default(given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
-    let default = Path::new(mkimage::serve::DEFAULT_BOOT_CONFIG);
-    match given {
-        Some(p) => Ok(Some(absolute(p)?)),
-        None if default.is_file() => Ok(Some(absolute(default)?)),
-        None => Ok(None),
-    }
+    mkimage::serve::boot_config_or_default(given)
+        .map(|p| absolute(&p))
+        .transpose()
 }
 
 /// `mkimage iso`: the boot config defaults to vars/boot.yml when it exists, as for `serve`.

@@ -11,13 +11,13 @@ use mkimage::power::{self, reprovision, targets, Action, Credentials};
 use mkimage::serve::nodes::Stage;
 use mkimage::UsageError;
 
-use super::absolute;
+use mkimage::config::absolute;
 
 /// Where the lab is described and where the server keeps its state.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabArgs {
     /// The boot config with the `nodes:` inventory and `credentials_file:`.
-    #[arg(long, default_value = "vars/boot.yml")]
+    #[arg(long, default_value = mkimage::serve::DEFAULT_BOOT_CONFIG)]
     pub boot_config: PathBuf,
     /// The served dir (its state: next-boot profiles, node records), on the server's host.
     #[arg(long, default_value = "builds")]

@@ -3,7 +3,38 @@
 //! tell a top-level key from a role variable, and `mkimage docs` writes
 //! docs/reference/config.md's key table from it (a test keeps the two in step).
 
-use super::Kind;
+/// Which image a build makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Basefs,
+    Overlay,
+    Initrd,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Basefs => "basefs",
+            Kind::Overlay => "overlay",
+            Kind::Initrd => "initrd",
+        }
+    }
+
+    /// What a vars file builds, from its keys, when no command says so:
+    /// kernel/modules/firmware → initrd; base/parents → overlay; else basefs.
+    pub fn infer(has: impl Fn(&str) -> bool) -> Kind {
+        if ["kernel", "modules", "firmware", "init_template"]
+            .iter()
+            .any(|k| has(k))
+        {
+            Kind::Initrd
+        } else if has("base") || has("parents") {
+            Kind::Overlay
+        } else {
+            Kind::Basefs
+        }
+    }
+}
 
 /// One top-level key.
 pub struct Key {

@@ -5,7 +5,7 @@
 //! anything is bootstrapped. `keys` is the one table of top-level keys,
 //! `playbook` reads playbooks, `check` validates roles and `--var` names.
 
-pub mod check;
+pub mod initrd;
 pub mod keys;
 pub(crate) mod modules;
 mod plan;
@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value as Yaml;
 
 pub use crate::ConfigError;
+pub use keys::Kind;
 pub use modules::{ModuleSelection, DEFAULT_DROP, DEFAULT_KEEP};
-pub use plan::{Bootstrapper, InitrdPlan, KernelChoice, Kind, Plan};
+pub use plan::{Bootstrapper, InitrdPlan, KernelChoice, Plan};
 pub use vars::Vars;
 
 /// Load and validate the plan of one build of `kind` into `out`.
@@ -34,11 +35,10 @@ pub fn load(
 
 /// The plan of already-read vars.
 pub fn plan_of(vars: &Vars, kind: Kind, out: &Path) -> Result<Plan, ConfigError> {
-    let mut defaults = vec![
-        ("suite", Yaml::from("bookworm")),
-        ("variant", Yaml::from("minbase")),
-        ("arch", Yaml::from("amd64")),
-    ];
+    let mut defaults: Vec<(&str, Yaml)> = plan::TEMPLATE_DEFAULTS
+        .iter()
+        .map(|(k, v)| (*k, Yaml::from(*v)))
+        .collect();
     let mirror_set = vars
         .keys
         .get("mirror")

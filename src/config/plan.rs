@@ -9,44 +9,27 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 
+use super::initrd::{Compression, FirmwareSource, InitDefaults};
+pub use super::keys::Kind;
 use super::modules::{pattern_problem, ModuleKeys, ModuleSelection};
 use super::vars::{Origin, Vars};
 use crate::archive::squashfs::SquashfsOptions;
-use crate::initramfs::{Compression, InitDefaults};
 use crate::ConfigError;
 
-/// Which image a build makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Basefs,
-    Overlay,
-    Initrd,
-}
+/// `suite:` when a build does not say.
+pub const DEFAULT_SUITE: &str = "bookworm";
+/// `variant:` when a build does not say.
+pub const DEFAULT_VARIANT: &str = "minbase";
+/// `arch:` when a build does not say.
+pub const DEFAULT_ARCH: &str = "amd64";
 
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Basefs => "basefs",
-            Kind::Overlay => "overlay",
-            Kind::Initrd => "initrd",
-        }
-    }
-
-    /// What a vars file builds, from its keys, when no command says so:
-    /// kernel/modules/firmware → initrd; base/parents → overlay; else basefs.
-    pub fn infer(has: impl Fn(&str) -> bool) -> Kind {
-        if ["kernel", "modules", "firmware", "init_template"]
-            .iter()
-            .any(|k| has(k))
-        {
-            Kind::Initrd
-        } else if has("base") || has("parents") {
-            Kind::Overlay
-        } else {
-            Kind::Basefs
-        }
-    }
-}
+/// The defaults templates see (`{{ suite }}`…) when the vars do not set
+/// them: the same values the plan falls back to.
+pub const TEMPLATE_DEFAULTS: [(&str, &str); 3] = [
+    ("suite", DEFAULT_SUITE),
+    ("variant", DEFAULT_VARIANT),
+    ("arch", DEFAULT_ARCH),
+];
 
 /// Which program bootstraps the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -74,7 +57,7 @@ pub struct InitrdPlan {
     pub kernel: KernelChoice,
     /// `None`: the default lab NIC list.
     pub modules: Option<Vec<String>>,
-    pub firmware: crate::initramfs::firmware::Source,
+    pub firmware: FirmwareSource,
     pub compression: Compression,
     pub init_template: PathBuf,
     pub defaults: InitDefaults,
@@ -278,11 +261,11 @@ pub fn build(
             format!("`{p}` must be an http:// URL such as http://127.0.0.1:3142"),
         ));
     }
-    let suite = r.string("suite", "bookworm")?;
+    let suite = r.string("suite", DEFAULT_SUITE)?;
     if let Some(why) = crate::suite::unsupported(&suite) {
         return Err(r.err(&["suite"], why));
     }
-    let variant = r.string("variant", "minbase")?;
+    let variant = r.string("variant", DEFAULT_VARIANT)?;
     if !VARIANTS.contains(&variant.as_str()) {
         return Err(r.err(
             &["variant"],
@@ -292,7 +275,7 @@ pub fn build(
             ),
         ));
     }
-    let arch = r.string("arch", "amd64")?;
+    let arch = r.string("arch", DEFAULT_ARCH)?;
     if !is_word(&arch) {
         return Err(r.err(
             &["arch"],
@@ -453,8 +436,8 @@ fn squashfs_options(r: &Reader, source_date_epoch: u64) -> Result<SquashfsOption
 
 /// `firmware: true` (the basefs, then Debian's non-free-firmware),
 /// `basefs` (only the basefs's) or `false`.
-fn firmware(r: &Reader) -> Result<crate::initramfs::firmware::Source, ConfigError> {
-    use crate::initramfs::firmware::Source;
+fn firmware(r: &Reader) -> Result<FirmwareSource, ConfigError> {
+    use FirmwareSource as Source;
     match r.get::<Yaml>("firmware")? {
         None | Some(Yaml::Bool(true)) => Ok(Source::Debian),
         Some(Yaml::Bool(false)) => Ok(Source::None),

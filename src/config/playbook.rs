@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::Kind;
+use super::keys::Kind;
 use crate::{yaml, ConfigError};
 
 #[derive(Debug, Deserialize)]

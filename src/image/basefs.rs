@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{cleanup, facts, workdir::WorkDir, Job};
+use super::job::Job;
+use super::{cleanup, facts, workdir::WorkDir};
 use crate::artifact::{self, Entry};
 use crate::bootstrap::Source;
 use crate::provision::layers::Store;
@@ -21,10 +22,10 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let plan = job.plan;
     let from = job.options.from.as_deref();
     let inputs = super::inputs::basefs(plan, from)?;
-    if let Some(entries) = super::up_to_date(job, &[file_name(&plan.name)], &inputs)? {
+    if let Some(entries) = super::job::up_to_date(job, &[file_name(&plan.name)], &inputs)? {
         return Ok(entries);
     }
-    let pins = super::pins(plan)?;
+    let pins = super::job::pins(plan)?;
     let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
     let (_, packages) = super::inputs::packages(plan)?;
     // Layers are only worth keeping over a tree that is kept too.
@@ -50,9 +51,9 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         &work.path,
         store,
         vec![tree.path.clone()],
-        super::layers_key(plan, &[&tree.id]),
+        super::job::layers_key(plan, &[&tree.id]),
     );
-    super::run_roles(job, &mut stack, &packages, pins.as_ref())?;
+    super::job::run_roles(job, &mut stack, &packages, pins.as_ref())?;
     let root = work.path.join("root");
     stack.mount_top(&work.path.join("final"), &root)?;
     let installed = facts::packages(&root);
@@ -88,7 +89,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
-    super::stamp(std::slice::from_mut(&mut entry), &inputs);
+    super::job::stamp(std::slice::from_mut(&mut entry), &inputs);
     let entry = pack(job, &root, entry)?;
     work.succeeded();
     Ok(vec![entry])

@@ -17,7 +17,7 @@ pub fn packages(root: &Path) -> BTreeMap<String, String> {
 /// Kernel versions with modules in the tree (`/lib/modules/<ver>`), sorted.
 pub fn kernel_versions(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    for dir in ["usr/lib/modules", "lib/modules"] {
+    for dir in crate::kmod::MODULE_DIRS {
         if let Ok(rd) = std::fs::read_dir(root.join(dir)) {
             found.extend(
                 rd.filter_map(|e| e.ok())

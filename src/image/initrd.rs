@@ -3,7 +3,8 @@
 //! it), the modules, firmware, compression and the init's defaults — then
 //! the initramfs build, published with its kernel.
 
-use super::{workdir::WorkDir, Job};
+use super::job::Job;
+use super::workdir::WorkDir;
 use crate::artifact::{self, lookup, Entry, Manifest};
 use crate::config::KernelChoice;
 use crate::initramfs::{InitrdOptions, KernelSource};
@@ -17,7 +18,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         format!("{}.vmlinuz", plan.name),
         format!("{}.initrd", plan.name),
     ];
-    if let Some(entries) = super::up_to_date(job, &files, &inputs)? {
+    if let Some(entries) = super::job::up_to_date(job, &files, &inputs)? {
         return Ok(entries);
     }
     let kernel = match &plan.initrd.kernel {
@@ -25,7 +26,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         KernelChoice::Package(name) => KernelSource::Package { name: name.clone() },
     };
     let mut apt = super::inputs::apt_source(plan);
-    let pins = super::pins(plan)?;
+    let pins = super::job::pins(plan)?;
     if let Some(pins) = &pins {
         apt.preferences = Some(pins.lock.preferences());
         apt.extra_sources.extend(pins.source_line());
@@ -58,7 +59,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
             pins.check_installed(&format!("initrd `{}`", plan.name), &e.packages)?;
         }
     }
-    super::stamp(&mut entries, &inputs);
+    super::job::stamp(&mut entries, &inputs);
     artifact::record(&plan.out, &entries)?;
     work.succeeded();
     Ok(entries)

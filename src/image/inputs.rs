@@ -139,7 +139,7 @@ pub fn initrd(plan: &Plan, base: &Input) -> anyhow::Result<Inputs> {
     add_defaults(
         &mut inputs,
         &[
-            ("initrd.modules", crate::initramfs::modules::DEFAULT_MODULES),
+            ("initrd.modules", crate::initramfs::DEFAULT_MODULES),
             ("initrd.dmsetup", crate::initramfs::dmsetup::PACKAGES),
             ("initrd.inflate", crate::initramfs::inflate::PACKAGES),
         ],

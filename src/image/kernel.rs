@@ -57,8 +57,8 @@ fn kernel_dirs(root: &Path) -> Vec<(PathBuf, String)> {
     let mut found = BTreeMap::new();
     // On a merged /usr, `lib` is a link to `usr/lib`: never follow it.
     let lib_is_dir = fs::symlink_metadata(root.join("lib")).is_ok_and(|m| m.is_dir());
-    for parent in ["usr/lib/modules", "lib/modules"] {
-        if parent == "lib/modules" && !lib_is_dir {
+    for parent in crate::kmod::MODULE_DIRS {
+        if parent == crate::kmod::MODULE_DIRS[1] && !lib_is_dir {
             continue;
         }
         let Ok(rd) = fs::read_dir(root.join(parent)) else {
@@ -150,18 +150,13 @@ impl Index {
             .with_context(|| format!("cannot read {}", kernel.display()))?
         {
             let rel = item.rel.to_string_lossy().to_string();
-            if item.meta.is_file() && crate::initramfs::modules::module_name(&item.rel).is_some() {
+            if item.meta.is_file() && crate::kmod::module_name(&item.rel).is_some() {
                 files.insert(rel);
             }
         }
         let by_name = files
             .iter()
-            .filter_map(|f| {
-                Some((
-                    crate::initramfs::modules::module_name(Path::new(f))?,
-                    f.clone(),
-                ))
-            })
+            .filter_map(|f| Some((crate::kmod::module_name(Path::new(f))?, f.clone())))
             .collect();
         let read = |name: &str| {
             fs::read_to_string(dir.join(name))
@@ -185,7 +180,7 @@ impl Index {
                     .iter()
                     .filter(|w| **w != "pre:" && **w != "post:")
                     .map(|w| w.to_string());
-                soft.entry(crate::initramfs::modules::canonical(module))
+                soft.entry(crate::kmod::canonical(module))
                     .or_insert_with(Vec::new)
                     .extend(names);
             }
@@ -196,7 +191,7 @@ impl Index {
                 alias
                     .entry(a.to_string())
                     .or_insert_with(Vec::new)
-                    .push(crate::initramfs::modules::canonical(module));
+                    .push(crate::kmod::canonical(module));
             }
         }
         Ok(Index {
@@ -212,13 +207,13 @@ impl Index {
     /// dependencies (by module name or exact alias).
     fn needs(&self, rel: &str) -> Vec<String> {
         let mut out = self.deps.get(rel).cloned().unwrap_or_default();
-        let name = crate::initramfs::modules::module_name(Path::new(rel)).unwrap_or_default();
+        let name = crate::kmod::module_name(Path::new(rel)).unwrap_or_default();
         for s in self.soft.get(&name).into_iter().flatten() {
             let names = self
                 .alias
                 .get(s)
                 .cloned()
-                .unwrap_or_else(|| vec![crate::initramfs::modules::canonical(s)]);
+                .unwrap_or_else(|| vec![crate::kmod::canonical(s)]);
             out.extend(names.iter().filter_map(|n| self.by_name.get(n).cloned()));
         }
         out

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::check::Target;
 use super::{basefs, overlay, play_plans, BuildOptions, Kind};
 use crate::artifact::Manifest;
-use crate::config::check::Target;
 use crate::config::Plan;
 use crate::lockfile::{self, Lock};
 use crate::UsageError;
@@ -27,7 +27,7 @@ pub struct LockRequest {
 }
 
 pub fn run(req: &LockRequest) -> anyhow::Result<()> {
-    let mut plans = crate::config::check::plans(&req.target, &req.overrides, &req.out)?;
+    let mut plans = super::check::plans(&req.target, &req.overrides, &req.out)?;
     let named: Vec<_> = plans
         .iter()
         .map(|p| (p.file.clone(), p.lock.clone()))

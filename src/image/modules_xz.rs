@@ -135,8 +135,7 @@ mod tests {
             }
         );
         assert!(!tree.join("drivers/net/a.ko").exists());
-        let back =
-            crate::initramfs::modules::read_module(&tree.join("drivers/net/a.ko.xz")).unwrap();
+        let back = crate::kmod::read_module(&tree.join("drivers/net/a.ko.xz")).unwrap();
         assert_eq!(back, module);
         assert_eq!(
             fs::read(tree.join("drivers/net/b.ko.xz")).unwrap(),

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::{cleanup, facts, flatten, workdir::WorkDir, Job};
+use super::job::Job;
+use super::{cleanup, facts, flatten, workdir::WorkDir};
 use crate::archive::tree::{tree_entries, TreeOptions};
 use crate::artifact::lookup::{self, Input};
 use crate::artifact::{self, Entry, Manifest};
@@ -57,11 +58,11 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         .collect::<anyhow::Result<_>>()
         .with_context(|| format!("{}: parents", plan.file.display()))?;
     let inputs = super::inputs::overlay(plan, &base, &parents)?;
-    if let Some(entries) = super::up_to_date(job, &[file_name(&plan.name)], &inputs)? {
+    if let Some(entries) = super::job::up_to_date(job, &[file_name(&plan.name)], &inputs)? {
         return Ok(entries);
     }
 
-    let pins = super::pins(plan)?;
+    let pins = super::job::pins(plan)?;
     let mut work = WorkDir::create(job.sys, out, &plan.name, job.keep_build_dir)?;
     job.progress.step(format!(
         "mount {} and {} parent overlay(s)",
@@ -86,9 +87,9 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         &work.path,
         store,
         lowers.clone(),
-        super::layers_key(plan, &below),
+        super::job::layers_key(plan, &below),
     );
-    super::run_roles(job, &mut stack, &packages, pins.as_ref())?;
+    super::job::run_roles(job, &mut stack, &packages, pins.as_ref())?;
     let upper = work.path.join("upper");
     flatten::flatten(stack.task_layers(), &lowers, &upper)?;
 
@@ -138,7 +139,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
-    super::stamp(std::slice::from_mut(&mut entry), &inputs);
+    super::job::stamp(std::slice::from_mut(&mut entry), &inputs);
     artifact::record(out, std::slice::from_ref(&entry))?;
     work.succeeded();
     Ok(vec![entry])

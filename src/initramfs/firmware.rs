@@ -13,23 +13,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::modules::Module;
 use super::pack::Firmware;
 use crate::apt::Fetcher;
+pub use crate::config::initrd::FirmwareSource as Source;
+use crate::kmod::Module;
 
 /// The archive component Debian ships firmware in (bookworm and later).
 pub const COMPONENT: &str = "non-free-firmware";
-
-/// Where the firmware comes from (`firmware:` of an initrd build).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// None at all.
-    None,
-    /// Only what the basefs has; the rest is a warning.
-    Basefs,
-    /// The basefs, then Debian's non-free-firmware packages.
-    Debian,
-}
 
 /// The firmware going into the initrd.
 #[derive(Debug, Default)]

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::kmod::MODULE_DIRS;
+
 use crate::apt::Fetcher;
 
 /// Where the kernel (and its modules) come from.
@@ -185,7 +187,8 @@ impl Lazy {
 /// A kernel from a basefs squashfs: list what is there, extract the kernel
 /// image and `modules.builtin` now, modules and firmware on demand.
 fn from_squashfs(image: &Path, firmware: bool, scratch: &Path) -> anyhow::Result<Kernel> {
-    let mut dirs = vec!["boot", "usr/lib/modules", "lib/modules"];
+    let mut dirs = vec!["boot"];
+    dirs.extend(MODULE_DIRS);
     if firmware {
         dirs.extend(["usr/lib/firmware", "lib/firmware"]);
     }
@@ -219,7 +222,8 @@ fn from_squashfs(image: &Path, firmware: bool, scratch: &Path) -> anyhow::Result
 fn module_dir_of(path: &str) -> Option<(String, String)> {
     let rest = path.strip_suffix("/kernel")?;
     let (parent, version) = rest.rsplit_once('/')?;
-    (parent == "usr/lib/modules" || parent == "lib/modules")
+    MODULE_DIRS
+        .contains(&parent)
         .then(|| (rest.to_string(), version.to_string()))
 }
 
@@ -268,7 +272,7 @@ pub fn basefs_kernel_versions(basefs: &Path) -> anyhow::Result<Vec<String>> {
     if basefs.is_dir() {
         return Ok(versions_in(basefs));
     }
-    let listing = list_squashfs(basefs, &["usr/lib/modules", "lib/modules"])?;
+    let listing = list_squashfs(basefs, &MODULE_DIRS)?;
     let mut versions: Vec<String> = listing
         .iter()
         .filter_map(|p| module_dir_of(p))
@@ -280,7 +284,7 @@ pub fn basefs_kernel_versions(basefs: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 fn versions_in(root: &Path) -> Vec<String> {
-    let mut versions: Vec<String> = ["usr/lib/modules", "lib/modules"]
+    let mut versions: Vec<String> = MODULE_DIRS
         .iter()
         .filter_map(|d| fs::read_dir(root.join(d)).ok())
         .flat_map(|rd| rd.filter_map(|e| e.ok()))
@@ -312,11 +316,11 @@ fn from_tree(
     };
     // Checked by `locate`, which can take it from the kernel package.
     let vmlinuz = root.join("boot").join(format!("vmlinuz-{version}"));
-    let modules_dir = ["usr/lib/modules", "lib/modules"]
+    let modules_dir = MODULE_DIRS
         .iter()
         .map(|d| root.join(d).join(&version))
         .find(|p| p.join("kernel").is_dir())
-        .unwrap_or_else(|| root.join("lib/modules").join(&version));
+        .unwrap_or_else(|| root.join(MODULE_DIRS[1]).join(&version));
     let firmware_dirs = vec![root.join("usr/lib/firmware"), root.join("lib/firmware")];
     Ok(Kernel {
         version,

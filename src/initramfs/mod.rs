@@ -13,18 +13,51 @@ pub mod firmware;
 pub mod inflate;
 pub mod kernel;
 pub mod kernel_image;
-pub mod modules;
 pub mod pack;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+pub use crate::config::initrd::{Compression, InitDefaults};
 pub use kernel::KernelSource;
-pub use pack::Compression;
 
 use crate::apt::{AptSource, Fetcher};
 use crate::artifact::{self, Entry};
+use crate::kmod;
+
+/// The NICs of real lab machines and the boot path (loop, squashfs, overlay).
+pub const DEFAULT_MODULES: &[&str] = &[
+    "virtio_net",
+    "virtio_pci",
+    "e1000",
+    "e1000e",
+    "igb",
+    "ixgbe",
+    "i40e",
+    "ice",
+    "bnxt_en",
+    "tg3",
+    "bnx2",
+    "r8169",
+    "mlx4_en",
+    "mlx5_core",
+    "vmxnet3",
+    "loop",
+    "squashfs",
+    "overlay",
+    "dm_verity",
+    "af_packet",
+    // The boot medium of an offline ISO: CD-ROM, disk or USB stick, and its filesystem.
+    "isofs",
+    "sr_mod",
+    "sd_mod",
+    "ata_piix",
+    "ahci",
+    "usb_storage",
+    "xhci_pci",
+    "ehci_pci",
+];
 
 /// Everything an initrd build needs (the config loader fills it from vars).
 #[derive(Debug, Clone)]
@@ -36,7 +69,7 @@ pub struct InitrdOptions {
     /// `/lib/modules/VERSION` must match a packaged kernel.
     pub basefs: Option<PathBuf>,
     /// Module names to include (with their dependencies); see
-    /// `modules::DEFAULT_MODULES`.
+    /// `DEFAULT_MODULES`.
     pub modules: Vec<String>,
     /// The basefs's kernel package (name, version), whose image is used
     /// when the basefs ships none.
@@ -58,30 +91,6 @@ pub struct InitrdOptions {
     pub scratch: Option<PathBuf>,
 }
 
-/// The init's defaults for what the kernel command line can override.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InitDefaults {
-    /// `mkimage.onfail=`: `shell` or `reboot`.
-    pub onfail: String,
-    /// `mkimage.retries=`: download attempts per file.
-    pub retries: u32,
-    /// `mkimage.backoff=`: seconds before the first retry (doubling).
-    pub backoff: u32,
-    /// `rootsize=`: tmpfs size for the writable layer.
-    pub rootsize: String,
-}
-
-impl Default for InitDefaults {
-    fn default() -> Self {
-        InitDefaults {
-            onfail: "shell".into(),
-            retries: 5,
-            backoff: 2,
-            rootsize: "50%".into(),
-        }
-    }
-}
-
 impl InitrdOptions {
     /// Defaults for everything but the name, kernel source, apt source and output dir.
     pub fn new(name: &str, kernel: KernelSource, apt: AptSource, out_dir: &Path) -> Self {
@@ -90,10 +99,7 @@ impl InitrdOptions {
             kernel,
             basefs: None,
             kernel_package: None,
-            modules: modules::DEFAULT_MODULES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            modules: DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
             firmware: firmware::Source::Debian,
             compression: Compression::Gzip { level: 6 },
             apt,
@@ -272,9 +278,9 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
 fn resolve_modules(
     kernel: &kernel::Kernel,
     wanted: &[String],
-) -> anyhow::Result<Vec<modules::Module>> {
+) -> anyhow::Result<Vec<kmod::Module>> {
     let Some(lazy) = &kernel.lazy else {
-        return modules::KernelModules::open(&kernel.modules_dir, &kernel.version)?.closure(wanted);
+        return kmod::KernelModules::open(&kernel.modules_dir, &kernel.version)?.closure(wanted);
     };
     let moddir = kernel
         .modules_dir
@@ -291,7 +297,7 @@ fn resolve_modules(
                 .collect::<Vec<_>>(),
         )
     };
-    let mods = modules::KernelModules::listed(
+    let mods = kmod::KernelModules::listed(
         &kernel.modules_dir,
         &kernel.version,
         &listing,
@@ -303,7 +309,7 @@ fn resolve_modules(
 /// The firmware files the modules declare that the kernel tree has.
 fn collect_firmware(
     kernel: &kernel::Kernel,
-    order: &[modules::Module],
+    order: &[kmod::Module],
 ) -> anyhow::Result<Vec<pack::Firmware>> {
     if let Some(lazy) = &kernel.lazy {
         let wanted: Vec<String> = order

@@ -12,16 +12,10 @@ use anyhow::Context;
 use super::busybox::{self, Busybox};
 use super::dmsetup::DmSetup;
 use super::kernel::Kernel;
-use super::modules::{read_module, Module};
-use super::InitDefaults;
 use crate::archive::cpio::{self, Entry, EntryKind};
-
-/// How the initrd's cpio is compressed (the kernel unpacks both).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Compression {
-    Gzip { level: u32 },
-    Zstd { level: i32 },
-}
+pub use crate::config::initrd::Compression;
+use crate::config::initrd::InitDefaults;
+use crate::kmod::{read_module, Module};
 
 /// The file in the initrd that lists module paths in load order.
 pub const MODULES_ORDER: &str = "etc/modules.order";

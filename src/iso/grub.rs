@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::IsoError;
+use super::error::IsoError;
 use crate::exec::Cmd;
 
 /// Where Debian's GRUB packages put their module trees.
@@ -132,13 +132,21 @@ fn fat_image(efi: &Path, out: &Path, epoch: u64) -> Result<(), IsoError> {
     mtools("mmd")
         .args(["-i", &img, "::/EFI", "::/EFI/BOOT"])
         .run()?;
-    super::set_mtime(efi, epoch)?;
+    set_mtime(efi, epoch)?;
     mtools("mcopy")
         .args(["-m", "-i", &img])
         .arg(efi)
         .arg("::/EFI/BOOT/BOOTX64.EFI")
         .run()?;
     Ok(())
+}
+
+/// Set a file's (or directory's) modification time.
+pub fn set_mtime(path: &Path, epoch: u64) -> Result<(), IsoError> {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    std::fs::File::open(path)
+        .and_then(|f| f.set_modified(time))
+        .map_err(|e| IsoError::io(path, e))
 }
 
 #[cfg(test)]

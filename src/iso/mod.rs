@@ -10,55 +10,26 @@
 //! same bytes.
 
 pub mod cmdline;
+mod error;
 pub mod grub;
 mod node;
 pub mod remaster;
+mod request;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 
 use crate::artifact::Manifest;
 use crate::exec::Cmd;
-use crate::serve::profiles::{self, Art, BootConfig, Resolved};
+use crate::serve::profiles::{Art, BootConfig, Resolved};
 use crate::UsageError;
 pub use cmdline::Source;
-
-#[derive(Debug, thiserror::Error)]
-pub enum IsoError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Exec(#[from] crate::exec::ExecError),
-}
-
-impl IsoError {
-    pub fn io(path: &Path, source: std::io::Error) -> IsoError {
-        IsoError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
-
-/// `mkimage iso`, resolved by the CLI (paths absolute).
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// The directory holding the artifacts and `manifest.json`.
-    pub dir: PathBuf,
-    /// The boot config with the profiles (None: the basefs alone, no overlay).
-    pub boot_config: Option<PathBuf>,
-    pub profile: Option<String>,
-    /// A node of the boot config's inventory to bake in (`node::personalize`).
-    pub node: Option<String>,
-    /// Where the init gets the basefs and overlays.
-    pub source: Source,
-    pub output: PathBuf,
-}
+pub use error::IsoError;
+use grub::set_mtime;
+use request::resolve;
+pub use request::Request;
 
 /// Build the ISO and write it to `req.output` (atomically).
 pub fn run(req: &Request) -> anyhow::Result<()> {
@@ -156,37 +127,6 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The profile named (or the config's default), resolved against the manifest.
-fn resolve(
-    config: Option<&BootConfig>,
-    profile: Option<&str>,
-    manifest: &Manifest,
-) -> anyhow::Result<Resolved> {
-    let chosen = match (config, profile) {
-        (Some(c), Some(name)) => {
-            Some(c.profiles.iter().find(|p| p.name == name).ok_or_else(|| {
-                let names: Vec<&str> = c.profiles.iter().map(|p| p.name.as_str()).collect();
-                UsageError(format!(
-                    "--profile {name}: no such profile in the boot config (it has: {})",
-                    names.join(", ")
-                ))
-            })?)
-        }
-        (Some(c), None) => c.select(None),
-        (None, Some(name)) => {
-            return Err(UsageError(format!(
-                "--profile {name}: there is no boot config to find it in (give --boot-config FILE)"
-            ))
-            .into())
-        }
-        (None, None) => None,
-    };
-    Ok(match chosen {
-        Some(p) => profiles::resolve(p, manifest)?,
-        None => profiles::derive_default(manifest)?,
-    })
-}
-
 /// The newest build time among the artifacts the ISO holds: its dates.
 fn newest_build(manifest: &Manifest, r: &Resolved) -> u64 {
     let arts = [&r.kernel, &r.initrd, &r.basefs]
@@ -229,14 +169,6 @@ fn copy_verified(dir: &Path, art: &Art, dest: &Path) -> anyhow::Result<()> {
 
 fn write(path: &Path, text: String) -> Result<(), IsoError> {
     fs::write(path, text).map_err(|e| IsoError::io(path, e))
-}
-
-/// Set a file's (or directory's) modification time.
-pub fn set_mtime(path: &Path, epoch: u64) -> Result<(), IsoError> {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
-    fs::File::open(path)
-        .and_then(|f| f.set_modified(time))
-        .map_err(|e| IsoError::io(path, e))
 }
 
 /// Every file and dir under `root` dated `epoch`.

@@ -7,7 +7,8 @@
 
 use anyhow::Context;
 
-use super::{resolve, Request, Source};
+use super::cmdline::Source;
+use super::request::{resolve, Request};
 use crate::artifact::Manifest;
 use crate::inventory::Lab;
 use crate::serve::identity::{self, Cache};

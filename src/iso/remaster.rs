@@ -9,7 +9,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{cmdline, grub, IsoError};
+use super::error::IsoError;
+use super::{cmdline, grub};
 use crate::exec::Cmd;
 use crate::UsageError;
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::Locked;
+use super::format::Locked;
 use crate::apt::{AptSource, Fetcher};
 
 /// The `Packages` lists of the source, fetched fresh.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::{Lock, Locked};
+use super::format::{Lock, Locked};
 use crate::UsageError;
 
 /// Where local repositories live, under the cache dir.

@@ -13,8 +13,8 @@
 use std::net::{ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
+use super::bmc::{Action, Bmc, BmcError, PowerState};
 use super::credentials::Credential;
-use super::{Action, Bmc, BmcError, PowerState};
 use crate::exec::{Cmd, ExecError};
 use crate::inventory;
 
@@ -214,7 +214,7 @@ impl Bmc for Ipmi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::power::Secret;
+    use crate::power::credentials::Secret;
 
     fn ipmi(port: u16) -> Ipmi {
         Ipmi {

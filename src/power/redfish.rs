@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::bmc::{Action, Bmc, BmcError, PowerState};
 use super::credentials::Credential;
-use super::{Action, Bmc, BmcError, PowerState};
 use crate::inventory;
 
 /// The longest body read from a BMC.

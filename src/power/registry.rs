@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::PowerState;
+use super::bmc::PowerState;
 use crate::artifact::now;
 use crate::serve::next_boot::{self, NextBoot};
 use crate::serve::nodes::{Power, Record, Store};

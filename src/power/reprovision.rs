@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::bmc::{Action, Bmc, BmcError, PowerState};
+use super::connect;
+use super::credentials::Credentials;
 use super::registry::Registry;
 use super::targets::Target;
 use super::view::View;
-use super::{connect, Action, Bmc, Credentials, PowerState};
 use crate::serve::nodes::{Record, Stage};
 
 /// What `mkimage reprovision` was asked, resolved.
@@ -183,7 +185,7 @@ fn boot_and_power(
     registry: &Registry,
     view: &dyn View,
 ) -> Result<(), Failure> {
-    let failed = |step: &'static str, e: super::BmcError| {
+    let failed = |step: &'static str, e: BmcError| {
         registry.note_power(mac, None, Some(format!("{step}: {e}")));
         Failure::Bmc {
             step,
@@ -271,7 +273,7 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 /// The power state once it is what `action` asked for (on after on and
 /// cycle, off after off), or what it still is when [`SETTLE`] ran out.
-fn settle(bmc: &dyn Bmc, action: Action) -> Result<PowerState, super::BmcError> {
+fn settle(bmc: &dyn Bmc, action: Action) -> Result<PowerState, BmcError> {
     let want = match action {
         Action::Off => PowerState::Off,
         _ => PowerState::On,

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::paths::resolve;
+use super::role::{Role, Run};
 use super::task::{Copy, File, FileState, LineInFile, Mode, Presence};
-use super::Run;
 
 /// The role's source file for `copy` (files/) or `template` (templates/).
-pub(super) fn source(role: &super::Role, sub: &str, src: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn source(role: &Role, sub: &str, src: &str) -> anyhow::Result<PathBuf> {
     if src.starts_with('/') || src.split('/').any(|c| c == "..") {
         bail!("src `{src}` must be a relative path inside the role's {sub}/ directory");
     }
@@ -80,7 +80,7 @@ fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
 
 /// A `template` task's source and what it renders to with `ctx`.
 pub(super) fn render_template(
-    role: &super::Role,
+    role: &Role,
     t: &crate::template::Templater,
     c: &Copy,
     ctx: &minijinja::Value,

@@ -7,7 +7,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{Prepared, TaskError};
+use super::role::TaskError;
+use super::Prepared;
 use crate::template::Templater;
 use serde_yaml_ng::Value as Yaml;
 
@@ -48,7 +49,7 @@ impl Prepared<'_> {
                 h.update(packages.as_bytes());
             }
         }
-        Ok(crate::artifact::hex(&h.finalize()))
+        Ok(crate::hex::hex(&h.finalize()))
     }
 }
 

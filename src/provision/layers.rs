@@ -146,7 +146,7 @@ pub fn content_hash(dir: &Path, source_date_epoch: u64) -> anyhow::Result<String
             }
         }
     }
-    Ok(crate::artifact::hex(&h.finalize()))
+    Ok(crate::hex::hex(&h.finalize()))
 }
 
 #[cfg(test)]

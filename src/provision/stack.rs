@@ -17,7 +17,7 @@ use nix::mount::MsFlags;
 
 use super::chroot::{Chroot, ChrootOptions};
 use super::layers::{self, Layer, Store};
-use super::Role;
+use super::role::Role;
 use crate::progress::Progress;
 use crate::sys::{self, Sys};
 use crate::template::Templater;

@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::paths::resolve;
+use super::role::Run;
 use super::task::{Apt, Command, Debconf, PkgState, Presence, Service, Shell, User};
-use super::Run;
 use crate::exec::Cmd;
 
 /// A command chrooted into the tree, with the build's environment.

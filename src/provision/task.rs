@@ -33,38 +33,59 @@ pub struct Task {
     pub debconf: Option<Debconf>,
 }
 
-/// The module a task uses, by name (for messages) — exactly one.
+/// A task's module, with its arguments.
+pub enum Module<'a> {
+    Apt(&'a Apt),
+    Copy(&'a Copy),
+    Template(&'a Copy),
+    File(&'a File),
+    Shell(&'a Shell),
+    Command(&'a Command),
+    User(&'a User),
+    LineInFile(&'a LineInFile),
+    Service(&'a Service),
+    Debconf(&'a Debconf),
+}
+
+impl Task {
+    /// The one table of task modules: each module's name (as `tasks.yml`
+    /// spells it), with its arguments when this task sets it.
+    fn table(&self) -> [(&'static str, Option<Module<'_>>); 10] {
+        [
+            ("apt", self.apt.as_ref().map(Module::Apt)),
+            ("copy", self.copy.as_ref().map(Module::Copy)),
+            ("template", self.template.as_ref().map(Module::Template)),
+            ("file", self.file.as_ref().map(Module::File)),
+            ("shell", self.shell.as_ref().map(Module::Shell)),
+            ("command", self.command.as_ref().map(Module::Command)),
+            ("user", self.user.as_ref().map(Module::User)),
+            (
+                "lineinfile",
+                self.lineinfile.as_ref().map(Module::LineInFile),
+            ),
+            ("service", self.service.as_ref().map(Module::Service)),
+            ("debconf", self.debconf.as_ref().map(Module::Debconf)),
+        ]
+    }
+
+    /// The modules this task sets (exactly one in a task that loaded).
+    pub fn modules(&self) -> Vec<Module<'_>> {
+        self.table().into_iter().filter_map(|(_, m)| m).collect()
+    }
+}
+
+/// The modules a task sets, by name (for messages) — exactly one.
 pub fn module_names(task: &Task) -> Vec<&'static str> {
-    [
-        ("apt", task.apt.is_some()),
-        ("copy", task.copy.is_some()),
-        ("template", task.template.is_some()),
-        ("file", task.file.is_some()),
-        ("shell", task.shell.is_some()),
-        ("command", task.command.is_some()),
-        ("user", task.user.is_some()),
-        ("lineinfile", task.lineinfile.is_some()),
-        ("service", task.service.is_some()),
-        ("debconf", task.debconf.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, set)| set.then_some(n))
-    .collect()
+    task.table()
+        .into_iter()
+        .filter_map(|(n, m)| m.map(|_| n))
+        .collect()
 }
 
 /// Every module name, for "unknown module" hints.
-pub const MODULES: &[&str] = &[
-    "apt",
-    "copy",
-    "template",
-    "file",
-    "shell",
-    "command",
-    "user",
-    "lineinfile",
-    "service",
-    "debconf",
-];
+pub fn all_modules() -> Vec<&'static str> {
+    Task::default().table().map(|(n, _)| n).to_vec()
+}
 
 pub use crate::yaml::OneOrMany as Strings;
 

@@ -20,7 +20,8 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::reply::Reply;
-use super::tokens::{bearer, constant_time_eq, fill_random, hex};
+use super::tokens::{bearer, constant_time_eq, fill_random};
+use crate::hex::hex;
 
 /// Where the generated token is kept, under the served dir.
 pub const ADMIN_TOKEN: &str = ".state/admin.token";

@@ -44,11 +44,14 @@ mod state;
 pub mod tftp;
 pub mod tokens;
 
-pub use options::{ServeOptions, UefiBoot, DEFAULT_BOOT_CONFIG, GRACE};
+pub use options::{
+    boot_config_or_default, ServeOptions, UefiBoot, DEFAULT_BOOT_CONFIG, DEFAULT_HTTP,
+    DEFAULT_IPXE_DIR, DEFAULT_RETRY_DELAY, DEFAULT_TFTP, DEFAULT_TIMEOUT, GRACE,
+};
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -291,10 +294,8 @@ fn raise_fd_limit() {
 }
 
 fn boot_config_path(opts: &ServeOptions) -> anyhow::Result<Option<PathBuf>> {
-    let path = match &opts.boot_config {
-        Some(p) => p.clone(),
-        None if Path::new(DEFAULT_BOOT_CONFIG).exists() => PathBuf::from(DEFAULT_BOOT_CONFIG),
-        None => return Ok(None),
+    let Some(path) = boot_config_or_default(opts.boot_config.as_deref()) else {
+        return Ok(None);
     };
     profiles::BootConfig::load(&path).map_err(|e| UsageError(e.to_string()))?;
     // The lab inventory, checked with file:line:col (`mkimage check --boot-config`).

@@ -1,11 +1,36 @@
 //! What `mkimage serve` is asked to do, as plain data: the CLI layer (or a
 //! test, or `mkimage boot-test`) fills it in; nothing here knows about flags.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The default boot config path, used only if it exists.
 pub const DEFAULT_BOOT_CONFIG: &str = "vars/boot.yml";
+
+/// The boot config given, else [`DEFAULT_BOOT_CONFIG`] when that file
+/// exists (relative to the current directory); `None` for neither. Every
+/// command that reads a boot config (serve, publish, iso, nodes) picks it
+/// so.
+pub fn boot_config_or_default(given: Option<&Path>) -> Option<PathBuf> {
+    match given {
+        Some(p) => Some(p.to_path_buf()),
+        None if Path::new(DEFAULT_BOOT_CONFIG).is_file() => {
+            Some(PathBuf::from(DEFAULT_BOOT_CONFIG))
+        }
+        None => None,
+    }
+}
+
+/// `serve --http`: where HTTP listens.
+pub const DEFAULT_HTTP: &str = "0.0.0.0:8080";
+/// `serve --tftp`: where TFTP listens.
+pub const DEFAULT_TFTP: &str = "0.0.0.0:69";
+/// `serve --ipxe-dir`: Debian's `ipxe` package's binaries.
+pub const DEFAULT_IPXE_DIR: &str = "/usr/lib/ipxe";
+/// `serve --timeout`: how long a client may take to send its head, or stall.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// `serve --retry-delay`: how long a machine that came too early waits.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(20);
 
 /// Everything `serve::run` needs.
 #[derive(Debug, Clone)]
@@ -72,20 +97,20 @@ impl ServeOptions {
     pub fn new(dir: impl Into<PathBuf>) -> ServeOptions {
         ServeOptions {
             dir: dir.into(),
-            http: "0.0.0.0:8080".into(),
-            tftp: Some("0.0.0.0:69".into()),
+            http: DEFAULT_HTTP.into(),
+            tftp: Some(DEFAULT_TFTP.into()),
             boot_config: None,
             public_url: None,
-            ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
+            ipxe_dir: PathBuf::from(DEFAULT_IPXE_DIR),
             proxy_dhcp: None,
             ipxe_template: None,
             uefi_boot: UefiBoot::Ipxe,
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
-            timeout: Duration::from_secs(30),
+            timeout: DEFAULT_TIMEOUT,
             grace: GRACE,
-            retry_delay: Duration::from_secs(20),
+            retry_delay: DEFAULT_RETRY_DELAY,
             admin_token_file: None,
             public_status: false,
             trusted_proxies: Vec::new(),

@@ -59,7 +59,7 @@ pub fn route(state: &State, req: &Parts, client: SocketAddr) -> Reply {
         "/boot.ipxe" => script::boot(state, req, query, client, script::Format::Ipxe),
         "/grub.cfg" => script::boot(state, req, query, client, script::Format::Grub),
         _ if path.starts_with(identity::PREFIX) => {
-            identity::node_overlay(state, req, &path[identity::PREFIX.len()..], client)
+            identity::route::node_overlay(state, req, &path[identity::PREFIX.len()..], client)
         }
         _ => match (
             path.strip_prefix("/sha256/"),

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 
+use crate::hex::hex;
+
 /// How long a token stays valid after it was issued.
 pub const WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// How many of a MAC's newest tokens are valid at once.
@@ -177,10 +179,6 @@ pub fn fill_random(buf: &mut [u8]) {
             panic!("getrandom failed: {}", std::io::Error::last_os_error());
         }
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<[u8; BYTES]> {

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use nix::mount::MsFlags;
 
-use super::Sys;
+use super::calls::Sys;
 
 /// Bind-mount `src` on `dest` (creating `dest`), read-only if asked.
 pub fn bind(sys: &dyn Sys, src: &Path, dest: &Path, readonly: bool) -> anyhow::Result<()> {

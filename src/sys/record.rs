@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
-use super::Sys;
+use super::calls::Sys;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +155,6 @@ impl Sys for Recorder {
 
     fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
         let table = self.table.lock().map(|t| t.clone()).unwrap_or_default();
-        super::deepest_first(table.into_iter().filter(|p| p.starts_with(dir)).collect())
+        super::calls::deepest_first(table.into_iter().filter(|p| p.starts_with(dir)).collect())
     }
 }

@@ -32,8 +32,8 @@ pub fn enter() -> anyhow::Result<()> {
     // The parent holds the write end of this pipe until it dies; the child
     // checks it after setting PDEATHSIG (getppid() is 0 across PID namespaces).
     let (alive_r, alive_w) = nix::unistd::pipe().context("pipe")?;
-    let sys = &super::REAL;
-    super::Sys::unshare(sys, CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)?;
+    let sys = &super::calls::REAL;
+    super::calls::Sys::unshare(sys, CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)?;
     // SAFETY: called while single-threaded (before any thread is spawned).
     match unsafe { fork() }.context("fork")? {
         ForkResult::Parent { child } => {
@@ -52,7 +52,7 @@ pub fn enter() -> anyhow::Result<()> {
             std::env::set_var("MKIMAGE_IN_SANDBOX", "1");
             // As PID 1 we get no default signal actions: install real ones.
             install_interrupt_exit();
-            super::Sys::mount(
+            super::calls::Sys::mount(
                 sys,
                 Path::new("none"),
                 Path::new("/"),

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 use mkimage::archive::cpio::{read_newc, ReadEntry};
-use mkimage::initramfs::{self as initrd, modules::DEFAULT_MODULES, KernelSource};
+use mkimage::initramfs::{self as initrd, KernelSource, DEFAULT_MODULES};
 
 fn read_initrd(path: &Path) -> Vec<ReadEntry> {
     let file = std::fs::File::open(path).expect("open initrd");
@@ -25,7 +25,7 @@ fn read_initrd(path: &Path) -> Vec<ReadEntry> {
 fn depmod_deps(tree: &Path, version: &str) -> BTreeMap<String, Vec<String>> {
     let text = std::fs::read_to_string(tree.join(format!("usr/lib/modules/{version}/modules.dep")))
         .expect("fixture has modules.dep");
-    let name = |p: &str| mkimage::initramfs::modules::module_name(Path::new(p.trim())).unwrap();
+    let name = |p: &str| mkimage::kmod::module_name(Path::new(p.trim())).unwrap();
     text.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(m, deps)| (name(m), deps.split_whitespace().map(name).collect()))

@@ -24,7 +24,7 @@ use common::*;
 use mirror_support::*;
 use mkimage::apt::{AptSource, Fetcher};
 use mkimage::initramfs::firmware::{self, Collected, Source};
-use mkimage::initramfs::modules::Module;
+use mkimage::kmod::Module;
 
 /// The initrd's private apt, reduced to the firmware component.
 fn source(mirror: &Mirror, cache: &Path) -> AptSource {

@@ -60,7 +60,7 @@ pub async fn send_file(
     let task = rt.spawn(async move {
         let mut n = 0;
         let result = match TcpStream::from_std(dup) {
-            Ok(s) => super::send::send_file(&s, &file, start, len, timeout, &mut n).await,
+            Ok(s) => super::sendfile::send_file(&s, &file, start, len, timeout, &mut n).await,
             Err(e) => Err(e),
         };
         (result, n)

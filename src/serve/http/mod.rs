@@ -21,6 +21,7 @@ mod body;
 mod bulk;
 mod head;
 mod send;
+mod sendfile;
 
 pub use body::RequestBody;
 #[cfg(test)]

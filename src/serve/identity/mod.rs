@@ -15,10 +15,8 @@
 //! blank is left out (so the networkd files exist only for a static network).
 
 pub mod check;
-mod route;
+pub mod route;
 pub mod templates;
-
-pub use route::node_overlay;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};

@@ -24,7 +24,10 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::Method;
 
-use super::{record, Change, Failure, Inventory, Record, Stage, Store, Summary};
+use super::record::{self, Failure, Inventory, Record};
+use super::show::Summary;
+use super::stage::Stage;
+use super::store::{Change, NodeError, Store};
 use crate::artifact::{now, now_ms};
 use crate::serve::admin::{self, Admin};
 use crate::serve::http::RequestBody;
@@ -237,9 +240,9 @@ fn inventory(store: &Store, mac: &str, req: &Parts, ip: IpAddr) -> Reply {
 }
 
 fn saved(
-    updated: Result<super::Record, super::NodeError>,
+    updated: Result<Record, NodeError>,
     mac: &str,
-    ok: impl FnOnce(&super::Record) -> Reply,
+    ok: impl FnOnce(&Record) -> Reply,
 ) -> Reply {
     let mut reply = match updated {
         Ok(r) => ok(&r),

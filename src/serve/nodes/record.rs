@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Stage;
+use super::stage::Stage;
 
 /// The longest text field accepted in an inventory or a failure reason.
 pub const MAX_TEXT: usize = 512;

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::store::{read_all, NodeError};
-use super::{Record, Stage, NODES};
+use super::record::{Inventory, Record};
+use super::stage::Stage;
+use super::store::{read_all, NodeError, NODES};
 use crate::artifact::utc;
 
 /// What a listing shows of one machine.
@@ -74,7 +75,7 @@ impl Summary {
 
 /// A text field of the inventory's `bmc` object (`mkimage-discovery`'s
 /// `ipmitool lan print`), unless empty or all zeros.
-fn bmc_field(inv: Option<&super::Inventory>, key: &str) -> Option<String> {
+fn bmc_field(inv: Option<&Inventory>, key: &str) -> Option<String> {
     inv.and_then(|i| i.other.get("bmc"))
         .and_then(|b| b.get(key))
         .and_then(|v| v.as_str())
@@ -205,7 +206,7 @@ pub fn metrics_of(records: &[super::store::Tally]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::nodes::{Failure, Inventory};
+    use crate::serve::nodes::record::{Failure, Inventory};
 
     #[test]
     fn summaries_tables_and_metrics() {

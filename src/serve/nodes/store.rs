@@ -35,7 +35,8 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use super::{file_name, Record, Stage};
+use super::record::Record;
+use super::stage::Stage;
 
 /// The registry, relative to the served dir.
 pub const NODES: &str = ".state/nodes";
@@ -436,10 +437,15 @@ pub(super) fn read_all(dir: &Path) -> Result<Vec<Record>, NodeError> {
     Ok(records)
 }
 
+/// A record's file name: the MAC with hyphens (`52-54-00-12-34-56.json`).
+fn file_name(mac: &str) -> String {
+    format!("{}.json", mac.replace(':', "-"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::nodes::Stage;
+    use crate::serve::nodes::stage::Stage;
 
     #[test]
     fn concurrent_updates_lose_nothing_and_leave_whole_files() {

@@ -6,7 +6,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Record, Stage};
+use super::record::{Record, Seen};
+use super::stage::Stage;
 use crate::artifact::utc;
 
 /// A stage of the last boot: when it began (ms after `script`) and how
@@ -20,7 +21,7 @@ pub struct Bar {
 
 /// The bars of a record's last boot, in boot order.
 pub fn bars(r: &Record) -> Vec<Bar> {
-    let at = |s: &super::Seen| if s.ms > 0 { s.ms } else { s.time * 1000 };
+    let at = |s: &Seen| if s.ms > 0 { s.ms } else { s.time * 1000 };
     let Some(first) = r.stages.first().map(at) else {
         return Vec::new();
     };
@@ -171,7 +172,7 @@ pub fn html(r: &Record, name: Option<&str>, esc: &dyn Fn(&str) -> String) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::nodes::{Failure, Power};
+    use crate::serve::nodes::record::{Failure, Power};
 
     fn record() -> Record {
         let mut r = Record::new("52:54:00:12:34:56", 0);

@@ -1,5 +1,6 @@
-//! Kernel modules for the initrd: find them by name in a kernel's
-//! `lib/modules/VERSION`, read each one's `.modinfo` ELF section by hand
+//! Kernel modules, for the initrd and the basefs alike: where a kernel's
+//! modules live ([`MODULE_DIRS`]), their names, find them by name in a
+//! kernel's `lib/modules/VERSION`, read each one's `.modinfo` ELF section by hand
 //! (Debian's kernel package ships no `modules.dep`; depmod makes it at
 //! install time), close over `depends=` and `softdep=pre:`, and fix a load
 //! order (dependencies first) that the init follows with plain `insmod`.
@@ -10,6 +11,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+/// Where a kernel's `VERSION/` modules dir is, relative to a root: merged
+/// /usr first, then the old place.
+pub const MODULE_DIRS: [&str; 2] = ["usr/lib/modules", "lib/modules"];
 
 /// Errors resolving modules.
 #[derive(Debug, thiserror::Error)]
@@ -25,39 +30,6 @@ pub enum ModuleError {
     #[error("kernel modules depend on each other in a cycle: {0}")]
     Cycle(String),
 }
-
-/// The NICs of real lab machines and the boot path (loop, squashfs, overlay).
-pub const DEFAULT_MODULES: &[&str] = &[
-    "virtio_net",
-    "virtio_pci",
-    "e1000",
-    "e1000e",
-    "igb",
-    "ixgbe",
-    "i40e",
-    "ice",
-    "bnxt_en",
-    "tg3",
-    "bnx2",
-    "r8169",
-    "mlx4_en",
-    "mlx5_core",
-    "vmxnet3",
-    "loop",
-    "squashfs",
-    "overlay",
-    "dm_verity",
-    "af_packet",
-    // The boot medium of an offline ISO: CD-ROM, disk or USB stick, and its filesystem.
-    "isofs",
-    "sr_mod",
-    "sd_mod",
-    "ata_piix",
-    "ahci",
-    "usb_storage",
-    "xhci_pci",
-    "ehci_pci",
-];
 
 /// Canonical module name: `-` and `_` are the same to the kernel.
 pub fn canonical(name: &str) -> String {

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{keys, playbook, Kind, Plan, Vars};
+use crate::config::{keys, playbook, Kind, Plan, Vars};
 use crate::ConfigError;
 
 /// What `mkimage check` validates.
@@ -33,7 +33,7 @@ pub fn plans(target: &Target, overrides: &[String], out: &Path) -> Result<Vec<Pl
                     vec!["name=included-settings".to_string()],
                 ]
                 .concat();
-                super::plan_of(&Vars::read(file, &named)?, kind, out)?;
+                crate::config::plan_of(&Vars::read(file, &named)?, kind, out)?;
                 return Ok(Vec::new());
             }
             Ok(vec![validated(file, overrides, kind, out)?])
@@ -50,7 +50,7 @@ pub fn validated(
     out: &Path,
 ) -> Result<Plan, ConfigError> {
     let vars = Vars::read(file, overrides)?;
-    let plan = super::plan_of(&vars, kind, out)?;
+    let plan = crate::config::plan_of(&vars, kind, out)?;
     let reads = check_roles(&plan, &vars)?;
     unread_overrides(overrides, &reads)?;
     Ok(plan)
@@ -68,7 +68,7 @@ pub fn playbook_plans(
     let mut reads = BTreeSet::new();
     for b in &book.builds {
         let vars = Vars::read(&b.vars, &[b.overrides.clone(), overrides.to_vec()].concat())?;
-        let plan = super::plan_of(&vars, b.kind, out)?;
+        let plan = crate::config::plan_of(&vars, b.kind, out)?;
         let build_reads = check_roles(&plan, &vars)?;
         unread_overrides(&b.overrides, &build_reads)?;
         reads.extend(build_reads);

@@ -1,0 +1,43 @@
+//! What `mkimage boot-test` is asked for.
+
+use std::path::PathBuf;
+
+use super::vm::Nic;
+
+/// `mkimage boot-test`, resolved by the CLI (paths absolute).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Build this playbook first (into `dir`), then boot its output.
+    pub playbook: Option<PathBuf>,
+    pub overrides: Vec<String>,
+    /// The directory holding the artifacts (what `mkimage serve` serves).
+    pub dir: PathBuf,
+    /// Boot config with profiles and `boot_test:` assertions.
+    pub boot_config: PathBuf,
+    /// True when `boot_config` is the default path (it may be missing).
+    pub boot_config_is_default: bool,
+    pub profile: Option<String>,
+    pub mac: String,
+    pub nic: Nic,
+    pub memory: Option<u32>,
+    pub timeout: Option<u64>,
+    pub uefi: bool,
+    /// Boot on a layer-2 network through `mkimage serve --proxy-dhcp` (see `lab`).
+    pub proxy_dhcp: bool,
+    /// Extra kernel arguments for this boot.
+    pub append: String,
+    pub serial_log: Option<PathBuf>,
+    /// Boot through nginx run from this cache-tier config, then boot again
+    /// and check the basefs came from nginx's cache (see `front`).
+    pub via_nginx: Option<PathBuf>,
+    /// Boot from a `mkimage publish`ed tree served by nginx alone, with no
+    /// `mkimage serve` running (see `published`).
+    pub published: bool,
+    /// Boot this offline ISO as a CD-ROM, with no network (see `iso`).
+    pub iso: Option<PathBuf>,
+    /// UEFI with Secure Boot enforced (see `secure`).
+    pub secure_boot: bool,
+    /// With `secure_boot`: sign a UKI with the site key in this dir and
+    /// enroll its certificate in the firmware's `db`.
+    pub keys: Option<PathBuf>,
+}
