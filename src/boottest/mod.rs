@@ -73,6 +73,21 @@ pub struct Request {
     /// With `secure_boot`: sign a UKI with the site key in this dir and
     /// enroll its certificate in the firmware's `db`.
     pub keys: Option<PathBuf>,
+    /// With `keys`: enroll the certificate in shim's MokList instead of
+    /// `db`, and boot the UKI through shim.
+    pub mok: bool,
+}
+
+impl Request {
+    /// The site key and where the test firmware trusts it.
+    fn site_key(&self) -> secure::SiteKey<'_> {
+        let trust = if self.mok {
+            crate::secureboot::firmware::Trust::Mok
+        } else {
+            crate::secureboot::firmware::Trust::Db
+        };
+        self.keys.as_deref().map(|dir| (dir, trust))
+    }
 }
 
 /// Assertions used when the boot config declares none.
@@ -142,7 +157,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         .then(|| network::Network::seen_as(req.proxy_dhcp));
     expect.extend(builtin_expect(dns_answer));
     if req.secure_boot {
-        secure::preflight(req.keys.as_deref())?;
+        secure::preflight(req.site_key())?;
         expect.push(Expect::SecureBoot { secure_boot: true });
         expect.push(Expect::Lockdown { lockdown: true });
     }
@@ -270,7 +285,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             seen_as,
             mac: &spec.mac.clone(),
         };
-        secure::prepare(&setup, req.keys.as_deref(), req.proxy_dhcp, &mut spec)?;
+        secure::prepare(&setup, req.site_key(), req.proxy_dhcp, &mut spec)?;
     }
     let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
     let how = if req.proxy_dhcp {

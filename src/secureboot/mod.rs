@@ -12,6 +12,7 @@
 
 pub mod firmware;
 pub mod keys;
+pub mod publish;
 pub mod uki;
 
 use std::path::Path;
