@@ -12,6 +12,10 @@
 //! while the firmware's db holds another's certificate, and Debian's
 //! unsigned `ipxe.efi` (which is why Secure Boot clients get shim, never
 //! iPXE). No OS boots: each ends at OVMF's "Access Denied".
+//! Ignored too: the UKI through shim for a machine that trusts the site key
+//! only in MOK (every assertion, and the key loaded from MokListRT), and a
+//! basefs replaced on the server after its UKI was signed, refused by the
+//! init with the reason on the console and in the node record.
 
 mod common;
 use common::*;
@@ -159,8 +163,7 @@ fn site_signed_uki_boots_through_shim_with_the_site_key_only_in_mok() {
     let p = played();
     let keys = p.path().join("mok-keys");
     keys::init(&keys).unwrap();
-    let (out, console) = boot(p, "uki-mok", &["--keys", keys.to_str().unwrap(), "--mok"]);
-    assert!(out.contains("in MOK: shim → UKI"), "{out}");
+    let (_, console) = boot(p, "uki-mok", &["--keys", keys.to_str().unwrap(), "--mok"]);
     // The firmware ran shim (Microsoft's CA in db); shim verified the UKI
     // against MokList: the site certificate is in MokListRT, not in db.
     assert!(console.contains("NBP filename is uki/discovery-debug/shimx64.efi"));
