@@ -170,12 +170,7 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     let ukis = match &keys {
         Some(keys) => {
             let profiles = profiles_of(config.as_ref(), &default, &manifest)?;
-            let ukis = secure::build_ukis(&tree, keys, &profiles.iter().collect::<Vec<_>>())?;
-            for u in &ukis {
-                place(&req.dir, &req.out, &u.name, &u.sha256)?;
-                done.insert((u.sha256.clone(), u.name.clone()));
-            }
-            ukis
+            place_ukis(&tree, keys, &profiles, &mut done)?
         }
         None => Vec::new(),
     };
@@ -213,6 +208,22 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
         dropped,
         ukis,
     })
+}
+
+/// Build and sign each profile's UKI and place it in the tree by content
+/// (recorded in `done`, so the tidying keeps it).
+fn place_ukis(
+    tree: &secure::Tree,
+    keys: &crate::secureboot::keys::Keys,
+    profiles: &[Resolved],
+    done: &mut BTreeSet<(String, String)>,
+) -> anyhow::Result<Vec<secure::Uki>> {
+    let ukis = secure::build_ukis(tree, keys, &profiles.iter().collect::<Vec<_>>())?;
+    for u in &ukis {
+        place(tree.dir, tree.out, &u.name, &u.sha256)?;
+        done.insert((u.sha256.clone(), u.name.clone()));
+    }
+    Ok(ukis)
 }
 
 /// Every profile of the boot config, resolved (the default alone without one).
