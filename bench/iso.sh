@@ -1,6 +1,6 @@
 #!/bin/bash
 # ISO benchmark and the boots CI leaves out (issue #14; CI boots the
-# offline ISO once, UEFI, in tests/iso_boot.rs):
+# offline ISO once, UEFI, in tests/qemu/iso_boot.rs):
 #  1. `mkimage iso --offline` twice: build time, size, same bytes;
 #  2. `mkimage boot-test --iso` under BIOS (CD-ROM, no network, every
 #     assertion of vars/boot.yml);

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Secure Boot: what CI leaves out (CI boots once with factory keys and once
-# with a site-signed UKI, in tests/secure_boot.rs):
-#  1. tests/secure_boot.rs --ignored: the firmware's refusals (a UKI
+# with a site-signed UKI, in tests/qemu/secure_boot.rs):
+#  1. tests/qemu/secure_boot.rs --ignored: the firmware's refusals (a UKI
 #     signed by another key than the one in db, and Debian's unsigned
 #     ipxe.efi — each must end at OVMF's "Access Denied", no kernel
 #     started); the init's refusal of a basefs replaced on the server after
@@ -25,7 +25,7 @@ if [ -z "$dir" ]; then
     dir=$work/play
     "$mk" play playbooks/all.yml --out "$dir" --var "cache_dir=$cache" >"$work/play.log" 2>&1 || { tail -20 "$work/play.log" >&2; exit 1; }
 fi
-t=$(secs cargo test --release --test secure_boot -- --ignored --test-threads 1 --nocapture)
+t=$(secs cargo test --release --test qemu secure_boot:: -- --ignored --test-threads 1 --nocapture)
 echo "refusals (another key's UKI, unsigned ipxe.efi by the firmware; a replaced basefs by the init) and the UKI through shim with the key in MOK: passed in $t s"
 grep -m1 '^refused: ' "$work/last.log" || true
 t=$(secs "$mk" boot-test --dir "$dir" --secure-boot --proxy-dhcp)

@@ -8,10 +8,13 @@
 # Images land in IMAGES, a tmpfs of transparent huge pages (see /init).
 
 # mirrors URL: URL, then the same path on every other server of
-# mkimage.servers= (when URL lies on one of them), one per line.
+# mkimage.servers= (when URL lies on one of them), one per line. A node
+# overlay (/node/) has no mirror: only the server that issued this boot's
+# token serves it, and the token goes to no other.
 SERVERS=
 mirrors() {
 	echo "$1"
+	case "$1" in */node/*) return 0 ;; esac
 	rel=
 	for s in $(echo "$SERVERS" | tr ',' ' '); do
 		case "$1" in "$s"/*) rel=${1#"$s"} ;; esac

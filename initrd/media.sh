@@ -53,7 +53,7 @@ get() {
 		case "$1" in
 		# A node overlay is served to its machine only: the boot token
 		# (never sent to any other URL, such as a remote overlay's server).
-		*/node/*) wget -q -O "$2" ${TOKEN:+--header "Authorization: Bearer $TOKEN"} "$1" ;;
+		*/node/*) node_get "$1" "$2" ;;
 		*) wget -q -O "$2" "$1" ;;
 		esac
 		return

@@ -16,6 +16,8 @@
 
 API=
 TOKEN=
+NODE_OVERLAY=
+RUN_DIR=/run/mkimage
 REPORT_MAC=
 REPORT_TIMEOUT=5
 
@@ -36,10 +38,105 @@ report_from() {
 report_token() {
 	[ -n "$API" ] && [ -n "$REPORT_MAC" ] || return 0
 	if [ -z "$TOKEN" ]; then
-		TOKEN=$(timeout "$REPORT_TIMEOUT" wget -q -O - "$API/boot.ipxe?mac=$REPORT_MAC" 2>/dev/null |
-			sed -n 's/.* mkimage\.token=\([0-9a-f]*\).*/\1/p' | head -n 1)
+		line=$(script_line)
+		TOKEN=$(token_of "$line")
+		[ -n "$TOKEN" ] && node_overlay_from "$line"
 	fi
-	[ -n "$TOKEN" ] && [ -d /run/mkimage ] && (umask 077 && echo "$TOKEN" >/run/mkimage/token)
+	keep_token
+}
+
+# script_line: the kernel line of this MAC's boot script on $API (it
+# carries a fresh token), or nothing.
+script_line() {
+	timeout "$REPORT_TIMEOUT" wget -q -O - "$API/boot.ipxe?mac=$REPORT_MAC" 2>/dev/null |
+		grep -m 1 ' mkimage\.token='
+}
+
+token_of() {
+	echo "$1" | sed -n 's/.* mkimage\.token=\([0-9a-f]*\).*/\1/p'
+}
+
+# keep_token: $TOKEN in $RUN_DIR/token (0600), where the booted system's
+# mkimage-report and this init's later reports (from any job) read it.
+keep_token() {
+	[ -n "$TOKEN" ] && [ -d "$RUN_DIR" ] && (umask 077 && echo "$TOKEN" >"$RUN_DIR/token")
+	return 0
+}
+
+# node_get URL DEST: a node overlay, sent with this boot's token. Refused
+# (403: the server restarted since it issued the token, and it keeps
+# tokens in memory only), the init asks for its boot script again, as a
+# medium boot does, keeps the fresh token and tries once more; the server
+# renders the same overlay again, at the same URL unless the node changed
+# in the inventory meanwhile. Once per boot (each script fetch starts a new
+# boot on the machine's record).
+node_get() {
+	node_try "$@" && return 0
+	if grep -q ' 403' "$2.why" && [ -n "$API" ] && [ -n "$REPORT_MAC" ] &&
+		[ -d "$RUN_DIR" ] && [ ! -e "$RUN_DIR/token.renewed" ]; then
+		: >"$RUN_DIR/token.renewed"
+		TOKEN=$(token_of "$(script_line)")
+		if [ -n "$TOKEN" ]; then
+			keep_token
+			say "the server refused the node overlay (restarted since this boot's script?); asked it for a fresh boot token"
+			node_try "$@" && return 0
+		fi
+	fi
+	cat "$2.why" >&2
+	rm -f "$2.why"
+	return 1
+}
+
+node_try() {
+	wget -q -O "$2" ${TOKEN:+--header "Authorization: Bearer $TOKEN"} "$1" 2>"$2.why" || return 1
+	rm -f "$2.why"
+}
+
+# node_overlay_from LINE: with mkimage.node-overlay=script (which `mkimage
+# iso --server` puts on the medium's command line), the node overlay the
+# boot script's kernel LINE names (a URL on $API under /node/, with its
+# sha256 at the same place in overlayfs.sha256=) becomes this boot's last
+# overlay, so a machine booted from a medium gets its identity (hostname,
+# static network, keys) as an iPXE-booted one does, on the same trust (a
+# script over HTTP). Only from the server that issued the token: it alone
+# accepts it. A signed UKI's command line does not say it: its node overlay
+# would be the one thing its signature does not cover.
+node_overlay_from() {
+	case "$1" in *" overlayfs="*"/node/"*) ;; *) return 0 ;; esac
+	if [ "$NODE_OVERLAY" != script ]; then
+		say "the boot script names a node overlay; not taken: the command line has no mkimage.node-overlay=script (a signed UKI trusts only what its signature covers)"
+		return 0
+	fi
+	urls=
+	shas=
+	for w in $1; do
+		case "$w" in
+		overlayfs=*) urls=${w#*=} ;;
+		overlayfs.sha256=*) shas=${w#*=} ;;
+		esac
+	done
+	# Appended only where each overlay of the command line has its digest.
+	[ "${OVERLAYS:+x}$(echo "$OVERLAYS" | tr -cd ,)" = "${OVERLAYS_SHA:+x}$(echo "$OVERLAYS_SHA" | tr -cd ,)" ] || {
+		say "warning: the command line's overlays and their sha256s differ in number; no node overlay added"
+		return 0
+	}
+	n=0
+	for u in $(echo "$urls" | tr ',' ' '); do
+		n=$((n + 1))
+		case "$u" in */node/*) ;; *) continue ;; esac
+		case "$u" in "$API"/node/*) ;; *)
+			say "the boot script's node overlay $u is not on $API (mkimage.api=), the server whose token this is; not taken (give mkimage iso --server the URL the server calls itself)"
+			return 0
+			;;
+		esac
+		sha=$(echo "$shas" | tr ',' '\n' | sed -n "${n}p")
+		case "$sha" in *[!0-9a-f]* | "") continue ;; esac
+		[ ${#sha} -eq 64 ] || continue
+		OVERLAYS="${OVERLAYS:+$OVERLAYS,}$u"
+		OVERLAYS_SHA="${OVERLAYS_SHA:+$OVERLAYS_SHA,}$sha"
+		say "node overlay from the boot script of $REPORT_MAC: $u"
+		return 0
+	done
 	return 0
 }
 
@@ -54,6 +151,8 @@ urlencode() {
 # step that failed and why.
 report() {
 	[ -n "$API" ] && [ -n "$REPORT_MAC" ] || return 0
+	# A fetch job may have renewed the token (node_get).
+	[ -s "$RUN_DIR/token" ] && TOKEN=$(cat "$RUN_DIR/token")
 	url="$API/api/nodes/$REPORT_MAC/event?stage=$1"
 	[ $# -ge 3 ] && url="$url&step=$(urlencode "$2")&reason=$(urlencode "$3")"
 	if [ -n "$TOKEN" ]; then

@@ -123,6 +123,42 @@ struct LabFile {
     nodes: BTreeMap<String, Node>,
     #[serde(default)]
     credentials_file: Option<PathBuf>,
+    /// Inventory files (relative to the boot config's folder), each with
+    /// `nodes:` only.
+    #[serde(default)]
+    include: Option<OneOrMany>,
+}
+
+/// An inventory file a boot config `include:`s.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Included {
+    #[serde(default)]
+    nodes: BTreeMap<String, Node>,
+}
+
+/// One file's text, for error locations.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn at(&self, keys: &[&str], message: String) -> ConfigError {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let (line, col) = locate(self.text, &keys);
+        ConfigError(format!("{}:{line}:{col}: {message}", self.path.display()))
+    }
+}
+
+/// What the nodes seen so far hold, so a second one with the same name,
+/// MAC, hostname or address is an error wherever it is defined.
+#[derive(Default)]
+struct Seen {
+    nodes: BTreeMap<String, Node>,
+    macs: BTreeMap<String, String>,
+    hostnames: BTreeSet<String>,
+    addresses: BTreeMap<IpAddr, String>,
 }
 
 impl Lab {
@@ -133,104 +169,35 @@ impl Lab {
         Lab::parse(path, &text)
     }
 
-    /// Parse and check the inventory in `text` (the contents of `path`).
+    /// Parse and check the inventory in `text` (the contents of `path`),
+    /// and in the files it `include:`s.
     pub fn parse(path: &Path, text: &str) -> Result<Lab, ConfigError> {
         let file: LabFile = crate::yaml::parse(path, text)?;
-        let at = |keys: &[&str], message: String| {
-            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            let (line, col) = locate(text, &keys);
-            ConfigError(format!("{}:{line}:{col}: {message}", path.display()))
-        };
-        let mut nodes = BTreeMap::new();
-        let (mut macs, mut hostnames) = (BTreeMap::new(), BTreeSet::new());
-        let mut addresses = BTreeMap::new();
-        for (name, mut node) in file.nodes {
-            if !valid_name(&name) {
-                return Err(at(&["nodes", &name], format!("node name `{name}`: use letters, digits, `-`, `_` and `.` (it is also the default hostname)")));
-            }
-            node.mac = normalize_mac(&node.mac).ok_or_else(|| {
-                at(
-                    &["nodes", &name, "mac"],
-                    format!("nodes.{name}.mac: `{}` is not a MAC address", node.mac),
+        let base = path.parent().unwrap_or(Path::new("."));
+        let main = Source { path, text };
+        let mut seen = Seen::default();
+        for (name, node) in file.nodes {
+            seen.add(&main, name, node)?;
+        }
+        for inc in file.include.map(|i| i.to_vec()).unwrap_or_default() {
+            let inc_path = base.join(&inc);
+            let inc_text = std::fs::read_to_string(&inc_path).map_err(|e| {
+                main.at(
+                    &["include"],
+                    format!("include: cannot read {}: {e}", inc_path.display()),
                 )
             })?;
-            if let Some(other) = macs.insert(node.mac.clone(), name.clone()) {
-                return Err(at(
-                    &["nodes", &name, "mac"],
-                    format!("nodes.{name}.mac: {} is node `{other}`'s MAC too", node.mac),
-                ));
+            let included: Included = crate::yaml::parse(&inc_path, &inc_text)?;
+            let source = Source {
+                path: &inc_path,
+                text: &inc_text,
+            };
+            for (name, node) in included.nodes {
+                seen.add(&source, name, node)?;
             }
-            let hostname = node.hostname.clone().unwrap_or_else(|| name.clone());
-            if !valid_name(&hostname) {
-                return Err(at(
-                    &["nodes", &name, "hostname"],
-                    format!("nodes.{name}.hostname: `{hostname}` is not a host name"),
-                ));
-            }
-            if !hostnames.insert(hostname.clone()) {
-                return Err(at(
-                    &["nodes", &name],
-                    format!("nodes.{name}: hostname `{hostname}` is another node's too"),
-                ));
-            }
-            if let Some(net) = &node.network {
-                for cidr in net.address.to_vec() {
-                    let ip = check_cidr(&cidr).map_err(|e| {
-                        at(
-                            &["nodes", &name, "network", "address"],
-                            format!("nodes.{name}.network.address: {e}"),
-                        )
-                    })?;
-                    if let Some(other) = addresses.insert(ip, name.clone()) {
-                        return Err(at(
-                            &["nodes", &name, "network", "address"],
-                            format!("nodes.{name}.network.address: {ip} is node `{other}`'s address too"),
-                        ));
-                    }
-                }
-                for (key, value) in net
-                    .gateway
-                    .iter()
-                    .map(|g| ("gateway", g))
-                    .chain(net.dns.iter().map(|d| ("dns", d)))
-                {
-                    if value.parse::<IpAddr>().is_err() {
-                        return Err(at(
-                            &["nodes", &name, "network", key],
-                            format!("nodes.{name}.network.{key}: `{value}` is not an IP address"),
-                        ));
-                    }
-                }
-                for mac in &net.bond {
-                    if normalize_mac(mac).is_none() {
-                        return Err(at(
-                            &["nodes", &name, "network", "bond"],
-                            format!("nodes.{name}.network.bond: `{mac}` is not a MAC address"),
-                        ));
-                    }
-                }
-            }
-            if let Some(bmc) = &node.bmc {
-                if bmc.address.trim().is_empty() || bmc.address.chars().any(char::is_whitespace) {
-                    return Err(at(
-                        &["nodes", &name, "bmc"],
-                        format!("nodes.{name}.bmc.address: give the BMC's host name or IP address"),
-                    ));
-                }
-                if bmc.credentials.trim().is_empty() {
-                    return Err(at(
-                        &["nodes", &name, "bmc"],
-                        format!(
-                            "nodes.{name}.bmc.credentials: name an entry of the credentials file"
-                        ),
-                    ));
-                }
-            }
-            nodes.insert(name, node);
         }
-        let base = path.parent().unwrap_or(Path::new("."));
         Ok(Lab {
-            nodes,
+            nodes: seen.nodes,
             credentials_file: file.credentials_file.map(|p| base.join(p)),
             source: path.to_path_buf(),
         })
@@ -242,6 +209,112 @@ impl Lab {
             .iter()
             .find(|(_, n)| n.mac == mac)
             .map(|(name, n)| (name.as_str(), n))
+    }
+}
+
+impl Seen {
+    /// Check node `name` (from `src`) against itself and the nodes before it.
+    fn add(&mut self, src: &Source, name: String, mut node: Node) -> Result<(), ConfigError> {
+        let at = |keys: &[&str], message: String| src.at(keys, message);
+        if !valid_name(&name) {
+            return Err(at(&["nodes", &name], format!("node name `{name}`: use letters, digits, `-`, `_` and `.` (it is also the default hostname)")));
+        }
+        if self.nodes.contains_key(&name) {
+            return Err(at(
+                &["nodes", &name],
+                format!("nodes.{name}: a node of that name is defined before (in the boot config or a file it includes)"),
+            ));
+        }
+        node.mac = normalize_mac(&node.mac).ok_or_else(|| {
+            at(
+                &["nodes", &name, "mac"],
+                format!("nodes.{name}.mac: `{}` is not a MAC address", node.mac),
+            )
+        })?;
+        if let Some(other) = self.macs.insert(node.mac.clone(), name.clone()) {
+            return Err(at(
+                &["nodes", &name, "mac"],
+                format!("nodes.{name}.mac: {} is node `{other}`'s MAC too", node.mac),
+            ));
+        }
+        let hostname = node.hostname.clone().unwrap_or_else(|| name.clone());
+        if !valid_name(&hostname) {
+            return Err(at(
+                &["nodes", &name, "hostname"],
+                format!("nodes.{name}.hostname: `{hostname}` is not a host name"),
+            ));
+        }
+        if !self.hostnames.insert(hostname.clone()) {
+            return Err(at(
+                &["nodes", &name],
+                format!("nodes.{name}: hostname `{hostname}` is another node's too"),
+            ));
+        }
+        if let Some(net) = &node.network {
+            self.network(&at, &name, net)?;
+        }
+        if let Some(bmc) = &node.bmc {
+            if bmc.address.trim().is_empty() || bmc.address.chars().any(char::is_whitespace) {
+                return Err(at(
+                    &["nodes", &name, "bmc"],
+                    format!("nodes.{name}.bmc.address: give the BMC's host name or IP address"),
+                ));
+            }
+            if bmc.credentials.trim().is_empty() {
+                return Err(at(
+                    &["nodes", &name, "bmc"],
+                    format!("nodes.{name}.bmc.credentials: name an entry of the credentials file"),
+                ));
+            }
+        }
+        self.nodes.insert(name, node);
+        Ok(())
+    }
+
+    /// A node's static network: CIDR addresses no other node has, IP
+    /// gateway and DNS, bond MACs.
+    fn network(
+        &mut self,
+        at: &dyn Fn(&[&str], String) -> ConfigError,
+        name: &str,
+        net: &Network,
+    ) -> Result<(), ConfigError> {
+        for cidr in net.address.to_vec() {
+            let ip = check_cidr(&cidr).map_err(|e| {
+                at(
+                    &["nodes", name, "network", "address"],
+                    format!("nodes.{name}.network.address: {e}"),
+                )
+            })?;
+            if let Some(other) = self.addresses.insert(ip, name.to_string()) {
+                return Err(at(
+                    &["nodes", name, "network", "address"],
+                    format!("nodes.{name}.network.address: {ip} is node `{other}`'s address too"),
+                ));
+            }
+        }
+        for (key, value) in net
+            .gateway
+            .iter()
+            .map(|g| ("gateway", g))
+            .chain(net.dns.iter().map(|d| ("dns", d)))
+        {
+            if value.parse::<IpAddr>().is_err() {
+                return Err(at(
+                    &["nodes", name, "network", key],
+                    format!("nodes.{name}.network.{key}: `{value}` is not an IP address"),
+                ));
+            }
+        }
+        for mac in &net.bond {
+            if normalize_mac(mac).is_none() {
+                return Err(at(
+                    &["nodes", name, "network", "bond"],
+                    format!("nodes.{name}.network.bond: `{mac}` is not a MAC address"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -319,6 +392,43 @@ mod tests {
         );
         assert_eq!(lab.by_mac("52:54:00:12:34:57").unwrap().0, "node08");
         assert!(parse("profiles: []\n").unwrap().nodes.is_empty());
+    }
+
+    #[test]
+    fn included_files_add_nodes_and_their_mistakes_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot.yml");
+        let one = "nodes:\n  a:\n    mac: 52:54:00:00:00:01\ninclude: [lab.yml]\n";
+        std::fs::write(
+            dir.path().join("lab.yml"),
+            "nodes:\n  b:\n    mac: 52:54:00:00:00:02\n",
+        )
+        .unwrap();
+        let lab = Lab::parse(&boot, one).unwrap();
+        assert_eq!(lab.nodes.keys().collect::<Vec<_>>(), ["a", "b"]);
+        for (text, line, why) in [
+            (
+                "nodes:\n  c:\n    mac: 52:54:00:00:00:01\n",
+                3,
+                "node `a`'s MAC too",
+            ),
+            (
+                "nodes:\n  a:\n    mac: 52:54:00:00:00:03\n",
+                2,
+                "defined before",
+            ),
+            ("nodes: {}\nprofiles: []\n", 2, "unknown field `profiles`"),
+        ] {
+            std::fs::write(dir.path().join("lab.yml"), text).unwrap();
+            let err = Lab::parse(&boot, one).unwrap_err().0;
+            let want = format!("{}:{line}:", dir.path().join("lab.yml").display());
+            assert!(err.starts_with(&want) && err.contains(why), "{text}: {err}");
+        }
+        let err = Lab::parse(&boot, "include: nowhere.yml\n").unwrap_err().0;
+        assert!(
+            err.contains("boot.yml:1:") && err.contains("cannot read"),
+            "{err}"
+        );
     }
 
     #[test]

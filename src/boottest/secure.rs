@@ -165,6 +165,9 @@ fn site_uki(s: &Setup, keys: &Keys) -> anyhow::Result<(String, String)> {
         bootif: None,
         reports: true,
         token: None,
+        // A node overlay would be the one thing its signature does not
+        // cover (docs/nodes.md, "Signed UKIs").
+        node_overlay_from_script: false,
         console,
     }
     .render();

@@ -21,6 +21,9 @@ pub fn render(resolved: &Resolved, source: &Source, console: &str) -> String {
         bootif: None,
         reports: true,
         token: None,
+        // Its node overlay comes from the boot script the init fetches
+        // for its token (initrd/report.sh); a medium names none itself.
+        node_overlay_from_script: matches!(source, Source::Server(_)),
         console,
     }
     .render()
@@ -110,7 +113,7 @@ mod tests {
         let line = render(&r, &Source::Server("http://10.0.0.1:8080".into()), "");
         assert!(
             line.starts_with(&format!(
-                "mkimage.api=http://10.0.0.1:8080 basefs=http://10.0.0.1:8080/sha256/{}/basefs.squashfs ",
+                "mkimage.api=http://10.0.0.1:8080 mkimage.node-overlay=script basefs=http://10.0.0.1:8080/sha256/{}/basefs.squashfs ",
                 "b".repeat(64)
             )),
             "{line}"

@@ -98,6 +98,7 @@ pub fn build_ukis(t: &Tree, keys: &Keys, profiles: &[&Resolved]) -> anyhow::Resu
             bootif: None,
             reports: false,
             token: None,
+            node_overlay_from_script: false,
             console: t.console,
         }
         .render();

@@ -7,7 +7,7 @@
 //! whether it reports to the node registry, and its boot token.
 //!
 //! The words, in this order: `BOOTIF=`, `mkimage.api=`, `mkimage.token=`,
-//! `basefs=`, `basefs.sha256=`, `basefs.verity=`, `overlayfs=`,
+//! `mkimage.node-overlay=`, `basefs=`, `basefs.sha256=`, `basefs.verity=`, `overlayfs=`,
 //! `overlayfs.sha256=`, `mkimage.servers=`, `mkimage.need=`, the console,
 //! the profile's own arguments.
 
@@ -38,6 +38,10 @@ pub struct Cmdline<'a> {
     pub reports: bool,
     /// The machine's boot token (`serve::tokens`); never in a UKI.
     pub token: Option<&'a str>,
+    /// `mkimage.node-overlay=script`: the init adds the node overlay named
+    /// in the boot script it fetches for its token (an ISO made with
+    /// `--server`; never a UKI, whose signature would not cover it).
+    pub node_overlay_from_script: bool,
     pub console: &'a str,
 }
 
@@ -78,6 +82,9 @@ impl Cmdline<'_> {
             words.push(format!("mkimage.api={base}"));
             if let Some(token) = self.token {
                 words.push(format!("mkimage.token={token}"));
+            }
+            if self.node_overlay_from_script {
+                words.push("mkimage.node-overlay=script".to_string());
             }
         }
         words.push(format!("basefs={}", location(&r.basefs, &self.source)));
@@ -168,6 +175,7 @@ mod tests {
             bootif: Some(bootif("52:54:00:12:34:56")),
             reports: true,
             token: Some("0a1b"),
+            node_overlay_from_script: false,
             console: "console=ttyS0,115200",
         }
     }

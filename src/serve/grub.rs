@@ -77,6 +77,7 @@ fn render_with(
         bootif: mac.map(bootif),
         reports,
         token,
+        node_overlay_from_script: false,
         console,
     }
     .render();

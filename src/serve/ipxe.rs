@@ -130,6 +130,7 @@ impl Scripts {
                     bootif: Some(bootif.clone()),
                     reports: self.reports,
                     token,
+                    node_overlay_from_script: false,
                     console,
                 };
                 Server {

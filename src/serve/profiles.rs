@@ -59,6 +59,9 @@ pub struct BootConfig {
     /// The lab inventory (`crate::inventory`: read and checked there).
     #[serde(default)]
     pub nodes: BTreeMap<String, crate::inventory::Node>,
+    /// Inventory files with more `nodes:` (read and checked by `crate::inventory`).
+    #[serde(default)]
+    pub include: Option<crate::yaml::OneOrMany>,
     /// The BMC credentials file the inventory's `bmc.credentials` name entries of.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
@@ -281,6 +284,10 @@ impl BootConfig {
             if let Some((key, _)) = profile.facts.iter().find(|(_, v)| v.trim().is_empty()) {
                 return Err(invalid(format!("profile `{}`: match: `{key}` is empty (give a value or a pattern such as `Dell*`)", profile.name)));
             }
+        }
+        if config.include.is_some() {
+            let lab = crate::inventory::Lab::parse(path, &text).map_err(|e| invalid(e.0))?;
+            config.nodes = lab.nodes;
         }
         let mut hosts = BTreeMap::new();
         for (mac, tags) in std::mem::take(&mut config.hosts) {

@@ -76,8 +76,13 @@ impl Project {
 }
 
 /// Where test projects live: on disk (not tmpfs), shared package cache beside.
+/// A user other than root (the `noroot` harness) gets a dir of its own.
 pub fn scratch() -> PathBuf {
-    let p = PathBuf::from("/var/tmp/mkimage-tests");
+    // SAFETY: geteuid has no preconditions.
+    let p = match unsafe { libc::geteuid() } {
+        0 => PathBuf::from("/var/tmp/mkimage-tests"),
+        uid => PathBuf::from(format!("/var/tmp/mkimage-tests-{uid}")),
+    };
     fs::create_dir_all(&p).unwrap();
     p
 }

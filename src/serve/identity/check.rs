@@ -30,8 +30,10 @@ pub fn boot_config(path: &Path) -> Result<Summary, ConfigError> {
         .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
     // Keys and types first, with their line and column.
     let _: BootConfig = crate::yaml::parse(path, &text)?;
-    let config = BootConfig::load(path).map_err(|e| ConfigError(e.to_string()))?;
+    // The inventory (and the files it includes) before the rest, so its
+    // errors name the file they are in.
     let lab = Lab::parse(path, &text)?;
+    let config = BootConfig::load(path).map_err(|e| ConfigError(e.to_string()))?;
     let at = |keys: &[&str], message: String| {
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         let (line, col) = locate(&text, &keys);

@@ -1,0 +1,647 @@
+//! `mkimage serve --proxy-dhcp` on a real link: the server runs in a
+//! network namespace of its own on one end of a veth pair, the test is the
+//! client on the other end (its thread in a second private namespace), and
+//! speaks DHCP as each kind of firmware does — broadcast DISCOVERs on port
+//! 67 from a client without an address, the PXE exchange on 4011 — with
+//! malformed and hostile packets in between. Then `/metrics` must count all
+//! of it and the server must still answer. A real DHCP client, busybox
+//! udhcpc, gets nothing as itself and each firmware's offer dressed as that
+//! firmware. Also: the iPXE binaries over HTTP (UEFI HTTP boot), and the
+//! flag's usage errors.
+
+use crate::serve_support;
+
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use nix::sys::socket::{
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+};
+use serve_support::{get, require, Server};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 50);
+const MAC: [u8; 6] = [0x52, 0x54, 0, 0xab, 0xcd, 0xef];
+const IPXE_DIR: &str = "/usr/lib/ipxe";
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Children stopped by pid when the test ends, however it ends.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A UDP socket tied to `dev`, bound to `addr`, allowed to broadcast.
+fn udp_on(dev: &str, addr: SocketAddrV4) -> UdpSocket {
+    let fd: OwnedFd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    setsockopt(&fd, sockopt::Broadcast, &true).unwrap();
+    setsockopt(&fd, sockopt::BindToDevice, &OsString::from(dev)).unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(addr),
+    )
+    .unwrap();
+    let s = UdpSocket::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// A request from MAC with these options (message type first).
+fn request(kind: MessageType, ciaddr: Ipv4Addr, xid: u32, opts: Vec<DhcpOption>) -> Vec<u8> {
+    let mut m = Message::new_with_id(
+        xid,
+        ciaddr,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &MAC,
+    );
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    for o in opts {
+        m.opts_mut().insert(o);
+    }
+    let mut buf = Vec::new();
+    m.encode(&mut Encoder::new(&mut buf)).unwrap();
+    buf
+}
+
+fn vendor(class: &str, arch: u16) -> Vec<DhcpOption> {
+    vec![
+        DhcpOption::ClassIdentifier(class.as_bytes().to_vec()),
+        DhcpOption::ClientSystemArchitecture(arch.into()),
+    ]
+}
+
+/// The reply with transaction id `xid` (others on the wire are skipped).
+fn reply(socket: &UdpSocket, xid: u32) -> Message {
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no reply to xid {xid:#x}: {e}"));
+        let m = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+        if m.xid() == xid {
+            return m;
+        }
+    }
+}
+
+fn file(m: &Message) -> String {
+    match m.opts().get(OptionCode::BootfileName) {
+        Some(DhcpOption::BootfileName(b)) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::from_utf8_lossy(m.fname().unwrap_or_default())
+            .trim_end_matches('\0')
+            .to_string(),
+    }
+}
+
+/// `mkimage serve --proxy-dhcp srv0` in a namespace of its own, joined by a
+/// veth pair to this thread's private namespace (`cli0`, CLIENT, MAC);
+/// stopped by pid when dropped.
+struct Link {
+    _children: Children,
+    http: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Link {
+    fn start() -> Link {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (network namespaces): run the suite as root"
+        );
+        for (p, pkg) in [
+            ("ip", "iproute2"),
+            ("unshare", "util-linux"),
+            ("nsenter", "util-linux"),
+            ("curl", "curl"),
+        ] {
+            require(p, pkg);
+        }
+        assert!(
+            Path::new(IPXE_DIR).join("ipxe.efi").is_file(),
+            "{IPXE_DIR}/ipxe.efi is missing: apt-get install -y ipxe"
+        );
+        // This test's thread (and what it spawns) gets a namespace of its own.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        run(Command::new("ip").args(["link", "set", "lo", "up"]));
+        let mut children = Children(Vec::new());
+        let holder = Command::new("unshare")
+            .args(["--net", "--", "sleep", "infinity"])
+            .spawn()
+            .unwrap();
+        let ns = format!("--net=/proc/{}/ns/net", holder.id());
+        children.0.push(holder);
+        let ours = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        while std::fs::read_link(ns.trim_start_matches("--net=")).unwrap() == ours {
+            std::thread::yield_now();
+        }
+        let pid = children.0[0].id().to_string();
+        let mac = MAC.map(|b| format!("{b:02x}")).join(":");
+        run(Command::new("ip").args([
+            "link", "add", "cli0", "address", &mac, "type", "veth", "peer", "name", "srv0",
+            "netns", &pid,
+        ]));
+        run(Command::new("ip").args(["addr", "add", &format!("{CLIENT}/24"), "dev", "cli0"]));
+        run(Command::new("ip").args(["link", "set", "cli0", "up"]));
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["addr", "add", &format!("{SERVER}/24"), "dev", "srv0"],
+            &["link", "set", "srv0", "up"],
+        ] {
+            run(Command::new("nsenter").arg(&ns).arg("ip").args(args));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Command::new("nsenter")
+            .arg(&ns)
+            .arg(env!("CARGO_BIN_EXE_mkimage"))
+            .args(["serve", "--dir"])
+            .arg(dir.path())
+            .args([
+                "--http",
+                &format!("{SERVER}:0"),
+                "--tftp",
+                &format!("{SERVER}:69"),
+                "--proxy-dhcp",
+                "srv0",
+                "--ipxe-dir",
+                IPXE_DIR,
+            ])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
+        children.0.push(server);
+        let mut http: Option<SocketAddr> = None;
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("listening http ") {
+                http = a.parse().ok();
+            }
+            if line == format!("listening proxy-dhcp srv0 {SERVER}") {
+                break;
+            }
+        }
+        let http = http.expect("mkimage serve printed its HTTP address");
+        std::thread::spawn(move || for _ in lines {});
+        Link {
+            _children: children,
+            http,
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
+    let link = Link::start();
+    let http = link.http;
+
+    // No address yet: broadcast from port 68, as firmware does.
+    let dhcp = udp_on("cli0", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68));
+    let to_67 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    let base = format!("http://{http}");
+    let cases: Vec<(u32, Vec<DhcpOption>, &str, String)> = vec![
+        (
+            1,
+            vendor("PXEClient:Arch:00000:UNDI:002001", 0),
+            "PXEClient",
+            "undionly.kpxe".into(),
+        ),
+        (
+            2,
+            vendor("PXEClient:Arch:00007:UNDI:003000", 7),
+            "PXEClient",
+            "ipxe.efi".into(),
+        ),
+        (
+            3,
+            vendor("HTTPClient:Arch:00016:UNDI:003001", 16),
+            "HTTPClient",
+            format!("{base}/ipxe/ipxe.efi"),
+        ),
+        (
+            4,
+            [
+                vendor("PXEClient:Arch:00000:UNDI:002001", 0),
+                vec![DhcpOption::UserClass(b"iPXE".to_vec())],
+            ]
+            .concat(),
+            "PXEClient",
+            format!("{base}/boot.ipxe?mac=52:54:00:ab:cd:ef"),
+        ),
+    ];
+    let hostile: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![1; 100],
+        {
+            let mut p = request(
+                MessageType::Discover,
+                Ipv4Addr::UNSPECIFIED,
+                9,
+                vendor("PXEClient", 0),
+            );
+            p[2] = 255;
+            p
+        },
+        {
+            let mut p = request(
+                MessageType::Discover,
+                Ipv4Addr::UNSPECIFIED,
+                9,
+                vendor("PXEClient", 0),
+            );
+            p[236] = 0;
+            p
+        },
+        {
+            let mut p = request(
+                MessageType::Discover,
+                Ipv4Addr::UNSPECIFIED,
+                9,
+                vendor("PXEClient", 0),
+            );
+            p.truncate(250);
+            p.extend([60, 255, b'x']);
+            p
+        },
+        vec![0xff; 4000],
+    ];
+    for ((xid, opts, class, want), bad) in cases.into_iter().zip(hostile.iter().cycle()) {
+        dhcp.send_to(bad, to_67).unwrap();
+        dhcp.send_to(
+            &request(MessageType::Discover, Ipv4Addr::UNSPECIFIED, xid, opts),
+            to_67,
+        )
+        .unwrap();
+        let m = reply(&dhcp, xid);
+        assert_eq!(m.opcode(), Opcode::BootReply);
+        assert_eq!(
+            m.yiaddr(),
+            Ipv4Addr::UNSPECIFIED,
+            "a proxy gives no address"
+        );
+        assert_eq!(
+            m.opts().get(OptionCode::MessageType),
+            Some(&DhcpOption::MessageType(MessageType::Offer))
+        );
+        assert_eq!(
+            m.opts().get(OptionCode::ServerIdentifier),
+            Some(&DhcpOption::ServerIdentifier(SERVER))
+        );
+        assert_eq!(
+            m.opts().get(OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(class.as_bytes().to_vec()))
+        );
+        assert_eq!(m.siaddr(), SERVER);
+        assert_eq!(file(&m), want, "xid {xid}");
+    }
+    for bad in &hostile[4..] {
+        dhcp.send_to(bad, to_67).unwrap();
+    }
+    // Not PXE (the booted system's DHCP client): no reply, counted as ignored.
+    dhcp.send_to(
+        &request(
+            MessageType::Discover,
+            Ipv4Addr::UNSPECIFIED,
+            5,
+            vendor("udhcp 1.35.0", 0),
+        ),
+        to_67,
+    )
+    .unwrap();
+    // One socket, one task: once this is answered, all of the above was read.
+    dhcp.send_to(
+        &request(
+            MessageType::Discover,
+            Ipv4Addr::UNSPECIFIED,
+            7,
+            vendor("PXEClient", 0),
+        ),
+        to_67,
+    )
+    .unwrap();
+    assert_eq!(
+        file(&reply(&dhcp, 7)),
+        "undionly.kpxe",
+        "the server still answers"
+    );
+
+    // The PXE exchange: with its address, unicast to the server's port 4011.
+    let pxe = udp_on("cli0", SocketAddrV4::new(CLIENT, 0));
+    let uuid = vec![0u8; 17];
+    let mut opts = vendor("PXEClient:Arch:00007:UNDI:003000", 7);
+    opts.push(DhcpOption::ClientMachineIdentifier(uuid.clone()));
+    pxe.send_to(&[0u8; 300], SocketAddrV4::new(SERVER, 4011))
+        .unwrap();
+    pxe.send_to(
+        &request(MessageType::Request, CLIENT, 6, opts),
+        SocketAddrV4::new(SERVER, 4011),
+    )
+    .unwrap();
+    let ack = reply(&pxe, 6);
+    assert_eq!(
+        ack.opts().get(OptionCode::MessageType),
+        Some(&DhcpOption::MessageType(MessageType::Ack))
+    );
+    assert_eq!(
+        ack.opts().get(OptionCode::ClientMachineIdentifier),
+        Some(&DhcpOption::ClientMachineIdentifier(uuid))
+    );
+    assert_eq!(file(&ack), "ipxe.efi");
+
+    // The file each answer names, as that client fetches it: Debian's
+    // ipxe.efi is a symlink out of --ipxe-dir (to /boot), and is served.
+    for name in ["undionly.kpxe", "ipxe.efi"] {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "60"])
+            .arg(format!("tftp://{SERVER}/{name}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "TFTP {name}: curl exit {:?}",
+            out.status.code()
+        );
+        assert_eq!(
+            out.stdout,
+            std::fs::read(Path::new(IPXE_DIR).join(name)).unwrap(),
+            "TFTP {name}"
+        );
+    }
+    let efi = get(http, "/ipxe/ipxe.efi");
+    assert_eq!(efi.status, 200);
+    assert_eq!(
+        efi.body,
+        std::fs::read(Path::new(IPXE_DIR).join("ipxe.efi")).unwrap(),
+        "HTTP ipxe.efi"
+    );
+
+    // Everything counted, and the server still answers.
+    let metrics = get(http, "/metrics").text();
+    for line in [
+        "mkimage_dhcp_replies_total{client=\"bios-pxe\"} 2",
+        "mkimage_dhcp_replies_total{client=\"uefi-pxe\"} 2",
+        "mkimage_dhcp_replies_total{client=\"uefi-http\"} 1",
+        "mkimage_dhcp_replies_total{client=\"ipxe\"} 1",
+        "mkimage_dhcp_dropped_total{reason=\"truncated\"} 2",
+        "mkimage_dhcp_dropped_total{reason=\"hardware\"} 1",
+        "mkimage_dhcp_dropped_total{reason=\"no_magic\"} 1",
+        "mkimage_dhcp_dropped_total{reason=\"option_overrun\"} 1",
+        "mkimage_dhcp_dropped_total{reason=\"not_request\"} 2",
+        "mkimage_dhcp_ignored_total 1",
+    ] {
+        assert!(
+            metrics.contains(&format!("{line}\n")),
+            "{line} missing from /metrics:\n{metrics}"
+        );
+    }
+}
+
+/// busybox udhcpc on `cli0`, sending DISCOVERs built by its own code (two,
+/// a second apart, then it gives up), with ARGS' options.
+fn udhcpc(args: &[&str]) -> Child {
+    Command::new("busybox")
+        .args([
+            "udhcpc",
+            "-f",
+            "-n",
+            "-q",
+            "-i",
+            "cli0",
+            "-t",
+            "2",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The next OFFER to this test's MAC on `socket` (port 68).
+fn offer_to_us(socket: &UdpSocket) -> Message {
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no offer to udhcpc: {e}"));
+        let m = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+        if m.chaddr().get(..6) == Some(&MAC[..])
+            && m.opts().get(OptionCode::MessageType)
+                == Some(&DhcpOption::MessageType(MessageType::Offer))
+        {
+            return m;
+        }
+    }
+}
+
+fn metric(http: SocketAddr, line: &str) -> u64 {
+    let text = get(http, "/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A real DHCP client, busybox udhcpc (what the initrd runs), against the
+/// proxy on a real link. As itself (vendor class `udhcp …`) it gets nothing
+/// from the proxy, which counts both its DISCOVERs as ignored — the proxy
+/// leaves ordinary clients to the site's server. Dressed as each firmware
+/// with its own options (`-V` vendor class, `-x` option 93 architecture,
+/// option 77 user class), its DISCOVER gets that firmware's offer.
+#[test]
+fn proxy_dhcp_answers_busybox_udhcpc_only_when_it_asks_to_boot() {
+    require("busybox", "busybox-static");
+    let link = Link::start();
+    let offers = udp_on("cli0", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68));
+    let mut plain = udhcpc(&[]);
+    let status = plain.wait().unwrap();
+    assert!(
+        !status.success(),
+        "udhcpc got a lease from a proxy that hands out no addresses"
+    );
+    // One socket, one task: once this is answered, udhcpc's DISCOVERs were read.
+    let to_67 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    offers
+        .send_to(
+            &request(
+                MessageType::Discover,
+                Ipv4Addr::UNSPECIFIED,
+                8,
+                vendor("PXEClient", 0),
+            ),
+            to_67,
+        )
+        .unwrap();
+    assert_eq!(file(&reply(&offers, 8)), "undionly.kpxe");
+    assert_eq!(
+        metric(link.http, "mkimage_dhcp_ignored_total"),
+        2,
+        "udhcpc's two DISCOVERs"
+    );
+    assert_eq!(
+        metric(link.http, "mkimage_dhcp_replies_total{client=\"bios-pxe\"}"),
+        1,
+        "nothing but our own DISCOVER was answered"
+    );
+
+    let base = format!("http://{}", link.http);
+    let cases: [(&[&str], &str, String); 4] = [
+        (
+            &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"],
+            "PXEClient",
+            "undionly.kpxe".into(),
+        ),
+        (
+            &["-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007"],
+            "PXEClient",
+            "ipxe.efi".into(),
+        ),
+        (
+            &["-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010"],
+            "HTTPClient",
+            format!("{base}/ipxe/ipxe.efi"),
+        ),
+        (
+            &[
+                "-V",
+                "PXEClient:Arch:00000:UNDI:002001",
+                "-x",
+                "0x4d:69505845",
+            ],
+            "PXEClient",
+            format!("{base}/boot.ipxe?mac=52:54:00:ab:cd:ef"),
+        ),
+    ];
+    for (args, class, want) in cases {
+        let client = Children(vec![udhcpc(args)]);
+        let m = offer_to_us(&offers);
+        drop(client);
+        assert_eq!(file(&m), want, "udhcpc {args:?}");
+        assert_eq!(
+            m.yiaddr(),
+            Ipv4Addr::UNSPECIFIED,
+            "a proxy gives no address"
+        );
+        assert_eq!(m.siaddr(), SERVER);
+        assert_eq!(
+            m.opts().get(OptionCode::ServerIdentifier),
+            Some(&DhcpOption::ServerIdentifier(SERVER))
+        );
+        assert_eq!(
+            m.opts().get(OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(class.as_bytes().to_vec()))
+        );
+    }
+}
+
+#[test]
+fn ipxe_binaries_are_served_over_http_from_the_ipxe_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, ipxe) = (tmp.path().join("builds"), tmp.path().join("ipxe"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&ipxe).unwrap();
+    std::fs::write(ipxe.join("ipxe.efi"), b"MZ efi").unwrap();
+    std::fs::write(dir.join("secret"), b"not under /ipxe/").unwrap();
+    let server = Server::start(tmp.path(), &dir, &["--ipxe-dir", ipxe.to_str().unwrap()]);
+    let r = get(server.http, "/ipxe/ipxe.efi");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"MZ efi"[..]));
+    assert!(r.header("ETag").is_some());
+    assert_eq!(get(server.http, "/ipxe/undionly.kpxe").status, 404);
+    assert_eq!(get(server.http, "/ipxe/../builds/secret").status, 403);
+    assert_eq!(get(server.http, "/ipxe/%2e%2e/builds/secret").status, 403);
+}
+
+#[test]
+fn proxy_dhcp_usage_errors_name_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_mkimage"))
+            .current_dir(tmp.path())
+            .args(["serve", "--dir"])
+            .arg(tmp.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = serve(&[
+        "--http",
+        "127.0.0.1:0",
+        "--tftp",
+        "off",
+        "--proxy-dhcp",
+        "lo",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--proxy-dhcp") && err.contains("--tftp off"),
+        "{err}"
+    );
+    let (code, err) = serve(&[
+        "--http",
+        "127.0.0.1:0",
+        "--tftp",
+        "127.0.0.1:0",
+        "--proxy-dhcp",
+        "lo",
+        "--ipxe-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("undionly.kpxe") && err.contains("apt-get install -y ipxe"),
+        "{err}"
+    );
+    let (code, err) = serve(&[
+        "--http",
+        "127.0.0.1:0",
+        "--tftp",
+        "127.0.0.1:0",
+        "--proxy-dhcp",
+        "nosuch0",
+        "--ipxe-dir",
+        IPXE_DIR,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("nosuch0: no such network interface") && err.contains("lo"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
