@@ -1,9 +1,12 @@
 #!/bin/bash
 # Secure Boot: what CI leaves out (CI boots once with factory keys and once
 # with a site-signed UKI, in tests/qemu/secure_boot.rs):
-#  1. the firmware's refusals (tests/qemu/secure_boot.rs, --ignored): a
-#     UKI signed by another key than the one in db, and Debian's unsigned
-#     ipxe.efi — each must end at OVMF's "Access Denied", no kernel started;
+#  1. tests/qemu/secure_boot.rs --ignored: the firmware's refusals (a UKI
+#     signed by another key than the one in db, and Debian's unsigned
+#     ipxe.efi — each must end at OVMF's "Access Denied", no kernel
+#     started); the init's refusal of a basefs replaced on the server after
+#     its UKI was signed (dm-verity, on the console and in the node record);
+#     and the UKI through shim with the site key only in MOK;
 #  2. the factory-keys chain on the lab's layer-2 network: serve
 #     --proxy-dhcp --uefi-boot shim beside a site DHCP server that names it
 #     as next-server; shim, GRUB, the per-MAC config and the kernel over
@@ -22,8 +25,9 @@ if [ -z "$dir" ]; then
     dir=$work/play
     "$mk" play playbooks/all.yml --out "$dir" --var "cache_dir=$cache" >"$work/play.log" 2>&1 || { tail -20 "$work/play.log" >&2; exit 1; }
 fi
-t=$(secs cargo test --release --test qemu secure_boot:: -- --ignored --test-threads 1)
-echo "refusals (another key's UKI, unsigned ipxe.efi): both refused by the firmware in $t s"
+t=$(secs cargo test --release --test qemu secure_boot:: -- --ignored --test-threads 1 --nocapture)
+echo "refusals (another key's UKI, unsigned ipxe.efi by the firmware; a replaced basefs by the init) and the UKI through shim with the key in MOK: passed in $t s"
+grep -m1 '^refused: ' "$work/last.log" || true
 t=$(secs "$mk" boot-test --dir "$dir" --secure-boot --proxy-dhcp)
 echo "factory keys, lab network (proxyDHCP, --uefi-boot shim): $(grep -c '^PASS' "$work/last.log") assertions passed in $t s"
 t=$(secs "$mk" boot-test --dir "$dir" --secure-boot --nic e1000)

@@ -110,7 +110,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         .then(|| network::Network::seen_as(req.proxy_dhcp));
     expect.extend(builtin_expect(dns_answer));
     if req.secure_boot {
-        secure::preflight(req.keys.as_deref())?;
+        secure::preflight(req.site_key())?;
         expect.push(Expect::SecureBoot { secure_boot: true });
         expect.push(Expect::Lockdown { lockdown: true });
     }
@@ -257,7 +257,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             seen_as,
             mac: &spec.mac.clone(),
         };
-        secure::prepare(&setup, req.keys.as_deref(), req.proxy_dhcp, &mut spec)?;
+        secure::prepare(&setup, req.site_key(), req.proxy_dhcp, &mut spec)?;
     }
     let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
     let how = if req.proxy_dhcp {

@@ -41,6 +41,8 @@ pub fn start(
         public_url: public_url.clone(),
         ipxe_template: None,
         grace: crate::serve::GRACE,
+        secure_boot: false,
+        keys: None,
     };
     let done = publish::run(&req).context("boot-test --published: mkimage publish")?;
     tracing::info!(

@@ -40,4 +40,19 @@ pub struct Request {
     /// With `secure_boot`: sign a UKI with the site key in this dir and
     /// enroll its certificate in the firmware's `db`.
     pub keys: Option<PathBuf>,
+    /// With `keys`: enroll the certificate in shim's MokList instead of
+    /// `db`, and boot the UKI through shim.
+    pub mok: bool,
+}
+
+impl Request {
+    /// The site key and where the test firmware trusts it.
+    pub(super) fn site_key(&self) -> super::secure::SiteKey<'_> {
+        let trust = if self.mok {
+            crate::secureboot::firmware::Trust::Mok
+        } else {
+            crate::secureboot::firmware::Trust::Db
+        };
+        self.keys.as_deref().map(|dir| (dir, trust))
+    }
 }

@@ -10,7 +10,11 @@
 //!   (`/grub.cfg?mac=`, as `grub/grub.cfg` where that GRUB looks) and the
 //!   kernel and initrd it names by content (`/sha256/HEX/NAME`);
 //! - site key: the profile's UKI, built and signed with the site key into
-//!   the content store, fetched back by its content URL.
+//!   the content store, fetched back by its content URL; the firmware
+//!   verifies it against the site certificate in its `db`;
+//! - site key in MOK (`--mok`): the same UKI served as `grubx64.efi` beside
+//!   shim, the site certificate in shim's `MokList` and not in `db`: the
+//!   firmware verifies shim (Microsoft), shim verifies the UKI (MOK).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -21,8 +25,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::vm::{Boot, Net, VmSpec};
-use crate::artifact::{self, objects, Manifest};
-use crate::secureboot::{self, firmware, keys::Keys, uki};
+use crate::artifact::Manifest;
+use crate::secureboot::firmware::{self, Trust};
+use crate::secureboot::{self, keys::Keys, uki};
 use crate::serve::cmdline::{Cmdline, Source};
 use crate::serve::ipxe::DEFAULT_CONSOLE;
 use crate::serve::profiles::{self, BootConfig};
@@ -38,20 +43,26 @@ pub struct Setup<'a> {
     pub mac: &'a str,
 }
 
+/// How the site key is trusted: `Trust::Mok` boots the UKI through shim.
+pub type SiteKey<'a> = Option<(&'a Path, Trust)>;
+
 /// Check what the boot needs before anything starts.
-pub fn preflight(keys: Option<&Path>) -> anyhow::Result<()> {
+pub fn preflight(keys: SiteKey) -> anyhow::Result<()> {
     secureboot::need(&[
         (super::vm::OVMF_SECBOOT_CODE, "ovmf"),
         (firmware::OVMF_VARS_MS, "ovmf"),
     ])?;
     match keys {
         None => secureboot::factory_chain()?,
-        Some(dir) => {
+        Some((dir, trust)) => {
             Keys::load(dir)?;
             secureboot::need(&[
                 (uki::STUB, "systemd-boot-efi"),
                 ("/usr/bin/sbsign", "sbsigntool"),
             ])?;
+            if trust == Trust::Mok {
+                secureboot::need(&[(secureboot::SHIM, "shim-signed")])?;
+            }
         }
     }
     Ok(())
@@ -61,7 +72,7 @@ pub fn preflight(keys: Option<&Path>) -> anyhow::Result<()> {
 /// (`lab`) the firmware finds shim through the proxyDHCP (`serve
 /// --uefi-boot shim`) and everything else on the server's TFTP; with user
 /// networking, fill QEMU's TFTP dir from the server.
-pub fn prepare(s: &Setup, keys: Option<&Path>, lab: bool, spec: &mut VmSpec) -> anyhow::Result<()> {
+pub fn prepare(s: &Setup, keys: SiteKey, lab: bool, spec: &mut VmSpec) -> anyhow::Result<()> {
     if lab {
         spec.uefi = true;
         spec.secure_boot = Some(firmware::vars(s.work, None)?);
@@ -87,19 +98,47 @@ pub fn prepare(s: &Setup, keys: Option<&Path>, lab: bool, spec: &mut VmSpec) -> 
             tracing::info!("Secure Boot with Microsoft's keys: shim → signed GRUB (config from {base}/grub.cfg?mac={}) → signed kernel", s.mac);
             (secureboot::SHIM_NAME.to_string(), None)
         }
-        Some(dir) => {
+        Some((dir, trust)) => {
             let keys = Keys::load(dir)?;
             let (sha, name) = site_uki(s, &keys)?;
-            download(&format!("{base}/sha256/{sha}/{name}"), &tftp.join(&name))?;
-            tracing::info!(
-                "Secure Boot with the site key {}: UKI /sha256/{sha}/{name}",
-                keys.cert.display()
-            );
-            (name, Some(keys.cert))
+            let url = format!("{base}/sha256/{sha}/{name}");
+            let bootfile = match trust {
+                Trust::Db => {
+                    download(&url, &tftp.join(&name))?;
+                    tracing::info!(
+                        "Secure Boot with the site key {} in db: UKI /sha256/{sha}/{name}",
+                        keys.cert.display()
+                    );
+                    name
+                }
+                Trust::Mok => {
+                    // The layout `publish --keys` writes: shim loads its
+                    // second stage by this name from beside itself (the
+                    // directory of the boot file DHCP named), and verifies
+                    // it against db and MokList.
+                    let own = format!("uki/{}", name.trim_end_matches(".efi"));
+                    fs::create_dir_all(tftp.join(&own))?;
+                    fs::copy(
+                        secureboot::SHIM,
+                        tftp.join(&own).join(secureboot::SHIM_NAME),
+                    )?;
+                    download(&url, &tftp.join(&own).join(secureboot::GRUB_NAME))?;
+                    tracing::info!(
+                        "Secure Boot with the site key {} in MOK: shim → UKI /sha256/{sha}/{name} (as {own}/{})",
+                        keys.cert.display(),
+                        secureboot::GRUB_NAME
+                    );
+                    format!("{own}/{}", secureboot::SHIM_NAME)
+                }
+            };
+            (bootfile, Some((keys.cert, trust)))
         }
     };
     spec.uefi = true;
-    spec.secure_boot = Some(firmware::vars(s.work, enroll.as_deref())?);
+    let enroll = enroll
+        .as_ref()
+        .map(|(cert, trust)| (cert.as_path(), *trust));
+    spec.secure_boot = Some(firmware::vars_trusting(s.work, enroll)?);
     spec.tftp = Some(tftp);
     spec.net = Net::User {
         bootfile: Some(bootfile),
@@ -132,21 +171,12 @@ fn site_uki(s: &Setup, keys: &Keys) -> anyhow::Result<(String, String)> {
         console,
     }
     .render();
-    let name = format!("{}.efi", resolved.profile);
-    let staged = s.dir.join(format!(".{name}.uki"));
-    uki::build(
-        &uki::Parts {
-            kernel: &s.dir.join(&resolved.kernel.file),
-            initrd: &s.dir.join(&resolved.initrd.file),
-            cmdline: &cmdline,
-            name: &resolved.profile,
-        },
+    let (sha, name) = uki::for_profile(
+        s.dir,
+        &crate::serve::publish::uki_profile(&resolved),
+        &cmdline,
         keys,
-        &staged,
     )?;
-    let (_, sha) = artifact::publish::sha256_file(&staged)?;
-    objects::add(s.dir, &staged, &sha)?;
-    fs::remove_file(&staged)?;
     tracing::info!(
         "UKI for profile {}: sha256 {sha}, command line: {cmdline}",
         resolved.profile

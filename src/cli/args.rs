@@ -258,6 +258,12 @@ pub struct BootTestArgs {
         conflicts_with = "proxy_dhcp"
     )]
     pub keys: Option<PathBuf>,
+    /// With --keys: enroll the site certificate in shim's MokList (as
+    /// `mokutil --import` does), not in db, and boot the UKI through shim
+    /// (served as grubx64.efi beside it): firmware → shim (Microsoft's CA)
+    /// → UKI (the site key, in MOK).
+    #[arg(long, requires = "keys")]
+    pub mok: bool,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,
@@ -417,6 +423,16 @@ pub struct PublishArgs {
     /// in it (removed by the first publish after that).
     #[arg(long, default_value_t = mkimage::serve::GRACE.as_secs())]
     pub grace: u64,
+    /// Also write the Secure Boot path with factory keys: shimx64.efi,
+    /// Debian's signed GRUB as grubx64.efi, grub/grub.cfg and a GRUB config
+    /// per machine (grub/grub.cfg-MAC), for a TFTP server rooted at OUT.
+    #[arg(long)]
+    pub secure_boot: bool,
+    /// Sign each profile's UKI with the site key in DIR (`mkimage keys
+    /// init`): sha256/HEX/PROFILE.efi, linked as uki/PROFILE.efi (HTTP boot)
+    /// and uki/PROFILE/grubx64.efi beside shim (site key in MOK).
+    #[arg(long, value_name = "DIR")]
+    pub keys: Option<PathBuf>,
 }
 
 /// `mkimage docs`: regenerate the generated references (hidden: a

@@ -178,6 +178,7 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         iso: a.iso.as_deref().map(absolute).transpose()?,
         secure_boot: a.secure_boot,
         keys: a.keys.as_deref().map(absolute).transpose()?,
+        mok: a.mok,
     };
     mkimage::boottest::run(&req)
 }
@@ -239,6 +240,8 @@ fn publish(a: &args::PublishArgs) -> anyhow::Result<()> {
         public_url: a.public_url.clone(),
         ipxe_template: a.ipxe_template.as_deref().map(absolute).transpose()?,
         grace: Duration::from_secs(a.grace),
+        secure_boot: a.secure_boot,
+        keys: a.keys.as_deref().map(absolute).transpose()?,
     };
     let done = mkimage::serve::publish::run(&req)?;
     println!(
@@ -247,6 +250,15 @@ fn publish(a: &args::PublishArgs) -> anyhow::Result<()> {
         done.machines,
         req.out.display()
     );
+    if req.secure_boot {
+        println!("Secure Boot (factory keys): shimx64.efi, grubx64.efi and {} GRUB configs plus the default under grub/ (serve them over TFTP from the tree)", done.machines);
+    }
+    for u in &done.ukis {
+        println!(
+            "UKI of profile {}: sha256/{}/{} (uki/{}, uki/{}/shimx64.efi)",
+            u.profile, u.sha256, u.name, u.name, u.profile
+        );
+    }
     if done.scripts_removed + done.superseded + done.dropped > 0 {
         println!(
             "removed {} scripts of machines the boot config no longer names; {} artifacts no script names kept for --grace {}s, {} older ones removed",

@@ -12,10 +12,19 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::keys::Keys;
+use crate::artifact::objects;
 use crate::exec::Cmd;
 
 /// systemd-boot-efi's stub.
 pub const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+/// The profile a UKI is built for: its name, and its kernel's and
+/// initrd's files in the served dir.
+pub struct Profile<'a> {
+    pub name: &'a str,
+    pub kernel: &'a str,
+    pub initrd: &'a str,
+}
 
 /// What goes into one UKI.
 #[derive(Debug, Clone)]
@@ -127,6 +136,43 @@ pub fn build(parts: &Parts, keys: &Keys, out: &Path) -> anyhow::Result<()> {
         .context("the signed UKI does not verify against the site certificate")?;
     fs::rename(&signed, out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
+}
+
+/// The signed UKI of `profile` with `cmdline`, added to `dir`'s
+/// content store (so `mkimage serve` answers it at `/sha256/HEX/NAME`, and
+/// `publish` links it into a tree); its sha256 and its name, `PROFILE.efi`.
+pub fn for_profile(
+    dir: &Path,
+    profile: &Profile,
+    cmdline: &str,
+    keys: &Keys,
+) -> anyhow::Result<(String, String)> {
+    let parts = profile;
+    let profile = parts.name;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if profile.is_empty() || profile.starts_with('.') || !profile.chars().all(plain) {
+        bail!("profile `{profile}`: its UKI is named after it, so use letters, digits, `-`, `_` and `.` only (not first)");
+    }
+    let name = format!("{profile}.efi");
+    let staged = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let out = staged.path().join(&name);
+    build(
+        &Parts {
+            kernel: &dir.join(parts.kernel),
+            initrd: &dir.join(parts.initrd),
+            cmdline,
+            name: profile,
+        },
+        keys,
+        &out,
+    )
+    .with_context(|| format!("the UKI of profile {profile}"))?;
+    let (_, sha) = crate::artifact::sha256_file(&out)?;
+    objects::add(dir, &out, &sha)?;
+    Ok((sha, name))
 }
 
 /// The command line a UKI carries (its `.cmdline` section).

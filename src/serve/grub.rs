@@ -46,13 +46,36 @@ pub fn render(
     console: &str,
     token: Option<&str>,
 ) -> Result<String, minijinja::Error> {
+    render_with(resolved, base_url, servers, mac, console, (true, token))
+}
+
+/// The config for a static tree (`mkimage publish`): no node registry to
+/// report to, so no `mkimage.api=` and no token; otherwise `render`'s.
+pub fn render_static(
+    resolved: &Resolved,
+    base_url: &str,
+    servers: &[String],
+    mac: Option<&str>,
+    console: &str,
+) -> Result<String, minijinja::Error> {
+    render_with(resolved, base_url, servers, mac, console, (false, None))
+}
+
+fn render_with(
+    resolved: &Resolved,
+    base_url: &str,
+    servers: &[String],
+    mac: Option<&str>,
+    console: &str,
+    (reports, token): (bool, Option<&str>),
+) -> Result<String, minijinja::Error> {
     let first = servers.first().map_or(base_url, String::as_str);
     let args = Cmdline {
         resolved,
         source: Source::Server(first.to_string()),
         servers,
         bootif: mac.map(bootif),
-        reports: true,
+        reports,
         token,
         node_overlay_from_script: false,
         console,

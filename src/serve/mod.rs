@@ -34,6 +34,7 @@ pub mod profiles;
 pub mod proxy;
 mod prune;
 pub mod publish;
+mod publish_secure;
 pub mod range;
 mod reply;
 mod router;

@@ -13,7 +13,9 @@
 //! - `boot.ipxe`: a dispatcher — the machine's own script, else the default
 //!   (needs nothing from the server but files);
 //! - `nginx.conf`: a server block serving the tree (immutable artifacts,
-//!   scripts never cached).
+//!   scripts never cached);
+//! - with `--secure-boot` and `--keys DIR`: shim, GRUB and its configs, and
+//!   each profile's signed UKI (see `serve::publish_secure`).
 //!
 //! Artifacts are hard-linked when OUT is on the served dir's filesystem,
 //! else copied; each is checked against its sha256 first. Scripts are
@@ -39,6 +41,8 @@ use super::cmdline::encode_path;
 use super::identity;
 use super::ipxe::{Scripts, DEFAULT_CONSOLE};
 use super::profiles::{for_machine, normalize_mac, BootConfig, Resolved};
+use super::publish_secure as secure;
+pub use super::publish_secure::uki_profile;
 use crate::artifact::{objects, sha256_file, write_atomic, Manifest};
 
 /// `mkimage publish`, paths absolute.
@@ -54,6 +58,11 @@ pub struct Request {
     pub ipxe_template: Option<PathBuf>,
     /// How long an artifact no script names stays in the tree.
     pub grace: Duration,
+    /// Write the Secure Boot path with factory keys: shim, Debian's signed
+    /// GRUB, a GRUB config per machine.
+    pub secure_boot: bool,
+    /// Sign each profile's UKI with the site key in this dir.
+    pub keys: Option<PathBuf>,
 }
 
 /// The dispatcher at the tree's root: relative URLs, resolved by iPXE
@@ -77,6 +86,8 @@ pub struct Published {
     pub superseded: usize,
     /// Artifacts superseded for longer than the grace period, removed.
     pub dropped: usize,
+    /// Signed UKIs, one per profile (with `keys`).
+    pub ukis: Vec<secure::Uki>,
 }
 
 pub fn run(req: &Request) -> anyhow::Result<Published> {
@@ -84,6 +95,7 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     if req.out.starts_with(&req.dir) || req.dir.starts_with(&req.out) {
         bail!("publish: {} and the build dir {} must not contain each other; pick an output dir outside it", req.out.display(), req.dir.display());
     }
+    let keys = secure::preflight(req.secure_boot, req.keys.as_deref())?;
     let manifest = Manifest::load(&req.dir)?;
     let config = req
         .boot_config
@@ -149,6 +161,20 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
         .as_ref()
         .map(|c| c.servers.clone())
         .unwrap_or_default();
+    let tree = secure::Tree {
+        dir: &req.dir,
+        out: &req.out,
+        base: &base,
+        servers: &servers,
+        console: &console,
+    };
+    let ukis = match &keys {
+        Some(keys) => {
+            let profiles = profiles_of(config.as_ref(), &default, &manifest)?;
+            place_ukis(&tree, keys, &profiles, &mut done)?
+        }
+        None => Vec::new(),
+    };
     let render =
         |r: &Resolved, mac: Option<&str>| scripts.render(r, &base, &servers, mac, &console, None);
     for (mac, resolved) in &machines {
@@ -162,6 +188,12 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     write_atomic(&req.out, "boot.ipxe", |f| {
         f.write_all(DISPATCHER.as_bytes())
     })?;
+    if req.secure_boot {
+        secure::write_grub(&tree, &default, &machines)?;
+    }
+    if keys.is_some() {
+        secure::link_ukis(&req.out, &ukis)?;
+    }
     let conf = nginx_conf(&req.out, &base);
     write_atomic(&req.out, "nginx.conf", |f| f.write_all(conf.as_bytes()))?;
 
@@ -175,7 +207,43 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
         scripts_removed,
         superseded,
         dropped,
+        ukis,
     })
+}
+
+/// Build and sign each profile's UKI and place it in the tree by content
+/// (recorded in `done`, so the tidying keeps it).
+fn place_ukis(
+    tree: &secure::Tree,
+    keys: &crate::secureboot::keys::Keys,
+    profiles: &[Resolved],
+    done: &mut BTreeSet<(String, String)>,
+) -> anyhow::Result<Vec<secure::Uki>> {
+    let ukis = secure::build_ukis(tree, keys, &profiles.iter().collect::<Vec<_>>())?;
+    for u in &ukis {
+        place(tree.dir, tree.out, &u.name, &u.sha256)?;
+        done.insert((u.sha256.clone(), u.name.clone()));
+    }
+    Ok(ukis)
+}
+
+/// Every profile of the boot config, resolved (the default alone without one).
+fn profiles_of(
+    config: Option<&BootConfig>,
+    default: &Resolved,
+    manifest: &Manifest,
+) -> anyhow::Result<Vec<Resolved>> {
+    let Some(config) = config else {
+        return Ok(vec![default.clone()]);
+    };
+    config
+        .profiles
+        .iter()
+        .map(|p| {
+            super::profiles::resolve(p, manifest)
+                .with_context(|| format!("publish --keys: profile {}", p.name))
+        })
+        .collect()
 }
 
 /// `boot/aa-bb-cc-dd-ee-ff.ipxe`'s file name.
@@ -322,6 +390,10 @@ fn nginx_conf(out: &Path, base: &str) -> String {
          \x20   location /sha256/ {{ add_header Cache-Control \"public, max-age=31536000, immutable\"; }}\n\
          \x20   # A machine with no script of its own gets the default.\n\
          \x20   location ^~ /boot/ {{ location ~ /\\. {{ return 404; }} default_type text/plain; add_header Cache-Control no-cache; try_files $uri /default.ipxe; }}\n\
+         \x20   # Secure Boot: GRUB's configs (TFTP serves them to GRUB; here for a look) and\n\
+         \x20   # each profile's UKI by name (UEFI HTTP boot), both replaced by a republish.\n\
+         \x20   location ^~ /grub/ {{ location ~ /\\. {{ return 404; }} default_type text/plain; add_header Cache-Control no-cache; }}\n\
+         \x20   location ^~ /uki/ {{ location ~ /\\. {{ return 404; }} default_type application/efi; add_header Cache-Control no-cache; }}\n\
          \x20   # Files being written, and the tree's own marks (here and under boot/).\n\
          \x20   location ~ /\\. {{ return 404; }}\n\
          \x20   location ~ \\.ipxe$ {{ default_type text/plain; add_header Cache-Control no-cache; }}\n\

@@ -22,6 +22,7 @@ mod docs;
 mod initrd_fetch_fallback;
 mod iso_build;
 mod power_bmcs;
+mod publish_secure_boot;
 mod publish_static;
 mod serve_content;
 mod serve_http;

@@ -12,6 +12,10 @@
 //! while the firmware's db holds another's certificate, and Debian's
 //! unsigned `ipxe.efi` (which is why Secure Boot clients get shim, never
 //! iPXE). No OS boots: each ends at OVMF's "Access Denied".
+//! Ignored too: the UKI through shim for a machine that trusts the site key
+//! only in MOK (every assertion, and the key loaded from MokListRT), and a
+//! basefs replaced on the server after its UKI was signed, refused by the
+//! init with the reason on the console and in the node record.
 
 use crate::common;
 use common::*;
@@ -152,6 +156,110 @@ fn site_signed_uki_boots_with_the_site_key_in_db() {
         !console.contains("BOOTIF="),
         "a machine's BOOTIF went into the signed UKI"
     );
+}
+
+#[test]
+#[ignore = "bench/secure-boot.sh runs it (CI keeps to two Secure Boot boots)"]
+fn site_signed_uki_boots_through_shim_with_the_site_key_only_in_mok() {
+    prerequisites();
+    let p = played();
+    let keys = p.path().join("mok-keys");
+    keys::init(&keys).unwrap();
+    let (_, console) = boot(p, "uki-mok", &["--keys", keys.to_str().unwrap(), "--mok"]);
+    // The firmware ran shim (Microsoft's CA in db); shim verified the UKI
+    // against MokList: the site certificate is in MokListRT, not in db.
+    assert!(console.contains("NBP filename is uki/discovery-debug/shimx64.efi"));
+    assert!(!console.contains("Welcome to GRUB!"));
+    assert!(console.contains("EFI stub: UEFI Secure Boot is enabled."));
+    let site = "Loaded X.509 cert 'mkimage site Secure Boot key";
+    let loaded: Vec<&str> = console.lines().collect();
+    let at = loaded
+        .iter()
+        .position(|l| l.contains(site))
+        .unwrap_or_else(|| panic!("the kernel loaded no site certificate:\n{console}"));
+    assert!(
+        loaded[..at]
+            .iter()
+            .rev()
+            .find(|l| l.contains("integrity: Loading X.509 certificate: UEFI:"))
+            .is_some_and(|l| l.contains("UEFI:MokListRT")),
+        "the site certificate came from somewhere else than MokListRT"
+    );
+    assert!(console.contains("basefs.verity="));
+}
+
+#[test]
+#[ignore = "bench/secure-boot.sh runs it (CI keeps to two Secure Boot boots)"]
+fn a_basefs_replaced_after_signing_is_refused_by_the_init() {
+    prerequisites();
+    let p = played();
+    // A copy of the build (cp -a keeps the content store's hard links),
+    // whose basefs then changes on the server: manifest.json, and so the
+    // UKI's signed command line, still name the genuine one.
+    let tampered = Project::new();
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(p.out())
+        .arg(tampered.out())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let keys = tampered.path().join("keys");
+    keys::init(&keys).unwrap();
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        // One byte of block 0, rewritten in place (the content store's
+        // object is the same inode): what the server now sends.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tampered.out().join("basefs.squashfs"))
+            .unwrap();
+        let mut byte = [0u8];
+        f.seek(SeekFrom::Start(1000)).unwrap();
+        f.read_exact(&mut byte).unwrap();
+        f.seek(SeekFrom::Start(1000)).unwrap();
+        f.write_all(&[byte[0] ^ 0xff]).unwrap();
+    }
+    let serial = tampered.path().join("serial.log");
+    let o = {
+        let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+        mkimage()
+            .current_dir(repo())
+            .args(["boot-test", "--secure-boot", "--timeout", "500", "--dir"])
+            .arg(tampered.out())
+            .arg("--keys")
+            .arg(&keys)
+            .arg("--serial-log")
+            .arg(&serial)
+            .output()
+            .unwrap()
+    };
+    let console = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert!(
+        !o.status.success(),
+        "boot-test passed with a replaced basefs:\n{}",
+        stdout(&o)
+    );
+    assert!(console.contains("EFI stub: UEFI Secure Boot is enabled."));
+    let why = "dm-verity: the basefs does not match the root hash";
+    assert!(console.contains(why), "no `{why}` on the console");
+    assert!(
+        !console.contains("login:"),
+        "the system came up on a replaced basefs"
+    );
+    let o = mkimage()
+        .args(["nodes", "--json", "--dir"])
+        .arg(tampered.out())
+        .output()
+        .unwrap();
+    let nodes: serde_json::Value =
+        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let vm = &nodes["nodes"][0];
+    assert_eq!(vm["stage"], "failed", "{nodes}");
+    let failure = vm["last_failure"].as_str().unwrap_or_default();
+    assert!(failure.contains(why), "{nodes}");
+    println!("refused: {failure}");
 }
 
 /// Boot `nbp` from QEMU's TFTP server under Secure Boot (with `enroll` in
