@@ -110,15 +110,19 @@ fn playbook_then_netboot_passes_the_boot_config_assertions() {
 }
 
 /// nginx's proxy_cache (nginx/mkimage-cache.conf) between the VM and the
-/// server: a checked boot through it, then a second boot until its basefs
-/// is verified; mkimage's /metrics counts one basefs download for both.
+/// server, on the lab's layer-2 network (`--proxy-dhcp`: the proxyDHCP
+/// hands iPXE nginx's URL, the server trusts nginx's address): a checked
+/// boot through it, then a second boot until its basefs is verified;
+/// mkimage's /metrics counts one basefs download for both, and the node
+/// record has the VM's own lease, not nginx's address (`--trusted-proxy`).
 #[test]
 fn netboot_through_nginx_proxy_cache_serves_the_second_basefs_from_its_cache() {
     let _vm = crate::one_at_a_time();
     require("nginx", "nginx");
+    require("dnsmasq", "dnsmasq");
     let p = played();
     let conf = repo().join("nginx/mkimage-cache.conf");
-    let o = boot_test(p, &["--via-nginx", conf.to_str().unwrap()]);
+    let o = boot_test(p, &["--proxy-dhcp", "--via-nginx", conf.to_str().unwrap()]);
     assert!(
         o.status.success(),
         "boot-test through nginx failed:\n{}\n{}",
@@ -130,6 +134,10 @@ fn netboot_through_nginx_proxy_cache_serves_the_second_basefs_from_its_cache() {
     assert!(
         out.contains("PASS basefs downloaded from mkimage 1 time(s) for two boots through nginx"),
         "{out}"
+    );
+    assert!(
+        out.contains("has the VM's own address (its lease)"),
+        "the record behind nginx must carry the VM's address: {out}"
     );
 }
 
