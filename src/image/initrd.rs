@@ -53,12 +53,14 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         plan.name,
         basefs.path.display()
     ));
-    let mut entries = crate::initramfs::build(&opts)?;
-    if let Some(pins) = &pins {
-        for e in &entries {
-            pins.check_installed(&format!("initrd `{}`", plan.name), &e.packages)?;
-        }
-    }
+    // The lock's pins are checked before the kernel and initrd are
+    // published: a mismatch leaves the output dir as it was.
+    let what = format!("initrd `{}`", plan.name);
+    let check = |packages: &std::collections::BTreeMap<String, String>| match &pins {
+        Some(pins) => pins.check_installed(&what, packages),
+        None => Ok(()),
+    };
+    let mut entries = crate::initramfs::build_checked(&opts, &check)?;
     super::job::stamp(&mut entries, &inputs);
     artifact::record(&plan.out, &entries)?;
     work.succeeded();

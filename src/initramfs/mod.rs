@@ -116,6 +116,18 @@ impl InitrdOptions {
 /// `.sha256`) into `out_dir`; returns their manifest entries for the caller
 /// to `artifact::record`.
 pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
+    build_checked(opts, &|_| Ok(()))
+}
+
+/// A check of the packages (name → version) an initrd is made of, run
+/// after it is packed and before anything is published: the lock file's
+/// pins. When it fails, the staged files are dropped and the output dir
+/// is as it was.
+pub type PackageCheck<'a> =
+    &'a dyn Fn(&std::collections::BTreeMap<String, String>) -> anyhow::Result<()>;
+
+/// `build`, with `check` run before the kernel and initrd are published.
+pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Result<Vec<Entry>> {
     if opts.defaults.onfail != "shell" && opts.defaults.onfail != "reboot" {
         return Err(crate::UsageError(format!(
             "onfail: `{}` is not `shell` or `reboot`",
@@ -230,6 +242,7 @@ pub fn build(opts: &InitrdOptions) -> anyhow::Result<Vec<Entry>> {
     packages.extend(dmsetup.versions.clone());
     packages.extend(inflate.versions.clone());
     packages.extend(firmware.packages.clone());
+    check(&packages)?;
     let (ksize, ksha) = artifact::publish(&opts.out_dir, &vmlinuz_file, &keep(staged_kernel)?)?;
     let (isize, isha) = artifact::publish(&opts.out_dir, &initrd_file, &keep(staged)?)?;
     let inputs_hash = artifact::sha256_bytes(

@@ -146,3 +146,38 @@ fn firmware_basefs_keeps_the_old_behaviour_and_warning() {
         stderr(&o)
     );
 }
+
+/// The initrd (and its kernel) are checked before they are published: a
+/// check that fails (as the lock file's pins do on a mismatch) leaves the
+/// output dir as it was, with no file that no manifest lists.
+#[test]
+fn an_initrd_that_fails_its_check_is_never_published() {
+    let (_tree, image) = initrd_support::basefs_fixture();
+    let out = tempfile::tempdir_in("/var/tmp").unwrap();
+    let seen = std::cell::RefCell::new(BTreeMap::new());
+    let err = mkimage::initramfs::build_checked(
+        &initrd_support::options(&image, out.path()),
+        &|packages| {
+            *seen.borrow_mut() = packages.clone();
+            anyhow::bail!("the lock pins busybox-static at another version")
+        },
+    )
+    .expect_err("the check fails the build");
+    assert!(
+        format!("{err:#}").contains("the lock pins busybox-static"),
+        "{err:#}"
+    );
+    assert!(
+        seen.borrow().contains_key("busybox-static"),
+        "the check sees the initrd's packages: {:?}",
+        seen.borrow()
+    );
+    let left: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "nothing may be left in the output dir: {left:?}"
+    );
+}
