@@ -1,7 +1,8 @@
 //! `mkimage cache`: what the shared caches hold, how big each part is, and
 //! pruning by age (`--older-than`) and total size (`--max-size`), least
 //! recently used first. The caches (`OUT/.cache` or `cache_dir:`) are:
-//! `debs/` (every downloaded package), `bootstrap/` (bootstrapped trees and
+//! `debs/` (every downloaded package, and the kernel image each basefs
+//! build left out, `PACKAGE_VERSION.vmlinuz`), `bootstrap/` (bootstrapped trees and
 //! unpacked stage archives by their inputs), `layers/` (what each task of
 //! a role changed, by the task's key), `apt/` (the private apt for kernel
 //! and busybox packages: its lists, `.deb`s and unpacked packages).
@@ -44,7 +45,9 @@ pub struct Item {
 pub fn items(cache: &Path) -> Vec<Item> {
     let mut out = Vec::new();
     let debs_lock = Some((cache.join("debs"), ".mkimage-lock".to_string()));
-    for path in entries(&cache.join("debs"), |n| n.ends_with(".deb")) {
+    for path in entries(&cache.join("debs"), |n| {
+        n.ends_with(".deb") || n.ends_with(".vmlinuz")
+    }) {
         out.push(item("debs", path, debs_lock.clone()));
     }
     let trees = cache.join("bootstrap");

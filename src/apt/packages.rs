@@ -115,46 +115,93 @@ impl Fetcher {
     }
 
     fn fetch_locked(&self, pkg: &Package) -> anyhow::Result<PathBuf> {
+        self.download_locked(&[pkg])?;
+        Ok(pkg.deb.clone())
+    }
+
+    /// `fetch` for several packages, downloading those not in the cache
+    /// with one `apt-get download` (one connection, no start-up each).
+    pub fn fetch_all(&self, pkgs: &[Package]) -> anyhow::Result<()> {
+        let _lock = self.lock()?;
+        self.download_locked(&pkgs.iter().collect::<Vec<_>>())
+    }
+
+    /// Whether `pkg`'s `.deb` is in this apt's cache, or copied in from
+    /// the builds' shared `.deb` cache (apt in the chroot), checked by sha256.
+    fn cached_locked(&self, pkg: &Package) -> anyhow::Result<bool> {
         if pkg.deb.is_file() && crate::artifact::sha256_file(&pkg.deb)?.1 == pkg.sha256 {
             tracing::debug!(deb = %pkg.deb.display(), "cached");
-            return Ok(pkg.deb.clone());
+            return Ok(true);
         }
-        // The builds' shared `.deb` cache (apt in the chroot) may have it.
         if let Some(name) = pkg.deb.file_name() {
             let shared = self.src.cache_dir.join("debs").join(name);
             if shared.is_file() && crate::artifact::sha256_file(&shared)?.1 == pkg.sha256 {
                 fs::copy(&shared, &pkg.deb).with_context(|| {
                     format!("cannot copy {} into the apt cache", shared.display())
                 })?;
-                return Ok(pkg.deb.clone());
+                return Ok(true);
             }
         }
-        tracing::info!(package = %pkg.name, version = %pkg.version, "downloading");
-        let dir = pkg.deb.parent().unwrap_or(&self.root);
+        Ok(false)
+    }
+
+    /// Download the packages of `pkgs` the cache lacks, check each by
+    /// sha256 and move it into the cache.
+    fn download_locked(&self, pkgs: &[&Package]) -> anyhow::Result<()> {
+        let mut missing = Vec::new();
+        for pkg in pkgs {
+            if !self.cached_locked(pkg)? {
+                missing.push(*pkg);
+            }
+        }
+        let Some(first) = missing.first() else {
+            return Ok(());
+        };
+        for pkg in &missing {
+            tracing::info!(package = %pkg.name, version = %pkg.version, "downloading");
+        }
+        let dir = first.deb.parent().unwrap_or(&self.root);
         let tmp = tempfile::tempdir_in(dir).context("cannot create a download dir")?;
+        let specs: Vec<String> = missing
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.version))
+            .collect();
         let cmd = self
             .apt("apt-get")
-            .args(["download", &format!("{}={}", pkg.name, pkg.version)])
+            .arg("download")
+            .args(&specs)
             .cwd(tmp.path());
         self.fetching(&cmd, Retry::MIRROR)
-            .with_context(|| format!("cannot download {} {}", pkg.name, pkg.version))?;
-        let got = fs::read_dir(tmp.path())?
+            .with_context(|| format!("cannot download {}", specs.join(" ")))?;
+        // apt names a download NAME_VERSION_ARCH.deb (an epoch as `%3a`,
+        // unlike the pool's name); a package name has no `_`.
+        let got: Vec<PathBuf> = fs::read_dir(tmp.path())?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .ok_or_else(|| anyhow::anyhow!("apt-get download left no .deb for {}", pkg.name))?;
-        let sha = crate::artifact::sha256_file(&got)?.1;
-        if sha != pkg.sha256 {
-            return Err(DebError::Checksum {
-                file: got.display().to_string(),
-                got: sha,
-                want: pkg.sha256.clone(),
+            .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+            .collect();
+        for pkg in missing {
+            let prefix = format!("{}_", pkg.name);
+            let got = got
+                .iter()
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                })
+                .ok_or_else(|| anyhow::anyhow!("apt-get download left no .deb for {}", pkg.name))?;
+            let sha = crate::artifact::sha256_file(got)?.1;
+            if sha != pkg.sha256 {
+                return Err(DebError::Checksum {
+                    file: got.display().to_string(),
+                    got: sha,
+                    want: pkg.sha256.clone(),
+                }
+                .into());
             }
-            .into());
+            fs::rename(got, &pkg.deb)
+                .with_context(|| format!("cannot move the download to {}", pkg.deb.display()))?;
         }
-        fs::rename(&got, &pkg.deb)
-            .with_context(|| format!("cannot move the download to {}", pkg.deb.display()))?;
-        Ok(pkg.deb.clone())
+        Ok(())
     }
 
     /// The package's content, unpacked once into `cache/unpacked/NAME_VERSION`

@@ -71,7 +71,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     // Hashed with the image still there (the initrd rebuilds when either
     // changes), then the image is left out.
     let kernel_hash = facts::kernel_hash(&root)?;
-    drop_kernel_image(job, &root)?;
+    drop_kernel_image(job, &root, &installed)?;
 
     job.progress.step("clean the tree");
     let removed = cleanup::clean(job.sys, &root, &plan.cleanup)?;
@@ -124,8 +124,23 @@ fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Leave the kernel image out (the boot server hands the kernel out).
-fn drop_kernel_image(job: &Job, root: &Path) -> anyhow::Result<()> {
+/// Leave the kernel image out (the boot server hands the kernel out),
+/// kept in the shared `.deb` cache for the initrd build that follows
+/// (`initramfs::kernel_image::stash`), by the package it came from.
+fn drop_kernel_image(
+    job: &Job,
+    root: &Path,
+    installed: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    for image in crate::archive::walk::expand(root, "boot/vmlinuz-*") {
+        let kver = image.file_name().unwrap_or_default().to_string_lossy();
+        let Some(kver) = kver.strip_prefix("vmlinuz-") else {
+            continue;
+        };
+        if let Some(package) = crate::initramfs::kernel_image::package_of(installed, kver) {
+            crate::initramfs::kernel_image::stash(&job.plan.package_cache(), &package, &image)?;
+        }
+    }
     let image = super::kernel::drop_image(root)?;
     if image > 0 {
         job.progress.done(format!(

@@ -5,9 +5,45 @@
 
 use super::job::Job;
 use super::workdir::WorkDir;
+use crate::apt::AptSource;
 use crate::artifact::{self, lookup, Entry, Manifest};
-use crate::config::KernelChoice;
+use crate::config::{KernelChoice, Plan};
 use crate::initramfs::{InitrdOptions, KernelSource};
+use crate::lockfile::Pinned;
+
+/// The private apt of `plan`'s initrd build, with the lock's pins.
+fn apt_source(plan: &Plan) -> anyhow::Result<(AptSource, Option<Pinned>)> {
+    let mut apt = super::inputs::apt_source(plan);
+    let pins = super::job::pins(plan)?;
+    if let Some(pins) = &pins {
+        apt.preferences = Some(pins.lock.preferences());
+        apt.extra_sources.extend(pins.source_line());
+    }
+    Ok((apt, pins))
+}
+
+/// For `play`, while the builds before it run: fetch what `plan`'s initrd
+/// build will take whatever its kernel (`initramfs::prefetch`), when it
+/// was never built here and pins no versions. Best effort: what fails
+/// here, the build fetches (and reports) itself.
+pub fn prefetch(plan: &Plan) {
+    let never_built = !plan.out.join(format!("{}.initrd", plan.name)).exists();
+    if !never_built || plan.lock.is_some() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let fetched = apt_source(plan).and_then(|(apt, _)| crate::initramfs::prefetch(&apt));
+    match fetched {
+        Ok(()) => tracing::debug!(
+            initrd = %plan.name,
+            "prefetched its packages in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => {
+            tracing::debug!(initrd = %plan.name, "prefetch failed (the build fetches them itself): {e:#}")
+        }
+    }
+}
 
 pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let plan = job.plan;
@@ -25,12 +61,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         KernelChoice::Basefs => KernelSource::Basefs(basefs.path.clone()),
         KernelChoice::Package(name) => KernelSource::Package { name: name.clone() },
     };
-    let mut apt = super::inputs::apt_source(plan);
-    let pins = super::job::pins(plan)?;
-    if let Some(pins) = &pins {
-        apt.preferences = Some(pins.lock.preferences());
-        apt.extra_sources.extend(pins.source_line());
-    }
+    let (apt, pins) = apt_source(plan)?;
     // Scratch (the kernel and modules read out of the basefs) lives in a
     // build dir, so a killed build's leftovers are removed by the next.
     let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;

@@ -177,6 +177,28 @@ fn play_plans(
 ) -> anyhow::Result<()> {
     preflight(plans)?;
     crate::sys::sandbox::enter()?;
+    // An initrd's packages do not depend on the builds before it: they
+    // are fetched while those run.
+    std::thread::scope(|s| {
+        for plan in plans.iter().skip(1).filter(|p| p.kind == Kind::Initrd) {
+            s.spawn(|| {
+                let _span = tracing::info_span!("prefetch").entered();
+                initrd::prefetch(plan)
+            });
+        }
+        build_each(plans, source, keep_build_dir, options)
+    })?;
+    print_times();
+    Ok(())
+}
+
+/// `play_plans`' builds, one after the other.
+fn build_each(
+    plans: &[Plan],
+    source: &std::path::Path,
+    keep_build_dir: bool,
+    options: &BuildOptions,
+) -> anyhow::Result<()> {
     let progress = Progress::new();
     for (i, plan) in plans.iter().enumerate() {
         progress.step(format!(
@@ -204,6 +226,5 @@ fn play_plans(
         })?;
     }
     progress.finish();
-    print_times();
     Ok(())
 }

@@ -52,8 +52,12 @@ pub fn complete(
                 by_package.entry(package).or_default().push((path, name));
             }
         }
-        for (name, files) in by_package {
-            let pkg = fetcher.resolve(&name)?;
+        let pkgs = by_package
+            .keys()
+            .map(|name| fetcher.resolve(name))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        fetcher.fetch_all(&pkgs)?;
+        for ((name, files), pkg) in by_package.into_iter().zip(pkgs) {
             let tree = fetcher.unpacked(&pkg)?;
             for (path, fw) in files {
                 found.push(Firmware {

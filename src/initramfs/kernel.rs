@@ -70,6 +70,9 @@ pub struct Locate<'a> {
     /// The basefs's kernel package (name, version): where the image comes
     /// from when the basefs ships none (`kernel_image`).
     pub image_package: Option<&'a (String, String)>,
+    /// The shared `.deb` cache, where a basefs build keeps the image it
+    /// left out (`kernel_image::stash`).
+    pub image_stash: Option<&'a Path>,
 }
 
 /// Find the kernel per `source`.
@@ -112,7 +115,13 @@ pub fn locate(
                 dir
             }
         };
-        super::kernel_image::fetch(&fetcher()?, package, &kernel.version, &dir)?;
+        let stashed = match at.image_stash {
+            Some(debs) => super::kernel_image::from_stash(debs, package, &kernel.version, &dir)?,
+            None => false,
+        };
+        if !stashed {
+            super::kernel_image::fetch(&fetcher()?, package, &kernel.version, &dir)?;
+        }
         kernel.vmlinuz = dir.join(format!("boot/vmlinuz-{}", kernel.version));
     }
     if let Some(base) = basefs {
@@ -359,6 +368,7 @@ mod tests {
                 firmware: true,
                 scratch: root.path(),
                 image_package: None,
+                image_stash: None,
             },
             &|| anyhow::bail!("no fetch"),
         )
@@ -377,6 +387,7 @@ mod tests {
                 firmware: true,
                 scratch: dir.path(),
                 image_package: None,
+                image_stash: None,
             },
             &|| anyhow::bail!("no fetch"),
         )
@@ -394,6 +405,7 @@ mod tests {
             firmware: false,
             scratch: base.path(),
             image_package: None,
+            image_stash: None,
         };
         let err = locate(&at, &|| anyhow::bail!("no fetch"))
             .unwrap_err()

@@ -3,7 +3,10 @@
 //! `boot/vmlinuz-VERSION` out (8 MB every machine would download and never
 //! read); the initrd takes the image from the very package version the
 //! basefs has installed (its manifest entry lists it), through the private
-//! apt and the shared `.deb` cache the basefs build filled.
+//! apt and the shared `.deb` cache the basefs build filled. The basefs
+//! build also keeps the image it left out in that cache
+//! (`debs/PACKAGE_VERSION.vmlinuz`, `stash`), so an initrd built after it
+//! copies 8 MB instead of unpacking the 70 MB package.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +25,46 @@ pub fn package_of(packages: &BTreeMap<String, String>, kver: &str) -> Option<(St
     ]
     .into_iter()
     .find_map(|name| packages.get(&name).map(|v| (name, v.clone())))
+}
+
+/// The name of package `name` = `version`'s kernel image in the shared
+/// `.deb` cache (`apt`'s file naming: an epoch's colon as `%3a`).
+fn stash_name((name, version): &(String, String)) -> String {
+    format!("{name}_{}.vmlinuz", version.replace(':', "%3a"))
+}
+
+/// Keep `image` (a basefs's `boot/vmlinuz-KVER`, installed from `package`)
+/// in the shared `.deb` cache `debs`, for `from_stash`. Written to a temp
+/// file and renamed: a reader sees the whole image or none.
+pub fn stash(debs: &Path, package: &(String, String), image: &Path) -> anyhow::Result<()> {
+    let name = stash_name(package);
+    if debs.join(&name).is_file() {
+        return Ok(());
+    }
+    let mut from =
+        std::fs::File::open(image).with_context(|| format!("cannot read {}", image.display()))?;
+    crate::artifact::write_atomic(debs, &name, |f| std::io::copy(&mut from, f).map(|_| ()))?;
+    Ok(())
+}
+
+/// Put `boot/vmlinuz-KVER` of `package` under `root` from the shared
+/// `.deb` cache `debs`, if a basefs build kept it there (`stash`).
+pub fn from_stash(
+    debs: &Path,
+    package: &(String, String),
+    kver: &str,
+    root: &Path,
+) -> anyhow::Result<bool> {
+    let kept = debs.join(stash_name(package));
+    if !kept.is_file() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(root.join("boot"))?;
+    let dest = root.join(format!("boot/vmlinuz-{kver}"));
+    std::fs::copy(&kept, &dest)
+        .with_context(|| format!("cannot copy {} to {}", kept.display(), dest.display()))?;
+    tracing::info!(package = %package.0, version = %package.1, "the basefs ships no kernel image: taking the one its build kept in the cache");
+    Ok(true)
 }
 
 /// Put `boot/vmlinuz-KVER` of package `name` = `version` under `root`.
@@ -65,5 +108,34 @@ mod tests {
             Some(("linux-image-6.1.0-50-amd64".into(), "6.1.176-1".into()))
         );
         assert_eq!(package_of(&p, "6.1.0-49-amd64"), None);
+    }
+
+    #[test]
+    fn a_stashed_image_comes_back_whole_and_only_for_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let debs = dir.path().join("debs");
+        let image = dir.path().join("vmlinuz");
+        std::fs::write(&image, b"MZ kernel bytes").unwrap();
+        let pkg = (
+            "linux-image-6.1.0-50-amd64".to_string(),
+            "1:6.1.176-1".to_string(),
+        );
+        stash(&debs, &pkg, &image).unwrap();
+        assert!(debs
+            .join("linux-image-6.1.0-50-amd64_1%3a6.1.176-1.vmlinuz")
+            .is_file());
+        let root = dir.path().join("root");
+        assert!(from_stash(&debs, &pkg, "6.1.0-50-amd64", &root).unwrap());
+        assert_eq!(
+            std::fs::read(root.join("boot/vmlinuz-6.1.0-50-amd64")).unwrap(),
+            b"MZ kernel bytes"
+        );
+        let other = (pkg.0.clone(), "1:6.1.177-1".to_string());
+        assert!(!from_stash(&debs, &other, "6.1.0-50-amd64", &root).unwrap());
+        let names: Vec<_> = std::fs::read_dir(&debs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
     }
 }

@@ -112,6 +112,33 @@ impl InitrdOptions {
     }
 }
 
+/// One source for every package of an initrd build, with the firmware
+/// component and its Contents index whatever `firmware:` says: a private
+/// apt whose source lines change drops its lists, under any other build on
+/// the same cache that is using them.
+fn private_apt(apt: &AptSource) -> AptSource {
+    let mut apt = apt.clone();
+    let component = firmware::COMPONENT.to_string();
+    if !apt.components.contains(&component) {
+        apt.components.push(component.clone());
+    }
+    apt.contents = vec![component];
+    apt
+}
+
+/// Fill the private apt's cache with what every initrd build of `apt`
+/// takes whatever its kernel (the package lists, busybox, dmsetup and
+/// libdeflate, fetched and unpacked), so that `play` can do it while the
+/// basefs is built; the build then finds them there. Under the cache's
+/// lock, as the build's own fetches are.
+pub fn prefetch(apt: &AptSource) -> anyhow::Result<()> {
+    let fetcher = Fetcher::new(&private_apt(apt))?;
+    busybox::fetch(&fetcher)?;
+    dmsetup::fetch(&fetcher)?;
+    inflate::fetch(&fetcher)?;
+    Ok(())
+}
+
 /// Build and publish `NAME.vmlinuz` and `NAME.initrd` (each with its
 /// `.sha256`) into `out_dir`; returns their manifest entries for the caller
 /// to `artifact::record`.
@@ -137,17 +164,7 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
     }
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
-    // One source for every package of the build, with the firmware
-    // component and its Contents index whatever `firmware:` says: a private
-    // apt whose source lines change drops its lists, under any other build
-    // on the same cache that is using them.
-    let mut apt = opts.apt.clone();
-    let component = firmware::COMPONENT.to_string();
-    if !apt.components.contains(&component) {
-        apt.components.push(component.clone());
-    }
-    apt.contents = vec![component];
-    let apt = &apt;
+    let apt = &private_apt(&opts.apt);
     tracing::info!(source = ?opts.kernel, "step: locate kernel");
     crate::timings::mark("initrd: locate kernel");
     let at = kernel::Locate {
@@ -156,6 +173,7 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
         firmware: opts.firmware != firmware::Source::None,
         scratch: opts.scratch.as_deref().unwrap_or(&opts.out_dir),
         image_package: opts.kernel_package.as_ref(),
+        image_stash: Some(&opts.apt.cache_dir.join("debs")),
     };
     let kernel = kernel::locate(&at, &|| Fetcher::new(apt))?;
 

@@ -195,6 +195,19 @@ fn readme_first_command_serves_a_bootable_lab_from_a_fresh_clone() {
         clone.join("builds/basefs.squashfs").is_file()
             && clone.join("builds/discovery.cpio.gz").is_file()
     );
+    // The cold path's overlaps: the initrd's packages are fetched while the
+    // basefs is built, and its kernel image is the one the basefs left out.
+    let log = std::fs::read_to_string(p.path().join("quickstart.log")).unwrap_or_default();
+    let at = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("no `{what}` in the log:\n{}", tail_lines(&log, 40)))
+    };
+    assert!(
+        at("prefetch: apt-get update (private lists)") < at("play 2/3"),
+        "the initrd's packages are fetched during the basefs build:\n{}",
+        tail_lines(&log, 40)
+    );
+    at("taking the one its build kept in the cache");
 }
 
 fn tail_lines(text: &str, n: usize) -> String {
