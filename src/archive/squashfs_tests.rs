@@ -1,71 +1,14 @@
 //! Round-trip tests of the squashfs writer through backhand's reader.
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use super::*;
 use crate::archive::{extract, read_file};
 
-const EPOCH: u64 = 1_700_000_000;
-
-fn set_mtime(path: &Path, secs: i64) {
-    let t = nix::sys::time::TimeSpec::new(secs, 0);
-    nix::sys::stat::utimensat(
-        None,
-        path,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
-}
-
-/// A small tree with every file type; files made in the order given.
-fn make_tree(root: &Path, reverse: bool) {
-    let mut steps: Vec<Box<dyn Fn()>> = vec![
-        Box::new(|| fs::create_dir_all(root.join("usr/lib/modules/6.1.0-t/kernel")).unwrap()),
-        Box::new(|| fs::create_dir_all(root.join("boot")).unwrap()),
-        Box::new(|| fs::create_dir_all(root.join("etc")).unwrap()),
-    ];
-    if reverse {
-        steps.reverse();
-    }
-    for s in steps {
-        s();
-    }
-    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    fs::write(root.join("usr/lib/modules/6.1.0-t/kernel/big.ko"), &big).unwrap();
-    fs::write(
-        root.join("usr/lib/modules/6.1.0-t/modules.dep"),
-        b"kernel/big.ko:\n",
-    )
-    .unwrap();
-    fs::write(root.join("boot/vmlinuz-6.1.0-t"), b"kernel image").unwrap();
-    fs::write(root.join("etc/motd"), b"hello\n").unwrap();
-    fs::write(root.join("etc/empty"), b"").unwrap();
-    symlink("usr/lib", root.join("lib")).unwrap();
-    symlink("boot/vmlinuz-6.1.0-t", root.join("vmlinuz")).unwrap();
-    nix::unistd::mkfifo(
-        &root.join("etc/fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .unwrap();
-    fs::set_permissions(root.join("etc/motd"), fs::Permissions::from_mode(0o4755)).unwrap();
-    for (i, p) in [
-        "etc/motd",
-        "etc/empty",
-        "etc/fifo",
-        "boot/vmlinuz-6.1.0-t",
-        "usr/lib/modules/6.1.0-t/kernel/big.ko",
-    ]
-    .iter()
-    .enumerate()
-    {
-        set_mtime(&root.join(p), 1_000_000 + i as i64);
-    }
-    // Directories and everything else: "now" (later than EPOCH → clamped).
-}
+#[path = "../../tests/fixtures/squashfs_tree.rs"]
+mod tree;
+use tree::{make_tree, EPOCH};
 
 fn write(root: &Path, opts: &SquashfsOptions) -> Vec<u8> {
     let out = tempfile::NamedTempFile::new().unwrap();

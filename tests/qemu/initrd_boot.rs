@@ -286,17 +286,17 @@ fn wrong_verity_root_hash_is_retried_then_fails_loudly() {
     );
 }
 
-#[test]
-fn malformed_verity_parameter_is_refused_with_the_fix() {
-    let _vm = crate::one_at_a_time();
+/// Boot with the basefs on `port` and `args` after it, which the init must
+/// refuse before it downloads anything: the VM reboots (exits) and its
+/// console never shows the basefs download. Returns the console log.
+fn refused_before_download(args: &str, name: &str, why: &str) -> (Vm, String) {
     let b = boot();
-    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let port = initrd_support::free_port();
     let mut vm = start(
         b,
         port,
-        &format!("basefs=http://10.0.2.2:{port}/basefs.squashfs basefs.verity=xyz:12"),
-        "malformed",
+        &format!("basefs=http://10.0.2.2:{port}/basefs.squashfs {args}"),
+        name,
     );
     let exited = vm.wait_exit(Duration::from_secs(240));
     let log = vm.log();
@@ -306,35 +306,31 @@ fn malformed_verity_parameter_is_refused_with_the_fix() {
         vm.tail()
     );
     assert!(
-        log.contains("basefs.verity=xyz:12: expected ROOT_HASH:HASH_OFFSET"),
-        "{}",
+        !log.contains("step: download basefs"),
+        "{why} must stop the boot before any download:\n{}",
         vm.tail()
     );
+    (vm, log)
+}
+
+#[test]
+fn malformed_verity_parameter_is_refused_with_the_fix() {
+    let _vm = crate::one_at_a_time();
+    let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (vm, log) =
+        refused_before_download("basefs.verity=xyz:12", "malformed", "a malformed parameter");
     assert!(
-        !log.contains("step: download basefs"),
-        "a malformed parameter must stop the boot before any download:\n{}",
+        log.contains("basefs.verity=xyz:12: expected ROOT_HASH:HASH_OFFSET"),
+        "{}",
         vm.tail()
     );
 }
 
 #[test]
 fn images_larger_than_the_ram_are_refused_before_any_download() {
-    let b = boot();
+    let _vm = crate::one_at_a_time();
     let _one = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let port = initrd_support::free_port();
-    let mut vm = start(
-        b,
-        port,
-        &format!("basefs=http://10.0.2.2:{port}/basefs.squashfs mkimage.need=100000"),
-        "need",
-    );
-    let exited = vm.wait_exit(Duration::from_secs(240));
-    let log = vm.log();
-    assert!(
-        exited,
-        "VM did not reboot after the failure:\n{}",
-        vm.tail()
-    );
+    let (vm, log) = refused_before_download("mkimage.need=100000", "need", "the RAM check");
     let line = log
         .lines()
         .find(|l| l.contains("not enough RAM: the images need 100000 MiB, this machine has "))
@@ -342,11 +338,6 @@ fn images_larger_than_the_ram_are_refused_before_any_download() {
     assert!(
         line.contains("MiB for them") && line.contains("more RAM"),
         "{line}"
-    );
-    assert!(
-        !log.contains("step: download basefs"),
-        "the RAM check must stop the boot before any download:\n{}",
-        vm.tail()
     );
 }
 

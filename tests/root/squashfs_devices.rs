@@ -5,64 +5,16 @@
 //! passes as any user; the rest of the round trip tests are still there.)
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::common::require_root;
 use mkimage::archive::SquashfsOptions;
 use mkimage::archive::{read_entries, read_file, write_tree, ArchiveError, ListEntry};
 
-const EPOCH: u64 = 1_700_000_000;
-
-fn set_mtime(path: &Path, secs: i64) {
-    let t = nix::sys::time::TimeSpec::new(secs, 0);
-    nix::sys::stat::utimensat(
-        None,
-        path,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
-}
-
-/// A small tree with every file type but devices.
-fn make_tree(root: &Path) {
-    for dir in ["usr/lib/modules/6.1.0-t/kernel", "boot", "etc"] {
-        fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    fs::write(root.join("usr/lib/modules/6.1.0-t/kernel/big.ko"), &big).unwrap();
-    fs::write(
-        root.join("usr/lib/modules/6.1.0-t/modules.dep"),
-        b"kernel/big.ko:\n",
-    )
-    .unwrap();
-    fs::write(root.join("boot/vmlinuz-6.1.0-t"), b"kernel image").unwrap();
-    fs::write(root.join("etc/motd"), b"hello\n").unwrap();
-    fs::write(root.join("etc/empty"), b"").unwrap();
-    symlink("usr/lib", root.join("lib")).unwrap();
-    symlink("boot/vmlinuz-6.1.0-t", root.join("vmlinuz")).unwrap();
-    nix::unistd::mkfifo(
-        &root.join("etc/fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .unwrap();
-    fs::set_permissions(root.join("etc/motd"), fs::Permissions::from_mode(0o4755)).unwrap();
-    for (i, p) in [
-        "etc/motd",
-        "etc/empty",
-        "etc/fifo",
-        "boot/vmlinuz-6.1.0-t",
-        "usr/lib/modules/6.1.0-t/kernel/big.ko",
-    ]
-    .iter()
-    .enumerate()
-    {
-        set_mtime(&root.join(p), 1_000_000 + i as i64);
-    }
-    // Directories and everything else: "now" (later than EPOCH → clamped).
-}
+#[path = "../fixtures/squashfs_tree.rs"]
+mod tree;
+use tree::{make_tree, EPOCH};
 
 fn find<'a>(entries: &'a [ListEntry], path: &str) -> &'a ListEntry {
     entries
@@ -81,7 +33,7 @@ fn round_trip_keeps_types_modes_owners_and_clamps_mtimes() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    make_tree(&root);
+    make_tree(&root, false);
     use nix::sys::stat::SFlag;
     mknod(&root.join("etc/null"), SFlag::S_IFCHR, 0o666, (1, 3));
     mknod(&root.join("etc/blk"), SFlag::S_IFBLK, 0o660, (259, 300));
