@@ -327,5 +327,6 @@ fn serve(a: &args::ServeArgs) -> anyhow::Result<()> {
     o.admin_token_file = a.admin_token_file.as_deref().map(absolute).transpose()?;
     o.public_status = a.public_status;
     o.trusted_proxies = a.trusted_proxy.clone();
+    o.node_signing_key = a.node_signing_key.as_deref().map(absolute).transpose()?;
     mkimage::serve::run(&o)
 }

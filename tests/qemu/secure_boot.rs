@@ -310,6 +310,7 @@ fn a_uki_signed_by_another_key_is_refused_by_the_firmware() {
             initrd: &p.out().join("initrd.initrd"),
             cmdline: "console=ttyS0,115200",
             name: "refusal",
+            node_signer: None,
         },
         &signer,
         &out,
