@@ -199,6 +199,11 @@ fn keys_init(dir: &Path) -> anyhow::Result<()> {
         "enroll it in each machine's db (firmware setup or BMC), or in MOK: mokutil --import {}",
         keys.der.display()
     );
+    println!(
+        "node-signing key: {} (mode 0600; for mkimage serve --node-signing-key; signed UKIs carry {})",
+        keys.node_key.display(),
+        keys.node_der.display()
+    );
     Ok(())
 }
 
