@@ -162,15 +162,17 @@ node_signed() {
 	node_get "$1.sig" "$d/node.sig" 2>"$d/err" ||
 		fail "cannot download the node overlay's signature $1.sig: $(cat "$d/err")"
 	WHY=
-	signature_ok "$d/node.cpio.gz" "$d/node.sig" "$NODE_SIGNER" || fail "$WHY"
+	signature_ok "$d/node.cpio.gz" "$d/node.sig" "$NODE_SIGNER" "$REPORT_MAC" || fail "$WHY"
 	sha256_is "$d/node.cpio.gz" "$2" || fail "the signed node overlay is not the one its boot script names: $WHY"
 	rm -rf "$d"
 	say "node overlay $1: signature verified against the node-signing certificate in the signed UKI"
 }
 
-# signature_ok FILE SIG CERT: SIG is the RSA PKCS#1 v1.5 signature over
-# FILE's SHA-256 by the key of CERT (DER), as the kernel's asymmetric key
-# type verifies it (keyctl); else WHY says why.
+# signature_ok FILE SIG CERT MAC: SIG is the RSA PKCS#1 v1.5 signature, by
+# the key of CERT (DER), over the SHA-256 of the line `mkimage node overlay
+# MAC SHA256` (this machine's MAC, FILE's sha256: an overlay signed for
+# another machine does not pass), as the kernel's asymmetric key type
+# verifies it (keyctl); else WHY says why.
 signature_ok() {
 	[ -s "$3" ] || {
 		WHY="node overlay refused: no node-signing certificate $3 in the initrd"
@@ -180,7 +182,8 @@ signature_ok() {
 		WHY="node overlay refused: its signature is empty"
 		return 1
 	}
-	hex=$(sha256sum "$1" | cut -d' ' -f1)
+	smac=$(echo "$4" | tr 'A-F-' 'a-f:')
+	hex=$(printf 'mkimage node overlay %s %s\n' "$smac" "$(sha256sum "$1" | cut -d' ' -f1)" | sha256sum | cut -d' ' -f1)
 	printf "$(echo "$hex" | sed 's/../\\x&/g')" >"$1.digest"
 	# In a session keyring of its own: the key is possessed (a key only
 	# linked to the user's keyrings may not be used), and gone afterwards.

@@ -1,6 +1,8 @@
 //! Signatures over node overlays, for a signed UKI's init to check
-//! (docs/nodes.md, "Signed UKIs"): RSA PKCS#1 v1.5 over the file's
-//! SHA-256, what `openssl dgst -sha256 -sign` makes and the kernel's
+//! (docs/nodes.md, "Signed UKIs"): RSA PKCS#1 v1.5 over the SHA-256 of a
+//! one-line statement naming the machine and the overlay's sha256
+//! ([`node_statement`]), so an overlay signed for one machine is refused
+//! by every other; what `openssl dgst -sha256 -sign` makes and the kernel's
 //! `keyctl pkey_verify … enc=pkcs1 hash=sha256` checks. Made by openssl,
 //! as `keys init` makes the keys: the key never passes through mkimage's
 //! memory, logs or errors (only its path does).
@@ -12,6 +14,13 @@ use anyhow::Context;
 
 use crate::exec::Cmd;
 use crate::UsageError;
+
+/// What is signed for node overlay `sha256` of machine `mac` (lower-case,
+/// colons): the init writes the same line from its own MAC and the file it
+/// downloaded.
+pub fn node_statement(mac: &str, sha256: &str) -> String {
+    format!("mkimage node overlay {mac} {sha256}\n")
+}
 
 /// A private key node overlays are signed with (`serve --node-signing-key`).
 #[derive(Debug, Clone)]

@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::Command;
 
 use mkimage::secureboot::{keys, sign};
-use serve_support::{build_bootable, get, get_with, kernel_arg, require, url_path, Server};
+use serve_support::{
+    build_bootable, get, get_with, kernel_arg, require, sha256_hex, url_path, Server,
+};
 
 const MAC: &str = "52:54:00:12:34:56";
 const BOOT: &str = "default: discovery\nprofiles:\n  - name: discovery\nnodes:\n  lab-node-07:\n    mac: \"52:54:00:12:34:56\"\n    vars: {rack: r12}\n";
@@ -125,8 +127,12 @@ fn node_overlays_are_signed_for_their_machine_and_the_init_checks_them() {
     let sig = get_with(server.http, &sig_path, &token);
     assert_eq!(sig.status, 200, "{}", sig.text());
     let overlay = get_with(server.http, &overlay_path, &token).body;
-    assert!(sign::verifies(&k.node_der, &overlay, &sig.body).unwrap());
-    assert!(!sign::verifies(&k.der, &overlay, &sig.body).unwrap());
+    // Over the machine and the overlay's sha256, with the node-signing key.
+    let statement = sign::node_statement(MAC, &sha256_hex(&overlay));
+    assert!(sign::verifies(&k.node_der, statement.as_bytes(), &sig.body).unwrap());
+    assert!(!sign::verifies(&k.der, statement.as_bytes(), &sig.body).unwrap());
+    let other = sign::node_statement("52:54:00:12:34:57", &sha256_hex(&overlay));
+    assert!(!sign::verifies(&k.node_der, other.as_bytes(), &sig.body).unwrap());
 
     // The init takes it when the signature verifies against the certificate.
     let line = script
@@ -157,7 +163,7 @@ fn node_overlays_are_signed_for_their_machine_and_the_init_checks_them() {
     );
     assert!(!out.contains("OVERLAYS="), "{out}");
 
-    // A changed signature, or one for other bytes: refused.
+    // A changed signature, one for another machine, or for other bytes: refused.
     std::fs::write(work.join("overlay"), &overlay).unwrap();
     let mut bad = sig.body.clone();
     bad[100] ^= 1;
@@ -166,7 +172,7 @@ fn node_overlays_are_signed_for_their_machine_and_the_init_checks_them() {
     let cert = k.node_der.display();
     let (ok, out) = init_sh(
         &work,
-        &format!("signature_ok overlay good.sig {cert} || exit 3\nsignature_ok overlay bad.sig {cert} && exit 4\necho \"$WHY\"\necho x >>overlay\nsignature_ok overlay good.sig {cert} && exit 5\necho done"),
+        &format!("signature_ok overlay good.sig {cert} 52-54-00-12-34-56 || exit 3\nsignature_ok overlay bad.sig {cert} {MAC} && exit 4\necho \"$WHY\"\nsignature_ok overlay good.sig {cert} 52:54:00:12:34:57 && exit 6\necho x >>overlay\nsignature_ok overlay good.sig {cert} {MAC} && exit 5\necho done"),
     );
     assert!(ok, "{out}");
     assert!(

@@ -258,15 +258,21 @@ impl Cache {
         self.signer.is_some()
     }
 
-    /// Keep `bytes` for `mac`, signed (once per content) when there is a key.
+    /// Keep `bytes` for `mac`, signed (once per content and machine) when
+    /// there is a key.
     fn keep(&self, sha: &str, mac: &str, bytes: Bytes) -> anyhow::Result<()> {
         let known = {
             let made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
-            made.get(sha).and_then(|m| m.sig.clone())
+            made.get(sha)
+                .filter(|m| m.mac == mac)
+                .and_then(|m| m.sig.clone())
         };
         let sig = match (&self.signer, known) {
             (Some(_), Some(sig)) => Some(sig),
-            (Some(signer), None) => Some(Bytes::from(signer.sign(&bytes)?)),
+            (Some(signer), None) => {
+                let statement = crate::secureboot::sign::node_statement(mac, sha);
+                Some(Bytes::from(signer.sign(statement.as_bytes())?))
+            }
             (None, _) => None,
         };
         let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
