@@ -99,14 +99,17 @@ node_try() {
 # overlay, so a machine booted from a medium gets its identity (hostname,
 # static network, keys) as an iPXE-booted one does, on the same trust (a
 # script over HTTP). Only from the server that issued the token: it alone
-# accepts it. A signed UKI's command line does not say it: its node overlay
-# would be the one thing its signature does not cover.
+# accepts it. A signed UKI's command line says mkimage.node-overlay=signed:
+# the overlay is taken only once its signature verifies (node_signed).
 node_overlay_from() {
 	case "$1" in *" overlayfs="*"/node/"*) ;; *) return 0 ;; esac
-	if [ "$NODE_OVERLAY" != script ]; then
-		say "the boot script names a node overlay; not taken: the command line has no mkimage.node-overlay=script (a signed UKI trusts only what its signature covers)"
+	case "$NODE_OVERLAY" in
+	script | signed) ;;
+	*)
+		say "the boot script names a node overlay; not taken: the command line has no mkimage.node-overlay=script or =signed"
 		return 0
-	fi
+		;;
+	esac
 	urls=
 	shas=
 	for w in $1; do
@@ -132,12 +135,66 @@ node_overlay_from() {
 		sha=$(echo "$shas" | tr ',' '\n' | sed -n "${n}p")
 		case "$sha" in *[!0-9a-f]* | "") continue ;; esac
 		[ ${#sha} -eq 64 ] || continue
+		[ "$NODE_OVERLAY" = signed ] && node_signed "$u" "$sha"
 		OVERLAYS="${OVERLAYS:+$OVERLAYS,}$u"
 		OVERLAYS_SHA="${OVERLAYS_SHA:+$OVERLAYS_SHA,}$sha"
 		say "node overlay from the boot script of $REPORT_MAC: $u"
 		return 0
 	done
 	return 0
+}
+
+# node_signed URL SHA: with mkimage.node-overlay=signed (a signed UKI) the
+# node overlay at URL and its signature (URL.sig) are downloaded with this
+# boot's token and checked against the node-signing certificate the UKI's
+# initrd carries (NODE_SIGNER, inside the UKI's signature) by the kernel's
+# RSA; the overlay must also be the SHA the boot script names, since the
+# fetch job takes it again by that sha256: what is unpacked is what was
+# signed. A missing or bad signature fails the boot, reason on the console
+# and in the node record.
+NODE_SIGNER=/etc/mkimage/node-signer.cer
+node_signed() {
+	step "verify the node overlay's signature"
+	d=$RUN_DIR/node-check
+	mkdir -p "$d"
+	node_get "$1" "$d/node.cpio.gz" 2>"$d/err" ||
+		fail "cannot download the node overlay $1: $(cat "$d/err")"
+	node_get "$1.sig" "$d/node.sig" 2>"$d/err" ||
+		fail "cannot download the node overlay's signature $1.sig: $(cat "$d/err")"
+	WHY=
+	signature_ok "$d/node.cpio.gz" "$d/node.sig" "$NODE_SIGNER" "$REPORT_MAC" || fail "$WHY"
+	sha256_is "$d/node.cpio.gz" "$2" || fail "the signed node overlay is not the one its boot script names: $WHY"
+	rm -rf "$d"
+	say "node overlay $1: signature verified against the node-signing certificate in the signed UKI"
+}
+
+# signature_ok FILE SIG CERT MAC: SIG is the RSA PKCS#1 v1.5 signature, by
+# the key of CERT (DER), over the SHA-256 of the line `mkimage node overlay
+# MAC SHA256` (this machine's MAC, FILE's sha256: an overlay signed for
+# another machine does not pass), as the kernel's asymmetric key type
+# verifies it (keyctl); else WHY says why.
+signature_ok() {
+	[ -s "$3" ] || {
+		WHY="node overlay refused: no node-signing certificate $3 in the initrd"
+		return 1
+	}
+	[ -s "$2" ] || {
+		WHY="node overlay refused: its signature is empty"
+		return 1
+	}
+	smac=$(echo "$4" | tr 'A-F-' 'a-f:')
+	hex=$(printf 'mkimage node overlay %s %s\n' "$smac" "$(sha256sum "$1" | cut -d' ' -f1)" | sha256sum | cut -d' ' -f1)
+	printf "$(echo "$hex" | sed 's/../\\x&/g')" >"$1.digest"
+	# In a session keyring of its own: the key is possessed (a key only
+	# linked to the user's keyrings may not be used), and gone afterwards.
+	keyctl session - sh -c 'k=$(keyctl padd asymmetric mkimage-node @s <"$1") &&
+		keyctl pkey_verify "$k" 0 "$2" "$3" enc=pkcs1 hash=sha256' sh "$3" "$1.digest" "$2" >/dev/null 2>"$1.err"
+	rc=$?
+	out=$(grep -v '^Joined session keyring' "$1.err" | tr '\n' ' ')
+	rm -f "$1.digest" "$1.err"
+	[ $rc -eq 0 ] && return 0
+	WHY="node overlay refused: its signature does not verify against the node-signing certificate in the signed UKI (${out% }${out:+; }keyctl exited $rc)"
+	return 1
 }
 
 # urlencode TEXT: printable ASCII only (control characters become spaces,

@@ -189,6 +189,17 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             .map(|_| free_port(listen))
             .transpose()?;
         let exe = std::env::current_exe().context("cannot find the mkimage binary")?;
+        // A signed UKI takes a node overlay only with its signature.
+        let node_key = match (req.secure_boot, req.site_key()) {
+            (true, Some((dir, _))) => vec![
+                std::ffi::OsString::from("--node-signing-key"),
+                crate::secureboot::keys::Keys::load(dir)?
+                    .node_signer()
+                    .0
+                    .into(),
+            ],
+            _ => vec![],
+        };
         // The server keeps its state (content store, nodes) under --dir, as `serve` does.
         let server = Cmd::new(&exe)
             .args(["serve", "--http", &format!("{listen}:{port}")])
@@ -210,6 +221,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
                 (true, true) => &["--uefi-boot", "shim"][..],
                 _ => &[][..],
             })
+            .args(node_key)
             .arg("--dir")
             .arg(&req.dir)
             .arg("--boot-config")

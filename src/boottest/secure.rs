@@ -28,7 +28,7 @@ use super::vm::{Boot, Net, VmSpec};
 use crate::artifact::Manifest;
 use crate::secureboot::firmware::{self, Trust};
 use crate::secureboot::{self, keys::Keys, uki};
-use crate::serve::cmdline::{Cmdline, Source};
+use crate::serve::cmdline::{Cmdline, NodeOverlay, Source};
 use crate::serve::ipxe::DEFAULT_CONSOLE;
 use crate::serve::profiles::{self, BootConfig};
 
@@ -165,9 +165,9 @@ fn site_uki(s: &Setup, keys: &Keys) -> anyhow::Result<(String, String)> {
         bootif: None,
         reports: true,
         token: None,
-        // A node overlay would be the one thing its signature does not
-        // cover (docs/nodes.md, "Signed UKIs").
-        node_overlay_from_script: false,
+        // The node overlay the boot script names, if its signature by the
+        // node-signing key (whose certificate the UKI carries) verifies.
+        node_overlay: NodeOverlay::Signed,
         console,
     }
     .render();

@@ -383,6 +383,12 @@ pub struct ServeArgs {
     /// Forwarded header names the client; other peers' are ignored.
     #[arg(long, value_name = "CIDR", num_args = 1..)]
     pub trusted_proxy: Vec<String>,
+    /// Sign every node overlay with this RSA key (mode 0600; the node.key
+    /// `mkimage keys init` writes) and serve the signature at
+    /// /node/MAC/SHA256/node.cpio.gz.sig, for signed UKIs, whose init
+    /// refuses a node overlay without a valid one.
+    #[arg(long, value_name = "FILE")]
+    pub node_signing_key: Option<PathBuf>,
 }
 
 /// `mkimage nodes`: the node registry of a served dir.

@@ -199,6 +199,11 @@ fn keys_init(dir: &Path) -> anyhow::Result<()> {
         "enroll it in each machine's db (firmware setup or BMC), or in MOK: mokutil --import {}",
         keys.der.display()
     );
+    println!(
+        "node-signing key: {} (mode 0600; for mkimage serve --node-signing-key; signed UKIs carry {})",
+        keys.node_key.display(),
+        keys.node_der.display()
+    );
     Ok(())
 }
 
@@ -327,5 +332,6 @@ fn serve(a: &args::ServeArgs) -> anyhow::Result<()> {
     o.admin_token_file = a.admin_token_file.as_deref().map(absolute).transpose()?;
     o.public_status = a.public_status;
     o.trusted_proxies = a.trusted_proxy.clone();
+    o.node_signing_key = a.node_signing_key.as_deref().map(absolute).transpose()?;
     mkimage::serve::run(&o)
 }

@@ -142,6 +142,7 @@ pub fn initrd(plan: &Plan, base: &Input) -> anyhow::Result<Inputs> {
             ("initrd.modules", crate::initramfs::DEFAULT_MODULES),
             ("initrd.dmsetup", crate::initramfs::dmsetup::PACKAGES),
             ("initrd.inflate", crate::initramfs::inflate::PACKAGES),
+            ("initrd.keyutils", crate::initramfs::keyutils::PACKAGES),
         ],
     );
     let r = base.reference()?;

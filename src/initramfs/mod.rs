@@ -13,6 +13,7 @@ pub mod firmware;
 pub mod inflate;
 pub mod kernel;
 pub mod kernel_image;
+pub mod keyutils;
 pub mod pack;
 
 use std::path::{Path, PathBuf};
@@ -201,7 +202,12 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
     tracing::info!("step: fetch libdeflate-gunzip");
     crate::timings::mark("initrd: fetch libdeflate-gunzip");
     let inflate = inflate::fetch(&Fetcher::new(apt)?)?;
+
+    tracing::info!("step: fetch keyctl");
+    crate::timings::mark("initrd: fetch keyctl");
+    let keyutils = keyutils::fetch(&Fetcher::new(apt)?)?;
     let mut extra = inflate.files.clone();
+    extra.extend(keyutils.files.clone());
     extra.extend(firmware.licenses.clone());
 
     tracing::info!("step: render init");
@@ -259,19 +265,21 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
     packages.insert(busybox::PACKAGE.to_string(), busybox.version.clone());
     packages.extend(dmsetup.versions.clone());
     packages.extend(inflate.versions.clone());
+    packages.extend(keyutils.versions.clone());
     packages.extend(firmware.packages.clone());
     check(&packages)?;
     let (ksize, ksha) = artifact::publish(&opts.out_dir, &vmlinuz_file, &keep(staged_kernel)?)?;
     let (isize, isha) = artifact::publish(&opts.out_dir, &initrd_file, &keep(staged)?)?;
     let inputs_hash = artifact::sha256_bytes(
         format!(
-            "{ksha}\n{}\n{}\n{:?}\n{}\n{init_sha}\n{:?}\n{:?}\n{:?}\n",
+            "{ksha}\n{}\n{}\n{:?}\n{}\n{init_sha}\n{:?}\n{:?}\n{:?}\n{:?}\n",
             kernel.version,
             module_names.join(","),
             opts.compression,
             busybox.version,
             dmsetup.versions,
             inflate.versions,
+            keyutils.versions,
             firmware.packages
         )
         .as_bytes(),

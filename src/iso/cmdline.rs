@@ -6,7 +6,7 @@
 //! online, they are content-addressed URLs on the server, and
 //! `mkimage.api=` has the machine report its boot there.
 
-use crate::serve::cmdline::Cmdline;
+use crate::serve::cmdline::{Cmdline, NodeOverlay};
 pub use crate::serve::cmdline::{Source, MEDIA_DIR};
 use crate::serve::profiles::Resolved;
 
@@ -23,7 +23,11 @@ pub fn render(resolved: &Resolved, source: &Source, console: &str) -> String {
         token: None,
         // Its node overlay comes from the boot script the init fetches
         // for its token (initrd/report.sh); a medium names none itself.
-        node_overlay_from_script: matches!(source, Source::Server(_)),
+        node_overlay: if matches!(source, Source::Server(_)) {
+            NodeOverlay::Script
+        } else {
+            NodeOverlay::Absent
+        },
         console,
     }
     .render()

@@ -12,6 +12,7 @@
 
 pub mod firmware;
 pub mod keys;
+pub mod sign;
 pub mod uki;
 
 use std::path::Path;

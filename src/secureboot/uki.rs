@@ -34,6 +34,32 @@ pub struct Parts<'a> {
     pub cmdline: &'a str,
     /// A name for its os-release (`PRETTY_NAME`): the profile.
     pub name: &'a str,
+    /// The DER certificate node overlays' signatures are checked against
+    /// (`keys::Keys::node_signer`), added to the initrd as [`NODE_SIGNER`].
+    pub node_signer: Option<&'a Path>,
+}
+
+/// Where a UKI's initrd holds the node-signing certificate (DER).
+pub const NODE_SIGNER: &str = "etc/mkimage/node-signer.cer";
+
+/// `initrd`, then (4-byte aligned, as the kernel looks for the next
+/// archive) an uncompressed newc cpio holding `cert` at [`NODE_SIGNER`]:
+/// the kernel unpacks concatenated archives into one tree, so the init
+/// finds it, inside the UKI's signature.
+fn initrd_with_signer(initrd: &Path, cert: &Path, out: &Path) -> anyhow::Result<()> {
+    use crate::archive::cpio::{write_newc, Entry, EntryKind};
+    let mut bytes =
+        fs::read(initrd).with_context(|| format!("cannot read {}", initrd.display()))?;
+    let der = fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+    let entries = vec![
+        Entry::new("etc", EntryKind::Dir, 0o755),
+        Entry::new("etc/mkimage", EntryKind::Dir, 0o755),
+        Entry::new(NODE_SIGNER, EntryKind::Data(der), 0o644),
+    ];
+    let bytes = write_newc(entries, bytes)?;
+    fs::write(out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
 }
 
 /// Where the stub's last section ends (VMA + size) and its section alignment.
@@ -90,13 +116,21 @@ pub fn build(parts: &Parts, keys: &Keys, out: &Path) -> anyhow::Result<()> {
     )?;
     let cmdline = work.path().join("cmdline");
     fs::write(&cmdline, parts.cmdline)?;
+    let with_signer = work.path().join("initrd");
+    let initrd = match parts.node_signer {
+        Some(cert) => {
+            initrd_with_signer(parts.initrd, cert, &with_signer)?;
+            with_signer.as_path()
+        }
+        None => parts.initrd,
+    };
     let (end, align) = stub_layout(Path::new(STUB))?;
     let mut at = align_up(end, align);
     let mut objcopy = Cmd::new("objcopy");
     for (name, file) in [
         (".osrel", osrel.as_path()),
         (".cmdline", cmdline.as_path()),
-        (".initrd", parts.initrd),
+        (".initrd", initrd),
         (".linux", parts.kernel),
     ] {
         let size = fs::metadata(file)
@@ -165,6 +199,7 @@ pub fn for_profile(
             initrd: &dir.join(parts.initrd),
             cmdline,
             name: profile,
+            node_signer: Some(keys.node_signer().1),
         },
         keys,
         &out,
@@ -189,6 +224,26 @@ pub fn cmdline_of(uki: &Path) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signer_certificate_follows_the_initrd_aligned() {
+        let t = tempfile::tempdir().unwrap();
+        let (initrd, cert, out) = (
+            t.path().join("initrd"),
+            t.path().join("c.cer"),
+            t.path().join("out"),
+        );
+        fs::write(&initrd, b"12345").unwrap();
+        fs::write(&cert, b"DER").unwrap();
+        initrd_with_signer(&initrd, &cert, &out).unwrap();
+        let all = fs::read(&out).unwrap();
+        assert_eq!(&all[..8], b"12345\0\0\0");
+        let (entries, _) = crate::archive::cpio::read_newc_prefix(&all[8..]).unwrap();
+        let last = entries.last().unwrap();
+        assert_eq!(last.path, NODE_SIGNER);
+    }
+
     #[test]
     fn sections_align_up() {
         assert_eq!(super::align_up(0x19134, 0x1000), 0x1a000);

@@ -38,11 +38,24 @@ pub struct Cmdline<'a> {
     pub reports: bool,
     /// The machine's boot token (`serve::tokens`); never in a UKI.
     pub token: Option<&'a str>,
-    /// `mkimage.node-overlay=script`: the init adds the node overlay named
-    /// in the boot script it fetches for its token (an ISO made with
-    /// `--server`; never a UKI, whose signature would not cover it).
-    pub node_overlay_from_script: bool,
+    /// Whether the init takes the node overlay named in the boot script it
+    /// fetches for its token (`mkimage.node-overlay=`).
+    pub node_overlay: NodeOverlay,
     pub console: &'a str,
+}
+
+/// `mkimage.node-overlay=`: what the init does with the node overlay the
+/// boot script it fetches for its token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeOverlay {
+    /// No word: the command line names the machine's overlays itself (an
+    /// iPXE script, a GRUB config), or names none.
+    Absent,
+    /// `script`: take it on the script's word (an ISO made with `--server`).
+    Script,
+    /// `signed`: take it only when its signature (`…/node.cpio.gz.sig`)
+    /// verifies against the certificate in the initrd (a signed UKI).
+    Signed,
 }
 
 /// `BOOTIF=` for a machine's MAC (iPXE's `${netX/mac:hexhyp}` works too).
@@ -83,8 +96,10 @@ impl Cmdline<'_> {
             if let Some(token) = self.token {
                 words.push(format!("mkimage.token={token}"));
             }
-            if self.node_overlay_from_script {
-                words.push("mkimage.node-overlay=script".to_string());
+            match self.node_overlay {
+                NodeOverlay::Absent => {}
+                NodeOverlay::Script => words.push("mkimage.node-overlay=script".to_string()),
+                NodeOverlay::Signed => words.push("mkimage.node-overlay=signed".to_string()),
             }
         }
         words.push(format!("basefs={}", location(&r.basefs, &self.source)));
@@ -175,7 +190,7 @@ mod tests {
             bootif: Some(bootif("52:54:00:12:34:56")),
             reports: true,
             token: Some("0a1b"),
-            node_overlay_from_script: false,
+            node_overlay: NodeOverlay::Absent,
             console: "console=ttyS0,115200",
         }
     }
@@ -234,5 +249,19 @@ mod tests {
         assert_eq!(need_mib(&r), Some(91));
         let got = line(&r, Source::Media, &[]).render();
         assert!(got.contains(" mkimage.need=91 console="), "{got}");
+    }
+
+    #[test]
+    fn a_signed_uki_asks_for_signed_node_overlays() {
+        let r = resolved(vec![]);
+        let mut l = line(&r, Source::Server("http://s:1".into()), &[]);
+        l.bootif = None;
+        l.token = None;
+        l.node_overlay = NodeOverlay::Signed;
+        let got = l.render();
+        assert!(
+            got.starts_with("mkimage.api=http://s:1 mkimage.node-overlay=signed basefs="),
+            "{got}"
+        );
     }
 }

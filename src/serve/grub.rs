@@ -77,7 +77,7 @@ fn render_with(
         bootif: mac.map(bootif),
         reports,
         token,
-        node_overlay_from_script: false,
+        node_overlay: super::cmdline::NodeOverlay::Absent,
         console,
     }
     .render();

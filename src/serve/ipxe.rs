@@ -130,7 +130,7 @@ impl Scripts {
                     bootif: Some(bootif.clone()),
                     reports: self.reports,
                     token,
-                    node_overlay_from_script: false,
+                    node_overlay: super::cmdline::NodeOverlay::Absent,
                     console,
                 };
                 Server {

@@ -106,9 +106,18 @@ pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
         "admin token (for GET /api/nodes, next-boot, power and the status page's machines): {}",
         admin_path.display()
     );
+    let node_signer = opts
+        .node_signing_key
+        .as_deref()
+        .map(crate::secureboot::sign::NodeSigner::load)
+        .transpose()?;
+    if let Some(key) = &opts.node_signing_key {
+        tracing::info!("node overlays signed with {}", key.display());
+    }
     let trust = Trust {
         admin,
         trusted_proxies,
+        node_signer,
     };
     let scripts =
         ipxe::Scripts::new(opts.ipxe_template.as_deref()).map_err(|e| UsageError(e.to_string()))?;
@@ -170,7 +179,7 @@ async fn serve(
         local_addr,
         retry_delay: opts.retry_delay,
         nodes: Arc::new(nodes::Store::new(root.dir())),
-        node_overlays: identity::Cache::default(),
+        node_overlays: identity::Cache::signing_with(trust.node_signer),
         tokens: tokens::Tokens::default(),
         admin: trust.admin,
         trusted_proxies: trust.trusted_proxies,
@@ -258,6 +267,7 @@ async fn serve(
 struct Trust {
     admin: admin::Admin,
     trusted_proxies: Vec<proxy::Cidr>,
+    node_signer: Option<crate::secureboot::sign::NodeSigner>,
 }
 
 /// The HTTP listening socket, with a backlog deep enough for a boot storm.

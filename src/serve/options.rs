@@ -74,6 +74,9 @@ pub struct ServeOptions {
     /// Peers whose `X-Forwarded-For`/`Forwarded` names the client
     /// (`CIDR` strings, checked when the server starts).
     pub trusted_proxies: Vec<String>,
+    /// Sign each node overlay with this key (0600; `keys init`'s
+    /// `node.key`), for signed UKIs' inits (`identity`).
+    pub node_signing_key: Option<PathBuf>,
 }
 
 /// What the proxyDHCP hands UEFI PXE clients: one choice per server (a
@@ -114,6 +117,7 @@ impl ServeOptions {
             admin_token_file: None,
             public_status: false,
             trusted_proxies: Vec::new(),
+            node_signing_key: None,
         }
     }
 }

@@ -98,7 +98,7 @@ pub fn build_ukis(t: &Tree, keys: &Keys, profiles: &[&Resolved]) -> anyhow::Resu
             bootif: None,
             reports: false,
             token: None,
-            node_overlay_from_script: false,
+            node_overlay: super::cmdline::NodeOverlay::Absent,
             console: t.console,
         }
         .render();

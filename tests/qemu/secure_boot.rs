@@ -4,7 +4,11 @@
 //! initrd), and the same build as a UKI signed with a site key from
 //! `mkimage keys init`, its certificate enrolled in the firmware's db. Both
 //! must pass every assertion of vars/boot.yml and show Secure Boot on and
-//! the kernel locked down in the booted system. The boots run one at a time.
+//! the kernel locked down in the booted system. The UKI boot's boot config
+//! also has a node entry for the VM: its node overlay, outside the signed
+//! image, is taken only once its signature by the node-signing key verifies
+//! (the certificate inside the UKI), and the node's hostname, authorized key
+//! and `node.json` must be in the booted system. The boots run one at a time.
 //!
 //! What Secure Boot firmware must refuse is here too, ignored by default
 //! (CI keeps to the two boots; `bench/secure-boot.sh` runs them with
@@ -27,6 +31,25 @@ use std::time::Duration;
 
 use mkimage::boottest::vm::{Boot, Vm, VmSpec};
 use mkimage::secureboot::{firmware, keys, uki};
+
+/// The UKI boot's node (boot-test's MAC, a key and a var to find), put
+/// before the shipped `boot_test:`.
+const SIGNED_NODE: &str = r#"nodes:
+  lab-node-07:
+    mac: "52:54:00:12:34:56"
+    ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyOfTheSignedNode000000000000000000000 admin@lab"]
+    vars: {rack: r12}
+"#;
+
+/// Assertions on that node's identity, after the shipped ones (`expect:`
+/// ends vars/boot.yml).
+const SIGNED_NODE_EXPECT: &str = r#"    - command: hostname
+      matches: '^lab-node-07$'
+    - command: cat /root/.ssh/authorized_keys
+      matches: 'KeyOfTheSignedNode'
+    - command: cat /etc/mkimage/node.json
+      matches: 'r12'
+"#;
 
 fn played() -> &'static Project {
     static BUILT: std::sync::OnceLock<Project> = std::sync::OnceLock::new();
@@ -143,7 +166,45 @@ fn site_signed_uki_boots_with_the_site_key_in_db() {
         .unwrap();
     assert!(!o.status.success() && stderr(&o).contains("already exists"));
 
-    let (_, console) = boot(p, "uki", &["--keys", keys.to_str().unwrap()]);
+    // A node entry for the VM (boot-test's MAC), and assertions on its identity.
+    let shipped = std::fs::read_to_string(repo().join("vars/boot.yml")).unwrap();
+    let at = shipped.find("\nboot_test:").unwrap();
+    assert!(
+        shipped.trim_end().ends_with("module_loaded: overlay"),
+        "vars/boot.yml no longer ends with boot_test.expect"
+    );
+    let config = keys.with_file_name("boot-node.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n{SIGNED_NODE}{}\n{SIGNED_NODE_EXPECT}",
+            &shipped[..at],
+            shipped[at..].trim_end()
+        ),
+    )
+    .unwrap();
+    let (out, console) = boot(
+        p,
+        "uki",
+        &[
+            "--keys",
+            keys.to_str().unwrap(),
+            "--boot-config",
+            config.to_str().unwrap(),
+        ],
+    );
+    for pass in [
+        "PASS `hostname` succeeds and prints /^lab-node-07$/",
+        "PASS `cat /root/.ssh/authorized_keys` succeeds and prints /KeyOfTheSignedNode/",
+        "PASS `cat /etc/mkimage/node.json` succeeds and prints /r12/",
+    ] {
+        assert!(out.contains(pass), "no `{pass}` in:\n{out}");
+    }
+    assert!(
+        console
+            .contains("signature verified against the node-signing certificate in the signed UKI"),
+        "the init did not check the node overlay's signature"
+    );
     // No GRUB: the firmware started the UKI itself, and its command line
     // (signed with it) carried the basefs's verity root hash.
     assert!(!console.contains("Welcome to GRUB!"));
@@ -310,6 +371,7 @@ fn a_uki_signed_by_another_key_is_refused_by_the_firmware() {
             initrd: &p.out().join("initrd.initrd"),
             cmdline: "console=ttyS0,115200",
             name: "refusal",
+            node_signer: None,
         },
         &signer,
         &out,

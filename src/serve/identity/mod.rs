@@ -5,6 +5,10 @@
 //! by sha256 and named LAST in that machine's boot script, at a URL of its
 //! own (`/node/MAC/SHA256/node.cpio.gz`) that only that machine may fetch
 //! ([`node_overlay_allowed`]). The init checks its sha256 like any overlay.
+//! With `serve --node-signing-key`, each is signed as it is made and the
+//! signature served beside it (`…/node.cpio.gz.sig`, on the same token):
+//! a signed UKI's init accepts the overlay only when the signature verifies
+//! against the certificate inside the UKI (docs/nodes.md, "Signed UKIs").
 //!
 //! Variables, lowest precedence first: the boot config's `vars:` (the
 //! server's), the profile's `vars:`, the node's `vars:` — merged into
@@ -29,6 +33,7 @@ use serde_yaml_ng::Value as Yaml;
 use super::profiles::{normalize_mac, Art, BootConfig, Profile, Resolved};
 use crate::archive::cpio::{self, Entry, EntryKind};
 use crate::inventory::Node;
+use crate::secureboot::sign::NodeSigner;
 use templates::Template;
 
 /// The file name of every node overlay in its URL and on the init's console.
@@ -215,10 +220,24 @@ pub fn kernel_ip(name: &str, node: &Node) -> Option<String> {
     ))
 }
 
-/// Node overlays made lately, by sha256, each with the one MAC it is for.
+/// The file name of a node overlay's signature (`serve
+/// --node-signing-key`), beside it: `/node/MAC/SHA256/node.cpio.gz.sig`.
+pub const SIG_FILE: &str = "node.cpio.gz.sig";
+
+/// A node overlay made for one machine, and its signature when the server
+/// signs them.
+struct Made {
+    mac: String,
+    bytes: Bytes,
+    sig: Option<Bytes>,
+}
+
+/// Node overlays made lately, by sha256, each with the one MAC it is for;
+/// with a node-signing key, each signed once as it is made.
 #[derive(Default)]
 pub struct Cache {
-    made: Mutex<HashMap<String, (String, Bytes)>>,
+    made: Mutex<HashMap<String, Made>>,
+    signer: Option<NodeSigner>,
 }
 
 /// More than this many overlays in memory: the cache starts over (a
@@ -226,20 +245,59 @@ pub struct Cache {
 const MAX_CACHED: usize = 4096;
 
 impl Cache {
-    fn keep(&self, sha: &str, mac: &str, bytes: Bytes) {
+    /// A cache whose overlays are signed with `signer` (none: unsigned).
+    pub fn signing_with(signer: Option<NodeSigner>) -> Cache {
+        Cache {
+            made: Mutex::default(),
+            signer,
+        }
+    }
+
+    /// Does this server sign node overlays?
+    pub fn signs(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// Keep `bytes` for `mac`, signed (once per content and machine) when
+    /// there is a key.
+    fn keep(&self, sha: &str, mac: &str, bytes: Bytes) -> anyhow::Result<()> {
+        let known = {
+            let made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+            made.get(sha)
+                .filter(|m| m.mac == mac)
+                .and_then(|m| m.sig.clone())
+        };
+        let sig = match (&self.signer, known) {
+            (Some(_), Some(sig)) => Some(sig),
+            (Some(signer), None) => {
+                let statement = crate::secureboot::sign::node_statement(mac, sha);
+                Some(Bytes::from(signer.sign(statement.as_bytes())?))
+            }
+            (None, _) => None,
+        };
         let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
         if made.len() >= MAX_CACHED && !made.contains_key(sha) {
             made.clear();
         }
-        made.insert(sha.to_string(), (mac.to_string(), bytes));
+        let mac = mac.to_string();
+        made.insert(sha.to_string(), Made { mac, bytes, sig });
+        Ok(())
     }
 
     /// The overlay `sha` if it was made for `mac`.
     pub fn get(&self, mac: &str, sha: &str) -> Option<Bytes> {
         let made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
         made.get(sha)
-            .filter(|(m, _)| m == mac)
-            .map(|(_, b)| b.clone())
+            .filter(|m| m.mac == mac)
+            .map(|m| m.bytes.clone())
+    }
+
+    /// The signature of overlay `sha` if it was made (and signed) for `mac`.
+    pub fn signature(&self, mac: &str, sha: &str) -> Option<Bytes> {
+        let made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+        made.get(sha)
+            .filter(|m| m.mac == mac)
+            .and_then(|m| m.sig.clone())
     }
 }
 
@@ -268,7 +326,9 @@ pub fn overlay_for(
     let bytes = pack(&files).map_err(|e| fail("(packing)", e.to_string()))?;
     let sha256 = crate::artifact::sha256_bytes(&bytes);
     let size = Some(bytes.len() as u64);
-    cache.keep(&sha256, mac, Bytes::from(bytes));
+    cache
+        .keep(&sha256, mac, Bytes::from(bytes))
+        .map_err(|e| fail("(signing)", format!("{e:#}")))?;
     Ok(Some(Art {
         file: FILE.to_string(),
         remote: Some(format!("{base_url}{PREFIX}{mac}/{sha256}/{FILE}")),
