@@ -106,7 +106,15 @@ pub fn images(root: &Path, work: &Path, label: &str, epoch: u64) -> Result<(), I
         format!("search --no-floppy --set=root --label {label}\nset prefix=($root)/boot/grub\n");
     std::fs::write(&early, text).map_err(|e| IsoError::io(&early, e))?;
     Cmd::new("grub-mkimage")
-        .args(["-O", "i386-pc-eltorito", "-d", BIOS_DIR, "-p", "/boot/grub", "-c"])
+        .args([
+            "-O",
+            "i386-pc-eltorito",
+            "-d",
+            BIOS_DIR,
+            "-p",
+            "/boot/grub",
+            "-c",
+        ])
         .arg(&early)
         .arg("-o")
         .arg(root.join(BIOS_IMAGE))
@@ -196,5 +204,9 @@ mod tests {
         );
         assert!(cfg.contains("\tlinux /boot/vmlinuz basefs=/mkimage/b mkimage.media=MKIMAGE_0\n\tinitrd /boot/initrd\n"), "{cfg}");
         assert!(cfg.contains("terminal_output console serial"));
+        assert!(
+            cfg.contains("\nsearch --no-floppy --set=root --label MKIMAGE_0\n"),
+            "the kernel and initrd come from this medium: {cfg}"
+        );
     }
 }

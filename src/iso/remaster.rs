@@ -162,3 +162,19 @@ fn volume_id(iso: &Path) -> anyhow::Result<String> {
         false => Ok(id),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_network_iso_names_its_server() {
+        let line = "mkimage.api=http://10.0.0.1:8080 mkimage.node-overlay=script basefs=http://10.0.0.1:8080/sha256/aa/b.squashfs";
+        assert_eq!(
+            super::server_of(line).as_deref(),
+            Some("http://10.0.0.1:8080")
+        );
+        assert_eq!(
+            super::server_of("mkimage.media=MKIMAGE_1 basefs=/mkimage/b"),
+            None
+        );
+    }
+}
