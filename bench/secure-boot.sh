@@ -7,6 +7,9 @@
 #     started); the init's refusal of a basefs replaced on the server after
 #     its UKI was signed (dm-verity, on the console and in the node record);
 #     and the UKI through shim with the site key only in MOK;
+#     tests/qemu/iso_secure.rs --ignored: an offline ISO booted as a
+#     CD-ROM under Secure Boot (shim → signed GRUB CD image → signed
+#     kernel), no network, every assertion;
 #  2. the factory-keys chain on the lab's layer-2 network: serve
 #     --proxy-dhcp --uefi-boot shim beside a site DHCP server that names it
 #     as next-server; shim, GRUB, the per-MAC config and the kernel over
@@ -28,6 +31,8 @@ fi
 t=$(secs cargo test --release --test qemu secure_boot:: -- --ignored --test-threads 1 --nocapture)
 echo "refusals (another key's UKI, unsigned ipxe.efi by the firmware; a replaced basefs by the init) and the UKI through shim with the key in MOK: passed in $t s"
 grep -m1 '^refused: ' "$work/last.log" || true
+t=$(secs cargo test --release --test qemu iso_secure:: -- --ignored --test-threads 1 --nocapture)
+echo "offline ISO under Secure Boot (shim, signed GRUB CD image, signed kernel; no network): passed in $t s"
 t=$(secs "$mk" boot-test --dir "$dir" --secure-boot --proxy-dhcp)
 echo "factory keys, lab network (proxyDHCP, --uefi-boot shim): $(grep -c '^PASS' "$work/last.log") assertions passed in $t s"
 t=$(secs "$mk" boot-test --dir "$dir" --secure-boot --nic e1000)

@@ -104,9 +104,13 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     } else {
         test.expect.clone()
     };
-    let dns_answer = req
-        .iso
-        .is_none()
+    // A network ISO boots on the netboot path's network and server; an
+    // offline one with no network (`iso::run`).
+    let online_iso = match &req.iso {
+        Some(file) => iso::server_of(file)?.map(|_| file.clone()),
+        None => None,
+    };
+    let dns_answer = (req.iso.is_none() || online_iso.is_some())
         .then(|| network::Network::seen_as(req.proxy_dhcp));
     expect.extend(builtin_expect(dns_answer));
     if req.secure_boot {
@@ -121,7 +125,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         ))
         .into());
     }
-    if let Some(file) = &req.iso {
+    if let (Some(file), None) = (&req.iso, &online_iso) {
         return iso::run(req, &test, &expect, file);
     }
     if let Some(playbook) = &req.playbook {
@@ -157,7 +161,10 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     let (listen, seen_as) = (net.listen(), network::Network::seen_as(req.proxy_dhcp));
 
     let (url, sha256) = checker::serve(&expect, listen, seen_as)?;
-    let checker = config::ExtraOverlay { url, sha256 };
+    let checker = config::ExtraOverlay {
+        url: url.clone(),
+        sha256: sha256.clone(),
+    };
     let profile = req.profile.clone().or(test.profile.clone());
     // no_timer_check: a loaded host can make TCG fail the kernel's IO-APIC timer check.
     let args = format!("no_timer_check {}", req.append).trim().to_string();
@@ -259,7 +266,22 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     spec.mac = mac;
     spec.uefi = req.uefi;
     net.wire(&mut spec, &script_url);
-    if req.secure_boot {
+    if let Some(file) = &online_iso {
+        let server = format!(
+            "http://{seen_as}:{}",
+            port.context("--iso boots from mkimage serve")?
+        );
+        let checker = (url.as_str(), sha256.as_str());
+        iso::prepare_online(
+            &mut spec,
+            work.path(),
+            file,
+            &server,
+            checker,
+            &args,
+            req.secure_boot,
+        )?;
+    } else if req.secure_boot {
         let setup = secure::Setup {
             work: work.path(),
             dir: &req.dir,

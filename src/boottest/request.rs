@@ -33,7 +33,8 @@ pub struct Request {
     /// Boot from a `mkimage publish`ed tree served by nginx alone, with no
     /// `mkimage serve` running (see `published`).
     pub published: bool,
-    /// Boot this offline ISO as a CD-ROM, with no network (see `iso`).
+    /// Boot this ISO as a CD-ROM: offline with no network, a network one
+    /// from the test's server (see `iso`).
     pub iso: Option<PathBuf>,
     /// UEFI with Secure Boot enforced (see `secure`).
     pub secure_boot: bool,

@@ -148,7 +148,9 @@ impl VmSpec {
             Net::None | Net::Unplugged => None,
         };
         if let Some(netdev) = netdev {
-            let rom = if matches!(self.boot, Boot::Network { rom: false }) {
+            // No iPXE ROM where nothing boots through it: the firmware's
+            // own PXE client, or a CD-ROM boot.
+            let rom = if matches!(self.boot, Boot::Network { rom: false } | Boot::Cdrom(_)) {
                 ",romfile="
             } else {
                 ""
@@ -419,6 +421,14 @@ mod tests {
         assert!(
             !cd.contains("-netdev") && cd.contains("-cdrom /t/x.iso -boot d"),
             "{cd}"
+        );
+        spec.net = Net::User { bootfile: None };
+        let online_cd = text(&spec);
+        assert!(
+            online_cd.contains(
+                "-netdev user,id=n0 -device e1000,netdev=n0,mac=52:54:00:12:34:56,romfile= "
+            ),
+            "a CD-ROM boot needs no iPXE ROM: {online_cd}"
         );
         spec.net = Net::Unplugged;
         let unplugged = text(&spec);

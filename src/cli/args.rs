@@ -238,7 +238,9 @@ pub struct BootTestArgs {
     /// alone: no `mkimage serve` runs.
     #[arg(long, conflicts_with_all = ["proxy_dhcp", "via_nginx"])]
     pub published: bool,
-    /// Boot this offline ISO (mkimage iso --offline) as a CD-ROM, with no network, instead of netbooting.
+    /// Boot this ISO (mkimage iso) as a CD-ROM instead of netbooting: an
+    /// offline one with no network; a network one (--server) from the
+    /// test's mkimage serve, its server URL rewritten to it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["playbook", "proxy_dhcp", "via_nginx", "published"])]
     pub iso: Option<PathBuf>,
     /// UEFI with Secure Boot enforced and Microsoft's keys (OVMF's Secure
@@ -247,7 +249,8 @@ pub struct BootTestArgs {
     /// With --proxy-dhcp: through `mkimage serve --uefi-boot shim` on the
     /// lab's network (the proxyDHCP hands the firmware shim, the server's
     /// TFTP the rest).
-    #[arg(long, conflicts_with_all = ["via_nginx", "published", "iso", "uefi"])]
+    /// With --iso: the ISO's shim → signed GRUB → signed kernel.
+    #[arg(long, conflicts_with_all = ["via_nginx", "published", "uefi"])]
     pub secure_boot: bool,
     /// With --secure-boot: boot the profile's UKI signed with the site key in
     /// DIR (`mkimage keys init --dir DIR`), its certificate enrolled in db.
@@ -255,7 +258,7 @@ pub struct BootTestArgs {
         long,
         value_name = "DIR",
         requires = "secure_boot",
-        conflicts_with = "proxy_dhcp"
+        conflicts_with_all = ["proxy_dhcp", "iso"]
     )]
     pub keys: Option<PathBuf>,
     /// With --keys: enroll the site certificate in shim's MokList (as

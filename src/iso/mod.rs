@@ -4,8 +4,9 @@
 //! (resolved exactly as `mkimage serve` resolves it for an iPXE script);
 //! with `--offline` also the basefs and overlays, which the init finds by
 //! the volume label and verifies before mounting. It boots under BIOS (El
-//! Torito, and from a disk through GRUB's hybrid MBR) and UEFI (an EFI
-//! system image, also appended as a GPT/MBR partition), built with Debian's
+//! Torito, and from a disk through GRUB's hybrid MBR) and UEFI with Secure
+//! Boot on or off (an EFI system image holding Debian's signed shim and
+//! GRUB, also appended as a GPT/MBR partition: `grub`), built with Debian's
 //! xorriso, GRUB and mtools, and is reproducible: the same inputs give the
 //! same bytes.
 

@@ -20,6 +20,7 @@ fn tools() {
         ("grub-mkimage", "grub-common"),
         ("mformat", "mtools"),
         ("file", "file"),
+        ("mcopy", "mtools"),
         ("busybox", "busybox-static"),
     ] {
         require(program, package);
@@ -185,7 +186,34 @@ fn offline_iso_is_hybrid_reproducible_and_complete() {
             .output()
             .unwrap(),
     );
-    assert!(dir.contains("BOOTX64.EFI"), "{dir}");
+    // Debian's signed chain, so the ISO boots with Secure Boot on and off:
+    // shim as the removable-media loader, the signed GRUB CD image beside
+    // it, which finds the disc by /.disk/info and reads /boot/grub/grub.cfg.
+    for name in ["BOOTX64.EFI", "grubx64.efi", "mmx64.efi"] {
+        assert!(dir.contains(name), "{name}: {dir}");
+    }
+    let loader = tmp.path().join("loader.efi");
+    let o = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&efi)
+        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .arg(&loader)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&loader).unwrap(),
+        std::fs::read("/usr/lib/shim/shimx64.efi.signed").unwrap(),
+        "BOOTX64.EFI is shim-signed's shim"
+    );
+    assert!(names.iter().any(|n| n == "/.disk/info"), "{names:?}");
+    assert!(
+        cfg.starts_with(&format!(
+            "# mkimage iso: profile lab, volume {label}\nsearch --no-floppy --set=root --label {label}\n"
+        )),
+        "{cfg}"
+    );
 }
 
 #[test]

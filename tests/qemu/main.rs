@@ -20,6 +20,7 @@ mod serve_support;
 
 mod initrd_boot;
 mod iso_boot;
+mod iso_secure;
 mod iso_static_network;
 mod netboot_e2e;
 mod netboot_identity;
