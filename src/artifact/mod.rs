@@ -10,9 +10,9 @@
 pub mod inputs;
 pub mod lookup;
 pub mod objects;
-pub mod publish;
+pub mod atomic;
 
-pub use publish::{
+pub use atomic::{
     now, now_ms, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch,
     staging_file, utc, write_atomic, Staged,
 };
@@ -189,7 +189,7 @@ mod tests {
         // files nobody holds while the other writes its `.sha256`.
         let dir = tempfile::tempdir().unwrap();
         write_atomic(dir.path(), "f.sha256", |f| {
-            let swept = crate::lock::stale(dir.path(), |n| n.ends_with(".tmp"));
+            let swept = crate::flock::stale(dir.path(), |n| n.ends_with(".tmp"));
             assert!(swept.is_empty(), "would be removed mid-write: {swept:?}");
             f.write_all(b"x")
         })

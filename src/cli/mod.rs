@@ -98,14 +98,14 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Lock(a) => {
             let b = a.builds;
-            let req = mkimage::image::lock::LockRequest {
+            let req = mkimage::image::lock_cmd::LockRequest {
                 target: target(b.vars, b.playbook)?,
                 overrides: b.vars_override,
                 out: absolute(&b.out)?,
                 output: a.output.as_deref().map(absolute).transpose()?,
                 keep_build_dir: a.keep_build_dir,
             };
-            mkimage::image::lock::run(&req)
+            mkimage::image::lock_cmd::run(&req)
         }
         Command::Serve(a) => serve(&a),
         Command::Nodes(a) => nodes(&a),
@@ -122,7 +122,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Docs(a) => docs::docs(&a),
         Command::Cache(a) => {
             let usage = |e: String| mkimage::UsageError(e);
-            let req = mkimage::cache::Request {
+            let req = mkimage::cache_cmd::Request {
                 cache_dir: match &a.cache_dir {
                     Some(d) => absolute(d)?,
                     None => absolute(&a.dir)?.join(".cache"),
@@ -130,18 +130,18 @@ fn run(command: Command) -> anyhow::Result<()> {
                 older_than: a
                     .older_than
                     .as_deref()
-                    .map(mkimage::cache::parse_age)
+                    .map(mkimage::cache_cmd::parse_age)
                     .transpose()
                     .map_err(|e| usage(format!("--older-than {e}")))?,
                 max_size: a
                     .max_size
                     .as_deref()
-                    .map(mkimage::cache::parse_size)
+                    .map(mkimage::cache_cmd::parse_size)
                     .transpose()
                     .map_err(|e| usage(format!("--max-size {e}")))?,
                 dry_run: a.dry_run,
             };
-            mkimage::cache::run(&req)
+            mkimage::cache_cmd::run(&req)
         }
     }
 }

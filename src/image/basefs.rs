@@ -63,7 +63,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     if let Some(save) = &job.options.save {
         job.progress
             .step(format!("save the provisioned tree as {}", save.display()));
-        let size = crate::stage::save(&root, save)?;
+        let size = crate::tree_tar::save(&root, save)?;
         job.progress
             .done(format!("{} ({:.1} MB)", save.display(), size as f64 / 1e6));
     }
@@ -98,7 +98,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
 /// Cut the kernel modules to the plan's `kernel_modules:` selection.
 fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
     job.progress.step("select kernel modules");
-    for s in super::kernel::apply(root, &job.plan.kernel_modules, &job.plan.cache_dir)? {
+    for s in super::kernel_trim::apply(root, &job.plan.kernel_modules, &job.plan.cache_dir)? {
         let needed = match s.needed.len() {
             0 => String::new(),
             n => format!(
@@ -126,7 +126,7 @@ fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
 
 /// Leave the kernel image out (the boot server hands the kernel out).
 fn drop_kernel_image(job: &Job, root: &Path) -> anyhow::Result<()> {
-    let image = super::kernel::drop_image(root)?;
+    let image = super::kernel_trim::drop_image(root)?;
     if image > 0 {
         job.progress.done(format!(
             "left out the kernel image ({:.1} MB): the initrd takes it from the kernel package",

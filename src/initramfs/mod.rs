@@ -11,8 +11,8 @@ pub mod busybox;
 pub mod dmsetup;
 pub mod firmware;
 pub mod inflate;
-pub mod kernel;
-pub mod kernel_image;
+pub mod kernel_source;
+pub mod kernel_package;
 pub mod pack;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 pub use crate::config::initrd::{Compression, InitDefaults};
-pub use kernel::KernelSource;
+pub use kernel_source::KernelSource;
 
 use crate::apt::{AptSource, Fetcher};
 use crate::artifact::{self, Entry};
@@ -150,14 +150,14 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
     let apt = &apt;
     tracing::info!(source = ?opts.kernel, "step: locate kernel");
     crate::timings::mark("initrd: locate kernel");
-    let at = kernel::Locate {
+    let at = kernel_source::Locate {
         source: &opts.kernel,
         basefs: opts.basefs.as_deref(),
         firmware: opts.firmware != firmware::Source::None,
         scratch: opts.scratch.as_deref().unwrap_or(&opts.out_dir),
         image_package: opts.kernel_package.as_ref(),
     };
-    let kernel = kernel::locate(&at, &|| Fetcher::new(apt))?;
+    let kernel = kernel_source::locate(&at, &|| Fetcher::new(apt))?;
 
     tracing::info!(version = %kernel.version, "step: resolve modules");
     crate::timings::mark("initrd: resolve modules");
@@ -289,7 +289,7 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
 /// The modules' dependency closure in load order (from a squashfs basefs,
 /// only the files needed are extracted).
 fn resolve_modules(
-    kernel: &kernel::Kernel,
+    kernel: &kernel_source::Kernel,
     wanted: &[String],
 ) -> anyhow::Result<Vec<kmod::Module>> {
     let Some(lazy) = &kernel.lazy else {
@@ -321,7 +321,7 @@ fn resolve_modules(
 
 /// The firmware files the modules declare that the kernel tree has.
 fn collect_firmware(
-    kernel: &kernel::Kernel,
+    kernel: &kernel_source::Kernel,
     order: &[kmod::Module],
 ) -> anyhow::Result<Vec<pack::Firmware>> {
     if let Some(lazy) = &kernel.lazy {

@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use super::busybox::{self, Busybox};
 use super::dmsetup::DmSetup;
-use super::kernel::Kernel;
+use super::kernel_source::Kernel;
 use crate::archive::cpio::{self, Entry, EntryKind};
 pub use crate::config::initrd::Compression;
 use crate::config::initrd::InitDefaults;

@@ -16,7 +16,7 @@ pub mod admin;
 pub mod cmdline;
 pub mod dhcp;
 mod download;
-pub mod files;
+pub mod served_dir;
 #[cfg(test)]
 mod fuzz;
 pub mod grub;
@@ -70,7 +70,7 @@ const BLOCKING_THREADS: usize = 16;
 const BACKLOG: u32 = 4096;
 
 pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
-    let root = files::Root::new(&opts.dir).map_err(|e| {
+    let root = served_dir::Root::new(&opts.dir).map_err(|e| {
         UsageError(format!(
             "--dir {}: {e} (build something first, or pass --dir)",
             opts.dir.display()
@@ -128,7 +128,7 @@ pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
 
 async fn serve(
     opts: &ServeOptions,
-    root: files::Root,
+    root: served_dir::Root,
     boot_config: Option<PathBuf>,
     scripts: ipxe::Scripts,
     trust: Trust,
@@ -150,7 +150,7 @@ async fn serve(
         Some(iface) => Some(dhcp::Listener::bind(iface).map_err(|e| UsageError(e.to_string()))?),
         None => None,
     };
-    let ipxe = files::Root::system(&opts.ipxe_dir)
+    let ipxe = served_dir::Root::system(&opts.ipxe_dir)
         .map_err(|e| {
             tracing::warn!(
                 "--ipxe-dir {}: {e}; only --dir is served",
@@ -161,7 +161,7 @@ async fn serve(
     let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(state::State {
         root: root.clone(),
-        sha: files::ShaCache::default(),
+        sha: served_dir::ShaCache::default(),
         ipxe: ipxe.clone(),
         metrics: metrics.clone(),
         scripts,

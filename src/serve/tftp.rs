@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use packet::{Packet, ERR_ACCESS, ERR_ILLEGAL, ERR_NOT_FOUND, ERR_OPTION, ERR_UNDEFINED};
 
-use super::files::{PathError, Root};
+use super::served_dir::{PathError, Root};
 use super::metrics::{Gauge, Metrics};
 
 const DEFAULT_BLKSIZE: usize = 512;

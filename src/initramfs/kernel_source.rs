@@ -68,7 +68,7 @@ pub struct Locate<'a> {
     /// Where squashfs contents are extracted.
     pub scratch: &'a Path,
     /// The basefs's kernel package (name, version): where the image comes
-    /// from when the basefs ships none (`kernel_image`).
+    /// from when the basefs ships none (`kernel_package`).
     pub image_package: Option<&'a (String, String)>,
 }
 
@@ -112,7 +112,7 @@ pub fn locate(
                 dir
             }
         };
-        super::kernel_image::fetch(&fetcher()?, package, &kernel.version, &dir)?;
+        super::kernel_package::fetch(&fetcher()?, package, &kernel.version, &dir)?;
         kernel.vmlinuz = dir.join(format!("boot/vmlinuz-{}", kernel.version));
     }
     if let Some(base) = basefs {
