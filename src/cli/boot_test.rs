@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::absolute;
+use super::paths::absolute;
 
 /// `mkimage boot-test`.
 #[derive(Debug, Clone, clap::Args)]

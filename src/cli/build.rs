@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use mkimage::image::{BuildOptions, BuildRequest, Kind, PlayRequest};
 
-use super::absolute;
+use super::paths::absolute;
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.
 #[derive(Debug, Clone, clap::Args)]

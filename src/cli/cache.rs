@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use mkimage::cache_cmd::{parse_age, parse_size};
 
-use super::absolute;
+use super::paths::absolute;
 
 /// `mkimage cache`.
 #[derive(Debug, Clone, clap::Args)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use mkimage::image::check::Target;
 
-use super::absolute;
+use super::paths::absolute;
 
 /// `mkimage check` (and the builds `mkimage lock` locks).
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{absolute, boot_config_or_default};
+use super::paths::{absolute, boot_config_or_default};
 
 /// `mkimage iso`.
 #[derive(Debug, Clone, clap::Args)]

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::absolute;
 use super::check::{target, CheckArgs};
+use super::paths::absolute;
 
 /// `mkimage lock`: what to lock as `check` takes it, then where to write.
 #[derive(Debug, clap::Args)]

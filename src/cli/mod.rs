@@ -16,17 +16,18 @@ mod iso;
 mod keys;
 mod lock;
 mod nodes;
+mod paths;
 mod power;
 mod publish;
 mod serve;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use args::{Cli, Command};
 use mkimage::image::Kind;
+use paths::absolute;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,11 +39,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(mkimage::exit_code(&err) as u8)
         }
     }
-}
-
-/// A path from the command line, made absolute against the current directory.
-pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    Ok(mkimage::config::absolute(path)?)
 }
 
 /// The verbs: each one's flags and the few lines that turn them into a
@@ -66,15 +62,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => keys::keys_init(&absolute(&dir)?),
         Command::Power(a) => power::power(&a),
         Command::Reprovision(a) => power::reprovision(&a),
-        Command::Man(a) => docs::man(&a),
-        Command::Docs(a) => docs::docs(&a),
+        Command::Man(a) => docs::man(&a, Cli::command()),
+        Command::Docs(a) => docs::docs(&a, Cli::command()),
         Command::Cache(a) => cache::cache(&a),
     }
-}
-
-/// The boot config given, else vars/boot.yml when it exists (as `serve` does).
-fn boot_config_or_default(given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
-    mkimage::serve::boot_config_or_default(given)
-        .map(|p| absolute(&p))
-        .transpose()
 }

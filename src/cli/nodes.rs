@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::{absolute, boot_config_or_default, power};
+use super::paths::{absolute, boot_config_or_default};
+use super::power;
 
 /// `mkimage nodes`: the node registry of a served dir.
 #[derive(Debug, Clone, clap::Args)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{absolute, boot_config_or_default};
+use super::paths::{absolute, boot_config_or_default};
 
 /// `mkimage publish OUT` (turned into `mkimage::serve::publish::Request`).
 #[derive(Debug, Clone, clap::Args)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::absolute;
+use super::paths::absolute;
 
 /// `mkimage serve` (turned into `mkimage::serve::ServeOptions`).
 #[derive(Debug, Clone, clap::Args)]
