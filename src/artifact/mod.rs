@@ -1,16 +1,18 @@
 //! Published artifacts: the `manifest.json` index that the server and later
-//! builds read (this file), atomic publishing with `NAME.sha256` (`publish`),
-//! finding a build's inputs by name (`lookup`) and the hash of what went
-//! into a build (`inputs`).
+//! builds read (this file), atomic publishing with `NAME.sha256` (`atomic`),
+//! the content store (`objects`) and the grace rule for superseded content
+//! (`grace`), finding a build's inputs by name (`lookup`) and the hash of
+//! what went into a build (`inputs`).
 //!
 //! An artifact is written to a temp file in the output dir and renamed into
 //! place, so a reader (the boot server, a client mid-download) only ever sees
 //! a complete old file or a complete new one.
 
+pub mod atomic;
+pub mod grace;
 pub mod inputs;
 pub mod lookup;
 pub mod objects;
-pub mod atomic;
 
 pub use atomic::{
     now, now_ms, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch,
