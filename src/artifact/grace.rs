@@ -32,8 +32,14 @@ pub trait Superseded {
     /// `entry` is live (again): clear whatever marks it superseded.
     fn live(&mut self, _entry: &Path) {}
     /// Since when `entry`, named `name`, has been superseded (the first
-    /// time it is asked, `now` or earlier).
-    fn since(&mut self, name: &str, entry: &Path, now: SystemTime) -> io::Result<SystemTime>;
+    /// time it is asked, `now` or earlier); `None`: marked superseded just
+    /// now, so it stays until a later sweep whatever the grace.
+    fn since(
+        &mut self,
+        name: &str,
+        entry: &Path,
+        now: SystemTime,
+    ) -> io::Result<Option<SystemTime>>;
     /// Remove `entry`; `Ok(false)` when it stays for now.
     fn remove(&mut self, entry: &Path) -> io::Result<bool>;
 }
@@ -75,7 +81,7 @@ pub fn sweep(
             continue;
         }
         let since = how.since(&name, &path, now).map_err(read(path.clone()))?;
-        let over = now.duration_since(since).unwrap_or_default() >= grace;
+        let over = since.is_some_and(|t| now.duration_since(t).unwrap_or_default() >= grace);
         if over
             && how
                 .remove(&path)
@@ -87,4 +93,49 @@ pub fn sweep(
         }
     }
     Ok(swept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Marks an entry the first time it is seen superseded, as a published
+    /// tree does.
+    #[derive(Default)]
+    struct Marks(BTreeSet<String>);
+
+    impl Superseded for Marks {
+        fn since(&mut self, name: &str, _: &Path, _: SystemTime) -> io::Result<Option<SystemTime>> {
+            Ok((!self.0.insert(name.to_string())).then_some(SystemTime::UNIX_EPOCH))
+        }
+
+        fn remove(&mut self, entry: &Path) -> io::Result<bool> {
+            fs::remove_file(entry).map(|()| true)
+        }
+    }
+
+    #[test]
+    fn a_superseded_entry_goes_after_the_grace_and_a_live_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, live) = ("a".repeat(64), "b".repeat(64));
+        for name in [old.as_str(), live.as_str(), "not-a-sha"] {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let is_live = |n: &str| n == live;
+        let mut marks = Marks::default();
+        let first = sweep(dir.path(), &is_live, Duration::ZERO, &mut marks).unwrap();
+        assert_eq!(first.kept, vec![old.clone()], "marked now: kept this sweep");
+        let second = sweep(dir.path(), &is_live, Duration::ZERO, &mut marks).unwrap();
+        assert_eq!(second.dropped, vec![old.clone()]);
+        assert!(!dir.path().join(&old).exists());
+        assert!(dir.path().join(&live).exists() && dir.path().join("not-a-sha").exists());
+        let gone = sweep(
+            &dir.path().join("none"),
+            &is_live,
+            Duration::ZERO,
+            &mut marks,
+        );
+        assert_eq!(gone.unwrap(), Swept::default());
+    }
 }

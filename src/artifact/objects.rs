@@ -170,12 +170,17 @@ impl Pruner {
 }
 
 impl super::grace::Superseded for Pruner {
-    fn since(&mut self, name: &str, entry: &Path, now: SystemTime) -> io::Result<SystemTime> {
+    fn since(
+        &mut self,
+        name: &str,
+        entry: &Path,
+        now: SystemTime,
+    ) -> io::Result<Option<SystemTime>> {
         let first = *self.first_seen.entry(name.to_string()).or_insert(now);
         let changed = fs::symlink_metadata(entry)
             .map(|m| SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, 0))
             .unwrap_or(now);
-        Ok(first.max(changed))
+        Ok(Some(first.max(changed)))
     }
 
     fn remove(&mut self, entry: &Path) -> io::Result<bool> {

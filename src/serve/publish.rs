@@ -323,14 +323,14 @@ impl crate::artifact::grace::Superseded for Marked {
         let _ = fs::remove_file(entry.join(SUPERSEDED));
     }
 
-    fn since(&mut self, _: &str, entry: &Path, now: SystemTime) -> io::Result<SystemTime> {
+    /// Since the marker's mtime; a dir found superseded for the first time
+    /// gets its marker and stays until the next publish.
+    fn since(&mut self, _: &str, entry: &Path, _: SystemTime) -> io::Result<Option<SystemTime>> {
         let marker = entry.join(SUPERSEDED);
-        fs::metadata(&marker)
-            .and_then(|m| m.modified())
-            .or_else(|_| {
-                fs::File::create(&marker)?;
-                Ok(now)
-            })
+        match fs::metadata(&marker).and_then(|m| m.modified()) {
+            Ok(t) => Ok(Some(t)),
+            Err(_) => fs::File::create(&marker).map(|_| None),
+        }
     }
 
     fn remove(&mut self, entry: &Path) -> io::Result<bool> {
