@@ -95,7 +95,7 @@ pub fn base_tree(
     match src.from {
         Some(archive) => {
             progress.step(format!("unpack the stage archive {}", archive.display()));
-            crate::stage::extract(archive, &fresh)?;
+            crate::tree_tar::extract(archive, &fresh)?;
         }
         None => {
             run(plan, &fresh, src.pins, progress)?;
@@ -116,11 +116,11 @@ pub fn base_tree(
             _held: None,
         });
     }
-    for stale in crate::lock::stale(&trees, |n| n.starts_with(".new.")) {
+    for stale in crate::flock::stale(&trees, |n| n.starts_with(".new.")) {
         tracing::info!("removing {} left by an interrupted build", stale.display());
         let _ = fs::remove_dir_all(&stale);
     }
-    let staging = crate::lock::claim_dir(&trees, ".new.")?;
+    let staging = crate::flock::claim_dir(&trees, ".new.")?;
     let tree = staging.path.join("tree");
     if fs::rename(&fresh, &tree).is_err() {
         crate::sys::copy_tree(&fresh, &tree)?;
@@ -145,7 +145,7 @@ fn cached(trees: &Path, key: &str) -> anyhow::Result<Option<BaseTree>> {
     if !path.is_dir() {
         return Ok(None);
     }
-    let held = crate::lock::shared(trees, &format!("{key}.lock"))?;
+    let held = crate::flock::shared(trees, &format!("{key}.lock"))?;
     if !path.is_dir() {
         return Ok(None);
     }
@@ -257,7 +257,7 @@ pub fn run(
         plan.suite, plan.variant, plan.arch
     ));
     let started = std::time::Instant::now();
-    let _lock = crate::lock::package_cache(&cache)?;
+    let _lock = crate::flock::package_cache(&cache)?;
     let cmd = match program {
         "mmdebstrap" => mmdebstrap(plan, &cache, target, pins)?,
         _ => debootstrap(plan, &cache, target),

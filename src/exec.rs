@@ -224,36 +224,7 @@ impl Cmd {
             .map_err(|source| spawn_error(&program, source))?;
 
         let (tx, rx) = mpsc::channel::<(bool, String)>();
-        let readers: Vec<_> = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, stream)| {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                let mut buf = Vec::new();
-                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
-                    let line = String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string();
-                    if tx.send((i == 0, line)).is_err() {
-                        break;
-                    }
-                    buf.clear();
-                }
-            })
-        })
-        .collect();
+        let readers = read_lines(&mut child, &tx);
         drop(tx);
         let writer = match (self.stdin.clone(), child.stdin.take()) {
             (Some(bytes), Some(mut pipe)) => Some(std::thread::spawn(move || {
@@ -307,6 +278,44 @@ impl Cmd {
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         cmd.spawn().map_err(|source| spawn_error(&program, source))
     }
+}
+
+/// A thread per output stream of `child` (stdout, then stderr) sending
+/// each line to `tx`, `true` for stdout.
+fn read_lines(
+    child: &mut std::process::Child,
+    tx: &mpsc::Sender<(bool, String)>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .enumerate()
+    .map(|(i, stream)| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                if tx.send((i == 0, line)).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        })
+    })
+    .collect()
 }
 
 fn spawn_error(program: &str, source: std::io::Error) -> ExecError {

@@ -142,11 +142,11 @@ impl Fetcher {
             fs::create_dir_all(root.join(dir))
                 .with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
-        let _lock = crate::lock::exclusive(&root, "lock")?;
+        let _lock = crate::flock::exclusive(&root, "lock")?;
         // Downloads and unpacks happen under this lock, so any temp dir
         // still here was left by a build that was killed.
         for dir in ["debs", "unpacked"] {
-            for tmp in crate::lock::stale(&root.join(dir), |n| n.starts_with(".tmp")) {
+            for tmp in crate::flock::stale(&root.join(dir), |n| n.starts_with(".tmp")) {
                 tracing::info!("removing {} left by an interrupted build", tmp.display());
                 let _ = fs::remove_dir_all(&tmp);
             }
@@ -325,7 +325,7 @@ impl Fetcher {
 
     /// Hold the cache's lock (concurrent builds share one cache).
     pub(super) fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
-        crate::lock::exclusive(&self.root, "lock")
+        crate::flock::exclusive(&self.root, "lock")
     }
 
     pub(super) fn lists_present(&self) -> bool {

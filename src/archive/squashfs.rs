@@ -194,26 +194,7 @@ pub(crate) fn write_backhand(
     parallel: bool,
 ) -> Result<(usize, usize), ArchiveError> {
     let items = walk(root).map_err(ArchiveError::io(root))?;
-    let mut refused = Vec::new();
-    let mut count = 0;
-    for item in &items {
-        let names = xattr::list(&item.abs).map_err(ArchiveError::io(&item.abs))?;
-        if !names.is_empty() {
-            count += 1;
-            if refused.len() < XATTR_REPORT_LIMIT {
-                refused.push((item.rel_path(), names));
-            }
-        }
-    }
-    if count > 0 {
-        return Err(ArchiveError::Xattrs {
-            root: root.to_path_buf(),
-            format: "the backhand squashfs writer",
-            count,
-            files: refused,
-            fix: "set `squashfs: {writer: mksquashfs}` to keep them (needs squashfs-tools), or remove them in the role that sets them (e.g. `setcap -r FILE`)".into(),
-        });
-    }
+    refuse_xattrs(root, &items)?;
     let epoch = opts.source_date_epoch;
     let clamp = |m: i64| (m.max(0) as u64).min(epoch) as u32;
     let mut fs = FilesystemWriter::default();
@@ -284,6 +265,32 @@ pub(crate) fn write_backhand(
         source: e.into_error(),
     })?;
     Ok(stats)
+}
+
+/// The backhand writer drops extended attributes: refuse a tree that has
+/// any, naming the first files and the fix.
+fn refuse_xattrs(root: &Path, items: &[super::walk::WalkItem]) -> Result<(), ArchiveError> {
+    let mut refused = Vec::new();
+    let mut count = 0;
+    for item in items {
+        let names = xattr::list(&item.abs).map_err(ArchiveError::io(&item.abs))?;
+        if !names.is_empty() {
+            count += 1;
+            if refused.len() < XATTR_REPORT_LIMIT {
+                refused.push((item.rel_path(), names));
+            }
+        }
+    }
+    if count > 0 {
+        return Err(ArchiveError::Xattrs {
+            root: root.to_path_buf(),
+            format: "the backhand squashfs writer",
+            count,
+            files: refused,
+            fix: "set `squashfs: {writer: mksquashfs}` to keep them (needs squashfs-tools), or remove them in the role that sets them (e.g. `setcap -r FILE`)".into(),
+        });
+    }
+    Ok(())
 }
 
 fn write_mksquashfs(

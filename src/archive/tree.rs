@@ -54,33 +54,8 @@ pub fn tree_entries(root: &Path, opts: &TreeOptions) -> Result<Vec<Entry>, Archi
                 "file name is not UTF-8; cpio entries here must be",
             ),
         })?;
-        let mut opaque = false;
-        let mut bad = Vec::new();
-        for name in xattr::list(&item.abs).map_err(ArchiveError::io(&item.abs))? {
-            let overlay_key = name
-                .strip_prefix("trusted.overlay.")
-                .or_else(|| name.strip_prefix("user.overlay."));
-            match (overlay_key, &opts.overlay_lowers) {
-                (Some("opaque"), Some(_)) if item.meta.is_dir() => {
-                    match xattr::get(&item.abs, &name)
-                        .map_err(ArchiveError::io(&item.abs))?
-                        .as_deref()
-                    {
-                        Some(b"y") => opaque = true,
-                        _ => {
-                            overlay_unsupported = true;
-                            bad.push(name);
-                        }
-                    }
-                }
-                (Some(key), Some(_)) if OVERLAY_BOOKKEEPING.contains(&key) => {}
-                (Some(_), Some(_)) => {
-                    overlay_unsupported = true;
-                    bad.push(name);
-                }
-                _ => bad.push(name),
-            }
-        }
+        let (opaque, bad, unsupported) = xattrs_of(item, opts)?;
+        overlay_unsupported |= unsupported;
         if !bad.is_empty() {
             refused_count += 1;
             if refused.len() < XATTR_REPORT_LIMIT {
@@ -126,6 +101,44 @@ pub fn tree_entries(root: &Path, opts: &TreeOptions) -> Result<Vec<Entry>, Archi
     }
     entries.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
     Ok(entries)
+}
+
+/// What an entry's extended attributes say: an opaque overlay dir (its
+/// lowers' names to be hidden), the attributes a cpio cannot carry, and
+/// whether one of those is overlayfs's own (redirect, metacopy...).
+fn xattrs_of(
+    item: &WalkItem,
+    opts: &TreeOptions,
+) -> Result<(bool, Vec<String>, bool), ArchiveError> {
+    let mut unsupported = false;
+    let mut opaque = false;
+    let mut bad = Vec::new();
+    for name in xattr::list(&item.abs).map_err(ArchiveError::io(&item.abs))? {
+        let overlay_key = name
+            .strip_prefix("trusted.overlay.")
+            .or_else(|| name.strip_prefix("user.overlay."));
+        match (overlay_key, &opts.overlay_lowers) {
+            (Some("opaque"), Some(_)) if item.meta.is_dir() => {
+                match xattr::get(&item.abs, &name)
+                    .map_err(ArchiveError::io(&item.abs))?
+                    .as_deref()
+                {
+                    Some(b"y") => opaque = true,
+                    _ => {
+                        unsupported = true;
+                        bad.push(name);
+                    }
+                }
+            }
+            (Some(key), Some(_)) if OVERLAY_BOOKKEEPING.contains(&key) => {}
+            (Some(_), Some(_)) => {
+                unsupported = true;
+                bad.push(name);
+            }
+            _ => bad.push(name),
+        }
+    }
+    Ok((opaque, bad, unsupported))
 }
 
 /// [`tree_entries`] written as a gzipped newc archive at `level` (0–9) into

@@ -1,18 +1,20 @@
 //! Published artifacts: the `manifest.json` index that the server and later
-//! builds read (this file), atomic publishing with `NAME.sha256` (`publish`),
-//! finding a build's inputs by name (`lookup`) and the hash of what went
-//! into a build (`inputs`).
+//! builds read (this file), atomic publishing with `NAME.sha256` (`atomic`),
+//! the content store (`objects`) and the grace rule for superseded content
+//! (`grace`), finding a build's inputs by name (`lookup`) and the hash of
+//! what went into a build (`inputs`).
 //!
 //! An artifact is written to a temp file in the output dir and renamed into
 //! place, so a reader (the boot server, a client mid-download) only ever sees
 //! a complete old file or a complete new one.
 
+pub mod atomic;
+pub mod grace;
 pub mod inputs;
 pub mod lookup;
 pub mod objects;
-pub mod publish;
 
-pub use publish::{
+pub use atomic::{
     now, now_ms, publish, sha256_bytes, sha256_file, sha256_reader, source_date_epoch,
     staging_file, utc, write_atomic, Staged,
 };
@@ -189,7 +191,7 @@ mod tests {
         // files nobody holds while the other writes its `.sha256`.
         let dir = tempfile::tempdir().unwrap();
         write_atomic(dir.path(), "f.sha256", |f| {
-            let swept = crate::lock::stale(dir.path(), |n| n.ends_with(".tmp"));
+            let swept = crate::flock::stale(dir.path(), |n| n.ends_with(".tmp"));
             assert!(swept.is_empty(), "would be removed mid-write: {swept:?}");
             f.write_all(b"x")
         })

@@ -37,14 +37,11 @@ pub enum ObjectError {
     },
     #[error("cannot read the content store {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Sweep(#[from] super::grace::SweepError),
 }
 
-/// 64 lowercase hex digits.
-pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use crate::hex::is_sha256;
 
 /// The store directory of an output dir.
 pub fn store(dir: &Path) -> PathBuf {
@@ -83,9 +80,9 @@ pub fn add_open(dir: &Path, file: &File, sha: &str) -> Result<(), ObjectError> {
     link_into(dir, &proc_path, sha, "an open artifact")
 }
 
-/// Link `source` to a temp name in the store, then rename it over the
-/// object's name: the object then is the newest inode with that content, so
-/// its superseded time (see [`prune`]) follows the newest publish.
+/// Link `source` into the store as the object for `sha`: the object then is
+/// the newest inode with that content, so its superseded time (see
+/// [`Pruner`]) follows the newest publish.
 fn link_into(dir: &Path, source: &Path, sha: &str, what: &str) -> Result<(), ObjectError> {
     let target = path(dir, sha)?;
     let store = store(dir);
@@ -93,27 +90,58 @@ fn link_into(dir: &Path, source: &Path, sha: &str, what: &str) -> Result<(), Obj
         path: store.clone(),
         source,
     })?;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let tmp = store.join(format!(
-        ".{sha}.{}.{}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = fs::remove_file(&tmp);
-    let link = |from: &Path, to: &Path| {
-        // AT_SYMLINK_FOLLOW makes a /proc/self/fd/N path link the inode itself.
-        nix::unistd::linkat(None, from, None, to, nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW)
-            .map_err(io::Error::from)
-    };
-    let linked = link(source, &tmp).and_then(|()| fs::rename(&tmp, &target));
-    // Renaming a link over another link to the same inode does nothing and
-    // leaves the temp name behind; it goes in every case.
-    let _ = fs::remove_file(&tmp);
-    linked.map_err(|source| ObjectError::Link {
+    link_atomic(source, &target, false).map_err(|source| ObjectError::Link {
         what: what.to_string(),
         path: target,
         source,
     })
+}
+
+/// Put `source`'s inode at `target` (a `/proc/self/fd/N` path links the
+/// open file itself) by a link to a temp name in `target`'s dir and a
+/// rename, so a reader sees the whole file or none. With `copy_across`, a
+/// synced copy where the kernel refuses the link (another filesystem, or
+/// `protected_hardlinks`).
+pub fn link_atomic(source: &Path, target: &Path, copy_across: bool) -> io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = target.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_file(&tmp);
+    // AT_SYMLINK_FOLLOW makes a /proc/self/fd/N path link the inode itself.
+    let linked = nix::unistd::linkat(
+        None,
+        source,
+        None,
+        &tmp,
+        nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from);
+    let placed = match linked {
+        Err(e)
+            if copy_across
+                && (e.raw_os_error() == Some(nix::libc::EXDEV)
+                    || e.kind() == io::ErrorKind::PermissionDenied) =>
+        {
+            copy_synced(source, &tmp)
+        }
+        other => other,
+    }
+    .and_then(|()| fs::rename(&tmp, target));
+    // Renaming a link over another link to the same inode does nothing and
+    // leaves the temp name behind; it goes in every case.
+    let _ = fs::remove_file(&tmp);
+    placed
+}
+
+fn copy_synced(source: &Path, to: &Path) -> io::Result<()> {
+    let mut from = File::open(source)?;
+    let mut to = File::create(to)?;
+    io::copy(&mut from, &mut to)?;
+    to.sync_all()
 }
 
 /// Superseded objects and since when the pruner has seen them so.
@@ -124,52 +152,39 @@ pub struct Pruner {
 
 impl Pruner {
     /// Drop the objects whose sha256 is not in `live` and that have been
-    /// superseded for at least `grace`; returns the dropped ones. An object
-    /// counts as superseded since the later of its inode's change time (a
-    /// republish renaming over the artifact changes it) and the first sweep
-    /// that found it missing from `live`, so a restarted server never drops
-    /// one early.
+    /// superseded for at least `grace` (`grace::sweep`); returns the
+    /// dropped ones. An object counts as superseded since the later of its
+    /// inode's change time (a republish renaming over the artifact changes
+    /// it) and the first sweep that found it missing from `live`, so a
+    /// restarted server never drops one early.
     pub fn prune(
         &mut self,
         dir: &Path,
         live: &HashSet<String>,
         grace: Duration,
     ) -> Result<Vec<String>, ObjectError> {
-        let store = store(dir);
-        let entries = match fs::read_dir(&store) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(ObjectError::Read {
-                    path: store,
-                    source,
-                })
-            }
-        };
-        let now = SystemTime::now();
-        let mut seen = HashSet::new();
-        let mut dropped = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !is_sha256(&name) || live.contains(&name) {
-                continue;
-            }
-            seen.insert(name.clone());
-            let first = *self.first_seen.entry(name.clone()).or_insert(now);
-            let changed = entry
-                .metadata()
-                .map(|m| SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, 0))
-                .unwrap_or(now);
-            let since = first.max(changed);
-            if now.duration_since(since).unwrap_or_default() >= grace
-                && fs::remove_file(entry.path()).is_ok()
-            {
-                dropped.push(name);
-            }
-        }
-        self.first_seen
-            .retain(|k, _| seen.contains(k) && !dropped.contains(k));
-        Ok(dropped)
+        let swept = super::grace::sweep(&store(dir), &|n| live.contains(n), grace, self)?;
+        self.first_seen.retain(|k, _| swept.kept.contains(k));
+        Ok(swept.dropped)
+    }
+}
+
+impl super::grace::Superseded for Pruner {
+    fn since(
+        &mut self,
+        name: &str,
+        entry: &Path,
+        now: SystemTime,
+    ) -> io::Result<Option<SystemTime>> {
+        let first = *self.first_seen.entry(name.to_string()).or_insert(now);
+        let changed = fs::symlink_metadata(entry)
+            .map(|m| SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, 0))
+            .unwrap_or(now);
+        Ok(Some(first.max(changed)))
+    }
+
+    fn remove(&mut self, entry: &Path) -> io::Result<bool> {
+        Ok(fs::remove_file(entry).is_ok())
     }
 }
 

@@ -183,8 +183,8 @@ pub fn reprovision(a: &ReprovisionArgs) -> anyhow::Result<()> {
         .into_iter()
         .find(|s| s.name() == a.wait && *s != Stage::Failed)
         .ok_or_else(|| UsageError(format!("--wait {}: one of script, kernel, initrd, network, download, verified, mounted, switch-root, booted, inventory", a.wait)))?;
-    let timeout =
-        mkimage::cache::parse_age(&a.timeout).map_err(|e| UsageError(format!("--timeout {e}")))?;
+    let timeout = mkimage::cache_cmd::parse_age(&a.timeout)
+        .map_err(|e| UsageError(format!("--timeout {e}")))?;
     let l = load(&a.lab, true)?;
     if let Some(profile) = &a.profile {
         check_profile(&absolute(&a.lab.boot_config)?, profile)?;

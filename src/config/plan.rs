@@ -173,6 +173,18 @@ impl Reader<'_> {
         }
     }
 
+    /// A list whose every item `ok` accepts.
+    fn checked_list(
+        &self,
+        key: &str,
+        ok: impl Fn(&str) -> bool,
+        what: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let items = self.list(key)?;
+        self.each(key, &items, ok, what)?;
+        Ok(items)
+    }
+
     /// A path: relative to the file that set it, or to the current directory
     /// for a `--var`.
     fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
@@ -229,94 +241,28 @@ pub fn build(
     out: &Path,
 ) -> Result<Plan, ConfigError> {
     let r = Reader { vars, rendered };
-    let name = r.get::<String>("name")?.ok_or_else(|| {
-        ConfigError(format!(
-            "{}: no `name:` — every build needs a name (it names the artifact)",
-            vars.main.display()
-        ))
-    })?;
-    if name.is_empty()
-        || name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        let place = vars.place_of(&["name"]);
-        return Err(ConfigError(format!("{place}: name `{name}`: use letters, digits, `-`, `_` and `.` only (it becomes a file name)")));
-    }
-    let mirror = r.string("mirror", "")?;
-    if !(mirror.starts_with("http://")
-        || mirror.starts_with("https://")
-        || mirror.starts_with("file:/"))
-    {
-        return Err(r.err(
-            &["mirror"],
-            format!("`{mirror}` is not an http(s):// or file:/ URL"),
-        ));
-    }
-    let apt_proxy = r.get::<String>("apt_proxy")?.filter(|p| !p.is_empty());
-    if let Some(p) = apt_proxy.as_ref().filter(|p| !p.starts_with("http://")) {
-        return Err(r.err(
-            &["apt_proxy"],
-            format!("`{p}` must be an http:// URL such as http://127.0.0.1:3142"),
-        ));
-    }
-    let suite = r.string("suite", DEFAULT_SUITE)?;
-    if let Some(why) = crate::suite::unsupported(&suite) {
-        return Err(r.err(&["suite"], why));
-    }
-    let variant = r.string("variant", DEFAULT_VARIANT)?;
-    if !VARIANTS.contains(&variant.as_str()) {
-        return Err(r.err(
-            &["variant"],
-            format!(
-                "`{variant}` is not a bootstrap variant ({})",
-                VARIANTS.join(", ")
-            ),
-        ));
-    }
-    let arch = r.string("arch", DEFAULT_ARCH)?;
-    if !is_word(&arch) {
-        return Err(r.err(
-            &["arch"],
-            format!("`{arch}` is not a Debian architecture such as amd64"),
-        ));
-    }
+    let name = checked_name(&r)?;
+    let (mirror, apt_proxy) = mirror(&r)?;
+    let (suite, variant, arch) = release(&r)?;
     let mut components = r.list("components")?;
     if components.is_empty() {
         components = vec!["main".into()];
     }
-    r.each(
-        "components",
-        &components,
-        is_word,
-        "an archive component such as main",
-    )?;
-    let packages = r.list("packages")?;
-    r.each(
-        "packages",
-        &packages,
-        is_package,
-        "a package name (or name=version)",
-    )?;
-    let exclude = r.list("exclude")?;
-    r.each(
+    let what = "an archive component such as main";
+    r.each("components", &components, is_word, what)?;
+    let packages = r.checked_list("packages", is_package, "a package name (or name=version)")?;
+    let exclude = r.checked_list(
         "exclude",
-        &exclude,
         |p| is_package(p) && !p.contains('='),
         "a package name",
     )?;
-    let provisioners = r.list("provisioners")?;
-    r.each(
+    let provisioners = r.checked_list(
         "provisioners",
-        &provisioners,
         |p| !p.is_empty() && !p.contains('/') && !p.starts_with('.'),
         "a role (a directory name)",
     )?;
-    let cleanup = r.list("cleanup")?;
-    r.each(
+    let cleanup = r.checked_list(
         "cleanup",
-        &cleanup,
         |p| !p.split('/').any(|c| c == ".."),
         "a path inside the image (no `..`)",
     )?;
@@ -324,47 +270,9 @@ pub fn build(
         Some(p) => p,
         None => in_project(vars, "provisioners")?,
     };
-    let init_template = match r.path("init_template")? {
-        Some(p) => p,
-        None => in_project(vars, "initrd/init.j2")?,
-    };
     let source_date_epoch =
         crate::artifact::source_date_epoch(r.get::<u64>("source_date_epoch")?.unwrap_or(0));
-    let squashfs = squashfs_options(&r, source_date_epoch)?;
-    let kernel_modules = kernel_modules(&r)?;
     let (gzip_level, compression) = compression(&r, kind)?;
-    let initrd = InitrdPlan {
-        kernel: match r.get::<String>("kernel")?.as_deref() {
-            None | Some("basefs") => KernelChoice::Basefs,
-            Some(p) if is_package(p) && !p.contains('=') => KernelChoice::Package(p.to_string()),
-            Some(p) => {
-                return Err(r.err(
-                    &["kernel"],
-                    format!(
-                    "`{p}` is neither `basefs` nor a kernel package name such as linux-image-amd64"
-                ),
-                ))
-            }
-        },
-        modules: r.get::<Vec<String>>("modules")?,
-        firmware: firmware(&r)?,
-        compression,
-        init_template,
-        defaults: init_defaults(&r)?,
-    };
-    if let Some(m) = &initrd.modules {
-        r.each("modules", m, is_word, "a kernel module name")?;
-    }
-    if kind == Kind::Initrd && !initrd.init_template.is_file() {
-        return Err(r.err(
-            &["init_template"],
-            format!(
-                "{} does not exist (set `init_template:` to the initrd's init template)",
-                initrd.init_template.display()
-            ),
-        ));
-    }
-    let cache_dir = r.path("cache_dir")?.unwrap_or_else(|| out.join(".cache"));
     let vars_only: BTreeMap<String, Yaml> = vars
         .vars
         .keys()
@@ -390,17 +298,124 @@ pub fn build(
         provisioners_dir,
         base: r.get("base")?,
         parents: r.list("parents")?,
-        squashfs,
-        kernel_modules,
+        squashfs: squashfs_options(&r, source_date_epoch)?,
+        kernel_modules: kernel_modules(&r)?,
         gzip_level,
-        initrd,
-        cache_dir,
+        initrd: initrd_plan(&r, kind, compression)?,
+        cache_dir: r.path("cache_dir")?.unwrap_or_else(|| out.join(".cache")),
         bootstrap_cache: r.get("bootstrap_cache")?.unwrap_or(true),
         source_date_epoch,
         cleanup,
         lock: r.path("lock")?,
         vars: vars_only,
         context: minijinja::Value::from_serialize(&context),
+    })
+}
+
+/// `name:`, present and usable as a file name.
+fn checked_name(r: &Reader) -> Result<String, ConfigError> {
+    let name = r.get::<String>("name")?.ok_or_else(|| {
+        ConfigError(format!(
+            "{}: no `name:` — every build needs a name (it names the artifact)",
+            r.vars.main.display()
+        ))
+    })?;
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        let place = r.vars.place_of(&["name"]);
+        return Err(ConfigError(format!("{place}: name `{name}`: use letters, digits, `-`, `_` and `.` only (it becomes a file name)")));
+    }
+    Ok(name)
+}
+
+/// `mirror:` and `apt_proxy:`, checked as URLs.
+fn mirror(r: &Reader) -> Result<(String, Option<String>), ConfigError> {
+    let mirror = r.string("mirror", "")?;
+    if !(mirror.starts_with("http://")
+        || mirror.starts_with("https://")
+        || mirror.starts_with("file:/"))
+    {
+        return Err(r.err(
+            &["mirror"],
+            format!("`{mirror}` is not an http(s):// or file:/ URL"),
+        ));
+    }
+    let apt_proxy = r.get::<String>("apt_proxy")?.filter(|p| !p.is_empty());
+    if let Some(p) = apt_proxy.as_ref().filter(|p| !p.starts_with("http://")) {
+        return Err(r.err(
+            &["apt_proxy"],
+            format!("`{p}` must be an http:// URL such as http://127.0.0.1:3142"),
+        ));
+    }
+    Ok((mirror, apt_proxy))
+}
+
+/// `suite:`, `variant:` and `arch:`, checked.
+fn release(r: &Reader) -> Result<(String, String, String), ConfigError> {
+    let suite = r.string("suite", DEFAULT_SUITE)?;
+    if let Some(why) = crate::suite::unsupported(&suite) {
+        return Err(r.err(&["suite"], why));
+    }
+    let variant = r.string("variant", DEFAULT_VARIANT)?;
+    if !VARIANTS.contains(&variant.as_str()) {
+        let known = VARIANTS.join(", ");
+        let why = format!("`{variant}` is not a bootstrap variant ({known})");
+        return Err(r.err(&["variant"], why));
+    }
+    let arch = r.string("arch", DEFAULT_ARCH)?;
+    if !is_word(&arch) {
+        return Err(r.err(
+            &["arch"],
+            format!("`{arch}` is not a Debian architecture such as amd64"),
+        ));
+    }
+    Ok((suite, variant, arch))
+}
+
+/// The initrd's part of the plan: kernel, modules, firmware, init.
+fn initrd_plan(
+    r: &Reader,
+    kind: Kind,
+    compression: Compression,
+) -> Result<InitrdPlan, ConfigError> {
+    let kernel = match r.get::<String>("kernel")?.as_deref() {
+        None | Some("basefs") => KernelChoice::Basefs,
+        Some(p) if is_package(p) && !p.contains('=') => KernelChoice::Package(p.to_string()),
+        Some(p) => {
+            let why = format!(
+                "`{p}` is neither `basefs` nor a kernel package name such as linux-image-amd64"
+            );
+            return Err(r.err(&["kernel"], why));
+        }
+    };
+    let init_template = match r.path("init_template")? {
+        Some(p) => p,
+        None => in_project(r.vars, "initrd/init.j2")?,
+    };
+    if kind == Kind::Initrd && !init_template.is_file() {
+        return Err(r.err(
+            &["init_template"],
+            format!(
+                "{} does not exist (set `init_template:` to the initrd's init template)",
+                init_template.display()
+            ),
+        ));
+    }
+    let modules = r.get::<Vec<String>>("modules")?;
+    if let Some(m) = &modules {
+        r.each("modules", m, is_word, "a kernel module name")?;
+    }
+    Ok(InitrdPlan {
+        kernel,
+        modules,
+        firmware: firmware(r)?,
+        compression,
+        init_template,
+        defaults: init_defaults(r)?,
     })
 }
 

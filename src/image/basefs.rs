@@ -63,7 +63,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     if let Some(save) = &job.options.save {
         job.progress
             .step(format!("save the provisioned tree as {}", save.display()));
-        let size = crate::stage::save(&root, save)?;
+        let size = crate::tree_tar::save(&root, save)?;
         job.progress
             .done(format!("{} ({:.1} MB)", save.display(), size as f64 / 1e6));
     }
@@ -98,7 +98,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
 /// Cut the kernel modules to the plan's `kernel_modules:` selection.
 fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
     job.progress.step("select kernel modules");
-    for s in super::kernel::apply(root, &job.plan.kernel_modules, &job.plan.cache_dir)? {
+    for s in super::kernel_trim::apply(root, &job.plan.kernel_modules, &job.plan.cache_dir)? {
         let needed = match s.needed.len() {
             0 => String::new(),
             n => format!(
@@ -126,7 +126,7 @@ fn select_modules(job: &Job, root: &Path) -> anyhow::Result<()> {
 
 /// Leave the kernel image out (the boot server hands the kernel out),
 /// kept in the shared `.deb` cache for the initrd build that follows
-/// (`initramfs::kernel_image::stash`), by the package it came from.
+/// (`initramfs::kernel_package::stash`), by the package it came from.
 fn drop_kernel_image(
     job: &Job,
     root: &Path,
@@ -137,11 +137,11 @@ fn drop_kernel_image(
         let Some(kver) = kver.strip_prefix("vmlinuz-") else {
             continue;
         };
-        if let Some(package) = crate::initramfs::kernel_image::package_of(installed, kver) {
-            crate::initramfs::kernel_image::stash(&job.plan.package_cache(), &package, &image)?;
+        if let Some(package) = crate::initramfs::kernel_package::package_of(installed, kver) {
+            crate::initramfs::kernel_package::stash(&job.plan.package_cache(), &package, &image)?;
         }
     }
-    let image = super::kernel::drop_image(root)?;
+    let image = super::kernel_trim::drop_image(root)?;
     if image > 0 {
         job.progress.done(format!(
             "left out the kernel image ({:.1} MB): the initrd takes it from the kernel package",

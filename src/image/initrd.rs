@@ -68,7 +68,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let mut opts = InitrdOptions::new(&plan.name, kernel, apt, &plan.out);
     opts.basefs = Some(basefs.path.clone());
     opts.kernel_package = basefs.entry.as_ref().and_then(|e| {
-        crate::initramfs::kernel_image::package_of(&e.packages, e.kernel_version.as_deref()?)
+        crate::initramfs::kernel_package::package_of(&e.packages, e.kernel_version.as_deref()?)
     });
     if let Some(modules) = &plan.initrd.modules {
         opts.modules = modules.clone();

@@ -10,8 +10,8 @@ pub mod flatten;
 pub mod initrd;
 pub mod inputs;
 pub mod job;
-pub mod kernel;
-pub mod lock;
+pub mod kernel_trim;
+pub mod lock_cmd;
 pub mod modules_xz;
 pub mod never_ship;
 pub mod overlay;
@@ -100,10 +100,10 @@ pub fn run(req: &BuildRequest) -> anyhow::Result<()> {
     let plan = check::validated(&req.vars, &req.overrides, req.kind, &req.out)?;
     preflight(std::slice::from_ref(&plan))?;
     if let Some(save) = &req.options.save {
-        crate::stage::check_name(save)?;
+        crate::tree_tar::check_name(save)?;
     }
     if let Some(from) = &req.options.from {
-        crate::stage::check_name(from)?;
+        crate::tree_tar::check_name(from)?;
         if !from.is_file() {
             return Err(crate::UsageError(format!(
                 "--from {}: no such stage archive (write one with `mkimage basefs --save FILE`)",

@@ -104,25 +104,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         pins.check_installed(&format!("overlay `{}`", plan.name), &added)?;
     }
     let name = file_name(&plan.name);
-    job.progress.step(format!("pack {name}"));
-    let opts = TreeOptions {
-        source_date_epoch: plan.source_date_epoch,
-        exclude: Vec::new(),
-        overlay_lowers: Some(lowers),
-    };
-    let entries = tree_entries(&upper, &opts)?;
-    let count = entries.len();
-    let staged = artifact::staging_file(out, &name)?;
-    let file = staged.as_file().try_clone()?;
-    crate::archive::cpio::write_newc_gz(entries, std::io::BufWriter::new(file), plan.gzip_level)
-        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-        .with_context(|| format!("cannot write {name}"))?;
-    let (size, sha256) = artifact::publish(out, &name, staged.path())?;
-    let _ = staged.keep();
-    job.progress.done(format!(
-        "{name}: {count} entries, {:.1} MB",
-        size as f64 / 1e6
-    ));
+    let (size, sha256) = pack(job, &upper, lowers, &name)?;
     let mut entry = Entry {
         kind: "overlay".into(),
         name: plan.name.clone(),
@@ -143,6 +125,41 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     artifact::record(out, std::slice::from_ref(&entry))?;
     work.succeeded();
     Ok(vec![entry])
+}
+
+/// The upper dir packed as `name` (a gzipped newc cpio; what the lowers
+/// hold too is left out) and published.
+fn pack(
+    job: &Job,
+    upper: &Path,
+    lowers: Vec<PathBuf>,
+    name: &str,
+) -> anyhow::Result<(u64, String)> {
+    let out = &job.plan.out;
+    job.progress.step(format!("pack {name}"));
+    let opts = TreeOptions {
+        source_date_epoch: job.plan.source_date_epoch,
+        exclude: Vec::new(),
+        overlay_lowers: Some(lowers),
+    };
+    let entries = tree_entries(upper, &opts)?;
+    let count = entries.len();
+    let staged = artifact::staging_file(out, name)?;
+    let file = staged.as_file().try_clone()?;
+    crate::archive::cpio::write_newc_gz(
+        entries,
+        std::io::BufWriter::new(file),
+        job.plan.gzip_level,
+    )
+    .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+    .with_context(|| format!("cannot write {name}"))?;
+    let (size, sha256) = artifact::publish(out, name, staged.path())?;
+    let _ = staged.keep();
+    job.progress.done(format!(
+        "{name}: {count} entries, {:.1} MB",
+        size as f64 / 1e6
+    ));
+    Ok((size, sha256))
 }
 
 /// Packages the overlay installed or upgraded (from the dpkg status file the

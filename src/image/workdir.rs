@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::lock::{self, Claimed};
+use crate::flock::{self, Claimed};
 use crate::sys::{self, Sys};
 
 pub struct WorkDir<'a> {
@@ -25,7 +25,7 @@ impl<'a> WorkDir<'a> {
     ) -> anyhow::Result<WorkDir<'a>> {
         let base = out.join(".work");
         collect_stale(sys, &base);
-        let claim = lock::claim_dir(&base, &format!("{name}."))?;
+        let claim = flock::claim_dir(&base, &format!("{name}."))?;
         Ok(WorkDir {
             sys,
             path: claim.path.clone(),
@@ -59,7 +59,7 @@ impl Drop for WorkDir<'_> {
 /// Remove build dirs whose build is gone (their lock is free), and staged
 /// artifacts (`.NAME.XXXX.tmp` in the output dir) nobody is writing.
 pub fn collect_stale(sys: &dyn Sys, base: &Path) {
-    for dir in lock::stale(base, |_| true) {
+    for dir in flock::stale(base, |_| true) {
         tracing::info!(
             "removing build dir left by an interrupted build: {}",
             dir.display()
@@ -70,7 +70,7 @@ pub fn collect_stale(sys: &dyn Sys, base: &Path) {
         }
     }
     if let Some(out) = base.parent() {
-        for file in lock::stale(out, |n| n.starts_with('.') && n.ends_with(".tmp")) {
+        for file in flock::stale(out, |n| n.starts_with('.') && n.ends_with(".tmp")) {
             tracing::info!(
                 "removing a staged file left by an interrupted build: {}",
                 file.display()

@@ -11,17 +11,18 @@ pub mod busybox;
 pub mod dmsetup;
 pub mod firmware;
 pub mod inflate;
-pub mod kernel;
-pub mod kernel_image;
+pub mod kernel_package;
+pub mod kernel_source;
 pub mod keyutils;
 pub mod pack;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 pub use crate::config::initrd::{Compression, InitDefaults};
-pub use kernel::KernelSource;
+pub use kernel_source::KernelSource;
 
 use crate::apt::{AptSource, Fetcher};
 use crate::artifact::{self, Entry};
@@ -113,33 +114,6 @@ impl InitrdOptions {
     }
 }
 
-/// One source for every package of an initrd build, with the firmware
-/// component and its Contents index whatever `firmware:` says: a private
-/// apt whose source lines change drops its lists, under any other build on
-/// the same cache that is using them.
-fn private_apt(apt: &AptSource) -> AptSource {
-    let mut apt = apt.clone();
-    let component = firmware::COMPONENT.to_string();
-    if !apt.components.contains(&component) {
-        apt.components.push(component.clone());
-    }
-    apt.contents = vec![component];
-    apt
-}
-
-/// Fill the private apt's cache with what every initrd build of `apt`
-/// takes whatever its kernel (the package lists, busybox, dmsetup and
-/// libdeflate, fetched and unpacked), so that `play` can do it while the
-/// basefs is built; the build then finds them there. Under the cache's
-/// lock, as the build's own fetches are.
-pub fn prefetch(apt: &AptSource) -> anyhow::Result<()> {
-    let fetcher = Fetcher::new(&private_apt(apt))?;
-    busybox::fetch(&fetcher)?;
-    dmsetup::fetch(&fetcher)?;
-    inflate::fetch(&fetcher)?;
-    Ok(())
-}
-
 /// Build and publish `NAME.vmlinuz` and `NAME.initrd` (each with its
 /// `.sha256`) into `out_dir`; returns their manifest entries for the caller
 /// to `artifact::record`.
@@ -165,10 +139,9 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
     }
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
-    let apt = &private_apt(&opts.apt);
-    tracing::info!(source = ?opts.kernel, "step: locate kernel");
-    crate::timings::mark("initrd: locate kernel");
-    let at = kernel::Locate {
+    let apt = &with_firmware_component(&opts.apt);
+    step("locate kernel");
+    let at = kernel_source::Locate {
         source: &opts.kernel,
         basefs: opts.basefs.as_deref(),
         firmware: opts.firmware != firmware::Source::None,
@@ -176,111 +149,39 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
         image_package: opts.kernel_package.as_ref(),
         image_stash: Some(&opts.apt.cache_dir.join("debs")),
     };
-    let kernel = kernel::locate(&at, &|| Fetcher::new(apt))?;
-
-    tracing::info!(version = %kernel.version, "step: resolve modules");
-    crate::timings::mark("initrd: resolve modules");
+    let kernel = kernel_source::locate(&at, &|| Fetcher::new(apt))?;
+    tracing::info!(version = %kernel.version, "kernel located");
+    step("resolve modules");
     let order = resolve_modules(&kernel, &opts.modules)?;
-
-    tracing::info!("step: collect firmware");
-    crate::timings::mark("initrd: collect firmware");
-    let in_basefs = if opts.firmware != firmware::Source::None {
-        collect_firmware(&kernel, &order)?
-    } else {
-        Vec::new()
-    };
-    let firmware = firmware::complete(&order, in_basefs, opts.firmware, &|| Fetcher::new(apt))?;
-
-    tracing::info!("step: fetch busybox");
-    crate::timings::mark("initrd: fetch busybox");
-    let busybox = busybox::fetch(&Fetcher::new(apt)?)?;
-
-    tracing::info!("step: fetch dmsetup");
-    crate::timings::mark("initrd: fetch dmsetup");
-    let dmsetup = dmsetup::fetch(&Fetcher::new(apt)?)?;
-
-    tracing::info!("step: fetch libdeflate-gunzip");
-    crate::timings::mark("initrd: fetch libdeflate-gunzip");
-    let inflate = inflate::fetch(&Fetcher::new(apt)?)?;
-
-    tracing::info!("step: fetch keyctl");
-    crate::timings::mark("initrd: fetch keyctl");
-    let keyutils = keyutils::fetch(&Fetcher::new(apt)?)?;
-    let mut extra = inflate.files.clone();
-    extra.extend(keyutils.files.clone());
-    extra.extend(firmware.licenses.clone());
-
-    tracing::info!("step: render init");
-    crate::timings::mark("initrd: render init");
-    let init = pack::render_init(
-        &opts.init_template,
-        &opts.name,
-        &kernel.version,
-        &opts.defaults,
-    )?;
-    let init_sha = artifact::sha256_bytes(init.as_bytes());
-    let udhcpc = opts.init_template.with_file_name("udhcpc.script");
-    let udhcpc =
-        std::fs::read(&udhcpc).with_context(|| format!("cannot read {}", udhcpc.display()))?;
-    let scripts = pack::read_scripts(&opts.init_template)?;
-    let init_sha = artifact::sha256_bytes(&scripts.iter().fold(
-        init_sha.into_bytes(),
-        |mut all, (name, bytes)| {
-            all.extend_from_slice(name.as_bytes());
-            all.extend_from_slice(bytes);
-            all
-        },
-    ));
-
-    tracing::info!("step: pack initrd");
-    crate::timings::mark("initrd: pack initrd");
-    let entries = pack::entries(&pack::Contents {
-        kernel: &kernel,
-        modules: &order,
-        firmware: &firmware.files,
-        busybox: &busybox,
-        dmsetup: &dmsetup,
-        extra: &extra,
-        init: init.into_bytes(),
-        udhcpc,
-        scripts: &scripts,
-        mtime: opts.source_date_epoch,
-    })?;
+    let parts = Parts::fetch(opts, apt, &kernel, &order)?;
+    step("render init");
+    let init = InitFiles::read(opts, &kernel.version)?;
+    step("pack initrd");
     let initrd_file = format!("{}.initrd", opts.name);
-    let staged = artifact::staging_file(&opts.out_dir, &initrd_file)?;
-    pack::write(entries, staged.as_file(), &opts.compression)
-        .with_context(|| format!("cannot write {initrd_file}"))?;
     let vmlinuz_file = format!("{}.vmlinuz", opts.name);
+    let staged = pack_staged(opts, &initrd_file, &kernel, &order, &parts, &init)?;
     let staged_kernel = artifact::staging_file(&opts.out_dir, &vmlinuz_file)?;
     std::fs::copy(&kernel.vmlinuz, staged_kernel.path())
         .with_context(|| format!("cannot copy {}", kernel.vmlinuz.display()))?;
 
-    tracing::info!("step: publish");
-    crate::timings::mark("initrd: publish");
-    let module_names: Vec<String> = order.iter().map(|m| m.name.clone()).collect();
-    let mut packages = std::collections::BTreeMap::new();
-    if let Some((name, version)) = &kernel.package {
-        packages.insert(name.clone(), version.clone());
-    }
-    packages.insert(busybox::PACKAGE.to_string(), busybox.version.clone());
-    packages.extend(dmsetup.versions.clone());
-    packages.extend(inflate.versions.clone());
-    packages.extend(keyutils.versions.clone());
-    packages.extend(firmware.packages.clone());
+    step("publish");
+    let packages = parts.packages(&kernel);
     check(&packages)?;
     let (ksize, ksha) = artifact::publish(&opts.out_dir, &vmlinuz_file, &keep(staged_kernel)?)?;
     let (isize, isha) = artifact::publish(&opts.out_dir, &initrd_file, &keep(staged)?)?;
+    let module_names: Vec<String> = order.iter().map(|m| m.name.clone()).collect();
     let inputs_hash = artifact::sha256_bytes(
         format!(
-            "{ksha}\n{}\n{}\n{:?}\n{}\n{init_sha}\n{:?}\n{:?}\n{:?}\n{:?}\n",
+            "{ksha}\n{}\n{}\n{:?}\n{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n",
             kernel.version,
             module_names.join(","),
             opts.compression,
-            busybox.version,
-            dmsetup.versions,
-            inflate.versions,
-            keyutils.versions,
-            firmware.packages
+            parts.busybox.version,
+            init.sha,
+            parts.dmsetup.versions,
+            parts.inflate.versions,
+            parts.keyutils.versions,
+            parts.firmware.packages
         )
         .as_bytes(),
     );
@@ -312,10 +213,160 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
     ])
 }
 
+/// The initrd packed into a staged file in the output dir.
+fn pack_staged(
+    opts: &InitrdOptions,
+    initrd_file: &str,
+    kernel: &kernel_source::Kernel,
+    order: &[kmod::Module],
+    parts: &Parts,
+    init: &InitFiles,
+) -> anyhow::Result<artifact::Staged> {
+    let mut extra = parts.inflate.files.clone();
+    extra.extend(parts.keyutils.files.clone());
+    extra.extend(parts.firmware.licenses.clone());
+    let entries = pack::entries(&pack::Contents {
+        kernel,
+        modules: order,
+        firmware: &parts.firmware.files,
+        busybox: &parts.busybox,
+        dmsetup: &parts.dmsetup,
+        extra: &extra,
+        init: init.init.clone().into_bytes(),
+        udhcpc: init.udhcpc.clone(),
+        scripts: &init.scripts,
+        mtime: opts.source_date_epoch,
+    })?;
+    let staged = artifact::staging_file(&opts.out_dir, initrd_file)?;
+    pack::write(entries, staged.as_file(), &opts.compression)
+        .with_context(|| format!("cannot write {initrd_file}"))?;
+    Ok(staged)
+}
+
+/// One step of the build, logged and timed.
+fn step(name: &str) {
+    tracing::info!("step: {name}");
+    crate::timings::mark(&format!("initrd: {name}"));
+}
+
+/// One source for every package of the build, with the firmware component
+/// and its Contents index whatever `firmware:` says: a private apt whose
+/// source lines change drops its lists, under any other build on the same
+/// cache that is using them.
+fn with_firmware_component(apt: &AptSource) -> AptSource {
+    let mut apt = apt.clone();
+    let component = firmware::COMPONENT.to_string();
+    if !apt.components.contains(&component) {
+        apt.components.push(component.clone());
+    }
+    apt.contents = vec![component];
+    apt
+}
+
+/// Fill the private apt's cache with what every initrd build of `apt`
+/// takes whatever its kernel (the package lists, busybox, dmsetup,
+/// libdeflate and keyctl, fetched and unpacked), so that `play` can do it
+/// while the basefs is built; the build then finds them there. Under the
+/// cache's lock, as the build's own fetches are.
+pub fn prefetch(apt: &AptSource) -> anyhow::Result<()> {
+    let fetcher = Fetcher::new(&with_firmware_component(apt))?;
+    busybox::fetch(&fetcher)?;
+    dmsetup::fetch(&fetcher)?;
+    inflate::fetch(&fetcher)?;
+    keyutils::fetch(&fetcher)?;
+    Ok(())
+}
+
+/// What the initrd holds besides the kernel and its modules, each from
+/// its Debian package.
+struct Parts {
+    firmware: firmware::Collected,
+    busybox: busybox::Busybox,
+    dmsetup: dmsetup::DmSetup,
+    inflate: inflate::Inflate,
+    keyutils: keyutils::KeyUtils,
+}
+
+impl Parts {
+    fn fetch(
+        opts: &InitrdOptions,
+        apt: &AptSource,
+        kernel: &kernel_source::Kernel,
+        order: &[kmod::Module],
+    ) -> anyhow::Result<Parts> {
+        step("collect firmware");
+        let in_basefs = if opts.firmware != firmware::Source::None {
+            collect_firmware(kernel, order)?
+        } else {
+            Vec::new()
+        };
+        let firmware = firmware::complete(order, in_basefs, opts.firmware, &|| Fetcher::new(apt))?;
+        step("fetch busybox");
+        let busybox = busybox::fetch(&Fetcher::new(apt)?)?;
+        step("fetch dmsetup");
+        let dmsetup = dmsetup::fetch(&Fetcher::new(apt)?)?;
+        step("fetch libdeflate-gunzip");
+        let inflate = inflate::fetch(&Fetcher::new(apt)?)?;
+        step("fetch keyctl");
+        let keyutils = keyutils::fetch(&Fetcher::new(apt)?)?;
+        Ok(Parts {
+            firmware,
+            busybox,
+            dmsetup,
+            inflate,
+            keyutils,
+        })
+    }
+
+    /// Every package the initrd is made of (name → version).
+    fn packages(&self, kernel: &kernel_source::Kernel) -> BTreeMap<String, String> {
+        let mut packages = BTreeMap::new();
+        if let Some((name, version)) = &kernel.package {
+            packages.insert(name.clone(), version.clone());
+        }
+        packages.insert(busybox::PACKAGE.to_string(), self.busybox.version.clone());
+        packages.extend(self.dmsetup.versions.clone());
+        packages.extend(self.inflate.versions.clone());
+        packages.extend(self.keyutils.versions.clone());
+        packages.extend(self.firmware.packages.clone());
+        packages
+    }
+}
+
+/// The init and the files it reads, and their combined sha256.
+struct InitFiles {
+    init: String,
+    udhcpc: Vec<u8>,
+    scripts: Vec<(String, Vec<u8>)>,
+    sha: String,
+}
+
+impl InitFiles {
+    fn read(opts: &InitrdOptions, version: &str) -> anyhow::Result<InitFiles> {
+        let init = pack::render_init(&opts.init_template, &opts.name, version, &opts.defaults)?;
+        let udhcpc = opts.init_template.with_file_name("udhcpc.script");
+        let udhcpc =
+            std::fs::read(&udhcpc).with_context(|| format!("cannot read {}", udhcpc.display()))?;
+        let scripts = pack::read_scripts(&opts.init_template)?;
+        let mut all = artifact::sha256_bytes(init.as_bytes()).into_bytes();
+        for (name, bytes) in &scripts {
+            all.extend_from_slice(name.as_bytes());
+            all.extend_from_slice(bytes);
+        }
+        let sha = artifact::sha256_bytes(&all);
+        Ok(InitFiles {
+            init,
+            udhcpc,
+            scripts,
+            sha,
+        })
+    }
+}
+
 /// The modules' dependency closure in load order (from a squashfs basefs,
 /// only the files needed are extracted).
 fn resolve_modules(
-    kernel: &kernel::Kernel,
+    kernel: &kernel_source::Kernel,
     wanted: &[String],
 ) -> anyhow::Result<Vec<kmod::Module>> {
     let Some(lazy) = &kernel.lazy else {
@@ -347,7 +398,7 @@ fn resolve_modules(
 
 /// The firmware files the modules declare that the kernel tree has.
 fn collect_firmware(
-    kernel: &kernel::Kernel,
+    kernel: &kernel_source::Kernel,
     order: &[kmod::Module],
 ) -> anyhow::Result<Vec<pack::Firmware>> {
     if let Some(lazy) = &kernel.lazy {

@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use super::busybox::{self, Busybox};
 use super::dmsetup::DmSetup;
-use super::kernel::Kernel;
+use super::kernel_source::Kernel;
 use crate::archive::cpio::{self, Entry, EntryKind};
 pub use crate::config::initrd::Compression;
 use crate::config::initrd::InitDefaults;
@@ -127,10 +127,44 @@ pub struct Contents<'a> {
     pub mtime: u64,
 }
 
+/// Name → (kind, mode) of the entries being gathered.
+type Files = BTreeMap<String, (EntryKind, u32)>;
+
 /// The archive's entries, sorted by path, parents before children, every
 /// mtime = `mtime`.
 pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
-    let mut files: BTreeMap<String, (EntryKind, u32)> = BTreeMap::new();
+    let mut files = skeleton();
+    add_programs(&mut files, c);
+    add_modules(&mut files, c)?;
+    // Every parent directory exists as an entry of its own.
+    let parents: Vec<String> = files
+        .keys()
+        .flat_map(|p| {
+            let parts: Vec<&str> = p.split('/').collect();
+            (1..parts.len())
+                .map(move |i| parts[..i].join("/"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for p in parents {
+        files.entry(p).or_insert((EntryKind::Dir, 0o755));
+    }
+    Ok(files
+        .into_iter()
+        .map(|(path, (kind, mode))| Entry {
+            path,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: c.mtime,
+        })
+        .collect())
+}
+
+/// The directories and device nodes every initrd has.
+fn skeleton() -> Files {
+    let mut files = Files::new();
     for dir in [
         "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "run", "tmp", "newroot",
         "root", "etc", "mnt",
@@ -146,6 +180,12 @@ pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
         "dev/null".into(),
         (EntryKind::CharDev { major: 1, minor: 3 }, 0o666),
     );
+    files
+}
+
+/// The init and its scripts, busybox and its applets, dmsetup, and the
+/// other files by initrd path.
+fn add_programs(files: &mut Files, c: &Contents) {
     files.insert("init".into(), (EntryKind::Data(c.init.clone()), 0o755));
     files.insert(
         "usr/share/udhcpc/default.script".into(),
@@ -185,6 +225,11 @@ pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
         };
         files.insert(path.clone(), (EntryKind::File(source.clone()), mode));
     }
+}
+
+/// The modules under `lib/modules/VERSION` (decompressed), in load order
+/// in `modules.order`, and their firmware.
+fn add_modules(files: &mut Files, c: &Contents) -> anyhow::Result<()> {
     let kdir = format!("lib/modules/{}", c.kernel.version);
     let mut order = String::new();
     for m in c.modules {
@@ -205,30 +250,7 @@ pub fn entries(c: &Contents) -> anyhow::Result<Vec<Entry>> {
             (EntryKind::File(fw.source.clone()), 0o644),
         );
     }
-    // Every parent directory exists as an entry of its own.
-    let parents: Vec<String> = files
-        .keys()
-        .flat_map(|p| {
-            let parts: Vec<&str> = p.split('/').collect();
-            (1..parts.len())
-                .map(move |i| parts[..i].join("/"))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for p in parents {
-        files.entry(p).or_insert((EntryKind::Dir, 0o755));
-    }
-    Ok(files
-        .into_iter()
-        .map(|(path, (kind, mode))| Entry {
-            path,
-            kind,
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime: c.mtime,
-        })
-        .collect())
+    Ok(())
 }
 
 /// Write the entries as a compressed newc archive.

@@ -99,10 +99,10 @@ fn local_repo(debs: &[(String, PathBuf)], repos: &Path) -> anyhow::Result<PathBu
     if dir.join("Release").is_file() {
         return Ok(dir);
     }
-    for stale in crate::lock::stale(repos, |n| n.starts_with(".new.")) {
+    for stale in crate::flock::stale(repos, |n| n.starts_with(".new.")) {
         let _ = fs::remove_dir_all(stale);
     }
-    let staging = crate::lock::claim_dir(repos, ".new.")?;
+    let staging = crate::flock::claim_dir(repos, ".new.")?;
     let mut packages = String::new();
     for (name, deb) in debs {
         let file = deb
@@ -137,7 +137,7 @@ fn local_repo(debs: &[(String, PathBuf)], repos: &Path) -> anyhow::Result<PathBu
         packages.len()
     );
     fs::write(staging.path.join("Release"), release)?;
-    let _ = fs::remove_file(staging.path.join(crate::lock::DIR_LOCK));
+    let _ = fs::remove_file(staging.path.join(crate::flock::DIR_LOCK));
     if fs::rename(&staging.path, &dir).is_err() && !dir.join("Release").is_file() {
         anyhow::bail!("cannot create the local repository {}", dir.display());
     }

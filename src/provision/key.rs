@@ -33,14 +33,14 @@ impl Prepared<'_> {
                 serde_json::to_vec(&without_names(&item.rendered)).map_err(|e| fail(e.into()))?,
             );
             if let Some(c) = &item.task.copy {
-                let src = super::files::source(self.role, "files", &c.src).map_err(fail)?;
+                let src = super::file_tasks::source(self.role, "files", &c.src).map_err(fail)?;
                 for (rel, hash) in crate::artifact::inputs::tree_hashes(&src).map_err(fail)? {
                     h.update(format!("\nfile {rel} {hash}").as_bytes());
                 }
             }
             if let Some(c) = &item.task.template {
                 let (_, text) =
-                    super::files::render_template(self.role, t, c, &item.ctx).map_err(fail)?;
+                    super::file_tasks::render_template(self.role, t, c, &item.ctx).map_err(fail)?;
                 h.update(b"\ntemplate ");
                 h.update(text.as_bytes());
             }

@@ -42,7 +42,7 @@ impl Store {
         let dir = cache_dir.join(LAYERS);
         fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the layer store {}", dir.display()))?;
-        for stale in crate::lock::stale(&dir, |n| n.starts_with(".new.")) {
+        for stale in crate::flock::stale(&dir, |n| n.starts_with(".new.")) {
             tracing::info!(
                 "removing a layer left half-written by an interrupted build: {}",
                 stale.display()
@@ -58,7 +58,7 @@ impl Store {
         if !entry.join(TREE).is_dir() {
             return Ok(None);
         }
-        let held = crate::lock::shared(&self.dir, &format!("{key}.lock"))?;
+        let held = crate::flock::shared(&self.dir, &format!("{key}.lock"))?;
         // Pruned while we waited for the lock?
         if !entry.join(TREE).is_dir() {
             return Ok(None);
@@ -75,7 +75,7 @@ impl Store {
     /// `info` says what made it. When another build stored the same key
     /// first, that layer is used and `upper` is dropped.
     pub fn put(&self, key: &str, upper: &Path, info: &str) -> anyhow::Result<Layer> {
-        let staging = crate::lock::claim_dir(&self.dir, ".new.")?;
+        let staging = crate::flock::claim_dir(&self.dir, ".new.")?;
         let tree = staging.path.join(TREE);
         if fs::rename(upper, &tree).is_err() {
             // Another filesystem: copy, keeping owners, modes, times, xattrs.
@@ -169,8 +169,8 @@ mod tests {
         drop(layer);
         assert!(store.get("k1").unwrap().is_some());
         // A staging dir of a killed build is removed; a held one is not.
-        let held = crate::lock::claim_dir(&dir.path().join(LAYERS), ".new.").unwrap();
-        let dead = crate::lock::claim_dir(&dir.path().join(LAYERS), ".new.").unwrap();
+        let held = crate::flock::claim_dir(&dir.path().join(LAYERS), ".new.").unwrap();
+        let dead = crate::flock::claim_dir(&dir.path().join(LAYERS), ".new.").unwrap();
         let dead_path = dead.path.clone();
         drop(dead);
         Store::open(dir.path()).unwrap();

@@ -7,7 +7,7 @@
 //! exit status and the last lines of its output.
 
 pub mod chroot;
-mod files;
+mod file_tasks;
 mod key;
 pub mod layers;
 pub mod paths;
@@ -326,10 +326,10 @@ fn dispatch(run: &Run, task: &Task) -> anyhow::Result<()> {
     use task::Module;
     match task.modules().first() {
         Some(Module::Apt(a)) => system::apt(run, a),
-        Some(Module::Copy(c)) => files::copy(run, c),
-        Some(Module::Template(c)) => files::template(run, c),
-        Some(Module::File(f)) => files::file(run, f),
-        Some(Module::LineInFile(l)) => files::lineinfile(run, l),
+        Some(Module::Copy(c)) => file_tasks::copy(run, c),
+        Some(Module::Template(c)) => file_tasks::template(run, c),
+        Some(Module::File(f)) => file_tasks::file(run, f),
+        Some(Module::LineInFile(l)) => file_tasks::lineinfile(run, l),
         Some(Module::Shell(s)) => system::shell(run, s),
         Some(Module::Command(c)) => system::command(run, c),
         Some(Module::User(u)) => system::user(run, u),

@@ -76,7 +76,7 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
         return Ok(());
     }
     // Builds share the package cache (bind-mounted here): one apt at a time.
-    let _lock = crate::lock::package_cache(&run.root.join("var/cache/apt/archives"))?;
+    let _lock = crate::flock::package_cache(&run.root.join("var/cache/apt/archives"))?;
     let dpkg_opts = [
         "-o",
         "Dpkg::Options::=--force-confdef",

@@ -15,10 +15,10 @@ use std::path::Path;
 use http::header::{ACCEPT_RANGES, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, ETAG};
 use http::request::Parts;
 
-use super::files::{Opened, PathError, Root};
 use super::nodes;
 use super::range::{self, ByteRange};
 use super::reply::{header, query_param, Body, Reply};
+use super::served_dir::{Opened, PathError, Root};
 use super::state::State;
 use crate::artifact::{objects, Manifest};
 

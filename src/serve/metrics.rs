@@ -125,128 +125,68 @@ impl Metrics {
             .unwrap_or_default()
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition: every row of [`METRICS`].
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
+        for (name, kind, help, lines) in METRICS {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in lines {
+            for (labels, value) in lines(self) {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
-        };
-        let by_status = self
-            .http_by_status
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
-        let mut lines: Vec<_> = by_status
-            .iter()
-            .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.to_string()))
-            .collect();
+        }
+        out
+    }
+}
+
+/// A metric: name, type, help, and its lines (labels, value).
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Metrics) -> Vec<(String, String)>,
+);
+
+/// Every metric `/metrics` shows, in order.
+#[rustfmt::skip]
+const METRICS: &[Row] = &[
+    ("mkimage_http_requests_total", "counter", "HTTP requests answered, by status.", |m| {
+        let mut lines = labeled(&m.http_by_status, "status");
         if lines.is_empty() {
             lines.push(("{status=\"200\"}".into(), "0".into()));
         }
-        metric(
-            "mkimage_http_requests_total",
-            "counter",
-            "HTTP requests answered, by status.",
-            lines,
-        );
-        let by_kind = self
-            .artifact_downloads
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
-        let lines = by_kind
-            .iter()
-            .map(|(k, n)| (format!("{{kind=\"{k}\"}}"), n.to_string()))
-            .collect();
-        metric(
-            "mkimage_artifact_downloads_total",
-            "counter",
-            "Whole-artifact GETs of content-addressed URLs, by kind (what a cache in front saves).",
-            lines,
-        );
-        let one = |v: String| vec![(String::new(), v)];
-        metric(
-            "mkimage_http_sent_bytes_total",
-            "counter",
-            "HTTP body bytes sent.",
-            one(self.http_bytes.load(Relaxed).to_string()),
-        );
-        metric(
-            "mkimage_http_errors_total",
-            "counter",
-            "HTTP responses cut short by an I/O error.",
-            one(self.http_errors.load(Relaxed).to_string()),
-        );
-        metric(
-            "mkimage_http_active_downloads",
-            "gauge",
-            "File downloads in progress over HTTP.",
-            one(self.active_downloads.load(Relaxed).to_string()),
-        );
-        metric(
-            "mkimage_http_zero_copy_responses_total",
-            "counter",
-            "File bodies sent with sendfile.",
-            one(self.zero_copy.load(Relaxed).to_string()),
-        );
-        metric(
-            "mkimage_ipxe_scripts_total",
-            "counter",
-            "iPXE boot scripts served.",
-            one(self.scripts.load(Relaxed).to_string()),
-        );
-        let retries = self.retry_scripts.load(Relaxed).to_string();
-        metric("mkimage_ipxe_retry_scripts_total", "counter", "Retry scripts served because no boot script could be made (nothing built yet, a profile naming a missing artifact).", one(retries));
-        let dropped = self.objects_dropped.load(Relaxed).to_string();
-        metric(
-            "mkimage_objects_dropped_total",
-            "counter",
-            "Superseded content-addressed objects dropped after the grace period.",
-            one(dropped),
-        );
-        metric(
-            "mkimage_tftp_transfers_total",
-            "counter",
-            "TFTP read requests answered.",
-            one(self.tftp_transfers.load(Relaxed).to_string()),
-        );
-        metric(
-            "mkimage_tftp_sent_bytes_total",
-            "counter",
-            "TFTP data bytes sent.",
-            one(self.tftp_bytes.load(Relaxed).to_string()),
-        );
-        metric(
-            "mkimage_tftp_errors_total",
-            "counter",
-            "TFTP transfers that failed or were refused.",
-            one(self.tftp_errors.load(Relaxed).to_string()),
-        );
-        metric(
-            "mkimage_tftp_active_transfers",
-            "gauge",
-            "TFTP transfers in progress.",
-            one(self.active_tftp.load(Relaxed).to_string()),
-        );
-        metric(
-            "mkimage_dhcp_replies_total",
-            "counter",
-            "proxyDHCP replies sent, by client kind.",
-            labeled(&self.dhcp_replies, "client"),
-        );
-        metric(
-            "mkimage_dhcp_dropped_total",
-            "counter",
-            "Malformed packets the proxyDHCP dropped, by reason.",
-            labeled(&self.dhcp_drops, "reason"),
-        );
-        let ignored = self.dhcp_ignored_count.load(Relaxed).to_string();
-        metric("mkimage_dhcp_ignored_total", "counter", "DHCP requests the proxyDHCP left to others (not PXE, other architectures, the site's exchange).", one(ignored));
-        out
-    }
+        lines
+    }),
+    ("mkimage_artifact_downloads_total", "counter", "Whole-artifact GETs of content-addressed URLs, by kind (what a cache in front saves).", |m| labeled(&m.artifact_downloads, "kind")),
+    ("mkimage_http_sent_bytes_total", "counter", "HTTP body bytes sent.", |m| one(&m.http_bytes)),
+    ("mkimage_http_errors_total", "counter", "HTTP responses cut short by an I/O error.", |m| one(&m.http_errors)),
+    ("mkimage_http_active_downloads", "gauge", "File downloads in progress over HTTP.", |m| vec![(String::new(), m.active_downloads.load(Relaxed).to_string())]),
+    ("mkimage_http_zero_copy_responses_total", "counter", "File bodies sent with sendfile.", |m| one(&m.zero_copy)),
+    ("mkimage_ipxe_scripts_total", "counter", "iPXE boot scripts served.", |m| one(&m.scripts)),
+    ("mkimage_ipxe_retry_scripts_total", "counter", "Retry scripts served because no boot script could be made (nothing built yet, a profile naming a missing artifact).", |m| one(&m.retry_scripts)),
+    ("mkimage_objects_dropped_total", "counter", "Superseded content-addressed objects dropped after the grace period.", |m| one(&m.objects_dropped)),
+    ("mkimage_tftp_transfers_total", "counter", "TFTP read requests answered.", |m| one(&m.tftp_transfers)),
+    ("mkimage_tftp_sent_bytes_total", "counter", "TFTP data bytes sent.", |m| one(&m.tftp_bytes)),
+    ("mkimage_tftp_errors_total", "counter", "TFTP transfers that failed or were refused.", |m| one(&m.tftp_errors)),
+    ("mkimage_tftp_active_transfers", "gauge", "TFTP transfers in progress.", |m| vec![(String::new(), m.active_tftp.load(Relaxed).to_string())]),
+    ("mkimage_dhcp_replies_total", "counter", "proxyDHCP replies sent, by client kind.", |m| labeled(&m.dhcp_replies, "client")),
+    ("mkimage_dhcp_dropped_total", "counter", "Malformed packets the proxyDHCP dropped, by reason.", |m| labeled(&m.dhcp_drops, "reason")),
+    ("mkimage_dhcp_ignored_total", "counter", "DHCP requests the proxyDHCP left to others (not PXE, other architectures, the site's exchange).", |m| one(&m.dhcp_ignored_count)),
+];
+
+/// An unlabeled counter's one line.
+fn one(counter: &AtomicU64) -> Vec<(String, String)> {
+    vec![(String::new(), counter.load(Relaxed).to_string())]
+}
+
+/// A map's lines, one per key as `{label="KEY"}`.
+fn labeled<K: std::fmt::Display + Clone + Ord>(
+    map: &Mutex<BTreeMap<K, u64>>,
+    label: &str,
+) -> Vec<(String, String)> {
+    let map = map.lock().map(|m| m.clone()).unwrap_or_default();
+    map.iter()
+        .map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n.to_string()))
+        .collect()
 }
 
 fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
@@ -256,13 +196,6 @@ fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
 }
 
 /// `{LABEL="key"} count` lines of a labelled counter (none yet: no lines).
-fn labeled(map: &Mutex<BTreeMap<&'static str, u64>>, label: &str) -> Vec<(String, String)> {
-    let map = map.lock().map(|m| m.clone()).unwrap_or_default();
-    map.iter()
-        .map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n.to_string()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,6 @@ pub mod admin;
 pub mod cmdline;
 pub mod dhcp;
 mod download;
-pub mod files;
 #[cfg(test)]
 mod fuzz;
 pub mod grub;
@@ -40,6 +39,7 @@ mod reply;
 mod router;
 mod script;
 mod secure_tftp;
+pub mod served_dir;
 pub mod servers;
 mod state;
 pub mod tftp;
@@ -70,7 +70,7 @@ const BLOCKING_THREADS: usize = 16;
 const BACKLOG: u32 = 4096;
 
 pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
-    let root = files::Root::new(&opts.dir).map_err(|e| {
+    let root = served_dir::Root::new(&opts.dir).map_err(|e| {
         UsageError(format!(
             "--dir {}: {e} (build something first, or pass --dir)",
             opts.dir.display()
@@ -137,29 +137,16 @@ pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
 
 async fn serve(
     opts: &ServeOptions,
-    root: files::Root,
+    root: served_dir::Root,
     boot_config: Option<PathBuf>,
     scripts: ipxe::Scripts,
     trust: Trust,
 ) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let listener = bind_http(&opts.http)?;
+    let (listener, tftp, proxy) = bind(opts).await?;
     let local_addr = listener.local_addr()?;
-    let tftp = match &opts.tftp {
-        Some(addr) => {
-            let socket = UdpSocket::bind(addr).await.with_context(|| {
-                format!("cannot listen on {addr} (TFTP; --tftp off disables it)")
-            })?;
-            Some(socket)
-        }
-        None => None,
-    };
-    let proxy = match &opts.proxy_dhcp {
-        Some(iface) => Some(dhcp::Listener::bind(iface).map_err(|e| UsageError(e.to_string()))?),
-        None => None,
-    };
-    let ipxe = files::Root::system(&opts.ipxe_dir)
+    let ipxe = served_dir::Root::system(&opts.ipxe_dir)
         .map_err(|e| {
             tracing::warn!(
                 "--ipxe-dir {}: {e}; only --dir is served",
@@ -170,7 +157,7 @@ async fn serve(
     let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(state::State {
         root: root.clone(),
-        sha: files::ShaCache::default(),
+        sha: served_dir::ShaCache::default(),
         ipxe: ipxe.clone(),
         metrics: metrics.clone(),
         scripts,
@@ -207,43 +194,13 @@ async fn serve(
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening http {local_addr}");
     if let Some(socket) = tftp {
-        let addr = socket.local_addr()?;
-        let _ = writeln!(out, "listening tftp {addr}");
         let roots = [Some(root.clone()), ipxe].into_iter().flatten().collect();
-        let dynamic = (opts.uefi_boot == UefiBoot::Shim).then(|| {
-            let ip = match (&proxy, addr.ip()) {
-                (Some(p), _) => p.server(),
-                (None, std::net::IpAddr::V4(ip)) => ip,
-                (None, _) => std::net::Ipv4Addr::UNSPECIFIED,
-            };
-            let base = dhcp::base_url(opts.public_url.as_deref(), local_addr, ip);
-            secure_tftp::files(state.clone(), base)
-        });
-        tasks.spawn(tftp::serve(
-            socket,
-            Arc::new(tftp::Sources { roots, dynamic }),
-            metrics.clone(),
-            stopped.clone(),
-        ));
+        let tftp = tftp_server(opts, &state, socket, roots, proxy.as_ref(), &stopped)?;
+        tasks.spawn(tftp);
     }
     if let Some(proxy) = proxy {
-        let _ = writeln!(
-            out,
-            "listening proxy-dhcp {} {}",
-            proxy.iface(),
-            proxy.server()
-        );
-        let base = dhcp::base_url(opts.public_url.as_deref(), local_addr, proxy.server());
-        let efi_file = match opts.uefi_boot {
-            UefiBoot::Ipxe => dhcp::EFI_FILE,
-            UefiBoot::Shim => crate::secureboot::SHIM_NAME,
-        };
-        tasks.spawn(dhcp::serve(
-            proxy,
-            base,
-            efi_file.to_string(),
-            metrics.clone(),
-            stopped.clone(),
+        tasks.spawn(proxy_dhcp_server(
+            opts, local_addr, proxy, &metrics, &stopped,
         ));
     }
     let _ = out.flush();
@@ -261,6 +218,79 @@ async fn serve(
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The HTTP listener, and the TFTP and proxyDHCP sockets the options ask for.
+async fn bind(
+    opts: &ServeOptions,
+) -> anyhow::Result<(TcpListener, Option<UdpSocket>, Option<dhcp::Listener>)> {
+    let listener = bind_http(&opts.http)?;
+    let tftp =
+        match &opts.tftp {
+            Some(addr) => Some(UdpSocket::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (TFTP; --tftp off disables it)")
+            })?),
+            None => None,
+        };
+    let proxy = match &opts.proxy_dhcp {
+        Some(iface) => Some(dhcp::Listener::bind(iface).map_err(|e| UsageError(e.to_string()))?),
+        None => None,
+    };
+    Ok((listener, tftp, proxy))
+}
+
+/// The TFTP server on `socket` (announced on stdout): `roots`, and with
+/// `--uefi-boot shim` the Secure Boot chain's files made per request.
+fn tftp_server(
+    opts: &ServeOptions,
+    state: &Arc<state::State>,
+    socket: UdpSocket,
+    roots: Vec<served_dir::Root>,
+    proxy: Option<&dhcp::Listener>,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let addr = socket.local_addr()?;
+    let _ = writeln!(std::io::stdout(), "listening tftp {addr}");
+    let dynamic = (opts.uefi_boot == UefiBoot::Shim).then(|| {
+        let ip = match (proxy, addr.ip()) {
+            (Some(p), _) => p.server(),
+            (None, std::net::IpAddr::V4(ip)) => ip,
+            (None, _) => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let base = dhcp::base_url(opts.public_url.as_deref(), state.local_addr, ip);
+        secure_tftp::files(state.clone(), base)
+    });
+    Ok(tftp::serve(
+        socket,
+        Arc::new(tftp::Sources { roots, dynamic }),
+        state.metrics.clone(),
+        stopped.clone(),
+    ))
+}
+
+/// The proxyDHCP on its interface (announced on stdout): iPXE, or with
+/// `--uefi-boot shim` shim for UEFI PXE clients.
+fn proxy_dhcp_server(
+    opts: &ServeOptions,
+    local_addr: std::net::SocketAddr,
+    proxy: dhcp::Listener,
+    metrics: &Arc<metrics::Metrics>,
+    stopped: &watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
+    let (iface, server) = (proxy.iface(), proxy.server());
+    let _ = writeln!(std::io::stdout(), "listening proxy-dhcp {iface} {server}");
+    let base = dhcp::base_url(opts.public_url.as_deref(), local_addr, proxy.server());
+    let efi_file = match opts.uefi_boot {
+        UefiBoot::Ipxe => dhcp::EFI_FILE,
+        UefiBoot::Shim => crate::secureboot::SHIM_NAME,
+    };
+    dhcp::serve(
+        proxy,
+        base,
+        efi_file.to_string(),
+        metrics.clone(),
+        stopped.clone(),
+    )
 }
 
 /// Who the server trusts: the admin token, the proxies.

@@ -67,9 +67,10 @@ pub struct Request {
 
 /// The dispatcher at the tree's root: relative URLs, resolved by iPXE
 /// against this script's own URL.
-const DISPATCHER: &str = "#!ipxe\n\
-# Written by `mkimage publish`: this machine's own script, else the default.\n\
-chain --replace boot/${netX/mac:hexhyp}.ipxe || chain --replace default.ipxe || shell\n";
+const DISPATCHER: &str = include_str!("../../ipxe/dispatcher.ipxe.j2");
+
+/// The server block written as `OUT/nginx.conf`.
+const NGINX_CONF: &str = include_str!("../../nginx/publish.conf.j2");
 
 /// Marks an object dir that no script of the tree names; its mtime is
 /// when a publish first found it so.
@@ -108,55 +109,12 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
         .as_ref()
         .and_then(|c| c.console.clone())
         .unwrap_or_else(|| DEFAULT_CONSOLE.to_string());
-    let macs: BTreeSet<String> = config
-        .iter()
-        .flat_map(|c| {
-            c.profiles
-                .iter()
-                .flat_map(|p| p.macs.iter())
-                .chain(c.hosts.keys())
-                .cloned()
-                .chain(c.nodes.values().filter_map(|n| normalize_mac(&n.mac)))
-        })
-        .collect();
-
     let default =
         for_machine(config.as_ref(), None, &manifest).context("publish: the default profile")?;
-    let mut machines = Vec::new();
-    let node_overlays = identity::Cache::default();
-    let mut personal = Vec::new();
-    for mac in &macs {
-        let mut resolved = for_machine(config.as_ref(), Some(mac), &manifest)
-            .with_context(|| format!("publish: machine {mac}"))?;
-        if let (Some(c), Some(path)) = (&config, &req.boot_config) {
-            let made = identity::personalize(&mut resolved, &node_overlays, c, path, mac, &base)
-                .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
-            personal.extend(made.map(|art| (mac.clone(), art.sha256)));
-        }
-        machines.push((mac.clone(), resolved));
-    }
-    fs::create_dir_all(&req.out).with_context(|| format!("cannot create {}", req.out.display()))?;
-    // Node overlays, each at the path its machine's script names.
-    for (mac, sha) in &personal {
-        if let Some(bytes) = node_overlays.get(mac, sha) {
-            let dir = req.out.join(format!("node/{mac}/{sha}"));
-            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            write_atomic(&dir, identity::FILE, |f| f.write_all(&bytes))?;
-        }
-    }
-
+    let machines = machines(req, config.as_ref(), &manifest, &base)?;
     // Artifacts first, so no script names an object not yet in place.
-    let mut done = BTreeSet::new();
-    for resolved in std::iter::once(&default).chain(machines.iter().map(|(_, r)| r)) {
-        for art in [&resolved.kernel, &resolved.initrd, &resolved.basefs]
-            .into_iter()
-            .chain(&resolved.overlays)
-        {
-            if art.remote.is_none() && done.insert((art.sha256.clone(), art.file.clone())) {
-                place(&req.dir, &req.out, &art.file, &art.sha256)?;
-            }
-        }
-    }
+    let resolved = std::iter::once(&default).chain(machines.iter().map(|(_, r)| r));
+    let mut done = place_artifacts(req, resolved)?;
     let servers = config
         .as_ref()
         .map(|c| c.servers.clone())
@@ -185,8 +143,9 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     }
     let script = render(&default, None)?;
     write_atomic(&req.out, "default.ipxe", |f| f.write_all(script.as_bytes()))?;
+    let dispatcher = render_builtin(DISPATCHER, minijinja::context! {})?;
     write_atomic(&req.out, "boot.ipxe", |f| {
-        f.write_all(DISPATCHER.as_bytes())
+        f.write_all(dispatcher.as_bytes())
     })?;
     if req.secure_boot {
         secure::write_grub(&tree, &default, &machines)?;
@@ -194,7 +153,7 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     if keys.is_some() {
         secure::link_ukis(&req.out, &ukis)?;
     }
-    let conf = nginx_conf(&req.out, &base);
+    let conf = nginx_conf(&req.out, &base)?;
     write_atomic(&req.out, "nginx.conf", |f| f.write_all(conf.as_bytes()))?;
 
     let named: BTreeSet<String> = machines.iter().map(|(mac, _)| script_name(mac)).collect();
@@ -209,6 +168,76 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
         dropped,
         ukis,
     })
+}
+
+/// Each machine the boot config names, resolved, and its node overlay
+/// written into the tree (at the path its script names).
+fn machines(
+    req: &Request,
+    config: Option<&BootConfig>,
+    manifest: &Manifest,
+    base: &str,
+) -> anyhow::Result<Vec<(String, Resolved)>> {
+    let macs = named_macs(config);
+    let mut machines = Vec::new();
+    let node_overlays = identity::Cache::default();
+    let mut personal = Vec::new();
+    for mac in &macs {
+        let mut resolved = for_machine(config, Some(mac), manifest)
+            .with_context(|| format!("publish: machine {mac}"))?;
+        if let (Some(c), Some(path)) = (config, &req.boot_config) {
+            let made = identity::personalize(&mut resolved, &node_overlays, c, path, mac, base)
+                .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+            personal.extend(made.map(|art| (mac.clone(), art.sha256)));
+        }
+        machines.push((mac.clone(), resolved));
+    }
+    fs::create_dir_all(&req.out).with_context(|| format!("cannot create {}", req.out.display()))?;
+    // Node overlays, each at the path its machine's script names.
+    for (mac, sha) in &personal {
+        if let Some(bytes) = node_overlays.get(mac, sha) {
+            let dir = req.out.join(format!("node/{mac}/{sha}"));
+            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            write_atomic(&dir, identity::FILE, |f| f.write_all(&bytes))?;
+        }
+    }
+    Ok(machines)
+}
+
+/// Every MAC the boot config names: `macs:`, `hosts:` and the inventory's
+/// `nodes:`.
+fn named_macs(config: Option<&BootConfig>) -> BTreeSet<String> {
+    config
+        .iter()
+        .flat_map(|c| {
+            c.profiles
+                .iter()
+                .flat_map(|p| p.macs.iter())
+                .chain(c.hosts.keys())
+                .cloned()
+                .chain(c.nodes.values().filter_map(|n| normalize_mac(&n.mac)))
+        })
+        .collect()
+}
+
+/// Place every local artifact the profiles name in the tree, once each;
+/// returns them as (sha256, file).
+fn place_artifacts<'a>(
+    req: &Request,
+    profiles: impl Iterator<Item = &'a Resolved>,
+) -> anyhow::Result<BTreeSet<(String, String)>> {
+    let mut done = BTreeSet::new();
+    for resolved in profiles {
+        for art in [&resolved.kernel, &resolved.initrd, &resolved.basefs]
+            .into_iter()
+            .chain(&resolved.overlays)
+        {
+            if art.remote.is_none() && done.insert((art.sha256.clone(), art.file.clone())) {
+                place(&req.dir, &req.out, &art.file, &art.sha256)?;
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// Build and sign each profile's UKI and place it in the tree by content
@@ -270,44 +299,43 @@ fn remove_scripts_except(boot: &Path, keep: &BTreeSet<String>) -> anyhow::Result
 }
 
 /// Mark the object dirs under `objects` that `live` does not name, unmark
-/// the ones it names again, and remove those marked longer than `grace`.
-/// Returns (still kept as superseded, removed).
+/// the ones it names again, and remove those marked longer than `grace`
+/// (`artifact::grace`). Returns (still kept as superseded, removed).
 fn prune_objects(
     objects: &Path,
     live: &BTreeSet<&str>,
     grace: Duration,
 ) -> anyhow::Result<(usize, usize)> {
-    let (mut kept, mut removed) = (0, 0);
-    for entry in fs::read_dir(objects)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !objects::is_sha256(&name) || !entry.path().is_dir() {
-            continue;
-        }
-        let marker = entry.path().join(SUPERSEDED);
-        if live.contains(name.as_str()) {
-            let _ = fs::remove_file(&marker);
-            continue;
-        }
-        let since = fs::metadata(&marker).and_then(|m| m.modified());
-        match since {
-            Ok(t) if SystemTime::now().duration_since(t).unwrap_or_default() >= grace => {
-                fs::remove_dir_all(entry.path())
-                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
-                removed += 1;
-            }
-            Ok(_) => kept += 1,
-            Err(_) => {
-                fs::File::create(&marker)
-                    .with_context(|| format!("cannot create {}", marker.display()))?;
-                kept += 1;
-            }
+    let swept = crate::artifact::grace::sweep(objects, &|n| live.contains(n), grace, &mut Marked)?;
+    Ok((swept.kept.len(), swept.dropped.len()))
+}
+
+/// A published tree's superseded object dirs: marked by a file whose mtime
+/// says since when.
+struct Marked;
+
+impl crate::artifact::grace::Superseded for Marked {
+    fn holds(&self, entry: &Path) -> bool {
+        entry.is_dir()
+    }
+
+    fn live(&mut self, entry: &Path) {
+        let _ = fs::remove_file(entry.join(SUPERSEDED));
+    }
+
+    /// Since the marker's mtime; a dir found superseded for the first time
+    /// gets its marker and stays until the next publish.
+    fn since(&mut self, _: &str, entry: &Path, _: SystemTime) -> io::Result<Option<SystemTime>> {
+        let marker = entry.join(SUPERSEDED);
+        match fs::metadata(&marker).and_then(|m| m.modified()) {
+            Ok(t) => Ok(Some(t)),
+            Err(_) => fs::File::create(&marker).map(|_| None),
         }
     }
-    Ok((kept, removed))
+
+    fn remove(&mut self, entry: &Path) -> io::Result<bool> {
+        fs::remove_dir_all(entry).map(|()| true)
+    }
 }
 
 /// `http://HOST[:PORT][/PATH]` without a trailing slash, or a usage error.
@@ -338,40 +366,17 @@ fn place(dir: &Path, out: &Path, file: &str, sha: &str) -> anyhow::Result<()> {
     }
     fs::create_dir_all(&dest_dir)
         .with_context(|| format!("cannot create {}", dest_dir.display()))?;
-    let staged = dest_dir.join(format!(".{name}.tmp"));
-    let _ = fs::remove_file(&staged);
-    match fs::hard_link(&source, &staged) {
-        Ok(()) => {}
-        Err(e)
-            if e.raw_os_error() == Some(nix::libc::EXDEV)
-                || e.kind() == io::ErrorKind::PermissionDenied =>
-        {
-            let copied = (|| -> io::Result<()> {
-                let mut from = fs::File::open(&source)?;
-                let mut to = fs::File::create(&staged)?;
-                io::copy(&mut from, &mut to)?;
-                to.sync_all()
-            })();
-            if let Err(e) = copied {
-                let _ = fs::remove_file(&staged);
-                return Err(e).with_context(|| {
-                    format!("cannot copy {} to {}", source.display(), staged.display())
-                });
-            }
-        }
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!("cannot link {} to {}", source.display(), staged.display())
-            })
-        }
-    }
-    fs::rename(&staged, &dest)
-        .with_context(|| format!("cannot rename {} to {}", staged.display(), dest.display()))?;
-    Ok(())
+    objects::link_atomic(&source, &dest, true).with_context(|| {
+        format!(
+            "publish: cannot link or copy {} to {}",
+            source.display(),
+            dest.display()
+        )
+    })
 }
 
 /// A server block for nginx's `http { }` serving the tree at `base`'s port.
-fn nginx_conf(out: &Path, base: &str) -> String {
+fn nginx_conf(out: &Path, base: &str) -> anyhow::Result<String> {
     let authority = base
         .split_once("://")
         .map_or("", |(_, r)| r)
@@ -383,23 +388,20 @@ fn nginx_conf(out: &Path, base: &str) -> String {
         _ if base.starts_with("https") => "443",
         _ => "80",
     };
-    format!(
-        "# Written by `mkimage publish`: include in nginx's http {{ }} block.\n\
-         server {{\n    listen {port};\n    root {root};\n    sendfile on;\n    tcp_nopush on;\n\
-         \x20   # Artifacts by content: never change.\n\
-         \x20   location /sha256/ {{ add_header Cache-Control \"public, max-age=31536000, immutable\"; }}\n\
-         \x20   # A machine with no script of its own gets the default.\n\
-         \x20   location ^~ /boot/ {{ location ~ /\\. {{ return 404; }} default_type text/plain; add_header Cache-Control no-cache; try_files $uri /default.ipxe; }}\n\
-         \x20   # Secure Boot: GRUB's configs (TFTP serves them to GRUB; here for a look) and\n\
-         \x20   # each profile's UKI by name (UEFI HTTP boot), both replaced by a republish.\n\
-         \x20   location ^~ /grub/ {{ location ~ /\\. {{ return 404; }} default_type text/plain; add_header Cache-Control no-cache; }}\n\
-         \x20   location ^~ /uki/ {{ location ~ /\\. {{ return 404; }} default_type application/efi; add_header Cache-Control no-cache; }}\n\
-         \x20   # Files being written, and the tree's own marks (here and under boot/).\n\
-         \x20   location ~ /\\. {{ return 404; }}\n\
-         \x20   location ~ \\.ipxe$ {{ default_type text/plain; add_header Cache-Control no-cache; }}\n\
-         \x20   location = /nginx.conf {{ return 404; }}\n}}\n",
-        root = out.display()
-    )
+    // Inside nginx's double quotes only `\` and `"` need escaping.
+    let root = out
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    render_builtin(NGINX_CONF, minijinja::context! { port, root })
+}
+
+/// One of publish's built-in templates, rendered.
+fn render_builtin(source: &str, ctx: minijinja::Value) -> anyhow::Result<String> {
+    crate::template::environment()
+        .render_str(source, ctx)
+        .context("publish: a built-in template (ipxe/, nginx/) does not render")
 }
 
 #[cfg(test)]
@@ -413,9 +415,16 @@ mod tests {
         assert!(super::check_url("http://a b").is_err());
         assert!(super::check_url("ftp://x").is_err());
         assert!(super::check_url("http://x/$y").is_err());
+        let conf =
+            |out: &str, base: &str| super::nginx_conf(std::path::Path::new(out), base).unwrap();
+        assert!(conf("/t", "http://h:81/x").contains("listen 81;"));
+        assert!(conf("/t", "http://h").contains("listen 80;"));
+        assert!(conf("/t a/\"b", "http://h").contains("    root \"/t a/\\\"b\";\n"));
+        let d = super::render_builtin(super::DISPATCHER, minijinja::context! {}).unwrap();
         assert!(
-            super::nginx_conf(std::path::Path::new("/t"), "http://h:81/x").contains("listen 81;")
+            d.starts_with("#!ipxe\n# Written by `mkimage publish`"),
+            "{d}"
         );
-        assert!(super::nginx_conf(std::path::Path::new("/t"), "http://h").contains("listen 80;"));
+        assert!(d.ends_with("|| shell\n"), "{d}");
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use super::files;
+use super::served_dir;
 
 /// What a response carries after its head.
 pub enum Body {
@@ -87,5 +87,5 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| files::percent_decode(v).ok())
+        .and_then(|(_, v)| served_dir::percent_decode(v).ok())
 }

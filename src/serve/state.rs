@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::admin::Admin;
-use super::files::{Root, ShaCache};
 use super::ipxe::Scripts;
 use super::metrics::Metrics;
 use super::nodes::Store;
 use super::proxy::Cidr;
+use super::served_dir::{Root, ShaCache};
 use super::tokens::Tokens;
 
 pub struct State {

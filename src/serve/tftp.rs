@@ -24,8 +24,8 @@ use tokio::time::Instant;
 
 use packet::{Packet, ERR_ACCESS, ERR_ILLEGAL, ERR_NOT_FOUND, ERR_OPTION, ERR_UNDEFINED};
 
-use super::files::{PathError, Root};
 use super::metrics::{Gauge, Metrics};
+use super::served_dir::{PathError, Root};
 
 const DEFAULT_BLKSIZE: usize = 512;
 const MAX_BLKSIZE: usize = 65464;

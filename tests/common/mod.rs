@@ -22,15 +22,15 @@ pub fn mkimage() -> Command {
 /// project a previous run never dropped (one held by a `static`, or of a
 /// killed run) is removed by the next run's first `Project::new`.
 pub struct Project {
-    dir: mkimage::lock::Claimed,
+    dir: mkimage::flock::Claimed,
 }
 
 impl Project {
     pub fn new() -> Project {
-        for stale in mkimage::lock::stale(&scratch(), |n| n.starts_with("mkimage-test.")) {
+        for stale in mkimage::flock::stale(&scratch(), |n| n.starts_with("mkimage-test.")) {
             let _ = fs::remove_dir_all(&stale);
         }
-        let dir = mkimage::lock::claim_dir(&scratch(), "mkimage-test.").expect("temp dir");
+        let dir = mkimage::flock::claim_dir(&scratch(), "mkimage-test.").expect("temp dir");
         fs::create_dir_all(dir.path.join("vars")).unwrap();
         fs::create_dir_all(dir.path.join("provisioners")).unwrap();
         Project { dir }

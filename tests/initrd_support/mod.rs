@@ -145,7 +145,10 @@ pub fn options(image: &Path, out: &Path) -> InitrdOptions {
 pub fn fixture_kernel_package(image: &Path) -> Option<(String, String)> {
     let manifest = mkimage::artifact::Manifest::load(image.parent()?).ok()?;
     let entry = manifest.find("basefs", "basefs")?;
-    mkimage::initramfs::kernel_image::package_of(&entry.packages, entry.kernel_version.as_deref()?)
+    mkimage::initramfs::kernel_package::package_of(
+        &entry.packages,
+        entry.kernel_version.as_deref()?,
+    )
 }
 
 /// QEMU (TCG) booting a kernel + initrd with user-mode networking, beside a

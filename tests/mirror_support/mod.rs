@@ -38,7 +38,7 @@ pub enum Fault {
 /// The fixture: a dir laid out like the mirror (`dists/…`, `pool/…`),
 /// held while the test process runs (the next run removes it).
 pub struct Fixture {
-    dir: mkimage::lock::Claimed,
+    dir: mkimage::flock::Claimed,
     pub root: PathBuf,
     /// The `.deb` of a small firmware package (`pool/…`), its package name,
     /// and a firmware file it ships (as a kernel module would declare it).
@@ -62,10 +62,10 @@ fn copy_fixture() -> Fixture {
     super::common::require("curl", "curl");
     let mirror = mkimage::apt::host_mirror().expect("the host's apt sources name a mirror");
     let scratch = super::common::scratch();
-    for stale in mkimage::lock::stale(&scratch, |n| n.starts_with("mirror-fixture.")) {
+    for stale in mkimage::flock::stale(&scratch, |n| n.starts_with("mirror-fixture.")) {
         let _ = std::fs::remove_dir_all(&stale);
     }
-    let dir = mkimage::lock::claim_dir(&scratch, "mirror-fixture.").expect("fixture dir");
+    let dir = mkimage::flock::claim_dir(&scratch, "mirror-fixture.").expect("fixture dir");
     let root = dir.path.clone();
     let get = |rel: &str, range: Option<String>| {
         let dest = root.join(rel);

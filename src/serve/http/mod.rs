@@ -105,48 +105,23 @@ async fn connection(
         let started = Instant::now();
         let (mut parts, mut keep_alive) = (head.parts, head.keep_alive);
         let head_only = parts.method == Method::HEAD;
-        let target = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| parts.uri.to_string());
-        let method = parts.method.to_string();
-        let mut refused = None;
-        let expect = parts.headers.get(http::header::EXPECT);
-        if expect.is_some() && !head.expect_continue {
-            refused = Some(Reply::text(
-                417,
-                "the only expectation served is 100-continue\n",
-            ));
-        } else if head.has_body && body::accepted(&parts) {
-            let reading = body::read(&mut stream, &mut buf, &parts, head.expect_continue);
-            match tokio::time::timeout(timeout, reading).await {
-                Ok(Ok(Ok(bytes))) => drop(parts.extensions.insert(bytes)),
-                Ok(Ok(Err(body::Refused(status, why)))) => {
-                    refused = Some(Reply::text(status, format!("{why}\n")))
-                }
-                Ok(Err(_)) | Err(_) => return,
-            }
-        } else if head.has_body {
-            refused = Some(Reply::text(
-                413,
-                "request bodies are accepted only by POST /api/…\n",
-            ));
-        }
+        let (method, target) = request_line(&parts);
+        let Ok(refused) = take_body(
+            &mut stream,
+            &mut buf,
+            &mut parts,
+            (head.has_body, head.expect_continue),
+            timeout,
+        )
+        .await
+        else {
+            return;
+        };
+        // Not reading the body means the connection cannot be reused.
+        keep_alive &= refused.is_none();
         let mut reply = match refused {
-            // Not reading the body means the connection cannot be reused.
-            Some(reply) => {
-                keep_alive = false;
-                reply
-            }
-            None => {
-                let h = handler.clone();
-                tokio::task::spawn_blocking(move || h(&parts, peer))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Reply::text(500, format!("the request handler failed: {e}\n"))
-                    })
-            }
+            Some(reply) => reply,
+            None => answer(&handler, parts, peer).await,
         };
         let after_sent = reply.after_sent.take();
         let (status, mac) = (reply.status.as_u16(), reply.mac.clone());
@@ -154,13 +129,7 @@ async fn connection(
         let active = download.then(|| metrics.active(Gauge::Downloads));
         let sent = send::reply(&mut stream, reply, head_only, keep_alive, timeout).await;
         drop(active);
-        metrics.request(status, sent.bytes);
-        if sent.zero_copy {
-            metrics.zero_copy.fetch_add(1, Relaxed);
-        }
-        if !sent.complete {
-            metrics.http_errors.fetch_add(1, Relaxed);
-        }
+        count(&metrics, status, &sent);
         if let Some(after) = after_sent.filter(|_| sent.complete && !head_only) {
             tokio::task::spawn_blocking(after);
         }
@@ -183,5 +152,72 @@ async fn connection(
             // briefly, so the client gets the reply, not a reset.
             return send::linger(stream).await;
         }
+    }
+}
+
+/// The method and the target (path and query) a request log line names.
+fn request_line(parts: &Parts) -> (String, String) {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.to_string());
+    (parts.method.to_string(), target)
+}
+
+/// The handler's reply, made on a blocking thread.
+async fn answer(handler: &Arc<Handler>, parts: Parts, peer: SocketAddr) -> Reply {
+    let h = handler.clone();
+    tokio::task::spawn_blocking(move || h(&parts, peer))
+        .await
+        .unwrap_or_else(|e| Reply::text(500, format!("the request handler failed: {e}\n")))
+}
+
+/// The request's body read into its extensions (a request `body::accepted`
+/// takes), or the reply refusing it; `Err` when the connection is gone or
+/// stalled.
+async fn take_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parts: &mut Parts,
+    (has_body, expect_continue): (bool, bool),
+    timeout: Duration,
+) -> Result<Option<Reply>, ()> {
+    if parts.headers.get(http::header::EXPECT).is_some() && !expect_continue {
+        return Ok(Some(Reply::text(
+            417,
+            "the only expectation served is 100-continue\n",
+        )));
+    }
+    if has_body && body::accepted(parts) {
+        let reading = body::read(stream, buf, parts, expect_continue);
+        return match tokio::time::timeout(timeout, reading).await {
+            Ok(Ok(Ok(bytes))) => {
+                parts.extensions.insert(bytes);
+                Ok(None)
+            }
+            Ok(Ok(Err(body::Refused(status, why)))) => {
+                Ok(Some(Reply::text(status, format!("{why}\n"))))
+            }
+            Ok(Err(_)) | Err(_) => Err(()),
+        };
+    }
+    if has_body {
+        return Ok(Some(Reply::text(
+            413,
+            "request bodies are accepted only by POST /api/…\n",
+        )));
+    }
+    Ok(None)
+}
+
+/// A reply's part in the counters.
+fn count(metrics: &Metrics, status: u16, sent: &send::Sent) {
+    metrics.request(status, sent.bytes);
+    if sent.zero_copy {
+        metrics.zero_copy.fetch_add(1, Relaxed);
+    }
+    if !sent.complete {
+        metrics.http_errors.fetch_add(1, Relaxed);
     }
 }

@@ -3,7 +3,12 @@
 //! kernel's `lib/modules/VERSION`, read each one's `.modinfo` ELF section by hand
 //! (Debian's kernel package ships no `modules.dep`; depmod makes it at
 //! install time), close over `depends=` and `softdep=pre:`, and fix a load
-//! order (dependencies first) that the init follows with plain `insmod`.
+//! order (dependencies first) that the init follows with plain `insmod`;
+//! and a tree's depmod index (`depmod`: `modules.dep`, softdeps, aliases),
+//! what the basefs's module selection keeps closed over. Both closures are
+//! [`close_over`].
+
+pub mod depmod;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -111,28 +116,26 @@ impl<'a> KernelModules<'a> {
         let Some(fetch) = &self.fetch else {
             return Ok(());
         };
-        let mut seen = BTreeSet::new();
-        let mut frontier: Vec<String> = wanted.iter().map(|n| canonical(n)).collect();
-        while !frontier.is_empty() {
-            let names: Vec<String> = std::mem::take(&mut frontier)
+        let start = wanted.iter().map(|n| canonical(n));
+        close_over(start, |level| {
+            let names: Vec<String> = level
                 .into_iter()
-                .filter(|n| self.files.contains_key(n) && seen.insert(n.clone()))
+                .filter(|n| self.files.contains_key(n))
                 .collect();
-            let rels: Vec<PathBuf> = names
-                .iter()
-                .filter_map(|n| self.files.get(n).cloned())
-                .collect();
+            let rels: Vec<PathBuf> = names.iter().map(|n| self.files[n].clone()).collect();
             if rels.is_empty() {
-                break;
+                return Ok(Vec::new());
             }
             fetch(&rels)?;
+            let mut next = Vec::new();
             for n in &names {
                 if let Some(m) = self.module(n)? {
-                    frontier.extend(m.depends);
-                    frontier.extend(m.softdep_pre);
+                    next.extend(m.depends);
+                    next.extend(m.softdep_pre);
                 }
             }
-        }
+            Ok(next)
+        })?;
         Ok(())
     }
 
@@ -237,6 +240,28 @@ impl<'a> KernelModules<'a> {
         order.push(module);
         Ok(())
     }
+}
+
+/// `start` and everything it needs, level by level: `needs` gets each level's
+/// newly found items at once (so a caller can fetch them together) and
+/// returns what they need. Cycles are fine: nothing is visited twice.
+pub fn close_over<T: Ord + Clone>(
+    start: impl IntoIterator<Item = T>,
+    mut needs: impl FnMut(Vec<T>) -> anyhow::Result<Vec<T>>,
+) -> anyhow::Result<BTreeSet<T>> {
+    let mut seen = BTreeSet::new();
+    let mut level: Vec<T> = start.into_iter().collect();
+    while !level.is_empty() {
+        let new: Vec<T> = level
+            .into_iter()
+            .filter(|x| seen.insert(x.clone()))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        level = needs(new)?;
+    }
+    Ok(seen)
 }
 
 fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, PathBuf>) -> std::io::Result<()> {

@@ -86,24 +86,14 @@ fn select(
     if !dir.join("modules.dep").is_file() {
         depmod(root, version)?;
     }
-    let index = Index::read(dir)?;
-    let mut kept: BTreeSet<String> = index
-        .files
+    let index = crate::kmod::depmod::Index::read(dir)?;
+    let chosen: BTreeSet<&String> = index.files.iter().filter(|rel| !sel.drops(rel)).collect();
+    let kept = index.closure(chosen.iter().map(|r| r.to_string()))?;
+    let needed: Vec<String> = kept
         .iter()
-        .filter(|rel| !sel.drops(rel))
+        .filter(|r| !chosen.contains(r))
         .cloned()
         .collect();
-    let mut needed = Vec::new();
-    let mut todo: Vec<String> = kept.iter().cloned().collect();
-    while let Some(rel) = todo.pop() {
-        for dep in index.needs(&rel) {
-            if index.files.contains(&dep) && kept.insert(dep.clone()) {
-                needed.push(dep.clone());
-                todo.push(dep);
-            }
-        }
-    }
-    needed.sort();
     let mut summary = Summary {
         version: version.to_string(),
         kept: kept.len(),
@@ -128,96 +118,6 @@ fn select(
         fs::write(&order, left).with_context(|| format!("cannot write {}", order.display()))?;
     }
     Ok(summary)
-}
-
-/// What depmod knows about a kernel's modules: files by path under
-/// `kernel/`, their dependencies, soft dependencies and aliases.
-struct Index {
-    files: BTreeSet<String>,
-    deps: BTreeMap<String, Vec<String>>,
-    /// Module name → soft dependency names or aliases (pre and post).
-    soft: BTreeMap<String, Vec<String>>,
-    /// Exact alias → module names.
-    alias: BTreeMap<String, Vec<String>>,
-    by_name: BTreeMap<String, String>,
-}
-
-impl Index {
-    fn read(dir: &Path) -> anyhow::Result<Index> {
-        let kernel = dir.join("kernel");
-        let mut files = BTreeSet::new();
-        for item in crate::archive::walk::walk(&kernel)
-            .with_context(|| format!("cannot read {}", kernel.display()))?
-        {
-            let rel = item.rel.to_string_lossy().to_string();
-            if item.meta.is_file() && crate::kmod::module_name(&item.rel).is_some() {
-                files.insert(rel);
-            }
-        }
-        let by_name = files
-            .iter()
-            .filter_map(|f| Some((crate::kmod::module_name(Path::new(f))?, f.clone())))
-            .collect();
-        let read = |name: &str| {
-            fs::read_to_string(dir.join(name))
-                .with_context(|| format!("cannot read {}", dir.join(name).display()))
-        };
-        let mut deps = BTreeMap::new();
-        for line in read("modules.dep")?.lines() {
-            let Some((module, list)) = line.split_once(':') else {
-                continue;
-            };
-            let strip = |p: &str| p.strip_prefix("kernel/").map(str::to_string);
-            if let Some(m) = strip(module.trim()) {
-                deps.insert(m, list.split_whitespace().filter_map(strip).collect());
-            }
-        }
-        let mut soft = BTreeMap::new();
-        for line in read("modules.softdep").unwrap_or_default().lines() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if let ["softdep", module, rest @ ..] = words.as_slice() {
-                let names = rest
-                    .iter()
-                    .filter(|w| **w != "pre:" && **w != "post:")
-                    .map(|w| w.to_string());
-                soft.entry(crate::kmod::canonical(module))
-                    .or_insert_with(Vec::new)
-                    .extend(names);
-            }
-        }
-        let mut alias = BTreeMap::new();
-        for line in read("modules.alias").unwrap_or_default().lines() {
-            if let ["alias", a, module] = line.split_whitespace().collect::<Vec<_>>().as_slice() {
-                alias
-                    .entry(a.to_string())
-                    .or_insert_with(Vec::new)
-                    .push(crate::kmod::canonical(module));
-            }
-        }
-        Ok(Index {
-            files,
-            deps,
-            soft,
-            alias,
-            by_name,
-        })
-    }
-
-    /// The files `rel` needs loaded: its `modules.dep` entries and its soft
-    /// dependencies (by module name or exact alias).
-    fn needs(&self, rel: &str) -> Vec<String> {
-        let mut out = self.deps.get(rel).cloned().unwrap_or_default();
-        let name = crate::kmod::module_name(Path::new(rel)).unwrap_or_default();
-        for s in self.soft.get(&name).into_iter().flatten() {
-            let names = self
-                .alias
-                .get(s)
-                .cloned()
-                .unwrap_or_else(|| vec![crate::kmod::canonical(s)]);
-            out.extend(names.iter().filter_map(|n| self.by_name.get(n).cloned()));
-        }
-        out
-    }
 }
 
 fn remove_empty_dirs(dir: &Path) -> anyhow::Result<bool> {
@@ -256,7 +156,7 @@ fn rename_in_order(dir: &Path) -> anyhow::Result<()> {
 
 /// Remove `boot/vmlinuz-*` and the `/vmlinuz` links to them: a netbooted
 /// machine never reads them, and the initrd build takes the image from the
-/// basefs's kernel package (`initramfs::kernel_image`). Returns the bytes removed.
+/// basefs's kernel package (`initramfs::kernel_package`). Returns the bytes removed.
 pub fn drop_image(root: &Path) -> anyhow::Result<u64> {
     let mut removed = 0;
     for path in crate::archive::walk::expand(root, "boot/vmlinuz-*") {

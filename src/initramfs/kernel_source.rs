@@ -68,10 +68,10 @@ pub struct Locate<'a> {
     /// Where squashfs contents are extracted.
     pub scratch: &'a Path,
     /// The basefs's kernel package (name, version): where the image comes
-    /// from when the basefs ships none (`kernel_image`).
+    /// from when the basefs ships none (`kernel_package`).
     pub image_package: Option<&'a (String, String)>,
     /// The shared `.deb` cache, where a basefs build keeps the image it
-    /// left out (`kernel_image::stash`).
+    /// left out (`kernel_package::stash`).
     pub image_stash: Option<&'a Path>,
 }
 
@@ -116,11 +116,11 @@ pub fn locate(
             }
         };
         let stashed = match at.image_stash {
-            Some(debs) => super::kernel_image::from_stash(debs, package, &kernel.version, &dir)?,
+            Some(debs) => super::kernel_package::from_stash(debs, package, &kernel.version, &dir)?,
             None => false,
         };
         if !stashed {
-            super::kernel_image::fetch(&fetcher()?, package, &kernel.version, &dir)?;
+            super::kernel_package::fetch(&fetcher()?, package, &kernel.version, &dir)?;
         }
         kernel.vmlinuz = dir.join(format!("boot/vmlinuz-{}", kernel.version));
     }

@@ -382,7 +382,7 @@ mod tests {
         let store = crate::provision::layers::Store::open(c).unwrap();
         let _layer = store.get("k1").unwrap().expect("stored");
         aged(&c.join("layers/k1/used"), 0, 50);
-        let _reader = crate::lock::shared(&c.join("bootstrap"), "abc.lock").unwrap();
+        let _reader = crate::flock::shared(&c.join("bootstrap"), "abc.lock").unwrap();
         run(&Request {
             cache_dir: c.to_path_buf(),
             older_than: Some(Duration::from_secs(1)),

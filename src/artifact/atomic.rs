@@ -27,7 +27,7 @@ pub fn write_atomic(
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
     // Held, so that another build's sweep of staged files in `dir` leaves it.
-    let _held = crate::lock::hold_file(tmp.as_file())
+    let _held = crate::flock::hold_file(tmp.as_file())
         .with_context(|| format!("cannot lock {}", tmp.path().display()))?;
     write(tmp.as_file_mut())
         .with_context(|| format!("cannot write {}", dir.join(name).display()))?;
@@ -63,9 +63,9 @@ pub fn publish(dir: &Path, name: &str, staged: &Path) -> anyhow::Result<(u64, St
     Ok((size, sha))
 }
 
-/// A staged artifact: its temp file, held (`lock::hold_file`) until dropped
+/// A staged artifact: its temp file, held (`flock::hold_file`) until dropped
 /// or kept.
-pub type Staged = tempfile::NamedTempFile<crate::lock::Held>;
+pub type Staged = tempfile::NamedTempFile<crate::flock::Held>;
 
 /// A temp path in `dir` for staging an artifact before `publish`; removed on
 /// drop unless published.
@@ -78,8 +78,8 @@ pub fn staging_file(dir: &Path, name: &str) -> anyhow::Result<Staged> {
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
     // Held while written, so a later build can tell it from one a killed
-    // build left behind (see `lock::stale`).
-    let held = crate::lock::hold_file(staged.as_file())
+    // build left behind (see `flock::stale`).
+    let held = crate::flock::hold_file(staged.as_file())
         .with_context(|| format!("cannot lock {}", staged.path().display()))?;
     let (_file, path) = staged.into_parts();
     Ok(tempfile::NamedTempFile::from_parts(held, path))
