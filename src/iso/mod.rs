@@ -40,36 +40,8 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         return Err(UsageError(format!("{d} has no manifest.json: build first (mkimage play playbooks/all.yml --out {d}) or give --dir")).into());
     }
     let manifest = Manifest::load(&req.dir)?;
-    let config = req
-        .boot_config
-        .as_deref()
-        .map(BootConfig::load)
-        .transpose()?;
-    let (resolved, node_overlay) = match &req.node {
-        Some(name) => node::personalize(req, config.as_ref(), &manifest, name)?,
-        None => (
-            resolve(config.as_ref(), req.profile.as_deref(), &manifest)?,
-            None,
-        ),
-    };
-    let console = config
-        .as_ref()
-        .and_then(|c| c.console.clone())
-        .unwrap_or_else(|| crate::serve::ipxe::DEFAULT_CONSOLE.to_string());
-    let mut line = cmdline::render(&resolved, &req.source, &console);
-    let label = cmdline::label(&line);
-    if req.source == Source::Media {
-        if let Some(remote) = resolved.overlays.iter().find(|a| a.remote.is_some()) {
-            return Err(UsageError(format!(
-                "profile `{}`: overlay {} is on another server and cannot go on an offline medium; drop it from the profile or build without --offline",
-                resolved.profile,
-                remote.remote.as_deref().unwrap_or("?")
-            ))
-            .into());
-        }
-        line = format!("mkimage.media={label} {line}");
-    }
-    let epoch = crate::artifact::source_date_epoch(newest_build(&manifest, &resolved));
+    let disc = Disc::plan(req, &manifest)?;
+    let epoch = crate::artifact::source_date_epoch(newest_build(&manifest, &disc.resolved));
     let parent = req
         .output
         .parent()
@@ -81,43 +53,15 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         .tempdir_in(parent)
         .with_context(|| format!("cannot create a work dir in {}", parent.display()))?;
     let root = work.path().join("root");
-    for d in ["boot/grub", cmdline::MEDIA_DIR] {
-        fs::create_dir_all(root.join(d)).map_err(|e| IsoError::io(&root.join(d), e))?;
-    }
-    copy_verified(&req.dir, &resolved.kernel, &root.join(grub::KERNEL))?;
-    copy_verified(&req.dir, &resolved.initrd, &root.join(grub::INITRD))?;
-    if req.source == Source::Media {
-        let made = node_overlay.as_ref().map(|(a, _)| a);
-        let from_dir = resolved.overlays.iter().filter(|a| Some(*a) != made);
-        for art in std::iter::once(&resolved.basefs).chain(from_dir) {
-            copy_verified(
-                &req.dir,
-                art,
-                &root.join(cmdline::MEDIA_DIR).join(&art.file),
-            )?;
-        }
-    }
-    if let Some((art, bytes)) = &node_overlay {
-        let path = root.join(cmdline::MEDIA_DIR).join(&art.file);
-        fs::write(&path, bytes).map_err(|e| IsoError::io(&path, e))?;
-    }
-    let words = cmdline::grub_words(&line)
-        .map_err(|e| UsageError(format!("profile `{}`: {e}", resolved.profile)))?;
-    write(
-        &root.join(grub::CONFIG),
-        grub::config(&resolved.profile, &label, &words),
-    )?;
-    write(
-        &root.join(cmdline::MEDIA_DIR).join("cmdline"),
-        format!("{line}\n"),
-    )?;
-    grub::images(&root, work.path(), &label, epoch)?;
-    write_iso(&root, &label, epoch, &req.output, work.path())?;
+    disc.fill(req, &root)?;
+    grub::images(&root, work.path(), &disc.label, epoch)?;
+    write_iso(&root, &disc.label, epoch, &req.output, work.path())?;
     let size = fs::metadata(&req.output).map(|m| m.len()).unwrap_or(0);
     println!(
-        "{}: profile {}, volume {label}, {} MB{}",
+        "{}: profile {}, volume {}, {} MB{}",
         req.output.display(),
-        resolved.profile,
+        disc.resolved.profile,
+        disc.label,
         size / 1_000_000,
         if req.source == Source::Media {
             ", offline"
@@ -126,6 +70,93 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// What goes on the disc: the resolved profile (with a node's identity),
+/// the kernel command line and the volume label it names.
+struct Disc {
+    resolved: Resolved,
+    /// A `--node`'s overlay, made here (not in the build dir).
+    node_overlay: Option<node::OnMedium>,
+    line: String,
+    label: String,
+}
+
+impl Disc {
+    fn plan(req: &Request, manifest: &Manifest) -> anyhow::Result<Disc> {
+        let config = req
+            .boot_config
+            .as_deref()
+            .map(BootConfig::load)
+            .transpose()?;
+        let (resolved, node_overlay) = match &req.node {
+            Some(name) => node::personalize(req, config.as_ref(), manifest, name)?,
+            None => (
+                resolve(config.as_ref(), req.profile.as_deref(), manifest)?,
+                None,
+            ),
+        };
+        let console = config
+            .as_ref()
+            .and_then(|c| c.console.clone())
+            .unwrap_or_else(|| crate::serve::ipxe::DEFAULT_CONSOLE.to_string());
+        let mut line = cmdline::render(&resolved, &req.source, &console);
+        let label = cmdline::label(&line);
+        if req.source == Source::Media {
+            if let Some(remote) = resolved.overlays.iter().find(|a| a.remote.is_some()) {
+                return Err(UsageError(format!(
+                    "profile `{}`: overlay {} is on another server and cannot go on an offline medium; drop it from the profile or build without --offline",
+                    resolved.profile,
+                    remote.remote.as_deref().unwrap_or("?")
+                ))
+                .into());
+            }
+            line = format!("mkimage.media={label} {line}");
+        }
+        Ok(Disc {
+            resolved,
+            node_overlay,
+            line,
+            label,
+        })
+    }
+
+    /// The disc's tree under `root`: kernel, initrd, GRUB's menu, the
+    /// command line and, offline, the images, each checked by its sha256.
+    fn fill(&self, req: &Request, root: &Path) -> anyhow::Result<()> {
+        let resolved = &self.resolved;
+        for d in ["boot/grub", cmdline::MEDIA_DIR] {
+            fs::create_dir_all(root.join(d)).map_err(|e| IsoError::io(&root.join(d), e))?;
+        }
+        copy_verified(&req.dir, &resolved.kernel, &root.join(grub::KERNEL))?;
+        copy_verified(&req.dir, &resolved.initrd, &root.join(grub::INITRD))?;
+        if req.source == Source::Media {
+            let made = self.node_overlay.as_ref().map(|(a, _)| a);
+            let from_dir = resolved.overlays.iter().filter(|a| Some(*a) != made);
+            for art in std::iter::once(&resolved.basefs).chain(from_dir) {
+                copy_verified(
+                    &req.dir,
+                    art,
+                    &root.join(cmdline::MEDIA_DIR).join(&art.file),
+                )?;
+            }
+        }
+        if let Some((art, bytes)) = &self.node_overlay {
+            let path = root.join(cmdline::MEDIA_DIR).join(&art.file);
+            fs::write(&path, bytes).map_err(|e| IsoError::io(&path, e))?;
+        }
+        let words = cmdline::grub_words(&self.line)
+            .map_err(|e| UsageError(format!("profile `{}`: {e}", resolved.profile)))?;
+        write(
+            &root.join(grub::CONFIG),
+            grub::config(&resolved.profile, &self.label, &words),
+        )?;
+        write(
+            &root.join(cmdline::MEDIA_DIR).join("cmdline"),
+            format!("{}\n", self.line),
+        )?;
+        Ok(())
+    }
 }
 
 /// The newest build time among the artifacts the ISO holds: its dates.
