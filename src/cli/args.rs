@@ -83,6 +83,25 @@ pub enum KeysCommand {
         #[arg(long, default_value = "keys")]
         dir: PathBuf,
     },
+    /// Sign every profile's UKI with the site key into the build dir's
+    /// content store and index them (DIR/.state/ukis.json), for `mkimage
+    /// serve --uefi-boot shim` to offer UEFI HTTP boot clients. Run it
+    /// where the key is, after each build; the server never needs the key.
+    SignUkis {
+        /// The site key's dir (`mkimage keys init --dir DIR`).
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        /// The build output dir `mkimage serve --dir` serves.
+        #[arg(long, default_value = "builds")]
+        dir: PathBuf,
+        /// Boot profiles (default: vars/boot.yml if it exists).
+        #[arg(long)]
+        boot_config: Option<PathBuf>,
+        /// The URL machines reach `mkimage serve` at (http://HOST:PORT),
+        /// which the UKIs' signed command lines name.
+        #[arg(long)]
+        public_url: String,
+    },
 }
 
 /// Flags shared by `basefs`, `overlay` and `initrd`.

@@ -116,6 +116,20 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Keys {
             command: args::KeysCommand::Init { dir },
         } => keys_init(&absolute(&dir)?),
+        Command::Keys {
+            command:
+                args::KeysCommand::SignUkis {
+                    keys,
+                    dir,
+                    boot_config,
+                    public_url,
+                },
+        } => sign_ukis(&mkimage::serve::ukis::SignRequest {
+            dir: absolute(&dir)?,
+            boot_config: boot_config_or_default(boot_config.as_deref())?,
+            keys: absolute(&keys)?,
+            public_url,
+        }),
         Command::Power(a) => power::power(&a),
         Command::Reprovision(a) => power::reprovision(&a),
         Command::Man(a) => docs::man(&a),
@@ -198,6 +212,21 @@ fn keys_init(dir: &Path) -> anyhow::Result<()> {
     println!(
         "enroll it in each machine's db (firmware setup or BMC), or in MOK: mokutil --import {}",
         keys.der.display()
+    );
+    Ok(())
+}
+
+/// `mkimage keys sign-ukis`: each profile's UKI, and where the index is.
+fn sign_ukis(req: &mkimage::serve::ukis::SignRequest) -> anyhow::Result<()> {
+    for u in mkimage::serve::ukis::sign(req)? {
+        println!(
+            "UKI of profile {}: /sha256/{}/{}",
+            u.profile, u.sha256, u.name
+        );
+    }
+    println!(
+        "index: {} (mkimage serve --uefi-boot shim offers these to UEFI HTTP boot clients)",
+        req.dir.join(mkimage::serve::ukis::INDEX).display()
     );
     Ok(())
 }

@@ -21,6 +21,7 @@ pub mod files;
 mod fuzz;
 pub mod grub;
 mod http;
+mod http_boot;
 pub mod identity;
 pub mod ipxe;
 mod live;
@@ -44,6 +45,7 @@ pub mod servers;
 mod state;
 pub mod tftp;
 pub mod tokens;
+pub mod ukis;
 
 pub use options::{
     boot_config_or_default, ServeOptions, UefiBoot, DEFAULT_BOOT_CONFIG, DEFAULT_HTTP,
@@ -225,17 +227,21 @@ async fn serve(
             proxy.server()
         );
         let base = dhcp::base_url(opts.public_url.as_deref(), local_addr, proxy.server());
-        let efi_file = match opts.uefi_boot {
-            UefiBoot::Ipxe => dhcp::EFI_FILE,
-            UefiBoot::Shim => crate::secureboot::SHIM_NAME,
+        // The Secure Boot path: shim for UEFI PXE, the profile's signed UKI
+        // for UEFI HTTP boot.
+        let offers = match opts.uefi_boot {
+            UefiBoot::Ipxe => dhcp::Offers {
+                base_url: base,
+                efi_file: dhcp::EFI_FILE.into(),
+                uki: None,
+            },
+            UefiBoot::Shim => dhcp::Offers {
+                base_url: base,
+                efi_file: crate::secureboot::SHIM_NAME.into(),
+                uki: Some(http_boot::lookup(state.clone())),
+            },
         };
-        tasks.spawn(dhcp::serve(
-            proxy,
-            base,
-            efi_file.to_string(),
-            metrics.clone(),
-            stopped.clone(),
-        ));
+        tasks.spawn(dhcp::serve(proxy, offers, metrics.clone(), stopped.clone()));
     }
     let _ = out.flush();
     tracing::info!(

@@ -1,11 +1,12 @@
 //! The content store's pruner, a task on the server's runtime: every
 //! quarter of the grace period (between 0.25 s and 60 s) it drops the
-//! objects that `manifest.json` no longer lists and that have been
-//! superseded for the grace period (`--grace`), so a machine that fetched
-//! its boot script just before a republish can still finish its boot.
+//! objects that neither `manifest.json` nor the index of signed UKIs
+//! (`serve::ukis`) names and that have been superseded for the grace period
+//! (`--grace`), so a machine that fetched its boot script just before a
+//! republish can still finish its boot.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,12 +32,7 @@ pub async fn run(
         }
         let (dir, pruner) = (dir.clone(), pruner.clone());
         let swept = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-            // An unreadable manifest says nothing about what is live: keep all.
-            let live: HashSet<String> = Manifest::load(&dir)?
-                .artifacts
-                .into_values()
-                .map(|e| e.sha256)
-                .collect();
+            let live = live(&dir)?;
             let mut pruner = pruner
                 .lock()
                 .map_err(|_| anyhow::anyhow!("pruner state poisoned"))?;
@@ -58,4 +54,17 @@ pub async fn run(
             Err(e) => tracing::warn!("content store: pruner failed: {e}"),
         }
     }
+}
+
+/// What the content store must keep: every artifact of the manifest and
+/// every UKI the index names. An unreadable manifest or index says nothing
+/// about what is live: an error, and nothing is pruned.
+pub fn live(dir: &Path) -> anyhow::Result<HashSet<String>> {
+    let mut live: HashSet<String> = Manifest::load(dir)?
+        .artifacts
+        .into_values()
+        .map(|e| e.sha256)
+        .collect();
+    live.extend(super::ukis::Index::load(dir)?.objects());
+    Ok(live)
 }
