@@ -68,3 +68,44 @@ pub fn live(dir: &Path) -> anyhow::Result<HashSet<String>> {
     live.extend(super::ukis::Index::load(dir)?.objects());
     Ok(live)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::objects::{self, Pruner};
+    use crate::serve::ukis::{Entry, Index, INDEX};
+    use std::time::Duration;
+
+    #[test]
+    fn the_index_round_trips_and_the_pruner_keeps_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(Index::load(d).unwrap(), Index::default(), "none yet: empty");
+        let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        std::fs::write(d.join("uki"), b"abc").unwrap();
+        objects::add(d, &d.join("uki"), sha).unwrap();
+        let mut index = Index::default();
+        index.profiles.insert(
+            "discovery".into(),
+            Entry {
+                sha256: sha.into(),
+                name: "discovery.efi".into(),
+                inputs: vec!["args=".into()],
+                base_url: "http://10.9.0.1:8080".into(),
+            },
+        );
+        index.save(d).unwrap();
+        assert_eq!(Index::load(d).unwrap(), index);
+        // Not in the manifest, but named by the index: kept past the grace.
+        let live = live(d).unwrap();
+        assert!(live.contains(sha));
+        assert!(Pruner::default()
+            .prune(d, &live, Duration::ZERO)
+            .unwrap()
+            .is_empty());
+        assert!(objects::open(d, sha).unwrap().is_some());
+        std::fs::write(d.join(INDEX), b"{\"profiles\": 1}").unwrap();
+        let err = format!("{:#}", Index::load(d).unwrap_err());
+        assert!(err.contains("sign-ukis"), "{err}");
+    }
+}
