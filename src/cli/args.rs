@@ -270,12 +270,8 @@ pub struct BootTestArgs {
     pub secure_boot: bool,
     /// With --secure-boot: boot the profile's UKI signed with the site key in
     /// DIR (`mkimage keys init --dir DIR`), its certificate enrolled in db.
-    #[arg(
-        long,
-        value_name = "DIR",
-        requires = "secure_boot",
-        conflicts_with = "proxy_dhcp"
-    )]
+    /// With --proxy-dhcp, --http-boot too.
+    #[arg(long, value_name = "DIR", requires = "secure_boot")]
     pub keys: Option<PathBuf>,
     /// With --keys: enroll the site certificate in shim's MokList (as
     /// `mokutil --import` does), not in db, and boot the UKI through shim
@@ -283,6 +279,12 @@ pub struct BootTestArgs {
     /// → UKI (the site key, in MOK).
     #[arg(long, requires = "keys")]
     pub mok: bool,
+    /// With --keys and --proxy-dhcp: the firmware's PXE off, so it boots by
+    /// UEFI HTTP boot; `mkimage keys sign-ukis` signs every profile's UKI
+    /// and the proxyDHCP (`serve --uefi-boot shim`) offers the machine its
+    /// profile's UKI by content URL.
+    #[arg(long, requires_all = ["keys", "proxy_dhcp"], conflicts_with = "mok")]
+    pub http_boot: bool,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,

@@ -193,6 +193,7 @@ fn boot_test(a: args::BootTestArgs) -> anyhow::Result<()> {
         secure_boot: a.secure_boot,
         keys: a.keys.as_deref().map(absolute).transpose()?,
         mok: a.mok,
+        http_boot: a.http_boot,
     };
     mkimage::boottest::run(&req)
 }
