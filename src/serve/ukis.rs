@@ -140,7 +140,10 @@ pub fn sign(req: &SignRequest) -> anyhow::Result<Vec<Uki>> {
     };
     let ukis = secure::build_ukis(&signing, &keys, &profiles.iter().collect::<Vec<_>>())?;
     let mut index = Index::default();
-    for (u, resolved) in ukis.iter().zip(&profiles) {
+    for u in &ukis {
+        let Some(resolved) = profiles.iter().find(|r| r.profile == u.profile) else {
+            continue;
+        };
         index.profiles.insert(
             u.profile.clone(),
             Entry {
