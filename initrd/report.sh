@@ -57,9 +57,12 @@ token_of() {
 }
 
 # keep_token: $TOKEN in $RUN_DIR/token (0600), where the booted system's
-# mkimage-report and this init's later reports (from any job) read it.
+# mkimage-report and this init's later reports (from any job) read it; and
+# the MAC the reports are about in $RUN_DIR/mac (a UKI or a medium has no
+# BOOTIF=, and a lab network may have no default route to find the NIC by).
 keep_token() {
 	[ -n "$TOKEN" ] && [ -d "$RUN_DIR" ] && (umask 077 && echo "$TOKEN" >"$RUN_DIR/token")
+	[ -n "$REPORT_MAC" ] && [ -d "$RUN_DIR" ] && echo "$REPORT_MAC" >"$RUN_DIR/mac"
 	return 0
 }
 

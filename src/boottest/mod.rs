@@ -98,6 +98,9 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     if req.proxy_dhcp {
         lab::preflight(Path::new(crate::serve::DEFAULT_IPXE_DIR)).map_err(UsageError)?;
     }
+    if req.keys.is_some() && req.proxy_dhcp && !req.http_boot {
+        return Err(UsageError("boot-test --keys --proxy-dhcp boots the UKI by UEFI HTTP boot from the proxyDHCP's offer: add --http-boot".into()).into());
+    }
     let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
     let mut expect = if test.expect.is_empty() {
         default_expect()
@@ -331,11 +334,15 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     drop(guest);
     let serve_log = std::fs::read_to_string(&server_log).unwrap_or_default();
     let mut host = match (req.secure_boot, req.proxy_dhcp) {
-        // The site's lease, then the Secure Boot chain through the proxy.
+        // The site's lease, then the Secure Boot chain through the proxy:
+        // the UKI by HTTP boot, or shim and GRUB by PXE.
         (true, true) => {
             let mut v = net.judge(work.path(), &serve_log, &spec.mac, false);
             v.truncate(1);
-            v.extend(secure::judge_lab(&serve_log, &spec.mac));
+            v.extend(match req.http_boot {
+                true => secure::judge_http_boot(&serve_log, &spec.mac),
+                false => secure::judge_lab(&serve_log, &spec.mac),
+            });
             v
         }
         _ => net.judge(work.path(), &serve_log, &spec.mac, spec.uefi),

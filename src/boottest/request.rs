@@ -44,6 +44,10 @@ pub struct Request {
     /// With `keys`: enroll the certificate in shim's MokList instead of
     /// `db`, and boot the UKI through shim.
     pub mok: bool,
+    /// With `keys` and `proxy_dhcp`: the firmware's PXE off, so it boots by
+    /// UEFI HTTP boot, and the proxyDHCP offers it the profile's UKI
+    /// (`mkimage keys sign-ukis`, `serve --uefi-boot shim`).
+    pub http_boot: bool,
 }
 
 impl Request {

@@ -14,7 +14,11 @@
 //!   verifies it against the site certificate in its `db`;
 //! - site key in MOK (`--mok`): the same UKI served as `grubx64.efi` beside
 //!   shim, the site certificate in shim's `MokList` and not in `db`: the
-//!   firmware verifies shim (Microsoft), shim verifies the UKI (MOK).
+//!   firmware verifies shim (Microsoft), shim verifies the UKI (MOK);
+//! - on the lab's network with `--keys --http-boot`: every profile's UKI
+//!   signed and indexed as `mkimage keys sign-ukis` does, the site
+//!   certificate in `db`, the firmware's PXE off: its HTTP boot client asks
+//!   the proxyDHCP, which offers the UKI of the VM's profile by content URL.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -31,6 +35,7 @@ use crate::secureboot::{self, keys::Keys, uki};
 use crate::serve::cmdline::{Cmdline, NodeOverlay, Source};
 use crate::serve::ipxe::DEFAULT_CONSOLE;
 use crate::serve::profiles::{self, BootConfig};
+use crate::serve::ukis;
 
 /// Where the server runs and what the VM boots.
 pub struct Setup<'a> {
@@ -70,13 +75,18 @@ pub fn preflight(keys: SiteKey) -> anyhow::Result<()> {
 
 /// Set the VM up for the Secure Boot path. On the lab's layer-2 network
 /// (`lab`) the firmware finds shim through the proxyDHCP (`serve
-/// --uefi-boot shim`) and everything else on the server's TFTP; with user
-/// networking, fill QEMU's TFTP dir from the server.
+/// --uefi-boot shim`) and everything else on the server's TFTP, or with a
+/// site key it boots by HTTP and the proxyDHCP offers it its UKI; with
+/// user networking, fill QEMU's TFTP dir from the server.
 pub fn prepare(s: &Setup, keys: SiteKey, lab: bool, spec: &mut VmSpec) -> anyhow::Result<()> {
     if lab {
         spec.uefi = true;
-        spec.secure_boot = Some(firmware::vars(s.work, None)?);
         spec.boot = Boot::Network { rom: false };
+        let enroll = match keys {
+            Some((dir, _)) => Some(http_boot(s, dir, spec)?),
+            None => None,
+        };
+        spec.secure_boot = Some(firmware::vars(s.work, enroll.as_deref())?);
         return Ok(());
     }
     let tftp = s.work.join("tftp");
@@ -145,6 +155,28 @@ pub fn prepare(s: &Setup, keys: SiteKey, lab: bool, spec: &mut VmSpec) -> anyhow
     };
     spec.boot = Boot::Network { rom: false };
     Ok(())
+}
+
+/// Sign and index every profile's UKI as `mkimage keys sign-ukis` does, for
+/// the server the VM reaches, and turn the firmware's PXE off so it boots
+/// by HTTP; the certificate to enroll in `db`.
+fn http_boot(s: &Setup, dir: &Path, spec: &mut VmSpec) -> anyhow::Result<PathBuf> {
+    let signed = ukis::sign(&ukis::SignRequest {
+        dir: s.dir.to_path_buf(),
+        boot_config: Some(s.boot_config.to_path_buf()),
+        keys: dir.to_path_buf(),
+        public_url: format!("http://{}:{}", s.seen_as, s.port),
+    })?;
+    for u in &signed {
+        tracing::info!(
+            "UKI of profile {} signed and indexed: /sha256/{}/{}",
+            u.profile,
+            u.sha256,
+            u.name
+        );
+    }
+    spec.http_boot = true;
+    Ok(Keys::load(dir)?.cert)
 }
 
 /// The UKI of the profile the test boots (one per profile: no machine in
@@ -238,6 +270,56 @@ pub fn judge_lab(serve_log: &str, mac: &str) -> Vec<super::lab::Verdict> {
         .collect()
 }
 
+/// The HTTP boot path on the lab's network, from `mkimage serve`'s log:
+/// the proxyDHCP offered the firmware's HTTP boot client a signed UKI by
+/// content URL, the firmware fetched it whole over HTTP, and nothing went
+/// over TFTP (no PXE, no shim).
+pub fn judge_http_boot(serve_log: &str, mac: &str) -> Vec<super::lab::Verdict> {
+    let offer = serve_log.lines().find(|l| {
+        l.contains("proxy-dhcp: offer")
+            && l.contains(&format!("mac={mac}"))
+            && l.contains("client=uefi-http")
+    });
+    let uki = offer
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("file=")))
+        .and_then(|url| url.find("/sha256/").map(|at| url[at..].to_string()))
+        .filter(|path| path.ends_with(".efi"));
+    let fetched = uki.as_ref().is_some_and(|path| {
+        serve_log.lines().any(|l| {
+            l.contains("method=GET")
+                && l.contains(&format!("path={path} "))
+                && l.contains("status=200")
+                && l.contains("complete=true")
+        })
+    });
+    let no_tftp = !serve_log
+        .lines()
+        .any(|l| l.contains("tftp") && l.contains(" path="));
+    let why = |what: &str| {
+        format!(
+            "{what}; the server log's last lines:\n{}",
+            super::vm::tail(serve_log, 15)
+        )
+    };
+    vec![
+        (
+            "proxyDHCP offered the firmware's UEFI HTTP boot client its profile's signed UKI (option 60 HTTPClient)".to_string(),
+            uki.as_ref().map(drop).ok_or_else(|| why("no such offer")),
+        ),
+        (
+            format!(
+                "the firmware fetched the UKI over HTTP ({})",
+                uki.as_deref().unwrap_or("-")
+            ),
+            fetched.then_some(()).ok_or_else(|| why("not fetched whole")),
+        ),
+        (
+            "nothing went over TFTP (no PXE, no shim)".to_string(),
+            no_tftp.then_some(()).ok_or_else(|| why("a TFTP transfer")),
+        ),
+    ]
+}
+
 /// The `/sha256/…` paths a GRUB config loads over TFTP (kernel, initrd).
 fn tftp_paths(cfg: &str) -> Vec<String> {
     cfg.lines()
@@ -286,6 +368,32 @@ fn download(url: &str, to: &Path) -> anyhow::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn judges_the_http_boot_path_from_the_log() {
+        let mac = "52:54:00:12:34:56";
+        let uki = "/sha256/96a7/discovery-debug.efi";
+        let log = format!(
+            " INFO proxy-dhcp: offer mac={mac} client=uefi-http port=67 file=http://10.9.0.1:1{uki} to=255.255.255.255:68\n\
+             \x20INFO http client=10.9.0.158:1 mac=- method=HEAD path={uki} status=200 bytes=0 ms=1 complete=true\n\
+             \x20INFO http client=10.9.0.158:2 mac=- method=GET path={uki} status=200 bytes=9 ms=5 complete=true\n"
+        );
+        let failed = |log: &str| -> Vec<String> {
+            super::judge_http_boot(log, mac)
+                .into_iter()
+                .filter(|(_, r)| r.is_err())
+                .map(|(w, _)| w)
+                .collect()
+        };
+        assert!(failed(&log).is_empty(), "{:?}", failed(&log));
+        let with_tftp = format!("{log} INFO tftp client=10.9.0.158:3 path=shimx64.efi status=ok\n");
+        assert_eq!(failed(&with_tftp).len(), 1);
+        let head_only: String = log.lines().filter(|l| !l.contains("GET")).collect();
+        assert_eq!(failed(&head_only).len(), 1);
+        // iPXE instead of a UKI: neither the offer nor the fetch.
+        let ipxe = log.replace(uki, "/ipxe/ipxe.efi");
+        assert_eq!(failed(&ipxe).len(), 2);
+    }
+
     #[test]
     fn finds_the_files_grub_loads() {
         let cfg = "set timeout=0\nlinux /sha256/aa/vmlinuz BOOTIF=01-x\ninitrd /sha256/bb/initrd.initrd\nboot\n";

@@ -87,6 +87,10 @@ pub struct VmSpec {
     /// UEFI with Secure Boot enforced: OVMF's Secure Boot build on a q35
     /// machine with SMM, and this copy of its variable store (the keys).
     pub secure_boot: Option<PathBuf>,
+    /// UEFI without its PXE clients (OVMF's fw_cfg knobs
+    /// `opt/org.tianocore/IPv4PXESupport` and `IPv6PXESupport` set to `n`),
+    /// so the firmware's first network boot is HTTP boot over IPv4.
+    pub http_boot: bool,
     /// Run QEMU through this command (e.g. a script that enters a network
     /// namespace and starts servers first); empty: run it directly.
     pub wrapper: Vec<OsString>,
@@ -108,6 +112,7 @@ impl VmSpec {
             serial: serial.to_path_buf(),
             tftp: None,
             secure_boot: None,
+            http_boot: false,
             wrapper: Vec::new(),
         }
     }
@@ -181,6 +186,14 @@ impl VmSpec {
             ]);
         } else if self.uefi {
             push(&["-bios", OVMF]);
+        }
+        if self.http_boot {
+            for ip in ["IPv4", "IPv6"] {
+                push(&[
+                    "-fw_cfg",
+                    &format!("name=opt/org.tianocore/{ip}PXESupport,string=n"),
+                ]);
+            }
         }
         match &self.boot {
             Boot::Network { .. } => push(&["-boot", "n"]),

@@ -66,7 +66,7 @@ pub enum Command {
     Iso(IsoArgs),
     /// Show what the build caches hold, and prune them by age or size.
     Cache(CacheArgs),
-    /// The site's Secure Boot signing key: `keys init` writes it (0600) and its certificate.
+    /// The site's Secure Boot signing key: `keys init` writes it (0600) and its certificate; `keys sign-ukis` signs each profile's UKI for `mkimage serve`.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,

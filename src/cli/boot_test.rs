@@ -69,11 +69,12 @@ pub struct BootTestArgs {
     pub secure_boot: bool,
     /// With --secure-boot: boot the profile's UKI signed with the site key in
     /// DIR (`mkimage keys init --dir DIR`), its certificate enrolled in db.
+    /// With --proxy-dhcp, --http-boot too.
     #[arg(
         long,
         value_name = "DIR",
         requires = "secure_boot",
-        conflicts_with_all = ["proxy_dhcp", "iso"]
+        conflicts_with = "iso"
     )]
     pub keys: Option<PathBuf>,
     /// With --keys: enroll the site certificate in shim's MokList (as
@@ -82,6 +83,12 @@ pub struct BootTestArgs {
     /// → UKI (the site key, in MOK).
     #[arg(long, requires = "keys")]
     pub mok: bool,
+    /// With --keys and --proxy-dhcp: the firmware's PXE off, so it boots by
+    /// UEFI HTTP boot; `mkimage keys sign-ukis` signs every profile's UKI
+    /// and the proxyDHCP (`serve --uefi-boot shim`) offers the machine its
+    /// profile's UKI by content URL.
+    #[arg(long, requires_all = ["keys", "proxy_dhcp"], conflicts_with = "mok")]
+    pub http_boot: bool,
     /// Overrides for the playbook's builds.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars_override: Vec<String>,
@@ -111,6 +118,7 @@ pub fn boot_test(a: BootTestArgs) -> anyhow::Result<()> {
         secure_boot: a.secure_boot,
         keys: a.keys.as_deref().map(absolute).transpose()?,
         mok: a.mok,
+        http_boot: a.http_boot,
     };
     mkimage::boottest::run(&req)
 }

@@ -57,9 +57,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Inspect { file, summary } => mkimage::inspect::run(&absolute(&file)?, summary),
         Command::BootTest(a) => boot_test::boot_test(a),
         Command::Iso(a) => iso::iso(a),
-        Command::Keys {
-            command: keys::KeysCommand::Init { dir },
-        } => keys::keys_init(&absolute(&dir)?),
+        Command::Keys { command } => keys::keys(command),
         Command::Power(a) => power::power(&a),
         Command::Reprovision(a) => power::reprovision(&a),
         Command::Man(a) => docs::man(&a, Cli::command()),

@@ -39,7 +39,9 @@ pub struct ServeArgs {
     /// What the proxyDHCP hands UEFI PXE clients: `ipxe` (ipxe.efi; Secure
     /// Boot must be off) or `shim` (shim → Debian's signed network GRUB →
     /// the signed kernel, for Secure Boot with factory keys; GRUB's configs,
-    /// kernel and initrd over TFTP). BIOS machines keep iPXE either way.
+    /// kernel and initrd over TFTP; and UEFI HTTP boot clients their
+    /// profile's signed UKI when `mkimage keys sign-ukis` indexed one).
+    /// BIOS machines keep iPXE either way.
     #[arg(long, default_value = "ipxe", value_parser = ["ipxe", "shim"])]
     pub uefi_boot: String,
     /// Threads running HTTP, TFTP and the pruner (default: one per CPU).

@@ -20,6 +20,7 @@ mod download;
 mod fuzz;
 pub mod grub;
 mod http;
+mod http_boot;
 pub mod identity;
 pub mod ipxe;
 mod live;
@@ -44,6 +45,7 @@ pub mod servers;
 mod state;
 pub mod tftp;
 pub mod tokens;
+pub mod ukis;
 
 pub use options::{
     boot_config_or_default, ServeOptions, UefiBoot, DEFAULT_BOOT_CONFIG, DEFAULT_HTTP,
@@ -200,7 +202,7 @@ async fn serve(
     }
     if let Some(proxy) = proxy {
         tasks.spawn(proxy_dhcp_server(
-            opts, local_addr, proxy, &metrics, &stopped,
+            opts, &state, local_addr, proxy, &metrics, &stopped,
         ));
     }
     let _ = out.flush();
@@ -272,6 +274,7 @@ fn tftp_server(
 /// `--uefi-boot shim` shim for UEFI PXE clients.
 fn proxy_dhcp_server(
     opts: &ServeOptions,
+    state: &Arc<state::State>,
     local_addr: std::net::SocketAddr,
     proxy: dhcp::Listener,
     metrics: &Arc<metrics::Metrics>,
@@ -280,17 +283,21 @@ fn proxy_dhcp_server(
     let (iface, server) = (proxy.iface(), proxy.server());
     let _ = writeln!(std::io::stdout(), "listening proxy-dhcp {iface} {server}");
     let base = dhcp::base_url(opts.public_url.as_deref(), local_addr, proxy.server());
-    let efi_file = match opts.uefi_boot {
-        UefiBoot::Ipxe => dhcp::EFI_FILE,
-        UefiBoot::Shim => crate::secureboot::SHIM_NAME,
+    // The Secure Boot path: shim for UEFI PXE, the profile's signed UKI
+    // for UEFI HTTP boot.
+    let offers = match opts.uefi_boot {
+        UefiBoot::Ipxe => dhcp::Offers {
+            base_url: base,
+            efi_file: dhcp::EFI_FILE.into(),
+            uki: None,
+        },
+        UefiBoot::Shim => dhcp::Offers {
+            base_url: base,
+            efi_file: crate::secureboot::SHIM_NAME.into(),
+            uki: Some(http_boot::lookup(state.clone())),
+        },
     };
-    dhcp::serve(
-        proxy,
-        base,
-        efi_file.to_string(),
-        metrics.clone(),
-        stopped.clone(),
-    )
+    dhcp::serve(proxy, offers, metrics.clone(), stopped.clone())
 }
 
 /// Who the server trusts: the admin token, the proxies.

@@ -128,7 +128,8 @@ pub fn run(req: &Request) -> anyhow::Result<Published> {
     };
     let ukis = match &keys {
         Some(keys) => {
-            let profiles = profiles_of(config.as_ref(), &default, &manifest)?;
+            let profiles = secure::every_profile(config.as_ref(), &default, &manifest)
+                .context("publish --keys")?;
             place_ukis(&tree, keys, &profiles, &mut done)?
         }
         None => Vec::new(),
@@ -248,31 +249,13 @@ fn place_ukis(
     profiles: &[Resolved],
     done: &mut BTreeSet<(String, String)>,
 ) -> anyhow::Result<Vec<secure::Uki>> {
-    let ukis = secure::build_ukis(tree, keys, &profiles.iter().collect::<Vec<_>>())?;
+    let ukis = secure::build_ukis(&tree.signing(), keys, &profiles.iter().collect::<Vec<_>>())
+        .context("publish --keys")?;
     for u in &ukis {
         place(tree.dir, tree.out, &u.name, &u.sha256)?;
         done.insert((u.sha256.clone(), u.name.clone()));
     }
     Ok(ukis)
-}
-
-/// Every profile of the boot config, resolved (the default alone without one).
-fn profiles_of(
-    config: Option<&BootConfig>,
-    default: &Resolved,
-    manifest: &Manifest,
-) -> anyhow::Result<Vec<Resolved>> {
-    let Some(config) = config else {
-        return Ok(vec![default.clone()]);
-    };
-    config
-        .profiles
-        .iter()
-        .map(|p| {
-            super::profiles::resolve(p, manifest)
-                .with_context(|| format!("publish --keys: profile {}", p.name))
-        })
-        .collect()
 }
 
 /// `boot/aa-bb-cc-dd-ee-ff.ipxe`'s file name.

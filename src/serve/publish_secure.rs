@@ -31,8 +31,8 @@ use anyhow::Context;
 
 use super::cmdline::{Cmdline, Source};
 use super::grub;
-use super::profiles::Resolved;
-use crate::artifact::write_atomic;
+use super::profiles::{BootConfig, Resolved};
+use crate::artifact::{write_atomic, Manifest};
 use crate::secureboot::keys::Keys;
 use crate::secureboot::{self, uki, GRUB_NAME, GRUB_NET, SHIM, SHIM_NAME};
 
@@ -81,29 +81,62 @@ pub fn preflight(secure_boot: bool, keys: Option<&Path>) -> anyhow::Result<Optio
     }
 }
 
+/// What a UKI's command line names, and where it is built.
+pub struct Signing<'a> {
+    /// The build dir (its content store gets the UKIs).
+    pub dir: &'a Path,
+    /// The URL machines fetch from (the first of `servers` when there are any).
+    pub base: &'a str,
+    pub servers: &'a [String],
+    pub console: &'a str,
+    /// The init reports to `base` (`mkimage.api=`): for `mkimage serve`,
+    /// never for a static tree, which has no node registry.
+    pub reports: bool,
+}
+
+impl Tree<'_> {
+    /// A static tree's signing: no registry to report to.
+    pub fn signing(&self) -> Signing<'_> {
+        Signing {
+            dir: self.dir,
+            base: self.base,
+            servers: self.servers,
+            console: self.console,
+            reports: false,
+        }
+    }
+}
+
 /// Build each profile's UKI (once per profile name) into the content store.
-pub fn build_ukis(t: &Tree, keys: &Keys, profiles: &[&Resolved]) -> anyhow::Result<Vec<Uki>> {
-    let first = t.servers.first().map_or(t.base, String::as_str);
+pub fn build_ukis(s: &Signing, keys: &Keys, profiles: &[&Resolved]) -> anyhow::Result<Vec<Uki>> {
+    let first = s.servers.first().map_or(s.base, String::as_str);
     let mut seen = BTreeSet::new();
     let mut ukis = Vec::new();
     for resolved in profiles {
         if !seen.insert(resolved.profile.clone()) {
             continue;
         }
-        // A static tree has no registry: no reports, and never a machine.
+        // One UKI per profile: never a machine's token or BOOTIF=.
         let cmdline = Cmdline {
             resolved,
             source: Source::Server(first.to_string()),
-            servers: t.servers,
+            servers: s.servers,
             bootif: None,
-            reports: false,
+            reports: s.reports,
             token: None,
-            node_overlay: super::cmdline::NodeOverlay::Absent,
-            console: t.console,
+            // For `mkimage serve` (which reports and has boot tokens), the
+            // node overlay its boot script names, if its signature by the
+            // node-signing key verifies; a static tree has none.
+            node_overlay: if s.reports {
+                super::cmdline::NodeOverlay::Signed
+            } else {
+                super::cmdline::NodeOverlay::Absent
+            },
+            console: s.console,
         }
         .render();
-        let (sha256, name) = uki::for_profile(t.dir, &uki_profile(resolved), &cmdline, keys)
-            .with_context(|| format!("publish --keys: profile {}", resolved.profile))?;
+        let (sha256, name) = uki::for_profile(s.dir, &uki_profile(resolved), &cmdline, keys)
+            .with_context(|| format!("the UKI of profile {}", resolved.profile))?;
         ukis.push(Uki {
             profile: resolved.profile.clone(),
             sha256,
@@ -111,6 +144,24 @@ pub fn build_ukis(t: &Tree, keys: &Keys, profiles: &[&Resolved]) -> anyhow::Resu
         });
     }
     Ok(ukis)
+}
+
+/// Every profile of the boot config, resolved (the default alone without one).
+pub fn every_profile(
+    config: Option<&BootConfig>,
+    default: &Resolved,
+    manifest: &Manifest,
+) -> anyhow::Result<Vec<Resolved>> {
+    let Some(config) = config else {
+        return Ok(vec![default.clone()]);
+    };
+    config
+        .profiles
+        .iter()
+        .map(|p| {
+            super::profiles::resolve(p, manifest).with_context(|| format!("profile {}", p.name))
+        })
+        .collect()
 }
 
 /// Link each UKI (already at `sha256/HEX/NAME` in the tree) by its profile's

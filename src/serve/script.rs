@@ -181,21 +181,7 @@ fn render(
         Some(path) => Some(BootConfig::load(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    // Only facts that came with the machine's boot token select a profile.
-    let inventory = mac.and_then(|m| nodes::api::inventory_of(&state.nodes, m));
-    let facts = inventory.as_ref().map(|i| i as &dyn Facts);
-    // An operator's profile for this machine's next boot comes first.
-    let next = mac.and_then(|m| super::next_boot::pick(state.root.dir(), config.as_ref(), m));
-    let (resolved, selected): (Resolved, Selected) = match &next {
-        Some((profile, _)) => (
-            profiles::resolve(profile, &manifest).map_err(|e| e.to_string())?,
-            Selected::Mac,
-        ),
-        None => profiles::for_known_machine(config.as_ref(), mac, facts, &manifest)
-            .map_err(|e| e.to_string())?,
-    };
-    let next = next.map(|(_, n)| n);
-    let mut resolved = resolved;
+    let (mut resolved, selected, next) = select(state, config.as_ref(), &manifest, mac)?;
     let node_failure = match (&config, &state.boot_config, mac) {
         (Some(c), Some(path), Some(mac)) => {
             identity::personalize(&mut resolved, &state.node_overlays, c, path, mac, base_url).err()
@@ -231,6 +217,33 @@ fn render(
         next,
         node_failure,
     })
+}
+
+/// The profile a machine boots, resolved, how it was chosen, and the
+/// operator's next-boot entry it came from: an operator's profile for its
+/// next boot first, then the boot config's selection by MAC, the inventory
+/// facts it reported (only those that came with its boot token), tags,
+/// default. The one selection every boot path shares (iPXE scripts, GRUB
+/// configs, the UKI the proxyDHCP offers an HTTP boot client).
+pub fn select(
+    state: &State,
+    config: Option<&BootConfig>,
+    manifest: &Manifest,
+    mac: Option<&str>,
+) -> Result<(Resolved, Selected, Option<super::next_boot::NextBoot>), String> {
+    let inventory = mac.and_then(|m| nodes::api::inventory_of(&state.nodes, m));
+    let facts = inventory.as_ref().map(|i| i as &dyn Facts);
+    let next = mac.and_then(|m| super::next_boot::pick(state.root.dir(), config, m));
+    let (resolved, selected) = match &next {
+        Some((profile, _)) => (
+            profiles::resolve(profile, manifest).map_err(|e| e.to_string())?,
+            Selected::Mac,
+        ),
+        None => {
+            profiles::for_known_machine(config, mac, facts, manifest).map_err(|e| e.to_string())?
+        }
+    };
+    Ok((resolved, selected, next.map(|(_, n)| n)))
 }
 
 /// `--public-url`, else `http://` + the Host the client asked for (if it is

@@ -36,3 +36,4 @@ mod serve_scale;
 mod serve_servers;
 mod serve_tftp;
 mod serve_trust;
+mod sign_ukis;

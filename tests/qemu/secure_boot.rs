@@ -8,10 +8,14 @@
 //! also has a node entry for the VM: its node overlay, outside the signed
 //! image, is taken only once its signature by the node-signing key verifies
 //! (the certificate inside the UKI), and the node's hostname, authorized key
-//! and `node.json` must be in the booted system. The boots run one at a time.
+//! and `node.json` must be in the booted system. A third boot takes that UKI
+//! the way a Secure Boot lab would by UEFI HTTP boot: on the lab network
+//! (`--proxy-dhcp`), the firmware's PXE off, the proxyDHCP (`serve
+//! --uefi-boot shim`) offers its HTTP boot client the profile's UKI that
+//! `mkimage keys sign-ukis` signed and indexed. The boots run one at a time.
 //!
 //! What Secure Boot firmware must refuse is here too, ignored by default
-//! (CI keeps to the two boots; `bench/secure-boot.sh` runs them with
+//! (CI keeps to the three boots; `bench/secure-boot.sh` runs them with
 //! `--include-ignored`): a UKI of the played build signed with one site key
 //! while the firmware's db holds another's certificate, and Debian's
 //! unsigned `ipxe.efi` (which is why Secure Boot clients get shim, never
@@ -217,6 +221,51 @@ fn site_signed_uki_boots_with_the_site_key_in_db() {
         !console.contains("BOOTIF="),
         "a machine's BOOTIF went into the signed UKI"
     );
+}
+
+#[test]
+fn site_signed_uki_by_uefi_http_boot_from_the_proxy_dhcps_offer() {
+    let _vm = crate::one_at_a_time();
+    prerequisites();
+    require("dnsmasq", "dnsmasq-base");
+    let p = played();
+    let keys = p.path().join("http-boot-keys");
+    keys::init(&keys).unwrap();
+    let (out, console) = boot(
+        p,
+        "uki-http",
+        &[
+            "--keys",
+            keys.to_str().unwrap(),
+            "--proxy-dhcp",
+            "--http-boot",
+        ],
+    );
+    // The firmware's PXE was off: its first network boot was HTTP boot,
+    // and the URI it got is the proxy's offer, a UKI by content.
+    assert!(console.contains("Start HTTP Boot over IPv4"), "{console}");
+    assert!(!console.contains("Start PXE over IPv4"));
+    let uri = console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("URI: "))
+        .unwrap_or_else(|| panic!("the firmware printed no boot URI:\n{console}"));
+    let index = mkimage::serve::ukis::Index::load(&p.out()).unwrap();
+    let entry = &index.profiles["discovery-debug"];
+    assert!(
+        uri.ends_with(&format!("/sha256/{}/{}", entry.sha256, entry.name)),
+        "{uri} is not the indexed UKI of the VM's profile"
+    );
+    assert!(console.contains("EFI stub: UEFI Secure Boot is enabled."));
+    assert!(console.contains("basefs.verity="));
+    assert!(!console.contains("BOOTIF="));
+    for pass in [
+        "PASS proxyDHCP offered the firmware's UEFI HTTP boot client its profile's signed UKI",
+        "PASS the firmware fetched the UKI over HTTP",
+        "PASS nothing went over TFTP",
+        "holds its inventory",
+    ] {
+        assert!(out.contains(pass), "no `{pass}` in:\n{out}");
+    }
 }
 
 #[test]

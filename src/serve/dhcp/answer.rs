@@ -8,7 +8,7 @@
 //! | client | how it says so | gets |
 //! |---|---|---|
 //! | iPXE | user class (77) `iPXE` | `BASE/boot.ipxe?mac=MAC` (HTTP) |
-//! | UEFI HTTP boot, x86-64 | vendor class `HTTPClient`, arch 16 | `BASE/ipxe/ipxe.efi` (HTTP) |
+//! | UEFI HTTP boot, x86-64 | vendor class `HTTPClient`, arch 16 | `BASE/ipxe/ipxe.efi` (HTTP); with `--uefi-boot shim`, its profile's signed UKI `BASE/sha256/HEX/PROFILE.efi` when one is indexed (`serve::ukis`) |
 //! | UEFI PXE, x86-64 | vendor class `PXEClient`, arch 7 or 9 | `ipxe.efi` (TFTP); `shimx64.efi` with `--uefi-boot shim` |
 //! | BIOS PXE | vendor class `PXEClient`, arch 0 (or none) | `undionly.kpxe` (TFTP) |
 //!
@@ -21,6 +21,7 @@
 //! with the boot item it asked for (43.71) echoed.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode};
 use dhcproto::{Encodable, Encoder};
@@ -106,6 +107,23 @@ pub struct Config {
     /// What UEFI PXE clients load over TFTP: `ipxe.efi`, or with
     /// `serve --uefi-boot shim` shim (the Secure Boot path, `secure_tftp`).
     pub efi_file: String,
+    /// With `serve --uefi-boot shim`: what UEFI HTTP boot clients get
+    /// instead of iPXE, by MAC.
+    pub uki: Option<UkiLookup>,
+}
+
+/// The content path (`/sha256/HEX/PROFILE.efi`) of the signed UKI of the
+/// profile a MAC boots, or why there is none (the client then gets iPXE).
+#[derive(Clone)]
+pub struct UkiLookup(pub Arc<UkiPath>);
+
+/// MAC → the UKI's content path, or why there is none.
+pub type UkiPath = dyn Fn(&str) -> Result<String, String> + Send + Sync;
+
+impl std::fmt::Debug for UkiLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UkiLookup")
+    }
 }
 
 /// A reply, where it goes, and what it told the client to load.
@@ -115,6 +133,8 @@ pub struct Answer {
     pub bytes: Vec<u8>,
     pub to: SocketAddrV4,
     pub file: String,
+    /// Why an HTTP boot client got iPXE, not a UKI (for the log).
+    pub note: Option<String>,
 }
 
 /// Who is asking, from options 60, 77 and 93.
@@ -179,10 +199,17 @@ pub fn answer(
     };
     let client = classify(req)?;
     let mac = req.mac_string();
+    let mut note = None;
     let file = match client {
         Client::BiosPxe => BIOS_FILE.to_string(),
         Client::UefiPxe => cfg.efi_file.clone(),
-        Client::UefiHttp => format!("{}{HTTP_IPXE_PREFIX}{EFI_FILE}", cfg.base_url),
+        Client::UefiHttp => match cfg.uki.as_ref().map(|uki| (uki.0)(&mac)) {
+            Some(Ok(path)) => format!("{}{path}", cfg.base_url),
+            no_uki => {
+                note = no_uki.and_then(Result::err);
+                format!("{}{HTTP_IPXE_PREFIX}{EFI_FILE}", cfg.base_url)
+            }
+        },
         Client::Ipxe => format!("{}/boot.ipxe?mac={mac}", cfg.base_url),
     };
     let to = match port {
@@ -235,6 +262,7 @@ pub fn answer(
         bytes,
         to,
         file,
+        note,
     })
 }
 

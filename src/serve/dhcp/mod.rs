@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-pub use answer::{Client, BIOS_FILE, EFI_FILE, HTTP_IPXE_PREFIX};
+pub use answer::{Client, UkiLookup, BIOS_FILE, EFI_FILE, HTTP_IPXE_PREFIX};
 use answer::{Config, Port};
 pub use sockets::{interface_address, SocketError};
 
@@ -63,19 +63,28 @@ impl Listener {
     }
 }
 
-/// Answer on both ports until `stop` turns true. `base_url` is where the
-/// HTTP side is reached (`http://HOST:PORT`, no trailing slash).
+/// What the proxy hands out besides its own address.
+pub struct Offers {
+    /// Where the HTTP side is reached (`http://HOST:PORT`, no trailing slash).
+    pub base_url: String,
+    /// What UEFI PXE clients load over TFTP.
+    pub efi_file: String,
+    /// With `--uefi-boot shim`: the UKI for UEFI HTTP boot clients.
+    pub uki: Option<UkiLookup>,
+}
+
+/// Answer on both ports until `stop` turns true.
 pub async fn serve(
     listener: Listener,
-    base_url: String,
-    efi_file: String,
+    offers: Offers,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let cfg = Config {
         server: listener.server,
-        base_url,
-        efi_file,
+        base_url: offers.base_url,
+        efi_file: offers.efi_file,
+        uki: offers.uki,
     };
     let mut dhcp_buf = vec![0u8; packet::MAX_PACKET + 1];
     let mut pxe_buf = vec![0u8; packet::MAX_PACKET + 1];
@@ -116,6 +125,9 @@ async fn handle(
         }
     };
     let what = if port == Port::Dhcp { "offer" } else { "ack" };
+    if let Some(why) = &answer.note {
+        tracing::info!(mac = %mac, "proxy-dhcp: no signed UKI for this UEFI HTTP boot client, iPXE instead: {why}");
+    }
     match socket.send_to(&answer.bytes, answer.to).await {
         Ok(_) => {
             metrics.dhcp_reply(answer.client.label());

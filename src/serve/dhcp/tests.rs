@@ -16,6 +16,7 @@ fn cfg() -> Config {
         server: SERVER,
         base_url: "http://10.9.0.1:8080".into(),
         efi_file: super::EFI_FILE.into(),
+        uki: None,
     }
 }
 
@@ -263,4 +264,79 @@ fn arch_is_read_off_the_vendor_class_when_option_93_is_missing() {
     );
     assert_eq!(client(b"PXEClient"), Ok(Client::BiosPxe));
     assert_eq!(client(b"HTTPClient:Arch:00016"), Ok(Client::UefiHttp));
+}
+
+/// `--uefi-boot shim`: shim for UEFI PXE, and for UEFI HTTP boot the UKI
+/// this lookup names (or iPXE and the reason, when it names none).
+fn secure(uki: Result<&'static str, &'static str>) -> Config {
+    let lookup = move |mac: &str| {
+        assert_eq!(mac, "52:54:00:12:34:56", "looked up by the packet's MAC");
+        uki.map(str::to_string).map_err(str::to_string)
+    };
+    Config {
+        efi_file: "shimx64.efi".into(),
+        uki: Some(super::UkiLookup(std::sync::Arc::new(lookup))),
+        ..cfg()
+    }
+}
+
+/// A DHCPDISCOVER as edk2's HTTP boot or PXE client encodes it, by dhcproto.
+fn client_discover(class: &str, arch: u16) -> Vec<u8> {
+    use dhcproto::{Encodable, Encoder};
+    let mut m = Message::new_with_id(
+        0x1234_5678,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &[0x52, 0x54, 0, 0x12, 0x34, 0x56],
+    );
+    m.set_flags(dhcproto::v4::Flags::default().set_broadcast());
+    let opts = m.opts_mut();
+    opts.insert(DhcpOption::MessageType(MessageType::Discover));
+    opts.insert(DhcpOption::ClassIdentifier(class.as_bytes().to_vec()));
+    opts.insert(DhcpOption::ClientSystemArchitecture(arch.into()));
+    opts.insert(DhcpOption::ClientMachineIdentifier(UUID.to_vec()));
+    let mut bytes = Vec::new();
+    m.encode(&mut Encoder::new(&mut bytes)).unwrap();
+    bytes
+}
+
+#[test]
+fn with_uefi_boot_shim_http_boot_gets_its_profiles_uki_and_pxe_keeps_shim() {
+    let uki = "/sha256/aaaa/discovery.efi";
+    let http = parse(&client_discover("HTTPClient:Arch:00016:UNDI:003001", 16)).unwrap();
+    let a = answer(&http, Port::Dhcp, peer(), &secure(Ok(uki))).unwrap();
+    let m = Message::decode(&mut Decoder::new(&a.bytes)).unwrap();
+    assert_eq!(a.client, Client::UefiHttp);
+    // edk2 takes a proxy offer only with option 60 `HTTPClient`.
+    assert_proxy_reply(&m, MessageType::Offer, b"HTTPClient");
+    assert_eq!(file(&m), format!("http://10.9.0.1:8080{uki}"));
+    assert_eq!(a.note, None);
+
+    let pxe = parse(&client_discover("PXEClient:Arch:00007:UNDI:003000", 7)).unwrap();
+    let a = answer(&pxe, Port::Dhcp, peer(), &secure(Ok(uki))).unwrap();
+    let m = Message::decode(&mut Decoder::new(&a.bytes)).unwrap();
+    assert_proxy_reply(&m, MessageType::Offer, b"PXEClient");
+    assert_eq!(file(&m), "shimx64.efi");
+}
+
+#[test]
+fn an_http_boot_client_without_a_uki_gets_ipxe_and_the_reason_is_kept() {
+    let http = parse(&client_discover("HTTPClient:Arch:00016:UNDI:003001", 16)).unwrap();
+    let a = answer(
+        &http,
+        Port::Dhcp,
+        peer(),
+        &secure(Err("profile x has no signed UKI")),
+    )
+    .unwrap();
+    let m = Message::decode(&mut Decoder::new(&a.bytes)).unwrap();
+    assert_proxy_reply(&m, MessageType::Offer, b"HTTPClient");
+    assert_eq!(file(&m), "http://10.9.0.1:8080/ipxe/ipxe.efi");
+    assert_eq!(a.note.as_deref(), Some("profile x has no signed UKI"));
+    // Without --uefi-boot shim nothing is looked up.
+    let a = answer(&http, Port::Dhcp, peer(), &cfg()).unwrap();
+    assert_eq!(a.file, "http://10.9.0.1:8080/ipxe/ipxe.efi");
+    assert_eq!(a.note, None);
 }
