@@ -24,6 +24,7 @@ pub mod ports;
 mod published;
 mod request;
 mod secure;
+mod server;
 pub mod vm;
 
 use std::net::Ipv4Addr;
@@ -78,6 +79,88 @@ fn builtin_expect(answer: Option<Ipv4Addr>) -> Vec<Expect> {
 }
 
 pub fn run(req: &Request) -> anyhow::Result<()> {
+    preflight(req)?;
+    let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
+    // A network ISO boots on the netboot path's network and server; an
+    // offline one with no network (`iso::run`).
+    let online_iso = match &req.iso {
+        Some(file) => iso::server_of(file)?.map(|_| file.clone()),
+        None => None,
+    };
+    let expect = expectations(req, &test, req.iso.is_none() || online_iso.is_some())?;
+    if let (Some(file), None) = (&req.iso, &online_iso) {
+        return iso::run(req, &test, &expect, file);
+    }
+    build_first(req)?;
+
+    // Everything from here on talks only inside a network namespace of our own.
+    let sys = &crate::sys::REAL;
+    sys.unshare(CloneFlags::CLONE_NEWNET)?;
+    Cmd::new("ip").args(["link", "set", "lo", "up"]).run()?;
+    let work = tempfile::Builder::new()
+        .prefix("mkimage-boot-test.")
+        .tempdir()?;
+    let net = network::Network::start(sys, work.path(), req.proxy_dhcp, req.secure_boot)?;
+    let (listen, seen_as) = (net.listen(), network::Network::seen_as(req.proxy_dhcp));
+    let checker = checker::serve(&expect, listen, seen_as)?;
+    // no_timer_check: a loaded host can make TCG fail the kernel's IO-APIC timer check.
+    let args = format!("no_timer_check {}", req.append).trim().to_string();
+    let boot_yml = work.path().join("boot.yml");
+    let profile = req.profile.clone().or(test.profile.clone());
+    let for_test = config::for_test(
+        boot_config,
+        profile.as_deref(),
+        &args,
+        &config::ExtraOverlay {
+            url: checker.0.clone(),
+            sha256: checker.1.clone(),
+        },
+    )?;
+    std::fs::write(&boot_yml, serde_yaml_ng::to_string(&for_test)?)?;
+    let serial = req
+        .serial_log
+        .clone()
+        .unwrap_or_else(|| work.path().join("serial.log"));
+    let at = server::Setup {
+        req,
+        net: &net,
+        work: work.path(),
+        boot_yml: &boot_yml,
+        log: work.path().join("serve.log"),
+        mac: req.mac.to_lowercase(),
+    };
+    let served = server::start(&at)?;
+    let spec = vm_spec(
+        req,
+        &test,
+        &at,
+        &served,
+        &serial,
+        (&checker, &args),
+        online_iso,
+    )?;
+    let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
+    announce(req, &spec, &serial);
+    let started = Instant::now();
+    let (stop, log) = boot(&spec, timeout, &at, served.port)?;
+    let host = host_verdicts(&at, &served, &spec, &log, &stop);
+    judge(
+        &expect,
+        &log,
+        host,
+        stop,
+        timeout,
+        started.elapsed().as_secs_f64(),
+    )?;
+    if let (Some(_), Some(port)) = (&served.front, served.port) {
+        second_boot_from_cache(&spec, work.path(), net.listen(), port, timeout)?;
+    }
+    Ok(())
+}
+
+/// What boot-test needs before it starts: root, QEMU and iproute2, the
+/// lab's tools, and flags that go together.
+fn preflight(req: &Request) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(UsageError(
             "boot-test needs root (a private network namespace): run it as root".into(),
@@ -101,23 +184,27 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     if req.keys.is_some() && req.proxy_dhcp && !req.http_boot {
         return Err(UsageError("boot-test --keys --proxy-dhcp boots the UKI by UEFI HTTP boot from the proxyDHCP's offer: add --http-boot".into()).into());
     }
-    let (boot_config, test) = config::load(&req.boot_config, req.boot_config_is_default)?;
+    if req.secure_boot {
+        secure::preflight(req.site_key())?;
+    }
+    Ok(())
+}
+
+/// The assertions: the boot config's (or the defaults), the built-in ones
+/// (DNS when the VM has a network), and Secure Boot's; each checked.
+fn expectations(
+    req: &Request,
+    test: &BootTestConfig,
+    networked: bool,
+) -> anyhow::Result<Vec<Expect>> {
     let mut expect = if test.expect.is_empty() {
         default_expect()
     } else {
         test.expect.clone()
     };
-    // A network ISO boots on the netboot path's network and server; an
-    // offline one with no network (`iso::run`).
-    let online_iso = match &req.iso {
-        Some(file) => iso::server_of(file)?.map(|_| file.clone()),
-        None => None,
-    };
-    let dns_answer = (req.iso.is_none() || online_iso.is_some())
-        .then(|| network::Network::seen_as(req.proxy_dhcp));
+    let dns_answer = networked.then(|| network::Network::seen_as(req.proxy_dhcp));
     expect.extend(builtin_expect(dns_answer));
     if req.secure_boot {
-        secure::preflight(req.site_key())?;
         expect.push(Expect::SecureBoot { secure_boot: true });
         expect.push(Expect::Lockdown { lockdown: true });
     }
@@ -128,9 +215,12 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         ))
         .into());
     }
-    if let (Some(file), None) = (&req.iso, &online_iso) {
-        return iso::run(req, &test, &expect, file);
-    }
+    Ok(expect)
+}
+
+/// The playbook built into `--dir` first, if one is given; then the dir
+/// must hold a basefs, a kernel and an initrd.
+fn build_first(req: &Request) -> anyhow::Result<()> {
     if let Some(playbook) = &req.playbook {
         let play = crate::image::PlayRequest {
             playbook: playbook.clone(),
@@ -152,151 +242,60 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             .into());
         }
     }
+    Ok(())
+}
 
-    // Everything from here on talks only inside a network namespace of our own.
-    let sys = &crate::sys::REAL;
-    sys.unshare(CloneFlags::CLONE_NEWNET)?;
-    Cmd::new("ip").args(["link", "set", "lo", "up"]).run()?;
-    let work = tempfile::Builder::new()
-        .prefix("mkimage-boot-test.")
-        .tempdir()?;
-    let net = network::Network::start(sys, work.path(), req.proxy_dhcp, req.secure_boot)?;
-    let (listen, seen_as) = (net.listen(), network::Network::seen_as(req.proxy_dhcp));
-
-    let (url, sha256) = checker::serve(&expect, listen, seen_as)?;
-    let checker = config::ExtraOverlay {
-        url: url.clone(),
-        sha256: sha256.clone(),
-    };
-    let profile = req.profile.clone().or(test.profile.clone());
-    // no_timer_check: a loaded host can make TCG fail the kernel's IO-APIC timer check.
-    let args = format!("no_timer_check {}", req.append).trim().to_string();
-    let boot_yml = work.path().join("boot.yml");
-    std::fs::write(
-        &boot_yml,
-        serde_yaml_ng::to_string(&config::for_test(
-            boot_config,
-            profile.as_deref(),
-            &args,
-            &checker,
-        )?)?,
-    )?;
-
-    let serial = req
-        .serial_log
-        .clone()
-        .unwrap_or_else(|| work.path().join("serial.log"));
-    let mac = req.mac.to_lowercase();
-    let server_log = work.path().join("serve.log");
-    let (script_url, _server, front, port) = if req.published {
-        let (tree, url) = published::start(work.path(), &req.dir, &boot_yml, listen, seen_as)?;
-        (url, None, Some(tree), None)
-    } else {
-        let port = free_port(listen)?;
-        let nginx_port = req
-            .via_nginx
-            .as_ref()
-            .map(|_| free_port(listen))
-            .transpose()?;
-        let exe = std::env::current_exe().context("cannot find the mkimage binary")?;
-        // A signed UKI takes a node overlay only with its signature.
-        let node_key = match (req.secure_boot, req.site_key()) {
-            (true, Some((dir, _))) => vec![
-                std::ffi::OsString::from("--node-signing-key"),
-                crate::secureboot::keys::Keys::load(dir)?
-                    .node_signer()
-                    .0
-                    .into(),
-            ],
-            _ => vec![],
-        };
-        // The server keeps its state (content store, nodes) under --dir, as `serve` does.
-        let server = Cmd::new(&exe)
-            .args(["serve", "--http", &format!("{listen}:{port}")])
-            .args(net.serve_args())
-            // nginx's requests come from `listen`: its X-Forwarded-For
-            // counts. On the lab's network the proxyDHCP hands out the
-            // server's URL: nginx's, so the whole boot goes through it.
-            .args(match (nginx_port, req.proxy_dhcp) {
-                (Some(n), true) => vec![
-                    "--trusted-proxy".to_string(),
-                    format!("{listen}/32"),
-                    "--public-url".to_string(),
-                    format!("http://{seen_as}:{n}"),
-                ],
-                (Some(_), false) => vec!["--trusted-proxy".to_string(), format!("{listen}/32")],
-                (None, _) => vec![],
-            })
-            .args(match (req.secure_boot, req.proxy_dhcp) {
-                (true, true) => &["--uefi-boot", "shim"][..],
-                _ => &[][..],
-            })
-            .args(node_key)
-            .arg("--dir")
-            .arg(&req.dir)
-            .arg("--boot-config")
-            .arg(&boot_yml)
-            .inherit_env()
-            .die_with_parent()
-            .spawn(
-                std::process::Stdio::null(),
-                std::process::Stdio::from(std::fs::File::create(&server_log)?),
-            )?;
-        let server = Guard(server);
-        wait_for_port(listen, port, "mkimage serve").with_context(|| {
-            vm::tail(
-                &std::fs::read_to_string(&server_log).unwrap_or_default(),
-                20,
-            )
-        })?;
-        let front = req
-            .via_nginx
-            .as_deref()
-            .zip(nginx_port)
-            .map(|(conf, n)| front::start(work.path(), conf, (listen, n), port))
-            .transpose()?;
-        let entry = front.as_ref().map_or(port, |f| f.port);
-        (
-            format!("http://{seen_as}:{entry}/boot.ipxe?mac={mac}"),
-            Some(server),
-            front,
-            Some(port),
-        )
-    };
-    let mut spec = vm::VmSpec::netboot(&serial, &script_url);
+/// The VM: its memory, NIC and firmware, wired to the network, with a
+/// network ISO's test copy or the Secure Boot path's files when asked.
+fn vm_spec(
+    req: &Request,
+    test: &BootTestConfig,
+    at: &server::Setup,
+    served: &server::Served,
+    serial: &Path,
+    (checker, args): (&(String, String), &str),
+    online_iso: Option<std::path::PathBuf>,
+) -> anyhow::Result<vm::VmSpec> {
+    let seen_as = network::Network::seen_as(req.proxy_dhcp);
+    let mut spec = vm::VmSpec::netboot(serial, &served.script_url);
     spec.memory_mib = req.memory.or(test.memory).unwrap_or(1536);
     spec.nic = req.nic;
-    spec.mac = mac;
+    spec.mac = at.mac.clone();
     spec.uefi = req.uefi;
-    net.wire(&mut spec, &script_url);
+    at.net.wire(&mut spec, &served.script_url);
     if let Some(file) = &online_iso {
         let server = format!(
             "http://{seen_as}:{}",
-            port.context("--iso boots from mkimage serve")?
+            served.port.context("--iso boots from mkimage serve")?
         );
-        let checker = (url.as_str(), sha256.as_str());
         iso::prepare_online(
             &mut spec,
-            work.path(),
+            at.work,
             file,
             &server,
-            checker,
-            &args,
+            (checker.0.as_str(), checker.1.as_str()),
+            args,
             req.secure_boot,
         )?;
     } else if req.secure_boot {
         let setup = secure::Setup {
-            work: work.path(),
+            work: at.work,
             dir: &req.dir,
-            boot_config: &boot_yml,
-            listen,
-            port: port.context("--secure-boot boots from mkimage serve")?,
+            boot_config: at.boot_yml,
+            listen: at.net.listen(),
+            port: served
+                .port
+                .context("--secure-boot boots from mkimage serve")?,
             seen_as,
             mac: &spec.mac.clone(),
         };
         secure::prepare(&setup, req.site_key(), req.proxy_dhcp, &mut spec)?;
     }
-    let timeout = Duration::from_secs(req.timeout.or(test.timeout).unwrap_or(600));
+    Ok(spec)
+}
+
+/// One line on how the VM boots, and where its console goes.
+fn announce(req: &Request, spec: &vm::VmSpec, serial: &Path) {
     let how = if req.proxy_dhcp {
         format!("proxyDHCP on {} beside a site DHCP server", lab::BRIDGE)
     } else {
@@ -319,8 +318,18 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
         spec.memory_mib,
         serial.display()
     );
-    let started = Instant::now();
-    let mut guest = vm::Vm::start(&spec)?;
+}
+
+/// Run the VM until the checks are done, the init fails or the kernel
+/// panics (or `timeout`); after a failure, wait for the server's record of
+/// it. Returns how it stopped and the console.
+fn boot(
+    spec: &vm::VmSpec,
+    timeout: Duration,
+    at: &server::Setup,
+    port: Option<u16>,
+) -> anyhow::Result<(vm::Stop, String)> {
+    let mut guest = vm::Vm::start(spec)?;
     let stop = guest.watch(timeout, |log| {
         log.contains("mkimage-check: done")
             || log.contains("mkimage-init: FAILED")
@@ -328,16 +337,30 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
     });
     let mut log = vm::strip_escapes(&guest.log());
     if let (true, Some(port)) = (log.contains("mkimage-init: FAILED"), port) {
-        node::await_failure(listen, port, &node::admin_token(&req.dir), &spec.mac);
+        let admin = node::admin_token(&at.req.dir);
+        node::await_failure(at.net.listen(), port, &admin, &spec.mac);
         log = vm::strip_escapes(&guest.log());
     }
-    drop(guest);
-    let serve_log = std::fs::read_to_string(&server_log).unwrap_or_default();
+    Ok((stop, log))
+}
+
+/// What the host saw: the network's judgement (the lease, the boot
+/// files, the Secure Boot chain), a published tree's, and the node
+/// registry's record of the VM on the server that served it.
+fn host_verdicts(
+    at: &server::Setup,
+    served: &server::Served,
+    spec: &vm::VmSpec,
+    log: &str,
+    stop: &vm::Stop,
+) -> Vec<lab::Verdict> {
+    let req = at.req;
+    let serve_log = std::fs::read_to_string(&at.log).unwrap_or_default();
     let mut host = match (req.secure_boot, req.proxy_dhcp) {
         // The site's lease, then the Secure Boot chain through the proxy:
         // the UKI by HTTP boot, or shim and GRUB by PXE.
         (true, true) => {
-            let mut v = net.judge(work.path(), &serve_log, &spec.mac, false);
+            let mut v = at.net.judge(at.work, &serve_log, &spec.mac, false);
             v.truncate(1);
             v.extend(match req.http_boot {
                 true => secure::judge_http_boot(&serve_log, &spec.mac),
@@ -345,22 +368,18 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             });
             v
         }
-        _ => net.judge(work.path(), &serve_log, &spec.mac, spec.uefi),
+        _ => at.net.judge(at.work, &serve_log, &spec.mac, spec.uefi),
     };
     if req.published {
-        host.extend(published::judge(work.path(), &spec.mac));
+        host.extend(published::judge(at.work, &spec.mac));
     }
     // The node registry, on the server that served the boot (a published tree has none).
-    if let Some(port) = port {
+    if let Some(port) = served.port {
+        let listen = at.net.listen();
         let settled = matches!(stop, vm::Stop::Done) && !log.contains("mkimage-init: FAILED");
         let admin = node::admin_token(&req.dir);
-        host.extend(node::judge(
-            (listen, port, &admin),
-            &spec.mac,
-            &log,
-            settled,
-        ));
-        if front.is_some() && req.proxy_dhcp {
+        host.extend(node::judge((listen, port, &admin), &spec.mac, log, settled));
+        if served.front.is_some() && req.proxy_dhcp {
             host.push(node::judge_own_address(
                 (listen, port, &admin),
                 &spec.mac,
@@ -368,18 +387,7 @@ pub fn run(req: &Request) -> anyhow::Result<()> {
             ));
         }
     }
-    judge(
-        &expect,
-        &log,
-        host,
-        stop,
-        timeout,
-        started.elapsed().as_secs_f64(),
-    )?;
-    if let (Some(_), Some(port)) = (&front, port) {
-        second_boot_from_cache(&spec, work.path(), listen, port, timeout)?;
-    }
-    Ok(())
+    host
 }
 
 /// Boot the same machine again through nginx until its basefs is verified,
@@ -423,14 +431,4 @@ fn second_boot_from_cache(
         bail!("boot-test: mkimage served the basefs {n} times for two boots through nginx (want 1: the second from nginx's cache)");
     }
     Ok(())
-}
-
-/// Where Debian's `ipxe` package puts the binaries `mkimage serve` hands out.
-/// Stops the server child by pid when the test ends, however it ends.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        vm::stop_child(&mut self.0);
-    }
 }
