@@ -103,23 +103,36 @@ fn offline_iso_is_hybrid_reproducible_and_complete() {
         bytes == std::fs::read(&b).unwrap(),
         "two builds of the same inputs differ"
     );
+    let label = it_is_a_bootable_disc_and_a_disk(&a, &bytes);
+    let (names, cfg) = it_holds_the_kernel_images_and_command_line(&a, &label);
+    the_efi_image_holds_debians_signed_chain(tmp.path(), &a);
+    assert!(names.iter().any(|n| n == "/.disk/info"), "{names:?}");
+    assert!(
+        cfg.starts_with(&format!(
+            "# mkimage iso: profile lab, volume {label}\nsearch --no-floppy --set=root --label {label}\n"
+        )),
+        "{cfg}"
+    );
+}
 
-    let kind = stdout(&Command::new("file").arg(&a).output().unwrap());
+/// `file` says a bootable ISO 9660 with an MBR; as a disk (a USB stick):
+/// GRUB's MBR (55 AA), a protective MBR entry (EE) and a GPT whose EFI
+/// system partition is the EFI image. Gives the volume label.
+fn it_is_a_bootable_disc_and_a_disk(a: &Path, bytes: &[u8]) -> String {
+    let kind = stdout(&Command::new("file").arg(a).output().unwrap());
     assert!(
         kind.contains("ISO 9660")
             && kind.contains("(bootable)")
             && kind.contains("DOS/MBR boot sector"),
         "{kind}"
     );
-    // As a disk (a USB stick): GRUB's MBR (55 AA), a protective MBR entry
-    // (EE) and a GPT whose EFI system partition is the EFI image.
     assert_eq!(&bytes[510..512], &[0x55, 0xaa]);
     assert_eq!(bytes[446 + 4], 0xee);
     assert_eq!(&bytes[512..520], b"EFI PART");
     let area = stdout(
         &Command::new("xorriso")
             .arg("-indev")
-            .arg(&a)
+            .arg(a)
             .args(["-report_system_area", "plain"])
             .output()
             .unwrap(),
@@ -140,8 +153,13 @@ fn offline_iso_is_hybrid_reproducible_and_complete() {
         label.starts_with("MKIMAGE_") && label.len() == 16,
         "{label}"
     );
+    label
+}
 
-    let mut names = files(&a);
+/// The boot files, the images and the command line, also in grub.cfg.
+/// Gives the ISO's file names and grub.cfg.
+fn it_holds_the_kernel_images_and_command_line(a: &Path, label: &str) -> (Vec<String>, String) {
+    let mut names = files(a);
     names.sort();
     let want = [
         "/boot/grub/bios.img",
@@ -157,27 +175,31 @@ fn offline_iso_is_hybrid_reproducible_and_complete() {
         want.iter().all(|w| names.iter().any(|n| n == w)),
         "{names:?}"
     );
-    assert_eq!(extract(&a, "/boot/vmlinuz"), b"kernel");
+    assert_eq!(extract(a, "/boot/vmlinuz"), b"kernel");
     assert_eq!(
-        sha256_hex(&extract(&a, "/mkimage/base.squashfs")),
+        sha256_hex(&extract(a, "/mkimage/base.squashfs")),
         sha256_hex(&vec![7u8; 300_000])
     );
-    let line = String::from_utf8(extract(&a, "/mkimage/cmdline")).unwrap();
+    let line = String::from_utf8(extract(a, "/mkimage/cmdline")).unwrap();
     let want = format!(
         "mkimage.media={label} basefs=/mkimage/base.squashfs basefs.sha256={} overlayfs=/mkimage/disc.cpio.gz overlayfs.sha256={} mkimage.need=1 console=ttyS0,115200 rootsize=2G\n",
         sha256_hex(&vec![7u8; 300_000]),
         sha256_hex(b"overlay bytes")
     );
     assert_eq!(line, want);
-    let cfg = String::from_utf8(extract(&a, "/boot/grub/grub.cfg")).unwrap();
+    let cfg = String::from_utf8(extract(a, "/boot/grub/grub.cfg")).unwrap();
     assert!(
         cfg.contains(&format!("\tlinux /boot/vmlinuz {}", line.trim()))
             && cfg.contains("\tinitrd /boot/initrd"),
         "{cfg}"
     );
-    // The EFI image holds the removable-media loader.
-    let efi = tmp.path().join("efi.img");
-    std::fs::write(&efi, extract(&a, "/boot/grub/efi.img")).unwrap();
+    (names, cfg)
+}
+
+/// The EFI image holds the removable-media loader.
+fn the_efi_image_holds_debians_signed_chain(tmp: &Path, a: &Path) {
+    let efi = tmp.join("efi.img");
+    std::fs::write(&efi, extract(a, "/boot/grub/efi.img")).unwrap();
     let dir = stdout(
         &Command::new("mdir")
             .args(["-b", "-i"])
@@ -192,7 +214,7 @@ fn offline_iso_is_hybrid_reproducible_and_complete() {
     for name in ["BOOTX64.EFI", "grubx64.efi", "mmx64.efi"] {
         assert!(dir.contains(name), "{name}: {dir}");
     }
-    let loader = tmp.path().join("loader.efi");
+    let loader = tmp.join("loader.efi");
     let o = Command::new("mcopy")
         .env("MTOOLS_SKIP_CHECK", "1")
         .arg("-i")
@@ -206,13 +228,6 @@ fn offline_iso_is_hybrid_reproducible_and_complete() {
         std::fs::read(&loader).unwrap(),
         std::fs::read("/usr/lib/shim/shimx64.efi.signed").unwrap(),
         "BOOTX64.EFI is shim-signed's shim"
-    );
-    assert!(names.iter().any(|n| n == "/.disk/info"), "{names:?}");
-    assert!(
-        cfg.starts_with(&format!(
-            "# mkimage iso: profile lab, volume {label}\nsearch --no-floppy --set=root --label {label}\n"
-        )),
-        "{cfg}"
     );
 }
 

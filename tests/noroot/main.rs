@@ -28,6 +28,7 @@ mod serve_content;
 mod serve_http;
 mod serve_identity;
 mod serve_nginx_cache;
+mod serve_node_reports;
 mod serve_node_signing;
 mod serve_nodes;
 mod serve_profiles;

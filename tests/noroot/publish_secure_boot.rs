@@ -10,7 +10,7 @@ use crate::nginx_support;
 use crate::serve_support;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nginx_support::{free_port, Nginx};
@@ -65,10 +65,23 @@ fn published_tree_holds_the_secure_boot_path_and_signed_ukis() {
     prerequisites();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("builds");
-    std::fs::create_dir(&dir).unwrap();
-    let base = build_bootable(&dir, &pseudo_random(1 << 20, 21));
+    let (base_sha, keys) = build_a_rescue_profile_and_site_keys(tmp.path(), &dir);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let url = format!("http://{listen}");
+    let out = tmp.path().join("www");
+    let said = publish_holds_the_secure_boot_path(tmp.path(), &dir, &keys, &url);
+    let (by_content, bytes) =
+        each_uki_is_signed_and_names_no_machine(&out, &said, &keys, &url, &base_sha);
+    nginx_alone_answers_what_serve_answers(tmp.path(), &dir, listen, (&by_content, &bytes));
+}
+
+/// A bootable set, a rescue overlay and profile for MAC, and `mkimage keys
+/// init`'s site keys. Gives the basefs's sha256 and the keys' dir.
+fn build_a_rescue_profile_and_site_keys(tmp: &Path, dir: &Path) -> (String, PathBuf) {
+    std::fs::create_dir(dir).unwrap();
+    let base = build_bootable(dir, &pseudo_random(1 << 20, 21));
     build(
-        &dir,
+        dir,
         "overlay",
         "rescue",
         "rescue.cpio.gz",
@@ -76,22 +89,22 @@ fn published_tree_holds_the_secure_boot_path_and_signed_ukis() {
         &[&base],
     );
     std::fs::write(
-        tmp.path().join("boot.yml"),
+        tmp.join("boot.yml"),
         format!("default: plain\nprofiles:\n  - name: plain\n  - name: rescue\n    overlays: [rescue]\n    macs: ['{MAC}']\n"),
     )
     .unwrap();
-    let keys = tmp.path().join("keys");
-    let o = mkimage(
-        tmp.path(),
-        &["keys", "init", "--dir", keys.to_str().unwrap()],
-    );
+    let keys = tmp.join("keys");
+    let o = mkimage(tmp, &["keys", "init", "--dir", keys.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (base.sha256.clone(), keys)
+}
 
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let url = format!("http://{listen}");
-    let out = tmp.path().join("www");
+/// `mkimage publish --secure-boot` into TMP/www: shim, GRUB, the GRUB stub
+/// and configs, the UKIs. Gives what it said.
+fn publish_holds_the_secure_boot_path(tmp: &Path, dir: &Path, keys: &Path, url: &str) -> String {
+    let out = tmp.join("www");
     let o = mkimage(
-        tmp.path(),
+        tmp,
         &[
             "publish",
             out.to_str().unwrap(),
@@ -100,7 +113,7 @@ fn published_tree_holds_the_secure_boot_path_and_signed_ukis() {
             "--boot-config",
             "boot.yml",
             "--public-url",
-            &url,
+            url,
             "--secure-boot",
             "--keys",
             keys.to_str().unwrap(),
@@ -134,9 +147,19 @@ fn published_tree_holds_the_secure_boot_path_and_signed_ukis() {
     assert!(stub.contains(
         "configfile $prefix/grub.cfg-$net_default_mac\nconfigfile $prefix/grub.cfg-default\n"
     ));
+    said
+}
 
-    // Each UKI: by content, signed with the site key, no machine and no
-    // registry on its (signed) command line.
+/// Each UKI: by content, signed with the site key, no machine and no
+/// registry on its (signed) command line. Gives the rescue UKI's
+/// content-addressed path and its bytes.
+fn each_uki_is_signed_and_names_no_machine(
+    out: &Path,
+    said: &str,
+    keys: &Path,
+    url: &str,
+    base_sha: &str,
+) -> (String, Vec<u8>) {
     let uki = out.join("uki/rescue.efi");
     let bytes = std::fs::read(&uki).unwrap();
     let sha = sha256_hex(&bytes);
@@ -172,20 +195,30 @@ fn published_tree_holds_the_secure_boot_path_and_signed_ukis() {
     );
     let cmdline = mkimage::secureboot::uki::cmdline_of(&uki).unwrap();
     assert!(
-        cmdline.contains(&format!(
-            "basefs={url}/sha256/{}/base.squashfs",
-            base.sha256
-        )) && cmdline.contains("overlayfs.sha256="),
+        cmdline.contains(&format!("basefs={url}/sha256/{base_sha}/base.squashfs"))
+            && cmdline.contains("overlayfs.sha256="),
         "{cmdline}"
     );
     for word in ["BOOTIF=", "mkimage.api=", "mkimage.token="] {
         assert!(!cmdline.contains(word), "{word} in the UKI: {cmdline}");
     }
+    (by_content, bytes)
+}
 
-    // nginx alone, from publish's own nginx.conf, answers what serve answers.
+/// nginx alone, from publish's own nginx.conf, answers what serve answers:
+/// the UKI by content, the machine's GRUB config (without the registry's
+/// words) and the default one; what GRUB then loads over TFTP is in the tree.
+fn nginx_alone_answers_what_serve_answers(
+    tmp: &Path,
+    dir: &Path,
+    listen: SocketAddr,
+    (by_content, bytes): (&str, &[u8]),
+) {
+    let url = format!("http://{listen}");
+    let out = tmp.join("www");
     let conf = std::fs::read_to_string(out.join("nginx.conf")).unwrap();
     let nginx = Nginx::start(
-        tmp.path(),
+        tmp,
         listen,
         &conf.replace(
             &format!("listen {};", listen.port()),
@@ -193,13 +226,13 @@ fn published_tree_holds_the_secure_boot_path_and_signed_ukis() {
         ),
     );
     let served = Server::start(
-        tmp.path(),
-        &dir,
+        tmp,
+        dir,
         &["--boot-config", "boot.yml", "--public-url", &url],
     );
-    let from_nginx = get(nginx.addr, &by_content);
+    let from_nginx = get(nginx.addr, by_content);
     assert_eq!(from_nginx.status, 200);
-    let from_serve = get(served.http, &by_content);
+    let from_serve = get(served.http, by_content);
     assert_eq!(from_serve.status, 200, "{}", from_serve.text());
     assert!(
         from_nginx.body == bytes && from_serve.body == bytes,
@@ -219,7 +252,6 @@ fn published_tree_holds_the_secure_boot_path_and_signed_ukis() {
         default,
         without_registry(&get(served.http, "/grub.cfg").text())
     );
-    // What GRUB then loads over TFTP is in the tree at the path it names.
     let linux = cfg
         .text()
         .lines()

@@ -8,14 +8,17 @@ use crate::nginx_support;
 use crate::serve_support;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use mkimage::artifact::Entry;
 
 use nginx_support::{free_port, Nginx};
 use serve_support::{
     build, build_bootable, download, get, kernel_arg, pseudo_random, require, url_path,
 };
 
-fn publish(cwd: &std::path::Path, args: &[&str]) -> std::process::Output {
+fn publish(cwd: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mkimage"))
         .current_dir(cwd)
         .arg("publish")
@@ -29,10 +32,36 @@ fn published_tree_boots_through_nginx_alone() {
     require("nginx", "nginx");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("builds");
-    std::fs::create_dir(&dir).unwrap();
-    let base = build_bootable(&dir, &pseudo_random(3 << 20, 11));
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let rescue = publish_a_rescue_profile_for_one_machine(tmp.path(), &dir, listen);
+    // Nothing of mkimage runs from here on: the build dir goes away too.
+    std::fs::rename(&dir, tmp.path().join("gone")).unwrap();
+    let out = tmp.path().join("www");
+    let conf = std::fs::read_to_string(out.join("nginx.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("listen {};", listen.port())),
+        "{conf}"
+    );
+    let nginx = Nginx::start(
+        tmp.path(),
+        listen,
+        &conf.replace(
+            &format!("listen {};", listen.port()),
+            &format!("listen {listen};"),
+        ),
+    );
+    let (own, other) = each_machine_gets_its_script_or_the_default(nginx.addr, &rescue);
+    every_artifact_the_scripts_name_is_there_by_content(nginx.addr, &[&own, &other]);
+    assert_eq!(get(nginx.addr, "/nginx.conf").status, 404);
+}
+
+/// A bootable set, a rescue overlay whose profile has one machine, published
+/// into TMP/www for `listen`. Gives the rescue overlay's sha256.
+fn publish_a_rescue_profile_for_one_machine(tmp: &Path, dir: &Path, listen: SocketAddr) -> String {
+    std::fs::create_dir(dir).unwrap();
+    let base = build_bootable(dir, &pseudo_random(3 << 20, 11));
     let rescue = build(
-        &dir,
+        dir,
         "overlay",
         "rescue",
         "rescue.cpio.gz",
@@ -40,15 +69,14 @@ fn published_tree_boots_through_nginx_alone() {
         &[&base],
     );
     std::fs::write(
-        tmp.path().join("boot.yml"),
+        tmp.join("boot.yml"),
         "default: plain\nprofiles:\n  - name: plain\n  - name: rescue\n    overlays: [rescue]\n    args: rootsize=1G\n    macs: ['52:54:00:AA:00:01']\n",
     )
     .unwrap();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let out = tmp.path().join("www");
+    let out = tmp.join("www");
     let url = format!("http://{listen}/");
     let done = publish(
-        tmp.path(),
+        tmp,
         &[
             out.to_str().unwrap(),
             "--dir",
@@ -77,23 +105,16 @@ fn published_tree_boots_through_nginx_alone() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing from the tree");
     }
-    // Nothing of mkimage runs from here on: the build dir goes away too.
-    std::fs::rename(&dir, tmp.path().join("gone")).unwrap();
-    let conf = std::fs::read_to_string(out.join("nginx.conf")).unwrap();
-    assert!(
-        conf.contains(&format!("listen {};", listen.port())),
-        "{conf}"
-    );
-    let nginx = Nginx::start(
-        tmp.path(),
-        listen,
-        &conf.replace(
-            &format!("listen {};", listen.port()),
-            &format!("listen {listen};"),
-        ),
-    );
+    rescue.sha256.clone()
+}
 
-    let dispatcher = get(nginx.addr, "/boot.ipxe");
+/// The dispatcher; the named machine: its own profile; an unknown one: the
+/// default (try_files). Gives both scripts.
+fn each_machine_gets_its_script_or_the_default(
+    nginx: SocketAddr,
+    rescue: &str,
+) -> (String, String) {
+    let dispatcher = get(nginx, "/boot.ipxe");
     assert_eq!(dispatcher.status, 200);
     assert!(
         dispatcher.text().contains(
@@ -102,58 +123,63 @@ fn published_tree_boots_through_nginx_alone() {
         "{}",
         dispatcher.text()
     );
-
-    // The named machine: its own profile; an unknown one: the default (try_files).
-    let own = get(nginx.addr, "/boot/52-54-00-aa-00-01.ipxe").text();
+    let own = get(nginx, "/boot/52-54-00-aa-00-01.ipxe").text();
     assert!(
         own.contains("profile rescue") && own.contains(" rootsize=1G"),
         "{own}"
     );
     assert_eq!(
         kernel_arg(&own, "overlayfs.sha256").as_deref(),
-        Some(rescue.sha256.as_str())
+        Some(rescue)
     );
     assert_eq!(
         kernel_arg(&own, "mkimage.api"),
         None,
         "a static tree has no node registry to report to: {own}"
     );
-    let other = get(nginx.addr, "/boot/52-54-00-00-00-99.ipxe");
+    let other = get(nginx, "/boot/52-54-00-00-00-99.ipxe");
     assert_eq!(other.status, 200);
     assert!(
         other.text().contains("profile plain") && !other.text().contains("overlayfs="),
         "{}",
         other.text()
     );
+    (own, other.text())
+}
 
-    // Every artifact the scripts name is there, by content, immutable.
-    for script in [&own, &other.text()] {
-        let kernel_line = script.lines().find(|l| l.starts_with("kernel ")).unwrap();
-        let mut urls: Vec<String> =
-            vec![kernel_line.split_whitespace().nth(1).unwrap().to_string()];
-        urls.push(
-            script
-                .lines()
-                .find_map(|l| l.strip_prefix("initrd --name initrd "))
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string(),
-        );
-        urls.push(kernel_arg(script, "basefs").unwrap());
-        urls.extend(
-            kernel_arg(script, "overlayfs")
-                .into_iter()
-                .flat_map(|o| o.split(',').map(String::from).collect::<Vec<_>>()),
-        );
-        for u in urls {
-            assert!(u.starts_with(&format!("http://{listen}/sha256/")), "{u}");
+/// The kernel, initrd, basefs and overlay URLs a script names.
+fn artifact_urls(script: &str) -> Vec<String> {
+    let kernel_line = script.lines().find(|l| l.starts_with("kernel ")).unwrap();
+    let mut urls: Vec<String> = vec![kernel_line.split_whitespace().nth(1).unwrap().to_string()];
+    urls.push(
+        script
+            .lines()
+            .find_map(|l| l.strip_prefix("initrd --name initrd "))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string(),
+    );
+    urls.push(kernel_arg(script, "basefs").unwrap());
+    urls.extend(
+        kernel_arg(script, "overlayfs")
+            .into_iter()
+            .flat_map(|o| o.split(',').map(String::from).collect::<Vec<_>>()),
+    );
+    urls
+}
+
+/// Every artifact the scripts name is there, by content, immutable.
+fn every_artifact_the_scripts_name_is_there_by_content(nginx: SocketAddr, scripts: &[&str]) {
+    for script in scripts {
+        for u in artifact_urls(script) {
+            assert!(u.starts_with(&format!("http://{nginx}/sha256/")), "{u}");
             let path = url_path(&u);
             let want = path.split('/').nth(2).unwrap();
-            let (status, _, sha) = download(nginx.addr, path);
+            let (status, _, sha) = download(nginx, path);
             assert_eq!((status, sha.as_str()), (200, want), "{path}");
-            let head = serve_support::request(nginx.addr, "HEAD", path, &[]);
+            let head = serve_support::request(nginx, "HEAD", path, &[]);
             assert!(
                 head.header("Cache-Control")
                     .is_some_and(|c| c.contains("immutable")),
@@ -162,7 +188,6 @@ fn published_tree_boots_through_nginx_alone() {
             );
         }
     }
-    assert_eq!(get(nginx.addr, "/nginx.conf").status, 404);
 }
 
 #[test]
@@ -223,31 +248,27 @@ fn bad_input_is_refused_and_writes_nothing() {
     assert!(!out.join("boot.ipxe").exists() && !out.join("default.ipxe").exists());
 }
 
-#[test]
-fn republishing_removes_dropped_machines_at_once_and_old_artifacts_after_the_grace() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("builds");
-    std::fs::create_dir(&dir).unwrap();
-    let base = build_bootable(&dir, b"basefs");
-    let v1 = build(
-        &dir,
-        "overlay",
-        "rescue",
-        "rescue.cpio.gz",
-        b"rescue v1",
-        &[&base],
-    );
-    let config = |macs: &str| {
-        std::fs::write(tmp.path().join("boot.yml"), format!("profiles:\n  - name: plain\n  - name: rescue\n    overlays: [rescue]\n    macs: [{macs}]\n")).unwrap()
-    };
-    let out = tmp.path().join("www");
-    let republish = |grace: &str| {
+/// A build dir and the tree `mkimage publish` keeps in TMP/www.
+struct Tree {
+    tmp: PathBuf,
+    dir: PathBuf,
+    out: PathBuf,
+}
+
+impl Tree {
+    /// The boot config: the rescue profile for `macs`.
+    fn config(&self, macs: &str) {
+        std::fs::write(self.tmp.join("boot.yml"), format!("profiles:\n  - name: plain\n  - name: rescue\n    overlays: [rescue]\n    macs: [{macs}]\n")).unwrap()
+    }
+
+    /// Publish with `--grace SECONDS`; gives what it said.
+    fn republish(&self, grace: &str) -> String {
         let o = publish(
-            tmp.path(),
+            &self.tmp,
             &[
-                out.to_str().unwrap(),
+                self.out.to_str().unwrap(),
                 "--dir",
-                dir.to_str().unwrap(),
+                self.dir.to_str().unwrap(),
                 "--boot-config",
                 "boot.yml",
                 "--public-url",
@@ -258,25 +279,59 @@ fn republishing_removes_dropped_machines_at_once_and_old_artifacts_after_the_gra
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let object = |e: &mkimage::artifact::Entry| out.join("sha256").join(&e.sha256);
-    let marked = |e: &mkimage::artifact::Entry| object(e).join(".superseded").exists();
-    config("'52:54:00:aa:00:01', '52:54:00:aa:00:02'");
-    republish("3600");
-    assert!(out.join("boot/52-54-00-aa-00-02.ipxe").is_file());
+    }
 
-    // A new overlay, and one machine dropped from the config: its script
-    // goes at once (it gets the default); the old overlay stays, marked.
-    let v2 = build(
-        &dir,
-        "overlay",
-        "rescue",
-        "rescue.cpio.gz",
-        b"rescue v2",
-        &[&base],
-    );
-    config("'52:54:00:aa:00:01'");
-    let said = republish("3600");
+    fn rescue(&self, bytes: &[u8], base: &Entry) -> Entry {
+        build(
+            &self.dir,
+            "overlay",
+            "rescue",
+            "rescue.cpio.gz",
+            bytes,
+            &[base],
+        )
+    }
+
+    fn object(&self, e: &Entry) -> PathBuf {
+        self.out.join("sha256").join(&e.sha256)
+    }
+
+    fn marked(&self, e: &Entry) -> bool {
+        self.object(e).join(".superseded").exists()
+    }
+}
+
+#[test]
+fn republishing_removes_dropped_machines_at_once_and_old_artifacts_after_the_grace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = Tree {
+        tmp: tmp.path().to_path_buf(),
+        dir: tmp.path().join("builds"),
+        out: tmp.path().join("www"),
+    };
+    std::fs::create_dir(&tree.dir).unwrap();
+    let base = build_bootable(&tree.dir, b"basefs");
+    let v1 = tree.rescue(b"rescue v1", &base);
+    tree.config("'52:54:00:aa:00:01', '52:54:00:aa:00:02'");
+    tree.republish("3600");
+    assert!(tree.out.join("boot/52-54-00-aa-00-02.ipxe").is_file());
+    let v2 = a_dropped_machine_goes_at_once_the_old_overlay_stays_marked(&tree, &base, &v1);
+    back_to_v1_then_past_the_grace_v2_goes(&tree, &base, &v1, &v2);
+    nginx_never_serves_the_marks_or_a_file_being_written(&tree, &v1);
+}
+
+/// A new overlay, and one machine dropped from the config: its script goes
+/// at once (it gets the default); the old overlay stays, marked. Gives the
+/// new overlay.
+fn a_dropped_machine_goes_at_once_the_old_overlay_stays_marked(
+    tree: &Tree,
+    base: &Entry,
+    v1: &Entry,
+) -> Entry {
+    let out = &tree.out;
+    let v2 = tree.rescue(b"rescue v2", base);
+    tree.config("'52:54:00:aa:00:01'");
+    let said = tree.republish("3600");
     assert!(
         said.contains("removed 1 scripts")
             && said.contains(
@@ -294,47 +349,46 @@ fn republishing_removes_dropped_machines_at_once_and_old_artifacts_after_the_gra
             .contains(&v2.sha256)
     );
     assert!(
-        object(&v1).join("rescue.cpio.gz").is_file() && marked(&v1),
+        tree.object(v1).join("rescue.cpio.gz").is_file() && tree.marked(v1),
         "v1 kept for the grace period, marked"
     );
-    assert!(!marked(&v2) && !marked(&base));
+    assert!(!tree.marked(&v2) && !tree.marked(base));
+    v2
+}
 
-    // Back to v1's bytes: v1 is named again (unmarked), v2 is superseded.
-    build(
-        &dir,
-        "overlay",
-        "rescue",
-        "rescue.cpio.gz",
-        b"rescue v1",
-        &[&base],
-    );
-    republish("3600");
-    assert!(!marked(&v1) && marked(&v2));
-    // Past the grace: v2 goes, everything a script names stays.
-    let said = republish("0");
+/// Back to v1's bytes: v1 is named again (unmarked), v2 is superseded.
+/// Past the grace: v2 goes, everything a script names stays.
+fn back_to_v1_then_past_the_grace_v2_goes(tree: &Tree, base: &Entry, v1: &Entry, v2: &Entry) {
+    tree.rescue(b"rescue v1", base);
+    tree.republish("3600");
+    assert!(!tree.marked(v1) && tree.marked(v2));
+    let said = tree.republish("0");
     assert!(
         said.contains("0 artifacts no script names kept for --grace 0s, 1 older ones removed"),
         "{said}"
     );
     assert!(
-        !object(&v2).exists()
-            && object(&v1).join("rescue.cpio.gz").is_file()
-            && object(&base).join("base.squashfs").is_file()
+        !tree.object(v2).exists()
+            && tree.object(v1).join("rescue.cpio.gz").is_file()
+            && tree.object(base).join("base.squashfs").is_file()
     );
-    let again = republish("0");
+    let again = tree.republish("0");
     assert!(
         !again.contains("removed"),
         "a tidy tree has nothing more to remove: {again}"
     );
+}
 
-    // nginx never serves the marks or a file being written.
+/// nginx never serves the marks or a file being written.
+fn nginx_never_serves_the_marks_or_a_file_being_written(tree: &Tree, v1: &Entry) {
     require("nginx", "nginx");
-    std::fs::write(object(&v1).join(".superseded"), b"").unwrap();
+    let out = &tree.out;
+    std::fs::write(tree.object(v1).join(".superseded"), b"").unwrap();
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let conf = std::fs::read_to_string(out.join("nginx.conf"))
         .unwrap()
         .replace("listen 8081;", &format!("listen {listen};"));
-    let nginx = Nginx::start(tmp.path(), listen, &conf);
+    let nginx = Nginx::start(&tree.tmp, listen, &conf);
     assert_eq!(
         get(nginx.addr, &format!("/sha256/{}/rescue.cpio.gz", v1.sha256)).status,
         200

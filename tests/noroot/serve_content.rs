@@ -7,7 +7,7 @@
 use crate::serve_support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serve_support::{
@@ -30,19 +30,32 @@ fn a_rebuild_during_a_boot_keeps_the_scripts_urls_until_the_grace_period_ends() 
         &["--tftp", "off", "--grace", &GRACE_SECS.to_string()],
     );
     let a = server.http;
+    let (old_path, paused, first) = a_machine_is_part_way_through_the_basefs(a, &old);
+    // Rebuild: new bytes under the same name, a new manifest entry.
+    let republished = Instant::now();
+    build(&dir, "basefs", "base", "base.squashfs", &new, &[]);
+    the_old_url_still_serves_the_old_bytes(a, (paused, first), &old_path, &old, republished);
+    let new_path = a_new_script_names_the_new_content(a, &new);
+    the_old_url_goes_once_the_grace_period_has_passed(a, &old_path, &new_path, republished);
+}
 
-    // The machine fetched its script and is part way through the basefs.
+/// The machine fetched its script and is part way through the basefs.
+/// Gives the basefs's path, the paused connection and what it read so far.
+fn a_machine_is_part_way_through_the_basefs(
+    a: SocketAddr,
+    old: &[u8],
+) -> (String, TcpStream, Vec<u8>) {
     let script = get(a, "/boot.ipxe").text();
     let basefs = kernel_arg(&script, "basefs").unwrap();
     let old_path = url_path(&basefs).to_string();
     assert_eq!(
         old_path,
-        format!("/sha256/{}/base.squashfs", sha256_hex(&old)),
+        format!("/sha256/{}/base.squashfs", sha256_hex(old)),
         "{script}"
     );
     assert_eq!(
         kernel_arg(&script, "basefs.sha256").unwrap(),
-        sha256_hex(&old)
+        sha256_hex(old)
     );
     let mut paused = TcpStream::connect(a).unwrap();
     paused
@@ -55,30 +68,36 @@ fn a_rebuild_during_a_boot_keeps_the_scripts_urls_until_the_grace_period_ends() 
     .unwrap();
     let mut first = vec![0u8; 64 * 1024];
     paused.read_exact(&mut first).unwrap();
+    (old_path, paused, first)
+}
 
-    // Rebuild: new bytes under the same name, a new manifest entry.
-    let republished = Instant::now();
-    build(&dir, "basefs", "base", "base.squashfs", &new, &[]);
-
-    // The download in progress ends with the old bytes...
+/// The download in progress ends with the old bytes, and so does a fresh
+/// request for the URL the machine holds, within the grace period.
+fn the_old_url_still_serves_the_old_bytes(
+    a: SocketAddr,
+    (mut paused, mut first): (TcpStream, Vec<u8>),
+    old_path: &str,
+    old: &[u8],
+    republished: Instant,
+) {
     let mut rest = Vec::new();
     paused.read_to_end(&mut rest).unwrap();
     first.extend_from_slice(&rest);
     let body_start = first.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert_eq!(
         sha256_hex(&first[body_start..]),
-        sha256_hex(&old),
+        sha256_hex(old),
         "the download in progress kept the old bytes"
     );
     // ...and so does a fresh request for the URL the machine holds.
-    let again = get(a, &old_path);
+    let again = get(a, old_path);
     assert!(
         republished.elapsed() < Duration::from_secs(GRACE_SECS),
         "the checks before the grace period ran too late to mean anything"
     );
     assert_eq!(
         (again.status, sha256_hex(&again.body)),
-        (200, sha256_hex(&old))
+        (200, sha256_hex(old))
     );
     assert_eq!(
         again.header("Cache-Control"),
@@ -86,20 +105,24 @@ fn a_rebuild_during_a_boot_keeps_the_scripts_urls_until_the_grace_period_ends() 
     );
     assert_eq!(
         again.header("ETag"),
-        Some(format!("\"{}\"", sha256_hex(&old)).as_str())
+        Some(format!("\"{}\"", sha256_hex(old)).as_str())
     );
-    let part = request(a, "GET", &old_path, &[("Range", "bytes=100-199")]);
+    let part = request(a, "GET", old_path, &[("Range", "bytes=100-199")]);
     assert_eq!((part.status, part.body.as_slice()), (206, &old[100..200]));
+}
 
-    // A new script names the new content; the plain name serves it too.
+/// A new script names the new content; the plain name serves it too.
+/// Unknown hashes, malformed ones and hidden store paths are refused.
+/// Gives the new basefs's path.
+fn a_new_script_names_the_new_content(a: SocketAddr, new: &[u8]) -> String {
     let script2 = get(a, "/boot.ipxe").text();
     let new_path = url_path(&kernel_arg(&script2, "basefs").unwrap()).to_string();
     assert_eq!(
         new_path,
-        format!("/sha256/{}/base.squashfs", sha256_hex(&new))
+        format!("/sha256/{}/base.squashfs", sha256_hex(new))
     );
-    assert_eq!(sha256_hex(&get(a, &new_path).body), sha256_hex(&new));
-    assert_eq!(sha256_hex(&get(a, "/base.squashfs").body), sha256_hex(&new));
+    assert_eq!(sha256_hex(&get(a, &new_path).body), sha256_hex(new));
+    assert_eq!(sha256_hex(&get(a, "/base.squashfs").body), sha256_hex(new));
 
     // Unknown hashes, malformed ones and hidden store paths are refused.
     assert_eq!(
@@ -107,17 +130,25 @@ fn a_rebuild_during_a_boot_keeps_the_scripts_urls_until_the_grace_period_ends() 
         404
     );
     assert_eq!(get(a, "/sha256/xyz/base.squashfs").status, 404);
-    assert_eq!(get(a, &format!("/sha256/{}", sha256_hex(&new))).status, 404);
+    assert_eq!(get(a, &format!("/sha256/{}", sha256_hex(new))).status, 404);
     assert_eq!(
-        get(a, &format!("/.state/objects/{}", sha256_hex(&new))).status,
+        get(a, &format!("/.state/objects/{}", sha256_hex(new))).status,
         403
     );
+    new_path
+}
 
-    // Once the grace period has passed, the superseded URL is gone (the
-    // pruner sweeps every quarter of the grace period).
+/// Once the grace period has passed, the superseded URL is gone (the
+/// pruner sweeps every quarter of the grace period).
+fn the_old_url_goes_once_the_grace_period_has_passed(
+    a: SocketAddr,
+    old_path: &str,
+    new_path: &str,
+    republished: Instant,
+) {
     let deadline = Instant::now() + Duration::from_secs(GRACE_SECS + 30);
     loop {
-        let r = request(a, "HEAD", &old_path, &[]);
+        let r = request(a, "HEAD", old_path, &[]);
         if r.status == 404 {
             break;
         }
@@ -133,7 +164,7 @@ fn a_rebuild_during_a_boot_keeps_the_scripts_urls_until_the_grace_period_ends() 
         republished.elapsed() >= Duration::from_secs(GRACE_SECS),
         "dropped before the grace period ended"
     );
-    assert_eq!(get(a, &new_path).status, 200, "the current version stays");
+    assert_eq!(get(a, new_path).status, 200, "the current version stays");
     assert!(get(a, "/metrics")
         .text()
         .contains("mkimage_objects_dropped_total 1\n"));

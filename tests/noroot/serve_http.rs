@@ -4,7 +4,8 @@
 use crate::serve_support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serve_support::{download, get, pseudo_random, request, sha256_hex, Server};
@@ -18,11 +19,34 @@ fn get_head_range_and_errors() {
     std::fs::write(dir.join("f.bin"), &data).unwrap();
     let mut server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
     let a = server.http;
+    get_head_range_and_conditional_requests(a, &data);
+    traversal_and_files_never_served_are_refused(a, tmp.path(), &dir, &data);
+    let metrics = get(a, "/metrics").text();
+    assert!(
+        metrics.contains("mkimage_http_requests_total{status=\"206\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mkimage_http_active_downloads 0"),
+        "{metrics}"
+    );
 
+    let started = Instant::now();
+    let status = server.stop();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+}
+
+/// GET, HEAD, ranges, If-None-Match, a missing file, a method not allowed.
+fn get_head_range_and_conditional_requests(a: SocketAddr, data: &[u8]) {
     let full = get(a, "/f.bin");
     assert_eq!(full.status, 200);
     assert_eq!(full.body, data);
-    let etag = format!("\"{}\"", sha256_hex(&data));
+    let etag = format!("\"{}\"", sha256_hex(data));
     assert_eq!(full.header("ETag"), Some(etag.as_str()));
 
     let head = request(a, "HEAD", "/f.bin", &[]);
@@ -44,8 +68,15 @@ fn get_head_range_and_errors() {
 
     assert_eq!(get(a, "/nope").status, 404);
     assert_eq!(request(a, "POST", "/f.bin", &[]).status, 405);
+}
 
-    // Traversal, in every spelling, and things that are never served.
+/// Traversal, in every spelling, and things that are never served.
+fn traversal_and_files_never_served_are_refused(
+    a: SocketAddr,
+    tmp: &Path,
+    dir: &Path,
+    data: &[u8],
+) {
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret"), b"secret").unwrap();
     std::os::unix::fs::symlink(outside.path().join("secret"), dir.join("escape")).unwrap();
@@ -55,7 +86,7 @@ fn get_head_range_and_errors() {
     std::fs::write(dir.join(".work/x"), b"work").unwrap();
     // Bytes that appear nowhere but in the file above the served dir.
     let above = b"file-above-the-served-dir-9f3c";
-    std::fs::write(tmp.path().join("above"), above).unwrap();
+    std::fs::write(tmp.join("above"), above).unwrap();
     for target in [
         "/../above",
         "/%2e%2e/above",
@@ -95,25 +126,6 @@ fn get_head_range_and_errors() {
         (400..500).contains(&abs.status) && abs.body != data,
         "absolute path gave {}",
         abs.status
-    );
-
-    let metrics = get(a, "/metrics").text();
-    assert!(
-        metrics.contains("mkimage_http_requests_total{status=\"206\"} 2"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("mkimage_http_active_downloads 0"),
-        "{metrics}"
-    );
-
-    let started = Instant::now();
-    let status = server.stop();
-    assert!(status.success(), "exit status {status:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "stop took {:?}",
-        started.elapsed()
     );
 }
 

@@ -9,6 +9,7 @@ use crate::common;
 use crate::serve_support;
 
 use std::io::Read;
+use std::path::Path;
 use std::process::Command;
 
 use serve_support::{build_bootable, kernel_arg, require, sha256_hex, url_path, Server};
@@ -287,10 +288,28 @@ fn a_medium_boot_takes_its_node_overlay_from_the_boot_script() {
     let boot = tmp.path().join("boot.yml");
     std::fs::write(&boot, BOOT).unwrap();
     let server = Server::start(tmp.path(), &dir, &["--boot-config", boot.to_str().unwrap()]);
+    the_init_adds_the_scripts_node_overlay(tmp.path(), &server);
+    the_init_takes_no_overlay_unpaired_or_unasked(tmp.path(), &server);
+    a_node_overlay_under_another_url_is_not_taken(tmp.path(), &dir, &boot);
+    // Mirrors: any image on a fallback server, but a node overlay only from
+    // the server whose token this boot holds.
+    let out = init_shell(
+        tmp.path(),
+        "SERVERS=http://a:1,http://b:2\nmirrors http://a:1/sha256/ab/basefs.squashfs\nmirrors http://a:1/node/52:54:00:12:34:56/ab/node.cpio.gz",
+    );
+    assert_eq!(
+        out,
+        "http://a:1/sha256/ab/basefs.squashfs\nhttp://b:2/sha256/ab/basefs.squashfs\nhttp://a:1/node/52:54:00:12:34:56/ab/node.cpio.gz\n"
+    );
+}
+
+/// The init, asked by mkimage.node-overlay=script, adds the node overlay
+/// its boot script names, and that overlay is the machine's own.
+fn the_init_adds_the_scripts_node_overlay(tmp: &Path, server: &Server) {
     let api = server.url("");
     let api = api.trim_end_matches('/');
     let out = init_shell(
-        tmp.path(),
+        tmp,
         &format!(
             "API={api}\nNODE_OVERLAY=script\nBOOTIF=01-52-54-00-12-34-57\nOVERLAYS=/mkimage/a.cpio.gz\nOVERLAYS_SHA={a}\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS\"\necho \"shas=$OVERLAYS_SHA\"\necho \"token=$TOKEN\"",
             a = "a".repeat(64)
@@ -316,20 +335,25 @@ fn a_medium_boot_takes_its_node_overlay_from_the_boot_script() {
         )),
         "{out}"
     );
-    let (code, bytes) = curl_with(&server, "127.0.0.1", url_path(node_url), Some(&token));
+    let (code, bytes) = curl_with(server, "127.0.0.1", url_path(node_url), Some(&token));
     assert_eq!(code, 200);
     assert_eq!(sha256_hex(&bytes), sha);
     assert_eq!(files(&bytes)["etc/hostname"], "db08\n");
+}
 
-    // Overlays and digests that do not pair up: nothing is added.
+/// Overlays and digests that do not pair up: nothing is added. A command
+/// line that does not ask for it (a signed UKI's): not taken.
+fn the_init_takes_no_overlay_unpaired_or_unasked(tmp: &Path, server: &Server) {
+    let api = server.url("");
+    let api = api.trim_end_matches('/');
     let out = init_shell(
-        tmp.path(),
+        tmp,
         &format!("API={api}\nNODE_OVERLAY=script\nBOOTIF=01-52-54-00-12-34-57\nOVERLAYS=/mkimage/a.cpio.gz\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS\""),
     );
     assert!(out.contains("overlays=/mkimage/a.cpio.gz\n"), "{out}");
     // A command line that does not ask for it (a signed UKI's): not taken.
     let out = init_shell(
-        tmp.path(),
+        tmp,
         &format!("API={api}\nBOOTIF=01-52-54-00-12-34-57\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS token=${{#TOKEN}}\""),
     );
     assert!(
@@ -337,12 +361,14 @@ fn a_medium_boot_takes_its_node_overlay_from_the_boot_script() {
             && out.contains("overlays= token=32\n"),
         "{out}"
     );
+}
 
-    // A server that calls itself by another URL than the medium's: its
-    // node overlay URL is not under mkimage.api=, so the token stays home.
+/// A server that calls itself by another URL than the medium's: its node
+/// overlay URL is not under mkimage.api=, so the token stays home.
+fn a_node_overlay_under_another_url_is_not_taken(tmp: &Path, dir: &Path, boot: &Path) {
     let public = Server::start(
-        tmp.path(),
-        &dir,
+        tmp,
+        dir,
         &[
             "--boot-config",
             boot.to_str().unwrap(),
@@ -351,25 +377,13 @@ fn a_medium_boot_takes_its_node_overlay_from_the_boot_script() {
         ],
     );
     let out = init_shell(
-        tmp.path(),
+        tmp,
         &format!("API={}\nNODE_OVERLAY=script\nBOOTIF=01-52-54-00-12-34-57\nreport_from eth0\nreport_token\necho \"overlays=$OVERLAYS\"", public.url("").trim_end_matches('/')),
     );
     assert!(
         out.contains("say: the boot script's node overlay http://boot.lab:8080/node/")
             && out.contains("overlays=\n"),
         "{out}"
-    );
-    drop(public);
-
-    // Mirrors: any image on a fallback server, but a node overlay only from
-    // the server whose token this boot holds.
-    let out = init_shell(
-        tmp.path(),
-        "SERVERS=http://a:1,http://b:2\nmirrors http://a:1/sha256/ab/basefs.squashfs\nmirrors http://a:1/node/52:54:00:12:34:56/ab/node.cpio.gz",
-    );
-    assert_eq!(
-        out,
-        "http://a:1/sha256/ab/basefs.squashfs\nhttp://b:2/sha256/ab/basefs.squashfs\nhttp://a:1/node/52:54:00:12:34:56/ab/node.cpio.gz\n"
     );
 }
 

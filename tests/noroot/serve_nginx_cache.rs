@@ -53,41 +53,56 @@ fn second_basefs_fetch_comes_from_nginx_proxy_cache() {
     let cache = tmp.path().join("cache");
     let nginx = Nginx::start(tmp.path(), listen, &cache_conf(server.http, listen, &cache));
 
-    // The script comes through nginx and names nginx for every artifact.
+    let path = the_script_comes_through_nginx_and_names_nginx(&nginx, listen, &entry.sha256);
+    the_second_fetch_and_a_range_are_cache_hits(&server, &nginx, &path, (&basefs, &entry.sha256));
+    scripts_metrics_and_missing_objects_are_not_cached(&server, &nginx);
+}
+
+/// The script comes through nginx and names nginx for every artifact.
+/// Gives the basefs's path.
+fn the_script_comes_through_nginx_and_names_nginx(
+    nginx: &Nginx,
+    listen: SocketAddr,
+    sha: &str,
+) -> String {
     let script = get(nginx.addr, "/boot.ipxe?mac=52:54:00:12:34:56");
     assert_eq!(script.status, 200, "{}", script.text());
     let text = script.text();
     let url = kernel_arg(&text, "basefs").expect("basefs= in the script");
     assert!(
-        url.starts_with(&format!("http://{listen}/sha256/{}/", entry.sha256)),
+        url.starts_with(&format!("http://{listen}/sha256/{}/", sha)),
         "{url}\n{text}"
     );
     assert!(
         text.contains(&format!("initrd --name initrd http://{listen}/sha256/")),
         "{text}"
     );
-    let path = url_path(&url).to_string();
+    url_path(&url).to_string()
+}
 
-    // First fetch: a miss, filled from mkimage; second: a hit.
+/// First fetch: a miss, filled from mkimage; second: a hit.
+fn the_second_fetch_and_a_range_are_cache_hits(
+    server: &Server,
+    nginx: &Nginx,
+    path: &str,
+    (basefs, sha): (&[u8], &str),
+) {
     let before = metric(
         server.http,
         "mkimage_artifact_downloads_total{kind=\"basefs\"}",
     );
     assert_eq!(before, 0);
-    let first = request(nginx.addr, "GET", &path, &[]);
+    let first = request(nginx.addr, "GET", path, &[]);
     assert_eq!(
         (first.status, first.header("X-Cache-Status")),
         (200, Some("MISS")),
         "{:?}",
         first.headers
     );
-    assert_eq!(sha256_hex(&first.body), entry.sha256);
-    let (status, len, sha) = download(nginx.addr, &path);
-    assert_eq!(
-        (status, len, sha.as_str()),
-        (200, basefs.len() as u64, entry.sha256.as_str())
-    );
-    let second = request(nginx.addr, "HEAD", &path, &[]);
+    assert_eq!(sha256_hex(&first.body), sha);
+    let (status, len, got) = download(nginx.addr, path);
+    assert_eq!((status, len, got.as_str()), (200, basefs.len() as u64, sha));
+    let second = request(nginx.addr, "HEAD", path, &[]);
     assert_eq!(
         second.header("X-Cache-Status"),
         Some("HIT"),
@@ -102,7 +117,7 @@ fn second_basefs_fetch_comes_from_nginx_proxy_cache() {
         second.headers
     );
     // A range (the init's retry resumes with one) is cut from the cached copy.
-    let part = request(nginx.addr, "GET", &path, &[("Range", "bytes=1000-1999")]);
+    let part = request(nginx.addr, "GET", path, &[("Range", "bytes=1000-1999")]);
     assert_eq!(
         (part.status, part.header("X-Cache-Status")),
         (206, Some("HIT")),
@@ -127,8 +142,11 @@ fn second_basefs_fetch_comes_from_nginx_proxy_cache() {
         1,
         "mkimage served the basefs once for three fetches"
     );
+}
 
-    // Scripts and metrics are not cached: each goes to mkimage.
+/// Scripts and metrics are not cached: each goes to mkimage; an unknown
+/// object is mkimage's 404.
+fn scripts_metrics_and_missing_objects_are_not_cached(server: &Server, nginx: &Nginx) {
     let scripts = metric(server.http, "mkimage_ipxe_scripts_total");
     get(nginx.addr, "/boot.ipxe?mac=52:54:00:12:34:56");
     assert!(get(nginx.addr, "/metrics")

@@ -134,13 +134,29 @@ fn node_overlays_are_signed_for_their_machine_and_the_init_checks_them() {
     let other = sign::node_statement("52:54:00:12:34:57", &sha256_hex(&overlay));
     assert!(!sign::verifies(&k.node_der, other.as_bytes(), &sig.body).unwrap());
 
-    // The init takes it when the signature verifies against the certificate.
+    let work = tmp.path().join("init");
+    std::fs::create_dir_all(work.join("run")).unwrap();
+    the_init_takes_it_only_against_the_node_certificate(
+        &work,
+        &server,
+        (&script, &token, &url),
+        &k,
+    );
+    a_changed_or_foreign_signature_is_refused(&work, &overlay, &sig.body, &k.node_der);
+}
+
+/// The init takes it when the signature verifies against the certificate;
+/// against another key's certificate: refused, the boot fails saying why.
+fn the_init_takes_it_only_against_the_node_certificate(
+    work: &Path,
+    server: &Server,
+    (script, token, url): (&str, &str, &str),
+    k: &keys::Keys,
+) {
     let line = script
         .lines()
         .find(|l| l.contains(" mkimage.token="))
         .unwrap();
-    let work = tmp.path().join("init");
-    std::fs::create_dir_all(work.join("run")).unwrap();
     let calls = |cert: &Path| {
         format!(
             "API='{api}'\nTOKEN={token}\nREPORT_MAC={MAC}\nRUN_DIR={run}\nNODE_OVERLAY=signed\nNODE_SIGNER={cert}\nnode_overlay_from '{line}'\necho \"OVERLAYS=$OVERLAYS\"",
@@ -149,29 +165,30 @@ fn node_overlays_are_signed_for_their_machine_and_the_init_checks_them() {
             cert = cert.display(),
         )
     };
-    let (ok, out) = init_sh(&work, &calls(&k.node_der));
+    let (ok, out) = init_sh(work, &calls(&k.node_der));
     assert!(ok, "{out}");
     assert!(out.contains("signature verified"), "{out}");
     assert!(out.contains(&format!("OVERLAYS={url}")), "{out}");
 
-    // Against another key's certificate: refused, the boot fails saying why.
-    let (ok, out) = init_sh(&work, &calls(&k.der));
+    let (ok, out) = init_sh(work, &calls(&k.der));
     assert!(!ok, "{out}");
     assert!(
         out.contains("FAILED: node overlay refused: its signature does not verify"),
         "{out}"
     );
     assert!(!out.contains("OVERLAYS="), "{out}");
+}
 
-    // A changed signature, one for another machine, or for other bytes: refused.
-    std::fs::write(work.join("overlay"), &overlay).unwrap();
-    let mut bad = sig.body.clone();
+/// A changed signature, one for another machine, or for other bytes: refused.
+fn a_changed_or_foreign_signature_is_refused(work: &Path, overlay: &[u8], sig: &[u8], cert: &Path) {
+    std::fs::write(work.join("overlay"), overlay).unwrap();
+    let mut bad = sig.to_vec();
     bad[100] ^= 1;
     std::fs::write(work.join("bad.sig"), &bad).unwrap();
-    std::fs::write(work.join("good.sig"), &sig.body).unwrap();
-    let cert = k.node_der.display();
+    std::fs::write(work.join("good.sig"), sig).unwrap();
+    let cert = cert.display();
     let (ok, out) = init_sh(
-        &work,
+        work,
         &format!("signature_ok overlay good.sig {cert} 52-54-00-12-34-56 || exit 3\nsignature_ok overlay bad.sig {cert} {MAC} && exit 4\necho \"$WHY\"\nsignature_ok overlay good.sig {cert} 52:54:00:12:34:57 && exit 6\necho x >>overlay\nsignature_ok overlay good.sig {cert} {MAC} && exit 5\necho done"),
     );
     assert!(ok, "{out}");

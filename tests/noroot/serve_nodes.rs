@@ -13,16 +13,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serve_support::{
-    build_bootable, curl, get, get_with, init_reports, kernel_arg, post_raw, request, require,
-    Server,
+    build_bootable, curl, get, get_with, init_reports, kernel_arg, require, Server,
 };
 
-const MAC: &str = "52:54:00:12:34:56";
-const INVENTORY: &str = r#"{"system":{"vendor":"QEMU","product":"Standard PC (i440FX + PIIX, 1996)","serial":""},"cpu":{"model":"QEMU Virtual CPU","count":2},"memory_kb":1500000,"nics":[{"name":"ens3","mac":"52:54:00:12:34:56","driver":"virtio_net","speed_mbps":-1,"link":true}],"disks":[{"name":"vda","size_bytes":8589934592,"model":"","rotational":true}]}"#;
+pub(crate) const MAC: &str = "52:54:00:12:34:56";
+pub(crate) const INVENTORY: &str = r#"{"system":{"vendor":"QEMU","product":"Standard PC (i440FX + PIIX, 1996)","serial":""},"cpu":{"model":"QEMU Virtual CPU","count":2},"memory_kb":1500000,"nics":[{"name":"ens3","mac":"52:54:00:12:34:56","driver":"virtio_net","speed_mbps":-1,"link":true}],"disks":[{"name":"vda","size_bytes":8589934592,"model":"","rotational":true}]}"#;
 
 /// A served dir with a bootable set and a boot config whose `vms` profile
 /// selects QEMU machines by their inventory.
-fn setup() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn setup() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("builds");
     std::fs::create_dir(&dir).unwrap();
@@ -36,7 +35,7 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
-fn record_file(dir: &Path) -> PathBuf {
+pub(crate) fn record_file(dir: &Path) -> PathBuf {
     dir.join(".state/nodes/52-54-00-12-34-56.json")
 }
 
@@ -83,10 +82,36 @@ fn a_boot_is_recorded_stage_by_stage_then_selected_by_its_facts_and_survives_a_r
     require("curl", "curl");
     let (tmp, dir) = setup();
     let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
-    let base = format!("http://{}", server.http);
+    let urls = a_first_boot_fails(tmp.path(), &server);
+    a_second_boot_gets_through(tmp.path(), &server, &urls);
+    let list = the_api_and_pages_list_the_node(&server);
+    mkimage_nodes_says_what_the_api_says(&dir, &list);
+    the_records_are_never_served(&server, &dir);
+    let r = the_discovered_machine_is_selected_by_its_facts(&server);
+    drop(server);
+    a_restart_reads_the_same_records(tmp.path(), &dir, &r);
+}
 
-    // A first boot that fails. 1. script: the default profile (nothing
-    // selects an unknown machine), and where to report.
+/// The kernel and initrd URLs of a boot script.
+fn kernel_and_initrd(script: &str) -> (String, String) {
+    let word = |prefix: &str, n: usize| {
+        script
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap()
+            .split_whitespace()
+            .nth(n)
+            .unwrap()
+            .to_string()
+    };
+    (word("kernel ", 1), word("initrd ", 3))
+}
+
+/// A first boot that fails; gives the kernel and initrd URLs.
+fn a_first_boot_fails(tmp: &Path, server: &Server) -> (String, String) {
+    let base = format!("http://{}", server.http);
+    // 1. script: the default profile (nothing selects an unknown machine),
+    // and where to report.
     let script = get(server.http, &format!("/boot.ipxe?mac={MAC}")).text();
     assert_eq!(
         kernel_arg(&script, "mkimage.api").as_deref(),
@@ -95,7 +120,7 @@ fn a_boot_is_recorded_stage_by_stage_then_selected_by_its_facts_and_survives_a_r
     );
     assert!(!script.contains(" vm=1"), "{script}");
     let token = kernel_arg(&script, "mkimage.token").expect("a boot token");
-    let r = record(&server);
+    let r = record(server);
     assert_eq!(
         (r["profile"].as_str(), r["new"].as_bool(), stages(&r)),
         (Some("discovery"), Some(true), vec!["script".to_string()])
@@ -103,22 +128,7 @@ fn a_boot_is_recorded_stage_by_stage_then_selected_by_its_facts_and_survives_a_r
     assert_eq!(r["ip"], "127.0.0.1");
     // 2, 3. kernel and initrd, from content-addressed URLs (no MAC in them):
     // put on the record of the machine whose script went to that address.
-    let kernel = script
-        .lines()
-        .find(|l| l.starts_with("kernel "))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string();
-    let initrd = script
-        .lines()
-        .find(|l| l.starts_with("initrd "))
-        .unwrap()
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .to_string();
+    let (kernel, initrd) = kernel_and_initrd(&script);
     assert!(
         !kernel.contains("52:54") && !initrd.contains("52:54"),
         "{script}"
@@ -126,11 +136,11 @@ fn a_boot_is_recorded_stage_by_stage_then_selected_by_its_facts_and_survives_a_r
     assert_eq!(curl(&["-I", &kernel]).0, 200, "HEAD");
     assert_eq!(curl(&[&kernel]).0, 200);
     assert_eq!(curl(&[&initrd]).0, 200);
-    wait_for(&server, "kernel and initrd", |s| s.len() == 3);
+    wait_for(server, "kernel and initrd", |s| s.len() == 3);
     // 4, 5. the init's steps up to a failure with its reason, sent by report.sh.
-    init_reports(tmp.path(), (&base, &token), "report network\nreport download\nreport failed 'download basefs' \"sha256 mismatch: expected ab,
+    init_reports(tmp, (&base, &token), "report network\nreport download\nreport failed 'download basefs' \"sha256 mismatch: expected ab,
 got cd\"");
-    let r = wait_for(&server, "the init's reports", |s| {
+    let r = wait_for(server, "the init's reports", |s| {
         s.last().map(String::as_str) == Some("failed") && s.len() == 6
     });
     assert_eq!(
@@ -145,34 +155,28 @@ got cd\"");
         r["failure"]["reason"], "sha256 mismatch: expected ab, got cd",
         "control characters became spaces"
     );
+    (kernel, initrd)
+}
 
-    // A second boot that gets through: every stage, in boot order.
+/// A second boot that gets through: every stage, in boot order.
+fn a_second_boot_gets_through(tmp: &Path, server: &Server, (kernel, initrd): &(String, String)) {
+    let base = format!("http://{}", server.http);
     let script = get(server.http, &format!("/boot.ipxe?mac={MAC}")).text();
     let token = kernel_arg(&script, "mkimage.token").expect("a boot token");
     let auth = format!("Authorization: Bearer {token}");
-    assert_eq!(curl(&[&kernel]).0, 200);
-    assert_eq!(curl(&[&initrd]).0, 200);
+    assert_eq!(curl(&[kernel]).0, 200);
+    assert_eq!(curl(&[initrd]).0, 200);
     init_reports(
-        tmp.path(),
+        tmp,
         (&base, &token),
         "report network\nreport download\nreport verified\nreport mounted\nreport switch-root",
     );
-    wait_for(&server, "the init's reports", |s| {
+    wait_for(server, "the init's reports", |s| {
         s.last().map(String::as_str) == Some("switch-root") && s.len() == 8
     });
     // 6. booted, from the base role's unit; 7. the inventory, as the discovery overlay posts it (curl).
-    assert_eq!(
-        curl(&[
-            "-fsS",
-            "-m",
-            "5",
-            "-H",
-            &auth,
-            &format!("{base}/api/nodes/{MAC}/event?stage=booted")
-        ])
-        .0,
-        200
-    );
+    let booted = format!("{base}/api/nodes/{MAC}/event?stage=booted");
+    assert_eq!(curl(&["-fsS", "-m", "5", "-H", &auth, &booted]).0, 200);
     let (code, body) = curl(&[
         "-fsS",
         "-m",
@@ -186,7 +190,7 @@ got cd\"");
         &format!("{base}/api/nodes/{MAC}/inventory"),
     ]);
     assert_eq!(code, 200, "{body}");
-    let r = record(&server);
+    let r = record(server);
     assert_eq!(
         stages(&r),
         [
@@ -211,8 +215,10 @@ got cd\"");
         "the last failure stays on the record"
     );
     assert_eq!(r["inventory"]["system"]["vendor"], "QEMU");
+}
 
-    // The listings: /api/nodes, the status page, /metrics, mkimage nodes.
+/// The listings: /api/nodes, the status page, /metrics. Gives /api/nodes.
+fn the_api_and_pages_list_the_node(server: &Server) -> serde_json::Value {
     let list: serde_json::Value =
         serde_json::from_slice(&server.get_admin("/api/nodes").body).unwrap();
     let n = &list["nodes"][0];
@@ -251,14 +257,18 @@ got cd\"");
         "{metrics}"
     );
     assert!(metrics.contains("mkimage_nodes_new 1\n"), "{metrics}");
-    let o = mkimage_nodes(&dir, true);
+    list
+}
+
+fn mkimage_nodes_says_what_the_api_says(dir: &Path, list: &serde_json::Value) {
+    let o = mkimage_nodes(dir, true);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cli: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
-        cli, list,
+        &cli, list,
         "mkimage nodes --json says what GET /api/nodes says"
     );
-    let table = String::from_utf8_lossy(&mkimage_nodes(&dir, false).stdout).into_owned();
+    let table = String::from_utf8_lossy(&mkimage_nodes(dir, false).stdout).into_owned();
     let row = table.lines().nth(1).unwrap_or_default();
     for cell in [
         MAC,
@@ -273,8 +283,11 @@ got cd\"");
     ] {
         assert!(row.contains(cell), "`{cell}` not in\n{table}");
     }
-    // The records are the server's state, never a file it serves.
-    assert!(record_file(&dir).is_file());
+}
+
+/// The records are the server's state, never a file it serves.
+fn the_records_are_never_served(server: &Server, dir: &Path) {
+    assert!(record_file(dir).is_file());
     for path in [
         "/.state/nodes/52-54-00-12-34-56.json",
         "/.state/nodes/",
@@ -288,14 +301,16 @@ got cd\"");
             r.text()
         );
     }
+}
 
-    // Discovered, the machine is selected by its facts: no longer new.
+/// Discovered, the machine is selected by its facts: no longer new.
+fn the_discovered_machine_is_selected_by_its_facts(server: &Server) -> serde_json::Value {
     let script = get(server.http, &format!("/boot.ipxe?mac={MAC}")).text();
     assert!(
         script.contains(" vm=1"),
         "the `vms` profile (match: vendor qemu): {script}"
     );
-    let r = record(&server);
+    let r = record(server);
     assert_eq!(
         (
             r["profile"].as_str(),
@@ -310,224 +325,20 @@ got cd\"");
             vec!["script".to_string()]
         )
     );
-    drop(server);
+    r
+}
 
-    // A restart reads the same records.
-    let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
+fn a_restart_reads_the_same_records(tmp: &Path, dir: &Path, r: &serde_json::Value) {
+    let server = Server::start(tmp, dir, &["--tftp", "off"]);
     let again = record(&server);
-    assert_eq!(again, r);
+    assert_eq!(&again, r);
     assert!(get(server.http, &format!("/boot.ipxe?mac={MAC}"))
         .text()
         .contains(" vm=1"));
     assert!(
-        mkimage_nodes(&tmp.path().join("missing"), true)
-            .status
-            .code()
-            == Some(2),
+        mkimage_nodes(&tmp.join("missing"), true).status.code() == Some(2),
         "a --dir that does not exist is a usage error"
     );
-}
-
-#[test]
-fn bad_reports_are_refused_with_a_reason_and_change_nothing() {
-    require("curl", "curl");
-    let (tmp, dir) = setup();
-    let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
-    let (a, base) = (server.http, format!("http://{}", server.http));
-    let token = serve_support::boot_token(a, MAC);
-    let other = serve_support::boot_token(a, "52:54:00:99:99:99");
-    let auth = format!("Authorization: Bearer {token}");
-    let (code, _) = curl(&[
-        "-H",
-        &auth,
-        "--data-binary",
-        INVENTORY,
-        &format!("{base}/api/nodes/{MAC}/inventory"),
-    ]);
-    assert_eq!(code, 200);
-    let before = std::fs::read(record_file(&dir)).unwrap();
-    let listing = |d: &Path| {
-        let mut names: Vec<_> = std::fs::read_dir(d.join(".state/nodes"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        names
-    };
-    let files = listing(&dir);
-    let unchanged = |what: &str| {
-        assert_eq!(
-            std::fs::read(record_file(&dir)).unwrap(),
-            before,
-            "{what} changed the record"
-        );
-        assert_eq!(listing(&dir), files, "{what} changed the registry");
-    };
-
-    for (target, status, why) in [
-        (
-            "/api/nodes/nonsense/event?stage=booted",
-            400,
-            "not a MAC address",
-        ),
-        (
-            "/api/nodes/52:54:00:12:34:5g/event?stage=booted",
-            400,
-            "not a MAC address",
-        ),
-        (&format!("/api/nodes/{MAC}/event"), 400, "give ?stage=NAME"),
-        (
-            &format!("/api/nodes/{MAC}/event?stage=rebooted"),
-            400,
-            "not one a machine reports",
-        ),
-        (
-            &format!("/api/nodes/{MAC}/event?stage=kernel"),
-            400,
-            "not one a machine reports",
-        ),
-        (
-            &format!("/api/nodes/{MAC}/event?stage=failed"),
-            400,
-            "needs &reason",
-        ),
-        (
-            &format!("/api/nodes/{MAC}/event?stage=failed&reason=%20"),
-            400,
-            "needs &reason",
-        ),
-        (
-            &format!("/api/nodes/{MAC}/event?stage=failed&reason=bad%0Aline"),
-            400,
-            "control character",
-        ),
-        (
-            &format!("/api/nodes/{MAC}/event?stage=failed&reason=bell%07"),
-            400,
-            "control character",
-        ),
-        (
-            &format!("/api/nodes/{MAC}/event?stage=failed&reason=%ff%fe"),
-            400,
-            "percent-encoded UTF-8",
-        ),
-        (
-            &format!("/api/nodes/{MAC}/event?stage=failed&step=x%1b[31m&reason=r"),
-            400,
-            "control character",
-        ),
-        (
-            &format!("/api/nodes/{MAC}/event?stage=booted&reason=why"),
-            400,
-            "stage=failed only",
-        ),
-        (&format!("/api/nodes/{MAC}/inventory"), 405, "takes POST"),
-        (&format!("/api/nodes/{MAC}/other"), 404, "no such API"),
-        ("/api/other", 404, "no such API"),
-    ] {
-        let r = get_with(a, target, &token);
-        assert_eq!(r.status, status, "{target}: {}", r.text());
-        assert!(r.text().contains(why), "{target}: {}", r.text());
-        unchanged(target);
-    }
-    let long = format!(
-        "/api/nodes/{MAC}/event?stage=failed&reason={}",
-        "x".repeat(600)
-    );
-    assert_eq!(get_with(a, &long, &token).status, 400);
-    unchanged("a 600-byte reason");
-
-    let inventory = format!("{base}/api/nodes/{MAC}/inventory");
-    let over = format!(
-        "{{\"system\":{{\"vendor\":\"{}\"}}}}",
-        "x".repeat(70 * 1024)
-    );
-    let huge = tmp.path().join("huge.json");
-    std::fs::write(&huge, &over).unwrap();
-    for (body, status, why) in [
-        ("[1, 2]".to_string(), 400, "must be a JSON object"),
-        ("\"QEMU\"".to_string(), 400, "must be a JSON object"),
-        ("{\"system\": ".to_string(), 400, "not JSON"),
-        ("{\"cpu\": {\"count\": -2}}".to_string(), 400, "cpu.count"),
-        (
-            "{\"system\": {\"vendor\": \"a\\u0000b\"}}".to_string(),
-            400,
-            "control character",
-        ),
-        ("{\"nics\": \"eth0\"}".to_string(), 400, "nics"),
-        (format!("@{}", huge.display()), 413, "over the limit"),
-    ] {
-        let (code, text) = curl(&[
-            "-H",
-            &auth,
-            "-H",
-            "Expect:",
-            "--data-binary",
-            &body,
-            &inventory,
-        ]);
-        assert_eq!(code, status, "{body:.60}: {text}");
-        assert!(text.contains(why), "{body:.60}: {text}");
-        unchanged(&body);
-    }
-    let (code, text) = curl(&["-H", &auth, "-X", "POST", &inventory]);
-    assert_eq!(code, 400, "an empty body: {text}");
-    let (code, text) = post_raw(
-        a,
-        &format!("/api/nodes/{MAC}/inventory"),
-        "Transfer-Encoding: chunked\r\n",
-        b"5\r\n{}\r\n0\r\n\r\n",
-    );
-    assert_eq!(code, 411, "{text}");
-    let (code, text) = post_raw(
-        a,
-        &format!("/api/nodes/{MAC}/event?stage=booted"),
-        "Content-Length: 2\r\n",
-        b"{}",
-    );
-    assert_eq!(code, 405, "{text}");
-    let (code, text) = post_raw(a, "/boot.ipxe", "Content-Length: 2\r\n", b"{}");
-    assert_eq!(code, 413, "bodies only for the API: {text}");
-    let (code, text) = post_raw(a, "/api/nodes", "Content-Length: 2\r\n", b"{}");
-    assert_eq!(code, 405, "{text}");
-    let r = request(a, "DELETE", &format!("/api/nodes/{MAC}"), &[]);
-    assert_eq!(r.status, 405);
-    unchanged("refused requests");
-    // Reports without the MAC's own boot token: 403, nothing changes.
-    let booted = format!("/api/nodes/{MAC}/event?stage=booted");
-    for (why, r) in [
-        ("no token", get(a, &booted)),
-        ("another MAC's token", get_with(a, &booted, &other)),
-        ("a made-up token", get_with(a, &booted, &"0".repeat(32))),
-    ] {
-        assert_eq!(r.status, 403, "{why}: {}", r.text());
-        assert!(r.text().contains("mkimage.token="), "{why}: {}", r.text());
-        assert!(
-            !r.text().contains(&token),
-            "{why}: never a token in an error"
-        );
-    }
-    let (code, text) = curl(&[
-        "-H",
-        &format!("Authorization: Bearer {other}"),
-        "--data-binary",
-        INVENTORY,
-        &inventory,
-    ]);
-    assert_eq!(code, 403, "{text}");
-    unchanged("reports without the MAC's boot token");
-    // HEAD checks a report but records nothing.
-    let r = request(
-        a,
-        "HEAD",
-        &booted,
-        &[("Authorization", &format!("Bearer {token}"))],
-    );
-    assert_eq!(r.status, 200);
-    unchanged("HEAD of a report");
-    // Still serving, and the record still takes good reports.
-    assert_eq!(get_with(a, &booted, &token).status, 200);
-    assert_ne!(std::fs::read(record_file(&dir)).unwrap(), before);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 
 use crate::serve_support;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 
 use serve_support::{
@@ -110,37 +112,55 @@ fn overlay_files(script: &str) -> Vec<String> {
 fn profiles_by_mac_tag_and_default() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("builds");
-    std::fs::create_dir(&dir).unwrap();
-    build_bootable(&dir, b"base");
+    let disc = build_three_overlays_and_a_boot_config(tmp.path(), &dir);
+    let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
+    each_machine_gets_its_profile(server.http);
+    the_status_page_shows_artifacts_and_who_booted(&server, &disc);
+    drop(server);
+    public_url_wins_over_the_host_header(tmp.path(), &dir);
+    no_boot_config_gives_the_basefs_alone(tmp.path(), &dir);
+    overlays_from_another_server_are_named_by_url_and_sha256(tmp.path(), &dir, &disc);
+    a_missing_artifact_gives_a_retry_script(tmp.path(), &dir);
+    nothing_built_gives_a_retry_script_with_the_reason(tmp.path());
+    an_invalid_boot_config_is_a_usage_error(tmp.path(), &dir);
+}
+
+/// A bootable set, the overlays discovery, raid and burnin, and a boot
+/// config: raid for M1, burnin by M2's tag, discovery by default. Gives
+/// discovery's sha256.
+fn build_three_overlays_and_a_boot_config(tmp: &Path, dir: &Path) -> String {
+    std::fs::create_dir(dir).unwrap();
+    build_bootable(dir, b"base");
     let disc = build(
-        &dir,
+        dir,
         "overlay",
         "discovery",
         "discovery.cpio.gz",
         b"disc",
         &[],
     );
-    build(&dir, "overlay", "raid", "raid.cpio.gz", b"raid", &[&disc]);
+    build(dir, "overlay", "raid", "raid.cpio.gz", b"raid", &[&disc]);
     build(
-        &dir,
+        dir,
         "overlay",
         "burnin",
         "burnin.cpio.gz",
         b"burn",
         &[&disc],
     );
-    std::fs::create_dir(tmp.path().join("vars")).unwrap();
+    std::fs::create_dir(tmp.join("vars")).unwrap();
     std::fs::write(
-        tmp.path().join("vars/boot.yml"),
+        tmp.join("vars/boot.yml"),
         format!(
             "default: discovery\nprofiles:\n  - name: raid\n    overlays: [discovery, raid.cpio.gz]\n    args: raid.level=10\n    macs: ['{M1}']\n  \
              - name: burnin\n    overlays: [discovery, burnin]\n    tags: [burn]\n  - name: discovery\n    overlays: [discovery]\nhosts:\n  '{M2}': [burn]\n"
         ),
     )
     .unwrap();
-    let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
-    let a = server.http;
+    disc.sha256.clone()
+}
 
+fn each_machine_gets_its_profile(a: SocketAddr) {
     let s1 = get(a, &format!("/boot.ipxe?mac={M1}")).text();
     assert_eq!(
         overlay_files(&s1),
@@ -175,12 +195,14 @@ fn profiles_by_mac_tag_and_default() {
     );
     assert_consistent(&plain);
     assert_eq!(get(a, "/boot.ipxe?mac=nonsense").status, 400);
+}
 
-    // The status page shows the artifacts and, with the admin token, who booted.
+/// The status page shows the artifacts and, with the admin token, who booted.
+fn the_status_page_shows_artifacts_and_who_booted(server: &Server, disc: &str) {
     let page = server.get_admin("/").text();
     assert!(
         page.contains("raid.cpio.gz")
-            && page.contains(&disc.sha256)
+            && page.contains(disc)
             && page.contains("2023-11-14 22:13:20"),
         "{page}"
     );
@@ -188,17 +210,17 @@ fn profiles_by_mac_tag_and_default() {
         page.contains(M1) && page.contains("52:54:00:00:00:02"),
         "{page}"
     );
-    let metrics = get(a, "/metrics").text();
+    let metrics = get(server.http, "/metrics").text();
     assert!(
         metrics.contains("mkimage_ipxe_scripts_total 4"),
         "{metrics}"
     );
-    drop(server);
+}
 
-    // --public-url wins over the Host header.
+fn public_url_wins_over_the_host_header(tmp: &Path, dir: &Path) {
     let server = Server::start(
-        tmp.path(),
-        &dir,
+        tmp,
+        dir,
         &["--tftp", "off", "--public-url", "http://boot.example:8080/"],
     );
     let s = request(server.http, "GET", "/boot.ipxe", &[]).text();
@@ -206,13 +228,14 @@ fn profiles_by_mac_tag_and_default() {
         s.contains("basefs=http://boot.example:8080/sha256/") && s.contains("/base.squashfs "),
         "{s}"
     );
-    drop(server);
+}
 
-    // No boot config: the newest basefs alone — no overlay reaches a
-    // machine that no profile names it for — and the status page says how
-    // to give machines overlays.
-    std::fs::remove_file(tmp.path().join("vars/boot.yml")).unwrap();
-    let server = Server::start(tmp.path(), &dir, &["--tftp", "off"]);
+/// No boot config: the newest basefs alone — no overlay reaches a machine
+/// that no profile names it for — and the status page says how to give
+/// machines overlays.
+fn no_boot_config_gives_the_basefs_alone(tmp: &Path, dir: &Path) {
+    std::fs::remove_file(tmp.join("vars/boot.yml")).unwrap();
+    let server = Server::start(tmp, dir, &["--tftp", "off"]);
     let s = get(server.http, "/boot.ipxe").text();
     assert_eq!(overlay_files(&s), Vec::<String>::new(), "{s}");
     assert!(!s.contains("overlayfs=") && !s.contains("cpio.gz"), "{s}");
@@ -222,15 +245,16 @@ fn profiles_by_mac_tag_and_default() {
         page.contains("with no overlay") && page.contains("--boot-config"),
         "{page}"
     );
-    drop(server);
+}
 
-    // Overlays from another server: named by URL and sha256, in order.
+/// Overlays from another server: named by URL and sha256, in order.
+fn overlays_from_another_server_are_named_by_url_and_sha256(tmp: &Path, dir: &Path, disc: &str) {
     let remote_sha = "ab".repeat(32);
-    let remote = tmp.path().join("remote.yml");
+    let remote = tmp.join("remote.yml");
     std::fs::write(&remote, format!("profiles:\n  - name: t\n    overlays: [discovery, {{url: 'http://10.0.2.2:9/check.cpio.gz', sha256: {remote_sha}}}]\n")).unwrap();
     let server = Server::start(
-        tmp.path(),
-        &dir,
+        tmp,
+        dir,
         &["--tftp", "off", "--boot-config", remote.to_str().unwrap()],
     );
     let s = get(server.http, "/boot.ipxe").text();
@@ -238,25 +262,26 @@ fn profiles_by_mac_tag_and_default() {
     assert!(
         urls.starts_with(&format!(
             "http://{}/sha256/{}/discovery.cpio.gz,",
-            server.http, disc.sha256
+            server.http, disc
         )),
         "{s}"
     );
     assert!(urls.ends_with(",http://10.0.2.2:9/check.cpio.gz"), "{s}");
     assert_eq!(
         arg(&s, "overlayfs.sha256").unwrap(),
-        format!("{},{remote_sha}", disc.sha256)
+        format!("{},{remote_sha}", disc)
     );
-    drop(server);
+}
 
-    // A profile naming an artifact that is not built: the machine gets a
-    // 200 script that prints why and asks again (iPXE shows an HTTP error
-    // as a bare code), counted in /metrics.
-    let bad = tmp.path().join("bad.yml");
+/// A profile naming an artifact that is not built: the machine gets a 200
+/// script that prints why and asks again (iPXE shows an HTTP error as a
+/// bare code), counted in /metrics.
+fn a_missing_artifact_gives_a_retry_script(tmp: &Path, dir: &Path) {
+    let bad = tmp.join("bad.yml");
     std::fs::write(&bad, "profiles:\n  - name: x\n    overlays: [nope]\n").unwrap();
     let server = Server::start(
-        tmp.path(),
-        &dir,
+        tmp,
+        dir,
         &[
             "--tftp",
             "off",
@@ -288,12 +313,13 @@ fn profiles_by_mac_tag_and_default() {
             && metrics.contains("mkimage_ipxe_scripts_total 0\n"),
         "{metrics}"
     );
-    drop(server);
+}
 
-    // Nothing built yet: the same, with the reason.
-    let empty = tmp.path().join("empty");
+/// Nothing built yet: the same, with the reason.
+fn nothing_built_gives_a_retry_script_with_the_reason(tmp: &Path) {
+    let empty = tmp.join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let server = Server::start(tmp.path(), &empty, &["--tftp", "off"]);
+    let server = Server::start(tmp, &empty, &["--tftp", "off"]);
     let r = get(server.http, "/boot.ipxe");
     assert_eq!(r.status, 200);
     assert!(
@@ -304,12 +330,14 @@ fn profiles_by_mac_tag_and_default() {
         "{}",
         r.text()
     );
-    drop(server);
+}
 
-    // An invalid boot config is a usage error at startup (exit 2, file and line).
+/// An invalid boot config is a usage error at startup (exit 2, file and line).
+fn an_invalid_boot_config_is_a_usage_error(tmp: &Path, dir: &Path) {
+    let bad = tmp.join("bad.yml");
     std::fs::write(&bad, "profiles:\n  - name: x\n    overlay: [typo]\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mkimage"))
-        .current_dir(tmp.path())
+        .current_dir(tmp)
         .args([
             "serve",
             "--dir",

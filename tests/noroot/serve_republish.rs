@@ -107,7 +107,22 @@ fn downloads_survive_a_rebuild() {
         "new clients get the new file"
     );
 
-    // Versioned URLs: the replaced version is refused, the current one served.
+    the_replaced_version_is_refused_by_sha_and_by_if_range(a, &shas);
+    many_clients_while_it_is_republished_twice_more(a, &dir, (&versions, &shas));
+    let metrics = serve_support::get(a, "/metrics").text();
+    let zero_copy = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mkimage_http_zero_copy_responses_total "))
+        .unwrap();
+    assert!(
+        zero_copy.parse::<u64>().unwrap() >= 15,
+        "large bodies went out with sendfile:\n{metrics}"
+    );
+}
+
+/// Versioned URLs: the replaced version is refused, the current one served.
+/// Resuming with If-Range and the old ETag gets the whole new file, not a splice.
+fn the_replaced_version_is_refused_by_sha_and_by_if_range(a: SocketAddr, shas: &[String]) {
     assert_eq!(
         request(
             a,
@@ -128,7 +143,6 @@ fn downloads_survive_a_rebuild() {
         .status,
         200
     );
-    // Resuming with If-Range and the old ETag gets the whole new file, not a splice.
     let resumed = request(
         a,
         "GET",
@@ -140,8 +154,15 @@ fn downloads_survive_a_rebuild() {
     );
     assert_eq!(resumed.status, 200);
     assert_eq!(sha256_hex(&resumed.body), shas[1]);
+}
 
-    // Many clients while the file is republished twice more.
+/// Many clients while the file is republished twice more: each gets one
+/// whole published version.
+fn many_clients_while_it_is_republished_twice_more(
+    a: SocketAddr,
+    dir: &Path,
+    (versions, shas): (&[Vec<u8>], &[String]),
+) {
     let clients: Vec<_> = (0..12)
         .map(|i| {
             std::thread::sleep(Duration::from_millis(40));
@@ -157,7 +178,7 @@ fn downloads_survive_a_rebuild() {
         })
         .collect();
     for v in &versions[2..] {
-        publish(&dir, "base.squashfs", v);
+        publish(dir, "base.squashfs", v);
         std::thread::sleep(Duration::from_millis(100));
     }
     for c in clients {
@@ -170,13 +191,4 @@ fn downloads_survive_a_rebuild() {
         assert_eq!(len, versions[which.unwrap()].len() as u64);
     }
     assert_eq!(download(a, "/base.squashfs").2, shas[3]);
-    let metrics = serve_support::get(a, "/metrics").text();
-    let zero_copy = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("mkimage_http_zero_copy_responses_total "))
-        .unwrap();
-    assert!(
-        zero_copy.parse::<u64>().unwrap() >= 15,
-        "large bodies went out with sendfile:\n{metrics}"
-    );
 }

@@ -69,28 +69,34 @@ fn tftp_transfers_options_and_errors() {
     std::fs::write(dir.join(".hidden"), b"hidden").unwrap();
     let server = Server::start(tmp.path(), &dir, &[]);
     let t = server.tftp.expect("tftp address");
+    block_sizes_and_the_ipxe_binary(t, &small, ipxe);
+    the_block_number_rolls_over_with_tftp_hpa(t, &tmp.path().join("got.bin"), &big);
+    the_oack_names_the_negotiated_and_the_file_size(t);
+    missing_traversal_hidden_and_writes_are_refused(t);
+    garbage_is_ignored_and_the_server_keeps_serving(t, &small);
+    failed_transfers_are_counted(&server);
+}
 
-    // Default block size, negotiated ones, and the iPXE binary for chain-loading.
-    assert_eq!(
-        curl_tftp(t, "small.bin", &["--tftp-no-options"]),
-        (0, small.clone())
-    );
-    assert_eq!(curl_tftp(t, "small.bin", &[]), (0, small.clone()));
+/// Default block size, negotiated ones, and the iPXE binary for chain-loading.
+fn block_sizes_and_the_ipxe_binary(t: SocketAddr, small: &[u8], ipxe: &Path) {
+    let small = (0, small.to_vec());
+    assert_eq!(curl_tftp(t, "small.bin", &["--tftp-no-options"]), small);
+    assert_eq!(curl_tftp(t, "small.bin", &[]), small);
     assert_eq!(
         curl_tftp(t, "small.bin", &["--tftp-blksize", "1432"]),
-        (0, small.clone())
+        small
     );
     assert_eq!(
         curl_tftp(t, "small.bin", &["--tftp-blksize", "8192"]),
-        (0, small.clone())
+        small
     );
     assert_eq!(
         curl_tftp(t, "undionly.kpxe", &[]),
         (0, std::fs::read(ipxe).unwrap())
     );
+}
 
-    // Block-number rollover, with tftp-hpa.
-    let got = tmp.path().join("got.bin");
+fn the_block_number_rolls_over_with_tftp_hpa(t: SocketAddr, got: &Path, big: &[u8]) {
     let status = Command::new("tftp")
         .args([
             "-m",
@@ -101,13 +107,14 @@ fn tftp_transfers_options_and_errors() {
             "get",
             "big.bin",
         ])
-        .arg(&got)
+        .arg(got)
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(sha256_hex(&std::fs::read(&got).unwrap()), sha256_hex(&big));
+    assert_eq!(sha256_hex(&std::fs::read(got).unwrap()), sha256_hex(big));
+}
 
-    // The OACK names the negotiated size and the file's size.
+fn the_oack_names_the_negotiated_and_the_file_size(t: SocketAddr) {
     let (reply, _) = raw(
         t,
         &rrq(
@@ -121,8 +128,10 @@ fn tftp_transfers_options_and_errors() {
         want.push(0);
     }
     assert_eq!(reply, want);
+}
 
-    // Errors: missing file, traversal, hidden files, writes.
+/// Errors: missing file, traversal, hidden files, writes.
+fn missing_traversal_hidden_and_writes_are_refused(t: SocketAddr) {
     assert_eq!(curl_tftp(t, "nope", &[]).0, 68, "curl: TFTP file not found");
     assert_eq!(error_code(&raw(t, &rrq("nope", &[])).0), Some(1));
     for name in [
@@ -143,8 +152,9 @@ fn tftp_transfers_options_and_errors() {
     let mut wrq = rrq("x", &[]);
     wrq[1] = 2;
     assert_eq!(error_code(&raw(t, &wrq).0), Some(2));
+}
 
-    // Garbage is ignored and the server keeps serving.
+fn garbage_is_ignored_and_the_server_keeps_serving(t: SocketAddr, small: &[u8]) {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     for junk in [
         &b""[..],
@@ -159,11 +169,14 @@ fn tftp_transfers_options_and_errors() {
     ] {
         s.send_to(junk, t).unwrap();
     }
-    assert_eq!(curl_tftp(t, "small.bin", &[]), (0, small));
-    // The raw request with options above was never acknowledged: that
-    // transfer gives up after its retransmits (timeout 2 s, 6 sends) and
-    // counts as failed, beside the refused ones (curl's and the raw missing
-    // file, 5 traversals, /etc/passwd); the successful ones count nothing.
+    assert_eq!(curl_tftp(t, "small.bin", &[]), (0, small.to_vec()));
+}
+
+/// The raw request with options above was never acknowledged: that
+/// transfer gives up after its retransmits (timeout 2 s, 6 sends) and
+/// counts as failed, beside the refused ones (curl's and the raw missing
+/// file, 5 traversals, /etc/passwd); the successful ones count nothing.
+fn failed_transfers_are_counted(server: &Server) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let metrics = serve_support::get(server.http, "/metrics").text();
@@ -216,27 +229,7 @@ fn uefi_boot_shim_serves_the_secure_boot_chain_and_grub_configs_per_mac() {
         ],
     );
     let t = server.tftp.expect("tftp address");
-    let (rc, shim) = curl_tftp(t, "shimx64.efi", &[]);
-    assert_eq!(
-        (rc, shim.len() as u64),
-        (
-            0,
-            std::fs::metadata("/usr/lib/shim/shimx64.efi.signed")
-                .unwrap()
-                .len()
-        )
-    );
-    let (rc, grub) = curl_tftp(t, "grubx64.efi", &[]);
-    assert_eq!(rc, 0);
-    assert_eq!(
-        sha256_hex(&grub),
-        sha256_hex(
-            &std::fs::read("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed").unwrap()
-        )
-    );
-    let (rc, stub) = curl_tftp(t, "grub/grub.cfg", &[]);
-    assert_eq!(rc, 0);
-    assert!(String::from_utf8_lossy(&stub).contains("configfile $prefix/grub.cfg-$net_default_mac"));
+    the_shim_signed_grub_and_grub_stub_are_served(t);
     let (rc, cfg) = curl_tftp(t, "grub/grub.cfg-52:54:00:12:34:56", &[]);
     let cfg = String::from_utf8(cfg).unwrap();
     assert_eq!(rc, 0, "{cfg}");
@@ -271,4 +264,30 @@ fn uefi_boot_shim_serves_the_secure_boot_chain_and_grub_configs_per_mac() {
         0
     );
     assert_eq!(curl_tftp(t, "base.squashfs", &[]), (0, b"basefs".to_vec()));
+}
+
+/// shim and Debian's signed GRUB as installed, and the GRUB stub that loads
+/// the config for the machine's MAC.
+fn the_shim_signed_grub_and_grub_stub_are_served(t: SocketAddr) {
+    let (rc, shim) = curl_tftp(t, "shimx64.efi", &[]);
+    assert_eq!(
+        (rc, shim.len() as u64),
+        (
+            0,
+            std::fs::metadata("/usr/lib/shim/shimx64.efi.signed")
+                .unwrap()
+                .len()
+        )
+    );
+    let (rc, grub) = curl_tftp(t, "grubx64.efi", &[]);
+    assert_eq!(rc, 0);
+    assert_eq!(
+        sha256_hex(&grub),
+        sha256_hex(
+            &std::fs::read("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed").unwrap()
+        )
+    );
+    let (rc, stub) = curl_tftp(t, "grub/grub.cfg", &[]);
+    assert_eq!(rc, 0);
+    assert!(String::from_utf8_lossy(&stub).contains("configfile $prefix/grub.cfg-$net_default_mac"));
 }

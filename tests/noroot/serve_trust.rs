@@ -185,7 +185,19 @@ fn the_admin_token_guards_reads_and_the_status_pages_machines() {
     );
     assert!(!get(server.http, "/").text().contains(MAC));
 
-    // The form: a wrong token is refused; the right one sets the cookie.
+    the_sign_in_form_sets_a_cookie_that_opens_the_page(&server, &admin);
+    drop(server);
+    // --public-status opens the page, not the API.
+    let server = Server::start(tmp.path(), &dir, &["--tftp", "off", "--public-status"]);
+    assert!(get(server.http, "/").text().contains(MAC));
+    assert_eq!(get(server.http, "/api/nodes").status, 401);
+    drop(server);
+
+    a_token_file_others_can_read_is_refused(tmp.path(), &dir);
+}
+
+/// The form: a wrong token is refused; the right one sets the cookie.
+fn the_sign_in_form_sets_a_cookie_that_opens_the_page(server: &Server, admin: &str) {
     let form = |token: &str| {
         let body = format!("token={token}");
         let req = format!(
@@ -196,7 +208,7 @@ fn the_admin_token_guards_reads_and_the_status_pages_machines() {
         exchange(server.http, req.as_bytes())
     };
     assert!(form("wrong").starts_with("HTTP/1.1 401 "));
-    let signed_in = form(&admin);
+    let signed_in = form(admin);
     assert!(signed_in.starts_with("HTTP/1.1 303 "), "{signed_in}");
     let cookie = signed_in
         .lines()
@@ -211,27 +223,22 @@ fn the_admin_token_guards_reads_and_the_status_pages_machines() {
         "{cookie}"
     );
     assert!(
-        !cookie.contains(&admin),
+        !cookie.contains(admin),
         "the cookie is not the token itself"
     );
     let pair = cookie.split(';').next().unwrap();
     let page = request(server.http, "GET", "/", &[("Cookie", pair)]).text();
     assert!(page.contains(MAC), "{page}");
-    drop(server);
+}
 
-    // --public-status opens the page, not the API.
-    let server = Server::start(tmp.path(), &dir, &["--tftp", "off", "--public-status"]);
-    assert!(get(server.http, "/").text().contains(MAC));
-    assert_eq!(get(server.http, "/api/nodes").status, 401);
-    drop(server);
-
-    // A token file others can read is refused, naming the file and the fix.
-    let loose = tmp.path().join("loose.token");
+/// A token file others can read is refused, naming the file and the fix.
+fn a_token_file_others_can_read_is_refused(tmp: &Path, dir: &Path) {
+    let loose = tmp.join("loose.token");
     std::fs::write(&loose, "0123456789abcdef0123456789\n").unwrap();
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_mkimage"))
         .args(["serve", "--http", "127.0.0.1:0", "--tftp", "off", "--dir"])
-        .arg(&dir)
+        .arg(dir)
         .arg("--admin-token-file")
         .arg(&loose)
         .output()
