@@ -342,7 +342,7 @@ fn plain_udhcpc_gets_nothing(http: SocketAddr, offers: &UdpSocket) {
             to_67,
         )
         .unwrap();
-    assert_eq!(file(&reply(&offers, 8)), "undionly.kpxe");
+    assert_eq!(file(&reply(offers, 8)), "undionly.kpxe");
     assert_eq!(
         metric(http, "mkimage_dhcp_ignored_total"),
         2,
