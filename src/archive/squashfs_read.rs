@@ -221,7 +221,47 @@ fn extract_from(img: &Image, pattern: &str, dest: &Path) -> Result<Vec<String>, 
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
         .collect();
-    // (path as asked, real path in the image)
+    let current = glob_walk(img, &comps);
+    if current.is_empty() || comps.is_empty() {
+        return Err(ArchiveError::NotFound {
+            image: image.to_path_buf(),
+            pattern: pattern.to_string(),
+        });
+    }
+    let mut dirs = Vec::new();
+    for (asked, real) in &current {
+        let under = format!("{real}/");
+        for node in img.fs.files() {
+            let rel = rel_of(node);
+            let suffix = if rel == *real {
+                ""
+            } else if let Some(s) = rel.strip_prefix(&under) {
+                s
+            } else {
+                continue;
+            };
+            let out = if suffix.is_empty() {
+                dest.join(asked)
+            } else {
+                dest.join(asked).join(suffix)
+            };
+            write_node(img, node, &out, &mut dirs)?;
+        }
+    }
+    // Directory modes and times last, deepest first, so their contents could be written.
+    for (path, entry) in dirs.iter().rev() {
+        finish_attrs(path, entry)?;
+    }
+    Ok(current
+        .into_iter()
+        .map(|(asked, _)| format!("/{asked}"))
+        .collect())
+}
+
+/// The paths that match the pattern's components one level at a time, as
+/// (path as asked, real path in the image): every component but the last
+/// matches directories only (symlinks followed).
+fn glob_walk(img: &Image, comps: &[&str]) -> Vec<(String, String)> {
     let mut current = vec![(String::new(), String::new())];
     for (i, pat) in comps.iter().enumerate() {
         let last = i + 1 == comps.len();
@@ -261,40 +301,7 @@ fn extract_from(img: &Image, pattern: &str, dest: &Path) -> Result<Vec<String>, 
         }
         current = next;
     }
-    if current.is_empty() || comps.is_empty() {
-        return Err(ArchiveError::NotFound {
-            image: image.to_path_buf(),
-            pattern: pattern.to_string(),
-        });
-    }
-    let mut dirs = Vec::new();
-    for (asked, real) in &current {
-        let under = format!("{real}/");
-        for node in img.fs.files() {
-            let rel = rel_of(node);
-            let suffix = if rel == *real {
-                ""
-            } else if let Some(s) = rel.strip_prefix(&under) {
-                s
-            } else {
-                continue;
-            };
-            let out = if suffix.is_empty() {
-                dest.join(asked)
-            } else {
-                dest.join(asked).join(suffix)
-            };
-            write_node(img, node, &out, &mut dirs)?;
-        }
-    }
-    // Directory modes and times last, deepest first, so their contents could be written.
-    for (path, entry) in dirs.iter().rev() {
-        finish_attrs(path, entry)?;
-    }
-    Ok(current
-        .into_iter()
-        .map(|(asked, _)| format!("/{asked}"))
-        .collect())
+    current
 }
 
 fn write_node(

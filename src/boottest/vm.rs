@@ -139,6 +139,19 @@ impl VmSpec {
             "-smp",
             &self.cpus.to_string(),
         ]);
+        self.push_net(&mut a);
+        self.push_firmware(&mut a);
+        self.push_boot(&mut a);
+        a.push("-serial".into());
+        let mut serial = OsString::from("file:");
+        serial.push(&self.serial);
+        a.push(serial);
+        a
+    }
+
+    /// The NIC and its backend (user-mode with TFTP, or a tap), if any.
+    fn push_net(&self, a: &mut Vec<OsString>) {
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         let tftp = self
             .tftp
             .as_ref()
@@ -173,6 +186,11 @@ impl VmSpec {
                 &format!("{},mac={},romfile=", self.nic.device(), self.mac),
             ]);
         }
+    }
+
+    /// The firmware: Secure Boot OVMF with its variable store, plain OVMF, or SeaBIOS.
+    fn push_firmware(&self, a: &mut Vec<OsString>) {
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         if let Some(vars) = &self.secure_boot {
             push(&[
                 "-machine",
@@ -195,8 +213,12 @@ impl VmSpec {
                 ]);
             }
         }
+    }
+
+    /// What the guest boots from: the network, a kernel and initrd, or a CD-ROM.
+    fn push_boot(&self, a: &mut Vec<OsString>) {
         match &self.boot {
-            Boot::Network { .. } => push(&["-boot", "n"]),
+            Boot::Network { .. } => a.extend(["-boot".into(), "n".into()]),
             Boot::Kernel {
                 kernel,
                 initrd,
@@ -216,11 +238,6 @@ impl VmSpec {
                 a.extend(["-boot".into(), "d".into()]);
             }
         }
-        a.push("-serial".into());
-        let mut serial = OsString::from("file:");
-        serial.push(&self.serial);
-        a.push(serial);
-        a
     }
 }
 

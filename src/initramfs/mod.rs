@@ -170,21 +170,7 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
     let (ksize, ksha) = artifact::publish(&opts.out_dir, &vmlinuz_file, &keep(staged_kernel)?)?;
     let (isize, isha) = artifact::publish(&opts.out_dir, &initrd_file, &keep(staged)?)?;
     let module_names: Vec<String> = order.iter().map(|m| m.name.clone()).collect();
-    let inputs_hash = artifact::sha256_bytes(
-        format!(
-            "{ksha}\n{}\n{}\n{:?}\n{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n",
-            kernel.version,
-            module_names.join(","),
-            opts.compression,
-            parts.busybox.version,
-            init.sha,
-            parts.dmsetup.versions,
-            parts.inflate.versions,
-            parts.keyutils.versions,
-            parts.firmware.packages
-        )
-        .as_bytes(),
-    );
+    let inputs_hash = inputs_hash(opts, &ksha, &kernel, &module_names, &parts, &init);
     let common = Entry {
         name: opts.name.clone(),
         kernel_version: Some(kernel.version.clone()),
@@ -211,6 +197,33 @@ pub fn build_checked(opts: &InitrdOptions, check: PackageCheck) -> anyhow::Resul
             ..common
         },
     ])
+}
+
+/// What the kernel and initrd were made from, as one hash: the kernel's
+/// sha, its version, the modules, the compression and the packed parts.
+fn inputs_hash(
+    opts: &InitrdOptions,
+    ksha: &str,
+    kernel: &kernel_source::Kernel,
+    module_names: &[String],
+    parts: &Parts,
+    init: &InitFiles,
+) -> String {
+    artifact::sha256_bytes(
+        format!(
+            "{ksha}\n{}\n{}\n{:?}\n{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n",
+            kernel.version,
+            module_names.join(","),
+            opts.compression,
+            parts.busybox.version,
+            init.sha,
+            parts.dmsetup.versions,
+            parts.inflate.versions,
+            parts.keyutils.versions,
+            parts.firmware.packages
+        )
+        .as_bytes(),
+    )
 }
 
 /// The initrd packed into a staged file in the output dir.

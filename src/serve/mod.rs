@@ -148,31 +148,9 @@ async fn serve(
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (listener, tftp, proxy) = bind(opts).await?;
     let local_addr = listener.local_addr()?;
-    let ipxe = served_dir::Root::system(&opts.ipxe_dir)
-        .map_err(|e| {
-            tracing::warn!(
-                "--ipxe-dir {}: {e}; only --dir is served",
-                opts.ipxe_dir.display()
-            )
-        })
-        .ok();
-    let metrics = Arc::new(metrics::Metrics::default());
-    let state = Arc::new(state::State {
-        root: root.clone(),
-        sha: served_dir::ShaCache::default(),
-        ipxe: ipxe.clone(),
-        metrics: metrics.clone(),
-        scripts,
-        boot_config: boot_config.clone(),
-        public_url: opts.public_url.clone(),
-        local_addr,
-        retry_delay: opts.retry_delay,
-        nodes: Arc::new(nodes::Store::new(root.dir())),
-        node_overlays: identity::Cache::signing_with(trust.node_signer),
-        tokens: tokens::Tokens::default(),
-        admin: trust.admin,
-        trusted_proxies: trust.trusted_proxies,
-    });
+    let state = shared_state(opts, &root, boot_config.clone(), scripts, trust, local_addr);
+    let ipxe = state.ipxe.clone();
+    let metrics = state.metrics.clone();
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let router_state = state.clone();
@@ -220,6 +198,42 @@ async fn serve(
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// What every request handler shares: the served trees, the caches, the
+/// node registry and the trust settings.
+fn shared_state(
+    opts: &ServeOptions,
+    root: &served_dir::Root,
+    boot_config: Option<PathBuf>,
+    scripts: ipxe::Scripts,
+    trust: Trust,
+    local_addr: SocketAddr,
+) -> Arc<state::State> {
+    let ipxe = served_dir::Root::system(&opts.ipxe_dir)
+        .map_err(|e| {
+            tracing::warn!(
+                "--ipxe-dir {}: {e}; only --dir is served",
+                opts.ipxe_dir.display()
+            )
+        })
+        .ok();
+    Arc::new(state::State {
+        root: root.clone(),
+        sha: served_dir::ShaCache::default(),
+        ipxe,
+        metrics: Arc::new(metrics::Metrics::default()),
+        scripts,
+        boot_config,
+        public_url: opts.public_url.clone(),
+        local_addr,
+        retry_delay: opts.retry_delay,
+        nodes: Arc::new(nodes::Store::new(root.dir())),
+        node_overlays: identity::Cache::signing_with(trust.node_signer),
+        tokens: tokens::Tokens::default(),
+        admin: trust.admin,
+        trusted_proxies: trust.trusted_proxies,
+    })
 }
 
 /// The HTTP listener, and the TFTP and proxyDHCP sockets the options ask for.

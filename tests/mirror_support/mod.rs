@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -102,6 +102,22 @@ fn copy_fixture() -> Fixture {
         }
     }
     // A small firmware package, and a file it ships.
+    let (package, deb) = firmware_deb(&root);
+    get(&deb, None);
+    let firmware_file = firmware_file_of(&root, &package);
+    Fixture {
+        dir,
+        root,
+        deb,
+        package,
+        firmware_file,
+        by_hash,
+        sizes,
+    }
+}
+
+/// firmware-ast's name and its `Filename:` in the copied non-free-firmware Packages.
+fn firmware_deb(root: &Path) -> (String, String) {
     let packages = {
         let mut text = String::new();
         liblzma::read::XzDecoder::new(std::fs::File::open(root.join(FIRMWARE_PACKAGES)).unwrap())
@@ -109,7 +125,7 @@ fn copy_fixture() -> Fixture {
             .unwrap();
         text
     };
-    let (package, deb) = packages
+    packages
         .split("\n\n")
         .find_map(|p| {
             let field = |k: &str| {
@@ -120,8 +136,12 @@ fn copy_fixture() -> Fixture {
             let package = field("Package")?;
             (package == "firmware-ast").then_some((package, field("Filename")?))
         })
-        .expect("firmware-ast in non-free-firmware");
-    get(&deb, None);
+        .expect("firmware-ast in non-free-firmware")
+}
+
+/// A firmware file `package` ships, from the copied Contents-all (under
+/// the firmware dir, as the initrd looks it up).
+fn firmware_file_of(root: &Path, package: &str) -> String {
     let contents = {
         let mut text = String::new();
         flate2::read::GzDecoder::new(std::fs::File::open(root.join(CONTENTS_ALL)).unwrap())
@@ -129,7 +149,7 @@ fn copy_fixture() -> Fixture {
             .unwrap();
         text
     };
-    let firmware_file = contents
+    contents
         .lines()
         .find_map(|l| {
             let (path, pkgs) = l.rsplit_once(char::is_whitespace)?;
@@ -141,16 +161,7 @@ fn copy_fixture() -> Fixture {
                 })
                 .map(str::to_string)
         })
-        .expect("a firmware file of firmware-ast in Contents-all");
-    Fixture {
-        dir,
-        root,
-        deb,
-        package,
-        firmware_file,
-        by_hash,
-        sizes,
-    }
+        .expect("a firmware file of firmware-ast in Contents-all")
 }
 
 /// The `SHA256:` list of a Release file: hash → `dists/SUITE/…`, and sizes.

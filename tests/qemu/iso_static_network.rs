@@ -12,7 +12,7 @@
 use crate::common;
 use common::*;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -142,31 +142,13 @@ fn iso_with_a_static_address_boots_where_no_dhcp_answers() {
     require("curl", "curl");
     let p = play_shipped(&[]);
     let config = boot_config(&p);
-    let image = p.path().join("node.iso");
-    let o = mkimage()
-        .current_dir(repo())
-        .args(["iso", "--dir"])
-        .arg(p.out())
-        .args(["--boot-config", &config, "--node", "lab-static-19"])
-        .args(["--server", &format!("http://{SERVER}:{PORT}")])
-        .arg("--output")
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "mkimage iso failed: {}", stderr(&o));
+    let image = iso_for_the_static_node(&p, &config);
 
     lab_network();
     let serve_log = p.path().join("serve.log");
     let _server = serve(&p.out(), &config, &serve_log);
     let serial = p.path().join("serial.log");
-    let mut spec = VmSpec::netboot(&serial, "");
-    spec.mac = MAC.into();
-    spec.nic = Nic::Virtio;
-    spec.net = Net::Tap {
-        ifname: "tap0".into(),
-    };
-    spec.boot = Boot::Cdrom(image.clone());
-    let mut vm = Vm::start(&spec).unwrap();
+    let mut vm = boot_the_iso(&serial, &image);
 
     // The init set the address itself (no DHCP client ran), then fetched its
     // token and node overlay and downloaded the images from the server.
@@ -218,8 +200,42 @@ fn iso_with_a_static_address_boots_where_no_dhcp_answers() {
             "{want} missing: {record:#}"
         );
     }
-    // The basefs and the node overlay came from the server, to that address.
-    let log = std::fs::read_to_string(&serve_log).unwrap();
+    the_node_fetched_from_the_server_at_its_address(&serve_log);
+    drop(vm);
+}
+
+/// `mkimage iso` for lab-static-19, pointed at the server.
+fn iso_for_the_static_node(p: &Project, config: &str) -> PathBuf {
+    let image = p.path().join("node.iso");
+    let o = mkimage()
+        .current_dir(repo())
+        .args(["iso", "--dir"])
+        .arg(p.out())
+        .args(["--boot-config", config, "--node", "lab-static-19"])
+        .args(["--server", &format!("http://{SERVER}:{PORT}")])
+        .arg("--output")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mkimage iso failed: {}", stderr(&o));
+    image
+}
+
+/// The VM on the lab's tap, booting the ISO from its CD-ROM.
+fn boot_the_iso(serial: &Path, image: &Path) -> Vm {
+    let mut spec = VmSpec::netboot(serial, "");
+    spec.mac = MAC.into();
+    spec.nic = Nic::Virtio;
+    spec.net = Net::Tap {
+        ifname: "tap0".into(),
+    };
+    spec.boot = Boot::Cdrom(image.to_path_buf());
+    Vm::start(&spec).unwrap()
+}
+
+/// The basefs and the node overlay came from the server, to that address.
+fn the_node_fetched_from_the_server_at_its_address(serve_log: &Path) {
+    let log = std::fs::read_to_string(serve_log).unwrap();
     let from_node = |path: &str| {
         log.lines().any(|l| {
             l.contains(&format!("client={ADDRESS}:"))
@@ -232,7 +248,6 @@ fn iso_with_a_static_address_boots_where_no_dhcp_answers() {
         from_node(&format!("path=/node/{MAC}/")),
         "no node overlay:\n{log}"
     );
-    drop(vm);
 }
 
 fn strip(text: &str) -> String {

@@ -11,7 +11,7 @@
 use crate::common;
 use crate::power_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,41 @@ fn power_reprovision_a_running_vm_through_ipmi_sim_into_another_profile() {
     // The BMC, its VM connection on `vm_port`.
     let vm_port = free_port();
     let sim = IpmiSim::start(dir, PASSWORD, Some(vm_port));
+    let boot = boot_config(dir, sim.port);
+
+    // The boot server.
+    let port = free_port();
+    let serve_log = dir.join("serve.log");
+    let _server = serve(&served, &boot, port, &serve_log);
+
+    // The machine: netboots through its NIC's iPXE ROM; its BMC is ipmi_sim.
+    let serial = dir.join("serial.log");
+    let _qemu = start_vm(dir, &serial, port, &sim, vm_port);
+
+    let first = first_boot_is_discovery_with_its_bmc(&served, &serial, &sim);
+    let mut page = PageWatch::start(dir, port);
+
+    let (out, err) = reprovision_into_plain(&boot, &served, &serial);
+    the_bmc_did_it(&served, &first, &sim);
+
+    // The page saw the boot go by, stage by stage.
+    std::thread::sleep(Duration::from_secs(2));
+    let titles = page.stop();
+    the_page_changed_stage(&titles);
+
+    // The same timeline as text, and a screenshot of the page for the docs.
+    let text = timeline_and_screenshot(dir, &served, &boot, port);
+
+    // No password anywhere the lab can read.
+    let mut seen = std::fs::read_to_string(&serve_log).unwrap_or_default() + &out + &err + &text;
+    seen += &std::fs::read_to_string(served.join(".state/nodes/52-54-00-12-34-56.json"))
+        .unwrap_or_default();
+    assert!(!seen.contains(PASSWORD), "the BMC password leaked");
+}
+
+/// The lab's BMC credentials, and a boot config: discovery by default,
+/// `plain` to reprovision into, lab-vm1 with ipmi_sim (on `bmc_port`) as its BMC.
+fn boot_config(dir: &Path, bmc_port: u16) -> PathBuf {
     credentials(
         dir,
         &format!("lab: {{username: admin, password: '{PASSWORD}'}}\n"),
@@ -58,16 +93,17 @@ fn power_reprovision_a_running_vm_through_ipmi_sim_into_another_profile() {
         &boot,
         format!(
             "default: discovery\nprofiles:\n  - name: discovery\n    overlays: [discovery]\n    args: no_timer_check\n  - name: plain\n    args: no_timer_check\n\
-credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [rack12]\n    bmc: {{address: 127.0.0.1, port: {}, protocol: ipmi, credentials: lab}}\n",
-            sim.port
+credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [rack12]\n    bmc: {{address: 127.0.0.1, port: {bmc_port}, protocol: ipmi, credentials: lab}}\n"
         ),
     )
     .unwrap();
 
-    // The boot server.
-    let port = free_port();
-    let serve_log = dir.join("serve.log");
-    let _server = spawn(
+    boot
+}
+
+/// `mkimage serve` on 127.0.0.1:`port`, once it accepts connections.
+fn serve(served: &Path, boot: &Path, port: u16, serve_log: &Path) -> Guard {
+    let server = spawn(
         "mkimage serve",
         Command::new(env!("CARGO_BIN_EXE_mkimage"))
             .args([
@@ -78,23 +114,27 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
                 &format!("127.0.0.1:{port}"),
                 "--dir",
             ])
-            .arg(&served)
+            .arg(served)
             .arg("--boot-config")
-            .arg(&boot)
+            .arg(boot)
             // Chromium watches the page without signing in (the sign-in
             // form and the admin token are tested in serve_trust and
             // serve_profiles); reprovision reads DIR/.state/admin.token.
             .arg("--public-status"),
-        &serve_log,
+        serve_log,
     );
-    wait_until("mkimage serve", Duration::from_secs(20), &serve_log, || {
+    wait_until("mkimage serve", Duration::from_secs(20), serve_log, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
 
-    // The machine: netboots through its NIC's iPXE ROM; its BMC is ipmi_sim.
-    let serial = dir.join("serial.log");
+    server
+}
+
+/// The VM, netbooting from the server with ipmi_sim as its BMC (QEMU's
+/// `ipmi-bmc-extern` on `vm_port`, an in-band KCS interface).
+fn start_vm(dir: &Path, serial: &Path, port: u16, sim: &IpmiSim, vm_port: u16) -> Guard {
     let mut spec = mkimage::boottest::vm::VmSpec::netboot(
-        &serial,
+        serial,
         &format!("http://10.0.2.2:{port}/boot.ipxe?mac={MAC}"),
     );
     spec.memory_mib = 1024;
@@ -105,7 +145,7 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
         .filter(|a| a != "-no-reboot")
         .collect();
     let qmp = sim.state.join("qmp.sock");
-    let _qemu = spawn(
+    spawn(
         "qemu",
         Command::new("qemu-system-x86_64")
             .args(args)
@@ -122,19 +162,26 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display())),
         &dir.join("qemu.log"),
-    );
+    )
+}
 
-    // First boot: discovery, with the BMC's address read in-band.
+/// First boot: discovery, with the BMC's address read in-band and shown
+/// by `mkimage nodes`; the BMC says the power is on. Its node record.
+fn first_boot_is_discovery_with_its_bmc(
+    served: &Path,
+    serial: &Path,
+    sim: &IpmiSim,
+) -> serde_json::Value {
     wait_until(
         "the first boot's inventory",
         Duration::from_secs(600),
-        &serial,
+        serial,
         || {
-            let r = record(&served);
+            let r = record(served);
             has_stage(&r, "inventory") || has_stage(&r, "failed")
         },
     );
-    let first = record(&served);
+    let first = record(served);
     assert!(!has_stage(&first, "failed"), "first boot failed: {first}");
     assert_eq!(first["profile"], "discovery");
     let bmc = &first["inventory"]["bmc"];
@@ -145,7 +192,7 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
     );
     let o = mkimage()
         .args(["nodes", "--dir"])
-        .arg(&served)
+        .arg(served)
         .output()
         .unwrap();
     assert!(
@@ -156,61 +203,98 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
     let status = sim.ipmitool(PASSWORD, &["chassis", "power", "status"]);
     assert!(status.contains("is on"), "{status}");
 
-    // Chromium on the status page, watching its title (the stages it shows).
-    let devtools = free_port();
-    let profile_dir = tempfile::tempdir().unwrap();
-    let _chromium = spawn(
-        "chromium",
-        Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ])
-            .arg(format!("--user-data-dir={}", profile_dir.path().display()))
-            .arg(format!("--remote-debugging-port={devtools}"))
-            .arg(format!("http://127.0.0.1:{port}/")),
-        &dir.join("chromium.log"),
-    );
-    let title = move || -> Option<String> {
-        let o = Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{devtools}/json/list")])
-            .output()
-            .ok()?;
-        let list: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-        list.as_array()?
-            .iter()
-            .find(|t| t["type"] == "page")
-            .and_then(|t| t["title"].as_str())
-            .map(str::to_string)
-    };
-    wait_until(
-        "chromium's page",
-        Duration::from_secs(60),
-        &dir.join("chromium.log"),
-        || title().is_some_and(|t| t.contains("lab-vm1")),
-    );
-    let titles = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let watcher = {
-        let (titles, watching) = (titles.clone(), watching.clone());
-        std::thread::spawn(move || {
-            while watching.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Some(t) = title() {
-                    let mut seen = titles.lock().unwrap();
-                    if seen.last() != Some(&t) {
-                        seen.push(t);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        })
-    };
+    first
+}
 
-    // Reprovision the running machine into `plain`, through the BMC.
+/// Headless Chromium on the status page, and a thread noting each title
+/// it shows (the stages the page lists). The browser runs, and its profile
+/// dir stays, until this is dropped (the browser first).
+struct PageWatch {
+    _chromium: Guard,
+    _profile_dir: tempfile::TempDir,
+    titles: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    watching: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    watcher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PageWatch {
+    fn start(dir: &Path, port: u16) -> PageWatch {
+        let devtools = free_port();
+        let profile_dir = tempfile::tempdir().unwrap();
+        let chromium = spawn(
+            "chromium",
+            Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                ])
+                .arg(format!("--user-data-dir={}", profile_dir.path().display()))
+                .arg(format!("--remote-debugging-port={devtools}"))
+                .arg(format!("http://127.0.0.1:{port}/")),
+            &dir.join("chromium.log"),
+        );
+        let title = move || -> Option<String> {
+            let o = Command::new("curl")
+                .args(["-sf", &format!("http://127.0.0.1:{devtools}/json/list")])
+                .output()
+                .ok()?;
+            let list: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            list.as_array()?
+                .iter()
+                .find(|t| t["type"] == "page")
+                .and_then(|t| t["title"].as_str())
+                .map(str::to_string)
+        };
+        wait_until(
+            "chromium's page",
+            Duration::from_secs(60),
+            &dir.join("chromium.log"),
+            || title().is_some_and(|t| t.contains("lab-vm1")),
+        );
+        let titles = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let watcher = {
+            let (titles, watching) = (titles.clone(), watching.clone());
+            std::thread::spawn(move || {
+                while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                    if let Some(t) = title() {
+                        let mut seen = titles.lock().unwrap();
+                        if seen.last() != Some(&t) {
+                            seen.push(t);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        };
+
+        PageWatch {
+            _chromium: chromium,
+            _profile_dir: profile_dir,
+            titles,
+            watching,
+            watcher: Some(watcher),
+        }
+    }
+
+    /// Stops watching; the titles seen.
+    fn stop(&mut self) -> Vec<String> {
+        self.watching
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(watcher) = self.watcher.take() {
+            watcher.join().unwrap();
+        }
+        self.titles.lock().unwrap().clone()
+    }
+}
+
+/// `mkimage reprovision lab-vm1 --profile plain --wait booted`, through
+/// the BMC; it names each step. Its stdout and stderr.
+fn reprovision_into_plain(boot: &Path, served: &Path, serial: &Path) -> (String, String) {
     let started = Instant::now();
     let o = mkimage()
         .args([
@@ -224,9 +308,9 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
             "10m",
             "--boot-config",
         ])
-        .arg(&boot)
+        .arg(boot)
         .arg("--dir")
-        .arg(&served)
+        .arg(served)
         .output()
         .unwrap();
     let (out, err) = (stdout(&o), stderr(&o));
@@ -237,7 +321,7 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
     assert!(
         o.status.success(),
         "reprovision failed:\n{out}{err}\nconsole:\n{}",
-        mkimage::boottest::vm::tail(&std::fs::read_to_string(&serial).unwrap_or_default(), 40)
+        mkimage::boottest::vm::tail(&std::fs::read_to_string(serial).unwrap_or_default(), 40)
     );
     for step in [
         "lab-vm1: next boot: profile plain",
@@ -249,7 +333,14 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
     ] {
         assert!(out.contains(step), "missing `{step}`:\n{out}");
     }
-    let second = record(&served);
+    (out, err)
+}
+
+/// The second boot is `plain`'s, a new one, booted with the power on; the
+/// one-shot profile is used up; the BMC holds boot device PXE and ipmi_sim
+/// cycled the power.
+fn the_bmc_did_it(served: &Path, first: &serde_json::Value, sim: &IpmiSim) {
+    let second = record(served);
     assert_eq!(second["profile"], "plain", "{second}");
     assert!(
         second["boots"].as_u64() > first["boots"].as_u64(),
@@ -273,15 +364,12 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
         calls.contains("power 0\npower 1"),
         "ipmi_sim cycled the power through the VM's QEMU: {calls}"
     );
+}
 
-    // The page saw the boot go by, stage by stage.
-    std::thread::sleep(Duration::from_secs(2));
-    watching.store(false, std::sync::atomic::Ordering::SeqCst);
-    watcher.join().unwrap();
-    let titles = titles.lock().unwrap().clone();
+/// Whichever stages the page's polls caught (a stage can pass between
+/// two polls): at least two of the new boot's, ending at booted.
+fn the_page_changed_stage(titles: &[String]) {
     println!("page titles seen: {titles:#?}");
-    // Whichever stages the page's polls caught (a stage can pass between
-    // two polls): at least two of the new boot's, ending at booted.
     let stages: Vec<&str> = [
         "script",
         "kernel",
@@ -300,13 +388,15 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
         stages.len() >= 2 && stages.contains(&"booted"),
         "the live page changed stage on its own: {titles:?}"
     );
+}
 
-    // The same timeline as text, and a screenshot of the page for the docs.
+/// `mkimage nodes lab-vm1` (its text), and a screenshot of the status page.
+fn timeline_and_screenshot(dir: &Path, served: &Path, boot: &Path, port: u16) -> String {
     let o = mkimage()
         .args(["nodes", "lab-vm1", "--dir"])
-        .arg(&served)
+        .arg(served)
         .arg("--boot-config")
-        .arg(&boot)
+        .arg(boot)
         .output()
         .unwrap();
     let text = stdout(&o);
@@ -345,9 +435,5 @@ credentials_file: bmc.yml\nnodes:\n  lab-vm1:\n    mac: \"{MAC}\"\n    tags: [ra
         std::fs::copy(&shot, keep).unwrap();
     }
 
-    // No password anywhere the lab can read.
-    let mut seen = std::fs::read_to_string(&serve_log).unwrap_or_default() + &out + &err + &text;
-    seen += &std::fs::read_to_string(served.join(".state/nodes/52-54-00-12-34-56.json"))
-        .unwrap_or_default();
-    assert!(!seen.contains(PASSWORD), "the BMC password leaked");
+    text
 }

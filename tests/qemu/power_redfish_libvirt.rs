@@ -11,7 +11,7 @@ use crate::common;
 use crate::power_support;
 use crate::serve_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -111,20 +111,7 @@ fn power_reprovision_a_libvirt_vm_through_sushy_redfish() {
     private_libvirt(&qemu_conf);
 
     // libvirtd, in the foreground, stopped by its pid.
-    let log = dir.join("libvirtd.log");
-    let _libvirtd = spawn(
-        "libvirtd",
-        Command::new("libvirtd")
-            .arg("-p")
-            .arg(dir.join("libvirtd.pid")),
-        &log,
-    );
-    wait_until("libvirtd", Duration::from_secs(30), &log, || {
-        Command::new("virsh")
-            .args(["-c", "qemu:///system", "version"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let _libvirtd = start_libvirtd(dir);
 
     let _teardown = Teardown;
 
@@ -133,21 +120,7 @@ fn power_reprovision_a_libvirt_vm_through_sushy_redfish() {
     std::fs::create_dir_all(&served).unwrap();
     serve_support::build_bootable(&served, b"basefs");
     let port = free_port();
-    let net = dir.join("net.xml");
-    std::fs::write(
-        &net,
-        format!("<network><name>lab</name><bridge name='mkbr-lab'/><ip address='192.168.150.1' netmask='255.255.255.0'><dhcp><range start='192.168.150.10' end='192.168.150.50'/><bootp file='http://192.168.150.1:{port}/boot.ipxe?mac={MAC}'/></dhcp></ip></network>"),
-    )
-    .unwrap();
-    virsh(&["net-create", net.to_str().unwrap()]);
-    let dom = dir.join("dom.xml");
-    std::fs::write(
-        &dom,
-        format!("<domain type='qemu'><name>lab-rf1</name><memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator><interface type='network'><source network='lab'/><mac address='{MAC}'/><model type='virtio'/></interface><serial type='file'><source path='{}'/></serial></devices></domain>", dir.join("serial.log").display()),
-    )
-    .unwrap();
-    virsh(&["define", dom.to_str().unwrap()]);
-    let boot = dir.join("boot.yml");
+    lab_network_and_domain(dir, port);
     credentials(
         dir,
         &format!("lab: {{username: admin, password: '{PASSWORD}'}}\n"),
@@ -158,31 +131,9 @@ fn power_reprovision_a_libvirt_vm_through_sushy_redfish() {
         PASSWORD,
         "SUSHY_EMULATOR_LIBVIRT_URI = 'qemu:///system'",
     );
-    std::fs::write(
-        &boot,
-        format!("profiles:\n  - name: discovery\n  - name: rescue\n    args: mkimage.test=rescue\ncredentials_file: bmc.yml\nnodes:\n  lab-rf1:\n    mac: '{MAC}'\n    bmc: {{address: 'http://127.0.0.1:{}', protocol: redfish, credentials: lab}}\n", sushy.port),
-    )
-    .unwrap();
+    let boot = boot_config(dir, sushy.port);
     let serve_log = dir.join("serve.log");
-    let _server = spawn(
-        "mkimage serve",
-        Command::new(env!("CARGO_BIN_EXE_mkimage"))
-            .args([
-                "serve",
-                "--tftp",
-                "off",
-                "--http",
-                &format!("0.0.0.0:{port}"),
-                "--dir",
-            ])
-            .arg(&served)
-            .arg("--boot-config")
-            .arg(&boot),
-        &serve_log,
-    );
-    wait_until("mkimage serve", Duration::from_secs(20), &serve_log, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let _server = serve(&served, &boot, port, &serve_log);
     let run = |args: &[&str]| {
         let o = mkimage()
             .args(args)
@@ -219,6 +170,78 @@ fn power_reprovision_a_libvirt_vm_through_sushy_redfish() {
         out.contains("lab-rf1: power on") && out.contains("reprovision: 1 node(s) reached kernel"),
         "{out}"
     );
+    the_domain_netboots_into_rescue(&served, &sushy);
+
+    let (code, out, _) = run(&["power", "lab-rf1", "off"]);
+    assert_eq!((code, out.as_str()), (Some(0), "lab-rf1: off\n"));
+    assert!(virsh(&["domstate", "lab-rf1"]).contains("shut off"));
+}
+
+/// libvirtd, in the foreground, stopped by its pid; once virsh reaches it.
+fn start_libvirtd(dir: &Path) -> Guard {
+    let log = dir.join("libvirtd.log");
+    let libvirtd = spawn(
+        "libvirtd",
+        Command::new("libvirtd")
+            .arg("-p")
+            .arg(dir.join("libvirtd.pid")),
+        &log,
+    );
+    wait_until("libvirtd", Duration::from_secs(30), &log, || {
+        Command::new("virsh")
+            .args(["-c", "qemu:///system", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    libvirtd
+}
+
+/// The isolated lab network (its DHCP hands out the boot script's URL on
+/// `port`) and the domain on it, defined but not running.
+fn lab_network_and_domain(dir: &Path, port: u16) {
+    let net = dir.join("net.xml");
+    std::fs::write(
+        &net,
+        format!("<network><name>lab</name><bridge name='mkbr-lab'/><ip address='192.168.150.1' netmask='255.255.255.0'><dhcp><range start='192.168.150.10' end='192.168.150.50'/><bootp file='http://192.168.150.1:{port}/boot.ipxe?mac={MAC}'/></dhcp></ip></network>"),
+    )
+    .unwrap();
+    virsh(&["net-create", net.to_str().unwrap()]);
+    let dom = dir.join("dom.xml");
+    std::fs::write(
+        &dom,
+        format!("<domain type='qemu'><name>lab-rf1</name><memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator><interface type='network'><source network='lab'/><mac address='{MAC}'/><model type='virtio'/></interface><serial type='file'><source path='{}'/></serial></devices></domain>", dir.join("serial.log").display()),
+    )
+    .unwrap();
+    virsh(&["define", dom.to_str().unwrap()]);
+}
+
+/// `mkimage serve` on every address's `port`, once it accepts connections.
+fn serve(served: &Path, boot: &Path, port: u16, serve_log: &Path) -> Guard {
+    let server = spawn(
+        "mkimage serve",
+        Command::new(env!("CARGO_BIN_EXE_mkimage"))
+            .args([
+                "serve",
+                "--tftp",
+                "off",
+                "--http",
+                &format!("0.0.0.0:{port}"),
+                "--dir",
+            ])
+            .arg(served)
+            .arg("--boot-config")
+            .arg(boot),
+        serve_log,
+    );
+    wait_until("mkimage serve", Duration::from_secs(20), serve_log, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    server
+}
+
+/// libvirt runs the domain with its NIC first to boot; the node record is
+/// `rescue`'s with the power on, and Redfish says On with a PXE override.
+fn the_domain_netboots_into_rescue(served: &Path, sushy: &Sushy) {
     assert!(
         virsh(&["domstate", "lab-rf1"]).contains("running"),
         "libvirt runs the domain"
@@ -247,8 +270,16 @@ fn power_reprovision_a_libvirt_vm_through_sushy_redfish() {
         (Some("On"), Some("Pxe")),
         "{found}"
     );
+}
 
-    let (code, out, _) = run(&["power", "lab-rf1", "off"]);
-    assert_eq!((code, out.as_str()), (Some(0), "lab-rf1: off\n"));
-    assert!(virsh(&["domstate", "lab-rf1"]).contains("shut off"));
+/// A boot config: `rescue` to reprovision into, lab-rf1 with sushy-tools
+/// (on `sushy_port`) as its Redfish BMC.
+fn boot_config(dir: &Path, sushy_port: u16) -> PathBuf {
+    let boot = dir.join("boot.yml");
+    std::fs::write(
+        &boot,
+        format!("profiles:\n  - name: discovery\n  - name: rescue\n    args: mkimage.test=rescue\ncredentials_file: bmc.yml\nnodes:\n  lab-rf1:\n    mac: '{MAC}'\n    bmc: {{address: 'http://127.0.0.1:{sushy_port}', protocol: redfish, credentials: lab}}\n"),
+    )
+    .unwrap();
+    boot
 }

@@ -57,35 +57,7 @@ fn overlay_upper_round_trips_through_cpio() {
     prerequisites();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    for f in [
-        "etc/keep",
-        "etc/deleted",
-        "dir/a",
-        "dir/b",
-        "dir/sub/c",
-        "usr/share/doc/x",
-    ] {
-        write_file(&d.join("lower").join(f), &format!("lower {f}\n"));
-    }
-    // The role's changes, made through a real overlay mount.
-    in_mount_ns(
-        r#"cd "$1"; mkdir -p upper work merged
-        mount -t overlay overlay -o lowerdir=lower,upperdir=upper,workdir=work merged
-        echo added > merged/etc/added
-        echo changed > merged/etc/keep
-        rm merged/etc/deleted
-        rm -rf merged/dir && mkdir merged/dir && touch merged/dir/new
-        mkdir -p merged/var/log && echo build > merged/var/log/build.log
-        umount merged"#,
-        d,
-    );
-    assert_eq!(
-        mkimage::archive::xattr::get(&d.join("upper/dir"), "trusted.overlay.opaque")
-            .unwrap()
-            .as_deref(),
-        Some(&b"y"[..]),
-        "the kernel marked the replaced dir opaque"
-    );
+    upper_made_through_a_real_overlay(d);
 
     let opts = tree::TreeOptions {
         source_date_epoch: 1_700_000_000,
@@ -96,30 +68,7 @@ fn overlay_upper_round_trips_through_cpio() {
     let file = fs::File::create(d.join("overlay.cpio.gz")).unwrap();
     cpio::write_newc_gz(entries, BufWriter::new(file), 6).unwrap();
 
-    let listing = Command::new(env!("CARGO_BIN_EXE_mkimage"))
-        .arg("inspect")
-        .arg(d.join("overlay.cpio.gz"))
-        .output()
-        .unwrap();
-    assert!(
-        listing.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listing.stderr)
-    );
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    for want in [
-        "etc/deleted (whiteout)",
-        "dir/a (whiteout)",
-        "dir/sub (whiteout)",
-        " dir/new",
-        " etc/added",
-    ] {
-        assert!(listing.contains(want), "inspect lacks {want:?}:\n{listing}");
-    }
-    assert!(
-        !listing.contains("build.log"),
-        "excluded file archived:\n{listing}"
-    );
+    inspect_shows_whiteouts_and_no_excluded_file(&d.join("overlay.cpio.gz"));
 
     // What the initrd does: unpack onto a fresh tmpfs upper, mount over the lower.
     let view = in_mount_ns(
@@ -151,6 +100,69 @@ fn overlay_upper_round_trips_through_cpio() {
         "merged view after unpacking:\n{view}"
     );
     assert_eq!(contents, "changed\nadded\n");
+}
+
+/// A lower dir, and an upper dir holding a role's changes made through a
+/// real overlay mount (the kernel's whiteouts and opaque dir).
+fn upper_made_through_a_real_overlay(d: &Path) {
+    for f in [
+        "etc/keep",
+        "etc/deleted",
+        "dir/a",
+        "dir/b",
+        "dir/sub/c",
+        "usr/share/doc/x",
+    ] {
+        write_file(&d.join("lower").join(f), &format!("lower {f}\n"));
+    }
+    // The role's changes, made through a real overlay mount.
+    in_mount_ns(
+        r#"cd "$1"; mkdir -p upper work merged
+        mount -t overlay overlay -o lowerdir=lower,upperdir=upper,workdir=work merged
+        echo added > merged/etc/added
+        echo changed > merged/etc/keep
+        rm merged/etc/deleted
+        rm -rf merged/dir && mkdir merged/dir && touch merged/dir/new
+        mkdir -p merged/var/log && echo build > merged/var/log/build.log
+        umount merged"#,
+        d,
+    );
+    assert_eq!(
+        mkimage::archive::xattr::get(&d.join("upper/dir"), "trusted.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..]),
+        "the kernel marked the replaced dir opaque"
+    );
+}
+
+/// `mkimage inspect` lists the whiteouts and the new files, and not the
+/// excluded build log.
+fn inspect_shows_whiteouts_and_no_excluded_file(archive: &Path) {
+    let listing = Command::new(env!("CARGO_BIN_EXE_mkimage"))
+        .arg("inspect")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for want in [
+        "etc/deleted (whiteout)",
+        "dir/a (whiteout)",
+        "dir/sub (whiteout)",
+        " dir/new",
+        " etc/added",
+    ] {
+        assert!(listing.contains(want), "inspect lacks {want:?}:\n{listing}");
+    }
+    assert!(
+        !listing.contains("build.log"),
+        "excluded file archived:\n{listing}"
+    );
 }
 
 #[test]

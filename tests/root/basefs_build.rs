@@ -66,13 +66,8 @@ fn shipped_basefs() -> &'static (Project, String) {
     })
 }
 
-#[test]
-fn shipped_basefs_has_the_base_role_and_no_build_leftovers() {
-    let (p, sha) = shipped_basefs();
-    let image = p.out().join("basefs.squashfs");
-    let facts = in_image(
-        &image,
-        r#"
+/// What the shipped basefs must (and must not) hold, one `key=value` line each.
+const FACTS: &str = r#"
         echo "hostname=$(cat etc/hostname)"
         grep -q microkernel etc/hosts && echo hosts=ok
         grep -q '^monorail:' etc/passwd && echo user=ok
@@ -93,8 +88,13 @@ fn shipped_basefs_has_the_base_role_and_no_build_leftovers() {
         test -L etc/systemd/system/multi-user.target.wants/mkimage-boot-hooks.service && echo hooks=enabled
         test -L etc/systemd/system/ssh.service.requires/mkimage-ssh-keygen.service && echo keygen=enabled
         true
-        "#,
-    );
+        "#;
+
+#[test]
+fn shipped_basefs_has_the_base_role_and_no_build_leftovers() {
+    let (p, sha) = shipped_basefs();
+    let image = p.out().join("basefs.squashfs");
+    let facts = in_image(&image, FACTS);
     for want in [
         "hostname=microkernel",
         "hosts=ok",
@@ -233,36 +233,7 @@ fn sigkill_mid_role_leaves_no_mount_and_next_build_succeeds() {
     p.write("vars/slow.yml", &small_vars("slow", &["slow"]));
     p.write("vars/quick.yml", &small_vars("quick", &["quick"]));
 
-    let mut child = mkimage()
-        .current_dir(p.path())
-        .args(["basefs", "--vars", "vars/slow.yml"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(400);
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(line) if line.contains("slow | hang") => break,
-            Ok(line) => seen.push(line),
-            Err(_) if Instant::now() > deadline => {
-                let _ = child.kill();
-                panic!(
-                    "the build never reached the hanging task:\n{}",
-                    seen.join("\n")
-                );
-            }
-            Err(_) => {}
-        }
-    }
+    let mut child = start_until_it_hangs(&p);
     std::thread::sleep(Duration::from_secs(2));
     // While it runs, its mounts are invisible here: they live in its namespace.
     assert!(mounts_under(p.path()).is_empty());
@@ -302,6 +273,41 @@ fn sigkill_mid_role_leaves_no_mount_and_next_build_succeeds() {
         .filter_map(|e| e.ok())
         .collect();
     assert!(leftovers.is_empty(), "build dirs left: {leftovers:?}");
+}
+
+/// `mkimage basefs` of the slow role, once its log reaches the task that hangs.
+fn start_until_it_hangs(p: &Project) -> std::process::Child {
+    let mut child = mkimage()
+        .current_dir(p.path())
+        .args(["basefs", "--vars", "vars/slow.yml"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(400);
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) if line.contains("slow | hang") => break,
+            Ok(line) => seen.push(line),
+            Err(_) if Instant::now() > deadline => {
+                let _ = child.kill();
+                panic!(
+                    "the build never reached the hanging task:\n{}",
+                    seen.join("\n")
+                );
+            }
+            Err(_) => {}
+        }
+    }
+    child
 }
 
 #[test]

@@ -29,6 +29,23 @@ fn dropped_modules_are_gone_and_kept_ones_load() {
     let (tree, _image) = initrd_support::basefs_fixture();
     let (dir, version) = modules_dir(&tree);
     let kernel = dir.join("kernel");
+    dropped_dirs_are_gone_and_kept_modules_are_compressed(&kernel);
+    depmod_files_name_only_what_is_there(&dir, &kernel);
+    kmod_resolves_kept_drivers_only(&tree, &version);
+    // No kernel image in the basefs; the manifest names its package.
+    assert!(
+        !tree.join(format!("boot/vmlinuz-{version}")).exists(),
+        "the kernel image should be left out"
+    );
+    let (_, image) = initrd_support::basefs_fixture();
+    let pkg = initrd_support::fixture_kernel_package(&image)
+        .expect("the manifest records the kernel package");
+    assert_eq!(pkg.0, format!("linux-image-{version}"));
+}
+
+/// Dropped subsystems and test modules are gone; kept drivers are there as
+/// `.ko.xz` only.
+fn dropped_dirs_are_gone_and_kept_modules_are_compressed(kernel: &Path) {
     for gone in [
         "sound/pci",
         "drivers/gpu/drm/nouveau",
@@ -72,8 +89,12 @@ fn dropped_modules_are_gone_and_kept_ones_load() {
             .exists(),
         "kept modules are stored compressed only"
     );
+}
 
-    // modules.dep, rebuilt by depmod, names only files that are there.
+/// modules.dep, rebuilt by depmod, names only files that are there; what
+/// is left of a dropped subsystem is there because a kept module needs it;
+/// modules.alias was rebuilt too.
+fn depmod_files_name_only_what_is_there(dir: &Path, kernel: &Path) {
     let dep = std::fs::read_to_string(dir.join("modules.dep")).expect("modules.dep");
     assert!(
         dep.lines()
@@ -97,7 +118,7 @@ fn dropped_modules_are_gone_and_kept_ones_load() {
         .collect();
     for dropped in ["sound", "drivers/gpu", "drivers/media", "drivers/iio"] {
         for left in walk_files(&kernel.join(dropped)) {
-            let rel = format!("kernel/{}", left.strip_prefix(&kernel).unwrap().display());
+            let rel = format!("kernel/{}", left.strip_prefix(kernel).unwrap().display());
             assert!(
                 needed.contains(rel.as_str()),
                 "{rel} was kept although no kept module needs it"
@@ -112,14 +133,16 @@ fn dropped_modules_are_gone_and_kept_ones_load() {
                 .any(|l| l.ends_with(" snd_hda_intel") || l.ends_with(" nouveau")),
         "modules.alias was not rebuilt"
     );
+}
 
-    // kmod (as udev and modprobe in the booted system) resolves a kept
-    // driver and its dependencies from the tree.
+/// kmod (as udev and modprobe in the booted system) resolves a kept
+/// driver and its dependencies from the tree, and not a dropped one.
+fn kmod_resolves_kept_drivers_only(tree: &Path, version: &str) {
     require("modprobe", "kmod");
     let out = std::process::Command::new("modprobe")
         .args(["--dry-run", "--show-depends", "--ignore-install", "-d"])
-        .arg(&tree)
-        .args(["-S", &version, "ixgbe"])
+        .arg(tree)
+        .args(["-S", version, "ixgbe"])
         .output()
         .expect("run modprobe");
     let shown = String::from_utf8_lossy(&out.stdout);
@@ -134,21 +157,11 @@ fn dropped_modules_are_gone_and_kept_ones_load() {
     );
     let sound = std::process::Command::new("modprobe")
         .args(["--dry-run", "-d"])
-        .arg(&tree)
-        .args(["-S", &version, "snd-hda-intel"])
+        .arg(tree)
+        .args(["-S", version, "snd-hda-intel"])
         .output()
         .unwrap();
     assert!(!sound.status.success(), "a dropped module must not resolve");
-
-    // No kernel image in the basefs; the manifest names its package.
-    assert!(
-        !tree.join(format!("boot/vmlinuz-{version}")).exists(),
-        "the kernel image should be left out"
-    );
-    let (_, image) = initrd_support::basefs_fixture();
-    let pkg = initrd_support::fixture_kernel_package(&image)
-        .expect("the manifest records the kernel package");
-    assert_eq!(pkg.0, format!("linux-image-{version}"));
 }
 
 /// Every file under `dir` (none when it does not exist).

@@ -131,22 +131,7 @@ impl Link {
 
     /// The server on `dir` (kept until the link drops), with `extra` flags.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Link {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test needs root (network namespaces): run the suite as root"
-        );
-        for (p, pkg) in [
-            ("ip", "iproute2"),
-            ("unshare", "util-linux"),
-            ("nsenter", "util-linux"),
-            ("curl", "curl"),
-        ] {
-            require(p, pkg);
-        }
-        assert!(
-            Path::new(IPXE_DIR).join("ipxe.efi").is_file(),
-            "{IPXE_DIR}/ipxe.efi is missing: apt-get install -y ipxe"
-        );
+        preflight();
         // This test's thread (and what it spawns) gets a namespace of its own.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         run(Command::new("ip").args(["link", "set", "lo", "up"]));
@@ -176,45 +161,71 @@ impl Link {
         ] {
             run(Command::new("nsenter").arg(&ns).arg("ip").args(args));
         }
-        let mut server = Command::new("nsenter")
-            .arg(&ns)
-            .arg(env!("CARGO_BIN_EXE_mkimage"))
-            .args(["serve", "--dir"])
-            .arg(dir.path())
-            .args([
-                "--http",
-                &format!("{SERVER}:0"),
-                "--tftp",
-                &format!("{SERVER}:69"),
-                "--proxy-dhcp",
-                "srv0",
-                "--ipxe-dir",
-                IPXE_DIR,
-            ])
-            .args(extra)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines =
-            std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
-        children.0.push(server);
-        let mut http: Option<SocketAddr> = None;
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("listening http ") {
-                http = a.parse().ok();
-            }
-            if line == format!("listening proxy-dhcp srv0 {SERVER}") {
-                break;
-            }
-        }
-        let http = http.expect("mkimage serve printed its HTTP address");
-        std::thread::spawn(move || for _ in lines {});
+        let http = start_server(&ns, dir.path(), extra, &mut children);
         Link {
             _children: children,
             http,
             _dir: dir,
         }
     }
+}
+
+/// Root, and the tools a link needs.
+fn preflight() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (network namespaces): run the suite as root"
+    );
+    for (p, pkg) in [
+        ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+        ("curl", "curl"),
+    ] {
+        require(p, pkg);
+    }
+    assert!(
+        Path::new(IPXE_DIR).join("ipxe.efi").is_file(),
+        "{IPXE_DIR}/ipxe.efi is missing: apt-get install -y ipxe"
+    );
+}
+
+/// `mkimage serve` inside the namespace `ns` (an `nsenter --net=` argument),
+/// with the proxyDHCP on `srv0`; its HTTP address once it listens.
+fn start_server(ns: &str, dir: &Path, extra: &[&str], children: &mut Children) -> SocketAddr {
+    let mut server = Command::new("nsenter")
+        .arg(ns)
+        .arg(env!("CARGO_BIN_EXE_mkimage"))
+        .args(["serve", "--dir"])
+        .arg(dir)
+        .args([
+            "--http",
+            &format!("{SERVER}:0"),
+            "--tftp",
+            &format!("{SERVER}:69"),
+            "--proxy-dhcp",
+            "srv0",
+            "--ipxe-dir",
+            IPXE_DIR,
+        ])
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
+    children.0.push(server);
+    let mut http: Option<SocketAddr> = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(a) = line.strip_prefix("listening http ") {
+            http = a.parse().ok();
+        }
+        if line == format!("listening proxy-dhcp srv0 {SERVER}") {
+            break;
+        }
+    }
+    let http = http.expect("mkimage serve printed its HTTP address");
+    std::thread::spawn(move || for _ in lines {});
+    http
 }

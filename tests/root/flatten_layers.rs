@@ -34,54 +34,14 @@ fn layers_merge_as_one_upper() {
         d.path().join("l3"),
         d.path().join("out"),
     );
-    for dir in ["etc/keep.d", "srv/data/sub", "opt"] {
-        fs::create_dir_all(base.join(dir)).unwrap();
-    }
-    for f in ["etc/old", "etc/keep.d/a", "srv/data/sub/b", "opt/gone"] {
-        fs::write(base.join(f), f).unwrap();
-    }
-    // Task 1: adds etc/tmp and etc/new, replaces srv/data (opaque), removes opt/gone.
-    for dir in ["etc", "srv/data", "opt"] {
-        fs::create_dir_all(l1.join(dir)).unwrap();
-    }
-    fs::write(l1.join("etc/tmp"), "t").unwrap();
-    fs::write(l1.join("etc/new"), "n1").unwrap();
-    xattr::set(&l1.join("srv/data"), OPAQUE, b"y").unwrap();
-    fs::write(l1.join("srv/data/only"), "o").unwrap();
-    whiteout(&l1.join("opt/gone"));
-    // Task 2: removes etc/tmp (made by task 1) and etc/old (the base's), rewrites etc/new.
-    fs::create_dir_all(l2.join("etc")).unwrap();
-    whiteout(&l2.join("etc/tmp"));
-    whiteout(&l2.join("etc/old"));
-    fs::write(l2.join("etc/new"), "n2").unwrap();
-    // Task 3: adds a file under the opaque dir, and etc/keep.d/c.
-    fs::create_dir_all(l3.join("srv/data")).unwrap();
-    fs::create_dir_all(l3.join("etc/keep.d")).unwrap();
-    fs::set_permissions(l3.join("etc/keep.d"), fs::Permissions::from_mode(0o700)).unwrap();
-    fs::write(l3.join("srv/data/more"), "m").unwrap();
-    fs::write(l3.join("etc/keep.d/c"), "c").unwrap();
-
+    make_layers(&base, &l1, &l2, &l3);
     flatten(
         &[l3.clone(), l2.clone(), l1.clone()],
         std::slice::from_ref(&base),
         &out,
     )
     .unwrap();
-    let listing: Vec<String> = mkimage::archive::walk(&out)
-        .unwrap()
-        .iter()
-        .skip(1)
-        .map(|i| {
-            let kind = if is_whiteout(&i.meta) {
-                " (whiteout)"
-            } else if i.meta.is_dir() {
-                "/"
-            } else {
-                ""
-            };
-            format!("{}{kind}", i.rel.display())
-        })
-        .collect();
+    let listing = listing(&out);
     assert_eq!(
         listing,
         [
@@ -126,4 +86,53 @@ fn layers_merge_as_one_upper() {
         !visible(&[l2.clone(), base], Path::new("etc/old")),
         "hidden by a whiteout"
     );
+}
+
+/// A lower dir and three task layers over it, as overlayfs leaves them.
+fn make_layers(base: &Path, l1: &Path, l2: &Path, l3: &Path) {
+    for dir in ["etc/keep.d", "srv/data/sub", "opt"] {
+        fs::create_dir_all(base.join(dir)).unwrap();
+    }
+    for f in ["etc/old", "etc/keep.d/a", "srv/data/sub/b", "opt/gone"] {
+        fs::write(base.join(f), f).unwrap();
+    }
+    // Task 1: adds etc/tmp and etc/new, replaces srv/data (opaque), removes opt/gone.
+    for dir in ["etc", "srv/data", "opt"] {
+        fs::create_dir_all(l1.join(dir)).unwrap();
+    }
+    fs::write(l1.join("etc/tmp"), "t").unwrap();
+    fs::write(l1.join("etc/new"), "n1").unwrap();
+    xattr::set(&l1.join("srv/data"), OPAQUE, b"y").unwrap();
+    fs::write(l1.join("srv/data/only"), "o").unwrap();
+    whiteout(&l1.join("opt/gone"));
+    // Task 2: removes etc/tmp (made by task 1) and etc/old (the base's), rewrites etc/new.
+    fs::create_dir_all(l2.join("etc")).unwrap();
+    whiteout(&l2.join("etc/tmp"));
+    whiteout(&l2.join("etc/old"));
+    fs::write(l2.join("etc/new"), "n2").unwrap();
+    // Task 3: adds a file under the opaque dir, and etc/keep.d/c.
+    fs::create_dir_all(l3.join("srv/data")).unwrap();
+    fs::create_dir_all(l3.join("etc/keep.d")).unwrap();
+    fs::set_permissions(l3.join("etc/keep.d"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(l3.join("srv/data/more"), "m").unwrap();
+    fs::write(l3.join("etc/keep.d/c"), "c").unwrap();
+}
+
+/// Every path under `out` (not itself), dirs ending in `/`, whiteouts marked.
+fn listing(out: &Path) -> Vec<String> {
+    mkimage::archive::walk(out)
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|i| {
+            let kind = if is_whiteout(&i.meta) {
+                " (whiteout)"
+            } else if i.meta.is_dir() {
+                "/"
+            } else {
+                ""
+            };
+            format!("{}{kind}", i.rel.display())
+        })
+        .collect()
 }

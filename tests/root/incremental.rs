@@ -95,9 +95,24 @@ fn builds_redo_only_what_changed_and_match_an_uncached_build() {
         "playbooks/all.yml",
         "builds:\n  - {kind: basefs, vars: vars/b.yml}\n  - {kind: overlay, vars: vars/o.yml}\n",
     );
-    let play = |extra: &[&str]| p.run(&[&["play", "playbooks/all.yml"], extra].concat());
+    cold_play_records_the_builtin_tables(&p);
+    a_play_with_no_change_skips_both(&p);
+    editing_the_last_task_reruns_it_and_the_overlay(&p);
+    let b_before = editing_an_overlay_file_rebuilds_that_overlay_alone(&p);
+    let o_before = a_forced_play_takes_each_cacheable_task_from_the_cache(&p, &b_before);
+    an_uncached_build_gives_the_same_bytes(&p, &b_before, &o_before);
+    the_overlay_holds_whiteouts_and_nothing_is_left(&p);
+}
 
-    let log = ok(&play(&[]), "cold play");
+/// `mkimage play playbooks/all.yml` with `extra` flags.
+fn play(p: &Project, extra: &[&str]) -> Output {
+    p.run(&[&["play", "playbooks/all.yml"], extra].concat())
+}
+
+/// A cold play builds everything; the built-in tables that shape a build
+/// are among its inputs.
+fn cold_play_records_the_builtin_tables(p: &Project) {
+    let log = ok(&play(p, &[]), "cold play");
     assert!(
         log.contains("b.squashfs was never built here") && !log.contains(": cached"),
         "{log}"
@@ -118,8 +133,11 @@ fn builds_redo_only_what_changed_and_match_an_uncached_build() {
             manifest["artifacts"][file]["inputs"]
         );
     }
+}
 
-    let log = ok(&play(&[]), "no-change play");
+/// A second play with nothing changed skips both builds.
+fn a_play_with_no_change_skips_both(p: &Project) {
+    let log = ok(&play(p, &[]), "no-change play");
     assert!(
         log.contains("basefs `b` is up to date (b.squashfs), skipped")
             && log.contains("overlay `o` is up to date"),
@@ -129,14 +147,21 @@ fn builds_redo_only_what_changed_and_match_an_uncached_build() {
         !log.contains("building") && task_lines(&log, "tiny").is_empty(),
         "{log}"
     );
+}
 
+/// The last task of the basefs role: the earlier ones come from the
+/// cache, the `cache: false` one runs, and the overlay follows its basefs.
+fn editing_the_last_task_reruns_it_and_the_overlay(p: &Project) {
     // The last task of the basefs role: the earlier ones come from the
     // cache, the `cache: false` one runs, and the overlay follows its basefs.
     p.write(
         "provisioners/tiny/tasks.yml",
         &TINY.replace("line: one", "line: two"),
     );
-    let log = ok(&play(&[]), "play after editing the basefs role's last task");
+    let log = ok(
+        &play(p, &[]),
+        "play after editing the basefs role's last task",
+    );
     assert!(
         log.contains("basefs `b`: provisioners/tiny/tasks.yml changed; building"),
         "{log}"
@@ -160,11 +185,15 @@ fn builds_redo_only_what_changed_and_match_an_uncached_build() {
         ["ov | make", "ov | drop", "ov | tool"],
         "a new basefs runs the overlay's tasks again:\n{log}"
     );
+}
 
+/// An overlay file edit rebuilds that overlay alone, from the task that
+/// reads it; the basefs's sha, which it leaves alone.
+fn editing_an_overlay_file_rebuilds_that_overlay_alone(p: &Project) -> String {
     // An overlay file edit rebuilds that overlay alone, from the task that reads it.
-    let b_before = sha(&p, "builds", "b.squashfs");
+    let b_before = sha(p, "builds", "b.squashfs");
     p.write("provisioners/ov/files/tool", "#!/bin/sh\necho two\n");
-    let log = ok(&play(&[]), "play after editing an overlay file");
+    let log = ok(&play(p, &[]), "play after editing an overlay file");
     assert!(log.contains("basefs `b` is up to date"), "{log}");
     assert!(
         log.contains("overlay `o`: provisioners/ov/files/tool changed; building"),
@@ -175,12 +204,17 @@ fn builds_redo_only_what_changed_and_match_an_uncached_build() {
         ["ov | make: cached", "ov | drop: cached", "ov | tool"],
         "{log}"
     );
-    assert_eq!(sha(&p, "builds", "b.squashfs"), b_before);
+    assert_eq!(sha(p, "builds", "b.squashfs"), b_before);
+    b_before
+}
 
+/// --force: every cacheable task from the cache; the task after the
+/// uncached one too. The same bytes as before; the overlay's sha.
+fn a_forced_play_takes_each_cacheable_task_from_the_cache(p: &Project, b_before: &str) -> String {
     // --force: every cacheable task from the cache; the task after the
     // uncached one too, since that one made the same changes again.
-    let o_before = sha(&p, "builds", "o.cpio.gz");
-    let log = ok(&play(&["--force"]), "forced play");
+    let o_before = sha(p, "builds", "o.cpio.gz");
+    let log = ok(&play(p, &["--force"]), "forced play");
     assert_eq!(
         task_lines(&log, "tiny"),
         [
@@ -202,27 +236,39 @@ fn builds_redo_only_what_changed_and_match_an_uncached_build() {
     );
     assert_eq!(
         (
-            sha(&p, "builds", "b.squashfs"),
-            sha(&p, "builds", "o.cpio.gz")
+            sha(p, "builds", "b.squashfs"),
+            sha(p, "builds", "o.cpio.gz")
         ),
-        (b_before.clone(), o_before.clone())
+        (b_before.to_string(), o_before.clone())
     );
+    o_before
+}
 
+/// The same bytes as a build that uses no cache at all (one layer per
+/// build, every task run): the merged task layers equal one upper dir.
+fn an_uncached_build_gives_the_same_bytes(p: &Project, b_before: &str, o_before: &str) {
     // The same bytes as a build that uses no cache at all (one layer per
     // build, every task run): the merged task layers equal one upper dir.
-    let log = ok(&play(&["--no-cache", "--out", "uncached"]), "uncached play");
+    let log = ok(
+        &play(p, &["--no-cache", "--out", "uncached"]),
+        "uncached play",
+    );
     assert!(!log.contains(": cached"), "{log}");
     assert_eq!(
-        sha(&p, "uncached", "b.squashfs"),
+        sha(p, "uncached", "b.squashfs"),
         b_before,
         "basefs from layers differs from an uncached build"
     );
     assert_eq!(
-        sha(&p, "uncached", "o.cpio.gz"),
+        sha(p, "uncached", "o.cpio.gz"),
         o_before,
         "overlay from layers differs from an uncached build"
     );
+}
 
+/// What the overlay holds; `cache --dry-run` names the layers; no mount
+/// or build dir is left.
+fn the_overlay_holds_whiteouts_and_nothing_is_left(p: &Project) {
     // What the overlay holds: the base file it removed as a whiteout, the
     // file one task made and another removed not at all, the replaced dir.
     let listing = stdout(

@@ -64,10 +64,21 @@ fn initrd_holds_init_busybox_and_module_closure_in_order() {
 
     let files = read_initrd(&out.path().join("initrd.initrd"));
     let by_path: BTreeMap<&str, &ReadEntry> = files.iter().map(|e| (e.path.as_str(), e)).collect();
+    init_busybox_and_applets_are_packed(&files, &by_path, &version);
+    modules_are_the_closure_in_load_order(&by_path, &tree, &version, &initrd_entry.modules);
+}
+
+/// init (executable, naming its kernel), static busybox and its applet
+/// links, udhcpc's script, and every mtime at SOURCE_DATE_EPOCH.
+fn init_busybox_and_applets_are_packed(
+    files: &[ReadEntry],
+    by_path: &BTreeMap<&str, &ReadEntry>,
+    version: &str,
+) {
     let init = by_path.get("init").expect("init in the initrd");
     assert_eq!(init.mode & 0o111, 0o111, "init is executable");
     assert!(
-        String::from_utf8_lossy(&init.data).contains(&version),
+        String::from_utf8_lossy(&init.data).contains(version),
         "init names its kernel"
     );
     assert!(
@@ -97,9 +108,17 @@ fn initrd_holds_init_busybox_and_module_closure_in_order() {
         files.iter().all(|e| e.mtime == 1_700_000_000),
         "every mtime is SOURCE_DATE_EPOCH"
     );
+}
 
-    // Modules: every requested one that is modular, plus depmod's closure,
-    // listed in etc/modules.order with dependencies first.
+/// Modules: every requested one that is modular, plus depmod's closure,
+/// listed in etc/modules.order with dependencies first; the manifest
+/// (`modules`) lists them in the same order.
+fn modules_are_the_closure_in_load_order(
+    by_path: &BTreeMap<&str, &ReadEntry>,
+    tree: &Path,
+    version: &str,
+    modules: &[String],
+) {
     let order_text = String::from_utf8(by_path["etc/modules.order"].data.clone()).unwrap();
     let order: Vec<String> = order_text
         .lines()
@@ -116,11 +135,8 @@ fn initrd_holds_init_busybox_and_module_closure_in_order() {
                 .replace('-', "_")
         })
         .collect();
-    assert_eq!(
-        order, initrd_entry.modules,
-        "manifest lists modules in load order"
-    );
-    let deps = depmod_deps(&tree, &version);
+    assert_eq!(order, modules, "manifest lists modules in load order");
+    let deps = depmod_deps(tree, version);
     let position: BTreeMap<&str, usize> = order
         .iter()
         .enumerate()

@@ -64,6 +64,28 @@ fn lock_pins_installs_and_names_what_is_missing() {
     );
     let lock_path = p.path().join("vars/b.lock");
 
+    let (mut lock, jq) = lock_pins_what_the_build_installs(&p, &lock_path);
+    // Kept until the end: the nowhere case below must find it in the cache.
+    let deb = CachedDeb::build(&shared_cache().join("debs"));
+    a_version_only_the_cache_has_installs(&p, &mut lock, &lock_path, &jq, &deb);
+    a_version_nowhere_fails_before_building(&p, &mut lock, &lock_path);
+    // check reads the file, with its place on a bad entry.
+    std::fs::write(&lock_path, "suite: bookworm\narch: amd64\npackages:\n  jq: {version: '1', sha256: nothex, filename: jq.deb}\n").unwrap();
+    let o = p.run(&["check", "--vars", "vars/b.yml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("b.lock:4:") && stderr(&o).contains("packages.jq"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Without the lock, `check` names the missing file and `mkimage lock`; the
+/// lock then pins jq (with its .deb's sha256) and the bootstrap's packages.
+fn lock_pins_what_the_build_installs(
+    p: &Project,
+    lock_path: &Path,
+) -> (mkimage::lockfile::Lock, mkimage::lockfile::Locked) {
     let o = p.run(&["check", "--vars", "vars/b.yml"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
@@ -75,7 +97,7 @@ fn lock_pins_installs_and_names_what_is_missing() {
     let o = p.run(&["lock", "--vars", "vars/b.yml"]);
     assert!(o.status.success(), "mkimage lock: {}", stderr(&o));
     assert!(stdout(&o).contains("packages locked"), "{}", stdout(&o));
-    let mut lock = mkimage::lockfile::Lock::load(&lock_path, Path::new("vars/b.yml")).unwrap();
+    let lock = mkimage::lockfile::Lock::load(lock_path, Path::new("vars/b.yml")).unwrap();
     let jq = lock.packages.get("jq").expect("jq is locked").clone();
     let cached = shared_cache()
         .join("debs")
@@ -91,9 +113,19 @@ fn lock_pins_installs_and_names_what_is_missing() {
     );
     let o = p.run(&["check", "--vars", "vars/b.yml"]);
     assert!(o.status.success(), "check with the lock: {}", stderr(&o));
+    (lock, jq)
+}
 
-    // A version only the .deb cache has (as one a mirror dropped would be).
-    let deb = CachedDeb::build(&shared_cache().join("debs"));
+/// A version only the .deb cache has (as one a mirror dropped would be)
+/// installs through a local repository that stays out of the image, and
+/// every installed package is its locked version.
+fn a_version_only_the_cache_has_installs(
+    p: &Project,
+    lock: &mut mkimage::lockfile::Lock,
+    lock_path: &Path,
+    jq: &mkimage::lockfile::Locked,
+    deb: &CachedDeb,
+) {
     lock.packages.insert(
         "mkimage-lock-test".into(),
         mkimage::lockfile::Locked {
@@ -102,7 +134,7 @@ fn lock_pins_installs_and_names_what_is_missing() {
             filename: "pool/main/m/mkimage-lock-test/mkimage-lock-test_1.0_all.deb".into(),
         },
     );
-    lock.save(&lock_path).unwrap();
+    lock.save(lock_path).unwrap();
     p.write(
         "provisioners/tools/tasks.yml",
         "- name: jq\n  apt: {pkg: [jq]}\n- name: cached only\n  apt: {pkg: [mkimage-lock-test]}\n",
@@ -142,14 +174,20 @@ fn lock_pins_installs_and_names_what_is_missing() {
             "{name} is not the locked version"
         );
     }
+}
 
-    // A locked version that is nowhere: the build fails before it starts.
+/// A locked version that is nowhere: the build fails before it starts.
+fn a_version_nowhere_fails_before_building(
+    p: &Project,
+    lock: &mut mkimage::lockfile::Lock,
+    lock_path: &Path,
+) {
     let before = std::fs::read(p.out().join("locked.squashfs.sha256")).unwrap();
     lock.packages.get_mut("jq").unwrap().version = "9.9-nowhere".into();
-    lock.save(&lock_path).unwrap();
+    lock.save(lock_path).unwrap();
     let o = p.run(&["basefs", "--vars", "vars/b.yml"]);
     assert_failure_of(
-        &p,
+        p,
         &o,
         2,
         &[
@@ -168,15 +206,5 @@ fn lock_pins_installs_and_names_what_is_missing() {
         std::fs::read(p.out().join("locked.squashfs.sha256")).unwrap(),
         before,
         "the artifact is untouched"
-    );
-
-    // check reads the file, with its place on a bad entry.
-    std::fs::write(&lock_path, "suite: bookworm\narch: amd64\npackages:\n  jq: {version: '1', sha256: nothex, filename: jq.deb}\n").unwrap();
-    let o = p.run(&["check", "--vars", "vars/b.yml"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("b.lock:4:") && stderr(&o).contains("packages.jq"),
-        "{}",
-        stderr(&o)
     );
 }

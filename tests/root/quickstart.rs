@@ -12,7 +12,7 @@
 use crate::common;
 use common::*;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -104,29 +104,7 @@ fn readme_first_command_serves_a_bootable_lab_from_a_fresh_clone() {
     require("curl", "curl");
     require("mmdebstrap", "mmdebstrap");
     let p = Project::new();
-    let clone = p.path().join("mkimage");
-    let o = Command::new("git")
-        .args(["clone", "-q"])
-        .arg(repo())
-        .arg(&clone)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git clone: {}", stderr(&o));
-    let command = quick_start_command(&std::fs::read_to_string(clone.join("README.md")).unwrap());
-    assert!(
-        command.ends_with("target/release/mkimage serve"),
-        "the quick start's first command ends in serve: {command}"
-    );
-
-    // Seeds: compiled dependencies (the crate itself is rebuilt) and .debs.
-    seed_target(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release"),
-        &clone.join("target/release"),
-    );
-    seed_debs(
-        &shared_cache().join("debs"),
-        &clone.join("builds/.cache/debs"),
-    );
+    let (clone, command) = clone_and_seed(p.path());
 
     let log = std::fs::File::create(p.path().join("quickstart.log")).unwrap();
     let mut child = Command::new("setsid")
@@ -144,28 +122,7 @@ fn readme_first_command_serves_a_bootable_lab_from_a_fresh_clone() {
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
         let _ = child.wait();
     };
-    let started = Instant::now();
-    let mut script = None;
-    while started.elapsed() < Duration::from_secs(1500) {
-        if let Some((200, body)) = get("/boot.ipxe") {
-            let text = String::from_utf8_lossy(&body).to_string();
-            if text.lines().any(|l| l.starts_with("kernel ")) {
-                script = Some(text);
-                break;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let text = String::from_utf8_lossy(
-                &std::fs::read(p.path().join("quickstart.log")).unwrap_or_default(),
-            )
-            .to_string();
-            panic!(
-                "the quick start command ended ({status}) before serving a boot script:\n{}",
-                tail_lines(&text, 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let script = wait_for_a_boot_script(&mut child, &p.path().join("quickstart.log"));
     let Some(script) = script else {
         stop(&mut child);
         panic!("no boot script with a kernel line within 25 minutes");
@@ -208,6 +165,61 @@ fn readme_first_command_serves_a_bootable_lab_from_a_fresh_clone() {
         tail_lines(&log, 40)
     );
     at("taking the one its build kept in the cache");
+}
+
+/// A fresh clone of this repository under `dir`, seeded with the compiled
+/// dependencies (the crate itself is rebuilt) and .debs, and the README's
+/// quick-start command.
+fn clone_and_seed(dir: &Path) -> (PathBuf, String) {
+    let clone = dir.join("mkimage");
+    let o = Command::new("git")
+        .args(["clone", "-q"])
+        .arg(repo())
+        .arg(&clone)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git clone: {}", stderr(&o));
+    let command = quick_start_command(&std::fs::read_to_string(clone.join("README.md")).unwrap());
+    assert!(
+        command.ends_with("target/release/mkimage serve"),
+        "the quick start's first command ends in serve: {command}"
+    );
+
+    // Seeds: compiled dependencies (the crate itself is rebuilt) and .debs.
+    seed_target(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release"),
+        &clone.join("target/release"),
+    );
+    seed_debs(
+        &shared_cache().join("debs"),
+        &clone.join("builds/.cache/debs"),
+    );
+    (clone, command)
+}
+
+/// The boot script once it names a kernel (within 25 minutes); a panic with
+/// the log's tail when the command ends first.
+fn wait_for_a_boot_script(child: &mut std::process::Child, log: &Path) -> Option<String> {
+    let started = Instant::now();
+    let mut script = None;
+    while started.elapsed() < Duration::from_secs(1500) {
+        if let Some((200, body)) = get("/boot.ipxe") {
+            let text = String::from_utf8_lossy(&body).to_string();
+            if text.lines().any(|l| l.starts_with("kernel ")) {
+                script = Some(text);
+                break;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).to_string();
+            panic!(
+                "the quick start command ended ({status}) before serving a boot script:\n{}",
+                tail_lines(&text, 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    script
 }
 
 fn tail_lines(text: &str, n: usize) -> String {

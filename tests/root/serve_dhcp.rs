@@ -24,12 +24,16 @@ use serve_support::{get, require, Server};
 fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
     let link = Link::start();
     let http = link.http;
+    discover_as_each_firmware_between_garbage(http);
+    pxe_exchange_on_4011();
+    the_named_files_are_served(http);
+    everything_is_counted(http);
+}
 
-    // No address yet: broadcast from port 68, as firmware does.
-    let dhcp = udp_on("cli0", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68));
-    let to_67 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
-    let base = format!("http://{http}");
-    let cases: Vec<(u32, Vec<DhcpOption>, &str, String)> = vec![
+/// What each firmware sends (xid, options), and the vendor class and boot
+/// file its offer must carry.
+fn firmware_cases(base: &str) -> Vec<(u32, Vec<DhcpOption>, &'static str, String)> {
+    vec![
         (
             1,
             vendor("PXEClient:Arch:00000:UNDI:002001", 0),
@@ -58,8 +62,13 @@ fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
             "PXEClient",
             format!("{base}/boot.ipxe?mac=52:54:00:ab:cd:ef"),
         ),
-    ];
-    let hostile: Vec<Vec<u8>> = vec![
+    ]
+}
+
+/// Malformed and hostile packets: empty, junk, a bad hardware length, no
+/// magic cookie, an option running past the end, an oversized datagram.
+fn hostile_packets() -> Vec<Vec<u8>> {
+    vec![
         vec![],
         vec![1; 100],
         {
@@ -94,7 +103,40 @@ fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
             p
         },
         vec![0xff; 4000],
-    ];
+    ]
+}
+
+/// A proxy's OFFER: no address, this server, the client's vendor class.
+fn assert_proxy_offer(m: &Message, class: &str) {
+    assert_eq!(m.opcode(), Opcode::BootReply);
+    assert_eq!(
+        m.yiaddr(),
+        Ipv4Addr::UNSPECIFIED,
+        "a proxy gives no address"
+    );
+    assert_eq!(
+        m.opts().get(OptionCode::MessageType),
+        Some(&DhcpOption::MessageType(MessageType::Offer))
+    );
+    assert_eq!(
+        m.opts().get(OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(SERVER))
+    );
+    assert_eq!(
+        m.opts().get(OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(class.as_bytes().to_vec()))
+    );
+    assert_eq!(m.siaddr(), SERVER);
+}
+
+/// No address yet: broadcast from port 68, as firmware does, each
+/// firmware's DISCOVER after a hostile packet; then garbage, a DISCOVER
+/// that is not PXE, and the server still answers.
+fn discover_as_each_firmware_between_garbage(http: SocketAddr) {
+    let dhcp = udp_on("cli0", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68));
+    let to_67 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    let cases = firmware_cases(&format!("http://{http}"));
+    let hostile = hostile_packets();
     for ((xid, opts, class, want), bad) in cases.into_iter().zip(hostile.iter().cycle()) {
         dhcp.send_to(bad, to_67).unwrap();
         dhcp.send_to(
@@ -103,25 +145,7 @@ fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
         )
         .unwrap();
         let m = reply(&dhcp, xid);
-        assert_eq!(m.opcode(), Opcode::BootReply);
-        assert_eq!(
-            m.yiaddr(),
-            Ipv4Addr::UNSPECIFIED,
-            "a proxy gives no address"
-        );
-        assert_eq!(
-            m.opts().get(OptionCode::MessageType),
-            Some(&DhcpOption::MessageType(MessageType::Offer))
-        );
-        assert_eq!(
-            m.opts().get(OptionCode::ServerIdentifier),
-            Some(&DhcpOption::ServerIdentifier(SERVER))
-        );
-        assert_eq!(
-            m.opts().get(OptionCode::ClassIdentifier),
-            Some(&DhcpOption::ClassIdentifier(class.as_bytes().to_vec()))
-        );
-        assert_eq!(m.siaddr(), SERVER);
+        assert_proxy_offer(&m, class);
         assert_eq!(file(&m), want, "xid {xid}");
     }
     for bad in &hostile[4..] {
@@ -154,8 +178,10 @@ fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
         "undionly.kpxe",
         "the server still answers"
     );
+}
 
-    // The PXE exchange: with its address, unicast to the server's port 4011.
+/// The PXE exchange: with its address, unicast to the server's port 4011.
+fn pxe_exchange_on_4011() {
     let pxe = udp_on("cli0", SocketAddrV4::new(CLIENT, 0));
     let uuid = vec![0u8; 17];
     let mut opts = vendor("PXEClient:Arch:00007:UNDI:003000", 7);
@@ -177,9 +203,11 @@ fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
         Some(&DhcpOption::ClientMachineIdentifier(uuid))
     );
     assert_eq!(file(&ack), "ipxe.efi");
+}
 
-    // The file each answer names, as that client fetches it: Debian's
-    // ipxe.efi is a symlink out of --ipxe-dir (to /boot), and is served.
+/// The file each answer names, as that client fetches it: Debian's
+/// ipxe.efi is a symlink out of --ipxe-dir (to /boot), and is served.
+fn the_named_files_are_served(http: SocketAddr) {
     for name in ["undionly.kpxe", "ipxe.efi"] {
         let out = Command::new("curl")
             .args(["-s", "--max-time", "60"])
@@ -204,8 +232,10 @@ fn proxy_dhcp_answers_each_firmware_on_a_real_link_and_survives_garbage() {
         std::fs::read(Path::new(IPXE_DIR).join("ipxe.efi")).unwrap(),
         "HTTP ipxe.efi"
     );
+}
 
-    // Everything counted, and the server still answers.
+/// Everything counted, and the server still answers.
+fn everything_is_counted(http: SocketAddr) {
     let metrics = get(http, "/metrics").text();
     for line in [
         "mkimage_dhcp_replies_total{client=\"bios-pxe\"} 2",
@@ -286,6 +316,13 @@ fn proxy_dhcp_answers_busybox_udhcpc_only_when_it_asks_to_boot() {
     require("busybox", "busybox-static");
     let link = Link::start();
     let offers = udp_on("cli0", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68));
+    plain_udhcpc_gets_nothing(link.http, &offers);
+    dressed_udhcpc_gets_each_firmwares_offer(link.http, &offers);
+}
+
+/// As itself, udhcpc gets no lease; both its DISCOVERs are counted as
+/// ignored, and only the test's own PXE DISCOVER is answered.
+fn plain_udhcpc_gets_nothing(http: SocketAddr, offers: &UdpSocket) {
     let mut plain = udhcpc(&[]);
     let status = plain.wait().unwrap();
     assert!(
@@ -305,19 +342,22 @@ fn proxy_dhcp_answers_busybox_udhcpc_only_when_it_asks_to_boot() {
             to_67,
         )
         .unwrap();
-    assert_eq!(file(&reply(&offers, 8)), "undionly.kpxe");
+    assert_eq!(file(&reply(offers, 8)), "undionly.kpxe");
     assert_eq!(
-        metric(link.http, "mkimage_dhcp_ignored_total"),
+        metric(http, "mkimage_dhcp_ignored_total"),
         2,
         "udhcpc's two DISCOVERs"
     );
     assert_eq!(
-        metric(link.http, "mkimage_dhcp_replies_total{client=\"bios-pxe\"}"),
+        metric(http, "mkimage_dhcp_replies_total{client=\"bios-pxe\"}"),
         1,
         "nothing but our own DISCOVER was answered"
     );
+}
 
-    let base = format!("http://{}", link.http);
+/// Dressed as each firmware, udhcpc's DISCOVER gets that firmware's offer.
+fn dressed_udhcpc_gets_each_firmwares_offer(http: SocketAddr, offers: &UdpSocket) {
+    let base = format!("http://{http}");
     let cases: [(&[&str], &str, String); 4] = [
         (
             &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"],
@@ -347,7 +387,7 @@ fn proxy_dhcp_answers_busybox_udhcpc_only_when_it_asks_to_boot() {
     ];
     for (args, class, want) in cases {
         let client = Children(vec![udhcpc(args)]);
-        let m = offer_to_us(&offers);
+        let m = offer_to_us(offers);
         drop(client);
         assert_eq!(file(&m), want, "udhcpc {args:?}");
         assert_eq!(

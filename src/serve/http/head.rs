@@ -171,8 +171,13 @@ fn framing(chunked: bool, lengths: &[String]) -> Result<u64, Refused> {
 mod tests {
     use super::*;
 
+    /// The head `raw` parses to (it must be complete and valid).
+    fn first(raw: &[u8]) -> Head {
+        parse(raw).unwrap().unwrap().0
+    }
+
     #[test]
-    fn heads_parse_with_keep_alive_rules_and_limits() {
+    fn heads_parse_once_complete_with_either_line_end() {
         assert!(
             parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none(),
             "incomplete"
@@ -190,47 +195,42 @@ mod tests {
             ),
             ("/a", Some("b=c"), true, false, 32)
         );
-        let (head, _) = parse(b"HEAD /x HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert_eq!(
-            (head.parts.method.as_str(), head.keep_alive),
-            ("HEAD", false)
-        );
-        assert!(
-            parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .0
-                .keep_alive
-        );
-        assert!(
-            !parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .0
-                .keep_alive
-        );
         assert!(
             parse(b"GET / HTTP/1.1\nHost: x\n\n").unwrap().is_some(),
             "bare LF line ends"
         );
-        assert!(
-            parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
-                .unwrap()
-                .unwrap()
-                .0
-                .has_body
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_header() {
+        let head = first(b"HEAD /x HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            (head.parts.method.as_str(), head.keep_alive),
+            ("HEAD", false)
         );
+        assert!(first(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!first(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn bodies_and_expect_continue_are_seen() {
+        assert!(first(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").has_body);
+        assert!(first(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").has_body);
         assert!(
-            parse(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .0
-                .has_body
+            first(b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+                .expect_continue
         );
-        let (head, _) = parse(b"GET http://evil/../x HTTP/1.1\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(head.parts.uri.path(), "/../x");
+    }
+
+    #[test]
+    fn bad_targets_and_lengths_are_refused() {
+        assert_eq!(
+            first(b"GET http://evil/../x HTTP/1.1\r\n\r\n")
+                .parts
+                .uri
+                .path(),
+            "/../x"
+        );
         assert!(matches!(
             parse(b"GET ../x HTTP/1.1\r\n\r\n"),
             Err(Refused::Malformed(_))
@@ -253,13 +253,10 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(
-            parse(b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .0
-                .expect_continue
-        );
+    }
+
+    #[test]
+    fn the_head_ends_at_the_blank_line_and_has_a_size_limit() {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest", 0), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nrest", 20), Some(21));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);

@@ -23,24 +23,9 @@ fn files(bytes: &[u8]) -> BTreeMap<String, (u32, String)> {
         .collect()
 }
 
-#[test]
-fn a_node_gets_its_hostname_keys_network_and_vars() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), LAB);
-    let config = BootConfig::load(&path).unwrap();
-    let cache = Cache::default();
-    let mac = "52:54:00:12:34:56";
-    let art = overlay_for(&cache, &config, &path, mac, "discovery", "http://s:1")
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        art.remote.as_deref(),
-        Some(format!("http://s:1/node/{mac}/{}/node.cpio.gz", art.sha256).as_str())
-    );
-    let bytes = cache.get(mac, &art.sha256).unwrap();
-    assert!(cache.get("52:54:00:12:34:57", &art.sha256).is_none());
-    assert_eq!(crate::artifact::sha256_bytes(&bytes), art.sha256);
-    let f = files(&bytes);
+/// node07's overlay: its hostname and hosts line, root's keys, the vars
+/// merged node over profile over server, and its networkd file.
+fn node07_has_its_hostname_keys_network_and_vars(f: &BTreeMap<String, (u32, String)>) {
     assert_eq!(f["etc/hostname"].1, "node07\n");
     assert!(
         f["etc/hosts"].1.contains("10.0.1.7\tnode07"),
@@ -70,6 +55,26 @@ fn a_node_gets_its_hostname_keys_network_and_vars() {
         assert!(net.contains(want), "{want} not in {net}");
     }
     assert!(!f.contains_key("etc/systemd/network/10-mkimage-node-vlan.netdev"));
+}
+
+#[test]
+fn a_node_gets_its_hostname_keys_network_and_vars() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), LAB);
+    let config = BootConfig::load(&path).unwrap();
+    let cache = Cache::default();
+    let mac = "52:54:00:12:34:56";
+    let art = overlay_for(&cache, &config, &path, mac, "discovery", "http://s:1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        art.remote.as_deref(),
+        Some(format!("http://s:1/node/{mac}/{}/node.cpio.gz", art.sha256).as_str())
+    );
+    let bytes = cache.get(mac, &art.sha256).unwrap();
+    assert!(cache.get("52:54:00:12:34:57", &art.sha256).is_none());
+    assert_eq!(crate::artifact::sha256_bytes(&bytes), art.sha256);
+    node07_has_its_hostname_keys_network_and_vars(&files(&bytes));
     // Deterministic: the same inputs, the same bytes.
     let again = overlay_for(&cache, &config, &path, mac, "discovery", "http://s:1")
         .unwrap()
