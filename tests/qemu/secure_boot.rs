@@ -29,7 +29,7 @@ use crate::common;
 use common::*;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -133,17 +133,14 @@ fn factory_keys_boot_through_shim_and_debians_signed_grub_and_kernel() {
     }
 }
 
-#[test]
-fn site_signed_uki_boots_with_the_site_key_in_db() {
-    let _vm = crate::one_at_a_time();
-    prerequisites();
-    let p = played();
-    let keys = p.path().join("site-keys");
+/// `keys init` into `keys`: the key 0600; refused into the served dir and
+/// over a key that exists.
+fn keys_init_checked(p: &Project, keys: &Path) {
     let o = mkimage()
         .arg("keys")
         .arg("init")
         .arg("--dir")
-        .arg(&keys)
+        .arg(keys)
         .output()
         .unwrap();
     assert!(o.status.success(), "keys init: {}", stderr(&o));
@@ -165,12 +162,15 @@ fn site_signed_uki_boots_with_the_site_key_in_db() {
     );
     let o = mkimage()
         .args(["keys", "init", "--dir"])
-        .arg(&keys)
+        .arg(keys)
         .output()
         .unwrap();
     assert!(!o.status.success() && stderr(&o).contains("already exists"));
+}
 
-    // A node entry for the VM (boot-test's MAC), and assertions on its identity.
+/// vars/boot.yml with a node entry for the VM (boot-test's MAC) and
+/// assertions on its identity, written beside `keys`.
+fn boot_config_with_the_node(keys: &Path) -> PathBuf {
     let shipped = std::fs::read_to_string(repo().join("vars/boot.yml")).unwrap();
     let at = shipped.find("\nboot_test:").unwrap();
     assert!(
@@ -187,6 +187,17 @@ fn site_signed_uki_boots_with_the_site_key_in_db() {
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn site_signed_uki_boots_with_the_site_key_in_db() {
+    let _vm = crate::one_at_a_time();
+    prerequisites();
+    let p = played();
+    let keys = p.path().join("site-keys");
+    keys_init_checked(p, &keys);
+    let config = boot_config_with_the_node(&keys);
     let (out, console) = boot(
         p,
         "uki",
