@@ -12,21 +12,21 @@ use nix::fcntl::{Flock, FlockArg};
 
 /// Block until this process holds `dir/NAME` exclusively (the file is created).
 pub fn exclusive(dir: &Path, name: &str) -> anyhow::Result<Flock<File>> {
-    let path = dir.join(name);
-    let file = File::create(&path)
-        .with_context(|| format!("cannot create the lock {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("cannot lock {}", path.display()))
+    lock(dir, name, FlockArg::LockExclusive)
 }
 
 /// Block until this process holds `dir/NAME` shared (readers of a cached
 /// tree; pruning takes it exclusively and skips what is in use).
 pub fn shared(dir: &Path, name: &str) -> anyhow::Result<Flock<File>> {
+    lock(dir, name, FlockArg::LockShared)
+}
+
+/// Block until `dir/NAME` (created if need be) is locked as `how` says.
+fn lock(dir: &Path, name: &str, how: FlockArg) -> anyhow::Result<Flock<File>> {
     let path = dir.join(name);
     let file = File::create(&path)
         .with_context(|| format!("cannot create the lock {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockShared)
+    Flock::lock(file, how)
         .map_err(|(_, e)| e)
         .with_context(|| format!("cannot lock {}", path.display()))
 }

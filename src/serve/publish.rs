@@ -322,10 +322,7 @@ impl crate::artifact::grace::Superseded for Marked {
 }
 
 /// `http://HOST[:PORT][/PATH]` without a trailing slash, or a usage error.
-fn check_url(url: &str) -> anyhow::Result<String> {
-    super::servers::check_url(url)
-        .map_err(|e| crate::UsageError(format!("--public-url: {e}")).into())
-}
+use super::servers::check_public_url as check_url;
 
 /// Put the artifact `file` (sha256 `sha`) at `out/sha256/HEX/NAME`: from the
 /// content store, else the file itself once its bytes hash to `sha`.

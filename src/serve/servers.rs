@@ -64,6 +64,12 @@ pub fn check_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+/// `--public-url` (publish, keys sign-ukis) as `check_url` takes it, as a
+/// usage error naming the flag.
+pub fn check_public_url(url: &str) -> anyhow::Result<String> {
+    check_url(url).map_err(|e| crate::UsageError(format!("--public-url: {e}")).into())
+}
+
 /// Check and normalise both lists (called once when the boot config is read).
 pub fn check(
     servers: &mut [String],

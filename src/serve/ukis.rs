@@ -106,13 +106,7 @@ pub struct SignRequest {
 /// Sign every profile's UKI into `dir`'s content store and write the index
 /// (profiles gone from the boot config leave it).
 pub fn sign(req: &SignRequest) -> anyhow::Result<Vec<Uki>> {
-    let base = req.public_url.trim_end_matches('/');
-    if !(base.starts_with("http://") || base.starts_with("https://")) || base.contains(' ') {
-        return Err(crate::UsageError(format!(
-            "--public-url {base}: give the URL machines reach mkimage serve at, http://HOST:PORT"
-        ))
-        .into());
-    }
+    let base = &super::servers::check_public_url(&req.public_url)?;
     // `uki::build` names any missing tool (stub, objcopy, sbsign) itself.
     let keys = Keys::load(&req.keys)?;
     let manifest = Manifest::load(&req.dir)?;

@@ -62,7 +62,7 @@ fn sign_ukis_signs_and_indexes_every_profile_for_serve() {
     };
     let o = sign("10.0.0.5:8080");
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("http://HOST:PORT"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("http://HOST[:PORT]"));
     assert!(
         !dir.join(INDEX).exists(),
         "nothing indexed on a usage error"
