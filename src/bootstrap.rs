@@ -1,7 +1,8 @@
 //! Bootstrapping a Debian tree with mmdebstrap or debootstrap, through the
-//! apt proxy and the shared `.deb` cache, and the cache of bootstrapped
-//! trees by their inputs (mounted read-only under a build, never modified);
-//! or the tree of a stage archive (`--from`), cached the same way.
+//! apt proxy, the shared `.deb` cache and the shared package lists, and the
+//! cache of bootstrapped trees by their inputs (mounted read-only under a
+//! build, never modified); or the tree of a stage archive (`--from`),
+//! cached the same way.
 //!
 //! A bootstrap that fails only in ways a mirror mends by itself
 //! (`apt::failure`: a file caught mid-sync, a 5xx, a dropped connection)
@@ -257,10 +258,19 @@ pub fn run(
         plan.suite, plan.variant, plan.arch
     ));
     let started = std::time::Instant::now();
+    // mmdebstrap's apt fetches into the shared lists; debootstrap keeps
+    // its indexes to itself.
+    let lists =
+        (program == "mmdebstrap").then(|| plan.apt_lists(pins.is_some_and(|p| p.repo.is_some())));
+    // The lists before the .debs, in the order the roles' apt tasks take them.
+    let _lists = match &lists {
+        Some(lists) => shared_lists(lists, progress)?,
+        None => None,
+    };
     let _lock = crate::flock::package_cache(&cache)?;
-    let cmd = match program {
-        "mmdebstrap" => mmdebstrap(plan, &cache, target, pins)?,
-        _ => debootstrap(plan, &cache, target),
+    let cmd = match &lists {
+        Some(lists) => mmdebstrap(plan, &cache, lists, target, pins)?,
+        None => debootstrap(plan, &cache, target),
     };
     attempts(plan, &cmd, target, &cache, progress)
         .with_context(|| format!("bootstrapping {} with {program} failed", plan.suite))?;
@@ -269,6 +279,22 @@ pub fn run(
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Create the shared lists dir `lists` (and its `partial/`) and hold it
+/// until dropped, saying so when another build holds it first.
+pub fn shared_lists(
+    lists: &Path,
+    progress: &crate::progress::Progress,
+) -> anyhow::Result<Option<Flock<fs::File>>> {
+    fs::create_dir_all(lists.join("partial"))
+        .with_context(|| format!("cannot create the apt lists dir {}", lists.display()))?;
+    crate::flock::apt_lists(lists, || {
+        progress.done(format!(
+            "waiting for another build using the apt lists {}",
+            lists.display()
+        ))
+    })
 }
 
 /// A bootstrap attempt that failed: the bootstrapper (and its output), or
@@ -362,7 +388,8 @@ fn attempts(
 }
 
 /// Empty the target for another attempt: what the bootstrapper mounted in
-/// it (the package cache, bound over its archives) first.
+/// it (the package cache and the lists, bound over its archives and its
+/// lists) first.
 fn clear(target: &Path) -> anyhow::Result<()> {
     crate::sys::unmount_all(&crate::sys::REAL, target)?;
     crate::sys::remove_tree(&crate::sys::REAL, target)
@@ -371,11 +398,13 @@ fn clear(target: &Path) -> anyhow::Result<()> {
 fn mmdebstrap(
     plan: &Plan,
     cache: &Path,
+    lists: &Path,
     target: &Path,
     pins: Option<&Pinned>,
 ) -> anyhow::Result<crate::exec::Cmd> {
     let q = |p: &Path| crate::exec::shell_quote(&p.to_string_lossy());
     let archives = "\"$1\"/var/cache/apt/archives";
+    let lists_dir = "\"$1\"/var/lib/apt/lists";
     // SOURCE_DATE_EPOCH: the tree is the same on any day (maintainer
     // scripts stamp dates, e.g. /etc/shadow's), cached or not.
     let mut cmd = crate::exec::Cmd::new("mmdebstrap")
@@ -395,6 +424,14 @@ fn mmdebstrap(
             q(cache)
         ))
         .arg(format!("--customize-hook=umount {archives}"))
+        // The shared package lists, the same way: apt's update finds the
+        // last build's lists and fetches only what changed; unmounted
+        // before mmdebstrap's cleanup, which then finds none to remove.
+        .arg(format!(
+            "--setup-hook=mkdir -p {lists_dir} && mount --bind {} {lists_dir}",
+            q(lists)
+        ))
+        .arg(format!("--customize-hook=umount {lists_dir}"))
         .arg("--aptopt=APT::Keep-Downloaded-Packages \"true\"")
         // dpkg without fsync (the tree is packed afterwards; a crashed
         // bootstrap starts over); the option's file is not shipped.

@@ -6,6 +6,9 @@
 //! unpacked stage archives by their inputs), `layers/` (what each task of
 //! a role changed, by the task's key), `apt/` (the private apt for kernel
 //! and busybox packages: its lists, `.deb`s and unpacked packages).
+//! `apt-lists/` (the package lists the bootstrap and the roles share, a
+//! few dozen MB per source) is not pruned: the next `apt-get update`
+//! would fetch it all again.
 //! Anything in use by a running build is skipped: pruning takes the same
 //! locks the builds hold.
 

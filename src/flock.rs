@@ -40,6 +40,27 @@ pub fn package_cache(dir: &Path) -> anyhow::Result<Option<Flock<File>>> {
     exclusive(dir, ".mkimage-lock").map(Some)
 }
 
+/// The shared apt lists' lock, if the dir exists: the dir itself, flocked
+/// (apt deletes any file in its lists dir that is not a list, so the lock
+/// cannot be a file in it). Builds share the lists, and apt's own lock
+/// there makes a second `apt-get update` fail at once; this makes it wait,
+/// calling `waiting` first when another build holds the lists.
+pub fn apt_lists(dir: &Path, waiting: impl FnOnce()) -> anyhow::Result<Option<Flock<File>>> {
+    let Ok(file) = File::open(dir) else {
+        return Ok(None);
+    };
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(held) => return Ok(Some(held)),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+        Err((_, e)) => return Err(e).with_context(|| format!("cannot lock {}", dir.display())),
+    };
+    waiting();
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map(Some)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("cannot lock {}", dir.display()))
+}
+
 /// The name of the lock file inside a claimed directory.
 pub const DIR_LOCK: &str = ".lock";
 

@@ -109,7 +109,28 @@ impl Plan {
     pub fn package_cache(&self) -> PathBuf {
         self.cache_dir.join("debs")
     }
+
+    /// The shared apt package lists for this plan's sources
+    /// (`CACHE/apt-lists/KEY`), bind-mounted over the tree's
+    /// `/var/lib/apt/lists` by the bootstrap and the roles' chroots, never
+    /// in the tree. KEY names what decides the lists: the mirror, suite,
+    /// components and arch, and whether a lock's local repository is a
+    /// source too; a basefs and the overlays on it agree on it.
+    pub fn apt_lists(&self, local_repo: bool) -> PathBuf {
+        let text = format!(
+            "{}\n{}\n{}\n{}\nlocal repo: {local_repo}",
+            self.mirror.trim_end_matches('/'),
+            self.suite,
+            self.components.join(","),
+            self.arch
+        );
+        let key = crate::artifact::sha256_bytes(text.as_bytes());
+        self.cache_dir.join(APT_LISTS).join(&key[..16])
+    }
 }
+
+/// The shared apt package lists' dir under the cache dir.
+pub const APT_LISTS: &str = "apt-lists";
 
 /// Reads typed values out of the rendered config, naming the place of a bad one.
 struct Reader<'a> {

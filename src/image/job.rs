@@ -110,6 +110,9 @@ pub(super) fn run_roles(
             package_cache: Some(plan.package_cache()),
             preferences: pins.map(|p| p.lock.preferences()),
             local_repo: pins.and_then(|p| p.repo.clone()),
+            // The same lists the bootstrap fetched (a basefs and the
+            // overlays on it have the same sources, so the same key).
+            apt_lists: Some(plan.apt_lists(pins.is_some_and(|p| p.repo.is_some()))),
         },
     };
     stack.run(&roles, &env)

@@ -1,6 +1,7 @@
 //! The chroot a role runs in: API filesystems, a private /tmp, the host's
 //! resolv.conf, a policy-rc.d that keeps daemons from starting, the apt
-//! proxy and the shared package cache — all only while building. `leave()`
+//! proxy, the shared package cache and package lists — all only while
+//! building. `leave()`
 //! takes every one of them away again before the tree is packed.
 
 use std::fs;
@@ -30,13 +31,21 @@ pub struct ChrootOptions {
     pub preferences: Option<String>,
     /// A lock's local repository of cached `.deb`s, mounted read-only.
     pub local_repo: Option<PathBuf>,
+    /// Shared apt package lists, bind-mounted on /var/lib/apt/lists (apt
+    /// tasks hold them while they run: `flock::apt_lists`).
+    pub apt_lists: Option<PathBuf>,
 }
+
+/// Where the shared lists are mounted in the tree.
+pub const APT_LISTS: &str = "var/lib/apt/lists";
 
 /// A prepared chroot; call `leave` to restore the tree.
 pub struct Chroot<'a> {
     sys: &'a dyn Sys,
     root: PathBuf,
     saved: Vec<(PathBuf, Saved)>,
+    /// Dirs `enter` created as mount points, deepest first.
+    made: Vec<PathBuf>,
 }
 
 enum Saved {
@@ -55,12 +64,19 @@ impl<'a> Chroot<'a> {
             sys,
             root: root.to_path_buf(),
             saved: Vec::new(),
+            made: Vec::new(),
         };
         chroot.mount_api()?;
         if let Some(cache) = &opts.package_cache {
             fs::create_dir_all(cache.join("partial"))
                 .with_context(|| format!("cannot create {}", cache.display()))?;
             sys::bind(sys, cache, &root.join("var/cache/apt/archives"), false)?;
+        }
+        if let Some(lists) = &opts.apt_lists {
+            fs::create_dir_all(lists.join("partial"))
+                .with_context(|| format!("cannot create {}", lists.display()))?;
+            chroot.made = missing_dirs(root, APT_LISTS);
+            sys::bind(sys, lists, &root.join(APT_LISTS), false)?;
         }
         let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
         chroot.put(RESOLV_CONF, &host_resolv, 0o644)?;
@@ -71,8 +87,12 @@ impl<'a> Chroot<'a> {
         )?;
         // dpkg without fsync: the tree is packed afterwards, and a crashed
         // build is thrown away, so a sync per unpacked file buys nothing.
+        // No translated descriptions: mmdebstrap fetches none either, so
+        // the shared lists hold the same indexes after either's update
+        // (apt deletes what its sources do not name), and the first update
+        // does not fetch the 30 MB Translation-en.
         let mut apt_conf = String::from(
-            "APT::Keep-Downloaded-Packages \"true\";\nBinary::apt::APT::Keep-Downloaded-Packages \"true\";\nAPT::Install-Recommends \"false\";\nDpkg::Use-Pty \"false\";\nDPkg::Options:: \"--force-unsafe-io\";\n",
+            "APT::Keep-Downloaded-Packages \"true\";\nBinary::apt::APT::Keep-Downloaded-Packages \"true\";\nAPT::Install-Recommends \"false\";\nDpkg::Use-Pty \"false\";\nDPkg::Options:: \"--force-unsafe-io\";\nAcquire::Languages \"none\";\n",
         );
         if let Some(proxy) = &opts.apt_proxy {
             apt_conf.push_str(&format!("Acquire::http::Proxy \"{proxy}\";\n"));
@@ -183,8 +203,19 @@ impl<'a> Chroot<'a> {
 
     fn restore(&mut self) -> anyhow::Result<()> {
         sys::unmount_all(self.sys, &self.root.join("proc"))?;
-        for sub in ["var/cache/apt/archives", "run", "tmp", "dev", "sys"] {
+        for sub in [
+            APT_LISTS,
+            "var/cache/apt/archives",
+            "run",
+            "tmp",
+            "dev",
+            "sys",
+        ] {
             sys::unmount_all(self.sys, &self.root.join(sub))?;
+        }
+        // The mount point leaves no trace in the task's layer.
+        for dir in self.made.drain(..) {
+            let _ = fs::remove_dir(dir);
         }
         for (path, saved) in self.saved.drain(..).rev() {
             let _ = fs::remove_file(&path);
@@ -201,9 +232,22 @@ impl<'a> Chroot<'a> {
     }
 }
 
+/// The dirs of `rel` under `root` that do not exist yet, deepest first.
+fn missing_dirs(root: &Path, rel: &str) -> Vec<PathBuf> {
+    let mut made = Vec::new();
+    let mut dir = root.join(rel);
+    while dir != root && fs::symlink_metadata(&dir).is_err() {
+        made.push(dir.clone());
+        if !dir.pop() {
+            break;
+        }
+    }
+    made
+}
+
 impl Drop for Chroot<'_> {
     fn drop(&mut self) {
-        if !self.saved.is_empty() {
+        if !self.saved.is_empty() || !self.made.is_empty() {
             if let Err(e) = self.restore() {
                 tracing::warn!("cleaning up the chroot failed: {e:#}");
             }
@@ -227,6 +271,7 @@ mod tests {
         let opts = ChrootOptions {
             apt_proxy: Some("http://127.0.0.1:3142".into()),
             package_cache: Some(cache.clone()),
+            apt_lists: Some(dir.path().join("lists")),
             ..Default::default()
         };
         let chroot = Chroot::enter(&sys, &root, &opts).unwrap();
@@ -258,7 +303,9 @@ mod tests {
             format!("mount tmpfs {} mode=1777", r("/tmp")),
             format!("mount tmpfs {} mode=0755", r("/run")),
             format!("bind /debs {}", r("/var/cache/apt/archives")),
+            format!("bind /lists {}", r("/var/lib/apt/lists")),
             format!("umount {}", r("/proc")),
+            format!("umount {}", r("/var/lib/apt/lists")),
             format!("umount {}", r("/var/cache/apt/archives")),
             format!("umount {}", r("/run")),
             format!("umount {}", r("/tmp")),
@@ -275,5 +322,13 @@ mod tests {
             "the tree's own file is back"
         );
         assert!(!root.join(POLICY_RC_D).exists() && !root.join(APT_BUILD_CONF).exists());
+        assert!(
+            !root.join("var/lib").exists(),
+            "the lists' mount point is gone with the mount"
+        );
+        assert!(
+            dir.path().join("lists/partial").is_dir(),
+            "the shared lists"
+        );
     }
 }

@@ -55,7 +55,13 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
     if run.dry {
         return Ok(());
     }
-    let lists = run.root.join("var/lib/apt/lists");
+    let lists = run.root.join(super::chroot::APT_LISTS);
+    // Builds share the lists (bind-mounted here): one apt at a time, from
+    // the update to the install, which reads them.
+    let _lists = crate::flock::apt_lists(&lists, || {
+        run.progress
+            .done("waiting for another build's apt to finish with the package lists")
+    })?;
     let listed = |what: &str| {
         std::fs::read_dir(&lists)
             .map(|rd| {
