@@ -391,6 +391,15 @@ fn attempts(
 /// it (the package cache and the lists, bound over its archives and its
 /// lists) first.
 fn clear(target: &Path) -> anyhow::Result<()> {
+    // What the failed attempt left half-fetched in the shared lists (held
+    // by this build): the next starts those downloads afresh, as from an
+    // empty target.
+    let partial = target.join("var/lib/apt/lists/partial");
+    for entry in fs::read_dir(&partial).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
     crate::sys::unmount_all(&crate::sys::REAL, target)?;
     crate::sys::remove_tree(&crate::sys::REAL, target)
 }

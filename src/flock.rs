@@ -243,4 +243,33 @@ mod tests {
             "dropped by its owner, yet held through the child's copy"
         );
     }
+
+    #[test]
+    fn a_second_apt_lists_user_waits_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut said = false;
+        let first = apt_lists(dir.path(), || said = true).unwrap().unwrap();
+        assert!(!said, "a free dir is taken at once");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_path_buf();
+        let second = std::thread::spawn(move || {
+            let held = apt_lists(&path, || tx.send("waiting").unwrap()).unwrap();
+            tx.send("held").unwrap();
+            held.is_some()
+        });
+        assert_eq!(rx.recv().unwrap(), "waiting");
+        assert!(
+            rx.try_recv().is_err(),
+            "the second took the dir while the first held it"
+        );
+        drop(first);
+        assert_eq!(rx.recv().unwrap(), "held");
+        assert!(second.join().unwrap());
+        assert!(
+            apt_lists(&dir.path().join("none"), || ())
+                .unwrap()
+                .is_none(),
+            "no dir, nothing to hold"
+        );
+    }
 }

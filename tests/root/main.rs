@@ -17,6 +17,7 @@ mod mirror_support;
 #[path = "../serve_support/mod.rs"]
 mod serve_support;
 
+mod apt_lists;
 mod archive_overlay;
 mod basefs_build;
 mod basefs_modules;
