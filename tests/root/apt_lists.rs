@@ -45,6 +45,21 @@ fn assert_not_fetched_again(before: &[(PathBuf, u64, i64)], what: &str) {
     }
 }
 
+/// Remove apt's `lock` from the dirs of `indexes`: an update there makes
+/// it again.
+fn remove_apt_locks(indexes: &[(PathBuf, u64, i64)]) {
+    for (index, _, _) in indexes {
+        let _ = std::fs::remove_file(index.with_file_name("lock"));
+    }
+}
+
+/// Whether apt updated the lists of `indexes` since `remove_apt_locks`.
+fn apt_updated_there(indexes: &[(PathBuf, u64, i64)]) -> bool {
+    indexes
+        .iter()
+        .any(|(index, _, _)| index.with_file_name("lock").exists())
+}
+
 /// Paths under `var/lib/apt/lists/` (other than the dir itself) in an
 /// inspect listing.
 fn listed_lists(listing: &str) -> Vec<String> {
@@ -91,7 +106,10 @@ fn lists_are_shared_by_every_update_and_never_shipped() {
     let p = Project::new();
     // A fresh first task makes every apt task below it run, not come from
     // the layer store of an earlier run.
-    let nonce = format!("{:?}", std::time::SystemTime::now());
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let roles = [("listsbase", "less"), ("listsov", "file")];
     for (role, pkg) in roles {
         p.write(
@@ -99,7 +117,12 @@ fn lists_are_shared_by_every_update_and_never_shipped() {
             &format!("- name: fresh\n  shell: echo '{nonce}' > /etc/{role}\n- name: a package\n  apt: {{update: true, pkg: [{pkg}]}}\n"),
         );
     }
+    p.write(
+        "provisioners/listsbare/tasks.yml",
+        "- shell: echo no apt here > /etc/bare\n",
+    );
     p.write("vars/base.yml", &small_vars("base", &["listsbase"]));
+    p.write("vars/bare.yml", &small_vars("bare", &["listsbare"]));
     p.write(
         "vars/ov.yml",
         &format!("{}base: base\n", small_vars("ov", &["listsov"])),
@@ -110,15 +133,25 @@ fn lists_are_shared_by_every_update_and_never_shipped() {
     assert!(!before.is_empty(), "no Packages index in the shared lists");
 
     // The overlay's apt task runs `apt-get update` on the mounted basefs.
+    remove_apt_locks(&before);
     let o = p.run(&["overlay", "--vars", "vars/ov.yml"]);
     assert!(o.status.success(), "overlay: {}", stderr(&o));
+    assert!(
+        apt_updated_there(&before),
+        "the overlay's update did not use the shared lists"
+    );
     assert_not_fetched_again(&before, "the overlay's apt-get update");
-    // A fresh bootstrap (mmdebstrap's update) and the role's update again.
-    let o = p.run(&["basefs", "--vars", "vars/base.yml", "--no-cache"]);
+    // A fresh bootstrap: mmdebstrap's update alone (the role has no apt task).
+    remove_apt_locks(&before);
+    let o = p.run(&["basefs", "--vars", "vars/bare.yml", "--no-cache"]);
     assert!(o.status.success(), "basefs --no-cache: {}", stderr(&o));
-    assert_not_fetched_again(&before, "mmdebstrap's or the role's apt-get update");
+    assert!(
+        apt_updated_there(&before),
+        "mmdebstrap's update did not use the shared lists"
+    );
+    assert_not_fetched_again(&before, "mmdebstrap's apt-get update");
 
-    for artifact in ["base.squashfs", "ov.cpio.gz"] {
+    for artifact in ["base.squashfs", "bare.squashfs", "ov.cpio.gz"] {
         let listing = inspect(&p.out().join(artifact));
         assert!(lists(&listing, "usr/bin/less") || artifact != "base.squashfs");
         let shipped = listed_lists(&listing);
