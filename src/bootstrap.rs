@@ -195,8 +195,14 @@ fn touch(path: &Path) {
 /// package index (or lock file) it installed from and SOURCE_DATE_EPOCH
 /// (e.g. /etc/shadow's change dates); not the proxy.
 pub fn cache_key(plan: &Plan, program: &str, packages: &str) -> String {
+    // The hook makes another tree (no usrmerge, no perl).
+    let hook = if program == "mmdebstrap" && merged_usr_hook(plan) {
+        "+merged-usr"
+    } else {
+        ""
+    };
     let text = format!(
-        "{program}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{packages}\n{}",
+        "{program}{hook}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{packages}\n{}",
         plan.suite,
         plan.variant,
         plan.arch,
@@ -404,6 +410,16 @@ fn clear(target: &Path) -> anyhow::Result<()> {
     crate::sys::remove_tree(&crate::sys::REAL, target)
 }
 
+/// mmdebstrap's hook that merges /usr the way debootstrap does, without the
+/// usrmerge package (see `suite::Suite::merged_usr_hook`).
+const MERGED_USR_HOOK: &str = "/usr/share/mmdebstrap/hooks/merged-usr";
+
+/// Whether mmdebstrap merges `plan`'s /usr with `MERGED_USR_HOOK`.
+fn merged_usr_hook(plan: &Plan) -> bool {
+    crate::suite::lookup(&plan.suite).is_some_and(|s| s.merged_usr_hook)
+        && Path::new(MERGED_USR_HOOK).is_dir()
+}
+
 fn mmdebstrap(
     plan: &Plan,
     cache: &Path,
@@ -450,6 +466,9 @@ fn mmdebstrap(
         ));
     if let Some(proxy) = &plan.apt_proxy {
         cmd = cmd.arg(format!("--aptopt=Acquire::http::Proxy \"{proxy}\""));
+    }
+    if merged_usr_hook(plan) {
+        cmd = cmd.arg(format!("--hook-dir={MERGED_USR_HOOK}"));
     }
     if !plan.packages.is_empty() {
         cmd = cmd.arg(format!("--include={}", plan.packages.join(",")));

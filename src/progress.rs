@@ -61,6 +61,16 @@ impl Progress {
         }
     }
 
+    /// Plain `==>` lines, never a spinner: for a build that runs beside
+    /// another, whose progress owns the terminal.
+    pub fn lines() -> Self {
+        Progress {
+            bar: None,
+            step: std::sync::Mutex::new(String::new()),
+            quiet: false,
+        }
+    }
+
     /// A progress that shows nothing (for checks).
     pub fn quiet() -> Self {
         Progress {

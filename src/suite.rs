@@ -13,6 +13,13 @@ pub struct Suite {
     pub codename: &'static str,
     /// Debian's release number.
     pub version: u32,
+    /// Whether mmdebstrap should merge /usr with its `merged-usr` hook
+    /// (directory links, as debootstrap makes them). Bookworm's
+    /// init-system-helpers needs `usrmerge | usr-is-merged`, and apt picks
+    /// usrmerge, which converts the tree and pulls in perl: two packages
+    /// unpacked, configured and then purged again by the base role.
+    /// Trixie's tree is merged by its own packages.
+    pub merged_usr_hook: bool,
 }
 
 /// Every supported suite, oldest first.
@@ -20,10 +27,12 @@ pub const SUPPORTED: &[Suite] = &[
     Suite {
         codename: "bookworm",
         version: 12,
+        merged_usr_hook: true,
     },
     Suite {
         codename: "trixie",
         version: 13,
+        merged_usr_hook: false,
     },
 ];
 

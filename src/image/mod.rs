@@ -143,6 +143,7 @@ pub fn build(job: &Job) -> anyhow::Result<()> {
         Kind::Overlay => overlay::build(job)?,
         Kind::Initrd => initrd::build(job)?,
     };
+    crate::timings::end();
     job.progress.finish();
     for entry in &published {
         println!(
@@ -192,7 +193,10 @@ fn play_plans(
     Ok(())
 }
 
-/// `play_plans`' builds, one after the other.
+/// `play_plans`' builds in order, except that an initrd, which needs only
+/// the basefs before it, is built beside the overlays that follow that
+/// basefs. A failure stops the builds not yet started; the first failed
+/// build in the playbook's order is the error.
 fn build_each(
     plans: &[Plan],
     source: &std::path::Path,
@@ -200,7 +204,8 @@ fn build_each(
     options: &BuildOptions,
 ) -> anyhow::Result<()> {
     let progress = Progress::new();
-    for (i, plan) in plans.iter().enumerate() {
+    let one = |i: usize, progress: &Progress| {
+        let plan = &plans[i];
         progress.step(format!(
             "play {}/{}: {} `{}`",
             i + 1,
@@ -211,20 +216,112 @@ fn build_each(
         let job = Job {
             plan,
             keep_build_dir,
-            progress: &progress,
+            progress,
             sys: &crate::sys::REAL,
             options,
         };
         build(&job).map_err(|e| {
-            e.context(format!(
+            let e = e.context(format!(
                 "{}: build {} ({} `{}`) failed",
                 source.display(),
                 i + 1,
                 plan.kind.name(),
                 plan.name
-            ))
+            ));
+            (i, e)
+        })
+    };
+    let kinds: Vec<Kind> = plans.iter().map(|p| p.kind).collect();
+    for segment in segments(&kinds) {
+        if let Some(basefs) = segment.basefs {
+            one(basefs, &progress).map_err(|(_, e)| e)?;
+        }
+        std::thread::scope(|s| {
+            let beside = (!segment.beside.is_empty()).then(|| {
+                s.spawn(|| {
+                    let lines = Progress::lines();
+                    segment.beside.iter().try_for_each(|&i| one(i, &lines))
+                })
+            });
+            let mine = segment.main.iter().try_for_each(|&i| one(i, &progress));
+            let theirs = beside.map_or(Ok(()), |h| {
+                h.join()
+                    .unwrap_or_else(|_| Err((0, anyhow::anyhow!("an initrd build panicked"))))
+            });
+            // Each lane stops at its first failure; the earlier one is the error.
+            match (mine, theirs) {
+                (Err(a), Err(b)) => Err(if a.0 <= b.0 { a.1 } else { b.1 }),
+                (Err((_, e)), Ok(())) | (Ok(()), Err((_, e))) => Err(e),
+                (Ok(()), Ok(())) => Ok(()),
+            }
         })?;
     }
     progress.finish();
     Ok(())
+}
+
+/// A basefs build (or the playbook's start) and the builds up to the next
+/// basefs: those in `main` run in order after it, those in `beside` (the
+/// initrds, which need only that basefs) on a thread of their own.
+#[derive(Debug, PartialEq)]
+struct Segment {
+    basefs: Option<usize>,
+    main: Vec<usize>,
+    beside: Vec<usize>,
+}
+
+fn segments(kinds: &[Kind]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < kinds.len() {
+        let basefs = (kinds[at] == Kind::Basefs).then_some(at);
+        let from = at + usize::from(basefs.is_some());
+        let end = (from..kinds.len())
+            .find(|&i| kinds[i] == Kind::Basefs)
+            .unwrap_or(kinds.len());
+        let (mut beside, mut main): (Vec<usize>, Vec<usize>) =
+            (from..end).partition(|&i| kinds[i] == Kind::Initrd);
+        // With nothing to run beside, everything runs in order.
+        if main.is_empty() {
+            std::mem::swap(&mut main, &mut beside);
+        }
+        out.push(Segment {
+            basefs,
+            main,
+            beside,
+        });
+        at = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Kind::{Basefs as B, Initrd as I, Overlay as O};
+
+    fn seg(basefs: Option<usize>, main: &[usize], beside: &[usize]) -> Segment {
+        Segment {
+            basefs,
+            main: main.to_vec(),
+            beside: beside.to_vec(),
+        }
+    }
+
+    #[test]
+    fn initrds_run_beside_the_overlays_of_their_basefs() {
+        assert_eq!(segments(&[B, O, I]), vec![seg(Some(0), &[1], &[2])]);
+        assert_eq!(
+            segments(&[B, I, O, O, B, O]),
+            vec![seg(Some(0), &[2, 3], &[1]), seg(Some(4), &[5], &[])]
+        );
+        // Nothing to overlap: in order.
+        assert_eq!(segments(&[B, I]), vec![seg(Some(0), &[1], &[])]);
+        assert_eq!(
+            segments(&[I, B, I, I]),
+            vec![seg(None, &[0], &[]), seg(Some(1), &[2, 3], &[])]
+        );
+        assert_eq!(segments(&[O, I]), vec![seg(None, &[0], &[1])]);
+        assert_eq!(segments(&[]), vec![]);
+    }
 }

@@ -215,11 +215,11 @@ fn inputs_hash(
             kernel.version,
             module_names.join(","),
             opts.compression,
-            parts.busybox.version,
+            parts.tools.busybox.version,
             init.sha,
-            parts.dmsetup.versions,
-            parts.inflate.versions,
-            parts.keyutils.versions,
+            parts.tools.dmsetup.versions,
+            parts.tools.inflate.versions,
+            parts.tools.keyutils.versions,
             parts.firmware.packages
         )
         .as_bytes(),
@@ -235,15 +235,15 @@ fn pack_staged(
     parts: &Parts,
     init: &InitFiles,
 ) -> anyhow::Result<artifact::Staged> {
-    let mut extra = parts.inflate.files.clone();
-    extra.extend(parts.keyutils.files.clone());
+    let mut extra = parts.tools.inflate.files.clone();
+    extra.extend(parts.tools.keyutils.files.clone());
     extra.extend(parts.firmware.licenses.clone());
     let entries = pack::entries(&pack::Contents {
         kernel,
         modules: order,
         firmware: &parts.firmware.files,
-        busybox: &parts.busybox,
-        dmsetup: &parts.dmsetup,
+        busybox: &parts.tools.busybox,
+        dmsetup: &parts.tools.dmsetup,
         extra: &extra,
         init: init.init.clone().into_bytes(),
         udhcpc: init.udhcpc.clone(),
@@ -282,22 +282,44 @@ fn with_firmware_component(apt: &AptSource) -> AptSource {
 /// while the basefs is built; the build then finds them there. Under the
 /// cache's lock, as the build's own fetches are.
 pub fn prefetch(apt: &AptSource) -> anyhow::Result<()> {
-    let fetcher = Fetcher::new(&with_firmware_component(apt))?;
-    busybox::fetch(&fetcher)?;
-    dmsetup::fetch(&fetcher)?;
-    inflate::fetch(&fetcher)?;
-    keyutils::fetch(&fetcher)?;
+    Tools::fetch(&Fetcher::new(&with_firmware_component(apt))?, &|_| {})?;
     Ok(())
+}
+
+/// The init's tools, each from its Debian package: one list for the build
+/// and for `prefetch`.
+struct Tools {
+    busybox: busybox::Busybox,
+    dmsetup: dmsetup::DmSetup,
+    inflate: inflate::Inflate,
+    keyutils: keyutils::KeyUtils,
+}
+
+impl Tools {
+    /// Fetch each (unpacked into the cache), calling `step` before each.
+    fn fetch(fetcher: &Fetcher, step: &dyn Fn(&str)) -> anyhow::Result<Tools> {
+        step("fetch busybox");
+        let busybox = busybox::fetch(fetcher)?;
+        step("fetch dmsetup");
+        let dmsetup = dmsetup::fetch(fetcher)?;
+        step("fetch libdeflate-gunzip");
+        let inflate = inflate::fetch(fetcher)?;
+        step("fetch keyctl");
+        let keyutils = keyutils::fetch(fetcher)?;
+        Ok(Tools {
+            busybox,
+            dmsetup,
+            inflate,
+            keyutils,
+        })
+    }
 }
 
 /// What the initrd holds besides the kernel and its modules, each from
 /// its Debian package.
 struct Parts {
     firmware: firmware::Collected,
-    busybox: busybox::Busybox,
-    dmsetup: dmsetup::DmSetup,
-    inflate: inflate::Inflate,
-    keyutils: keyutils::KeyUtils,
+    tools: Tools,
 }
 
 impl Parts {
@@ -314,21 +336,8 @@ impl Parts {
             Vec::new()
         };
         let firmware = firmware::complete(order, in_basefs, opts.firmware, &|| Fetcher::new(apt))?;
-        step("fetch busybox");
-        let busybox = busybox::fetch(&Fetcher::new(apt)?)?;
-        step("fetch dmsetup");
-        let dmsetup = dmsetup::fetch(&Fetcher::new(apt)?)?;
-        step("fetch libdeflate-gunzip");
-        let inflate = inflate::fetch(&Fetcher::new(apt)?)?;
-        step("fetch keyctl");
-        let keyutils = keyutils::fetch(&Fetcher::new(apt)?)?;
-        Ok(Parts {
-            firmware,
-            busybox,
-            dmsetup,
-            inflate,
-            keyutils,
-        })
+        let tools = Tools::fetch(&Fetcher::new(apt)?, &step)?;
+        Ok(Parts { firmware, tools })
     }
 
     /// Every package the initrd is made of (name → version).
@@ -337,10 +346,13 @@ impl Parts {
         if let Some((name, version)) = &kernel.package {
             packages.insert(name.clone(), version.clone());
         }
-        packages.insert(busybox::PACKAGE.to_string(), self.busybox.version.clone());
-        packages.extend(self.dmsetup.versions.clone());
-        packages.extend(self.inflate.versions.clone());
-        packages.extend(self.keyutils.versions.clone());
+        packages.insert(
+            busybox::PACKAGE.to_string(),
+            self.tools.busybox.version.clone(),
+        );
+        packages.extend(self.tools.dmsetup.versions.clone());
+        packages.extend(self.tools.inflate.versions.clone());
+        packages.extend(self.tools.keyutils.versions.clone());
         packages.extend(self.firmware.packages.clone());
         packages
     }

@@ -165,6 +165,23 @@ fn readme_first_command_serves_a_bootable_lab_from_a_fresh_clone() {
         tail_lines(&log, 40)
     );
     at("taking the one its build kept in the cache");
+    // Bookworm's /usr is merged by mmdebstrap's hook: neither usrmerge nor
+    // the perl it pulls is ever installed (the manifest lists the basefs's
+    // packages).
+    let manifest = std::fs::read_to_string(clone.join("builds/manifest.json")).unwrap();
+    for pkg in ["\"usrmerge\"", "\"perl\"", "\"libperl5.36\""] {
+        assert!(!manifest.contains(pkg), "{pkg} in the basefs's packages");
+    }
+    assert!(
+        manifest.contains("\"perl-base\""),
+        "the manifest lists packages"
+    );
+    // The initrd, which needs only the basefs, is built beside the overlay.
+    assert!(
+        at("play 3/3: initrd") < at("overlay `discovery` done"),
+        "the initrd is built beside the overlay:\n{}",
+        tail_lines(&log, 40)
+    );
 }
 
 /// A fresh clone of this repository under `dir`, seeded with the compiled
