@@ -7,7 +7,7 @@
 //! line, or a soft dependency) stays whatever the patterns say, the kept
 //! ones are compressed one by one with xz (`modules_xz`), and depmod
 //! rebuilds `modules.dep` and `modules.alias` so udev and modprobe in the
-//! booted system find what is left.
+//! booted system find what is left (while xz works: `modules_shadow`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -39,14 +39,16 @@ pub fn apply(root: &Path, sel: &ModuleSelection, cache: &Path) -> anyhow::Result
         let mut summary = select(root, &dir, &version, sel)?;
         if sel.compress {
             let started = std::time::Instant::now();
-            summary.compressed = super::modules_xz::compress_tree(
-                &dir.join("kernel"),
+            summary.compressed = super::modules_shadow::compress_with_depmod(
+                root,
+                &dir,
+                &version,
                 &cache.join(super::modules_xz::CACHE_DIR),
             )?;
             summary.compress_secs = started.elapsed().as_secs_f64();
-            rename_in_order(&dir)?;
+        } else {
+            depmod(root, &version)?;
         }
-        depmod(root, &version)?;
         out.push(summary);
     }
     Ok(out)
@@ -136,7 +138,7 @@ fn remove_empty_dirs(dir: &Path) -> anyhow::Result<bool> {
 }
 
 /// `modules.order` names the compressed files after `modules_xz` ran.
-fn rename_in_order(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn rename_in_order(dir: &Path) -> anyhow::Result<()> {
     let order = dir.join("modules.order");
     let Ok(text) = fs::read_to_string(&order) else {
         return Ok(());
@@ -175,13 +177,26 @@ pub fn drop_image(root: &Path) -> anyhow::Result<u64> {
 /// `depmod VERSION` with the tree's own kmod (chrooted), else the host's
 /// against the tree (`depmod -b ROOT`).
 pub fn depmod(root: &Path, version: &str) -> anyhow::Result<()> {
+    depmod_in(root, None, version)
+}
+
+/// `depmod` as above, for the modules under `root`/`base` (a path
+/// relative to `root`; `None`: the tree's own).
+pub(super) fn depmod_in(root: &Path, base: Option<&Path>, version: &str) -> anyhow::Result<()> {
     let own = ["usr/sbin/depmod", "sbin/depmod"]
         .iter()
         .any(|p| root.join(p).exists());
-    let cmd = if own {
-        Cmd::new("depmod").arg(version).chroot(root)
-    } else {
-        Cmd::new("depmod").arg("-b").arg(root).arg(version)
+    let cmd = match (own, base) {
+        (true, None) => Cmd::new("depmod").arg(version).chroot(root),
+        (true, Some(base)) => Cmd::new("depmod")
+            .arg("-b")
+            .arg(Path::new("/").join(base))
+            .arg(version)
+            .chroot(root),
+        (false, _) => Cmd::new("depmod")
+            .arg("-b")
+            .arg(base.map_or(root.to_path_buf(), |b| root.join(b)))
+            .arg(version),
     };
     cmd.run().with_context(|| {
         format!("cannot regenerate modules.dep for kernel {version} (kmod's depmod)")

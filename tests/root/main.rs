@@ -28,6 +28,7 @@ mod initrd_build;
 mod initrd_firmware;
 mod lock_file;
 mod mirror_faults;
+mod modules_depmod;
 mod overlay_build;
 mod quickstart;
 mod serve_dhcp;
