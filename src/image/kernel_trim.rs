@@ -54,6 +54,29 @@ pub fn apply(root: &Path, sel: &ModuleSelection, cache: &Path) -> anyhow::Result
     Ok(out)
 }
 
+/// Apply `sel` to every kernel under `root` (an unpacked kernel package)
+/// and compress what it keeps into `cache`'s module cache, for the build
+/// whose tree will install that package (`modules_warm`); `stop` ends it.
+pub(super) fn compress_ahead(
+    root: &Path,
+    sel: &ModuleSelection,
+    cache: &Path,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<super::modules_xz::Compressed> {
+    let mut total = super::modules_xz::Compressed::default();
+    for (dir, version) in kernel_dirs(root) {
+        select(root, &dir, &version, sel)?;
+        let (c, _) = super::modules_xz::compress_beside(
+            &dir.join("kernel"),
+            &cache.join(super::modules_xz::CACHE_DIR),
+            Some(stop),
+        )?;
+        total.modules += c.modules;
+        total.cached += c.cached;
+    }
+    Ok(total)
+}
+
 /// `(lib/modules/VERSION dir, VERSION)` for each kernel with a `kernel/` dir.
 fn kernel_dirs(root: &Path) -> Vec<(PathBuf, String)> {
     let mut found = BTreeMap::new();
