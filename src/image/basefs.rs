@@ -35,7 +35,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         if let Some(w) = &warm_up {
             s.spawn(|| {
                 let _span = tracing::info_span!("warm-up").entered();
-                w.run()
+                w.run();
             });
         }
         let built = build_in(job, &work.path, pins.as_ref(), &inputs, warm_up.as_ref());

@@ -24,6 +24,20 @@ use crate::config::{Kind, ModuleSelection, Plan};
 /// How much lower the warm-up runs than the build (nice(1)'s default).
 const NICE: i32 = 10;
 
+/// What a warm-up did.
+#[derive(Debug)]
+pub enum Warmed {
+    /// The modules the selection keeps of package `from` (NAME VERSION).
+    Compressed {
+        from: String,
+        compressed: super::modules_xz::Compressed,
+    },
+    /// A warm-up of the same package and selection finished before.
+    Already { from: String },
+    /// It failed (or was stopped): why.
+    Failed(String),
+}
+
 /// A warm-up of the module cache for one basefs build.
 pub struct WarmUp {
     apt: AptSource,
@@ -56,30 +70,39 @@ impl WarmUp {
         })
     }
 
-    /// Warm the cache (on the calling thread, at a lower priority); what
-    /// happened is logged, nothing is returned.
-    pub fn run(&self) {
+    /// Warm the cache (on the calling thread, at a lower priority). What
+    /// happened is logged and returned; a failure is the build's concern
+    /// no more than that.
+    pub fn run(&self) -> Warmed {
         // Linux: PRIO_PROCESS with 0 is the calling thread; the threads
         // and programs it starts inherit it.
         // SAFETY: setpriority has no memory-safety preconditions.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
         let started = std::time::Instant::now();
-        match self.warm() {
-            Ok(Some((pkg, c))) => tracing::debug!(
+        let warmed = match self.warm() {
+            Ok(warmed) => warmed,
+            Err(e) => Warmed::Failed(format!("{e:#}")),
+        };
+        let secs = started.elapsed().as_secs_f64();
+        match &warmed {
+            Warmed::Compressed {
+                from,
+                compressed: c,
+            } => tracing::debug!(
                 package = %self.package,
-                "warmed the module cache from {pkg} in {:.1}s: {} modules, {} were there",
-                started.elapsed().as_secs_f64(),
+                "warmed the module cache from {from} in {secs:.1}s: {} modules, {} were there",
                 c.modules,
                 c.cached
             ),
-            Ok(None) => {
-                tracing::debug!(package = %self.package, "the module cache was warm already")
+            Warmed::Already { from } => {
+                tracing::debug!(package = %self.package, "the module cache was warm already for {from}")
             }
-            Err(e) => tracing::debug!(
+            Warmed::Failed(e) => tracing::debug!(
                 package = %self.package,
-                "no module cache warm-up (the selection compresses them itself): {e:#}"
+                "no module cache warm-up (the selection compresses the modules itself): {e}"
             ),
         }
+        warmed
     }
 
     /// Stop at the next module (or step): the selection it was ahead of
@@ -95,11 +118,10 @@ impl WarmUp {
         }
     }
 
-    /// The package warmed from and what was compressed; `None` when a
-    /// warm-up of the same package and selection finished before.
-    fn warm(&self) -> anyhow::Result<Option<(String, super::modules_xz::Compressed)>> {
+    fn warm(&self) -> anyhow::Result<Warmed> {
         let fetcher = Fetcher::new(&self.apt)?;
         let pkg = fetcher.resolve(&self.package)?;
+        let from = format!("{} {}", pkg.name, pkg.version);
         let xz_cache = self.cache.join(super::modules_xz::CACHE_DIR);
         let marker = xz_cache.join(format!(
             "warmed.{}",
@@ -108,7 +130,7 @@ impl WarmUp {
             )[..16]
         ));
         if marker.is_file() {
-            return Ok(None);
+            return Ok(Warmed::Already { from });
         }
         self.stopped()?;
         let deb = fetcher.fetch(&pkg)?;
@@ -125,7 +147,7 @@ impl WarmUp {
             std::os::unix::fs::symlink("usr/lib", tree.path().join("lib"))?;
         }
         self.stopped()?;
-        let c = super::kernel_trim::compress_ahead(
+        let compressed = super::kernel_trim::compress_ahead(
             tree.path(),
             &self.selection,
             &self.cache,
@@ -133,7 +155,7 @@ impl WarmUp {
         )?;
         std::fs::write(&marker, b"")
             .with_context(|| format!("cannot write {}", marker.display()))?;
-        Ok(Some((format!("{} {}", pkg.name, pkg.version), c)))
+        Ok(Warmed::Compressed { from, compressed })
     }
 }
 
