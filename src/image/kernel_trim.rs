@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::ModuleSelection;
-use crate::exec::Cmd;
+
+pub use super::modules_shadow::depmod;
 
 /// What the selection did to one kernel's modules.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -160,25 +161,6 @@ fn remove_empty_dirs(dir: &Path) -> anyhow::Result<bool> {
     Ok(empty)
 }
 
-/// `modules.order` names the compressed files after `modules_xz` ran.
-pub(super) fn rename_in_order(dir: &Path) -> anyhow::Result<()> {
-    let order = dir.join("modules.order");
-    let Ok(text) = fs::read_to_string(&order) else {
-        return Ok(());
-    };
-    let renamed: String = text
-        .lines()
-        .map(|l| {
-            if !dir.join(l).exists() && dir.join(format!("{l}.xz")).exists() {
-                format!("{l}.xz\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    fs::write(&order, renamed).with_context(|| format!("cannot write {}", order.display()))
-}
-
 /// Remove `boot/vmlinuz-*` and the `/vmlinuz` links to them: a netbooted
 /// machine never reads them, and the initrd build takes the image from the
 /// basefs's kernel package (`initramfs::kernel_package`). Returns the bytes removed.
@@ -195,36 +177,6 @@ pub fn drop_image(root: &Path) -> anyhow::Result<u64> {
         }
     }
     Ok(removed)
-}
-
-/// `depmod VERSION` with the tree's own kmod (chrooted), else the host's
-/// against the tree (`depmod -b ROOT`).
-pub fn depmod(root: &Path, version: &str) -> anyhow::Result<()> {
-    depmod_in(root, None, version)
-}
-
-/// `depmod` as above, for the modules under `root`/`base` (a path
-/// relative to `root`; `None`: the tree's own).
-pub(super) fn depmod_in(root: &Path, base: Option<&Path>, version: &str) -> anyhow::Result<()> {
-    let own = ["usr/sbin/depmod", "sbin/depmod"]
-        .iter()
-        .any(|p| root.join(p).exists());
-    let cmd = match (own, base) {
-        (true, None) => Cmd::new("depmod").arg(version).chroot(root),
-        (true, Some(base)) => Cmd::new("depmod")
-            .arg("-b")
-            .arg(Path::new("/").join(base))
-            .arg(version)
-            .chroot(root),
-        (false, _) => Cmd::new("depmod")
-            .arg("-b")
-            .arg(base.map_or(root.to_path_buf(), |b| root.join(b)))
-            .arg(version),
-    };
-    cmd.run().with_context(|| {
-        format!("cannot regenerate modules.dep for kernel {version} (kmod's depmod)")
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]

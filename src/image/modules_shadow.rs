@@ -8,7 +8,8 @@
 //! there names the same files and comes from the same module bytes as
 //! what it writes into the compressed dir: the same bytes (proved on a real
 //! kernel by the root tests' `basefs_modules`). It is moved into the real
-//! dir, and the shadow removed, once both are done.
+//! dir, and the shadow removed, once both are done. (Plain `depmod` in a
+//! tree, for a selection without xz, is here too.)
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +18,8 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
 
-use super::kernel_trim;
+use crate::exec::Cmd;
+
 use super::modules_xz::{self, Compressed};
 
 /// Compress the modules under `dir` (kernel `version`'s modules dir in
@@ -30,16 +32,65 @@ pub fn compress_with_depmod(
 ) -> anyhow::Result<Compressed> {
     let shadow = Shadow::create(root, dir)?;
     let (compressed, depmodded) = std::thread::scope(|s| {
-        let depmod = s.spawn(|| kernel_trim::depmod_in(root, Some(&shadow.rel_base), version));
+        let depmod = s.spawn(|| depmod_in(root, Some(&shadow.rel_base), version));
         let compressed = modules_xz::compress_beside(&dir.join("kernel"), cache, None);
         (compressed, depmod.join())
     });
     let (compressed, originals) = compressed?;
     depmodded.map_err(|_| anyhow::anyhow!("depmod's thread panicked"))??;
     modules_xz::remove_originals(&originals)?;
-    kernel_trim::rename_in_order(dir)?;
+    rename_in_order(dir)?;
     shadow.install(dir)?;
     Ok(compressed)
+}
+
+/// `depmod VERSION` with the tree's own kmod (chrooted), else the host's
+/// against the tree (`depmod -b ROOT`).
+pub fn depmod(root: &Path, version: &str) -> anyhow::Result<()> {
+    depmod_in(root, None, version)
+}
+
+/// `depmod` as above, for the modules under `root`/`base` (a path
+/// relative to `root`; `None`: the tree's own).
+fn depmod_in(root: &Path, base: Option<&Path>, version: &str) -> anyhow::Result<()> {
+    let own = ["usr/sbin/depmod", "sbin/depmod"]
+        .iter()
+        .any(|p| root.join(p).exists());
+    let cmd = match (own, base) {
+        (true, None) => Cmd::new("depmod").arg(version).chroot(root),
+        (true, Some(base)) => Cmd::new("depmod")
+            .arg("-b")
+            .arg(Path::new("/").join(base))
+            .arg(version)
+            .chroot(root),
+        (false, _) => Cmd::new("depmod")
+            .arg("-b")
+            .arg(base.map_or(root.to_path_buf(), |b| root.join(b)))
+            .arg(version),
+    };
+    cmd.run().with_context(|| {
+        format!("cannot regenerate modules.dep for kernel {version} (kmod's depmod)")
+    })?;
+    Ok(())
+}
+
+/// `modules.order` names the compressed files after `modules_xz` ran.
+pub(super) fn rename_in_order(dir: &Path) -> anyhow::Result<()> {
+    let order = dir.join("modules.order");
+    let Ok(text) = fs::read_to_string(&order) else {
+        return Ok(());
+    };
+    let renamed: String = text
+        .lines()
+        .map(|l| {
+            if !dir.join(l).exists() && dir.join(format!("{l}.xz")).exists() {
+                format!("{l}.xz\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(&order, renamed).with_context(|| format!("cannot write {}", order.display()))
 }
 
 /// The shadow of one modules dir, removed when dropped.
@@ -81,7 +132,7 @@ impl Shadow {
             copied: BTreeMap::new(),
         };
         shadow.fill(root, dir)?;
-        kernel_trim::rename_in_order(&shadow.modules)?;
+        rename_in_order(&shadow.modules)?;
         Ok(shadow)
     }
 

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use mkimage::config::Kind;
-use mkimage::image::modules_warm::{Warmed, WarmUp};
+use mkimage::image::modules_warm::{WarmUp, Warmed};
 
 /// The shipped basefs's plan, building into `out` with the cache `cache`.
 fn shipped_basefs(out: &Path, cache: &Path) -> mkimage::config::Plan {
@@ -101,7 +101,10 @@ fn a_failed_warm_up_is_a_debug_line_and_changes_no_byte() {
             .unwrap();
         assert!(o.status.success(), "{kernel_package}: {}", stderr(&o));
         let sha = fs::read_to_string(p.path().join(out).join("b.squashfs.sha256")).unwrap();
-        (stderr(&o), sha.split_whitespace().next().unwrap().to_string())
+        (
+            stderr(&o),
+            sha.split_whitespace().next().unwrap().to_string(),
+        )
     };
     let (failed_log, failed) = build("linux-image-no-such-kernel", "failed");
     assert!(
