@@ -34,6 +34,8 @@ pub enum Warmed {
     },
     /// A warm-up of the same package and selection finished before.
     Already { from: String },
+    /// The package ships its modules compressed (trixie's): nothing to do.
+    Shipped { from: String },
     /// It failed (or was stopped): why.
     Failed(String),
 }
@@ -97,6 +99,10 @@ impl WarmUp {
             Warmed::Already { from } => {
                 tracing::debug!(package = %self.package, "the module cache was warm already for {from}")
             }
+            Warmed::Shipped { from } => tracing::debug!(
+                package = %self.package,
+                "no module cache warm-up: {from} ships its modules compressed"
+            ),
             Warmed::Failed(e) => tracing::debug!(
                 package = %self.package,
                 "no module cache warm-up (the selection compresses the modules itself): {e}"
@@ -134,6 +140,9 @@ impl WarmUp {
         }
         self.stopped()?;
         let deb = fetcher.fetch(&pkg)?;
+        if !has_plain_modules(&deb)? {
+            return Ok(Warmed::Shipped { from });
+        }
         self.stopped()?;
         let tree = tempfile::Builder::new()
             .prefix("modules-warm.")
@@ -157,6 +166,18 @@ impl WarmUp {
             .with_context(|| format!("cannot write {}", marker.display()))?;
         Ok(Warmed::Compressed { from, compressed })
     }
+}
+
+/// Whether package `deb` ships a module uncompressed (`*.ko`), from its
+/// `md5sums` (every file it installs), without unpacking it.
+fn has_plain_modules(deb: &Path) -> anyhow::Result<bool> {
+    let listed = crate::exec::Cmd::new("dpkg-deb")
+        .arg("--info")
+        .arg(deb)
+        .arg("md5sums")
+        .run()
+        .with_context(|| format!("cannot read the file list of {}", deb.display()))?;
+    Ok(listed.stdout.lines().any(|l| l.trim_end().ends_with(".ko")))
 }
 
 /// The kernel package `plan`'s roles install: `kernel_package` as their
