@@ -27,17 +27,50 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     }
     let pins = super::job::pins(plan)?;
     let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
+    // The module cache is warmed while the tree is bootstrapped and
+    // provisioned; the thread is stopped when the selection starts, and
+    // joined at the end of the scope.
+    let warm_up = super::modules_warm::WarmUp::new(plan, &work.path);
+    let built = std::thread::scope(|s| {
+        if let Some(w) = &warm_up {
+            s.spawn(|| {
+                let _span = tracing::info_span!("warm-up").entered();
+                w.run();
+            });
+        }
+        let built = build_in(job, &work.path, pins.as_ref(), &inputs, warm_up.as_ref());
+        if let Some(w) = &warm_up {
+            w.stop();
+        }
+        built
+    });
+    let entry = built?;
+    work.succeeded();
+    Ok(vec![entry])
+}
+
+/// The tree in `work`: bootstrapped, provisioned, its kernel cut down,
+/// cleaned, packed and published with its manifest entry.
+fn build_in(
+    job: &Job,
+    work: &Path,
+    pins: Option<&crate::lockfile::Pinned>,
+    inputs: &crate::artifact::inputs::Inputs,
+    warm_up: Option<&super::modules_warm::WarmUp>,
+) -> anyhow::Result<Entry> {
+    let plan = job.plan;
+    let from = job.options.from.as_deref();
     let (_, packages) = super::inputs::packages(plan)?;
     // Layers are only worth keeping over a tree that is kept too.
     let cache = !job.options.no_cache && (plan.bootstrap_cache || from.is_some());
     let tree = crate::bootstrap::base_tree(
         plan,
-        &work.path,
+        work,
         &Source {
             from,
             packages: &packages,
             cache,
-            pins: pins.as_ref(),
+            pins,
         },
         job.progress,
     )?;
@@ -48,16 +81,16 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     };
     let mut stack = Stack::new(
         job.sys,
-        &work.path,
+        work,
         store,
         vec![tree.path.clone()],
         super::job::layers_key(plan, &[&tree.id]),
     );
-    super::job::run_roles(job, &mut stack, &packages, pins.as_ref())?;
-    let root = work.path.join("root");
-    stack.mount_top(&work.path.join("final"), &root)?;
+    super::job::run_roles(job, &mut stack, &packages, pins)?;
+    let root = work.join("root");
+    stack.mount_top(&work.join("final"), &root)?;
     let installed = facts::packages(&root);
-    if let Some(pins) = &pins {
+    if let Some(pins) = pins {
         pins.check_installed(&format!("basefs `{}`", plan.name), &installed)?;
     }
     if let Some(save) = &job.options.save {
@@ -66,6 +99,9 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         let size = crate::tree_tar::save(&root, save)?;
         job.progress
             .done(format!("{} ({:.1} MB)", save.display(), size as f64 / 1e6));
+    }
+    if let Some(w) = warm_up {
+        w.stop();
     }
     select_modules(job, &root)?;
     // Hashed with the image still there (the initrd rebuilds when either
@@ -89,10 +125,8 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
-    super::job::stamp(std::slice::from_mut(&mut entry), &inputs);
-    let entry = pack(job, &root, entry)?;
-    work.succeeded();
-    Ok(vec![entry])
+    super::job::stamp(std::slice::from_mut(&mut entry), inputs);
+    pack(job, &root, entry)
 }
 
 /// Cut the kernel modules to the plan's `kernel_modules:` selection.

@@ -7,7 +7,7 @@
 //! line, or a soft dependency) stays whatever the patterns say, the kept
 //! ones are compressed one by one with xz (`modules_xz`), and depmod
 //! rebuilds `modules.dep` and `modules.alias` so udev and modprobe in the
-//! booted system find what is left.
+//! booted system find what is left (while xz works: `modules_shadow`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::ModuleSelection;
-use crate::exec::Cmd;
+
+pub use super::modules_shadow::depmod;
 
 /// What the selection did to one kernel's modules.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -39,17 +40,42 @@ pub fn apply(root: &Path, sel: &ModuleSelection, cache: &Path) -> anyhow::Result
         let mut summary = select(root, &dir, &version, sel)?;
         if sel.compress {
             let started = std::time::Instant::now();
-            summary.compressed = super::modules_xz::compress_tree(
-                &dir.join("kernel"),
+            summary.compressed = super::modules_shadow::compress_with_depmod(
+                root,
+                &dir,
+                &version,
                 &cache.join(super::modules_xz::CACHE_DIR),
             )?;
             summary.compress_secs = started.elapsed().as_secs_f64();
-            rename_in_order(&dir)?;
+        } else {
+            depmod(root, &version)?;
         }
-        depmod(root, &version)?;
         out.push(summary);
     }
     Ok(out)
+}
+
+/// Apply `sel` to every kernel under `root` (an unpacked kernel package)
+/// and compress what it keeps into `cache`'s module cache, for the build
+/// whose tree will install that package (`modules_warm`); `stop` ends it.
+pub(super) fn compress_ahead(
+    root: &Path,
+    sel: &ModuleSelection,
+    cache: &Path,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<super::modules_xz::Compressed> {
+    let mut total = super::modules_xz::Compressed::default();
+    for (dir, version) in kernel_dirs(root) {
+        select(root, &dir, &version, sel)?;
+        let (c, _) = super::modules_xz::compress_beside(
+            &dir.join("kernel"),
+            &cache.join(super::modules_xz::CACHE_DIR),
+            Some(stop),
+        )?;
+        total.modules += c.modules;
+        total.cached += c.cached;
+    }
+    Ok(total)
 }
 
 /// `(lib/modules/VERSION dir, VERSION)` for each kernel with a `kernel/` dir.
@@ -135,25 +161,6 @@ fn remove_empty_dirs(dir: &Path) -> anyhow::Result<bool> {
     Ok(empty)
 }
 
-/// `modules.order` names the compressed files after `modules_xz` ran.
-fn rename_in_order(dir: &Path) -> anyhow::Result<()> {
-    let order = dir.join("modules.order");
-    let Ok(text) = fs::read_to_string(&order) else {
-        return Ok(());
-    };
-    let renamed: String = text
-        .lines()
-        .map(|l| {
-            if !dir.join(l).exists() && dir.join(format!("{l}.xz")).exists() {
-                format!("{l}.xz\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    fs::write(&order, renamed).with_context(|| format!("cannot write {}", order.display()))
-}
-
 /// Remove `boot/vmlinuz-*` and the `/vmlinuz` links to them: a netbooted
 /// machine never reads them, and the initrd build takes the image from the
 /// basefs's kernel package (`initramfs::kernel_package`). Returns the bytes removed.
@@ -170,23 +177,6 @@ pub fn drop_image(root: &Path) -> anyhow::Result<u64> {
         }
     }
     Ok(removed)
-}
-
-/// `depmod VERSION` with the tree's own kmod (chrooted), else the host's
-/// against the tree (`depmod -b ROOT`).
-pub fn depmod(root: &Path, version: &str) -> anyhow::Result<()> {
-    let own = ["usr/sbin/depmod", "sbin/depmod"]
-        .iter()
-        .any(|p| root.join(p).exists());
-    let cmd = if own {
-        Cmd::new("depmod").arg(version).chroot(root)
-    } else {
-        Cmd::new("depmod").arg("-b").arg(root).arg(version)
-    };
-    cmd.run().with_context(|| {
-        format!("cannot regenerate modules.dep for kernel {version} (kmod's depmod)")
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ pub mod inputs;
 pub mod job;
 pub mod kernel_trim;
 pub mod lock_cmd;
+pub mod modules_shadow;
+pub mod modules_warm;
 pub mod modules_xz;
 pub mod never_ship;
 pub mod overlay;

@@ -13,7 +13,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::Context;
@@ -32,6 +32,20 @@ pub struct Compressed {
 /// Replace every `*.ko` under `dir` by its `*.ko.xz` (from `cache` when it
 /// has it). Already compressed modules are left as they are.
 pub fn compress_tree(dir: &Path, cache: &Path) -> anyhow::Result<Compressed> {
+    let (compressed, originals) = compress_beside(dir, cache, None)?;
+    remove_originals(&originals)?;
+    Ok(compressed)
+}
+
+/// Write a `*.ko.xz` beside every `*.ko` under `dir` (from `cache` when it
+/// has it) and leave the `*.ko` there: the caller removes them
+/// ([`remove_originals`]) once nothing reads them any more. `stop`, when
+/// set, ends the work early with an error (a warm-up no longer wanted).
+pub fn compress_beside(
+    dir: &Path,
+    cache: &Path,
+    stop: Option<&AtomicBool>,
+) -> anyhow::Result<(Compressed, Vec<PathBuf>)> {
     fs::create_dir_all(cache).with_context(|| format!("cannot create {}", cache.display()))?;
     let modules: Vec<PathBuf> = crate::archive::walk::walk(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
@@ -48,7 +62,13 @@ pub fn compress_tree(dir: &Path, cache: &Path) -> anyhow::Result<Compressed> {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(module) = modules.get(i) else { break };
-                match compress_one(module, cache) {
+                let result = match stop {
+                    Some(stop) if stop.load(Ordering::Relaxed) => {
+                        Err(anyhow::anyhow!("stopped before {}", module.display()))
+                    }
+                    _ => compress_one(module, cache),
+                };
+                match result {
                     Ok(true) => {
                         cached.fetch_add(1, Ordering::Relaxed);
                     }
@@ -66,10 +86,19 @@ pub fn compress_tree(dir: &Path, cache: &Path) -> anyhow::Result<Compressed> {
     if let Some(e) = failed.into_inner().ok().flatten() {
         return Err(e);
     }
-    Ok(Compressed {
+    let compressed = Compressed {
         modules: modules.len(),
         cached: cached.into_inner(),
-    })
+    };
+    Ok((compressed, modules))
+}
+
+/// Remove the `*.ko` that [`compress_beside`] left beside their `*.ko.xz`.
+pub fn remove_originals(originals: &[PathBuf]) -> anyhow::Result<()> {
+    for module in originals {
+        fs::remove_file(module).with_context(|| format!("cannot remove {}", module.display()))?;
+    }
+    Ok(())
 }
 
 /// Compress one module (true: it came from the cache).
@@ -95,7 +124,6 @@ fn compress_one(module: &Path, cache: &Path) -> anyhow::Result<bool> {
     if fs::hard_link(&cached, &target).is_err() {
         fs::copy(&cached, &target).with_context(|| format!("cannot write {}", target.display()))?;
     }
-    fs::remove_file(module).with_context(|| format!("cannot remove {}", module.display()))?;
     Ok(hit)
 }
 

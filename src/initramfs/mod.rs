@@ -265,8 +265,9 @@ fn step(name: &str) {
 /// One source for every package of the build, with the firmware component
 /// and its Contents index whatever `firmware:` says: a private apt whose
 /// source lines change drops its lists, under any other build on the same
-/// cache that is using them.
-fn with_firmware_component(apt: &AptSource) -> AptSource {
+/// cache that is using them. (The basefs's module warm-up takes its kernel
+/// package through this apt too: one set of lists for both.)
+pub fn with_firmware_component(apt: &AptSource) -> AptSource {
     let mut apt = apt.clone();
     let component = firmware::COMPONENT.to_string();
     if !apt.components.contains(&component) {

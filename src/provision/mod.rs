@@ -73,6 +73,13 @@ impl Role {
         format!("{}:{line}:{col}", self.tasks_file.display())
     }
 
+    /// Variable `name` as this role's tasks see it (the build's, else the
+    /// role's default), when it is a string.
+    pub fn var(&self, name: &str, build: &minijinja::Value) -> Option<String> {
+        let value = self.vars(build).get_attr(name).ok()?;
+        value.as_str().map(str::to_string)
+    }
+
     /// The variables a task sees: role defaults, then the build's.
     fn vars(&self, build: &minijinja::Value) -> minijinja::Value {
         if self.defaults.is_empty() {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 
 /// (the fixture's modules dir, kernel version).
-fn modules_dir(tree: &Path) -> (PathBuf, String) {
+pub(crate) fn modules_dir(tree: &Path) -> (PathBuf, String) {
     let parent = tree.join("usr/lib/modules");
     let version = std::fs::read_dir(&parent)
         .expect("fixture has usr/lib/modules")

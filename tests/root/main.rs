@@ -29,6 +29,8 @@ mod initrd_build;
 mod initrd_firmware;
 mod lock_file;
 mod mirror_faults;
+mod modules_depmod;
+mod modules_warm;
 mod overlay_build;
 mod quickstart;
 mod serve_dhcp;
