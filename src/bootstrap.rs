@@ -473,36 +473,49 @@ fn mmdebstrap(
     if !plan.packages.is_empty() {
         cmd = cmd.arg(format!("--include={}", plan.packages.join(",")));
     }
-    let mut extra = None;
-    if let Some(pins) = pins {
-        // apt reads the pins from the tree while bootstrapping; they and the
-        // local repository's source line are gone before it is packed.
-        let prefs = target.with_file_name(crate::lockfile::PREFERENCES);
-        fs::write(&prefs, pins.lock.preferences())
-            .with_context(|| format!("cannot write {}", prefs.display()))?;
-        let dest = format!(
-            "\"$1\"/etc/apt/preferences.d/{}",
-            crate::lockfile::PREFERENCES
-        );
-        cmd = cmd
-            .arg(format!(
-                "--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d && cp {} {dest}",
-                q(&prefs)
-            ))
-            .arg(format!("--customize-hook=rm -f {dest}"));
-        if let (Some(line), Some(repo)) = (pins.source_line(), &pins.repo) {
-            cmd = cmd.arg(format!(
-                "--customize-hook=sed -i '\\|{}|d' \"$1\"/etc/apt/sources.list",
-                repo.display()
-            ));
-            extra = Some(line);
-        }
-    }
+    let (mut cmd, extra) = match pins {
+        Some(pins) => with_pins(cmd, pins, target)?,
+        None => (cmd, None),
+    };
     cmd = cmd.arg(&plan.suite).arg(target).arg(&plan.mirror);
     Ok(match extra {
         Some(line) => cmd.arg(line),
         None => cmd,
     })
+}
+
+/// `cmd` with a lock's pins: its preferences while bootstrapping, and its
+/// local repository's source line (returned, for the command's end).
+fn with_pins(
+    mut cmd: crate::exec::Cmd,
+    pins: &Pinned,
+    target: &Path,
+) -> anyhow::Result<(crate::exec::Cmd, Option<String>)> {
+    let q = |p: &Path| crate::exec::shell_quote(&p.to_string_lossy());
+    let mut extra = None;
+    // apt reads the pins from the tree while bootstrapping; they and the
+    // local repository's source line are gone before it is packed.
+    let prefs = target.with_file_name(crate::lockfile::PREFERENCES);
+    fs::write(&prefs, pins.lock.preferences())
+        .with_context(|| format!("cannot write {}", prefs.display()))?;
+    let dest = format!(
+        "\"$1\"/etc/apt/preferences.d/{}",
+        crate::lockfile::PREFERENCES
+    );
+    cmd = cmd
+        .arg(format!(
+            "--setup-hook=mkdir -p \"$1\"/etc/apt/preferences.d && cp {} {dest}",
+            q(&prefs)
+        ))
+        .arg(format!("--customize-hook=rm -f {dest}"));
+    if let (Some(line), Some(repo)) = (pins.source_line(), &pins.repo) {
+        cmd = cmd.arg(format!(
+            "--customize-hook=sed -i '\\|{}|d' \"$1\"/etc/apt/sources.list",
+            repo.display()
+        ));
+        extra = Some(line);
+    }
+    Ok((cmd, extra))
 }
 
 fn debootstrap(plan: &Plan, cache: &Path, target: &Path) -> crate::exec::Cmd {

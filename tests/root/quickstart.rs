@@ -152,9 +152,15 @@ fn readme_first_command_serves_a_bootable_lab_from_a_fresh_clone() {
         clone.join("builds/basefs.squashfs").is_file()
             && clone.join("builds/discovery.cpio.gz").is_file()
     );
+    assert_cold_path(&clone, &p.path().join("quickstart.log"));
+}
+
+/// What the quick start's cold build must show in its log (`log`) and
+/// its manifest: the overlaps and the slim tree.
+fn assert_cold_path(clone: &Path, log: &Path) {
     // The cold path's overlaps: the initrd's packages are fetched while the
     // basefs is built, and its kernel image is the one the basefs left out.
-    let log = std::fs::read_to_string(p.path().join("quickstart.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(log).unwrap_or_default();
     let at = |what: &str| {
         log.find(what)
             .unwrap_or_else(|| panic!("no `{what}` in the log:\n{}", tail_lines(&log, 40)))
