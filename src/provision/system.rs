@@ -58,10 +58,7 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
     let lists = run.root.join(super::chroot::APT_LISTS);
     // Builds share the lists (bind-mounted here): one apt at a time, from
     // the update to the install, which reads them.
-    let _lists = crate::flock::apt_lists(&lists, || {
-        run.progress
-            .done("waiting for another build's apt to finish with the package lists")
-    })?;
+    let _lists = lists_held(run)?;
     let listed = |what: &str| {
         std::fs::read_dir(&lists)
             .map(|rd| {
@@ -105,6 +102,30 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
     go(run, cmd.args(&pkgs))
 }
 
+/// The shared package lists' lock (see `apt`).
+fn lists_held(run: &Run) -> anyhow::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    crate::flock::apt_lists(&run.root.join(super::chroot::APT_LISTS), || {
+        run.progress
+            .done("waiting for another build's apt to finish with the package lists")
+    })
+}
+
+/// The guards of the shared lists and package cache.
+type Held = (
+    Option<nix::fcntl::Flock<std::fs::File>>,
+    Option<nix::fcntl::Flock<std::fs::File>>,
+);
+
+/// A script or command may run apt itself (the base role's purge does),
+/// on the lists and package cache other builds share: it runs with both
+/// locks held, as an `apt` task does, so apt's own locks never make it
+/// fail at once. Lists first, the order `apt` takes them.
+fn apt_caches_held(run: &Run) -> anyhow::Result<Held> {
+    let lists = lists_held(run)?;
+    let debs = crate::flock::package_cache(&run.root.join("var/cache/apt/archives"))?;
+    Ok((lists, debs))
+}
+
 pub fn shell(run: &Run, s: &Shell) -> anyhow::Result<()> {
     let (script, chdir, creates) = match s {
         Shell::Script(script) => (script.clone(), None, None),
@@ -125,6 +146,7 @@ pub fn shell(run: &Run, s: &Shell) -> anyhow::Result<()> {
         Some(dir) => format!("cd {} || exit 1\n{script}", crate::exec::shell_quote(&dir)),
         None => script,
     };
+    let _held = apt_caches_held(run)?;
     go(run, in_chroot(run, "/bin/sh").args(["-e", "-c", &script]))
 }
 
@@ -139,6 +161,7 @@ pub fn command(run: &Run, c: &Command) -> anyhow::Result<()> {
     if run.dry {
         return Ok(());
     }
+    let _held = apt_caches_held(run)?;
     go(run, in_chroot(run, program).args(args))
 }
 
