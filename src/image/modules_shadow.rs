@@ -7,7 +7,7 @@
 //! uncompressed `X.ko`) and `modules.order` says so. What depmod writes
 //! there names the same files and comes from the same module bytes as
 //! what it writes into the compressed dir: the same bytes (proved on a real
-//! kernel by the root tests' `basefs_modules`). It is moved into the real
+//! kernel by the root test `modules_depmod`). It is moved into the real
 //! dir, and the shadow removed, once both are done. (Plain `depmod` in a
 //! tree, for a selection without xz, is here too.)
 

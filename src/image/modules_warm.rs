@@ -110,8 +110,8 @@ impl WarmUp {
         // run only on a core nothing else of the build wants; nice 10
         // where that policy is refused. (Linux: 0 is the calling thread.)
         let idle = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `idle` outlives the call; neither call has other
-        // memory-safety preconditions.
+        // SAFETY: `idle` outlives the call; none of the three calls has
+        // other memory-safety preconditions (ioprio_set takes integers).
         unsafe {
             if libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) != 0 {
                 libc::setpriority(libc::PRIO_PROCESS, 0, NICE);

@@ -56,9 +56,9 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
         return Ok(());
     }
     let lists = run.root.join(super::chroot::APT_LISTS);
-    // Builds share the lists (bind-mounted here): one apt at a time, from
-    // the update to the install, which reads them.
-    let _lists = lists_held(run)?;
+    // Builds share the lists and the package cache (bind-mounted here):
+    // one apt at a time, from the update to the install.
+    let _held = apt_caches_held(run)?;
     let listed = |what: &str| {
         std::fs::read_dir(&lists)
             .map(|rd| {
@@ -78,8 +78,6 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
     if pkgs.is_empty() {
         return Ok(());
     }
-    // Builds share the package cache (bind-mounted here): one apt at a time.
-    let _lock = crate::flock::package_cache(&run.root.join("var/cache/apt/archives"))?;
     let dpkg_opts = [
         "-o",
         "Dpkg::Options::=--force-confdef",
@@ -102,26 +100,22 @@ pub fn apt(run: &Run, a: &Apt) -> anyhow::Result<()> {
     go(run, cmd.args(&pkgs))
 }
 
-/// The shared package lists' lock (see `apt`).
-fn lists_held(run: &Run) -> anyhow::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
-    crate::flock::apt_lists(&run.root.join(super::chroot::APT_LISTS), || {
-        run.progress
-            .done("waiting for another build's apt to finish with the package lists")
-    })
-}
-
 /// The guards of the shared lists and package cache.
 type Held = (
     Option<nix::fcntl::Flock<std::fs::File>>,
     Option<nix::fcntl::Flock<std::fs::File>>,
 );
 
-/// A script or command may run apt itself (the base role's purge does),
-/// on the lists and package cache other builds share: it runs with both
-/// locks held, as an `apt` task does, so apt's own locks never make it
-/// fail at once. Lists first, the order `apt` takes them.
+/// The lists and package cache other builds share, held while an `apt`
+/// task runs, and a script or command too: it may run apt itself (the
+/// base role's purge does), and apt's own locks there would make it fail
+/// at once beside another build. Lists first, then the cache, the order
+/// the bootstrap takes them.
 fn apt_caches_held(run: &Run) -> anyhow::Result<Held> {
-    let lists = lists_held(run)?;
+    let lists = crate::flock::apt_lists(&run.root.join(super::chroot::APT_LISTS), || {
+        run.progress
+            .done("waiting for another build's apt to finish with the package lists")
+    })?;
     let debs = crate::flock::package_cache(&run.root.join("var/cache/apt/archives"))?;
     Ok((lists, debs))
 }

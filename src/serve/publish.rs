@@ -43,6 +43,7 @@ use super::ipxe::{Scripts, DEFAULT_CONSOLE};
 use super::profiles::{for_machine, normalize_mac, BootConfig, Resolved};
 use super::publish_secure as secure;
 pub use super::publish_secure::uki_profile;
+use super::servers::check_public_url as check_url;
 use crate::artifact::{objects, sha256_file, write_atomic, Manifest};
 
 /// `mkimage publish`, paths absolute.
@@ -320,9 +321,6 @@ impl crate::artifact::grace::Superseded for Marked {
         fs::remove_dir_all(entry).map(|()| true)
     }
 }
-
-/// `http://HOST[:PORT][/PATH]` without a trailing slash, or a usage error.
-use super::servers::check_public_url as check_url;
 
 /// Put the artifact `file` (sha256 `sha`) at `out/sha256/HEX/NAME`: from the
 /// content store, else the file itself once its bytes hash to `sha`.
