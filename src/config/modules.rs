@@ -101,7 +101,8 @@ pub const DEFAULT_KEEP: &[&str] = &[
 /// The validated selection. A module file is removed when the most specific
 /// pattern matching its path (or a directory above it) is a `drop` one —
 /// unless a module that stays depends on it. `compress`: the kept modules
-/// are stored as `.ko.xz`.
+/// are stored as `.ko.xz` (off by default: in a zstd squashfs of 1 MiB
+/// blocks they save 0.6% of the basefs for 10 CPU-seconds a cold build).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleSelection {
     pub drop: Vec<String>,
@@ -115,7 +116,7 @@ impl Default for ModuleSelection {
         ModuleSelection {
             drop: list(DEFAULT_DROP),
             keep: list(DEFAULT_KEEP),
-            compress: true,
+            compress: false,
         }
     }
 }
@@ -126,7 +127,7 @@ impl ModuleSelection {
         ModuleSelection {
             drop: Vec::new(),
             keep: Vec::new(),
-            compress: true,
+            compress: false,
         }
     }
 
@@ -167,7 +168,7 @@ pub struct ModuleKeys {
     pub drop: Vec<String>,
     #[serde(default)]
     pub keep: Vec<String>,
-    /// `xz` (default) or `none`.
+    /// `none` (default) or `xz`.
     pub compress: Option<String>,
 }
 
@@ -196,7 +197,7 @@ impl ModuleKeys {
         };
         s.drop.extend(self.drop);
         s.keep.extend(self.keep);
-        s.compress = self.compress.as_deref() != Some("none");
+        s.compress = self.compress.as_deref() == Some("xz");
         s
     }
 }
@@ -253,15 +254,15 @@ mod tests {
             "a more specific drop wins over keep drivers/scsi"
         );
         assert!(!s.drops("sound/core/snd.ko"), "a keep ties `*` and wins");
-        assert!(s.compress);
-        let none = ModuleKeys {
+        assert!(!s.compress, "modules stay plain .ko unless asked");
+        let all = ModuleKeys {
             defaults: Some(false),
             drop: vec![],
             keep: vec![],
-            compress: Some("none".into()),
+            compress: Some("xz".into()),
         }
         .selection();
-        assert!(!none.drops("sound/core/snd.ko") && !none.compress);
+        assert!(!all.drops("sound/core/snd.ko") && all.compress);
     }
 
     #[test]

@@ -504,7 +504,7 @@ fn kernel_modules(r: &Reader) -> Result<ModuleSelection, ConfigError> {
     {
         return Err(r.err(
             &["kernel_modules", "compress"],
-            format!("`{c}`: use xz (modules stored as .ko.xz) or none"),
+            format!("`{c}`: use none (plain .ko, the default) or xz (modules stored as .ko.xz)"),
         ));
     }
     Ok(keys.selection())

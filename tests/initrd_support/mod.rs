@@ -14,9 +14,9 @@ use mkimage::apt::AptSource;
 use mkimage::exec::Cmd;
 use mkimage::initramfs::{InitrdOptions, KernelSource};
 
-/// Bump when the fixture recipe changes (4: the basefs keeps a selection of
-/// the kernel's modules as .ko.xz, and no kernel image).
-const FIXTURE_VERSION: &str = "4";
+/// Bump when the fixture recipe changes (5: the basefs keeps a selection of
+/// the kernel's modules as plain .ko, and no kernel image).
+const FIXTURE_VERSION: &str = "5";
 pub const SUITE: &str = "bookworm";
 
 pub fn fixtures_root() -> PathBuf {

@@ -1,6 +1,7 @@
 //! The basefs's module cache warmed ahead (`image::modules_warm`), against
 //! the real mirror and the real kernel package: the shipped basefs's
-//! warm-up compresses what the selection keeps, and the selection on that
+//! warm-up, with `compress: xz` (the warm-up's only use), compresses what
+//! the selection keeps, and the selection on that
 //! package installed then finds every module in the cache; a warm-up that
 //! fails (a `kernel_package` no mirror has) is a debug line, and the
 //! build's basefs is, byte for byte, the one of a build whose warm-up ran.
@@ -13,15 +14,18 @@ use std::path::{Path, PathBuf};
 use mkimage::config::Kind;
 use mkimage::image::modules_warm::{WarmUp, Warmed};
 
-/// The shipped basefs's plan, building into `out` with the cache `cache`.
+/// The shipped basefs's plan with `compress: xz`, building into `out` with
+/// the cache `cache`.
 fn shipped_basefs(out: &Path, cache: &Path) -> mkimage::config::Plan {
-    mkimage::image::check::validated(
+    let mut plan = mkimage::image::check::validated(
         &repo().join("vars/basefs.yml"),
         &[format!("cache_dir={}", cache.display())],
         Kind::Basefs,
         out,
     )
-    .expect("the shipped basefs's plan")
+    .expect("the shipped basefs's plan");
+    plan.kernel_modules.compress = true;
+    plan
 }
 
 #[test]
@@ -87,7 +91,7 @@ fn a_failed_warm_up_is_a_debug_line_and_changes_no_byte() {
         let vars = p.write(
             "vars/b.yml",
             &format!(
-                "{}provisioners_dir: {}\n",
+                "{}provisioners_dir: {}\nkernel_modules: {{compress: xz}}\n",
                 small_vars("b", &["kernel"]),
                 p.path().join("provisioners").display()
             ),
