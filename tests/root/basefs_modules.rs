@@ -1,9 +1,10 @@
 //! The basefs's kernel module selection on a real Debian kernel (the initrd
 //! tests' basefs fixture, built by `mkimage basefs` with the default
 //! `kernel_modules:`): dropped subsystems are gone, kept NIC and storage
-//! drivers are there as plain `.ko` (the default `compress: none`) and kmod resolves them from the rebuilt
-//! `modules.dep`, which names no removed file; the kernel image is left out;
-//! `inspect --summary` shows it; bad patterns are refused with their place.
+//! drivers are there as plain `.ko` (the default `compress: none`) and
+//! kmod resolves them from the rebuilt `modules.dep`, which names no
+//! removed file; the kernel image is left out; `inspect --summary` shows
+//! it; bad patterns are refused with their place.
 
 use crate::common;
 use crate::initrd_support;
