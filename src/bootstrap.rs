@@ -21,6 +21,7 @@ use nix::fcntl::Flock;
 
 use crate::config::Plan;
 use crate::lockfile::Pinned;
+use crate::sys::write_behind::WriteBehind;
 
 /// The program `bootstrapper: auto` picks: mmdebstrap when installed.
 pub fn pick(choice: crate::config::Bootstrapper) -> anyhow::Result<&'static str> {
@@ -62,6 +63,9 @@ pub struct Source<'a> {
     pub cache: bool,
     /// The lock in force, if any: the bootstrap installs exactly its versions.
     pub pins: Option<&'a Pinned>,
+    /// Set when the build dir is in RAM: a fresh tree is used from there
+    /// and copied into the cache behind the build.
+    pub behind: Option<&'a WriteBehind>,
 }
 
 /// The tree for a basefs build: a cached tree with the same inputs (the
@@ -99,7 +103,7 @@ pub fn base_tree(
             crate::tree_tar::extract(archive, &fresh)?;
         }
         None => {
-            run(plan, &fresh, src.pins, progress)?;
+            run(plan, &fresh, src.pins, src.behind.is_some(), progress)?;
             // mmdebstrap writes every --aptopt (our proxy and cache settings)
             // here; the roles get their own for the build.
             let _ = fs::remove_file(fresh.join(MMDEBSTRAP_APT_CONF));
@@ -117,27 +121,42 @@ pub fn base_tree(
             _held: None,
         });
     }
-    for stale in crate::flock::stale(&trees, |n| n.starts_with(".new.")) {
-        tracing::info!("removing {} left by an interrupted build", stale.display());
-        let _ = fs::remove_dir_all(&stale);
+    if let Some(behind) = src.behind {
+        let what = format!("bootstrapped tree {}", &key[..12]);
+        let (id_, from) = (id.clone(), fresh.clone());
+        behind.submit(what, move || keep(&trees, &key, &id_, &from, false));
+        return Ok(BaseTree {
+            path: fresh,
+            id,
+            _held: None,
+        });
     }
-    let staging = crate::flock::claim_dir(&trees, ".new.")?;
-    let tree = staging.path.join("tree");
-    if fs::rename(&fresh, &tree).is_err() {
-        crate::sys::copy_tree(&fresh, &tree)?;
-    }
-    crate::artifact::write_atomic(&trees, &format!("{key}{ID}"), |f| {
-        f.write_all(id.as_bytes())
-    })?;
-    // Else another build cached the same inputs first, and that tree is used.
-    let _ = fs::rename(&tree, trees.join(&key));
-    let _ = fs::remove_dir_all(&staging.path);
+    keep(&trees, &key, &id, &fresh, true)?;
     cached(&trees, &key)?.ok_or_else(|| {
         anyhow::anyhow!(
             "the cached tree {} was removed as it was stored",
             trees.join(&key).display()
         )
     })
+}
+
+/// Put the tree `fresh` into the cache as `trees/KEY` with its id: moved
+/// (`take`), or copied (the build goes on using it). When another build
+/// cached the same inputs first, that tree stays.
+fn keep(trees: &Path, key: &str, id: &str, fresh: &Path, take: bool) -> anyhow::Result<()> {
+    for stale in crate::flock::stale(trees, |n| n.starts_with(".new.")) {
+        tracing::info!("removing {} left by an interrupted build", stale.display());
+        let _ = fs::remove_dir_all(&stale);
+    }
+    let staging = crate::flock::claim_dir(trees, ".new.")?;
+    let tree = staging.path.join("tree");
+    if !take || fs::rename(fresh, &tree).is_err() {
+        crate::sys::copy_tree(fresh, &tree)?;
+    }
+    crate::artifact::write_atomic(trees, &format!("{key}{ID}"), |f| f.write_all(id.as_bytes()))?;
+    let _ = fs::rename(&tree, trees.join(key));
+    let _ = fs::remove_dir_all(&staging.path);
+    Ok(())
 }
 
 /// The cached tree `trees/KEY`, held (shared) until dropped, if there is one.
@@ -249,10 +268,13 @@ pub fn preflight(plan: &Plan) -> anyhow::Result<&'static str> {
 /// Bootstrap a Debian tree into `target` (an empty directory) with the
 /// configured bootstrapper, through the apt proxy, keeping the downloaded
 /// .debs in the shared cache so the next build does not fetch them again.
+/// `in_ram`: `target` is in the build's own tmpfs (`build_dir:`), which a
+/// full-filesystem error then names.
 pub fn run(
     plan: &Plan,
     target: &Path,
     pins: Option<&Pinned>,
+    in_ram: bool,
     progress: &crate::progress::Progress,
 ) -> anyhow::Result<()> {
     let program = preflight(plan)?;
@@ -278,7 +300,7 @@ pub fn run(
         Some(lists) => mmdebstrap(plan, &cache, lists, target, pins)?,
         None => debootstrap(plan, &cache, target),
     };
-    attempts(plan, &cmd, target, &cache, progress)
+    attempts(plan, &cmd, (target, in_ram), &cache, progress)
         .with_context(|| format!("bootstrapping {} with {program} failed", plan.suite))?;
     progress.done(format!(
         "bootstrapped in {:.1}s",
@@ -316,7 +338,7 @@ enum Attempt {
 fn attempts(
     plan: &Plan,
     cmd: &crate::exec::Cmd,
-    target: &Path,
+    (target, in_ram): (&Path, bool),
     cache: &Path,
     progress: &crate::progress::Progress,
 ) -> anyhow::Result<()> {
@@ -335,7 +357,7 @@ fn attempts(
         found.push(kept.clone());
         found
     };
-    let before = space::Before::measure(target, cache);
+    let before = space::Before::measure(target, in_ram, cache);
     let mut first = true;
     let attempt = || -> Result<(), Attempt> {
         if !std::mem::take(&mut first) {

@@ -28,6 +28,8 @@ struct Place {
     mount: PathBuf,
     dev: u64,
     free: u64,
+    /// The build's own tmpfs (`build_dir:`).
+    ram: bool,
 }
 
 impl Place {
@@ -38,6 +40,7 @@ impl Place {
             mount: mount_point(&path),
             dev: std::fs::metadata(&path).ok()?.dev(),
             free: stat.blocks_available() * stat.fragment_size(),
+            ram: false,
         })
     }
 
@@ -58,9 +61,13 @@ pub struct Before {
 }
 
 impl Before {
-    pub fn measure(target: &Path, cache: &Path) -> Before {
+    /// `in_ram`: the tree's directory is the build's own tmpfs.
+    pub fn measure(target: &Path, in_ram: bool, cache: &Path) -> Before {
         Before {
-            tree: target.parent().and_then(Place::of),
+            tree: target
+                .parent()
+                .and_then(Place::of)
+                .map(|p| Place { ram: in_ram, ..p }),
             debs: Place::of(cache),
         }
     }
@@ -106,7 +113,11 @@ pub fn full_error(before: &Before, need: &Need) -> String {
         need.suite,
         need.variant
     );
-    let tail = "; free some space there or build elsewhere (--out for the build, cache_dir: for the caches)";
+    let tail = if full.ram && tree_there {
+        "; that is the build's own tmpfs (build_dir: auto or ram): set `build_dir: disk` in the vars file, or free memory"
+    } else {
+        "; free some space there or build elsewhere (--out for the build, cache_dir: for the caches)"
+    };
     match estimate {
         Some(bytes) if bytes > full.free => format!(
             "{head} needs about {} MiB there (an estimate from the sizes of the packages it installs and of apt's lists) and {} MiB were free{tail}",
@@ -345,11 +356,13 @@ Depends: libc6
                 mount: PathBuf::from("/mnt/small"),
                 dev: 1,
                 free: 1 << 20,
+                ram: false,
             }),
             debs: Some(Place {
                 mount: PathBuf::from("/mnt/small"),
                 dev: 1,
                 free: 1 << 20,
+                ram: false,
             }),
         };
         let need = Need {
@@ -367,6 +380,17 @@ Depends: libc6
         assert!(
             line.starts_with("the filesystem at /mnt/small is full: bootstrapping trixie (minbase) needs about 21 MiB there (an estimate")
                 && line.contains("and 1 MiB were free; free some space there"),
+            "{line}"
+        );
+        let in_ram = Before {
+            tree: before.tree.clone().map(|p| Place { ram: true, ..p }),
+            debs: None,
+        };
+        let line = full_error(&in_ram, &need);
+        assert!(
+            line.contains(
+                "that is the build's own tmpfs (build_dir: auto or ram): set `build_dir: disk`"
+            ),
             "{line}"
         );
         std::fs::remove_dir_all(&lists).unwrap();

@@ -171,6 +171,11 @@ pub const KEYS: &[Key] = &[
         doc: "shared caches",
     },
     Key {
+        name: "build_dir",
+        kinds: ALL,
+        doc: "where a build works: `auto` (RAM when there is room), `ram` or `disk`",
+    },
+    Key {
         name: "bootstrap_cache",
         kinds: BASEFS,
         doc: "reuse bootstrapped trees",

@@ -19,7 +19,7 @@ use serde_yaml_ng::Value as Yaml;
 pub use crate::ConfigError;
 pub use keys::Kind;
 pub use modules::{ModuleSelection, DEFAULT_DROP, DEFAULT_KEEP};
-pub use plan::{Bootstrapper, InitrdPlan, KernelChoice, Plan};
+pub use plan::{Bootstrapper, BuildDir, InitrdPlan, KernelChoice, Plan, RAM_BUILD_MIN};
 pub use vars::Vars;
 
 /// Load and validate the plan of one build of `kind` into `out`.

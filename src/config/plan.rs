@@ -42,6 +42,23 @@ pub enum Bootstrapper {
     Mmdebstrap,
 }
 
+/// Where a build's working dir (`OUT/.work/NAME.*`) keeps what it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildDir {
+    /// In RAM (a tmpfs) when the machine has [`RAM_BUILD_MIN`] available,
+    /// else on disk.
+    #[default]
+    Auto,
+    Ram,
+    Disk,
+}
+
+/// What `build_dir: auto` needs available to work in RAM: a default play's
+/// build dir peaked at 681 MiB, and the tmpfs is capped at half of what is
+/// available, so a build does not run the machine out of memory.
+pub const RAM_BUILD_MIN: u64 = 4 << 30;
+
 /// Where the initrd's kernel comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KernelChoice {
@@ -94,6 +111,7 @@ pub struct Plan {
     /// `.deb`s, bootstrapped trees and the private apt (absolute).
     pub cache_dir: PathBuf,
     pub bootstrap_cache: bool,
+    pub build_dir: BuildDir,
     pub source_date_epoch: u64,
     pub cleanup: Vec<String>,
     /// `lock:`: the lock file pinning every package (absolute; may not exist yet).
@@ -325,6 +343,7 @@ pub fn build(
         initrd: initrd_plan(&r, kind, compression)?,
         cache_dir: r.path("cache_dir")?.unwrap_or_else(|| out.join(".cache")),
         bootstrap_cache: r.get("bootstrap_cache")?.unwrap_or(true),
+        build_dir: r.get("build_dir")?.unwrap_or_default(),
         source_date_epoch,
         cleanup,
         lock: r.path("lock")?,

@@ -12,6 +12,7 @@ use crate::artifact::{self, Entry};
 use crate::bootstrap::Source;
 use crate::provision::layers::Store;
 use crate::provision::stack::Stack;
+use crate::sys::write_behind::WriteBehind;
 
 /// The artifact file of a basefs build.
 pub fn file_name(name: &str) -> String {
@@ -26,7 +27,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         return Ok(entries);
     }
     let pins = super::job::pins(plan)?;
-    let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
+    let mut work = WorkDir::for_job(job)?;
     // The module cache is warmed while the tree is bootstrapped and
     // provisioned; the thread is stopped when the selection starts, and
     // joined at the end of the scope.
@@ -38,7 +39,13 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
                 w.run();
             });
         }
-        let built = build_in(job, &work.path, pins.as_ref(), &inputs, warm_up.as_ref());
+        let built = build_in(
+            job,
+            (&work.path, work.behind()),
+            pins.as_ref(),
+            &inputs,
+            warm_up.as_ref(),
+        );
         if let Some(w) = &warm_up {
             w.stop();
         }
@@ -49,11 +56,12 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     Ok(vec![entry])
 }
 
-/// The tree in `work`: bootstrapped, provisioned, its kernel cut down,
-/// cleaned, packed and published with its manifest entry.
+/// The tree in `work` (with its copier into the caches when in RAM):
+/// bootstrapped, provisioned, its kernel cut down, cleaned, packed and
+/// published with its manifest entry.
 fn build_in(
     job: &Job,
-    work: &Path,
+    (work, behind): (&Path, Option<&WriteBehind>),
     pins: Option<&crate::lockfile::Pinned>,
     inputs: &crate::artifact::inputs::Inputs,
     warm_up: Option<&super::modules_warm::WarmUp>,
@@ -71,6 +79,7 @@ fn build_in(
             packages: &packages,
             cache,
             pins,
+            behind,
         },
         job.progress,
     )?;
@@ -85,7 +94,8 @@ fn build_in(
         store,
         vec![tree.path.clone()],
         super::job::layers_key(plan, &[&tree.id]),
-    );
+    )
+    .write_behind(behind);
     super::job::run_roles(job, &mut stack, &packages, pins)?;
     let root = work.join("root");
     stack.mount_top(&work.join("final"), &root)?;

@@ -64,7 +64,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     let (apt, pins) = apt_source(plan)?;
     // Scratch (the kernel and modules read out of the basefs) lives in a
     // build dir, so a killed build's leftovers are removed by the next.
-    let mut work = WorkDir::create(job.sys, &plan.out, &plan.name, job.keep_build_dir)?;
+    let mut work = WorkDir::for_job(job)?;
     let mut opts = InitrdOptions::new(&plan.name, kernel, apt, &plan.out);
     opts.basefs = Some(basefs.path.clone());
     opts.kernel_package = basefs.entry.as_ref().and_then(|e| {

@@ -22,6 +22,7 @@ const NOT_INPUTS: &[&str] = &[
     "apt_proxy",
     "cache_dir",
     "bootstrap_cache",
+    "build_dir",
     "include",
     "lock",
 ];

@@ -228,15 +228,7 @@ const RAM_DIR_NEEDS: u64 = 2 << 30;
 
 impl RamDir {
     fn mount(dir: &Path) -> RamDir {
-        let available = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("MemAvailable:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024);
-        if available < RAM_DIR_NEEDS {
+        if crate::sys::mem_available() < RAM_DIR_NEEDS {
             return RamDir(None);
         }
         let mounted = nix::mount::mount(

@@ -63,7 +63,7 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
     }
 
     let pins = super::job::pins(plan)?;
-    let mut work = WorkDir::create(job.sys, out, &plan.name, job.keep_build_dir)?;
+    let mut work = WorkDir::for_job(job)?;
     job.progress.step(format!(
         "mount {} and {} parent overlay(s)",
         base.path.display(),
@@ -88,7 +88,8 @@ pub fn build(job: &Job) -> anyhow::Result<Vec<Entry>> {
         store,
         lowers.clone(),
         super::job::layers_key(plan, &below),
-    );
+    )
+    .write_behind(work.behind());
     super::job::run_roles(job, &mut stack, &packages, pins.as_ref())?;
     let upper = work.path.join("upper");
     flatten::flatten(stack.task_layers(), &lowers, &upper)?;

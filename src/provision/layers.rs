@@ -32,6 +32,7 @@ pub struct Layer {
 }
 
 /// The layers of one cache dir.
+#[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
 }
@@ -75,12 +76,33 @@ impl Store {
     /// `info` says what made it. When another build stored the same key
     /// first, that layer is used and `upper` is dropped.
     pub fn put(&self, key: &str, upper: &Path, info: &str) -> anyhow::Result<Layer> {
+        self.stage(key, info, |tree| {
+            if fs::rename(upper, tree).is_err() {
+                // Another filesystem: copy, keeping owners, modes, times, xattrs.
+                crate::sys::copy_tree(upper, tree)?;
+            }
+            Ok(())
+        })?;
+        self.get(key)?
+            .ok_or_else(|| anyhow::anyhow!("the layer {key} was removed as it was stored"))
+    }
+
+    /// Copy `upper` into the store as `key`, leaving it where it is (a
+    /// build in RAM goes on using it while this runs behind it).
+    pub fn copy_in(&self, key: &str, upper: &Path, info: &str) -> anyhow::Result<()> {
+        self.stage(key, info, |tree| crate::sys::copy_tree(upper, tree))
+    }
+
+    /// Fill a claimed staging dir's tree with `fill`, then rename it into
+    /// place as `key` (unless another build got there first).
+    fn stage(
+        &self,
+        key: &str,
+        info: &str,
+        fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let staging = crate::flock::claim_dir(&self.dir, ".new.")?;
-        let tree = staging.path.join(TREE);
-        if fs::rename(upper, &tree).is_err() {
-            // Another filesystem: copy, keeping owners, modes, times, xattrs.
-            crate::sys::copy_tree(upper, &tree)?;
-        }
+        fill(&staging.path.join(TREE))?;
         fs::write(staging.path.join(INFO), info)
             .with_context(|| format!("cannot write {}", staging.path.join(INFO).display()))?;
         fs::write(staging.path.join(USED), b"")?;
@@ -92,9 +114,7 @@ impl Store {
             ));
         }
         let _ = fs::remove_dir_all(&staging.path);
-        drop(staging);
-        self.get(key)?
-            .ok_or_else(|| anyhow::anyhow!("the layer {key} was removed as it was stored"))
+        Ok(())
     }
 }
 

@@ -19,6 +19,7 @@ use super::chroot::{Chroot, ChrootOptions};
 use super::layers::{self, Layer, Store};
 use super::role::Role;
 use crate::progress::Progress;
+use crate::sys::write_behind::WriteBehind;
 use crate::sys::{self, Sys};
 use crate::template::Templater;
 
@@ -48,6 +49,9 @@ pub struct Stack<'a> {
     key: String,
     held: Vec<Layer>,
     count: usize,
+    /// Set when `work` is in RAM: layers go on from there, and are copied
+    /// into the store behind the build.
+    behind: Option<&'a WriteBehind>,
 }
 
 impl<'a> Stack<'a> {
@@ -69,7 +73,15 @@ impl<'a> Stack<'a> {
             key: root_key,
             held: Vec::new(),
             count: 0,
+            behind: None,
         }
+    }
+
+    /// Store layers by copying them behind the build (`work` is in RAM,
+    /// not on the store's filesystem).
+    pub fn write_behind(mut self, behind: Option<&'a WriteBehind>) -> Stack<'a> {
+        self.behind = behind;
+        self
     }
 
     /// Every lower dir, top-most first (the tasks' layers, then the tree
@@ -116,12 +128,8 @@ impl<'a> Stack<'a> {
                 })?;
                 match (key, &self.store) {
                     (Some(k), Some(store)) => {
-                        let layer = store.put(
-                            &k,
-                            &upper,
-                            &format!("role {}, task {}\n", role.name, task.label),
-                        )?;
-                        self.push_stored(layer);
+                        let info = format!("role {}, task {}\n", role.name, task.label);
+                        self.keep(store.clone(), k, upper, info)?;
                     }
                     _ => {
                         let content = layers::content_hash(&upper, env.source_date_epoch)?;
@@ -151,6 +159,30 @@ impl<'a> Stack<'a> {
             }
             Ok(())
         })?;
+        self.push(upper);
+        Ok(())
+    }
+
+    /// Put a task's fresh layer into the store and on the stack: moved in
+    /// and mounted from there, or (in RAM) mounted from where it is and
+    /// copied in behind the build.
+    fn keep(
+        &mut self,
+        store: Store,
+        key: String,
+        upper: PathBuf,
+        info: String,
+    ) -> anyhow::Result<()> {
+        let Some(behind) = self.behind else {
+            let layer = store.put(&key, &upper, &info)?;
+            self.push_stored(layer);
+            return Ok(());
+        };
+        let (k, from) = (key.clone(), upper.clone());
+        behind.submit(format!("layer {}", info.trim_end()), move || {
+            store.copy_in(&k, &from, &info)
+        });
+        self.key = key;
         self.push(upper);
         Ok(())
     }

@@ -46,6 +46,19 @@ pub fn mount_fs(
     sys.mount(Path::new(source), dest, Some(fstype), flags, data)
 }
 
+/// The memory the kernel says is available (`MemAvailable`), in bytes; 0
+/// when it cannot be read.
+pub fn mem_available() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Loop-mount an image read-only on `dest` (creating it).
 pub fn mount_image(sys: &dyn Sys, image: &Path, fstype: &str, dest: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;

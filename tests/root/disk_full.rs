@@ -1,5 +1,6 @@
 //! A build whose output filesystem fills up: a small tmpfs (mounted by the
-//! test, unmounted when it ends) as `--out`, the package cache on disk. At
+//! test, unmounted when it ends) as `--out`, the build dir there too
+//! (`build_dir: disk`), the package cache on disk. At
 //! 64 MiB apt's lists no longer fit; at 160 MiB the bootstrapper's `tar`
 //! runs out while unpacking (the issue's twenty `Cannot write: No space
 //! left on device` lines). Either way the error is one line naming the
@@ -77,7 +78,7 @@ fn a_full_output_filesystem_is_one_line_and_leaves_nothing() {
             "vars/basefs.yml",
             &format!(
                 "name: basefs\nsuite: bookworm\nvariant: minbase\nbootstrapper: mmdebstrap\n\
-                 cache_dir: {}\nbootstrap_cache: false\nsource_date_epoch: 1700000000\n",
+                 cache_dir: {}\nbootstrap_cache: false\nbuild_dir: disk\nsource_date_epoch: 1700000000\n",
                 shared_cache().display()
             ),
         );

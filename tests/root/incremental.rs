@@ -101,6 +101,7 @@ fn builds_redo_only_what_changed_and_match_an_uncached_build() {
     let b_before = editing_an_overlay_file_rebuilds_that_overlay_alone(&p);
     let o_before = a_forced_play_takes_each_cacheable_task_from_the_cache(&p, &b_before);
     an_uncached_build_gives_the_same_bytes(&p, &b_before, &o_before);
+    a_build_on_disk_gives_the_same_bytes(&p, &b_before, &o_before);
     the_overlay_holds_whiteouts_and_nothing_is_left(&p);
 }
 
@@ -117,6 +118,10 @@ fn cold_play_records_the_builtin_tables(p: &Project) {
         log.contains("b.squashfs was never built here") && !log.contains(": cached"),
         "{log}"
     );
+    // These machines have the RAM for `build_dir: auto` to work in a tmpfs;
+    // the layers copied into the store behind the builds are what the
+    // later plays mount (`: cached`).
+    assert!(log.contains("build dir in RAM"), "{log}");
 
     // The built-in tables that shape a build are among its inputs.
     let manifest: serde_json::Value =
@@ -249,21 +254,31 @@ fn a_forced_play_takes_each_cacheable_task_from_the_cache(p: &Project, b_before:
 fn an_uncached_build_gives_the_same_bytes(p: &Project, b_before: &str, o_before: &str) {
     // The same bytes as a build that uses no cache at all (one layer per
     // build, every task run): the merged task layers equal one upper dir.
-    let log = ok(
-        &play(p, &["--no-cache", "--out", "uncached"]),
-        "uncached play",
-    );
+    let log = same_bytes(p, &["--no-cache", "--out", "uncached"], b_before, o_before);
     assert!(!log.contains(": cached"), "{log}");
-    assert_eq!(
-        sha(p, "uncached", "b.squashfs"),
-        b_before,
-        "basefs from layers differs from an uncached build"
-    );
-    assert_eq!(
-        sha(p, "uncached", "o.cpio.gz"),
-        o_before,
-        "overlay from layers differs from an uncached build"
-    );
+}
+
+/// `build_dir: disk` (every task run, on disk): the same bytes as the
+/// builds in RAM, whose later builds mounted the layers copied behind them.
+fn a_build_on_disk_gives_the_same_bytes(p: &Project, b_before: &str, o_before: &str) {
+    let flags = ["--no-cache", "--var", "build_dir=disk", "--out", "ondisk"];
+    let log = same_bytes(p, &flags, b_before, o_before);
+    assert!(!log.contains("build dir in RAM"), "{log}");
+}
+
+/// A play with `flags` (the last two: `--out DIR`) gives the basefs and
+/// overlay bytes `b_before` and `o_before`; its log.
+fn same_bytes(p: &Project, flags: &[&str], b_before: &str, o_before: &str) -> String {
+    let log = ok(&play(p, flags), &flags.join(" "));
+    let out = flags[flags.len() - 1];
+    for (file, before) in [("b.squashfs", b_before), ("o.cpio.gz", o_before)] {
+        assert_eq!(
+            sha(p, out, file),
+            before,
+            "{file} of a play with {flags:?} differs from the one built from layers"
+        );
+    }
+    log
 }
 
 /// What the overlay holds; `cache --dry-run` names the layers; no mount
@@ -312,6 +327,32 @@ fn the_overlay_holds_whiteouts_and_nothing_is_left(p: &Project) {
     );
 }
 
+/// Wait (up to a minute) until the project's layer store holds a layer
+/// whose `info.txt` mentions `what`.
+fn wait_for_layer(p: &Project, what: &str) {
+    let store = p.path().join("cache/layers");
+    let found = || {
+        std::fs::read_dir(&store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                !e.file_name().to_string_lossy().starts_with('.')
+                    && std::fs::read_to_string(e.path().join("info.txt"))
+                        .is_ok_and(|i| i.contains(what))
+            })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !found() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no layer of {what} in {} after a minute",
+            store.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_killed_build_leaves_nothing_a_later_build_trusts() {
     let p = project();
@@ -337,6 +378,10 @@ fn a_killed_build_leaves_nothing_a_later_build_trusts() {
         seen.contains("slow | stuck"),
         "the build never reached the stuck task:\n{seen}"
     );
+    // The build works in RAM: the finished task's layer is copied into the
+    // store behind it. Killed once that copy is in (a kill before it loses
+    // that layer, and never trusts half of it).
+    wait_for_layer(&p, "task before");
     child.kill().unwrap();
     child.wait().unwrap();
 
